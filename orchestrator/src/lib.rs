@@ -1,0 +1,23 @@
+//! remedy: a remediation orchestrator for Apache CloudStack operators.
+//!
+//! The pipeline, in the order of the modules below:
+//!
+//! ```text
+//! load (playbook::load) -> validate + compile (playbook::compile) -> plan (inventory + params:
+//! targets, DAG of step x target) -> execute (runner, through a transport::Transport) ->
+//! on failure: rollback -> every event -> report (terminal) + audit (JSON lines)
+//! ```
+//!
+//! Anything a user wrote is checked before anything runs, and errors point at file:line:column
+//! ([`error::Diagnostic`]). Dry-run executes only read-only actions, and the transport is wrapped
+//! in [`transport::guard::DryRunGuard`] so a mutating action cannot slip through.
+
+pub mod audit;
+pub mod error;
+pub mod inventory;
+pub mod modules;
+pub mod playbook;
+pub mod redact;
+pub mod source;
+pub mod template;
+pub mod transport;

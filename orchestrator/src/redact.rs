@@ -1,0 +1,375 @@
+//! Keeping secrets out of output, logs and the audit log.
+//!
+//! Owns: the [`Redactor`], a set of secret values (passwords, secret keys, tokens) masked
+//! wherever they occur in text or JSON, and the rule deciding whether a name (an argument, a
+//! variable, a JSON key) denotes a secret by itself: [`is_secret_name`].
+//!
+//! Leaves to others: knowing which values are secret. Callers register them (values of
+//! secret-named parameters, credentials read from the inventory, API secret keys) and pass
+//! everything they print, log or audit through [`Redactor::redact`] or
+//! [`Redactor::redact_json`]. A secret never registered, shorter than four characters, or
+//! transformed beyond the forms listed at [`Redactor::add`] (e.g. base64-encoded, hashed) is
+//! not caught.
+
+use std::borrow::Cow;
+use std::fmt;
+
+use serde_json::{Map, Value};
+
+/// Secret values shorter than this (in characters) are not registered: masking every "1", "on"
+/// or "abc" in all output would mangle it beyond use, and the pattern of masks would itself
+/// reveal the short secret.
+const MIN_SECRET_CHARS: usize = 4;
+
+/// Words that make a name secret, matched against the name lowercased with everything but
+/// letters and digits removed (so `secret_key`, `X-Auth-Token` and `db.password` match).
+/// `apikey` is deliberately absent: CloudStack API keys identify an account, the secret key
+/// is what signs requests.
+const SECRET_WORDS: &[&str] = &[
+    "password",
+    "passwd",
+    "passphrase",
+    "secret",
+    "token",
+    "signature",
+    "sessionkey",
+    "privatekey",
+    "credential",
+    "authorization",
+    "cookie",
+];
+
+/// Masks registered secret values. Cheap to clone; `Default` is empty (redacts nothing).
+#[derive(Clone, Default)]
+pub struct Redactor {
+    /// Every registered value and its encoded forms, longest first, without duplicates.
+    needles: Vec<String>,
+}
+
+impl fmt::Debug for Redactor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Never the values themselves.
+        f.debug_struct("Redactor")
+            .field("needles", &self.needles.len())
+            .finish()
+    }
+}
+
+impl Redactor {
+    pub const MASK: &'static str = "********";
+
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Registers a secret value. Values shorter than four characters are ignored (see
+    /// `MIN_SECRET_CHARS`: they would cause too many false hits, and their masks would give them
+    /// away). Besides the value itself, its JSON-escaped form and its percent-encoded forms
+    /// (upper- and lowercase hex) are registered when they differ, so that the secret is also
+    /// caught inside serialized JSON and in URLs.
+    pub fn add(&mut self, secret: impl Into<String>) {
+        let secret = secret.into();
+        if secret.chars().count() < MIN_SECRET_CHARS {
+            return;
+        }
+        let json = json_escaped(&secret);
+        let upper = percent_encoded(&secret, true);
+        let lower = percent_encoded(&secret, false);
+        for form in [json, upper, lower].into_iter().chain([secret]) {
+            if !self.needles.contains(&form) {
+                self.needles.push(form);
+            }
+        }
+        self.needles
+            .sort_by(|a, b| b.len().cmp(&a.len()).then_with(|| a.cmp(b)));
+    }
+
+    /// True if no secret is registered.
+    pub fn is_empty(&self) -> bool {
+        self.needles.is_empty()
+    }
+
+    /// Replaces every occurrence of every secret with [`Redactor::MASK`]. Occurrences that
+    /// overlap (one secret inside or across another, or a secret overlapping itself) are merged
+    /// into a single mask, so no fragment of any secret survives, whatever the order they were
+    /// registered in. Borrows `text` when there is nothing to mask.
+    pub fn redact<'a>(&self, text: &'a str) -> Cow<'a, str> {
+        let mut spans: Vec<(usize, usize)> = Vec::new();
+        for needle in &self.needles {
+            let mut from = 0;
+            while let Some(offset) = text[from..].find(needle.as_str()) {
+                let start = from + offset;
+                spans.push((start, start + needle.len()));
+                // Step one character, not the whole match, to also find overlapping ones.
+                from = start + text[start..].chars().next().map_or(1, char::len_utf8);
+            }
+        }
+        if spans.is_empty() {
+            return Cow::Borrowed(text);
+        }
+        spans.sort_unstable();
+        let mut out = String::with_capacity(text.len());
+        let mut copied = 0;
+        let mut spans = spans.into_iter().peekable();
+        while let Some((start, mut end)) = spans.next() {
+            while let Some(&(next_start, next_end)) = spans.peek() {
+                if next_start >= end {
+                    break;
+                }
+                end = end.max(next_end);
+                spans.next();
+            }
+            out.push_str(&text[copied..start]);
+            out.push_str(Self::MASK);
+            copied = end;
+        }
+        out.push_str(&text[copied..]);
+        Cow::Owned(out)
+    }
+
+    /// Redacts a JSON value in place: every string (and object key) goes through
+    /// [`Redactor::redact`], and under any key that [`is_secret_name`] every string and number
+    /// is replaced by [`Redactor::MASK`], however deeply nested. Booleans and nulls are kept:
+    /// they are never secrets (`"passwordenabled": true` stays readable).
+    pub fn redact_json(&self, value: &mut Value) {
+        self.walk(value, false);
+    }
+
+    fn walk(&self, value: &mut Value, secret: bool) {
+        match value {
+            Value::String(text) => {
+                if secret {
+                    *text = Self::MASK.to_string();
+                } else if let Cow::Owned(redacted) = self.redact(text) {
+                    *text = redacted;
+                }
+            }
+            Value::Number(_) => {
+                if secret {
+                    *value = Value::String(Self::MASK.to_string());
+                }
+            }
+            Value::Array(items) => {
+                for item in items {
+                    self.walk(item, secret);
+                }
+            }
+            Value::Object(map) => {
+                self.redact_keys(map);
+                for (key, item) in map.iter_mut() {
+                    self.walk(item, secret || is_secret_name(key));
+                }
+            }
+            Value::Bool(_) | Value::Null => {}
+        }
+    }
+
+    /// Rebuilds `map` if a secret occurs in one of its keys. Two keys that redact to the same
+    /// text collapse into one (the later wins): a loss preferable to a leak.
+    fn redact_keys(&self, map: &mut Map<String, Value>) {
+        if self.is_empty() || !map.keys().any(|k| matches!(self.redact(k), Cow::Owned(_))) {
+            return;
+        }
+        let old = std::mem::take(map);
+        for (key, item) in old {
+            let key = self.redact(&key).into_owned();
+            map.insert(key, item);
+        }
+    }
+}
+
+/// True if an argument, variable or JSON key name denotes a secret by its name: once
+/// lowercased and stripped of everything but letters and digits, it contains password,
+/// passwd, passphrase, secret (so secretkey / secret_key), token, signature, sessionkey,
+/// privatekey, credential, authorization or cookie. `apikey` / `api_key` is not a secret:
+/// CloudStack API keys are identifiers.
+///
+/// Names of flags match too (`passwordenabled`): callers registering values of secret-named
+/// parameters should skip booleans, or `true` would be masked everywhere.
+pub fn is_secret_name(name: &str) -> bool {
+    let normalized: String = name
+        .chars()
+        .filter(|c| c.is_alphanumeric())
+        .flat_map(char::to_lowercase)
+        .collect();
+    SECRET_WORDS.iter().any(|word| normalized.contains(word))
+}
+
+/// The text between the quotes of `secret` as a JSON string.
+fn json_escaped(secret: &str) -> String {
+    let quoted = Value::String(secret.to_string()).to_string();
+    quoted
+        .strip_prefix('"')
+        .and_then(|s| s.strip_suffix('"'))
+        .map_or_else(|| secret.to_string(), str::to_string)
+}
+
+/// RFC 3986 percent-encoding of everything but unreserved characters.
+fn percent_encoded(secret: &str, upper: bool) -> String {
+    let mut out = String::with_capacity(secret.len());
+    for byte in secret.bytes() {
+        if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'.' | b'_' | b'~') {
+            out.push(char::from(byte));
+        } else if upper {
+            out.push_str(&format!("%{byte:02X}"));
+        } else {
+            out.push_str(&format!("%{byte:02x}"));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    const M: &str = Redactor::MASK;
+
+    fn redactor(secrets: &[&str]) -> Redactor {
+        let mut r = Redactor::new();
+        for s in secrets {
+            r.add(*s);
+        }
+        r
+    }
+
+    #[test]
+    fn substring_replacement() {
+        let r = redactor(&["hunter22"]);
+        assert_eq!(
+            r.redact("login -p hunter22 ok; again:hunter22."),
+            format!("login -p {M} ok; again:{M}.")
+        );
+        assert!(matches!(r.redact("nothing here"), Cow::Borrowed(_)));
+        assert!(Redactor::new().is_empty());
+        assert!(!r.is_empty());
+    }
+
+    #[test]
+    fn overlapping_secrets() {
+        let r = redactor(&["abcdef", "defghi"]);
+        assert_eq!(r.redact("xxabcdefghixx"), format!("xx{M}xx"));
+        // One secret inside another: the longer wins, nothing of either is left.
+        let r = redactor(&["pass", "password1"]);
+        assert_eq!(r.redact("password1 pass"), format!("{M} {M}"));
+        // A secret overlapping itself.
+        let r = redactor(&["aaaa"]);
+        assert_eq!(r.redact("aaaaa!"), format!("{M}!"));
+    }
+
+    #[test]
+    fn encoded_forms_and_unicode() {
+        let r = redactor(&["p@ss w\"ord/é"]);
+        assert_eq!(
+            r.redact("url?pw=p%40ss%20w%22ord%2F%C3%A9&x"),
+            format!("url?pw={M}&x")
+        );
+        assert_eq!(
+            r.redact("url?pw=p%40ss%20w%22ord%2f%c3%a9"),
+            format!("url?pw={M}")
+        );
+        let serialized = json!({"cmd": "login p@ss w\"ord/é"}).to_string();
+        assert!(!serialized.contains(M));
+        assert_eq!(r.redact(&serialized), format!("{{\"cmd\":\"login {M}\"}}"));
+        assert_eq!(r.redact("é p@ss w\"ord/é é"), format!("é {M} é"));
+    }
+
+    #[test]
+    fn secret_inside_nested_json() {
+        let r = redactor(&["s3cr3tvalue"]);
+        let mut value = json!({
+            "steps": [
+                {"output": ["line one", "the key is s3cr3tvalue!"]},
+                {"nested": {"deeper": [[{"x": "s3cr3tvalue"}]]}}
+            ],
+            "s3cr3tvalue-as-key": 1
+        });
+        r.redact_json(&mut value);
+        assert_eq!(
+            value,
+            json!({
+                "steps": [
+                    {"output": ["line one", format!("the key is {M}!")]},
+                    {"nested": {"deeper": [[{"x": M}]]}}
+                ],
+                format!("{M}-as-key"): 1
+            })
+        );
+    }
+
+    #[test]
+    fn key_based_masking() {
+        let r = Redactor::new();
+        let mut value = json!({
+            "username": "admin",
+            "Password": "whatever",
+            "apikey": "AKIDvisible",
+            "api_key": "visible-too",
+            "secretkey": "hidden",
+            "secret_key": "hidden",
+            "X-Auth-Token": 12345,
+            "signature": "c2lnbg==",
+            "passwordenabled": true,
+            "token": null,
+            "credentials": {"user": "bob", "pins": [1234, "abcd"]},
+        });
+        r.redact_json(&mut value);
+        assert_eq!(
+            value,
+            json!({
+                "username": "admin",
+                "Password": M,
+                "apikey": "AKIDvisible",
+                "api_key": "visible-too",
+                "secretkey": M,
+                "secret_key": M,
+                "X-Auth-Token": M,
+                "signature": M,
+                "passwordenabled": true,
+                "token": null,
+                "credentials": {"user": M, "pins": [M, M]},
+            })
+        );
+    }
+
+    #[test]
+    fn secret_names() {
+        for name in [
+            "password",
+            "db_passwd",
+            "SecretKey",
+            "secret_key",
+            "ssh-passphrase",
+            "refresh.token",
+            "signature",
+            "sessionkey",
+            "privatekey",
+        ] {
+            assert!(is_secret_name(name), "{name}");
+        }
+        for name in [
+            "apikey", "api_key", "apiKey", "username", "zoneid", "keypair",
+        ] {
+            assert!(!is_secret_name(name), "{name}");
+        }
+    }
+
+    #[test]
+    fn short_values_ignored() {
+        let mut r = Redactor::new();
+        r.add("");
+        r.add("abc");
+        r.add("éé");
+        assert!(r.is_empty());
+        assert_eq!(r.redact("abc éé"), "abc éé");
+        r.add("abcd");
+        assert_eq!(r.redact("abcd"), M);
+    }
+
+    #[test]
+    fn debug_does_not_leak() {
+        let r = redactor(&["topsecretvalue"]);
+        assert!(!format!("{r:?}").contains("topsecret"));
+    }
+}
