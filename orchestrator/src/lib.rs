@@ -12,12 +12,18 @@
 //! ([`error::Diagnostic`]). Dry-run executes only read-only actions, and the transport is wrapped
 //! in [`transport::guard::DryRunGuard`] so a mutating action cannot slip through.
 
+pub mod app;
 pub mod audit;
 pub mod error;
+pub mod event;
 pub mod inventory;
 pub mod modules;
+pub mod plan;
 pub mod playbook;
 pub mod redact;
+pub mod rollback;
+pub mod runner;
+pub mod scheduler;
 pub mod source;
 pub mod template;
 pub mod transport;

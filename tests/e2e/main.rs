@@ -1,1 +1,3 @@
-//! End-to-end tests.
+//! End-to-end tests of the engine through the library, with the scripted fake transport.
+
+mod engine;

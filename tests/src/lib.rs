@@ -1,1 +1,52 @@
-//! Shared helpers for the end-to-end tests.
+//! Shared helpers for the end-to-end tests: write a playbook and an inventory to a temp dir,
+//! plan them, and run them against a transport.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use remedy::app::{execute, RunOptions};
+use remedy::event::Event;
+use remedy::inventory::Inventory;
+use remedy::plan::{build, Options, Plan};
+use remedy::scheduler::Summary;
+use remedy::transport::Transport;
+
+pub fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, text).expect("write fixture");
+    p
+}
+
+pub fn plan(playbook: &Path, inventory: &Path, extra: &[(&str, &str)]) -> Plan {
+    let loaded = remedy::playbook::load(playbook.to_str().expect("utf-8 path"))
+        .unwrap_or_else(|d| panic!("load: {}", d.render(false)));
+    let program = remedy::playbook::compile(&loaded)
+        .unwrap_or_else(|d| panic!("compile: {}", d.render(false)));
+    let inv = Inventory::load(&[inventory.to_path_buf()]).expect("inventory");
+    let opts = Options {
+        extra: extra
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+        ..Default::default()
+    };
+    build(program, inv, &opts).unwrap_or_else(|d| panic!("plan: {}", d.render(false)))
+}
+
+/// Run a plan; returns the summary and every event shown.
+pub async fn run(
+    plan: Plan,
+    transport: Arc<dyn Transport>,
+    opts: RunOptions,
+) -> (String, Summary, Vec<Event>) {
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let (_cancel_tx, cancel) = tokio::sync::watch::channel(false);
+    let (run, summary) = execute(plan, transport, opts, Some(tx), cancel)
+        .await
+        .expect("execute");
+    let mut events = Vec::new();
+    while let Ok(e) = rx.try_recv() {
+        events.push(e);
+    }
+    (run, summary, events)
+}

@@ -31,7 +31,7 @@ use crate::transport::{Access, ApiCall};
 pub const BUILTIN_VARS: &[&str] = &["inventory_hostname", "hostvars", "groups", "params"];
 
 /// Section of a playbook a step came from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Phase {
     Detect,

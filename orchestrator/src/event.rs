@@ -1,0 +1,249 @@
+//! One event type for everything that happens in a run. The same events feed the terminal
+//! report and the audit log, so what the operator saw and what was recorded cannot diverge.
+//!
+//! [`Sink`] is the single place events go through: it redacts secrets, appends to the audit log
+//! (durably before any mutating action: [`Event::announces_change`]), then hands the event to
+//! the reporter. If the audit log cannot be written, `emit` fails and the caller must not act.
+
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value as J;
+use tokio::sync::mpsc;
+
+use crate::audit::AuditLog;
+use crate::playbook::Phase;
+use crate::redact::Redactor;
+use crate::transport::Action;
+
+/// What a node came to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    /// A read-only step ran and passed.
+    Ok,
+    /// A mutating step changed something.
+    Changed,
+    /// Already as wanted: nothing ran.
+    NoChange,
+    /// Dry-run: would change (see the diff).
+    WouldChange,
+    /// Dry-run: cannot be predicted (depends on an earlier change).
+    Unknown,
+    /// `when` was false, or the run stopped before it.
+    Skipped,
+    Failed,
+    /// Failed, but `ignore_errors` let the run go on.
+    FailedIgnored,
+}
+
+impl Outcome {
+    pub fn word(self) -> &'static str {
+        match self {
+            Outcome::Ok => "ok",
+            Outcome::Changed => "changed",
+            Outcome::NoChange => "no change",
+            Outcome::WouldChange => "will change",
+            Outcome::Unknown => "unknown",
+            Outcome::Skipped => "skipped",
+            Outcome::Failed => "FAILED",
+            Outcome::FailedIgnored => "failed (ignored)",
+        }
+    }
+}
+
+/// How to check, after an undo, that a structured module's target is back to its pre-state.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModuleVerify {
+    pub kind: crate::modules::ModuleKind,
+    pub spec: J,
+    pub before: J,
+}
+
+/// Everything needed to undo one completed change, as data.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct UndoRecord {
+    pub actions: Vec<Action>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verify: Option<ModuleVerify>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RunMode {
+    Apply,
+    DryRun,
+    Rollback,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct FileHash {
+    pub path: String,
+    pub sha256: String,
+}
+
+/// The events. Serialized with an `event` tag, e.g. `{"event":"step_end",...}`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum Event {
+    RunStart {
+        run: String,
+        playbook: String,
+        mode: RunMode,
+        operator: String,
+        host: String,
+        argv: Vec<String>,
+        files: Vec<FileHash>,
+        inventory: Vec<String>,
+        inventory_sha256: String,
+        params_sha256: String,
+        params: std::collections::BTreeMap<String, String>,
+        remedy_version: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        rollback_of: Option<String>,
+    },
+    StepStart {
+        run: String,
+        step: String,
+        target: String,
+        phase: Phase,
+        kind: String,
+        mutating: bool,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        action: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pre: Option<J>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        diff: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        undo: Option<UndoRecord>,
+    },
+    StepEnd {
+        run: String,
+        step: String,
+        target: String,
+        outcome: Outcome,
+        duration_ms: u64,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        rc: Option<i32>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        diff: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        output_sha256: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        stdout_tail: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        stderr_tail: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        error: Option<String>,
+        /// How to undo this change (only for `changed` outcomes of reversible steps).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        undo: Option<UndoRecord>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        irreversible: Option<String>,
+    },
+    /// A long wait or a retry; shown, not audited.
+    Progress {
+        run: String,
+        step: String,
+        target: String,
+        message: String,
+    },
+    RollbackStart {
+        run: String,
+        reason: String,
+        steps: usize,
+    },
+    UndoStart {
+        run: String,
+        step: String,
+        target: String,
+        actions: Vec<Action>,
+    },
+    UndoEnd {
+        run: String,
+        step: String,
+        target: String,
+        ok: bool,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        restored: Option<bool>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        error: Option<String>,
+    },
+    RunEnd {
+        run: String,
+        status: String,
+        exit_code: i32,
+        changed: usize,
+        failed: usize,
+        undone: usize,
+        not_undone: Vec<String>,
+    },
+}
+
+impl Event {
+    /// Must be on disk before the action it announces runs.
+    pub fn announces_change(&self) -> bool {
+        matches!(
+            self,
+            Event::StepStart { mutating: true, .. }
+                | Event::UndoStart { .. }
+                | Event::RunEnd { .. }
+                | Event::RollbackStart { .. }
+        )
+    }
+
+    pub fn audited(&self) -> bool {
+        !matches!(self, Event::Progress { .. })
+    }
+}
+
+/// Where events go.
+pub struct Sink {
+    audit: Option<AuditLog>,
+    redactor: Redactor,
+    tx: Option<mpsc::UnboundedSender<Event>>,
+}
+
+impl Sink {
+    pub fn new(
+        audit: Option<AuditLog>,
+        redactor: Redactor,
+        tx: Option<mpsc::UnboundedSender<Event>>,
+    ) -> Arc<Self> {
+        Arc::new(Sink {
+            audit,
+            redactor,
+            tx,
+        })
+    }
+
+    pub fn redactor(&self) -> &Redactor {
+        &self.redactor
+    }
+
+    /// Record and show an event. An error means the audit log could not be written: do not act.
+    pub fn emit(&self, event: Event) -> Result<(), String> {
+        let mut value = serde_json::to_value(&event).map_err(|e| e.to_string())?;
+        self.redactor.redact_json(&mut value);
+        if event.audited() {
+            if let Some(log) = &self.audit {
+                log.append(value.clone(), event.announces_change())
+                    .map_err(|e| e.to_string())?;
+            }
+        }
+        if let Some(tx) = &self.tx {
+            let shown: Event = serde_json::from_value(value).unwrap_or(event);
+            let _ = tx.send(shown);
+        }
+        Ok(())
+    }
+
+    /// Flush pending audit records to disk.
+    pub fn sync(&self) -> Result<(), String> {
+        match &self.audit {
+            Some(log) => log.sync().map_err(|e| e.to_string()),
+            None => Ok(()),
+        }
+    }
+}

@@ -1,0 +1,508 @@
+//! The plan: a compiled program bound to an inventory and parameter values, as a DAG of
+//! step x target nodes.
+//!
+//! Owned here: parameter values (command line, defaults, include bindings), target selection
+//! (`on:` patterns, `--limit`, `--tags`), host-variable checks, and the dependency edges
+//! between nodes. A node of step B on target T waits for step A on T when A runs on T, and for
+//! every node of A otherwise; `serial: N` makes each batch of a step wait for the one before.
+//! Not here: running anything (runner).
+
+use std::collections::BTreeMap;
+
+use indexmap::IndexMap;
+use minijinja::value::Value;
+use petgraph::graph::{DiGraph, NodeIndex};
+use serde_json::Value as J;
+
+use crate::error::{Diagnostic, Diagnostics};
+use crate::inventory::Inventory;
+use crate::playbook::compile::json_text;
+use crate::playbook::{Phase, Program};
+use crate::redact::Redactor;
+use crate::source::Source;
+
+/// The name of the controller pseudo-target (API calls, and `assert`/`set`/`wait` without `on`).
+pub const CONTROLLER: &str = "localhost";
+
+/// One unit of work: a step on a target.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Node {
+    pub step: usize,
+    pub target: String,
+}
+
+/// Options that shape a plan.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    /// `-e name=value`, in order (later wins).
+    pub extra: Vec<(String, String)>,
+    /// `--limit PATTERN`.
+    pub limit: Option<String>,
+    /// `--tags`: run only `steps` carrying one of these (detect and verify always run).
+    pub tags: Vec<String>,
+}
+
+/// The bound, checked plan.
+#[derive(Debug)]
+pub struct Plan {
+    pub program: Program,
+    pub inventory: Inventory,
+    /// Parameter and var values per scope.
+    pub scope_values: Vec<BTreeMap<String, J>>,
+    /// Target host names per step (empty: the step is excluded by tags).
+    pub targets: Vec<Vec<String>>,
+    pub graph: DiGraph<Node, ()>,
+    pub index: BTreeMap<Node, NodeIndex>,
+    /// Secrets to keep out of output and logs (secret params, resolved inventory secrets).
+    pub redactor: Redactor,
+    /// SHA-256 of the parameter values (secrets included in the hash, never stored).
+    pub params_sha256: String,
+}
+
+impl Plan {
+    pub fn node_count(&self) -> usize {
+        self.graph.node_count()
+    }
+
+    /// Nodes in a topological order.
+    pub fn order(&self) -> Vec<NodeIndex> {
+        petgraph::algo::toposort(&self.graph, None).unwrap_or_default()
+    }
+
+    /// Root parameter values, with secrets masked, for display.
+    pub fn shown_params(&self) -> BTreeMap<String, String> {
+        let root = &self.program.scopes[0];
+        root.params
+            .iter()
+            .filter_map(|(k, p)| {
+                let v = self.scope_values[0].get(k)?;
+                Some((
+                    k.clone(),
+                    if p.secret {
+                        Redactor::MASK.to_string()
+                    } else {
+                        json_text(v)
+                    },
+                ))
+            })
+            .collect()
+    }
+}
+
+fn src_of(program: &Program, scope: usize) -> Option<Source> {
+    let path = &program.scopes[scope].path;
+    let text = std::fs::read_to_string(path).ok()?;
+    Source::parse(path.clone(), text).ok()
+}
+
+fn diag_at_loc(
+    program: &Program,
+    scope: usize,
+    loc: &crate::source::Loc,
+    msg: String,
+) -> Diagnostic {
+    match src_of(program, scope) {
+        Some(src) => Diagnostic::at_loc(&src, loc.clone(), msg),
+        None => {
+            let mut d = Diagnostic::new(msg);
+            d.loc = Some(loc.clone());
+            d
+        }
+    }
+}
+
+/// Context for plan-time rendering in a scope: its params and vars.
+pub fn scope_context(values: &BTreeMap<String, J>) -> Value {
+    Value::from_serialize(values)
+}
+
+/// Bind a program to an inventory and parameters.
+pub fn build(program: Program, inventory: Inventory, opts: &Options) -> Result<Plan, Diagnostics> {
+    let mut diags = Diagnostics::default();
+    let mut redactor = Redactor::new();
+
+    // --- parameters, scope by scope (parents come before children) ---
+    let mut scope_values: Vec<BTreeMap<String, J>> = Vec::new();
+    let extra: IndexMap<String, String> = opts.extra.iter().cloned().collect();
+    for (si, scope) in program.scopes.iter().enumerate() {
+        let mut values = BTreeMap::new();
+        if si == 0 {
+            for k in extra.keys() {
+                if !scope.params.contains_key(k) {
+                    diags.push(Diagnostic::new(format!(
+                        "-e {k}: {} has no parameter {k:?} (it has: {})",
+                        program.name,
+                        scope.params.keys().cloned().collect::<Vec<_>>().join(", ")
+                    )));
+                }
+            }
+        }
+        for (name, p) in &scope.params {
+            let given: Option<Result<J, String>> = if si == 0 {
+                extra.get(name).map(|v| Ok(J::String(v.clone())))
+            } else {
+                scope.bindings.get(name).map(|tpl| {
+                    let parent = scope.parent.unwrap_or(0);
+                    let ctx = scope_context(&scope_values[parent]);
+                    program
+                        .templates
+                        .render(tpl, &ctx)
+                        .map(J::String)
+                        .map_err(|e| e.message)
+                })
+            };
+            let value = match given {
+                Some(Ok(v)) => match p.accept(v) {
+                    Ok(v) => Some(v),
+                    Err(e) => {
+                        let msg = format!("parameter {name}: {e}");
+                        diags.push(if si == 0 {
+                            Diagnostic::new(format!("-e {msg}"))
+                        } else {
+                            diag_at_loc(&program, si, &p.loc, msg)
+                        });
+                        None
+                    }
+                },
+                Some(Err(e)) => {
+                    diags.push(diag_at_loc(
+                        &program,
+                        si,
+                        &p.loc,
+                        format!("parameter {name}: {e}"),
+                    ));
+                    None
+                }
+                None => match &p.default {
+                    Some(d) => Some(d.clone()),
+                    None if p.required => {
+                        diags.push(
+                            diag_at_loc(
+                                &program,
+                                si,
+                                &p.loc,
+                                format!(
+                                    "missing required parameter {name:?} of {}",
+                                    scope.playbook
+                                ),
+                            )
+                            .with_help(format!(
+                                "pass -e {name}=...{}",
+                                if p.help.is_empty() {
+                                    String::new()
+                                } else {
+                                    format!(" ({})", p.help)
+                                }
+                            )),
+                        );
+                        None
+                    }
+                    None => Some(J::Null),
+                },
+            };
+            if let Some(v) = value {
+                if p.secret {
+                    redactor.add(json_text(&v));
+                }
+                values.insert(name.clone(), v);
+            }
+        }
+        // vars render with the scope's params
+        for (k, tpl) in &scope.vars {
+            let ctx = scope_context(&values);
+            match program.templates.render(tpl, &ctx) {
+                Ok(v) => {
+                    values.insert(k.clone(), J::String(v));
+                }
+                Err(e) => diags.push(diag_at_loc(
+                    &program,
+                    si,
+                    &e.loc,
+                    format!("vars.{k}: {}", e.message),
+                )),
+            }
+        }
+        scope_values.push(values);
+    }
+    if !diags.is_empty() {
+        return Err(diags);
+    }
+    let mut hasher_input = String::new();
+    for v in &scope_values {
+        hasher_input.push_str(&serde_json::to_string(v).unwrap_or_default());
+        hasher_input.push('\n');
+    }
+    let params_sha256 = crate::playbook::load::hex(&<sha2::Sha256 as sha2::Digest>::digest(
+        hasher_input.as_bytes(),
+    ));
+
+    for (label, r) in inventory.secret_refs() {
+        match r.resolve() {
+            Ok(secret) => redactor.add(secret),
+            Err(_) => tracing::debug!(what = %label, "inventory secret not resolvable now"),
+        }
+    }
+
+    // --- targets ---
+    let limit = match &opts.limit {
+        Some(l) => match inventory.select(l) {
+            Ok(hosts) => Some(
+                hosts
+                    .into_iter()
+                    .map(|h| h.name.clone())
+                    .collect::<Vec<_>>(),
+            ),
+            Err(e) => return Err(Diagnostic::new(format!("--limit {l}: {e}")).into()),
+        },
+        None => None,
+    };
+    let mut targets: Vec<Vec<String>> = Vec::new();
+    for step in &program.steps {
+        let tagged_out = step.phase == Phase::Steps
+            && !opts.tags.is_empty()
+            && !step.tags.iter().any(|t| opts.tags.contains(t));
+        if tagged_out {
+            targets.push(Vec::new());
+            continue;
+        }
+        let Some(on) = &step.on else {
+            targets.push(vec![CONTROLLER.to_string()]);
+            continue;
+        };
+        let ctx = scope_context(&scope_values[step.scope]);
+        let pattern = match program.templates.render(on, &ctx) {
+            Ok(p) => p,
+            Err(e) => {
+                diags.push(diag_at_loc(
+                    &program,
+                    step.scope,
+                    &e.loc,
+                    format!("step {}: on: {}", step.id, e.message),
+                ));
+                targets.push(Vec::new());
+                continue;
+            }
+        };
+        match inventory.select(&pattern) {
+            Ok(hosts) => {
+                let mut names: Vec<String> = hosts.into_iter().map(|h| h.name.clone()).collect();
+                if let Some(l) = &limit {
+                    names.retain(|n| l.contains(n));
+                }
+                targets.push(names);
+            }
+            Err(e) => {
+                diags.push(
+                    diag_at_loc(
+                        &program,
+                        step.scope,
+                        &on.loc,
+                        format!("step {}: {e}", step.id),
+                    )
+                    .with_label("not in the inventory"),
+                );
+                targets.push(Vec::new());
+            }
+        }
+    }
+
+    // --- host variables read by templates must exist on every target ---
+    for (i, step) in program.steps.iter().enumerate() {
+        for var in &step.host_vars {
+            let missing: Vec<&String> = targets[i]
+                .iter()
+                .filter(|t| inventory.host(t).is_none_or(|h| !h.vars.contains_key(var)))
+                .collect();
+            if !missing.is_empty() {
+                let loc = first_loc_of(step, var).unwrap_or(step.loc.clone());
+                diags.push(
+                    diag_at_loc(&program, step.scope, &loc, format!(
+                        "step {}: undefined variable {var:?}: not a parameter, var or registered result, and {} {} no such variable",
+                        step.id,
+                        missing.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", "),
+                        if missing.len() == 1 { "has" } else { "have" }
+                    ))
+                    .with_label("undefined")
+                    .with_help(format!(
+                        "parameters of {}: {}",
+                        program.scopes[step.scope].playbook,
+                        program.scopes[step.scope].params.keys().cloned().collect::<Vec<_>>().join(", ")
+                    )),
+                );
+            }
+        }
+    }
+    if !diags.is_empty() {
+        return Err(diags);
+    }
+
+    // --- the DAG ---
+    let mut graph = DiGraph::new();
+    let mut index = BTreeMap::new();
+    for (i, ts) in targets.iter().enumerate() {
+        for t in ts {
+            let node = Node {
+                step: i,
+                target: t.clone(),
+            };
+            let ix = graph.add_node(node.clone());
+            index.insert(node, ix);
+        }
+    }
+    for (i, step) in program.steps.iter().enumerate() {
+        for t in &targets[i] {
+            let me = index[&Node {
+                step: i,
+                target: t.clone(),
+            }];
+            for dep in effective_needs(&program, &targets, step.needs.clone()) {
+                if targets[dep].contains(t) {
+                    graph.add_edge(
+                        index[&Node {
+                            step: dep,
+                            target: t.clone(),
+                        }],
+                        me,
+                        (),
+                    );
+                } else {
+                    for dt in &targets[dep] {
+                        graph.add_edge(
+                            index[&Node {
+                                step: dep,
+                                target: dt.clone(),
+                            }],
+                            me,
+                            (),
+                        );
+                    }
+                }
+            }
+        }
+        if let Some(n) = step.serial {
+            let batches: Vec<&[String]> = targets[i].chunks(n.max(1)).collect();
+            for w in batches.windows(2) {
+                for a in w[0] {
+                    for b in w[1] {
+                        graph.add_edge(
+                            index[&Node {
+                                step: i,
+                                target: a.clone(),
+                            }],
+                            index[&Node {
+                                step: i,
+                                target: b.clone(),
+                            }],
+                            (),
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    Ok(Plan {
+        program,
+        inventory,
+        scope_values,
+        targets,
+        graph,
+        index,
+        redactor,
+        params_sha256,
+    })
+}
+
+/// A step excluded by tags passes its dependencies on to the steps that need it.
+fn effective_needs(program: &Program, targets: &[Vec<String>], needs: Vec<usize>) -> Vec<usize> {
+    let mut out = Vec::new();
+    let mut stack = needs;
+    let mut seen = std::collections::BTreeSet::new();
+    while let Some(d) = stack.pop() {
+        if !seen.insert(d) {
+            continue;
+        }
+        if targets[d].is_empty() {
+            stack.extend(program.steps[d].needs.iter().copied());
+        } else {
+            out.push(d);
+        }
+    }
+    out.sort();
+    out
+}
+
+fn first_loc_of(step: &crate::playbook::Step, var: &str) -> Option<crate::source::Loc> {
+    use crate::playbook::Kind;
+    let tpls: Vec<&crate::template::Tpl> = match &step.kind {
+        Kind::Ssh { cmd, check } => std::iter::once(cmd).chain(check.iter()).collect(),
+        Kind::Api { args, .. } => args.iter().map(|(_, t)| t).collect(),
+        Kind::Module { tpls, .. } => tpls.iter().map(|(_, t)| t).collect(),
+        Kind::Set(f) => f.iter().map(|(_, t)| t).collect(),
+        Kind::Assert { msg, .. } => msg.iter().collect(),
+        Kind::Wait(_) => vec![],
+    };
+    tpls.into_iter()
+        .find(|t| t.vars.contains(var))
+        .map(|t| t.loc.clone())
+        .or_else(|| {
+            step.when
+                .iter()
+                .find(|e| e.vars.contains(var))
+                .map(|e| e.loc.clone())
+        })
+}
+
+/// Load, compile and (when an inventory is given) plan a playbook: everything `remedy
+/// validate` checks. Parameters are checked only when `opts.extra` names them or defaults exist;
+/// missing required root parameters are not an error here.
+pub fn validate(playbook: &str, inventory: Option<&Inventory>) -> Result<Program, Diagnostics> {
+    let loaded = crate::playbook::load(playbook)?;
+    let program = crate::playbook::compile(&loaded)?;
+    let Some(inv) = inventory else {
+        return Ok(program);
+    };
+    // Fill required root params with a placeholder that satisfies their declaration, so the
+    // rest of the plan can be checked.
+    let mut extra = Vec::new();
+    for (k, p) in program.params() {
+        if p.required {
+            extra.push((k.clone(), placeholder(p)));
+        }
+    }
+    let reloaded = crate::playbook::compile(&loaded)?;
+    let opts = Options {
+        extra,
+        ..Default::default()
+    };
+    match build(reloaded, inv.clone(), &opts) {
+        Ok(_) => Ok(program),
+        Err(d) => {
+            // An `on:` that renders a required parameter's placeholder names no host: that is
+            // not the playbook's fault.
+            let real: Vec<Diagnostic> =
+                d.0.into_iter()
+                    .filter(|x| !x.message.contains(PLACEHOLDER))
+                    .collect();
+            if real.is_empty() {
+                Ok(program)
+            } else {
+                Err(Diagnostics(real))
+            }
+        }
+    }
+}
+
+const PLACEHOLDER: &str = "__remedy_validate__";
+
+fn placeholder(p: &crate::playbook::Param) -> String {
+    use crate::playbook::model::ParamType;
+    if let Some(c) = p.choices.as_ref().and_then(|c| c.first()) {
+        return json_text(c);
+    }
+    match p.ty {
+        ParamType::Int => "0".into(),
+        ParamType::Bool => "false".into(),
+        _ => PLACEHOLDER.into(),
+    }
+}

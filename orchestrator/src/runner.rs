@@ -1,0 +1,733 @@
+//! One step on one target: render, check, diff, then change or report.
+//!
+//! The runner owns the per-kind protocol: a read-only step just runs (with `retries`/`until`);
+//! a mutating step first runs its read-only check (a module's probe, or a raw step's `check:`),
+//! then in a dry-run reports "will change" with the diff and stops, and otherwise announces the
+//! change to the audit log (durably, with the pre-state and the undo computed from it) before
+//! acting. Every action goes through the transport tagged with its [`Access`].
+//!
+//! Not here: ordering, concurrency and failure policy (scheduler), undoing (rollback).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use minijinja::value::Value;
+use serde_json::{json, Value as J};
+use sha2::{Digest, Sha256};
+
+use crate::event::{Event, ModuleVerify, Outcome, Sink, UndoRecord};
+use crate::inventory::Host;
+use crate::modules::{ModuleKind, ModuleSpec};
+use crate::plan::Plan;
+use crate::playbook::{Kind, Step, Undo};
+use crate::transport::{Access, Action, ActionResult, ApiCall, CmdOutput, Transport};
+
+/// Default per-step deadline when a step sets no `timeout`.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(600);
+
+/// What the runner needs, shared by every node of a run.
+pub struct Ctx {
+    pub plan: Arc<Plan>,
+    pub transport: Arc<dyn Transport>,
+    pub sink: Arc<Sink>,
+    pub run: String,
+    pub dry_run: bool,
+}
+
+/// The result of one node.
+#[derive(Debug, Clone)]
+pub struct NodeResult {
+    pub outcome: Outcome,
+    /// What the step registers (`rc`, `stdout`, `json`, ... plus `changed`, `failed`, `skipped`).
+    pub registered: J,
+    /// Extra facts (`set:` steps register each name).
+    pub facts: Vec<(String, J)>,
+    pub undo: Option<UndoRecord>,
+    pub error: Option<String>,
+}
+
+impl NodeResult {
+    fn simple(outcome: Outcome) -> Self {
+        NodeResult {
+            outcome,
+            registered: json!({ "changed": false, "failed": false, "skipped": outcome == Outcome::Skipped }),
+            facts: Vec::new(),
+            undo: None,
+            error: None,
+        }
+    }
+
+    fn failed(error: String, registered: J) -> Self {
+        NodeResult {
+            outcome: Outcome::Failed,
+            registered,
+            facts: Vec::new(),
+            undo: None,
+            error: Some(error),
+        }
+    }
+}
+
+const TAIL: usize = 2048;
+
+fn tail(s: &str) -> Option<String> {
+    if s.is_empty() {
+        return None;
+    }
+    let start = s.len().saturating_sub(TAIL);
+    let start = (start..=s.len())
+        .find(|&i| s.is_char_boundary(i))
+        .unwrap_or(s.len());
+    Some(s[start..].to_string())
+}
+
+fn cmd_json(out: &CmdOutput) -> J {
+    json!({
+        "rc": out.rc,
+        "signal": out.signal,
+        "stdout": out.stdout.trim_end_matches('\n'),
+        "stderr": out.stderr.trim_end_matches('\n'),
+        "stdout_lines": out.stdout.lines().collect::<Vec<_>>(),
+        "dropped_bytes": out.dropped_bytes,
+    })
+}
+
+fn api_json(reply: &J) -> J {
+    // `items`: the one array in a list reply, for convenient filters.
+    let items = reply
+        .as_object()
+        .and_then(|o| {
+            o.iter()
+                .find(|(k, v)| *k != "count" && v.is_array())
+                .map(|(_, v)| v.clone())
+        })
+        .unwrap_or(J::Array(vec![]));
+    json!({ "json": reply, "items": items })
+}
+
+fn merge(mut base: J, extra: J) -> J {
+    if let (Some(b), J::Object(e)) = (base.as_object_mut(), extra) {
+        for (k, v) in e {
+            b.insert(k, v);
+        }
+    }
+    base
+}
+
+/// The controller pseudo-host for API calls and controller steps.
+pub fn controller_host(plan: &Plan) -> Host {
+    plan.inventory
+        .host(crate::plan::CONTROLLER)
+        .cloned()
+        .unwrap_or_else(|| {
+            crate::inventory::Inventory::empty()
+                .host(crate::plan::CONTROLLER)
+                .cloned()
+                .unwrap_or_else(|| unreachable!("the empty inventory always has localhost"))
+        })
+}
+
+impl Ctx {
+    fn host(&self, name: &str) -> Result<Host, String> {
+        self.plan
+            .inventory
+            .host(name)
+            .cloned()
+            .ok_or_else(|| format!("host {name} vanished from the inventory"))
+    }
+
+    fn emit(&self, e: Event) -> Result<(), String> {
+        self.sink.emit(e)
+    }
+
+    async fn act(
+        &self,
+        host: &Host,
+        action: &Action,
+        access: Access,
+        timeout: Duration,
+    ) -> Result<ActionResult, String> {
+        // API calls go to the CloudStack endpoint from the controller, whatever the target.
+        let via = match action {
+            Action::Api(_) => controller_host(&self.plan),
+            Action::Ssh { .. } => host.clone(),
+        };
+        self.transport
+            .run(&via, action, access, timeout)
+            .await
+            .map_err(|e| e.to_string())
+    }
+
+    fn render(&self, tpl: &crate::template::Tpl, ctx: &Value) -> Result<String, String> {
+        self.plan
+            .program
+            .templates
+            .render(tpl, ctx)
+            .map_err(|e| e.to_string())
+    }
+
+    fn test(&self, e: &crate::template::Expr, ctx: &Value) -> Result<bool, String> {
+        self.plan
+            .program
+            .templates
+            .test(e, ctx)
+            .map_err(|e| e.to_string())
+    }
+}
+
+fn with_result(ctx: &Value, register: &str, result: &J) -> Value {
+    let r = Value::from_serialize(result);
+    minijinja::value::merge_maps([
+        minijinja::context! { result => r.clone() },
+        Value::from_iter([(register.to_string(), r)]),
+        ctx.clone(),
+    ])
+}
+
+/// Run one node. `ctx_value` is the template context (host vars, params, results so far).
+pub async fn run_node(cx: &Ctx, step: &Step, target: &str, ctx_value: Value) -> NodeResult {
+    let started = Instant::now();
+    let timeout = step.timeout.unwrap_or(DEFAULT_TIMEOUT);
+    let host = match cx.host(target) {
+        Ok(h) => h,
+        Err(e) => return NodeResult::failed(e, json!({"failed": true})),
+    };
+    let work = run_kind(cx, step, &host, &ctx_value, timeout);
+    let mut result = match tokio::time::timeout(timeout + Duration::from_secs(1), work).await {
+        Ok(r) => r,
+        Err(_) => NodeResult::failed(
+            format!("timed out after {}", humantime::format_duration(timeout)),
+            json!({"failed": true}),
+        ),
+    };
+    if result.outcome == Outcome::Failed && step.ignore_errors {
+        result.outcome = Outcome::FailedIgnored;
+    }
+    let (rc, out_tail, err_tail, digest) = match result.registered.get("rc") {
+        Some(rc) => {
+            let out = result
+                .registered
+                .get("stdout")
+                .and_then(J::as_str)
+                .unwrap_or("");
+            let err = result
+                .registered
+                .get("stderr")
+                .and_then(J::as_str)
+                .unwrap_or("");
+            let mut h = Sha256::new();
+            h.update(out.as_bytes());
+            h.update([0]);
+            h.update(err.as_bytes());
+            (
+                rc.as_i64().map(|r| r as i32),
+                tail(out),
+                tail(err),
+                Some(crate::playbook::load::hex(&h.finalize())),
+            )
+        }
+        None => (None, None, None, None),
+    };
+    let irreversible = match (&step.undo, result.outcome) {
+        (Undo::Irreversible(why), Outcome::Changed) => Some(why.clone()),
+        _ => None,
+    };
+    let end = Event::StepEnd {
+        run: cx.run.clone(),
+        step: step.id.clone(),
+        target: target.to_string(),
+        outcome: result.outcome,
+        duration_ms: started.elapsed().as_millis() as u64,
+        rc,
+        diff: result
+            .registered
+            .get("diff")
+            .and_then(J::as_str)
+            .map(str::to_string),
+        output_sha256: digest,
+        stdout_tail: out_tail,
+        stderr_tail: err_tail,
+        error: result.error.clone(),
+        undo: result.undo.clone(),
+        irreversible,
+    };
+    if let Err(e) = cx.emit(end) {
+        // The change (if any) happened; its record did not make it. Keep the undo data so the
+        // in-run rollback can still act, and fail the node so the run rolls back.
+        result.outcome = Outcome::Failed;
+        result.error = Some(format!("audit log: {e}"));
+    }
+    result
+}
+
+async fn run_kind(
+    cx: &Ctx,
+    step: &Step,
+    host: &Host,
+    ctx: &Value,
+    timeout: Duration,
+) -> NodeResult {
+    match &step.kind {
+        Kind::Wait(d) => {
+            if cx.dry_run {
+                return NodeResult::simple(Outcome::Ok);
+            }
+            if *d >= Duration::from_secs(5) {
+                let _ = cx.emit(Event::Progress {
+                    run: cx.run.clone(),
+                    step: step.id.clone(),
+                    target: host.name.clone(),
+                    message: format!("waiting {}", humantime::format_duration(*d)),
+                });
+            }
+            tokio::time::sleep(*d).await;
+            NodeResult::simple(Outcome::Ok)
+        }
+        Kind::Assert { that, msg } => {
+            for e in that {
+                match cx.test(e, ctx) {
+                    Ok(true) => {}
+                    Ok(false) => {
+                        let text = match msg {
+                            Some(m) => cx.render(m, ctx).unwrap_or_else(|e| e),
+                            None => format!("assertion failed: {}", e.source),
+                        };
+                        return NodeResult::failed(text, json!({"failed": true, "changed": false}));
+                    }
+                    Err(err) => return NodeResult::failed(err, json!({"failed": true})),
+                }
+            }
+            NodeResult::simple(Outcome::Ok)
+        }
+        Kind::Set(facts) => {
+            let mut out = Vec::new();
+            for (k, t) in facts {
+                match cx.render(t, ctx) {
+                    Ok(s) => {
+                        let v = match serde_json::from_str::<J>(&s) {
+                            Ok(v @ (J::Number(_) | J::Bool(_) | J::Array(_) | J::Object(_))) => v,
+                            _ => J::String(s),
+                        };
+                        out.push((k.clone(), v));
+                    }
+                    Err(e) => return NodeResult::failed(e, json!({"failed": true})),
+                }
+            }
+            let mut r = NodeResult::simple(Outcome::Ok);
+            r.facts = out;
+            r
+        }
+        Kind::Ssh { cmd, check } => {
+            let command = match cx.render(cmd, ctx) {
+                Ok(c) => c,
+                Err(e) => return NodeResult::failed(e, json!({"failed": true})),
+            };
+            let action = Action::ssh(command.clone());
+            if !step.mutating() {
+                return attempts(cx, step, host, ctx, &action, Access::ReadOnly, timeout).await;
+            }
+            if let Some(check) = check {
+                let probe = match cx.render(check, ctx) {
+                    Ok(c) => Action::ssh(c),
+                    Err(e) => return NodeResult::failed(e, json!({"failed": true})),
+                };
+                match cx.act(host, &probe, Access::ReadOnly, timeout).await {
+                    Ok(ActionResult::Ssh(out)) if out.rc == Some(0) => {
+                        let mut r = NodeResult::simple(Outcome::NoChange);
+                        r.registered =
+                            merge(cmd_json(&out), json!({"changed": false, "failed": false}));
+                        return r;
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
+                        return NodeResult::failed(
+                            format!("check failed: {e}"),
+                            json!({"failed": true}),
+                        )
+                    }
+                }
+            }
+            if cx.dry_run {
+                let mut r = NodeResult::simple(Outcome::WouldChange);
+                r.registered = json!({"changed": true, "diff": format!("will run: {command}")});
+                return r;
+            }
+            mutate(cx, step, host, ctx, action, None, None, timeout).await
+        }
+        Kind::Api { command, args } => {
+            let mut rendered = std::collections::BTreeMap::new();
+            for (k, t) in args {
+                match cx.render(t, ctx) {
+                    Ok(v) => {
+                        rendered.insert(k.clone(), v);
+                    }
+                    Err(e) => return NodeResult::failed(e, json!({"failed": true})),
+                }
+            }
+            let action = Action::Api(ApiCall {
+                command: command.clone(),
+                args: rendered,
+            });
+            if !step.mutating() {
+                return attempts(cx, step, host, ctx, &action, Access::ReadOnly, timeout).await;
+            }
+            if cx.dry_run {
+                let mut r = NodeResult::simple(Outcome::WouldChange);
+                r.registered = json!({"changed": true, "diff": format!("will call: {action}")});
+                return r;
+            }
+            mutate(cx, step, host, ctx, action, None, None, timeout).await
+        }
+        Kind::Module { kind, spec, tpls } => {
+            module(cx, step, host, ctx, *kind, spec, tpls, timeout).await
+        }
+    }
+}
+
+/// A read-only action with `retries`/`delay`/`until`/`failed_when`.
+async fn attempts(
+    cx: &Ctx,
+    step: &Step,
+    host: &Host,
+    ctx: &Value,
+    action: &Action,
+    access: Access,
+    timeout: Duration,
+) -> NodeResult {
+    let total = step.retries + 1;
+    let mut last = NodeResult::failed("not run".into(), json!({}));
+    for attempt in 1..=total {
+        last = match cx.act(host, action, access, timeout).await {
+            Ok(res) => judge(cx, step, ctx, &res, false),
+            Err(e) => NodeResult::failed(e, json!({"failed": true, "unreachable": true})),
+        };
+        let done = match &step.until {
+            Some(u) if last.outcome != Outcome::Failed => {
+                let c = with_result(ctx, &step.register, &last.registered);
+                match cx.test(u, &c) {
+                    Ok(b) => b,
+                    Err(e) => return NodeResult::failed(e, last.registered),
+                }
+            }
+            Some(_) => false,
+            None => last.outcome != Outcome::Failed,
+        };
+        if done {
+            return last;
+        }
+        if attempt < total {
+            let _ = cx.emit(Event::Progress {
+                run: cx.run.clone(),
+                step: step.id.clone(),
+                target: host.name.clone(),
+                message: format!(
+                    "attempt {attempt}/{total} not yet; retrying in {}",
+                    humantime::format_duration(step.delay)
+                ),
+            });
+            tokio::time::sleep(step.delay).await;
+        }
+    }
+    if step.until.is_some() && last.outcome != Outcome::Failed {
+        let attempts = total;
+        return NodeResult::failed(
+            format!(
+                "`until` still false after {attempts} attempt(s): {}",
+                step.until
+                    .as_ref()
+                    .map(|u| u.source.to_string())
+                    .unwrap_or_default()
+            ),
+            merge(last.registered, json!({"failed": true})),
+        );
+    }
+    last
+}
+
+/// Interpret a result: failed_when (default: rc != 0), changed_when (default: mutating).
+fn judge(cx: &Ctx, step: &Step, ctx: &Value, res: &ActionResult, mutating: bool) -> NodeResult {
+    let (mut reg, default_failed, why) = match res {
+        ActionResult::Ssh(out) => {
+            let failed = out.rc != Some(0);
+            let why = if failed {
+                let detail = if out.stderr.trim().is_empty() {
+                    "(stderr was empty)".to_string()
+                } else {
+                    format!(
+                        "stderr:\n{}",
+                        tail(out.stderr.trim_end()).unwrap_or_default()
+                    )
+                };
+                match (&out.rc, &out.signal) {
+                    (_, Some(sig)) => format!("command killed by {sig} {detail}"),
+                    (Some(rc), _) => format!("command exited {rc} {detail}"),
+                    _ => format!("command failed {detail}"),
+                }
+            } else {
+                String::new()
+            };
+            (cmd_json(out), failed, why)
+        }
+        ActionResult::Api(reply) => (api_json(reply), false, String::new()),
+    };
+    reg = merge(reg, json!({"changed": mutating, "failed": default_failed}));
+    let c = with_result(ctx, &step.register, &reg);
+    let failed = match &step.failed_when {
+        Some(e) => match cx.test(e, &c) {
+            Ok(b) => b,
+            Err(e) => return NodeResult::failed(e, reg),
+        },
+        None => default_failed,
+    };
+    let changed = match &step.changed_when {
+        Some(e) => match cx.test(e, &c) {
+            Ok(b) => b,
+            Err(e) => return NodeResult::failed(e, reg),
+        },
+        None => mutating,
+    };
+    reg = merge(reg, json!({"changed": changed, "failed": failed}));
+    if failed {
+        let why = if why.is_empty() {
+            match &step.failed_when {
+                Some(e) => format!("failed_when is true: {}", e.source),
+                None => "failed".into(),
+            }
+        } else {
+            why
+        };
+        return NodeResult::failed(why, reg);
+    }
+    NodeResult {
+        outcome: if changed {
+            Outcome::Changed
+        } else if mutating {
+            Outcome::NoChange
+        } else {
+            Outcome::Ok
+        },
+        registered: reg,
+        facts: Vec::new(),
+        undo: None,
+        error: None,
+    }
+}
+
+/// Announce, perform and judge a mutating action; compute its undo.
+#[allow(clippy::too_many_arguments)]
+async fn mutate(
+    cx: &Ctx,
+    step: &Step,
+    host: &Host,
+    ctx: &Value,
+    action: Action,
+    pre: Option<J>,
+    diff: Option<String>,
+    timeout: Duration,
+) -> NodeResult {
+    if let Err(e) = cx.emit(Event::StepStart {
+        run: cx.run.clone(),
+        step: step.id.clone(),
+        target: host.name.clone(),
+        phase: step.phase,
+        kind: step.kind.name().into(),
+        mutating: true,
+        action: Some(action.to_string()),
+        pre,
+        diff,
+        undo: None,
+    }) {
+        return NodeResult::failed(format!("not run: audit log: {e}"), json!({"failed": true}));
+    }
+    let res = match cx.act(host, &action, Access::Mutating, timeout).await {
+        Ok(r) => r,
+        Err(e) => return NodeResult::failed(e, json!({"failed": true, "unreachable": true})),
+    };
+    let mut r = judge(cx, step, ctx, &res, true);
+    if r.outcome == Outcome::Changed {
+        let c = with_result(ctx, &step.register, &r.registered);
+        r.undo = match &step.undo {
+            Undo::Ssh(t) => match cx.render(t, &c) {
+                Ok(cmd) => Some(UndoRecord {
+                    actions: vec![Action::ssh(cmd)],
+                    verify: None,
+                }),
+                Err(e) => {
+                    r.error = Some(format!(
+                        "changed, but its rollback command could not be rendered: {e}"
+                    ));
+                    None
+                }
+            },
+            Undo::Api { command, args } => {
+                let mut rendered = std::collections::BTreeMap::new();
+                for (k, t) in args {
+                    match cx.render(t, &c) {
+                        Ok(v) => {
+                            rendered.insert(k.clone(), v);
+                        }
+                        Err(e) => {
+                            r.error = Some(format!(
+                                "changed, but its rollback call could not be rendered: {e}"
+                            ))
+                        }
+                    }
+                }
+                Some(UndoRecord {
+                    actions: vec![Action::Api(ApiCall {
+                        command: command.clone(),
+                        args: rendered,
+                    })],
+                    verify: None,
+                })
+            }
+            _ => None,
+        };
+    }
+    r
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn module(
+    cx: &Ctx,
+    step: &Step,
+    host: &Host,
+    ctx: &Value,
+    kind: ModuleKind,
+    spec: &J,
+    tpls: &[(String, crate::template::Tpl)],
+    timeout: Duration,
+) -> NodeResult {
+    let mut spec = spec.clone();
+    for (ptr, t) in tpls {
+        match cx.render(t, ctx) {
+            Ok(v) => {
+                if let Some(slot) = spec.pointer_mut(ptr) {
+                    *slot = J::String(v);
+                }
+            }
+            Err(e) => return NodeResult::failed(e, json!({"failed": true})),
+        }
+    }
+    let built = ModuleSpec::from_json(kind, spec.clone()).and_then(|s| s.build());
+    let m = match built {
+        Ok(m) => m,
+        Err(e) => {
+            return NodeResult::failed(format!("{}: {e}", kind.key()), json!({"failed": true}))
+        }
+    };
+    let before = match probe(cx, host, m.as_ref(), timeout).await {
+        Ok(b) => b,
+        Err(e) => return NodeResult::failed(e, json!({"failed": true})),
+    };
+    let diff = match m.diff(&before) {
+        Ok(d) => d,
+        Err(e) => {
+            return NodeResult::failed(e.to_string(), json!({"failed": true, "before": before}))
+        }
+    };
+    let Some(diff) = diff else {
+        let mut r = NodeResult::simple(Outcome::NoChange);
+        r.registered =
+            json!({"changed": false, "failed": false, "before": before, "after": before});
+        return r;
+    };
+    let diff_text = diff.to_string();
+    if cx.dry_run {
+        let mut r = NodeResult::simple(Outcome::WouldChange);
+        r.registered = json!({"changed": true, "before": before, "diff": diff_text});
+        return r;
+    }
+    let (changes, undo) = match (m.change(&before), m.undo(&before)) {
+        (Ok(c), Ok(u)) => (c, u),
+        (Err(e), _) | (_, Err(e)) => {
+            return NodeResult::failed(e.to_string(), json!({"failed": true}))
+        }
+    };
+    let undo = UndoRecord {
+        actions: undo,
+        verify: Some(ModuleVerify {
+            kind,
+            spec: spec.clone(),
+            before: before.clone(),
+        }),
+    };
+    if let Err(e) = cx.emit(Event::StepStart {
+        run: cx.run.clone(),
+        step: step.id.clone(),
+        target: host.name.clone(),
+        phase: step.phase,
+        kind: kind.key().into(),
+        mutating: true,
+        action: Some(
+            changes
+                .iter()
+                .map(|a| a.to_string())
+                .collect::<Vec<_>>()
+                .join(" && "),
+        ),
+        pre: Some(before.clone()),
+        diff: Some(diff_text.clone()),
+        undo: Some(undo.clone()),
+    }) {
+        return NodeResult::failed(format!("not run: audit log: {e}"), json!({"failed": true}));
+    }
+    for (i, a) in changes.iter().enumerate() {
+        let res = cx.act(host, a, Access::Mutating, timeout).await;
+        let failure = match res {
+            Ok(ActionResult::Ssh(out)) if out.rc != Some(0) => Some(format!(
+                "`{a}` exited {} {}",
+                out.rc
+                    .map(|r| r.to_string())
+                    .unwrap_or_else(|| "by signal".into()),
+                if out.stderr.trim().is_empty() {
+                    "(stderr was empty)".to_string()
+                } else {
+                    format!("stderr:\n{}", out.stderr.trim_end())
+                }
+            )),
+            Ok(_) => None,
+            Err(e) => Some(e),
+        };
+        if let Some(f) = failure {
+            // Part of the change may have happened (earlier actions): keep the undo.
+            let mut r = NodeResult::failed(
+                f,
+                json!({"failed": true, "changed": i > 0, "before": before}),
+            );
+            r.undo = Some(undo);
+            return r;
+        }
+    }
+    // Confirm the change took.
+    let after = probe(cx, host, m.as_ref(), timeout)
+        .await
+        .unwrap_or(J::Null);
+    let still = m.diff(&after).ok().flatten();
+    let mut r = NodeResult {
+        outcome: Outcome::Changed,
+        registered: json!({"changed": true, "failed": false, "before": before, "after": after, "diff": diff_text}),
+        facts: Vec::new(),
+        undo: Some(undo),
+        error: None,
+    };
+    if let Some(left) = still {
+        r.outcome = Outcome::Failed;
+        r.error = Some(format!("the change did not take; still differs: {left}"));
+    }
+    r
+}
+
+/// Run a module's read-only probes and interpret them.
+pub async fn probe(
+    cx: &Ctx,
+    host: &Host,
+    m: &dyn crate::modules::Module,
+    timeout: Duration,
+) -> Result<J, String> {
+    let mut results = Vec::new();
+    for a in m.check() {
+        results.push(cx.act(host, &a, Access::ReadOnly, timeout).await?);
+    }
+    m.observe(&results).map_err(|e| e.to_string())
+}

@@ -1,0 +1,439 @@
+//! The coordinator of a run: what runs when, how many at once, and what happens on failure.
+//!
+//! It owns all run state. Nodes whose dependencies are done are rendered here (with the results
+//! registered so far) and handed to workers on a `JoinSet`, at most `forks` at a time; workers
+//! return their results, nothing is shared. Detect runs first; `applies_when` decides whether
+//! the rest runs. On a failure (or a cancel: Ctrl-C / SIGTERM) it stops scheduling, lets
+//! in-flight nodes finish, and rolls back every completed change in reverse order.
+//!
+//! In a dry-run a node that depends on something that would change is reported as unknown
+//! instead of being run against a state that is about to differ.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::Arc;
+
+use minijinja::value::Value;
+use petgraph::graph::NodeIndex;
+use petgraph::Direction;
+use serde_json::{json, Value as J};
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+use crate::error::ExitCode;
+use crate::event::{Event, Outcome, UndoRecord};
+use crate::plan::{Plan, CONTROLLER};
+use crate::playbook::{Phase, Undo};
+use crate::runner::{run_node, Ctx, NodeResult};
+
+/// How a run ended.
+#[derive(Debug, Clone)]
+pub struct Summary {
+    pub exit: ExitCode,
+    pub status: String,
+    pub outcomes: BTreeMap<(String, String), Outcome>,
+    pub changed: usize,
+    pub failed: usize,
+    pub undone: usize,
+    pub not_undone: Vec<String>,
+    pub applies: bool,
+}
+
+/// A completed change, in completion order.
+#[derive(Debug, Clone)]
+pub struct Done {
+    pub step: String,
+    pub target: String,
+    pub undo: Option<UndoRecord>,
+    pub irreversible: Option<String>,
+}
+
+pub struct Scheduler {
+    cx: Arc<Ctx>,
+    forks: usize,
+    cancel: watch::Receiver<bool>,
+    results: HashMap<(usize, String), BTreeMap<String, J>>,
+    outcomes: HashMap<NodeIndex, Outcome>,
+    done: Vec<Done>,
+}
+
+impl Scheduler {
+    pub fn new(cx: Ctx, forks: usize, cancel: watch::Receiver<bool>) -> Self {
+        Scheduler {
+            cx: Arc::new(cx),
+            forks: forks.max(1),
+            cancel,
+            results: HashMap::new(),
+            outcomes: HashMap::new(),
+            done: Vec::new(),
+        }
+    }
+
+    fn plan(&self) -> &Plan {
+        &self.cx.plan
+    }
+
+    /// The template context of a node: host vars, the scope's params and vars, and results.
+    fn context(&self, step: usize, target: &str) -> Value {
+        let plan = self.plan();
+        let s = &plan.program.steps[step];
+        let mut map: BTreeMap<String, J> = BTreeMap::new();
+        if let Some(h) = plan.inventory.host(target) {
+            for (k, v) in &h.vars {
+                map.insert(k.clone(), v.clone());
+            }
+        }
+        map.insert("inventory_hostname".into(), J::String(target.to_string()));
+        // Results visible in this scope (and, for include gates, in parent scopes).
+        let mut scopes = vec![s.scope];
+        let mut cur = plan.program.scopes[s.scope].parent;
+        while let Some(p) = cur {
+            scopes.push(p);
+            cur = plan.program.scopes[p].parent;
+        }
+        for &sc in scopes.iter().rev() {
+            for ((rs, name), per_target) in &self.results {
+                if *rs != sc {
+                    continue;
+                }
+                let v = match per_target.get(target) {
+                    Some(v) => v.clone(),
+                    None if per_target.len() == 1 => {
+                        per_target.values().next().cloned().unwrap_or(J::Null)
+                    }
+                    None => J::Object(
+                        per_target
+                            .iter()
+                            .map(|(k, v)| (k.clone(), v.clone()))
+                            .collect(),
+                    ),
+                };
+                map.insert(name.clone(), v);
+            }
+            for (k, v) in &plan.scope_values[sc] {
+                map.insert(k.clone(), v.clone());
+            }
+        }
+        Value::from_serialize(&map)
+    }
+
+    fn record(&mut self, ix: NodeIndex, r: &NodeResult) {
+        let plan = self.cx.plan.clone();
+        let node = plan.graph[ix].clone();
+        let step = &plan.program.steps[node.step];
+        let (scope, register) = (step.scope, step.register.clone());
+        self.results
+            .entry((scope, register))
+            .or_default()
+            .insert(node.target.clone(), r.registered.clone());
+        for (k, v) in &r.facts {
+            self.results
+                .entry((scope, k.clone()))
+                .or_default()
+                .insert(node.target.clone(), v.clone());
+        }
+        self.outcomes.insert(ix, r.outcome);
+        let changed = r.outcome == Outcome::Changed
+            || (r.outcome == Outcome::Failed
+                && r.undo.is_some()
+                && r.registered.get("changed") == Some(&J::Bool(true)));
+        if changed {
+            self.done.push(Done {
+                step: step.id.clone(),
+                target: node.target.clone(),
+                undo: r.undo.clone(),
+                irreversible: match &step.undo {
+                    Undo::Irreversible(w) => Some(w.clone()),
+                    _ => None,
+                },
+            });
+        }
+    }
+
+    /// Run the nodes of the given phases. Returns Err(reason) on a failure or cancel.
+    async fn pass(&mut self, phases: &[Phase]) -> Result<(), String> {
+        let plan = self.cx.plan.clone();
+        let in_pass =
+            |ix: NodeIndex| phases.contains(&plan.program.steps[plan.graph[ix].step].phase);
+        let mut indeg: HashMap<NodeIndex, usize> = HashMap::new();
+        let mut ready: VecDeque<NodeIndex> = VecDeque::new();
+        for ix in plan.order() {
+            if !in_pass(ix) {
+                continue;
+            }
+            let d = plan
+                .graph
+                .neighbors_directed(ix, Direction::Incoming)
+                .filter(|p| in_pass(*p) && !self.outcomes.contains_key(p))
+                .count();
+            indeg.insert(ix, d);
+            if d == 0 {
+                ready.push_back(ix);
+            }
+        }
+        let mut set: JoinSet<(NodeIndex, NodeResult)> = JoinSet::new();
+        let mut failure: Option<String> = None;
+        loop {
+            while failure.is_none() && set.len() < self.forks {
+                let Some(ix) = ready.pop_front() else { break };
+                if *self.cancel.borrow() {
+                    failure = Some("cancelled by signal".into());
+                    break;
+                }
+                let node = plan.graph[ix].clone();
+                let step = &plan.program.steps[node.step];
+                // Dry-run: anything downstream of a predicted change cannot be predicted.
+                let tainted = self.cx.dry_run
+                    && plan
+                        .graph
+                        .neighbors_directed(ix, Direction::Incoming)
+                        .any(|p| {
+                            matches!(
+                                self.outcomes.get(&p),
+                                Some(Outcome::WouldChange | Outcome::Unknown)
+                            )
+                        });
+                let ctx = self.context(node.step, &node.target);
+                let skip = if tainted {
+                    Some(Outcome::Unknown)
+                } else {
+                    let mut skip = None;
+                    for w in &step.when {
+                        match plan.program.templates.test(w, &ctx) {
+                            Ok(true) => {}
+                            Ok(false) => {
+                                skip = Some(Outcome::Skipped);
+                                break;
+                            }
+                            Err(e) => {
+                                // An undefined result (a skipped producer) makes the step skip.
+                                tracing::debug!(step = %step.id, error = %e, "when could not be evaluated");
+                                skip = Some(Outcome::Failed);
+                                let r = NodeResult {
+                                    outcome: Outcome::Failed,
+                                    registered: json!({"failed": true}),
+                                    facts: vec![],
+                                    undo: None,
+                                    error: Some(format!("when: {e}")),
+                                };
+                                self.finish_now(
+                                    ix,
+                                    r,
+                                    &mut ready,
+                                    &mut indeg,
+                                    &mut failure,
+                                    &in_pass,
+                                );
+                                break;
+                            }
+                        }
+                    }
+                    skip
+                };
+                match skip {
+                    Some(Outcome::Failed) => continue,
+                    Some(o) => {
+                        let r = NodeResult {
+                            outcome: o,
+                            registered: json!({"changed": false, "failed": false, "skipped": o == Outcome::Skipped}),
+                            facts: vec![],
+                            undo: None,
+                            error: None,
+                        };
+                        let _ = self.cx.sink.emit(Event::StepEnd {
+                            run: self.cx.run.clone(),
+                            step: step.id.clone(),
+                            target: node.target.clone(),
+                            outcome: o,
+                            duration_ms: 0,
+                            rc: None,
+                            diff: None,
+                            output_sha256: None,
+                            stdout_tail: None,
+                            stderr_tail: None,
+                            error: None,
+                            undo: None,
+                            irreversible: None,
+                        });
+                        self.finish_now(ix, r, &mut ready, &mut indeg, &mut failure, &in_pass);
+                        continue;
+                    }
+                    None => {}
+                }
+                let cx = self.cx.clone();
+                let step_idx = node.step;
+                let target = node.target.clone();
+                set.spawn(async move {
+                    let step = &cx.plan.program.steps[step_idx];
+                    let r = run_node(&cx, step, &target, ctx).await;
+                    (ix, r)
+                });
+            }
+            if set.is_empty() {
+                break;
+            }
+            let mut cancel = self.cancel.clone();
+            tokio::select! {
+                joined = set.join_next() => {
+                    match joined {
+                        Some(Ok((ix, r))) => self.finish_now(ix, r, &mut ready, &mut indeg, &mut failure, &in_pass),
+                        Some(Err(e)) => failure = Some(format!("internal error: a worker panicked: {e}")),
+                        None => {}
+                    }
+                }
+                _ = cancel.changed() => {
+                    if *cancel.borrow() && failure.is_none() {
+                        failure = Some("cancelled by signal".into());
+                    }
+                }
+            }
+        }
+        match failure {
+            Some(f) => Err(f),
+            None => Ok(()),
+        }
+    }
+
+    fn finish_now(
+        &mut self,
+        ix: NodeIndex,
+        r: NodeResult,
+        ready: &mut VecDeque<NodeIndex>,
+        indeg: &mut HashMap<NodeIndex, usize>,
+        failure: &mut Option<String>,
+        in_pass: &dyn Fn(NodeIndex) -> bool,
+    ) {
+        self.record(ix, &r);
+        let plan = self.cx.plan.clone();
+        if r.outcome == Outcome::Failed {
+            let node = &plan.graph[ix];
+            let step = &plan.program.steps[node.step];
+            let tolerated = step.max_fail_percentage.is_some_and(|max| {
+                let total = plan.targets[node.step].len().max(1);
+                let failed = plan.targets[node.step]
+                    .iter()
+                    .filter(|t| {
+                        let n = crate::plan::Node {
+                            step: node.step,
+                            target: (*t).clone(),
+                        };
+                        plan.index.get(&n).and_then(|i| self.outcomes.get(i))
+                            == Some(&Outcome::Failed)
+                    })
+                    .count();
+                failed * 100 <= total * max as usize
+            });
+            if !tolerated {
+                if failure.is_none() {
+                    *failure = Some(format!(
+                        "step {} failed on {}: {}",
+                        step.id,
+                        node.target,
+                        r.error.clone().unwrap_or_default()
+                    ));
+                }
+                return;
+            }
+        }
+        // A tolerated failure: that target's later steps are skipped (their `when` cannot
+        // see a result), others go on.
+        for succ in plan.graph.neighbors_directed(ix, Direction::Outgoing) {
+            if !in_pass(succ) {
+                continue;
+            }
+            if let Some(d) = indeg.get_mut(&succ) {
+                *d = d.saturating_sub(1);
+                if *d == 0 {
+                    ready.push_back(succ);
+                }
+            }
+        }
+    }
+
+    /// Run the whole plan: detect, applies_when, steps, verify; roll back on failure.
+    pub async fn run(mut self) -> Summary {
+        let plan = self.cx.plan.clone();
+        let mut applies = true;
+        let mut result = self.pass(&[Phase::Detect]).await;
+        if result.is_ok() {
+            if let Some(e) = &plan.program.applies_when {
+                let ctx = self.context_root();
+                match plan.program.templates.test(e, &ctx) {
+                    Ok(b) => applies = b,
+                    Err(err) => result = Err(format!("applies_when: {err}")),
+                }
+            }
+        }
+        if result.is_ok() && applies {
+            result = self.pass(&[Phase::Steps]).await;
+            if result.is_ok() {
+                result = self.pass(&[Phase::Verify]).await;
+            }
+        }
+        let mut summary = Summary {
+            exit: ExitCode::Success,
+            status: if applies {
+                "ok".into()
+            } else {
+                "not applicable".into()
+            },
+            outcomes: self
+                .outcomes
+                .iter()
+                .map(|(ix, o)| {
+                    let n = &plan.graph[*ix];
+                    (
+                        (plan.program.steps[n.step].id.clone(), n.target.clone()),
+                        *o,
+                    )
+                })
+                .collect(),
+            changed: self.done.len(),
+            failed: self
+                .outcomes
+                .values()
+                .filter(|o| **o == Outcome::Failed)
+                .count(),
+            undone: 0,
+            not_undone: Vec::new(),
+            applies,
+        };
+        if let Err(reason) = result {
+            let report = crate::rollback::rollback(&self.cx, &self.done, &reason).await;
+            summary.undone = report.undone;
+            summary.not_undone = report.not_undone.clone();
+            if report.not_undone.is_empty() {
+                summary.exit = ExitCode::RolledBack;
+                summary.status = format!("failed ({reason}); rolled back");
+            } else {
+                summary.exit = ExitCode::RollbackIncomplete;
+                summary.status = format!("failed ({reason}); ROLLBACK INCOMPLETE");
+            }
+        }
+        let _ = self.cx.sink.emit(Event::RunEnd {
+            run: self.cx.run.clone(),
+            status: summary.status.clone(),
+            exit_code: summary.exit.code(),
+            changed: summary.changed,
+            failed: summary.failed,
+            undone: summary.undone,
+            not_undone: summary.not_undone.clone(),
+        });
+        let _ = self.cx.sink.sync();
+        summary
+    }
+
+    fn context_root(&self) -> Value {
+        // applies_when: root params, vars and results, as seen from the controller.
+        let first_root = self
+            .plan()
+            .program
+            .steps
+            .iter()
+            .position(|s| s.scope == 0)
+            .unwrap_or(0);
+        if self.plan().program.steps.is_empty() {
+            return Value::from_serialize(&self.plan().scope_values[0]);
+        }
+        self.context(first_root, CONTROLLER)
+    }
+}
