@@ -14,6 +14,7 @@
 
 pub mod app;
 pub mod audit;
+pub mod cli;
 pub mod error;
 pub mod event;
 pub mod inventory;
@@ -21,6 +22,7 @@ pub mod modules;
 pub mod plan;
 pub mod playbook;
 pub mod redact;
+pub mod report;
 pub mod rollback;
 pub mod runner;
 pub mod scheduler;

@@ -11,6 +11,7 @@
 pub mod fake;
 pub mod guard;
 pub mod local;
+pub mod route;
 
 use std::collections::BTreeMap;
 use std::fmt;

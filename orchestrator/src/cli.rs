@@ -1,0 +1,596 @@
+//! The command line: clap types, and one function per subcommand. Each returns an exit code;
+//! `main` only calls [`main`] here.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use clap::{Parser, Subcommand};
+
+use crate::app::{execute, RunOptions};
+use crate::audit::{self, AuditLog};
+use crate::error::{Error, ExitCode};
+use crate::inventory::Inventory;
+use crate::plan::{self, Options};
+use crate::playbook::{self, Kind, Undo};
+use crate::report::{self, Output};
+use crate::transport::route::Router;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "remedy",
+    version,
+    about = "Remediation orchestrator for Apache CloudStack operators"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct AuditArg {
+    /// Audit log path (default: $REMEDY_AUDIT_LOG, else the user's state dir).
+    #[arg(long, global = true, env = audit::ENV_VAR)]
+    pub audit_log: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run a playbook: detect, change, verify; roll back on failure.
+    Apply {
+        /// Playbook name (looked up in ./playbooks, then $REMEDY_PLAYBOOK_PATH) or path.
+        playbook: String,
+        /// Inventory file or directory (repeatable; Ansible YAML format).
+        #[arg(short, long = "inventory", env = "REMEDY_INVENTORY")]
+        inventory: Vec<PathBuf>,
+        /// Parameter, as name=value (repeatable).
+        #[arg(short = 'e', long = "extra", value_parser = parse_kv)]
+        extra: Vec<(String, String)>,
+        /// Only act on hosts matching this pattern.
+        #[arg(long)]
+        limit: Option<String>,
+        /// Only run steps with one of these tags (comma-separated); detect and verify always run.
+        #[arg(long, value_delimiter = ',')]
+        tags: Vec<String>,
+        /// Run only read-only actions and report what would change.
+        #[arg(long)]
+        dry_run: bool,
+        /// Do not ask for confirmation.
+        #[arg(short, long)]
+        yes: bool,
+        /// How many step x target nodes run at once.
+        #[arg(long, default_value_t = 20)]
+        forks: usize,
+        /// Allow steps declared irreversible.
+        #[arg(long)]
+        allow_irreversible: bool,
+        #[arg(long, value_enum, default_value_t = Output::Human)]
+        output: Output,
+        #[command(flatten)]
+        audit: AuditArg,
+    },
+    /// Check playbooks without running anything (all of ./playbooks when none is given).
+    Validate {
+        playbooks: Vec<String>,
+        /// Also check targets and host variables against this inventory.
+        #[arg(short, long = "inventory", env = "REMEDY_INVENTORY")]
+        inventory: Vec<PathBuf>,
+    },
+    /// List the playbooks found.
+    List,
+    /// Show a playbook: parameters, steps and their order.
+    Show {
+        playbook: String,
+        #[arg(long, value_enum, default_value_t = ShowFormat::Text)]
+        format: ShowFormat,
+    },
+    /// Read the audit log.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+        #[command(flatten)]
+        audit: AuditArg,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ShowFormat {
+    Text,
+    Dot,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// One line per run.
+    List,
+    /// The story of one run.
+    Show { run: String },
+    /// Check the hash chain; names any edited, deleted or reordered line.
+    Verify,
+}
+
+fn parse_kv(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.trim().to_string(), v.to_string())),
+        _ => Err(format!("expected name=value, got {s:?}")),
+    }
+}
+
+fn color() -> bool {
+    std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none()
+}
+
+fn fail(e: &Error) -> ExitCode {
+    eprint!("{}", e.render(std::io::stderr().is_terminal()));
+    e.exit_code()
+}
+
+pub fn main(args: Vec<String>) -> ExitCode {
+    let cli = match Cli::try_parse_from(&args) {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() {
+                ExitCode::InvalidInput
+            } else {
+                ExitCode::Success
+            };
+        }
+    };
+    match cli.command {
+        Command::Validate {
+            playbooks,
+            inventory,
+        } => validate(playbooks, &inventory),
+        Command::List => list(),
+        Command::Show { playbook, format } => show(&playbook, format),
+        Command::Audit { command, audit } => audit_cmd(command, audit.audit_log),
+        Command::Apply {
+            playbook,
+            inventory,
+            extra,
+            limit,
+            tags,
+            dry_run,
+            yes,
+            forks,
+            allow_irreversible,
+            output,
+            audit,
+        } => {
+            let runtime = match tokio::runtime::Runtime::new() {
+                Ok(r) => r,
+                Err(e) => return fail(&Error::Other(format!("cannot start the runtime: {e}"))),
+            };
+            let req = ApplyRequest {
+                playbook,
+                inventory,
+                extra,
+                limit,
+                tags,
+                dry_run,
+                yes,
+                forks,
+                allow_irreversible,
+                output,
+                audit_log: audit.audit_log,
+                argv: args,
+            };
+            runtime.block_on(apply(req))
+        }
+    }
+}
+
+fn load_inventory(paths: &[PathBuf]) -> Result<Inventory, Error> {
+    Inventory::load(paths).map_err(|e| Error::invalid(e.to_string()))
+}
+
+fn validate(names: Vec<String>, inventory: &[PathBuf]) -> ExitCode {
+    let inv = if inventory.is_empty() {
+        None
+    } else {
+        match load_inventory(inventory) {
+            Ok(i) => Some(i),
+            Err(e) => return fail(&e),
+        }
+    };
+    let names = if names.is_empty() {
+        found_playbooks()
+    } else {
+        names
+    };
+    if names.is_empty() {
+        return fail(&Error::invalid(
+            "no playbooks given and none found in ./playbooks",
+        ));
+    }
+    let mut worst = ExitCode::Success;
+    for n in &names {
+        match plan::validate(n, inv.as_ref()) {
+            Ok(p) => println!("ok       {n} ({}: {} steps)", p.name, p.steps.len()),
+            Err(d) => {
+                println!("invalid  {n}");
+                eprint!("{}", d.render(std::io::stderr().is_terminal()));
+                worst = ExitCode::InvalidInput;
+            }
+        }
+    }
+    worst
+}
+
+fn found_playbooks() -> Vec<String> {
+    let mut out = Vec::new();
+    for dir in playbook::load::search_path() {
+        if let Ok(rd) = std::fs::read_dir(&dir) {
+            let mut files: Vec<PathBuf> = rd
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| matches!(p.extension().and_then(|x| x.to_str()), Some("yml" | "yaml")))
+                .collect();
+            files.sort();
+            out.extend(files.into_iter().map(|p| p.display().to_string()));
+        }
+    }
+    out
+}
+
+fn list() -> ExitCode {
+    for path in found_playbooks() {
+        match playbook::load::read(std::path::Path::new(&path)) {
+            Ok(f) => println!(
+                "{:<28} {}",
+                f.doc.name,
+                f.doc.description.lines().next().unwrap_or("")
+            ),
+            Err(d) => println!("{:<28} (invalid: {})", path, d.headline()),
+        }
+    }
+    ExitCode::Success
+}
+
+fn show(name: &str, format: ShowFormat) -> ExitCode {
+    let program = match playbook::load(name).and_then(|l| playbook::compile(&l)) {
+        Ok(p) => p,
+        Err(d) => return fail(&Error::Invalid(d)),
+    };
+    if format == ShowFormat::Dot {
+        println!("digraph \"{}\" {{\n  rankdir=LR;", program.name);
+        for s in &program.steps {
+            let shape = if s.mutating() { "box" } else { "ellipse" };
+            println!(
+                "  \"{}\" [shape={shape}, label=\"{}\\n{}\"];",
+                s.id,
+                s.id,
+                s.kind.name()
+            );
+            for &n in &s.needs {
+                println!("  \"{}\" -> \"{}\";", program.steps[n].id, s.id);
+            }
+        }
+        println!("}}");
+        return ExitCode::Success;
+    }
+    println!(
+        "{}\n  {}\n",
+        program.name,
+        program.description.trim().replace('\n', "\n  ")
+    );
+    println!("parameters:");
+    for (k, p) in program.params() {
+        let mut attrs = vec![p.ty.to_string()];
+        if p.required {
+            attrs.push("required".into());
+        }
+        if let Some(d) = &p.default {
+            attrs.push(format!(
+                "default {}",
+                if p.secret {
+                    "********".into()
+                } else {
+                    d.to_string()
+                }
+            ));
+        }
+        if let Some(re) = &p.pattern {
+            attrs.push(format!("pattern {}", re.as_str()));
+        }
+        if p.secret {
+            attrs.push("secret".into());
+        }
+        println!("  {k:<20} {} {}", attrs.join(", "), p.help);
+    }
+    println!("\nsteps (phase, id, kind, runs on, after):");
+    for s in &program.steps {
+        let undo = match &s.undo {
+            Undo::ReadOnly => "read-only".to_string(),
+            Undo::Auto => "undo: automatic".into(),
+            Undo::Ssh(_) | Undo::Api { .. } => "undo: rollback".into(),
+            Undo::Irreversible(w) => format!("IRREVERSIBLE: {w}"),
+            Undo::NotNeeded(w) => format!("no undo needed: {w}"),
+        };
+        let on =
+            s.on.as_ref()
+                .map(|t| t.source.to_string())
+                .unwrap_or_else(|| plan::CONTROLLER.into());
+        let after: Vec<&str> = s
+            .needs
+            .iter()
+            .map(|&n| program.steps[n].id.as_str())
+            .collect();
+        let kind = match &s.kind {
+            Kind::Api { command, .. } => format!("api {command}"),
+            k => k.name().to_string(),
+        };
+        println!(
+            "  {:<7} {:<28} {:<24} on {:<20} [{undo}] after: {}",
+            format!("{:?}", s.phase).to_lowercase(),
+            s.id,
+            kind,
+            on,
+            if after.is_empty() {
+                "-".into()
+            } else {
+                after.join(", ")
+            }
+        );
+    }
+    ExitCode::Success
+}
+
+struct ApplyRequest {
+    playbook: String,
+    inventory: Vec<PathBuf>,
+    extra: Vec<(String, String)>,
+    limit: Option<String>,
+    tags: Vec<String>,
+    dry_run: bool,
+    yes: bool,
+    forks: usize,
+    allow_irreversible: bool,
+    output: Output,
+    audit_log: Option<PathBuf>,
+    argv: Vec<String>,
+}
+
+async fn apply(req: ApplyRequest) -> ExitCode {
+    let inv = match load_inventory(&req.inventory) {
+        Ok(i) => i,
+        Err(e) => return fail(&e),
+    };
+    let program = match playbook::load(&req.playbook).and_then(|l| playbook::compile(&l)) {
+        Ok(p) => p,
+        Err(d) => return fail(&Error::Invalid(d)),
+    };
+    let opts = Options {
+        extra: req.extra,
+        limit: req.limit,
+        tags: req.tags,
+    };
+    let plan = match plan::build(program, inv, &opts) {
+        Ok(p) => p,
+        Err(d) => return fail(&Error::Invalid(d)),
+    };
+    if !req.dry_run && !req.yes {
+        if !std::io::stdin().is_terminal() {
+            return fail(&Error::Other("refusing to change anything without confirmation: pass --yes (or --dry-run to see what would change)".into()));
+        }
+        eprint!(
+            "apply {} to {} target(s)? [y/N] ",
+            plan.program.name,
+            plan.targets
+                .iter()
+                .flatten()
+                .collect::<std::collections::BTreeSet<_>>()
+                .len()
+        );
+        let mut answer = String::new();
+        if std::io::stdin().read_line(&mut answer).is_err() || !matches!(answer.trim(), "y" | "yes")
+        {
+            eprintln!("not applied");
+            return ExitCode::Success;
+        }
+    }
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let printer = tokio::spawn(report::print(rx, req.output, color()));
+    let (cancel_tx, cancel) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => return,
+            };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+        eprintln!(
+            "\nstopping: no new steps; in-flight steps finish, then completed changes are undone"
+        );
+        let _ = cancel_tx.send(true);
+    });
+    let run_opts = RunOptions {
+        dry_run: req.dry_run,
+        forks: req.forks,
+        audit_log: Some(req.audit_log.unwrap_or_else(AuditLog::default_path)),
+        allow_irreversible: req.allow_irreversible,
+        argv: req.argv,
+    };
+    let result = execute(
+        plan,
+        Arc::new(Router::default()),
+        run_opts,
+        Some(tx),
+        cancel,
+    )
+    .await;
+    let _ = printer.await;
+    match result {
+        Ok((_, summary)) => summary.exit,
+        Err(e) => fail(&e),
+    }
+}
+
+fn audit_cmd(cmd: AuditCommand, path: Option<PathBuf>) -> ExitCode {
+    let path = path.unwrap_or_else(AuditLog::default_path);
+    match cmd {
+        AuditCommand::Verify => match audit::verify(&path) {
+            Ok(r) if r.problems.is_empty() => {
+                println!("ok: {} records, chain intact ({})", r.lines, path.display());
+                ExitCode::Success
+            }
+            Ok(r) => {
+                for p in &r.problems {
+                    println!("{}: {p}", path.display());
+                }
+                ExitCode::Other
+            }
+            Err(e) => fail(&Error::Audit(e.to_string())),
+        },
+        AuditCommand::List => match audit::read(&path) {
+            Ok(records) => {
+                let mut ends = std::collections::HashMap::new();
+                for r in &records {
+                    if r.value["event"] == "run_end" {
+                        ends.insert(
+                            r.value["run"].as_str().unwrap_or("").to_string(),
+                            r.value["status"].as_str().unwrap_or("").to_string(),
+                        );
+                    }
+                }
+                for r in records.iter().filter(|r| r.value["event"] == "run_start") {
+                    let run = r.value["run"].as_str().unwrap_or("");
+                    println!(
+                        "{run}  {:<10} {:<24} {:<10} {}",
+                        r.value["mode"].as_str().unwrap_or(""),
+                        r.value["playbook"].as_str().unwrap_or(""),
+                        r.value["operator"].as_str().unwrap_or(""),
+                        ends.get(run)
+                            .map(String::as_str)
+                            .unwrap_or("(no end record: interrupted?)")
+                    );
+                }
+                ExitCode::Success
+            }
+            Err(e) => fail(&Error::Audit(e.to_string())),
+        },
+        AuditCommand::Show { run } => match audit::read(&path) {
+            Ok(records) => {
+                let mine: Vec<_> = records
+                    .iter()
+                    .filter(|r| r.value["run"] == run.as_str())
+                    .collect();
+                if mine.is_empty() {
+                    return fail(&Error::Other(format!("no run {run} in {}", path.display())));
+                }
+                for r in mine {
+                    let v = &r.value;
+                    let ts = v["ts"].as_str().unwrap_or("");
+                    let line = match v["event"].as_str().unwrap_or("") {
+                        "run_start" => format!(
+                            "run {} of {} by {} on {} ({})",
+                            run,
+                            v["playbook"].as_str().unwrap_or(""),
+                            v["operator"].as_str().unwrap_or(""),
+                            v["host"].as_str().unwrap_or(""),
+                            v["mode"].as_str().unwrap_or("")
+                        ),
+                        "step_start" => format!(
+                            "  start  {} @ {}: {}",
+                            v["step"].as_str().unwrap_or(""),
+                            v["target"].as_str().unwrap_or(""),
+                            v["action"].as_str().unwrap_or("")
+                        ),
+                        "step_end" => format!(
+                            "  {:<6} {} @ {}{}",
+                            v["outcome"].as_str().unwrap_or(""),
+                            v["step"].as_str().unwrap_or(""),
+                            v["target"].as_str().unwrap_or(""),
+                            v["error"]
+                                .as_str()
+                                .map(|e| format!(": {e}"))
+                                .unwrap_or_default()
+                        ),
+                        "rollback_start" => {
+                            format!("  ROLLBACK: {}", v["reason"].as_str().unwrap_or(""))
+                        }
+                        "undo_end" => format!(
+                            "  undo   {} @ {}: {}",
+                            v["step"].as_str().unwrap_or(""),
+                            v["target"].as_str().unwrap_or(""),
+                            if v["ok"] == true {
+                                "ok".to_string()
+                            } else {
+                                v["error"].as_str().unwrap_or("failed").to_string()
+                            }
+                        ),
+                        "run_end" => format!(
+                            "end: {} (exit {})",
+                            v["status"].as_str().unwrap_or(""),
+                            v["exit_code"]
+                        ),
+                        _ => continue,
+                    };
+                    println!("{ts}  {line}");
+                }
+                ExitCode::Success
+            }
+            Err(e) => fail(&Error::Audit(e.to_string())),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_definition_is_valid() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn extra_vars_parse() {
+        assert_eq!(
+            parse_kv("vpc=web vpc").unwrap(),
+            ("vpc".into(), "web vpc".into())
+        );
+        assert_eq!(parse_kv("a=b=c").unwrap(), ("a".into(), "b=c".into()));
+        assert!(parse_kv("novalue").is_err());
+    }
+
+    #[test]
+    fn apply_flags_parse() {
+        let c = Cli::try_parse_from([
+            "remedy",
+            "apply",
+            "fix",
+            "-i",
+            "a.yml",
+            "-e",
+            "x=1",
+            "--dry-run",
+            "--forks",
+            "5",
+            "--tags",
+            "a,b",
+            "--output",
+            "json",
+        ])
+        .unwrap();
+        match c.command {
+            Command::Apply {
+                dry_run,
+                forks,
+                tags,
+                output,
+                ..
+            } => {
+                assert!(dry_run);
+                assert_eq!(forks, 5);
+                assert_eq!(tags, ["a", "b"]);
+                assert_eq!(output, Output::Json);
+            }
+            _ => panic!("not apply"),
+        }
+    }
+}

@@ -1,0 +1,154 @@
+//! The terminal side of the event stream: one line per step and target, progress on long waits,
+//! and a recap; or, with `--output json`, one JSON event per line. Colour only on a TTY (and
+//! never when NO_COLOR is set).
+
+use std::collections::BTreeMap;
+use std::io::Write;
+
+use tokio::sync::mpsc;
+
+use crate::event::{Event, Outcome};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Output {
+    Human,
+    Json,
+}
+
+fn paint(color: bool, code: &str, text: &str) -> String {
+    if color {
+        format!("\x1b[{code}m{text}\x1b[0m")
+    } else {
+        text.to_string()
+    }
+}
+
+fn outcome_color(o: Outcome) -> &'static str {
+    match o {
+        Outcome::Ok | Outcome::NoChange => "32",
+        Outcome::Changed | Outcome::WouldChange => "33",
+        Outcome::Failed => "31;1",
+        Outcome::FailedIgnored | Outcome::Unknown => "35",
+        Outcome::Skipped => "36",
+    }
+}
+
+/// Consume events until the channel closes; print them.
+pub async fn print(mut rx: mpsc::UnboundedReceiver<Event>, output: Output, color: bool) {
+    let mut counts: BTreeMap<String, BTreeMap<&'static str, usize>> = BTreeMap::new();
+    let stdout = std::io::stdout();
+    while let Some(e) = rx.recv().await {
+        let mut out = stdout.lock();
+        if output == Output::Json {
+            if let Ok(line) = serde_json::to_string(&e) {
+                let _ = writeln!(out, "{line}");
+            }
+            continue;
+        }
+        match &e {
+            Event::RunStart {
+                run,
+                playbook,
+                mode,
+                ..
+            } => {
+                let _ = writeln!(
+                    out,
+                    "{} {playbook} ({mode:?}, run {run})",
+                    paint(color, "1", "remedy")
+                );
+            }
+            Event::StepEnd {
+                step,
+                target,
+                outcome,
+                duration_ms,
+                diff,
+                error,
+                ..
+            } => {
+                *counts
+                    .entry(target.clone())
+                    .or_default()
+                    .entry(outcome.word())
+                    .or_default() += 1;
+                let word = format!("{:<12}", outcome.word());
+                let _ = writeln!(
+                    out,
+                    "  {} {step} @ {target} ({:.1}s)",
+                    paint(color, outcome_color(*outcome), &word),
+                    *duration_ms as f64 / 1000.0
+                );
+                if let Some(d) = diff {
+                    if matches!(outcome, Outcome::WouldChange | Outcome::Changed) {
+                        for l in d.lines() {
+                            let _ = writeln!(out, "      {l}");
+                        }
+                    }
+                }
+                if let Some(err) = error {
+                    for l in err.lines() {
+                        let _ = writeln!(out, "      {}", paint(color, "31", l));
+                    }
+                }
+            }
+            Event::Progress {
+                step,
+                target,
+                message,
+                ..
+            } => {
+                let _ = writeln!(
+                    out,
+                    "  {} {step} @ {target}: {message}",
+                    paint(color, "2", "...")
+                );
+            }
+            Event::RollbackStart { reason, steps, .. } => {
+                let _ = writeln!(
+                    out,
+                    "{} {reason}; undoing {steps} change(s)",
+                    paint(color, "31;1", "ROLLBACK")
+                );
+            }
+            Event::UndoEnd {
+                step,
+                target,
+                ok,
+                error,
+                ..
+            } => {
+                let word = if *ok { "undone" } else { "NOT UNDONE" };
+                let _ = writeln!(
+                    out,
+                    "  {} {step} @ {target}",
+                    paint(
+                        color,
+                        if *ok { "32" } else { "31;1" },
+                        &format!("{word:<12}")
+                    )
+                );
+                if let Some(err) = error {
+                    let _ = writeln!(out, "      {err}");
+                }
+            }
+            Event::RunEnd {
+                status,
+                exit_code,
+                not_undone,
+                ..
+            } => {
+                let _ = writeln!(out, "\nrecap:");
+                for (t, c) in &counts {
+                    let parts: Vec<String> = c.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                    let _ = writeln!(out, "  {t:<24} {}", parts.join(" "));
+                }
+                for n in not_undone {
+                    let _ = writeln!(out, "  {} {n}", paint(color, "31;1", "left in place:"));
+                }
+                let _ = writeln!(out, "{} (exit {exit_code})", status);
+            }
+            _ => {}
+        }
+    }
+}
