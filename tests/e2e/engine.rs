@@ -201,7 +201,8 @@ async fn failure_in_step_3_undoes_2_then_1_and_the_audit_log_shows_it() {
             )
         })
         .collect();
-    for host in ["r1"] {
+    {
+        let host = "r1";
         let order: Vec<&str> = undos
             .iter()
             .filter(|(_, t)| t == host)
@@ -291,8 +292,7 @@ async fn an_unwritable_audit_log_refuses_to_act() {
         cancel,
     )
     .await
-    .err()
-    .expect("must refuse");
+    .expect_err("must refuse");
     assert_eq!(err.exit_code().code(), 1);
     assert!(
         f.calls().is_empty(),

@@ -317,6 +317,9 @@ pub fn compile(loaded: &Loaded) -> Result<Program, Diagnostics> {
     })
 }
 
+/// A step whose `needs` are resolved once its whole section exists: (step, local id, [(id, path)]).
+type PendingNeeds = (usize, String, Vec<(String, String)>);
+
 struct Compiler<'a> {
     loaded: &'a Loaded,
     templates: Templates,
@@ -488,7 +491,7 @@ impl Compiler<'_> {
         let src = file.source.clone();
         // Items of this section: local id -> the step indices it stands for.
         let mut items: Vec<(String, Vec<usize>)> = Vec::new();
-        let mut pending_needs: Vec<(usize, String, Vec<(String, String)>)> = Vec::new();
+        let mut pending_needs: Vec<PendingNeeds> = Vec::new();
         let mut previous: Vec<usize> = after.to_vec();
         let mut seen_ids: HashMap<String, String> = HashMap::new();
         // ids from other sections of the same file are valid `needs` targets too
@@ -1194,6 +1197,7 @@ impl Compiler<'_> {
             }
         }
         let mut diags = Vec::new();
+        #[allow(clippy::needless_range_loop)] // i indexes steps, ancestors and step_paths alike
         for i in 0..n {
             let s = &self.steps[i];
             let scope = &self.scopes[s.scope];

@@ -1,0 +1,281 @@
+//! The real binary: exit codes, a real apply/rollback on real files through the local
+//! connection, and `audit verify` catching edits, deletions and swaps.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn remedy(args: &[&str], cwd: &Path) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_remedy"))
+        .args(args)
+        .current_dir(cwd)
+        .env_remove("REMEDY_AUDIT_LOG")
+        .env_remove("REMEDY_INVENTORY")
+        .output()
+        .expect("run remedy")
+}
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+#[test]
+fn validate_passes_on_shipped_playbooks() {
+    let o = remedy(&["validate"], &root());
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+}
+
+#[test]
+fn validate_exits_4_on_each_bad_fixture() {
+    let dir = root().join("tests/fixtures/bad");
+    let mut seen = 0;
+    for e in std::fs::read_dir(&dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.extension().and_then(|x| x.to_str()) != Some("yml") {
+            continue;
+        }
+        seen += 1;
+        let o = remedy(
+            &[
+                "validate",
+                p.to_str().unwrap(),
+                "-i",
+                "tests/fixtures/inventory.yml",
+            ],
+            &root(),
+        );
+        assert_eq!(o.status.code(), Some(4), "{}: {}", p.display(), text(&o));
+        assert!(text(&o).contains("error: "), "{}", text(&o));
+    }
+    assert!(seen >= 10, "expected the bad fixtures, found {seen}");
+}
+
+const PLAYBOOK: &str = r#"
+name: perms-then-fail
+description: changes a file mode, then fails, so the mode must come back
+params:
+  path: { required: true }
+  fail: { type: bool, default: false }
+steps:
+  - id: mode
+    on: local
+    file: { path: "{{ path }}", mode: "0644" }
+  - id: marker
+    on: local
+    ssh: touch {{ path }}.marker
+    rollback: rm -f {{ path }}.marker
+  - id: boom
+    on: local
+    ssh: "{% if fail %}exit 7{% else %}true{% endif %}"
+    no_rollback: does nothing when it succeeds
+"#;
+
+fn setup() -> (tempfile::TempDir, PathBuf, PathBuf, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let pb = dir.path().join("pb.yml");
+    std::fs::write(&pb, PLAYBOOK).unwrap();
+    let inv = dir.path().join("inv.yml");
+    std::fs::write(
+        &inv,
+        "all:\n  hosts:\n    local: { ansible_connection: local }\n",
+    )
+    .unwrap();
+    let file = dir.path().join("target file; $(touch pwned)");
+    std::fs::write(&file, "x").unwrap();
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    (dir, pb, inv, file)
+}
+
+fn mode(p: &Path) -> u32 {
+    std::fs::metadata(p).unwrap().permissions().mode() & 0o7777
+}
+
+#[test]
+fn failing_apply_rolls_back_real_changes_and_exits_2() {
+    let (dir, pb, inv, file) = setup();
+    let log = dir.path().join("audit.jsonl");
+    let p = format!("path={}", file.display());
+    let o = remedy(
+        &[
+            "apply",
+            pb.to_str().unwrap(),
+            "-i",
+            inv.to_str().unwrap(),
+            "-e",
+            &p,
+            "-e",
+            "fail=true",
+            "--yes",
+            "--audit-log",
+            log.to_str().unwrap(),
+        ],
+        dir.path(),
+    );
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert_eq!(mode(&file), 0o600, "mode not restored");
+    assert!(
+        !Path::new(&format!("{}.marker", file.display())).exists(),
+        "marker not removed"
+    );
+    // hostile file name stayed one argument: nothing was executed from it
+    assert!(!dir.path().join("pwned").exists());
+    let show = remedy(
+        &["audit", "list", "--audit-log", log.to_str().unwrap()],
+        dir.path(),
+    );
+    assert!(text(&show).contains("rolled back"), "{}", text(&show));
+}
+
+#[test]
+fn dry_run_changes_nothing_and_apply_changes() {
+    let (dir, pb, inv, file) = setup();
+    let log = dir.path().join("audit.jsonl");
+    let p = format!("path={}", file.display());
+    let args = |extra: &[&'static str]| {
+        let mut a = vec![
+            "apply".to_string(),
+            pb.display().to_string(),
+            "-i".into(),
+            inv.display().to_string(),
+            "-e".into(),
+            p.clone(),
+            "--audit-log".into(),
+            log.display().to_string(),
+        ];
+        a.extend(extra.iter().map(|s| s.to_string()));
+        a
+    };
+    let dry: Vec<String> = args(&["--dry-run"]);
+    let o = remedy(
+        &dry.iter().map(String::as_str).collect::<Vec<_>>(),
+        dir.path(),
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert!(text(&o).contains("will change"), "{}", text(&o));
+    assert_eq!(mode(&file), 0o600);
+    assert!(!Path::new(&format!("{}.marker", file.display())).exists());
+    // without --yes and without a terminal, nothing happens
+    let no_yes: Vec<String> = args(&[]);
+    let o = remedy(
+        &no_yes.iter().map(String::as_str).collect::<Vec<_>>(),
+        dir.path(),
+    );
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert_eq!(mode(&file), 0o600);
+    let yes: Vec<String> = args(&["--yes"]);
+    let o = remedy(
+        &yes.iter().map(String::as_str).collect::<Vec<_>>(),
+        dir.path(),
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert_eq!(mode(&file), 0o644);
+}
+
+#[test]
+fn missing_required_param_is_exit_4() {
+    let (dir, pb, inv, _) = setup();
+    let o = remedy(
+        &[
+            "apply",
+            pb.to_str().unwrap(),
+            "-i",
+            inv.to_str().unwrap(),
+            "--dry-run",
+            "--audit-log",
+            dir.path().join("a.jsonl").to_str().unwrap(),
+        ],
+        dir.path(),
+    );
+    assert_eq!(o.status.code(), Some(4), "{}", text(&o));
+    assert!(
+        text(&o).contains("missing required parameter \"path\""),
+        "{}",
+        text(&o)
+    );
+}
+
+fn audit_log_with_runs(dir: &Path) -> PathBuf {
+    let (_d, pb, inv, file) = setup();
+    let log = dir.join("audit.jsonl");
+    let p = format!("path={}", file.display());
+    for _ in 0..2 {
+        let o = remedy(
+            &[
+                "apply",
+                pb.to_str().unwrap(),
+                "-i",
+                inv.to_str().unwrap(),
+                "-e",
+                &p,
+                "--yes",
+                "--audit-log",
+                log.to_str().unwrap(),
+            ],
+            dir,
+        );
+        assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    }
+    log
+}
+
+fn verify(log: &Path) -> Output {
+    remedy(
+        &["audit", "verify", "--audit-log", log.to_str().unwrap()],
+        log.parent().unwrap(),
+    )
+}
+
+#[test]
+fn audit_verify_names_edited_deleted_and_swapped_lines() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = audit_log_with_runs(dir.path());
+    let o = verify(&log);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let original = std::fs::read_to_string(&log).unwrap();
+    let lines: Vec<&str> = original.lines().collect();
+    assert!(lines.len() > 6);
+
+    // edited line 3
+    let mut edited: Vec<String> = lines.iter().map(|s| s.to_string()).collect();
+    edited[2] = edited[2]
+        .replace("\"run\"", "\"run\" ")
+        .replacen("fix", "fox", 1);
+    if edited[2] == lines[2] {
+        edited[2] = edited[2].replacen('}', ",\"x\":1}", 1);
+    }
+    std::fs::write(&log, edited.join("\n") + "\n").unwrap();
+    let o = verify(&log);
+    assert_ne!(o.status.code(), Some(0));
+    assert!(text(&o).contains("line 3"), "edit: {}", text(&o));
+
+    // deleted line 4
+    let mut deleted: Vec<&str> = lines.clone();
+    deleted.remove(3);
+    std::fs::write(&log, deleted.join("\n") + "\n").unwrap();
+    let o = verify(&log);
+    assert_ne!(o.status.code(), Some(0));
+    assert!(text(&o).contains("line 4"), "delete: {}", text(&o));
+
+    // swapped lines 5 and 6
+    let mut swapped: Vec<&str> = lines.clone();
+    swapped.swap(4, 5);
+    std::fs::write(&log, swapped.join("\n") + "\n").unwrap();
+    let o = verify(&log);
+    assert_ne!(o.status.code(), Some(0));
+    assert!(
+        text(&o).contains("5") && text(&o).contains("6"),
+        "swap: {}",
+        text(&o)
+    );
+}
