@@ -84,6 +84,20 @@ pub enum Command {
         #[arg(long, value_enum, default_value_t = ShowFormat::Text)]
         format: ShowFormat,
     },
+    /// Undo what a finished run changed, from its recorded pre-state, newest first.
+    Rollback {
+        run: String,
+        /// Inventory (default: the one the run recorded).
+        #[arg(short, long = "inventory")]
+        inventory: Vec<PathBuf>,
+        /// Only list what would be undone.
+        #[arg(long)]
+        dry_run: bool,
+        #[arg(short, long)]
+        yes: bool,
+        #[command(flatten)]
+        audit: AuditArg,
+    },
     /// Read the audit log.
     Audit {
         #[command(subcommand)]
@@ -145,6 +159,23 @@ pub fn main(args: Vec<String>) -> ExitCode {
         Command::List => list(),
         Command::Show { playbook, format } => show(&playbook, format),
         Command::Audit { command, audit } => audit_cmd(command, audit.audit_log),
+        Command::Rollback {
+            run,
+            inventory,
+            dry_run,
+            yes,
+            audit,
+        } => match tokio::runtime::Runtime::new() {
+            Ok(rt) => rt.block_on(rollback_run(
+                run,
+                inventory,
+                dry_run,
+                yes,
+                audit.audit_log,
+                args,
+            )),
+            Err(e) => fail(&Error::Other(format!("cannot start the runtime: {e}"))),
+        },
         Command::Apply {
             playbook,
             inventory,
@@ -427,6 +458,137 @@ async fn apply(req: ApplyRequest) -> ExitCode {
         Ok((_, summary)) => summary.exit,
         Err(e) => fail(&e),
     }
+}
+
+async fn rollback_run(
+    run: String,
+    inventory: Vec<PathBuf>,
+    dry_run: bool,
+    yes: bool,
+    audit_log: Option<PathBuf>,
+    argv: Vec<String>,
+) -> ExitCode {
+    use crate::event::{Event, RunMode, Sink};
+    let path = audit_log.unwrap_or_else(AuditLog::default_path);
+    let records = match audit::read(&path) {
+        Ok(r) => r,
+        Err(e) => return fail(&Error::Audit(e.to_string())),
+    };
+    let pending = match crate::rollback::pending_from_audit(&records, &run) {
+        Ok(p) => p,
+        Err(e) => return fail(&Error::Other(e)),
+    };
+    if pending.is_empty() {
+        println!("run {run}: nothing left to undo");
+        return ExitCode::Success;
+    }
+    println!(
+        "run {run}: {} change(s) to undo, newest first:",
+        pending.len()
+    );
+    for d in pending.iter().rev() {
+        let how = match (&d.undo, &d.irreversible) {
+            (Some(u), _) => u
+                .actions
+                .iter()
+                .map(|a| a.to_string())
+                .collect::<Vec<_>>()
+                .join(" && "),
+            (None, Some(w)) => format!("cannot be undone: irreversible ({w})"),
+            (None, None) => "nothing to undo (declared as needing none)".into(),
+        };
+        println!("  {} @ {}: {how}", d.step, d.target);
+    }
+    if dry_run {
+        return ExitCode::Success;
+    }
+    if !yes {
+        return fail(&Error::Other("pass --yes to undo these changes".into()));
+    }
+    let inv_paths: Vec<PathBuf> = if inventory.is_empty() {
+        records
+            .iter()
+            .find(|r| r.value["event"] == "run_start" && r.value["run"] == run.as_str())
+            .and_then(|r| r.value["inventory"].as_array().cloned())
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|v| v.as_str().map(PathBuf::from))
+            .collect()
+    } else {
+        inventory
+    };
+    let inv = match load_inventory(&inv_paths) {
+        Ok(i) => i,
+        Err(e) => return fail(&e),
+    };
+    let mut redactor = crate::redact::Redactor::new();
+    for (_, r) in inv.secret_refs() {
+        if let Ok(s) = r.resolve() {
+            redactor.add(s);
+        }
+    }
+    let log = match AuditLog::open(&path) {
+        Ok(l) => l,
+        Err(e) => return fail(&Error::Audit(format!("{e}; refusing to act"))),
+    };
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let printer = tokio::spawn(report::print(rx, Output::Human, color()));
+    let sink = Sink::new(Some(log), redactor.clone(), Some(tx));
+    let id = crate::app::new_run_id();
+    let plan = crate::plan::Plan::for_inventory(inv, redactor);
+    if let Err(e) = sink.emit(Event::RunStart {
+        run: id.clone(),
+        playbook: format!("rollback of {run}"),
+        mode: RunMode::Rollback,
+        operator: crate::app::operator(),
+        host: String::new(),
+        argv,
+        files: Vec::new(),
+        inventory: inv_paths.iter().map(|p| p.display().to_string()).collect(),
+        inventory_sha256: plan.inventory.digest(),
+        params_sha256: String::new(),
+        params: Default::default(),
+        remedy_version: env!("CARGO_PKG_VERSION").into(),
+        rollback_of: Some(run.clone()),
+    }) {
+        return fail(&Error::Audit(format!("{e}; refusing to act")));
+    }
+    let cx = crate::runner::Ctx {
+        plan: Arc::new(plan),
+        transport: Arc::new(Router::default()),
+        sink: sink.clone(),
+        run: id.clone(),
+        dry_run: false,
+    };
+    let report = crate::rollback::rollback(
+        &cx,
+        &pending,
+        &format!("operator asked to roll back run {run}"),
+    )
+    .await;
+    let exit = if report.not_undone.is_empty() {
+        ExitCode::Success
+    } else {
+        ExitCode::RollbackIncomplete
+    };
+    let _ = sink.emit(Event::RunEnd {
+        run: id,
+        status: if report.not_undone.is_empty() {
+            format!("run {run} rolled back")
+        } else {
+            format!("rollback of {run} INCOMPLETE")
+        },
+        exit_code: exit.code(),
+        changed: 0,
+        failed: report.not_undone.len(),
+        undone: report.undone,
+        not_undone: report.not_undone,
+    });
+    let _ = sink.sync();
+    drop(cx);
+    drop(sink);
+    let _ = printer.await;
+    exit
 }
 
 fn audit_cmd(cmd: AuditCommand, path: Option<PathBuf>) -> ExitCode {

@@ -33,12 +33,23 @@ pub async fn rollback(cx: &Ctx, done: &[Done], reason: &str) -> Report {
     for d in done.iter().rev() {
         let label = format!("{}@{}", d.step, d.target);
         let Some(undo) = &d.undo else {
-            match &d.irreversible {
-                Some(why) => report
-                    .not_undone
-                    .push(format!("{label}: irreversible ({why})")),
+            // Record the verdict too, so a later `remedy rollback` does not list it again.
+            let error = d
+                .irreversible
+                .as_ref()
+                .map(|why| format!("irreversible ({why})"));
+            match &error {
+                Some(e) => report.not_undone.push(format!("{label}: {e}")),
                 None => report.undone += 1, // declared as needing no undo
             }
+            let _ = cx.sink.emit(Event::UndoEnd {
+                run: cx.run.clone(),
+                step: d.step.clone(),
+                target: d.target.clone(),
+                ok: error.is_none(),
+                restored: None,
+                error,
+            });
             continue;
         };
         match undo_one(cx, &d.step, &d.target, undo).await {
@@ -118,4 +129,71 @@ async fn undo_one(cx: &Ctx, step: &str, target: &str, undo: &UndoRecord) -> Resu
         None => Ok(()),
         Some(e) => Err(e),
     }
+}
+
+/// The changes a recorded run left in place, oldest first: every `step_end` of `run` that
+/// changed something, minus those already undone (by the run itself or an earlier
+/// `remedy rollback`). Read back from the audit log.
+pub fn pending_from_audit(
+    records: &[crate::audit::Record],
+    run: &str,
+) -> Result<Vec<Done>, String> {
+    use serde_json::Value as J;
+    if !records
+        .iter()
+        .any(|r| r.value["event"] == "run_start" && r.value["run"] == run)
+    {
+        return Err(format!("no run {run} in the audit log"));
+    }
+    // runs whose undos count for this one: itself and rollbacks of it
+    let mut runs: Vec<&str> = vec![run];
+    for r in records {
+        if r.value["event"] == "run_start" && r.value["rollback_of"] == run {
+            if let Some(id) = r.value["run"].as_str() {
+                runs.push(id);
+            }
+        }
+    }
+    let undone: std::collections::HashSet<(String, String)> = records
+        .iter()
+        .filter(|r| r.value["event"] == "undo_end" && r.value["ok"] == true)
+        .filter(|r| r.value["run"].as_str().is_some_and(|x| runs.contains(&x)))
+        .map(|r| {
+            (
+                r.value["step"].as_str().unwrap_or("").to_string(),
+                r.value["target"].as_str().unwrap_or("").to_string(),
+            )
+        })
+        .collect();
+    let mut out = Vec::new();
+    for r in records
+        .iter()
+        .filter(|r| r.value["event"] == "step_end" && r.value["run"] == run)
+    {
+        let v = &r.value;
+        let changed = v["outcome"] == "changed"
+            || (v["outcome"] == "failed" && v.get("undo").is_some_and(|u| !u.is_null()));
+        if !changed {
+            continue;
+        }
+        let step = v["step"].as_str().unwrap_or("").to_string();
+        let target = v["target"].as_str().unwrap_or("").to_string();
+        if undone.contains(&(step.clone(), target.clone())) {
+            continue;
+        }
+        let undo: Option<UndoRecord> = match v.get("undo") {
+            Some(J::Null) | None => None,
+            Some(u) => Some(
+                serde_json::from_value(u.clone())
+                    .map_err(|e| format!("line {}: unreadable undo record: {e}", r.line))?,
+            ),
+        };
+        out.push(Done {
+            step,
+            target,
+            undo,
+            irreversible: v["irreversible"].as_str().map(str::to_string),
+        });
+    }
+    Ok(out)
 }

@@ -279,3 +279,56 @@ fn audit_verify_names_edited_deleted_and_swapped_lines() {
         text(&o)
     );
 }
+
+#[test]
+fn rollback_of_a_finished_run_restores_the_recorded_pre_state() {
+    let (dir, pb, inv, file) = setup();
+    let log = dir.path().join("audit.jsonl");
+    let p = format!("path={}", file.display());
+    let o = remedy(
+        &[
+            "apply",
+            pb.to_str().unwrap(),
+            "-i",
+            inv.to_str().unwrap(),
+            "-e",
+            &p,
+            "--yes",
+            "--audit-log",
+            log.to_str().unwrap(),
+        ],
+        dir.path(),
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert_eq!(mode(&file), 0o644);
+    let marker = PathBuf::from(format!("{}.marker", file.display()));
+    assert!(marker.exists());
+    let run = std::fs::read_to_string(&log)
+        .unwrap()
+        .lines()
+        .find(|l| l.contains("\"event\":\"run_start\""))
+        .and_then(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .and_then(|v| v["run"].as_str().map(str::to_string))
+        .unwrap();
+    let logs = log.to_str().unwrap();
+    let o = remedy(
+        &["rollback", &run, "--dry-run", "--audit-log", logs],
+        dir.path(),
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert!(text(&o).contains("marker @ local: rm -f"), "{}", text(&o));
+    assert_eq!(mode(&file), 0o644, "dry-run rollback changed something");
+    let o = remedy(
+        &["rollback", &run, "--yes", "--audit-log", logs],
+        dir.path(),
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert_eq!(mode(&file), 0o600, "mode not restored");
+    assert!(!marker.exists(), "marker not removed");
+    let o = remedy(
+        &["rollback", &run, "--yes", "--audit-log", logs],
+        dir.path(),
+    );
+    assert!(text(&o).contains("nothing left to undo"), "{}", text(&o));
+    assert_eq!(verify(&log).status.code(), Some(0));
+}

@@ -60,6 +60,29 @@ pub struct Plan {
 }
 
 impl Plan {
+    /// A plan with no steps: the reach (inventory, secrets) for replaying recorded undo actions
+    /// with `remedy rollback RUN`.
+    pub fn for_inventory(inventory: Inventory, redactor: Redactor) -> Plan {
+        Plan {
+            program: Program {
+                name: "rollback".into(),
+                description: String::new(),
+                templates: crate::template::Templates::new(),
+                scopes: Vec::new(),
+                steps: Vec::new(),
+                applies_when: None,
+                files: Vec::new(),
+            },
+            inventory,
+            scope_values: Vec::new(),
+            targets: Vec::new(),
+            graph: DiGraph::new(),
+            index: BTreeMap::new(),
+            redactor,
+            params_sha256: String::new(),
+        }
+    }
+
     pub fn node_count(&self) -> usize {
         self.graph.node_count()
     }
