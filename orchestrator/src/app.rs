@@ -141,6 +141,7 @@ pub async fn execute(
         sink,
         run: run.clone(),
         dry_run: opts.dry_run,
+        cancel: Some(cancel.clone()),
     };
     let summary = Scheduler::new(cx, opts.forks, cancel).run().await;
     Ok((run, summary))

@@ -559,6 +559,7 @@ async fn rollback_run(
         sink: sink.clone(),
         run: id.clone(),
         dry_run: false,
+        cancel: None,
     };
     let report = crate::rollback::rollback(
         &cx,

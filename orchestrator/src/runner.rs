@@ -32,6 +32,8 @@ pub struct Ctx {
     pub sink: Arc<Sink>,
     pub run: String,
     pub dry_run: bool,
+    /// Set to true on Ctrl-C / SIGTERM: waits and retry delays end early.
+    pub cancel: Option<tokio::sync::watch::Receiver<bool>>,
 }
 
 /// The result of one node.
@@ -128,6 +130,21 @@ pub fn controller_host(plan: &Plan) -> Host {
 }
 
 impl Ctx {
+    /// Sleep, unless the run is cancelled first (then `false`).
+    async fn pause(&self, d: Duration) -> bool {
+        let Some(mut rx) = self.cancel.clone() else {
+            tokio::time::sleep(d).await;
+            return true;
+        };
+        if *rx.borrow() {
+            return false;
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(d) => true,
+            _ = rx.wait_for(|c| *c) => false,
+        }
+    }
+
     fn host(&self, name: &str) -> Result<Host, String> {
         self.plan
             .inventory
@@ -280,8 +297,14 @@ async fn run_kind(
                     message: format!("waiting {}", humantime::format_duration(*d)),
                 });
             }
-            tokio::time::sleep(*d).await;
-            NodeResult::simple(Outcome::Ok)
+            if cx.pause(*d).await {
+                NodeResult::simple(Outcome::Ok)
+            } else {
+                NodeResult::failed(
+                    "wait interrupted by a signal".into(),
+                    json!({"failed": true}),
+                )
+            }
         }
         Kind::Assert { that, msg } => {
             for e in that {
@@ -425,7 +448,12 @@ async fn attempts(
                     humantime::format_duration(step.delay)
                 ),
             });
-            tokio::time::sleep(step.delay).await;
+            if !cx.pause(step.delay).await {
+                return NodeResult::failed(
+                    "retries interrupted by a signal".into(),
+                    last.registered,
+                );
+            }
         }
     }
     if step.until.is_some() && last.outcome != Outcome::Failed {

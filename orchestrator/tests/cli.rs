@@ -332,3 +332,69 @@ fn rollback_of_a_finished_run_restores_the_recorded_pre_state() {
     assert!(text(&o).contains("nothing left to undo"), "{}", text(&o));
     assert_eq!(verify(&log).status.code(), Some(0));
 }
+
+#[test]
+fn sigterm_mid_run_rolls_back_and_exits_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let pb = dir.path().join("pb.yml");
+    std::fs::write(
+        &pb,
+        "name: slow\nparams:\n  path: { required: true }\nsteps:\n  - id: mode\n    on: local\n    file: { path: \"{{ path }}\", mode: \"0644\" }\n  - id: pause\n    wait: 60s\n",
+    )
+    .unwrap();
+    let inv = dir.path().join("inv.yml");
+    std::fs::write(
+        &inv,
+        "all:\n  hosts:\n    local: { ansible_connection: local }\n",
+    )
+    .unwrap();
+    let file = dir.path().join("f");
+    std::fs::write(&file, "x").unwrap();
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let log = dir.path().join("audit.jsonl");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_remedy"))
+        .args([
+            "apply",
+            pb.to_str().unwrap(),
+            "-i",
+            inv.to_str().unwrap(),
+            "-e",
+            &format!("path={}", file.display()),
+            "--yes",
+            "--audit-log",
+            log.to_str().unwrap(),
+        ])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // wait until the change is recorded as done
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let t = std::fs::read_to_string(&log).unwrap_or_default();
+        if t.contains("\"outcome\":\"changed\"") {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the change never happened"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert_eq!(mode(&file), 0o644);
+    let started = std::time::Instant::now();
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let code = child.wait().unwrap().code();
+    assert_eq!(code, Some(2));
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(10),
+        "did not stop promptly"
+    );
+    assert_eq!(mode(&file), 0o600, "not rolled back");
+    let t = std::fs::read_to_string(&log).unwrap();
+    assert!(t.contains("cancelled by signal"), "{t}");
+    assert_eq!(verify(&log).status.code(), Some(0));
+}
