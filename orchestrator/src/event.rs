@@ -124,6 +124,9 @@ pub enum Event {
         target: String,
         outcome: Outcome,
         duration_ms: u64,
+        /// The rendered command or API call of a read-only step (mutating ones are in step_start).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        action: Option<String>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         rc: Option<i32>,
         #[serde(default, skip_serializing_if = "Option::is_none")]

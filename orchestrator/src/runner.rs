@@ -46,6 +46,8 @@ pub struct NodeResult {
     pub facts: Vec<(String, J)>,
     pub undo: Option<UndoRecord>,
     pub error: Option<String>,
+    /// The rendered action (command or API call), for the record.
+    pub action: Option<String>,
 }
 
 impl NodeResult {
@@ -56,6 +58,7 @@ impl NodeResult {
             facts: Vec::new(),
             undo: None,
             error: None,
+            action: None,
         }
     }
 
@@ -66,6 +69,7 @@ impl NodeResult {
             facts: Vec::new(),
             undo: None,
             error: Some(error),
+            action: None,
         }
     }
 }
@@ -265,6 +269,7 @@ pub async fn run_node(cx: &Ctx, step: &Step, target: &str, ctx_value: Value) -> 
         stdout_tail: out_tail,
         stderr_tail: err_tail,
         error: result.error.clone(),
+        action: result.action.clone(),
         undo: result.undo.clone(),
         irreversible,
     };
@@ -347,7 +352,9 @@ async fn run_kind(
             };
             let action = Action::ssh(command.clone());
             if !step.mutating() {
-                return attempts(cx, step, host, ctx, &action, Access::ReadOnly, timeout).await;
+                let mut r = attempts(cx, step, host, ctx, &action, Access::ReadOnly, timeout).await;
+                r.action = Some(command);
+                return r;
             }
             if let Some(check) = check {
                 let probe = match cx.render(check, ctx) {
@@ -538,6 +545,7 @@ fn judge(cx: &Ctx, step: &Step, ctx: &Value, res: &ActionResult, mutating: bool)
         facts: Vec::new(),
         undo: None,
         error: None,
+        action: None,
     }
 }
 
@@ -738,6 +746,7 @@ async fn module(
         facts: Vec::new(),
         undo: Some(undo),
         error: None,
+        action: None,
     };
     if let Some(left) = still {
         r.outcome = Outcome::Failed;

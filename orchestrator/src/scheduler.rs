@@ -54,6 +54,8 @@ pub struct Scheduler {
     results: HashMap<(usize, String), BTreeMap<String, J>>,
     outcomes: HashMap<NodeIndex, Outcome>,
     done: Vec<Done>,
+    /// Targets that failed within a step's `max_fail_percentage`: they run nothing more.
+    failed_targets: std::collections::BTreeSet<String>,
 }
 
 impl Scheduler {
@@ -65,6 +67,7 @@ impl Scheduler {
             results: HashMap::new(),
             outcomes: HashMap::new(),
             done: Vec::new(),
+            failed_targets: Default::default(),
         }
     }
 
@@ -193,7 +196,9 @@ impl Scheduler {
                             )
                         });
                 let ctx = self.context(node.step, &node.target);
-                let skip = if tainted {
+                let skip = if self.failed_targets.contains(&node.target) {
+                    Some(Outcome::Skipped)
+                } else if tainted {
                     Some(Outcome::Unknown)
                 } else {
                     let mut skip = None;
@@ -214,6 +219,7 @@ impl Scheduler {
                                     facts: vec![],
                                     undo: None,
                                     error: Some(format!("when: {e}")),
+                                    action: None,
                                 };
                                 self.finish_now(
                                     ix,
@@ -238,6 +244,7 @@ impl Scheduler {
                             facts: vec![],
                             undo: None,
                             error: None,
+                            action: None,
                         };
                         let _ = self.cx.sink.emit(Event::StepEnd {
                             run: self.cx.run.clone(),
@@ -245,6 +252,7 @@ impl Scheduler {
                             target: node.target.clone(),
                             outcome: o,
                             duration_ms: 0,
+                            action: None,
                             rc: None,
                             diff: None,
                             output_sha256: None,
@@ -322,7 +330,9 @@ impl Scheduler {
                     .count();
                 failed * 100 <= total * max as usize
             });
-            if !tolerated {
+            if tolerated {
+                self.failed_targets.insert(node.target.clone());
+            } else {
                 if failure.is_none() {
                     *failure = Some(format!(
                         "step {} failed on {}: {}",
@@ -397,6 +407,37 @@ impl Scheduler {
             not_undone: Vec::new(),
             applies,
         };
+        if result.is_ok() && !self.failed_targets.is_empty() {
+            // Tolerated failures: the healthy targets keep their changes; the failed ones are
+            // put back as they were.
+            let failed: Vec<String> = self.failed_targets.iter().cloned().collect();
+            let theirs: Vec<Done> = self
+                .done
+                .iter()
+                .filter(|d| self.failed_targets.contains(&d.target))
+                .cloned()
+                .collect();
+            let reason = format!(
+                "failed on {} (within max_fail_percentage)",
+                failed.join(", ")
+            );
+            let report = crate::rollback::rollback(&self.cx, &theirs, &reason).await;
+            summary.undone = report.undone;
+            summary.not_undone = report.not_undone.clone();
+            summary.exit = if report.not_undone.is_empty() {
+                ExitCode::RolledBack
+            } else {
+                ExitCode::RollbackIncomplete
+            };
+            summary.status = format!(
+                "{reason}; their changes {}; other targets done",
+                if report.not_undone.is_empty() {
+                    "rolled back"
+                } else {
+                    "NOT ALL rolled back"
+                }
+            );
+        }
         if let Err(reason) = result {
             let report = crate::rollback::rollback(&self.cx, &self.done, &reason).await;
             summary.undone = report.undone;

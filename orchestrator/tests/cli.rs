@@ -398,3 +398,32 @@ fn sigterm_mid_run_rolls_back_and_exits_2() {
     assert!(t.contains("cancelled by signal"), "{t}");
     assert_eq!(verify(&log).status.code(), Some(0));
 }
+
+#[test]
+fn a_step_that_outlives_its_timeout_fails_the_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let pb = dir.path().join("pb.yml");
+    std::fs::write(&pb, "name: slow\nsteps:\n  - id: nap\n    on: local\n    ssh: sleep 5\n    changes: none\n    timeout: 300ms\n").unwrap();
+    let inv = dir.path().join("inv.yml");
+    std::fs::write(
+        &inv,
+        "all:\n  hosts:\n    local: { ansible_connection: local }\n",
+    )
+    .unwrap();
+    let started = std::time::Instant::now();
+    let o = remedy(
+        &[
+            "apply",
+            pb.to_str().unwrap(),
+            "-i",
+            inv.to_str().unwrap(),
+            "--yes",
+            "--audit-log",
+            dir.path().join("a.jsonl").to_str().unwrap(),
+        ],
+        dir.path(),
+    );
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(text(&o).contains("timed out"), "{}", text(&o));
+    assert!(started.elapsed() < std::time::Duration::from_secs(4));
+}

@@ -219,3 +219,91 @@ steps:
         .iter()
         .any(|c| c.action == Action::ssh("rm -f /ok")));
 }
+
+const FANOUT: &str = r#"
+name: fanout
+steps:
+  - id: a
+    on: routers
+    tags: [first]
+    ssh: flaky
+    changes: none
+    max_fail_percentage: 40
+  - id: b
+    on: routers
+    tags: [second]
+    ssh: touch /ok
+    rollback: rm -f /ok
+"#;
+
+fn flaky() -> FakeTransport {
+    let f = fake();
+    f.on_prefix("flaky", |_, _| Ok(ActionResult::Ssh(CmdOutput::ok(""))));
+    f.on_host_cmd("r2", "flaky", CmdOutput::exit(1, "", "r2 is sick"));
+    f
+}
+
+#[tokio::test]
+async fn limit_and_tags_narrow_the_plan() {
+    let dir = tempfile::tempdir().unwrap();
+    let pb = write(dir.path(), "pb.yml", FANOUT);
+    let inv = write(dir.path(), "inv.yml", INVENTORY);
+    let opts = remedy::plan::Options {
+        limit: Some("r3".into()),
+        tags: vec!["second".into()],
+        ..Default::default()
+    };
+    let p = remedy_tests::plan_with(&pb, &inv, opts);
+    let f = flaky();
+    let (_, summary, _) = run(p, Arc::new(f.clone()), RunOptions::default()).await;
+    assert_eq!(summary.exit.code(), 0, "{}", summary.status);
+    let calls: Vec<(String, String)> = f
+        .calls()
+        .into_iter()
+        .map(|c| (c.host, c.action.to_string()))
+        .collect();
+    assert_eq!(calls, [("r3".to_string(), "touch /ok".to_string())]);
+}
+
+#[tokio::test]
+async fn max_fail_percentage_tolerates_a_minority_and_stops_that_target() {
+    let dir = tempfile::tempdir().unwrap();
+    let pb = write(dir.path(), "pb.yml", FANOUT);
+    let inv = write(dir.path(), "inv.yml", INVENTORY);
+    let f = flaky();
+    let (_, summary, _) = run(
+        plan(&pb, &inv, &[]),
+        Arc::new(f.clone()),
+        RunOptions::default(),
+    )
+    .await;
+    // 1 of 3 failed (33% <= 40%): the others go on, the failed target does not
+    assert_eq!(
+        summary.outcomes[&("a".into(), "r2".into())],
+        Outcome::Failed
+    );
+    let touched: Vec<String> = f
+        .calls()
+        .into_iter()
+        .filter(|c| c.action == Action::ssh("touch /ok"))
+        .map(|c| c.host)
+        .collect();
+    assert!(
+        touched.contains(&"r1".to_string()) && touched.contains(&"r3".to_string()),
+        "{touched:?}"
+    );
+    assert!(!touched.contains(&"r2".to_string()), "{touched:?}");
+    // a failure is still a failure: reported, and the run's changes are undone
+    assert_eq!(summary.exit.code(), 2, "{}", summary.status);
+
+    // 40% is the limit: with two of three failing, the step fails the run at once
+    let f = flaky();
+    f.on_host_cmd("r3", "flaky", CmdOutput::exit(1, "", "r3 too"));
+    let (_, summary, _) = run(
+        plan(&pb, &inv, &[]),
+        Arc::new(f.clone()),
+        RunOptions::default(),
+    )
+    .await;
+    assert_eq!(summary.exit.code(), 2, "{}", summary.status);
+}

@@ -18,11 +18,6 @@ pub fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
 }
 
 pub fn plan(playbook: &Path, inventory: &Path, extra: &[(&str, &str)]) -> Plan {
-    let loaded = remedy::playbook::load(playbook.to_str().expect("utf-8 path"))
-        .unwrap_or_else(|d| panic!("load: {}", d.render(false)));
-    let program = remedy::playbook::compile(&loaded)
-        .unwrap_or_else(|d| panic!("compile: {}", d.render(false)));
-    let inv = Inventory::load(&[inventory.to_path_buf()]).expect("inventory");
     let opts = Options {
         extra: extra
             .iter()
@@ -30,6 +25,16 @@ pub fn plan(playbook: &Path, inventory: &Path, extra: &[(&str, &str)]) -> Plan {
             .collect(),
         ..Default::default()
     };
+    plan_with(playbook, inventory, opts)
+}
+
+/// Plan with full options (`--limit`, `--tags`, ...).
+pub fn plan_with(playbook: &Path, inventory: &Path, opts: Options) -> Plan {
+    let loaded = remedy::playbook::load(playbook.to_str().expect("utf-8 path"))
+        .unwrap_or_else(|d| panic!("load: {}", d.render(false)));
+    let program = remedy::playbook::compile(&loaded)
+        .unwrap_or_else(|d| panic!("compile: {}", d.render(false)));
+    let inv = Inventory::load(&[inventory.to_path_buf()]).expect("inventory");
     build(program, inv, &opts).unwrap_or_else(|d| panic!("plan: {}", d.render(false)))
 }
 
