@@ -295,6 +295,10 @@ impl Scheduler {
                 }
             }
         }
+        // A signal is the reason, even when a step interrupted by it reported first.
+        if *self.cancel.borrow() {
+            failure = Some("cancelled by signal".into());
+        }
         match failure {
             Some(f) => Err(f),
             None => Ok(()),
