@@ -37,38 +37,7 @@ pub struct AuditArg {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run a playbook: detect, change, verify; roll back on failure.
-    Apply {
-        /// Playbook name (looked up in ./playbooks, then $REMEDY_PLAYBOOK_PATH) or path.
-        playbook: String,
-        /// Inventory file or directory (repeatable; Ansible YAML format).
-        #[arg(short, long = "inventory", env = "REMEDY_INVENTORY")]
-        inventory: Vec<PathBuf>,
-        /// Parameter, as name=value (repeatable).
-        #[arg(short = 'e', long = "extra", value_parser = parse_kv)]
-        extra: Vec<(String, String)>,
-        /// Only act on hosts matching this pattern.
-        #[arg(long)]
-        limit: Option<String>,
-        /// Only run steps with one of these tags (comma-separated); detect and verify always run.
-        #[arg(long, value_delimiter = ',')]
-        tags: Vec<String>,
-        /// Run only read-only actions and report what would change.
-        #[arg(long)]
-        dry_run: bool,
-        /// Do not ask for confirmation.
-        #[arg(short, long)]
-        yes: bool,
-        /// How many step x target nodes run at once.
-        #[arg(long, default_value_t = 20)]
-        forks: usize,
-        /// Allow steps declared irreversible.
-        #[arg(long)]
-        allow_irreversible: bool,
-        #[arg(long, value_enum, default_value_t = Output::Human)]
-        output: Output,
-        #[command(flatten)]
-        audit: AuditArg,
-    },
+    Apply(ApplyArgs),
     /// Check playbooks without running anything (all of ./playbooks when none is given).
     Validate {
         playbooks: Vec<String>,
@@ -105,6 +74,40 @@ pub enum Command {
         #[command(flatten)]
         audit: AuditArg,
     },
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ApplyArgs {
+    /// Playbook name (looked up in ./playbooks, then $REMEDY_PLAYBOOK_PATH) or path.
+    pub playbook: String,
+    /// Inventory file or directory (repeatable; Ansible YAML format).
+    #[arg(short, long = "inventory", env = "REMEDY_INVENTORY")]
+    pub inventory: Vec<PathBuf>,
+    /// Parameter, as name=value (repeatable).
+    #[arg(short = 'e', long = "extra", value_parser = parse_kv)]
+    pub extra: Vec<(String, String)>,
+    /// Only act on hosts matching this pattern.
+    #[arg(long)]
+    pub limit: Option<String>,
+    /// Only run steps with one of these tags (comma-separated); detect and verify always run.
+    #[arg(long, value_delimiter = ',')]
+    pub tags: Vec<String>,
+    /// Run only read-only actions and report what would change.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Do not ask for confirmation.
+    #[arg(short, long)]
+    pub yes: bool,
+    /// How many step x target nodes run at once.
+    #[arg(long, default_value_t = 20)]
+    pub forks: usize,
+    /// Allow steps declared irreversible.
+    #[arg(long)]
+    pub allow_irreversible: bool,
+    #[arg(long, value_enum, default_value_t = Output::Human)]
+    pub output: Output,
+    #[command(flatten)]
+    pub audit: AuditArg,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -176,39 +179,10 @@ pub fn main(args: Vec<String>) -> ExitCode {
             )),
             Err(e) => fail(&Error::Other(format!("cannot start the runtime: {e}"))),
         },
-        Command::Apply {
-            playbook,
-            inventory,
-            extra,
-            limit,
-            tags,
-            dry_run,
-            yes,
-            forks,
-            allow_irreversible,
-            output,
-            audit,
-        } => {
-            let runtime = match tokio::runtime::Runtime::new() {
-                Ok(r) => r,
-                Err(e) => return fail(&Error::Other(format!("cannot start the runtime: {e}"))),
-            };
-            let req = ApplyRequest {
-                playbook,
-                inventory,
-                extra,
-                limit,
-                tags,
-                dry_run,
-                yes,
-                forks,
-                allow_irreversible,
-                output,
-                audit_log: audit.audit_log,
-                argv: args,
-            };
-            runtime.block_on(apply(req))
-        }
+        Command::Apply(a) => match tokio::runtime::Runtime::new() {
+            Ok(rt) => rt.block_on(apply(a, args)),
+            Err(e) => fail(&Error::Other(format!("cannot start the runtime: {e}"))),
+        },
     }
 }
 
@@ -367,22 +341,7 @@ fn show(name: &str, format: ShowFormat) -> ExitCode {
     ExitCode::Success
 }
 
-struct ApplyRequest {
-    playbook: String,
-    inventory: Vec<PathBuf>,
-    extra: Vec<(String, String)>,
-    limit: Option<String>,
-    tags: Vec<String>,
-    dry_run: bool,
-    yes: bool,
-    forks: usize,
-    allow_irreversible: bool,
-    output: Output,
-    audit_log: Option<PathBuf>,
-    argv: Vec<String>,
-}
-
-async fn apply(req: ApplyRequest) -> ExitCode {
+async fn apply(req: ApplyArgs, argv: Vec<String>) -> ExitCode {
     let inv = match load_inventory(&req.inventory) {
         Ok(i) => i,
         Err(e) => return fail(&e),
@@ -441,9 +400,9 @@ async fn apply(req: ApplyRequest) -> ExitCode {
     let run_opts = RunOptions {
         dry_run: req.dry_run,
         forks: req.forks,
-        audit_log: Some(req.audit_log.unwrap_or_else(AuditLog::default_path)),
+        audit_log: Some(req.audit.audit_log.unwrap_or_else(AuditLog::default_path)),
         allow_irreversible: req.allow_irreversible,
-        argv: req.argv,
+        argv,
     };
     let result = execute(
         plan,
