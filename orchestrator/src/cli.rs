@@ -700,13 +700,13 @@ mod tests {
         ])
         .unwrap();
         match c.command {
-            Command::Apply {
+            Command::Apply(ApplyArgs {
                 dry_run,
                 forks,
                 tags,
                 output,
                 ..
-            } => {
+            }) => {
                 assert!(dry_run);
                 assert_eq!(forks, 5);
                 assert_eq!(tags, ["a", "b"]);
