@@ -47,6 +47,8 @@ pub struct Param {
     pub required: bool,
     pub default: Option<serde_json::Value>,
     pub pattern: Option<Regex>,
+    /// The pattern as written (the compiled one is anchored).
+    pub pattern_text: Option<String>,
     pub choices: Option<Vec<serde_json::Value>>,
     pub secret: bool,
     pub help: String,
@@ -88,10 +90,11 @@ impl Param {
             };
             for t in texts {
                 if !re.is_match(&t) {
+                    let shown = self.pattern_text.as_deref().unwrap_or(re.as_str());
                     return Err(if self.secret {
-                        format!("value does not match pattern {}", re.as_str())
+                        format!("value does not match pattern {shown}")
                     } else {
-                        format!("{t:?} does not match pattern {}", re.as_str())
+                        format!("{t:?} does not match pattern {shown}")
                     });
                 }
             }
@@ -444,6 +447,7 @@ impl Compiler<'_> {
             required: doc.required,
             default: None,
             pattern,
+            pattern_text: doc.pattern.clone(),
             choices: doc
                 .choices
                 .as_ref()

@@ -145,6 +145,14 @@ fn friendlier(msg: &str) -> String {
             || prefix.starts_with("detect[")
             || prefix.starts_with("verify[")
         {
+            let known: Vec<&str> = STEP_KEYS
+                .iter()
+                .copied()
+                .chain(crate::modules::ModuleKind::ALL.iter().map(|k| k.key()))
+                .collect();
+            if let Some(close) = known.iter().find(|k| edit_distance(k, field) <= 2) {
+                return format!("{prefix}: unknown key `{field}` (did you mean `{close}`?)");
+            }
             return format!(
                 "{prefix}: unknown key or module `{field}` (step keys: id, name, on, needs, when, register, retries, delay, until, timeout, ignore_errors, changed_when, failed_when, rollback, irreversible, no_rollback, tags, changes, check, serial, max_fail_percentage; kinds: ssh, api, wait, assert, set, include, {})",
                 crate::modules::ModuleKind::ALL
@@ -156,6 +164,52 @@ fn friendlier(msg: &str) -> String {
         }
     }
     msg.to_string()
+}
+
+const STEP_KEYS: &[&str] = &[
+    "id",
+    "name",
+    "on",
+    "needs",
+    "when",
+    "register",
+    "retries",
+    "delay",
+    "until",
+    "timeout",
+    "ignore_errors",
+    "changed_when",
+    "failed_when",
+    "rollback",
+    "irreversible",
+    "no_rollback",
+    "tags",
+    "changes",
+    "check",
+    "serial",
+    "max_fail_percentage",
+    "ssh",
+    "api",
+    "wait",
+    "assert",
+    "set",
+    "include",
+    "params",
+];
+
+/// Levenshtein distance, for "did you mean" hints.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut cur = vec![i + 1];
+        for (j, cb) in b.iter().enumerate() {
+            let sub = prev[j] + usize::from(ca != *cb);
+            cur.push(sub.min(prev[j + 1] + 1).min(cur[j] + 1));
+        }
+        prev = cur;
+    }
+    prev[b.len()]
 }
 
 pub fn hex(bytes: &[u8]) -> String {
@@ -270,5 +324,21 @@ mod tests {
             d.headline()
         );
         assert!(d.message.contains("service, file, link"), "{}", d.message);
+    }
+
+    #[test]
+    fn near_misses_get_a_suggestion() {
+        let d = parse(
+            Path::new("p.yml"),
+            "name: x\nsteps:\n  - id: a\n    ignore_error: true\n",
+            b"",
+        )
+        .unwrap_err();
+        assert!(
+            d.message.contains("did you mean `ignore_errors`?"),
+            "{}",
+            d.message
+        );
+        assert_eq!(edit_distance("servce", "service"), 1);
     }
 }
