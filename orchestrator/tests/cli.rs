@@ -427,3 +427,56 @@ fn a_step_that_outlives_its_timeout_fails_the_run() {
     assert!(text(&o).contains("timed out"), "{}", text(&o));
     assert!(started.elapsed() < std::time::Duration::from_secs(4));
 }
+
+#[test]
+fn irreversible_steps_are_refused_without_the_flag_and_json_output_is_one_event_per_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let pb = dir.path().join("pb.yml");
+    let marker = dir.path().join("gone");
+    std::fs::write(
+        &pb,
+        format!("name: destroy\nsteps:\n  - id: destroy\n    on: local\n    ssh: touch {}\n    irreversible: the old VM cannot come back\n", marker.display()),
+    )
+    .unwrap();
+    let inv = dir.path().join("inv.yml");
+    std::fs::write(
+        &inv,
+        "all:\n  hosts:\n    local: { ansible_connection: local }\n",
+    )
+    .unwrap();
+    let log = dir.path().join("a.jsonl");
+    let base = [
+        "apply",
+        pb.to_str().unwrap(),
+        "-i",
+        inv.to_str().unwrap(),
+        "--yes",
+        "--audit-log",
+        log.to_str().unwrap(),
+    ];
+    let o = remedy(&base, dir.path());
+    assert_eq!(o.status.code(), Some(5), "{}", text(&o));
+    assert!(text(&o).contains("--allow-irreversible"), "{}", text(&o));
+    assert!(!marker.exists());
+    // dry-run shows it without running it
+    let mut dry = base.to_vec();
+    dry.push("--dry-run");
+    let o = remedy(&dry, dir.path());
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert!(!marker.exists());
+    let mut allowed = base.to_vec();
+    allowed.extend(["--allow-irreversible", "--output", "json"]);
+    let o = remedy(&allowed, dir.path());
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert!(marker.exists());
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    let events: Vec<serde_json::Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("json line"))
+        .collect();
+    assert_eq!(events.first().unwrap()["event"], "run_start");
+    assert_eq!(events.last().unwrap()["event"], "run_end");
+    assert!(events
+        .iter()
+        .any(|e| e["event"] == "step_end" && e["irreversible"] == "the old VM cannot come back"));
+}
