@@ -354,6 +354,7 @@ async fn apply(req: ApplyArgs, argv: Vec<String>) -> ExitCode {
         extra: req.extra,
         limit: req.limit,
         tags: req.tags,
+        validating: false,
     };
     let plan = match plan::build(program, inv, &opts) {
         Ok(p) => p,

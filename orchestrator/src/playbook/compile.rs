@@ -28,7 +28,7 @@ use crate::template::{Expr, Mode, Templates, Tpl};
 use crate::transport::{Access, ApiCall};
 
 /// Names every template may read besides params, vars and results.
-pub const BUILTIN_VARS: &[&str] = &["inventory_hostname", "hostvars", "groups", "params"];
+pub const BUILTIN_VARS: &[&str] = &["inventory_hostname"];
 
 /// Section of a playbook a step came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -291,6 +291,7 @@ pub fn compile(loaded: &Loaded) -> Result<Program, Diagnostics> {
         &before_verify,
         &[],
     );
+    c.check_duplicates();
     c.check_cycles();
     if c.diags.is_empty() {
         c.check_variables(applies_when.as_ref());
@@ -331,6 +332,22 @@ struct Compiler<'a> {
     diags: Diagnostics,
     /// For each step: its file's source and its YAML path, for later messages.
     step_paths: Vec<(Source, String)>,
+}
+
+/// Module arguments as JSON, with numbers written as text (`mode: 640` and `range: 3933` mean
+/// what they say; the module specs take text).
+fn module_args(v: &serde_yaml::Value) -> serde_json::Value {
+    match yaml_to_json(v) {
+        serde_json::Value::Object(map) => serde_json::Value::Object(
+            map.into_iter()
+                .map(|(k, v)| match v {
+                    serde_json::Value::Number(n) => (k, serde_json::Value::String(n.to_string())),
+                    other => (k, other),
+                })
+                .collect(),
+        ),
+        other => other,
+    }
 }
 
 fn yaml_to_json(v: &serde_yaml::Value) -> serde_json::Value {
@@ -896,17 +913,17 @@ impl Compiler<'_> {
         } else {
             let (mk, value) = module_values[0];
             let at = p(mk.key());
-            let spec =
-                match ModuleSpec::from_json(mk, yaml_to_json(value)).and_then(|s| s.to_json()) {
-                    Ok(j) => j,
-                    Err(e) => {
-                        self.diags.push(
-                            Diagnostic::at(src, &at, format!("{}: {e}", mk.key()))
-                                .with_label("invalid module arguments"),
-                        );
-                        return None;
-                    }
-                };
+            let spec = match ModuleSpec::from_json(mk, module_args(value)).and_then(|s| s.to_json())
+            {
+                Ok(j) => j,
+                Err(e) => {
+                    self.diags.push(
+                        Diagnostic::at(src, &at, format!("{}: {e}", mk.key()))
+                            .with_label("invalid module arguments"),
+                    );
+                    return None;
+                }
+            };
             let mut tpls = Vec::new();
             if let serde_json::Value::Object(map) = &spec {
                 for (k, v) in map {
@@ -914,6 +931,16 @@ impl Compiler<'_> {
                         let t = self.tpl(src, &format!("{at}.{k}"), s, Mode::Text)?;
                         tpls.push((format!("/{k}"), t));
                     }
+                }
+            }
+            // Without templates the arguments are final: check them now, not mid-run.
+            if tpls.iter().all(|(_, t)| t.is_static) {
+                if let Err(e) = ModuleSpec::from_json(mk, spec.clone()).and_then(|s| s.build()) {
+                    self.diags.push(
+                        Diagnostic::at(src, &at, format!("{}: {e}", mk.key()))
+                            .with_label("invalid module arguments"),
+                    );
+                    return None;
                 }
             }
             (
@@ -1068,6 +1095,12 @@ impl Compiler<'_> {
             Some(u) => Some(self.expr(src, &p("failed_when"), u)?),
             None => None,
         };
+        if access == Access::Mutating && (doc.retries.is_some() || doc.until.is_some()) {
+            self.diags.push(
+                Diagnostic::at_key(src, &p(if doc.until.is_some() { "until" } else { "retries" }), format!("step {local} changes things; `retries`/`until` apply to read-only steps"))
+                    .with_help("poll the outcome with a separate read-only step (changes: none) that has retries and until"),
+            );
+        }
         if until.is_some() && doc.retries.is_none() {
             self.diags.push(Diagnostic::at_key(
                 src,
@@ -1121,6 +1154,36 @@ impl Compiler<'_> {
         self.steps.push(step);
         self.step_paths.push((src.clone(), path.to_string()));
         Some(self.steps.len() - 1)
+    }
+
+    /// Ids are unique across a playbook's sections (detect, steps, verify), not just within one.
+    fn check_duplicates(&mut self) {
+        let mut first: HashMap<&str, usize> = HashMap::new();
+        let mut dups = Vec::new();
+        for (i, s) in self.steps.iter().enumerate() {
+            if let Some(&f) = first.get(s.id.as_str()) {
+                if self.step_paths[f].1.split('.').next() != self.step_paths[i].1.split('.').next()
+                {
+                    dups.push((f, i));
+                }
+            } else {
+                first.insert(&s.id, i);
+            }
+        }
+        for (f, i) in dups {
+            let (src, path) = &self.step_paths[i];
+            let first_loc = self.step_paths[f]
+                .0
+                .loc(&format!("{}.id", self.step_paths[f].1));
+            self.diags.push(
+                Diagnostic::at(
+                    src,
+                    &format!("{path}.id"),
+                    format!("duplicate step id {:?}", self.steps[i].id),
+                )
+                .with_help(format!("first used at {first_loc}")),
+            );
+        }
     }
 
     fn check_cycles(&mut self) {
@@ -1347,12 +1410,15 @@ fn step_reads(s: &Step) -> Vec<(String, Loc, bool)> {
     if let Some(x) = &s.failed_when {
         e(x, true);
     }
-    // rollback commands may read the step's own result
-    if let Undo::Ssh(tpl) = &s.undo {
-        for v in &tpl.vars {
-            if *v == s.register || v == "result" {
-                out.retain(|(n, _, _)| n != v);
-            }
+    // rollback actions may read the step's own result
+    let own: Vec<&String> = match &s.undo {
+        Undo::Ssh(tpl) => tpl.vars.iter().collect(),
+        Undo::Api { args, .. } => args.iter().flat_map(|(_, t)| t.vars.iter()).collect(),
+        _ => Vec::new(),
+    };
+    for v in own {
+        if *v == s.register || v == "result" {
+            out.retain(|(n, _, _)| n != v);
         }
     }
     out
