@@ -69,7 +69,7 @@ impl Param {
                 .map(|n| J::Number(n.into()))
                 .map_err(|_| format!("expected an integer, got {s:?}"))?,
             (ParamType::Bool, J::Bool(b)) => J::Bool(b),
-            (ParamType::Bool, J::String(s)) => match s.as_str() {
+            (ParamType::Bool, J::String(s)) => match s.to_ascii_lowercase().as_str() {
                 "true" | "yes" | "1" => J::Bool(true),
                 "false" | "no" | "0" => J::Bool(false),
                 _ => return Err(format!("expected true or false, got {s:?}")),
@@ -1422,4 +1422,72 @@ fn step_reads(s: &Step) -> Vec<(String, Loc, bool)> {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    fn compile_text(text: &str) -> Result<Program, Diagnostics> {
+        let file = super::super::load::parse(Path::new("t.yml"), text, text.as_bytes())
+            .map_err(Diagnostics::from)?;
+        let mut files = std::collections::BTreeMap::new();
+        files.insert(PathBuf::from("t.yml"), file);
+        compile(&Loaded {
+            root: PathBuf::from("t.yml"),
+            files,
+        })
+    }
+
+    fn first_error(text: &str) -> String {
+        compile_text(text).expect_err("should not compile").0[0].headline()
+    }
+
+    #[test]
+    fn ids_are_unique_across_sections() {
+        let e = first_error(
+            "name: x\ndetect:\n  - id: a\n    wait: 1s\nsteps:\n  - id: a\n    wait: 1s\n",
+        );
+        assert!(e.starts_with("t.yml:6:9: duplicate step id \"a\""), "{e}");
+    }
+
+    #[test]
+    fn mutating_steps_cannot_retry() {
+        let e = first_error("name: x\nsteps:\n  - id: a\n    on: h\n    ssh: reboot\n    no_rollback: x\n    retries: 3\n");
+        assert!(
+            e.contains("retries`/`until` apply to read-only steps"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn static_module_arguments_are_checked_at_compile_time() {
+        let e = first_error(
+            "name: x\nsteps:\n  - id: a\n    on: h\n    file: { path: relative/x, mode: 640 }\n",
+        );
+        assert!(e.starts_with("t.yml:5:11: file:"), "{e}");
+        // numbers are text, and a valid spec compiles
+        compile_text("name: x\nsteps:\n  - id: a\n    on: h\n    file: { path: /x, mode: 640 }\n")
+            .unwrap_or_else(|d| panic!("{}", d.render(false)));
+    }
+
+    #[test]
+    fn detect_must_be_read_only_and_raw_changes_need_an_undo() {
+        let e = first_error(
+            "name: x\ndetect:\n  - id: a\n    on: h\n    ssh: touch x\n    no_rollback: y\n",
+        );
+        assert!(e.contains("detect steps must be read-only"), "{e}");
+        let e = first_error("name: x\nsteps:\n  - id: a\n    on: h\n    ssh: touch x\n");
+        assert!(e.contains("declares neither how it is undone"), "{e}");
+    }
+
+    #[test]
+    fn results_must_come_from_earlier_steps() {
+        let e = first_error("name: x\nsteps:\n  - id: a\n    on: h\n    ssh: echo {{ b.stdout }}\n    changes: none\n  - id: b\n    on: h\n    ssh: echo hi\n    changes: none\n");
+        assert!(
+            e.contains("registered by step b, which does not run before it"),
+            "{e}"
+        );
+    }
 }
