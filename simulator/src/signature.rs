@@ -1,0 +1,1 @@
+//! STUB: server-side signature verification (being written).
