@@ -67,6 +67,22 @@ pub enum Command {
         #[command(flatten)]
         audit: AuditArg,
     },
+    /// Run the simulated CloudStack zone in the foreground, for trying playbooks and clients.
+    Lab(crate::lab::LabArgs),
+    /// Make one read-only CloudStack API call (list*, query*, get*) and print the reply.
+    Api {
+        /// The API command, e.g. listRouters.
+        command: String,
+        /// Arguments, as name=value.
+        #[arg(value_parser = parse_kv)]
+        args: Vec<(String, String)>,
+        /// Inventory whose remedy_cloudstack says where the API is.
+        #[arg(short, long = "inventory", env = "REMEDY_INVENTORY")]
+        inventory: Vec<PathBuf>,
+        /// Print only these fields of each listed item, as a table (comma-separated).
+        #[arg(long, value_delimiter = ',')]
+        fields: Vec<String>,
+    },
     /// Read the audit log.
     Audit {
         #[command(subcommand)]
@@ -179,11 +195,120 @@ pub fn main(args: Vec<String>) -> ExitCode {
             )),
             Err(e) => fail(&Error::Other(format!("cannot start the runtime: {e}"))),
         },
+        Command::Lab(a) => match tokio::runtime::Runtime::new() {
+            Ok(rt) => rt.block_on(crate::lab::run(a)),
+            Err(e) => fail(&Error::Other(format!("cannot start the runtime: {e}"))),
+        },
+        Command::Api {
+            command,
+            args,
+            inventory,
+            fields,
+        } => match tokio::runtime::Runtime::new() {
+            Ok(rt) => rt.block_on(api_call(command, args, &inventory, &fields)),
+            Err(e) => fail(&Error::Other(format!("cannot start the runtime: {e}"))),
+        },
         Command::Apply(a) => match tokio::runtime::Runtime::new() {
             Ok(rt) => rt.block_on(apply(a, args)),
             Err(e) => fail(&Error::Other(format!("cannot start the runtime: {e}"))),
         },
     }
+}
+
+/// `remedy api`: one read-only call, the reply as JSON (or a table of `fields`).
+async fn api_call(
+    command: String,
+    args: Vec<(String, String)>,
+    inventory: &[PathBuf],
+    fields: &[String],
+) -> ExitCode {
+    use crate::transport::{Access, ApiCall};
+    let call = ApiCall {
+        command: command.clone(),
+        args: args.into_iter().collect(),
+    };
+    if call.access() != Access::ReadOnly {
+        return fail(&Error::invalid(format!(
+            "remedy api makes read-only calls only (list*, query*, get*); {command} may change \
+             the cloud, so it belongs in a playbook, where it is planned, audited and undone on \
+             failure"
+        )));
+    }
+    let inv = match load_inventory(inventory) {
+        Ok(i) => i,
+        Err(e) => return fail(&e),
+    };
+    let Some(ep) = inv.cloudstack() else {
+        return fail(&Error::invalid(
+            "the inventory has no remedy_cloudstack (give one with -i)".to_string(),
+        ));
+    };
+    let conn = match crate::cloudstack::connect(ep, crate::cloudstack::Options::default()).await {
+        Ok(c) => c,
+        Err(e) => return fail(&Error::Other(e.to_string())),
+    };
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(120);
+    let reply = match conn
+        .client
+        .call(
+            &command,
+            &call.args,
+            crate::cloudstack::Method::Get,
+            deadline,
+            None,
+        )
+        .await
+    {
+        Ok(r) => r,
+        Err(e) => return fail(&Error::Other(e.to_string())),
+    };
+    if fields.is_empty() {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&reply).unwrap_or_default()
+        );
+        return ExitCode::Success;
+    }
+    let items: Vec<serde_json::Value> = reply
+        .as_object()
+        .and_then(crate::cloudstack::reply::list_key)
+        .and_then(|k| reply[k].as_array().cloned())
+        .unwrap_or_else(|| vec![reply.clone()]);
+    let cell = |v: &serde_json::Value| match v {
+        serde_json::Value::String(s) => s.clone(),
+        serde_json::Value::Null => "-".into(),
+        other => other.to_string(),
+    };
+    let rows: Vec<Vec<String>> = items
+        .iter()
+        .map(|item| fields.iter().map(|f| cell(&item[f.as_str()])).collect())
+        .collect();
+    let widths: Vec<usize> = fields
+        .iter()
+        .enumerate()
+        .map(|(i, f)| {
+            rows.iter()
+                .map(|r| r[i].len())
+                .chain([f.len()])
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    let line = |cells: Vec<String>| {
+        cells
+            .iter()
+            .zip(&widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect::<Vec<_>>()
+            .join("  ")
+            .trim_end()
+            .to_string()
+    };
+    println!("{}", line(fields.to_vec()));
+    for r in rows {
+        println!("{}", line(r));
+    }
+    ExitCode::Success
 }
 
 fn load_inventory(paths: &[PathBuf]) -> Result<Inventory, Error> {
@@ -405,14 +530,8 @@ async fn apply(req: ApplyArgs, argv: Vec<String>) -> ExitCode {
         allow_irreversible: req.allow_irreversible,
         argv,
     };
-    let result = execute(
-        plan,
-        Arc::new(Router::default()),
-        run_opts,
-        Some(tx),
-        cancel,
-    )
-    .await;
+    let router = Arc::new(Router::for_inventory(&plan.inventory));
+    let result = execute(plan, router, run_opts, Some(tx), cancel).await;
     let _ = printer.await;
     match result {
         Ok((_, summary)) => summary.exit,
@@ -482,11 +601,7 @@ async fn rollback_run(
         Err(e) => return fail(&e),
     };
     let mut redactor = crate::redact::Redactor::new();
-    for (_, r) in inv.secret_refs() {
-        if let Ok(s) = r.resolve() {
-            redactor.add(s);
-        }
-    }
+    crate::cloudstack::register_secrets(&inv, &mut redactor);
     let log = match AuditLog::open(&path) {
         Ok(l) => l,
         Err(e) => return fail(&Error::Audit(format!("{e}; refusing to act"))),
@@ -514,8 +629,8 @@ async fn rollback_run(
         return fail(&Error::Audit(format!("{e}; refusing to act")));
     }
     let cx = crate::runner::Ctx {
+        transport: Arc::new(Router::for_inventory(&plan.inventory)),
         plan: Arc::new(plan),
-        transport: Arc::new(Router::default()),
         sink: sink.clone(),
         run: id.clone(),
         dry_run: false,

@@ -19,9 +19,11 @@
 pub mod app;
 pub mod audit;
 pub mod cli;
+pub mod cloudstack;
 pub mod error;
 pub mod event;
 pub mod inventory;
+pub mod lab;
 pub mod modules;
 pub mod plan;
 pub mod playbook;

@@ -66,7 +66,16 @@ const SECRET_VARS: [&str; 5] = [
 /// remedy's own variable holding the CloudStack API endpoint.
 const CLOUDSTACK_VAR: &str = "remedy_cloudstack";
 /// The keys of `remedy_cloudstack`.
-const CLOUDSTACK_KEYS: [&str; 3] = ["endpoint", "api_key", "secret_key"];
+const CLOUDSTACK_KEYS: [&str; 8] = [
+    "endpoint",
+    "api_key",
+    "secret_key",
+    "cmk_profile",
+    "cmk_config",
+    "simulator",
+    "verify_tls",
+    "ca_file",
+];
 /// How many hosts one range pattern (`web[1:100]`) may expand to.
 const MAX_RANGE_HOSTS: usize = 100_000;
 
@@ -168,9 +177,31 @@ pub enum ApiKey {
 /// `remedy_cloudstack`: where the CloudStack API is and how to sign requests to it.
 #[derive(Debug, Clone)]
 pub struct CloudStackEndpoint {
-    pub endpoint: String,
-    pub api_key: ApiKey,
-    pub secret_key: SecretRef,
+    pub source: CloudStackSource,
+    /// Verify the server's TLS certificate (`verify_tls`, default true).
+    pub verify_tls: bool,
+    /// Extra CA certificates to trust (`ca_file`, PEM; relative to the file that says it).
+    pub ca_file: Option<PathBuf>,
+}
+
+/// Where the endpoint and its key pair come from.
+#[derive(Debug, Clone)]
+pub enum CloudStackSource {
+    /// `endpoint`, `api_key`, `secret_key` written in the inventory (the secret by reference).
+    Keys {
+        endpoint: String,
+        api_key: ApiKey,
+        secret_key: SecretRef,
+    },
+    /// A cloudmonkey profile: `cmk_profile` (default: the config's own default profile) in
+    /// `cmk_config` (default `~/.cmk/config`).
+    Cmk {
+        config: Option<PathBuf>,
+        profile: Option<String>,
+    },
+    /// `simulator: { scenario: NAME or PATH }`: remedy starts the simulated zone in-process, on
+    /// loopback, with fresh lab-only credentials, for the length of the command.
+    Simulator { scenario: String },
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -481,14 +512,20 @@ impl Inventory {
                 out.push((label, secret));
             }
         };
-        if let Some(cs) = &self.cloudstack {
-            if let ApiKey::Ref(secret) = &cs.api_key {
+        if let Some(CloudStackEndpoint {
+            source:
+                CloudStackSource::Keys {
+                    api_key,
+                    secret_key,
+                    ..
+                },
+            ..
+        }) = &self.cloudstack
+        {
+            if let ApiKey::Ref(secret) = api_key {
                 push(format!("{CLOUDSTACK_VAR}.api_key"), secret.clone());
             }
-            push(
-                format!("{CLOUDSTACK_VAR}.secret_key"),
-                cs.secret_key.clone(),
-            );
+            push(format!("{CLOUDSTACK_VAR}.secret_key"), secret_key.clone());
         }
         for host in self.hosts.iter().chain(self.implicit.iter()) {
             for var in SECRET_VARS {
@@ -1337,31 +1374,81 @@ impl ValueSeed<'_> {
 
     fn cloudstack<E: de::Error>(&self, map: &Map<String, Value>) -> Result<(), E> {
         let scope = self.scope;
+        let fail = |what: String| self.ctx.fail(format!("{scope}: {CLOUDSTACK_VAR}{what}"));
         if let Some(key) = map.keys().find(|k| !CLOUDSTACK_KEYS.contains(&k.as_str())) {
-            return Err(self.ctx.fail(format!(
-                "{scope}: {CLOUDSTACK_VAR}: unknown key \"{key}\" (expected endpoint, api_key, \
-                 secret_key)"
+            return Err(fail(format!(
+                ": unknown key \"{key}\" (expected {})",
+                CLOUDSTACK_KEYS.join(", ")
             )));
         }
-        for key in CLOUDSTACK_KEYS {
-            if map.get(key).is_none_or(Value::is_null) {
-                return Err(self
-                    .ctx
-                    .fail(format!("{scope}: {CLOUDSTACK_VAR}: missing {key}")));
+        let has = |k: &str| map.get(k).is_some_and(|v| !v.is_null());
+        let keys = ["endpoint", "api_key", "secret_key"];
+        let sources = [
+            keys.iter().any(|k| has(k)),
+            has("cmk_profile") || has("cmk_config"),
+            has("simulator"),
+        ];
+        match sources.iter().filter(|s| **s).count() {
+            0 => {
+                return Err(fail(
+                    ": say where the API is: endpoint + api_key + secret_key, or cmk_profile \
+                     (a cloudmonkey profile), or simulator"
+                        .into(),
+                ))
             }
-        }
-        match map.get("endpoint").and_then(Value::as_str) {
-            Some(url) if url.starts_with("http://") || url.starts_with("https://") => {}
+            1 => {}
             _ => {
-                return Err(self.ctx.fail(format!(
-                    "{scope}: {CLOUDSTACK_VAR}.endpoint: expected an http:// or https:// url"
-                )))
+                return Err(fail(
+                    ": endpoint/api_key/secret_key, cmk_profile/cmk_config and simulator are \
+                     alternatives; give one"
+                        .into(),
+                ))
             }
         }
-        if map.get("api_key").and_then(Value::as_str) == Some("") {
-            return Err(self
-                .ctx
-                .fail(format!("{scope}: {CLOUDSTACK_VAR}.api_key: empty")));
+        if sources[0] {
+            for key in keys {
+                if !has(key) {
+                    return Err(fail(format!(": missing {key}")));
+                }
+            }
+            match map.get("endpoint").and_then(Value::as_str) {
+                Some(url) if url.starts_with("http://") || url.starts_with("https://") => {}
+                _ => {
+                    return Err(fail(
+                        ".endpoint: expected an http:// or https:// url".into(),
+                    ))
+                }
+            }
+            if map.get("api_key").and_then(Value::as_str) == Some("") {
+                return Err(fail(".api_key: empty".into()));
+            }
+        }
+        for key in ["cmk_profile", "cmk_config", "ca_file"] {
+            if let Some(v) = map.get(key).filter(|v| !v.is_null()) {
+                if !v.as_str().is_some_and(|s| !s.is_empty()) {
+                    return Err(fail(format!(".{key}: expected a non-empty string")));
+                }
+            }
+        }
+        if let Some(v) = map.get("verify_tls").filter(|v| !v.is_null()) {
+            if !v.is_boolean() {
+                return Err(fail(".verify_tls: expected true or false".into()));
+            }
+        }
+        if let Some(sim) = map.get("simulator").filter(|v| !v.is_null()) {
+            let ok = sim.as_object().is_some_and(|m| {
+                m.keys().all(|k| k == "scenario")
+                    && m.get("scenario")
+                        .and_then(Value::as_str)
+                        .is_some_and(|s| !s.is_empty())
+            });
+            if !ok {
+                return Err(fail(
+                    ".simulator: expected { scenario: NAME } (a shipped scenario such as \
+                     vr-backup-loop, or a scenario file)"
+                        .into(),
+                ));
+            }
         }
         Ok(())
     }
@@ -2216,27 +2303,55 @@ impl Builder {
         let map = value
             .as_object()
             .ok_or_else(|| bad("expected a mapping with endpoint, api_key, secret_key"))?;
-        let endpoint = map
-            .get("endpoint")
-            .and_then(Value::as_str)
-            .ok_or_else(|| bad("missing endpoint"))?
-            .to_string();
-        let api_key = match map.get("api_key") {
-            Some(Value::String(key)) => ApiKey::Inline(key.clone()),
-            Some(other) => ApiKey::Ref(
-                SecretRef::from_value(other)
-                    .ok_or_else(|| bad(&format!("api_key: expected a string or {REF_FORMS}")))?,
-            ),
-            None => return Err(bad("missing api_key")),
+        let base = self.origin_path(origin);
+        let relative = |p: &str| -> PathBuf {
+            let path = PathBuf::from(p);
+            match base.parent() {
+                Some(dir) if path.is_relative() => dir.join(path),
+                _ => path,
+            }
         };
-        let secret_key = map
-            .get("secret_key")
-            .and_then(SecretRef::from_value)
-            .ok_or_else(|| bad(&format!("secret_key: expected {REF_FORMS}")))?;
+        let text = |k: &str| map.get(k).and_then(Value::as_str).map(str::to_string);
+        let source = if let Some(sim) = map.get("simulator").filter(|v| !v.is_null()) {
+            let scenario = sim
+                .get("scenario")
+                .and_then(Value::as_str)
+                .ok_or_else(|| bad("simulator: expected { scenario: NAME }"))?;
+            CloudStackSource::Simulator {
+                scenario: scenario.to_string(),
+            }
+        } else if map.contains_key("cmk_profile") || map.contains_key("cmk_config") {
+            CloudStackSource::Cmk {
+                config: text("cmk_config").map(|p| relative(&p)),
+                profile: text("cmk_profile"),
+            }
+        } else {
+            let endpoint = text("endpoint").ok_or_else(|| bad("missing endpoint"))?;
+            let api_key =
+                match map.get("api_key") {
+                    Some(Value::String(key)) => ApiKey::Inline(key.clone()),
+                    Some(other) => ApiKey::Ref(SecretRef::from_value(other).ok_or_else(|| {
+                        bad(&format!("api_key: expected a string or {REF_FORMS}"))
+                    })?),
+                    None => return Err(bad("missing api_key")),
+                };
+            let secret_key = map
+                .get("secret_key")
+                .and_then(SecretRef::from_value)
+                .ok_or_else(|| bad(&format!("secret_key: expected {REF_FORMS}")))?;
+            CloudStackSource::Keys {
+                endpoint,
+                api_key,
+                secret_key,
+            }
+        };
         Ok(CloudStackEndpoint {
-            endpoint,
-            api_key,
-            secret_key,
+            source,
+            verify_tls: map
+                .get("verify_tls")
+                .and_then(Value::as_bool)
+                .unwrap_or(true),
+            ca_file: text("ca_file").map(|p| relative(&p)),
         })
     }
 
@@ -2963,9 +3078,18 @@ all:
         assert_eq!(var(&inv, "mgmt1", "ntp_server"), "ntp.cloud.example.com");
         assert_eq!(var(&inv, "bastion", "ntp_server"), "ntp.example.com");
         let cs = inv.cloudstack().expect("endpoint");
-        assert_eq!(cs.endpoint, "http://127.0.0.1:8080/client/api");
-        assert!(matches!(&cs.api_key, ApiKey::Ref(SecretRef::Env(n)) if n == "CS_API_KEY"));
-        assert_eq!(cs.secret_key, SecretRef::Env("CS_SECRET_KEY".into()));
+        let CloudStackSource::Keys {
+            endpoint,
+            api_key,
+            secret_key,
+        } = &cs.source
+        else {
+            panic!("{cs:?}")
+        };
+        assert_eq!(endpoint, "http://127.0.0.1:8080/client/api");
+        assert!(matches!(api_key, ApiKey::Ref(SecretRef::Env(n)) if n == "CS_API_KEY"));
+        assert_eq!(*secret_key, SecretRef::Env("CS_SECRET_KEY".into()));
+        assert!(cs.verify_tls);
         assert_eq!(
             inv.secret_refs(),
             [
@@ -3352,7 +3476,10 @@ all:
       hosts: { hv1: ~, hv2: ~ }
 "#);
         let cs = inv.cloudstack().expect("cs");
-        assert!(matches!(&cs.api_key, ApiKey::Inline(k) if k == "plain-identifier"));
+        assert!(matches!(
+            &cs.source,
+            CloudStackSource::Keys { api_key: ApiKey::Inline(k), .. } if k == "plain-identifier"
+        ));
         assert_eq!(
             var(&inv, "hv1", "ansible_become_password"),
             &serde_json::json!({"env": "KVM_SUDO"})
@@ -3383,6 +3510,14 @@ all:
         assert!(e.contains("unknown key \"verify\""), "{e}");
         let e = err("all:\n  vars:\n    remedy_cloudstack:\n      endpoint: http://x\n      secret_key: { env: S }\n");
         assert!(e.contains("missing api_key"), "{e}");
+        let e = err("all:\n  vars:\n    remedy_cloudstack:\n      endpoint: http://x\n      api_key: k\n      secret_key: { env: S }\n      simulator: { scenario: healthy }\n");
+        assert!(e.contains("are alternatives"), "{e}");
+        let e = err("all:\n  vars:\n    remedy_cloudstack:\n      simulator: { scenario: healthy, speed: 2 }\n");
+        assert!(e.contains("remedy_cloudstack.simulator: expected"), "{e}");
+        let e = err("all:\n  vars:\n    remedy_cloudstack:\n      cmk_profile: prod\n      verify_tls: no-thanks\n");
+        assert!(e.contains("verify_tls: expected true or false"), "{e}");
+        let e = err("all:\n  vars:\n    remedy_cloudstack:\n      verify_tls: true\n");
+        assert!(e.contains("say where the API is"), "{e}");
         let e = err("g:\n  vars:\n    remedy_cloudstack:\n      endpoint: http://x\n      api_key: k\n      secret_key: { env: S }\n");
         assert!(
             e.contains("group \"g\": remedy_cloudstack cannot be set per group"),

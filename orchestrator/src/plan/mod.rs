@@ -262,12 +262,7 @@ pub fn build(program: Program, inventory: Inventory, opts: &Options) -> Result<P
         hasher_input.as_bytes(),
     ));
 
-    for (label, r) in inventory.secret_refs() {
-        match r.resolve() {
-            Ok(secret) => redactor.add(secret),
-            Err(_) => tracing::debug!(what = %label, "inventory secret not resolvable now"),
-        }
-    }
+    crate::cloudstack::register_secrets(&inventory, &mut redactor);
 
     // --- targets ---
     let limit = match &opts.limit {

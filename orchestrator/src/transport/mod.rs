@@ -8,6 +8,7 @@
 //! Owned here: the action/result types and the trait. Not here: what to run (the runner and the
 //! modules decide), and the real SSH and CloudStack clients, which plug in behind the trait.
 
+pub mod api;
 pub mod fake;
 pub mod guard;
 pub mod local;
@@ -153,7 +154,8 @@ pub enum TransportError {
     Unreachable { host: String, reason: String },
     #[error("timed out after {0:?}")]
     Timeout(Duration),
-    #[error("CloudStack API error {code} ({command}): {text}")]
+    /// A CloudStack error with its code; `text` is the complete message (it names the command).
+    #[error("{text}")]
     Api {
         command: String,
         code: u16,

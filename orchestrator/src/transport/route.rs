@@ -1,19 +1,39 @@
-//! The transport the CLI uses: each action goes to the implementation for its host's
-//! connection. Local hosts run through [`super::local::LocalTransport`]. SSH (russh) and the
-//! CloudStack API client are separate pieces of work; until they are built, an action that needs
-//! them fails as a result of that step, with a message saying so, and the run rolls back.
+//! The transport the CLI uses: each action goes to the implementation for its kind and host.
+//! API calls go to the CloudStack client ([`super::api::ApiTransport`], set up from the
+//! inventory's `remedy_cloudstack`); commands on `ansible_connection: local` hosts run through
+//! [`super::local::LocalTransport`]. SSH (russh) is a separate piece of work; until it is
+//! built, a command for an SSH host fails as the result of that step, with a message saying
+//! so, and the run rolls back.
 
 use std::time::Duration;
 
 use async_trait::async_trait;
 
+use super::api::ApiTransport;
 use super::local::LocalTransport;
 use super::{Access, Action, ActionResult, Transport, TransportError};
-use crate::inventory::{ConnectionKind, Host};
+use crate::cloudstack::Options;
+use crate::inventory::{ConnectionKind, Host, Inventory};
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Router {
     local: LocalTransport,
+    api: ApiTransport,
+}
+
+impl Router {
+    /// Routes for this inventory (its CloudStack endpoint, if any).
+    pub fn for_inventory(inventory: &Inventory) -> Self {
+        Router {
+            local: LocalTransport::default(),
+            api: ApiTransport::new(inventory.cloudstack().cloned(), Options::default()),
+        }
+    }
+
+    /// The API side, e.g. to reach the embedded simulator.
+    pub fn api(&self) -> &ApiTransport {
+        &self.api
+    }
 }
 
 #[async_trait]
@@ -26,10 +46,7 @@ impl Transport for Router {
         timeout: Duration,
     ) -> Result<ActionResult, TransportError> {
         match (action, &host.conn.kind) {
-            (Action::Api(call), _) => Err(TransportError::Unsupported(format!(
-                "{}: this build has no CloudStack API client yet",
-                call.command
-            ))),
+            (Action::Api(_), _) => self.api.run(action, access, timeout).await,
             (Action::Ssh { .. }, ConnectionKind::Local) => {
                 self.local.run(host, action, access, timeout).await
             }
