@@ -480,3 +480,94 @@ fn irreversible_steps_are_refused_without_the_flag_and_json_output_is_one_event_
         .iter()
         .any(|e| e["event"] == "step_end" && e["irreversible"] == "the old VM cannot come back"));
 }
+
+/// `remedy lab` in the foreground, then `remedy api` through the inventory it wrote: the
+/// vr-backup-loop zone shows both routers BACKUP; a mutating call is refused; SIGTERM stops
+/// the lab cleanly. The secret is printed by the lab (on purpose) but never by `remedy api`.
+#[test]
+fn lab_then_api_shows_both_routers_backup() {
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+    let dir = tempfile::tempdir().unwrap();
+    let inv = dir.path().join("lab.yml");
+    let mut lab = Command::new(env!("CARGO_BIN_EXE_remedy"))
+        .args([
+            "lab",
+            "--scenario",
+            "vr-backup-loop",
+            "--listen",
+            "127.0.0.1:0",
+            "--write-inventory",
+            inv.to_str().unwrap(),
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start the lab");
+    let mut banner = String::new();
+    let mut secret = String::new();
+    let mut out = BufReader::new(lab.stdout.take().unwrap());
+    loop {
+        let mut line = String::new();
+        if out.read_line(&mut line).unwrap() == 0 {
+            break;
+        }
+        if let Some(s) = line.trim().strip_prefix("secret key") {
+            secret = s.trim().to_string();
+        }
+        banner.push_str(&line);
+        if line.starts_with("Ctrl-C") {
+            break;
+        }
+    }
+    assert!(banner.contains("/client/api"), "{banner}");
+    assert!(secret.len() >= 20, "{banner}");
+    let mode = std::fs::metadata(format!("{}.secret", inv.display()))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+    let written = std::fs::read_to_string(&inv).unwrap();
+    assert!(!written.contains(&secret), "no inline secret in the inventory");
+
+    let o = remedy(
+        &[
+            "api",
+            "-i",
+            inv.to_str().unwrap(),
+            "listRouters",
+            "--fields",
+            "name,redundantstate",
+        ],
+        dir.path(),
+    );
+    let t = text(&o);
+    assert_eq!(o.status.code(), Some(0), "{t}");
+    let rows: Vec<&str> = t.lines().skip(1).filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(rows.len(), 2, "{t}");
+    assert!(rows.iter().all(|r| r.trim_end().ends_with("BACKUP")), "{t}");
+    assert!(!t.contains(&secret));
+
+    let o = remedy(
+        &["api", "-i", inv.to_str().unwrap(), "rebootRouter", "id=x"],
+        dir.path(),
+    );
+    assert_eq!(o.status.code(), Some(4), "{}", text(&o));
+    assert!(text(&o).contains("read-only calls only"), "{}", text(&o));
+
+    let status = Command::new("kill")
+        .args(["-TERM", &lab.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let end = lab.wait().unwrap();
+    assert_eq!(end.code(), Some(0));
+}
+
+#[test]
+fn lab_refuses_a_non_loopback_address() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = remedy(&["lab", "--listen", "0.0.0.0:0"], dir.path());
+    assert_eq!(o.status.code(), Some(4), "{}", text(&o));
+    assert!(text(&o).contains("loopback only"), "{}", text(&o));
+}

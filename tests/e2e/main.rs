@@ -1,4 +1,7 @@
-//! End-to-end tests of the engine through the library, with the scripted fake transport.
+//! End-to-end tests through the library: the engine with the scripted fake transport, and the
+//! CloudStack client against the simulated zone over real HTTP on 127.0.0.1.
 
+mod cloudstack;
 mod engine;
 mod features;
+mod zone;

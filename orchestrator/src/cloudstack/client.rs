@@ -129,7 +129,8 @@ impl Client {
         &self.creds.endpoint
     }
 
-    /// One signed request; the reply's envelope removed. No retry.
+    /// One signed request, valid for [`sign::EXPIRES_AFTER`]; the reply's envelope removed.
+    /// No retry.
     pub async fn request(
         &self,
         command: &str,
@@ -138,12 +139,24 @@ impl Client {
     ) -> Result<Value, CsError> {
         let expires = jiff::Timestamp::now()
             + jiff::SignedDuration::try_from(sign::EXPIRES_AFTER).expect("ten minutes fit");
+        self.request_expiring(command, args, method, Some(expires))
+            .await
+    }
+
+    /// [`Client::request`] with a chosen `expires` (`None`: signature version 2, no expiry).
+    pub async fn request_expiring(
+        &self,
+        command: &str,
+        args: &BTreeMap<String, String>,
+        method: Method,
+        expires: Option<jiff::Timestamp>,
+    ) -> Result<Value, CsError> {
         let params = sign::signed_params(
             command,
             args.iter().map(|(k, v)| (k.clone(), v.clone())),
             &self.creds.api_key,
             &self.creds.secret_key,
-            Some(expires),
+            expires,
         );
         let encoded = sign::wire_encode(&params);
         let req = match method {
