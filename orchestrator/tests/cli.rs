@@ -528,7 +528,10 @@ fn lab_then_api_shows_both_routers_backup() {
         .mode();
     assert_eq!(mode & 0o777, 0o600);
     let written = std::fs::read_to_string(&inv).unwrap();
-    assert!(!written.contains(&secret), "no inline secret in the inventory");
+    assert!(
+        !written.contains(&secret),
+        "no inline secret in the inventory"
+    );
 
     let o = remedy(
         &[

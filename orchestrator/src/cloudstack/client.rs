@@ -679,6 +679,30 @@ mod tests {
     }
 
     #[test]
+    fn ca_file_must_hold_certificates() {
+        let creds = Credentials {
+            endpoint: "https://ms.example.invalid/client/api".into(),
+            api_key: "k".into(),
+            secret_key: "s".into(),
+        };
+        let with = |path: PathBuf| Options {
+            ca_file: Some(path),
+            ..Options::default()
+        };
+        let dir = std::env::temp_dir();
+        let ca = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("src/cloudstack/testdata/test-ca.pem");
+        assert!(Client::new(creds.clone(), with(ca)).is_ok());
+        let junk = dir.join(format!("remedy-not-a-ca-{}.pem", std::process::id()));
+        std::fs::write(&junk, "hello\n").unwrap();
+        let e = Client::new(creds.clone(), with(junk.clone())).unwrap_err();
+        assert!(e.to_string().contains("no certificate"), "{e}");
+        std::fs::remove_file(&junk).unwrap();
+        let e = Client::new(creds, with(dir.join("remedy-no-such-ca.pem"))).unwrap_err();
+        assert!(e.to_string().contains("CA file"), "{e}");
+    }
+
+    #[test]
     fn credentials_debug_hides_the_secret() {
         let c = Credentials {
             endpoint: "http://x".into(),

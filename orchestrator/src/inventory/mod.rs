@@ -3500,6 +3500,29 @@ all:
     }
 
     #[test]
+    fn cloudstack_sources_cmk_and_simulator() {
+        let i = inv("all:\n  vars:\n    remedy_cloudstack:\n      cmk_profile: prod\n      ca_file: certs/ca.pem\n      verify_tls: true\n");
+        let cs = i.cloudstack().expect("cs");
+        assert!(matches!(
+            &cs.source,
+            CloudStackSource::Cmk { config: None, profile: Some(p) } if p == "prod"
+        ));
+        let ca = cs.ca_file.as_ref().expect("ca_file");
+        assert!(
+            ca.ends_with("certs/ca.pem") && ca.is_absolute() || ca.parent().is_some(),
+            "{ca:?}"
+        );
+        assert!(i.secret_refs().is_empty());
+        let i = inv("all:\n  vars:\n    remedy_cloudstack:\n      simulator: { scenario: vr-backup-loop }\n");
+        let cs = i.cloudstack().expect("cs");
+        assert!(matches!(
+            &cs.source,
+            CloudStackSource::Simulator { scenario } if scenario == "vr-backup-loop"
+        ));
+        assert!(cs.verify_tls);
+    }
+
+    #[test]
     fn cloudstack_endpoint_is_validated_and_must_be_global() {
         let e = err("all:\n  vars:\n    remedy_cloudstack:\n      endpoint: cs:8080\n      api_key: k\n      secret_key: { env: S }\n");
         assert!(
