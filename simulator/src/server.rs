@@ -1,1 +1,464 @@
-//! STUB: HTTP front (being written).
+//! The HTTP front of the simulated management server.
+//!
+//! `GET /client/api?...` and `POST /client/api` (form body) are handled as the real servlet
+//! does: decode, check the command, the API key, the signature and `expires` (see
+//! [`crate::signature`]), then hand the call to the [`Zone`]. Replies are JSON whatever
+//! `response` says (the simulator does not speak XML).
+//!
+//! Faults ([`Faults`]) are applied first: latency, a 503 before the zone is reached, or a
+//! dropped connection (no reply at all); `drop_after_apply_next` lets the zone carry out a
+//! mutating call and then drops the connection, so the client cannot know it happened.
+//!
+//! Admin endpoints, for labs and tests, with no credentials (which is why `remedy lab` listens
+//! on loopback only): `GET /sim/state` (the zone as JSON), `GET`/`PUT /sim/faults`,
+//! `GET /sim/requests`.
+//!
+//! Nothing here logs a signature, an API key's secret or a query string.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use serde::Serialize;
+use serde_json::{json, Value};
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+use crate::faults::Faults;
+use crate::scenario::Scenario;
+use crate::signature;
+use crate::zone::Zone;
+
+/// The text of every credential failure, as the management server words it.
+pub const UNAUTHORIZED: &str = "unable to verify user credentials and/or request signature";
+
+/// Parameters that belong to the request's signing, not to the command.
+const SIGNING_PARAMS: [&str; 6] = [
+    "command",
+    "apikey",
+    "signature",
+    "signatureversion",
+    "expires",
+    "response",
+];
+
+pub struct SimConfig {
+    pub scenario: Scenario,
+    pub listen: SocketAddr,
+    /// `None`: fresh lab-only credentials.
+    pub api_key: Option<String>,
+    pub secret_key: Option<String>,
+}
+
+/// One API request the simulator saw.
+#[derive(Debug, Clone, Serialize)]
+pub struct RequestRecord {
+    pub method: String,
+    /// The `command` parameter as sent (empty when missing).
+    pub command: String,
+    /// The HTTP status answered; `None` when the connection was dropped instead.
+    pub status: Option<u16>,
+}
+
+struct FaultState {
+    faults: Faults,
+    rng: u64,
+}
+
+impl FaultState {
+    /// xorshift64*: enough randomness for fault rates, no dependency.
+    fn roll(&mut self) -> f64 {
+        let mut x = self.rng;
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.rng = x;
+        (x.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 11) as f64 / (1u64 << 53) as f64
+    }
+
+    fn hit(&mut self, next: fn(&mut Faults) -> &mut u32, rate: f64) -> bool {
+        let counter = next(&mut self.faults);
+        if *counter > 0 {
+            *counter -= 1;
+            return true;
+        }
+        rate > 0.0 && self.roll() < rate
+    }
+}
+
+struct Shared {
+    zone: Arc<Mutex<Zone>>,
+    faults: Mutex<FaultState>,
+    requests: Mutex<Vec<RequestRecord>>,
+    api_key: String,
+    secret_key: String,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// A running simulator. Dropping it stops the server.
+pub struct Sim {
+    addr: SocketAddr,
+    shared: Arc<Shared>,
+    stop: Option<oneshot::Sender<()>>,
+    task: JoinHandle<()>,
+}
+
+impl std::fmt::Debug for Sim {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sim").field("addr", &self.addr).finish()
+    }
+}
+
+/// Why a request gets no reply: the service fails, and hyper closes the connection.
+#[derive(Debug)]
+struct Dropped;
+
+impl std::fmt::Display for Dropped {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("connection dropped by fault injection")
+    }
+}
+
+impl std::error::Error for Dropped {}
+
+impl Sim {
+    /// Binds, starts serving in the background, and returns at once.
+    pub async fn start(cfg: SimConfig) -> std::io::Result<Sim> {
+        let listener = TcpListener::bind(cfg.listen).await?;
+        let addr = listener.local_addr()?;
+        let random = || uuid::Uuid::new_v4().simple().to_string();
+        let api_key = cfg.api_key.unwrap_or_else(|| format!("lab-{}", random()));
+        let secret_key = cfg
+            .secret_key
+            .unwrap_or_else(|| format!("{}{}", random(), random()));
+        let seed = jiff::Timestamp::now().as_nanosecond() as u64 | 1;
+        let shared = Arc::new(Shared {
+            zone: Arc::new(Mutex::new(Zone::new(&cfg.scenario))),
+            faults: Mutex::new(FaultState {
+                faults: cfg.scenario.faults.clone(),
+                rng: seed,
+            }),
+            requests: Mutex::new(Vec::new()),
+            api_key,
+            secret_key,
+        });
+        let (stop, mut stopped) = oneshot::channel();
+        let serving = shared.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                let (stream, _) = tokio::select! {
+                    _ = &mut stopped => return,
+                    accepted = listener.accept() => match accepted {
+                        Ok(s) => s,
+                        Err(e) => {
+                            tracing::warn!(error = %e, "accept failed");
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                            continue;
+                        }
+                    },
+                };
+                let shared = serving.clone();
+                tokio::spawn(async move {
+                    let service = hyper::service::service_fn(move |req| {
+                        let shared = shared.clone();
+                        async move { handle(&shared, req).await }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        tracing::info!(%addr, scenario = %cfg.scenario.name, "simulated zone listening");
+        Ok(Sim {
+            addr,
+            shared,
+            stop: Some(stop),
+            task,
+        })
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// `http://ADDR/client/api`.
+    pub fn endpoint(&self) -> String {
+        format!("http://{}/client/api", self.addr)
+    }
+
+    pub fn api_key(&self) -> &str {
+        &self.shared.api_key
+    }
+
+    pub fn secret_key(&self) -> &str {
+        &self.shared.secret_key
+    }
+
+    /// Replaces the fault settings (counters start afresh).
+    pub fn set_faults(&self, faults: Faults) {
+        lock(&self.shared.faults).faults = faults;
+    }
+
+    pub fn faults(&self) -> Faults {
+        lock(&self.shared.faults).faults.clone()
+    }
+
+    /// Runs `f` on the zone, under its lock.
+    pub fn with_zone<R>(&self, f: impl FnOnce(&mut Zone) -> R) -> R {
+        f(&mut lock(&self.shared.zone))
+    }
+
+    /// The zone, shared (for the SSH side of the simulator).
+    pub fn zone_handle(&self) -> Arc<Mutex<Zone>> {
+        self.shared.zone.clone()
+    }
+
+    /// Every API request seen so far, in order.
+    pub fn requests(&self) -> Vec<RequestRecord> {
+        lock(&self.shared.requests).clone()
+    }
+
+    /// Stops accepting connections and ends the server task.
+    pub async fn shutdown(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        let task = std::mem::replace(&mut self.task, tokio::spawn(async {}));
+        let _ = task.await;
+    }
+}
+
+impl Drop for Sim {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+type Reply = Response<Full<Bytes>>;
+
+fn json_reply(status: u16, body: &Value, description: Option<&str>) -> Reply {
+    let mut builder = Response::builder()
+        .status(status)
+        .header("content-type", "application/json; charset=UTF-8");
+    if let Some(text) = description {
+        // header values cannot hold control characters; the text is ours or the zone's
+        let clean: String = text.chars().filter(|c| !c.is_control()).collect();
+        builder = builder.header("x-description", clean);
+    }
+    builder
+        .body(Full::new(Bytes::from(body.to_string())))
+        .expect("a valid response")
+}
+
+fn error_reply(status: u16, envelope: &str, text: &str) -> Reply {
+    let body = json!({ envelope: {
+        "uuidList": [],
+        "errorcode": status,
+        "cserrorcode": 9999,
+        "errortext": text,
+    }});
+    json_reply(status, &body, Some(text))
+}
+
+async fn handle(shared: &Shared, req: Request<Incoming>) -> Result<Reply, Dropped> {
+    let path = req.uri().path().to_string();
+    if let Some(admin) = path.strip_prefix("/sim/") {
+        return Ok(admin_endpoint(shared, admin, req).await);
+    }
+    if path != "/client/api" && path != "/client/api/" {
+        return Ok(Response::builder()
+            .status(StatusCode::NOT_FOUND)
+            .body(Full::new(Bytes::from_static(b"not found\n")))
+            .expect("a valid response"));
+    }
+    let method = req.method().clone();
+    let raw = match method {
+        Method::GET => req.uri().query().unwrap_or("").to_string(),
+        Method::POST => match req.into_body().collect().await {
+            Ok(body) => String::from_utf8_lossy(&body.to_bytes()).into_owned(),
+            Err(_) => return Err(Dropped),
+        },
+        _ => {
+            return Ok(error_reply(
+                405,
+                "errorresponse",
+                "the API takes GET or POST requests",
+            ))
+        }
+    };
+    let pairs = signature::decode_pairs(&raw).unwrap_or_default();
+    let command = pairs
+        .iter()
+        .rev()
+        .find(|(k, _)| k == "command")
+        .map(|(_, v)| v.clone())
+        .unwrap_or_default();
+    let record = |status: Option<u16>| {
+        lock(&shared.requests).push(RequestRecord {
+            method: method.to_string(),
+            command: command.clone(),
+            status,
+        });
+    };
+
+    // --- faults, before anything is looked at ---
+    let (latency, dropped, unavailable) = {
+        let mut f = lock(&shared.faults);
+        let latency = f.faults.latency_ms;
+        let drop_rate = f.faults.drop_rate;
+        let drop_it = f.hit(|f| &mut f.drop_next, drop_rate);
+        let rate = f.faults.http_5xx_rate;
+        let unavailable = !drop_it && f.hit(|f| &mut f.http_5xx_next, rate);
+        (latency, drop_it, unavailable)
+    };
+    if latency > 0 {
+        tokio::time::sleep(Duration::from_millis(latency)).await;
+    }
+    if dropped {
+        record(None);
+        tracing::debug!(%method, command, "dropping the connection (fault)");
+        return Err(Dropped);
+    }
+    if unavailable {
+        record(Some(503));
+        return Ok(Response::builder()
+            .status(StatusCode::SERVICE_UNAVAILABLE)
+            .header("content-type", "text/html")
+            .body(Full::new(Bytes::from_static(
+                b"<html><body><h1>503 Service Unavailable</h1></body></html>\n",
+            )))
+            .expect("a valid response"));
+    }
+
+    let (status, reply) = api_call(shared, &raw, &command);
+    let mutating = !["list", "query", "get"]
+        .iter()
+        .any(|p| command.to_ascii_lowercase().starts_with(p));
+    if status == 200 && mutating {
+        let mut f = lock(&shared.faults);
+        if f.faults.drop_after_apply_next > 0 {
+            f.faults.drop_after_apply_next -= 1;
+            drop(f);
+            record(None);
+            tracing::debug!(%method, command, "applied, then dropping the connection (fault)");
+            return Err(Dropped);
+        }
+    }
+    record(Some(status));
+    tracing::debug!(%method, command, status, "api request");
+    Ok(reply)
+}
+
+/// Checks and runs one API call; returns the status with the reply.
+fn api_call(shared: &Shared, raw: &str, command: &str) -> (u16, Reply) {
+    let pairs = match signature::decode_pairs(raw) {
+        Ok(p) => p,
+        Err(_) => return (401, error_reply(401, "errorresponse", UNAUTHORIZED)),
+    };
+    // A later duplicate replaces an earlier one, as the servlet's map does.
+    let mut merged: BTreeMap<String, String> = BTreeMap::new();
+    for (k, v) in &pairs {
+        merged.insert(k.clone(), v.clone());
+    }
+    let params: Vec<(String, String)> = merged.into_iter().collect();
+    if command.is_empty() {
+        return (
+            432,
+            error_reply(432, "errorresponse", "no command was given"),
+        );
+    }
+    let Some(spec) = crate::apis::get(command) else {
+        // an unknown command gets the generic credentials error, like the real server
+        return (401, error_reply(401, "errorresponse", UNAUTHORIZED));
+    };
+    let envelope = spec.response_envelope_key.as_str();
+    let refuse = |why: &str| {
+        tracing::debug!(command, why, "request refused (401)");
+        (401, error_reply(401, envelope, UNAUTHORIZED))
+    };
+    match signature::get_ci(&params, "apiKey") {
+        Some(key) if key == shared.api_key => {}
+        Some(_) => return refuse("unknown api key"),
+        None => return refuse("no api key"),
+    }
+    if signature::get_ci(&params, "signature").is_none() {
+        return refuse("no signature");
+    }
+    if !signature::verify(&params, &shared.secret_key) {
+        return refuse("signature mismatch");
+    }
+    if let Err(why) = signature::check_expiry(&params, jiff::Timestamp::now()) {
+        return refuse(&why);
+    }
+    if let Some((name, _)) = params
+        .iter()
+        .find(|(_, v)| v.chars().any(|c| c.is_ascii_control()))
+    {
+        let text = format!(
+            "Unable to execute API command {} due to invalid value: {name} contains control characters",
+            command.to_ascii_lowercase()
+        );
+        return (431, error_reply(431, envelope, &text));
+    }
+    let args: BTreeMap<String, String> = params
+        .into_iter()
+        .filter(|(k, _)| !SIGNING_PARAMS.contains(&k.to_ascii_lowercase().as_str()))
+        .collect();
+    let faults = lock(&shared.faults).faults.clone();
+    let reply = lock(&shared.zone).handle(command, &args, &faults, jiff::Timestamp::now());
+    let description = if reply.status == 200 {
+        None
+    } else {
+        error_text(&reply.body)
+    };
+    (
+        reply.status,
+        json_reply(reply.status, &reply.body, description.as_deref()),
+    )
+}
+
+async fn admin_endpoint(shared: &Shared, what: &str, req: Request<Incoming>) -> Reply {
+    let ok = |v: Value| json_reply(200, &v, None);
+    match (req.method().clone(), what) {
+        (Method::GET, "state") => ok(lock(&shared.zone).snapshot()),
+        (Method::GET, "faults") => ok(serde_json::to_value(&lock(&shared.faults).faults)
+            .unwrap_or(Value::Null)),
+        (Method::PUT, "faults") => {
+            let body = match req.into_body().collect().await {
+                Ok(b) => b.to_bytes(),
+                Err(_) => return error_reply(400, "simresponse", "could not read the body"),
+            };
+            match serde_json::from_slice::<Faults>(&body) {
+                Ok(f) => {
+                    lock(&shared.faults).faults = f.clone();
+                    ok(serde_json::to_value(f).unwrap_or(Value::Null))
+                }
+                Err(e) => error_reply(400, "simresponse", &format!("not a fault setting: {e}")),
+            }
+        }
+        (Method::GET, "requests") => ok(serde_json::to_value(&*lock(&shared.requests))
+            .unwrap_or(Value::Null)),
+        _ => error_reply(404, "simresponse", "unknown admin endpoint"),
+    }
+}
+
+/// The `errortext` inside an error envelope, for the `X-Description` header.
+fn error_text(body: &Value) -> Option<String> {
+    body.as_object()?
+        .values()
+        .next()?
+        .get("errortext")?
+        .as_str()
+        .map(str::to_string)
+}
