@@ -1,5 +1,25 @@
-//! STUB — being replaced. Contract used by server.rs and the CLI: keep these signatures.
+//! Scenario files: what a simulated zone looks like when it starts, and which faults it has.
+//!
+//! A scenario names the zone's parts compactly; the zone fills in ids (deterministic, derived
+//! from names, so runs are reproducible) and the fields CloudStack would show. Guest-state
+//! overrides (`guest:`) break things the way the seed failures do.
+//!
+//! ```yaml
+//! name: vr-backup-loop
+//! description: ...
+//! guest_vlan: ""                 # the physical network's guest VLAN ranges ("" = none)
+//! template_server: 10.20.0.15     # where the SSVM downloads templates from
+//! hosts: [kvm01, kvm02]           # hypervisors (KVM)
+//! vpcs:
+//!   - { name: web-vpc, tiers: [web, db], routers: 2 }
+//! settings: { secstorage.allowed.internal.sites: 10.20.0.0/16 }
+//! guest:                          # per machine (router r-<n>-VM, s-1-VM, kvm01, mgmt1...)
+//!   r-930-VM: { links: { eth1: down }, services: { keepalived: inactive }, absent: [/etc/keepalived/keepalived.conf] }
+//! faults: { job_ms: 500 }
+//! ```
+//! Shipped scenarios live in `scenarios/*.yml` and are built in.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
@@ -7,32 +27,213 @@ use serde::{Deserialize, Serialize};
 use crate::faults::Faults;
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Scenario {
     pub name: String,
     #[serde(default)]
     pub description: String,
     #[serde(default)]
     pub faults: Faults,
+    /// The physical network's guest VLAN ranges (`a-b,c-d`), empty for none.
+    #[serde(default)]
+    pub guest_vlan: String,
+    /// The IPv4 address of the internal template server the SSVM downloads from.
+    #[serde(default = "default_template_server")]
+    pub template_server: String,
+    /// Hypervisor names.
+    #[serde(default = "default_hosts")]
+    pub hosts: Vec<String>,
+    #[serde(default)]
+    pub vpcs: Vec<VpcSeed>,
+    /// Global settings that differ from their defaults.
+    #[serde(default)]
+    pub settings: BTreeMap<String, String>,
+    /// Guest-state overrides, per machine name.
+    #[serde(default)]
+    pub guest: BTreeMap<String, GuestSeed>,
+    /// Async job duration in milliseconds when no fault says otherwise.
+    #[serde(default)]
+    pub job_ms: Option<u64>,
+}
+
+fn default_template_server() -> String {
+    "10.20.0.15".into()
+}
+
+fn default_hosts() -> Vec<String> {
+    vec!["kvm01".into(), "kvm02".into()]
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VpcSeed {
+    pub name: String,
+    #[serde(default)]
+    pub tiers: Vec<String>,
+    /// How many routers (2 = a redundant pair).
+    #[serde(default = "two")]
+    pub routers: usize,
+    /// Guest VMs per tier.
+    #[serde(default = "one")]
+    pub vms_per_tier: usize,
+}
+
+fn two() -> usize {
+    2
+}
+
+fn one() -> usize {
+    1
+}
+
+/// Changes to one machine's guest state.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GuestSeed {
+    /// Link name -> `up` | `down`.
+    #[serde(default)]
+    pub links: BTreeMap<String, String>,
+    /// Service name -> `active` | `inactive` | `failed`.
+    #[serde(default)]
+    pub services: BTreeMap<String, String>,
+    /// Files to create or change.
+    #[serde(default)]
+    pub files: BTreeMap<String, FileSeed>,
+    /// Files that must not exist.
+    #[serde(default)]
+    pub absent: Vec<String>,
+    /// OVS bridge -> ports to remove.
+    #[serde(default)]
+    pub ovs_missing_ports: BTreeMap<String, Vec<String>>,
+    /// OVS bridge -> flows (as `ovs-ofctl add-flow` text) to remove.
+    #[serde(default)]
+    pub ovs_missing_flows: BTreeMap<String, Vec<String>>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileSeed {
+    /// Octal, as text: "0644".
+    #[serde(default)]
+    pub mode: Option<String>,
+    #[serde(default)]
+    pub owner: Option<String>,
+    #[serde(default)]
+    pub group: Option<String>,
+    #[serde(default)]
+    pub content: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
 pub struct ScenarioError(pub String);
 
+const BUILTIN: [(&str, &str); 6] = [
+    ("healthy", include_str!("../scenarios/healthy.yml")),
+    (
+        "vr-backup-loop",
+        include_str!("../scenarios/vr-backup-loop.yml"),
+    ),
+    ("ssvm-broken", include_str!("../scenarios/ssvm-broken.yml")),
+    (
+        "dnsmasq-dead",
+        include_str!("../scenarios/dnsmasq-dead.yml"),
+    ),
+    (
+        "ovs-port-missing",
+        include_str!("../scenarios/ovs-port-missing.yml"),
+    ),
+    (
+        "catalina-perms",
+        include_str!("../scenarios/catalina-perms.yml"),
+    ),
+];
+
 impl Scenario {
     /// The names of the scenarios shipped with the simulator.
     pub fn builtin_names() -> Vec<&'static str> {
-        vec!["healthy"]
+        BUILTIN.iter().map(|(n, _)| *n).collect()
     }
+
     /// A shipped scenario by name.
     pub fn builtin(name: &str) -> Option<Scenario> {
-        (name == "healthy").then(|| Scenario {
-            name: "healthy".into(),
-            ..Default::default()
+        BUILTIN.iter().find(|(n, _)| *n == name).map(|(n, text)| {
+            Scenario::parse(text, &format!("scenarios/{n}.yml"))
+                .unwrap_or_else(|e| panic!("shipped scenario {n} is invalid: {e}"))
         })
     }
+
     /// A scenario file; errors name the file (and line when known).
     pub fn load(path: &Path) -> Result<Scenario, ScenarioError> {
-        Err(ScenarioError(format!("{}: not implemented", path.display())))
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ScenarioError(format!("{}: {e}", path.display())))?;
+        Scenario::parse(&text, &path.display().to_string())
+    }
+
+    /// Parses scenario text; `origin` names it in errors.
+    pub fn parse(text: &str, origin: &str) -> Result<Scenario, ScenarioError> {
+        let s: Scenario = serde_yaml::from_str(text).map_err(|e| {
+            let at = e
+                .location()
+                .map(|l| format!(":{}:{}", l.line(), l.column()))
+                .unwrap_or_default();
+            ScenarioError(format!("{origin}{at}: {e}"))
+        })?;
+        if s.name.trim().is_empty() {
+            return Err(ScenarioError(format!("{origin}: name is empty")));
+        }
+        for (machine, g) in &s.guest {
+            for (link, state) in &g.links {
+                if state != "up" && state != "down" {
+                    return Err(ScenarioError(format!(
+                        "{origin}: guest.{machine}.links.{link}: expected up or down"
+                    )));
+                }
+            }
+            for (svc, state) in &g.services {
+                if !["active", "inactive", "failed"].contains(&state.as_str()) {
+                    return Err(ScenarioError(format!(
+                        "{origin}: guest.{machine}.services.{svc}: expected active, inactive or failed"
+                    )));
+                }
+            }
+            for (path, f) in &g.files {
+                if let Some(mode) = &f.mode {
+                    if u32::from_str_radix(mode, 8).is_err() {
+                        return Err(ScenarioError(format!(
+                            "{origin}: guest.{machine}.files.{path}.mode: expected octal text such as \"0644\""
+                        )));
+                    }
+                }
+            }
+        }
+        Ok(s)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_shipped_scenario_parses() {
+        for name in Scenario::builtin_names() {
+            let s = Scenario::builtin(name).unwrap();
+            assert_eq!(s.name, name);
+            assert!(!s.description.is_empty(), "{name}");
+        }
+    }
+
+    #[test]
+    fn unknown_keys_are_errors_with_a_location() {
+        let e = Scenario::parse("name: x\nvpc: []\n", "f.yml").unwrap_err();
+        assert!(e.0.starts_with("f.yml:2:"), "{e}");
+        assert!(e.0.contains("unknown field `vpc`"), "{e}");
+        let e = Scenario::parse(
+            "name: x\nguest: { r1: { links: { eth1: sideways } } }\n",
+            "f.yml",
+        )
+        .unwrap_err();
+        assert!(e.0.contains("guest.r1.links.eth1"), "{e}");
     }
 }

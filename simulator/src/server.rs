@@ -432,8 +432,9 @@ async fn admin_endpoint(shared: &Shared, what: &str, req: Request<Incoming>) -> 
     let ok = |v: Value| json_reply(200, &v, None);
     match (req.method().clone(), what) {
         (Method::GET, "state") => ok(lock(&shared.zone).snapshot()),
-        (Method::GET, "faults") => ok(serde_json::to_value(&lock(&shared.faults).faults)
-            .unwrap_or(Value::Null)),
+        (Method::GET, "faults") => {
+            ok(serde_json::to_value(&lock(&shared.faults).faults).unwrap_or(Value::Null))
+        }
         (Method::PUT, "faults") => {
             let body = match req.into_body().collect().await {
                 Ok(b) => b.to_bytes(),
@@ -447,8 +448,9 @@ async fn admin_endpoint(shared: &Shared, what: &str, req: Request<Incoming>) -> 
                 Err(e) => error_reply(400, "simresponse", &format!("not a fault setting: {e}")),
             }
         }
-        (Method::GET, "requests") => ok(serde_json::to_value(&*lock(&shared.requests))
-            .unwrap_or(Value::Null)),
+        (Method::GET, "requests") => {
+            ok(serde_json::to_value(&*lock(&shared.requests)).unwrap_or(Value::Null))
+        }
         _ => error_reply(404, "simresponse", "unknown admin endpoint"),
     }
 }

@@ -118,7 +118,8 @@ pub fn check_expiry(params: &[(String, String)], now: jiff::Timestamp) -> Result
 /// `yyyy-MM-ddTHH:mm:ss+HHMM` (every release), and ISO-8601 with `Z`, `+HH:MM` or fractional
 /// seconds (current releases).
 pub fn parse_expires(raw: &str) -> Option<jiff::Timestamp> {
-    if let Ok(z) = jiff::fmt::strtime::parse("%Y-%m-%dT%H:%M:%S%z", raw).and_then(|t| t.to_timestamp())
+    if let Ok(z) =
+        jiff::fmt::strtime::parse("%Y-%m-%dT%H:%M:%S%z", raw).and_then(|t| t.to_timestamp())
     {
         return Some(z);
     }
@@ -152,7 +153,10 @@ mod tests {
             let server = &v["server_side_recomputation"];
             if server["accepted"] == Value::Bool(false) {
                 // cs signs `~` unescaped: the server rejects it, and accepts its own signature
-                assert!(!verify(&params, secret), "{id}: cs's signature must be refused");
+                assert!(
+                    !verify(&params, secret),
+                    "{id}: cs's signature must be refused"
+                );
                 assert_eq!(
                     canonical(&params),
                     server["server_string_to_sign"].as_str().unwrap(),
@@ -169,7 +173,11 @@ mod tests {
                 ));
                 assert!(verify(&fixed, secret), "{id}: the server's own signature");
             } else {
-                assert_eq!(canonical(&params), v["string_to_sign"].as_str().unwrap(), "{id}");
+                assert_eq!(
+                    canonical(&params),
+                    v["string_to_sign"].as_str().unwrap(),
+                    "{id}"
+                );
                 assert!(verify(&params, secret), "{id}");
                 assert!(!verify(&params, "another secret"), "{id}");
             }
@@ -190,14 +198,45 @@ mod tests {
     fn expiry_rules() {
         let now: jiff::Timestamp = "2030-01-01T00:05:00Z".parse().unwrap();
         let p = |pairs: &[(&str, &str)]| -> Vec<(String, String)> {
-            pairs.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect()
+            pairs
+                .iter()
+                .map(|(a, b)| (a.to_string(), b.to_string()))
+                .collect()
         };
-        assert!(check_expiry(&p(&[("signatureVersion", "3"), ("expires", "2030-01-01T00:10:00+0000")]), now).is_ok());
-        assert!(check_expiry(&p(&[("signatureVersion", "3"), ("expires", "2030-01-01T00:01:00+0000")]), now).is_err());
+        assert!(check_expiry(
+            &p(&[
+                ("signatureVersion", "3"),
+                ("expires", "2030-01-01T00:10:00+0000")
+            ]),
+            now
+        )
+        .is_ok());
+        assert!(check_expiry(
+            &p(&[
+                ("signatureVersion", "3"),
+                ("expires", "2030-01-01T00:01:00+0000")
+            ]),
+            now
+        )
+        .is_err());
         assert!(check_expiry(&p(&[("signatureVersion", "3")]), now).is_err());
         assert!(check_expiry(&p(&[("signatureVersion", "3"), ("expires", "soon")]), now).is_err());
-        assert!(check_expiry(&p(&[("signatureversion", "3"), ("EXPIRES", "2030-01-01T00:10:00Z")]), now).is_ok());
-        assert!(check_expiry(&p(&[("signatureVersion", "3"), ("expires", "2030-01-01T01:10:00+01:00")]), now).is_ok());
+        assert!(check_expiry(
+            &p(&[
+                ("signatureversion", "3"),
+                ("EXPIRES", "2030-01-01T00:10:00Z")
+            ]),
+            now
+        )
+        .is_ok());
+        assert!(check_expiry(
+            &p(&[
+                ("signatureVersion", "3"),
+                ("expires", "2030-01-01T01:10:00+01:00")
+            ]),
+            now
+        )
+        .is_ok());
         // without version 3, expires is just another parameter
         assert!(check_expiry(&p(&[("expires", "1999-01-01T00:00:00+0000")]), now).is_ok());
         assert!(check_expiry(&p(&[]), now).is_ok());

@@ -78,7 +78,12 @@ async fn vr_backup_loop_lists_both_routers_backup() {
         assert_eq!(r["redundantstate"], "BACKUP", "{r}");
     }
     // listall=true was added: the routers belong to a user account
-    let last = sim.requests().into_iter().rev().find(|r| r.command == "listRouters").unwrap();
+    let last = sim
+        .requests()
+        .into_iter()
+        .rev()
+        .find(|r| r.command == "listRouters")
+        .unwrap();
     assert_eq!(last.status, Some(200), "{last:?}");
 }
 
@@ -159,7 +164,10 @@ async fn lists_are_walked_across_pages() {
         .await
         .unwrap();
     let total = one_page["count"].as_u64().unwrap() as usize;
-    assert!(total >= 5, "the healthy zone has several settings: {one_page}");
+    assert!(
+        total >= 5,
+        "the healthy zone has several settings: {one_page}"
+    );
     let page_size = (total as u32).div_ceil(3);
     let before = seen(&sim, "listConfigurations");
     let paged = client(
@@ -200,7 +208,13 @@ async fn an_async_job_is_followed_to_its_end() {
     let id = routers["router"][0]["id"].as_str().unwrap().to_string();
     let started = std::time::Instant::now();
     let result = c
-        .call("rebootRouter", &args(&[("id", &id)]), Method::Post, soon(), None)
+        .call(
+            "rebootRouter",
+            &args(&[("id", &id)]),
+            Method::Post,
+            soon(),
+            None,
+        )
         .await
         .unwrap();
     assert!(started.elapsed() >= Duration::from_millis(300));
@@ -225,7 +239,13 @@ async fn a_failing_job_surfaces_its_errortext() {
         .unwrap();
     let id = routers["router"][0]["id"].as_str().unwrap().to_string();
     let e = c
-        .call("rebootRouter", &args(&[("id", &id)]), Method::Post, soon(), None)
+        .call(
+            "rebootRouter",
+            &args(&[("id", &id)]),
+            Method::Post,
+            soon(),
+            None,
+        )
         .await
         .unwrap_err();
     assert!(matches!(e, CsError::JobFailed { code: 530, .. }), "{e:?}");
@@ -248,7 +268,13 @@ async fn a_slow_job_stops_at_the_deadline_naming_the_job() {
     let id = routers["router"][0]["id"].as_str().unwrap().to_string();
     let deadline = Instant::now() + Duration::from_millis(600);
     let e = c
-        .call("rebootRouter", &args(&[("id", &id)]), Method::Post, deadline, None)
+        .call(
+            "rebootRouter",
+            &args(&[("id", &id)]),
+            Method::Post,
+            deadline,
+            None,
+        )
         .await
         .unwrap_err();
     assert!(matches!(e, CsError::JobDeadline { .. }), "{e:?}");

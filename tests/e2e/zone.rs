@@ -14,7 +14,8 @@ use remedy::transport::route::Router;
 use remedy::transport::{Access, ApiCall};
 use remedy_tests::{plan, run, write};
 
-const INVENTORY: &str = "all:\n  vars:\n    remedy_cloudstack:\n      simulator: { scenario: vr-backup-loop }\n";
+const INVENTORY: &str =
+    "all:\n  vars:\n    remedy_cloudstack:\n      simulator: { scenario: vr-backup-loop }\n";
 
 /// A compact version of the VR backup loop fix: add the guest VLAN range, restart the VPC,
 /// verify one router became PRIMARY.
@@ -32,14 +33,14 @@ detect:
     api: { command: listPhysicalNetworks }
 applies_when: routers.items | selectattr("redundantstate", "equalto", "PRIMARY") | list | length == 0
 steps:
-  - id: guest-vlans
+  - id: guest_vlans
     vlan_range: { physical_network: "{{ physnets.items[0].id }}", range: "{{ range }}" }
   - id: restart
     api: { command: restartVPC, args: { id: "{{ vpcs.items[0].id }}" } }
     no_rollback: restarting a VPC without cleanup reconfigures its routers in place
     timeout: 20s
 verify:
-  - id: one-primary
+  - id: one_primary
     api: { command: listRouters, args: { vpcid: "{{ vpcs.items[0].id }}" } }
     retries: 20
     delay: 200ms
@@ -128,25 +129,40 @@ impl Setup {
 
 #[tokio::test]
 async fn dry_run_against_the_zone_sends_no_mutating_request() {
-    let (s, plan) = Setup::new(Faults { job_ms: Some(200), ..Faults::default() }).await;
+    let (s, plan) = Setup::new(Faults {
+        job_ms: Some(200),
+        ..Faults::default()
+    })
+    .await;
     let before = s.sim().with_zone(|z| z.snapshot());
     let (_, summary, _) = run(plan, s.router.clone(), s.opts(true)).await;
     assert_eq!(summary.exit, ExitCode::Success);
     assert_eq!(s.mutating_requests(), Vec::<String>::new());
     assert!(!s.sim().requests().is_empty(), "detection did run for real");
-    assert_eq!(s.sim().with_zone(|z| z.snapshot()), before, "the zone is unchanged");
+    assert_eq!(
+        s.sim().with_zone(|z| z.snapshot()),
+        before,
+        "the zone is unchanged"
+    );
 }
 
 #[tokio::test]
 async fn apply_fixes_the_backup_loop() {
-    let (s, plan) = Setup::new(Faults { job_ms: Some(200), ..Faults::default() }).await;
+    let (s, plan) = Setup::new(Faults {
+        job_ms: Some(200),
+        ..Faults::default()
+    })
+    .await;
     assert_eq!(s.vlan().await, "");
     let (_, summary, _) = run(plan, s.router.clone(), s.opts(false)).await;
     assert_eq!(summary.exit, ExitCode::Success, "{summary:?}");
     assert_eq!(s.vlan().await, "1000-1099");
     assert_eq!(
         s.mutating_requests(),
-        vec!["updatePhysicalNetwork".to_string(), "restartVPC".to_string()]
+        vec![
+            "updatePhysicalNetwork".to_string(),
+            "restartVPC".to_string()
+        ]
     );
     assert!(audit::verify(&s.log).unwrap().problems.is_empty());
 }
@@ -172,6 +188,12 @@ async fn a_failing_job_rolls_the_range_back_and_the_audit_log_has_its_text() {
         ]
     );
     let log = std::fs::read_to_string(&s.log).unwrap();
-    assert!(log.contains("router r-42-VM did not respond"), "job errortext in the audit log");
-    assert!(!log.contains(s.sim().secret_key()), "no secret in the audit log");
+    assert!(
+        log.contains("router r-42-VM did not respond"),
+        "job errortext in the audit log"
+    );
+    assert!(
+        !log.contains(s.sim().secret_key()),
+        "no secret in the audit log"
+    );
 }
