@@ -1148,3 +1148,6 @@ impl Params<'_> {
         true
     }
 }
+
+#[cfg(test)]
+mod tests;
