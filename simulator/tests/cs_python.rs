@@ -68,7 +68,7 @@ async fn run(py: &str, sim: &Sim, secret: &str) -> std::process::Output {
 async fn cs_signs_requests_the_simulator_accepts() {
     let Some(py) = python() else { return };
     let sim = start().await;
-    let out = run(&py, &sim, &sim.secret_key().to_string()).await;
+    let out = run(&py, &sim, sim.secret_key()).await;
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),

@@ -478,15 +478,17 @@ mod tests {
         }
     }
 
+    type Polls = std::sync::Arc<Mutex<Vec<Instant>>>;
+
     /// A scripted job: pending `n` times, then `end`. Records when each poll happened.
     fn script(
         n: u32,
         end: i64,
     ) -> (
         impl FnMut() -> std::future::Ready<Result<Value, CsError>>,
-        std::sync::Arc<Mutex<Vec<Instant>>>,
+        Polls,
     ) {
-        let times = std::sync::Arc::new(Mutex::new(Vec::new()));
+        let times: Polls = Default::default();
         let t = times.clone();
         let calls = AtomicU32::new(0);
         let f = move || {

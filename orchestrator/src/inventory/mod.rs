@@ -1425,7 +1425,7 @@ impl ValueSeed<'_> {
         }
         for key in ["cmk_profile", "cmk_config", "ca_file"] {
             if let Some(v) = map.get(key).filter(|v| !v.is_null()) {
-                if !v.as_str().is_some_and(|s| !s.is_empty()) {
+                if v.as_str().is_none_or(str::is_empty) {
                     return Err(fail(format!(".{key}: expected a non-empty string")));
                 }
             }

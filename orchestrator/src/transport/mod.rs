@@ -13,6 +13,7 @@ pub mod fake;
 pub mod guard;
 pub mod local;
 pub mod route;
+pub mod ssh;
 
 use std::collections::BTreeMap;
 use std::fmt;

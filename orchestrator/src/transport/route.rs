@@ -1,9 +1,8 @@
 //! The transport the CLI uses: each action goes to the implementation for its kind and host.
 //! API calls go to the CloudStack client ([`super::api::ApiTransport`], set up from the
 //! inventory's `remedy_cloudstack`); commands on `ansible_connection: local` hosts run through
-//! [`super::local::LocalTransport`]. SSH (russh) is a separate piece of work; until it is
-//! built, a command for an SSH host fails as the result of that step, with a message saying
-//! so, and the run rolls back.
+//! [`super::local::LocalTransport`]; every other host is reached over SSH
+//! ([`super::ssh::SshTransport`], one pooled connection per host, jump hosts included).
 
 use std::time::Duration;
 
@@ -11,6 +10,7 @@ use async_trait::async_trait;
 
 use super::api::ApiTransport;
 use super::local::LocalTransport;
+use super::ssh::{SshOptions, SshTransport};
 use super::{Access, Action, ActionResult, Transport, TransportError};
 use crate::cloudstack::Options;
 use crate::inventory::{ConnectionKind, Host, Inventory};
@@ -19,14 +19,19 @@ use crate::inventory::{ConnectionKind, Host, Inventory};
 pub struct Router {
     local: LocalTransport,
     api: ApiTransport,
+    ssh: SshTransport,
 }
 
 impl Router {
     /// Routes for this inventory (its CloudStack endpoint, if any).
     pub fn for_inventory(inventory: &Inventory) -> Self {
         Router {
-            local: LocalTransport::default(),
+            local: LocalTransport,
             api: ApiTransport::new(inventory.cloudstack().cloned(), Options::default()),
+            ssh: SshTransport::new(
+                std::sync::Arc::new(inventory.clone()),
+                SshOptions::default(),
+            ),
         }
     }
 
@@ -50,10 +55,9 @@ impl Transport for Router {
             (Action::Ssh { .. }, ConnectionKind::Local) => {
                 self.local.run(host, action, access, timeout).await
             }
-            (Action::Ssh { .. }, ConnectionKind::Ssh) => Err(TransportError::Unsupported(format!(
-                "{}: this build has no SSH transport yet; use ansible_connection: local for hosts remedy runs on",
-                host.name
-            ))),
+            (Action::Ssh { .. }, ConnectionKind::Ssh) => {
+                self.ssh.run(host, action, access, timeout).await
+            }
         }
     }
 }
