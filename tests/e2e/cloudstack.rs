@@ -295,6 +295,18 @@ async fn an_injected_5xx_on_a_read_is_retried_and_succeeds() {
     assert_eq!(seen(&sim, "listZones"), 3);
 }
 
+/// A mutating call: `updateConfiguration network.gc.interval=VALUE`.
+async fn set_gc_interval(c: &Client, value: &str) -> Result<Value, CsError> {
+    c.call(
+        "updateConfiguration",
+        &args(&[("name", "network.gc.interval"), ("value", value)]),
+        Method::Post,
+        soon(),
+        None,
+    )
+    .await
+}
+
 #[tokio::test]
 async fn an_injected_5xx_on_a_mutating_call_is_not_retried() {
     let sim = sim("healthy").await;
@@ -303,16 +315,7 @@ async fn an_injected_5xx_on_a_mutating_call_is_not_retried() {
         ..Faults::default()
     });
     let c = client(&sim, fast());
-    let e = c
-        .call(
-            "updateConfiguration",
-            &args(&[("name", "network.gc.interval"), ("value", "700")]),
-            Method::Post,
-            soon(),
-            None,
-        )
-        .await
-        .unwrap_err();
+    let e = set_gc_interval(&c, "700").await.unwrap_err();
     assert_eq!(e.code(), Some(503), "{e}");
     assert_eq!(seen(&sim, "updateConfiguration"), 1, "sent exactly once");
 }
@@ -325,16 +328,7 @@ async fn a_dropped_connection_on_a_change_is_reported_as_uncertain_and_not_retri
         ..Faults::default()
     });
     let c = client(&sim, fast());
-    let e = c
-        .call(
-            "updateConfiguration",
-            &args(&[("name", "network.gc.interval"), ("value", "700")]),
-            Method::Post,
-            soon(),
-            None,
-        )
-        .await
-        .unwrap_err();
+    let e = set_gc_interval(&c, "700").await.unwrap_err();
     assert!(matches!(e, CsError::Transport { sent: true, .. }), "{e:?}");
     assert!(e.to_string().contains("may or may not"), "{e}");
     assert_eq!(seen(&sim, "updateConfiguration"), 1);
