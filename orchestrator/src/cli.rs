@@ -83,6 +83,9 @@ pub enum Command {
         #[arg(long, value_delimiter = ',')]
         fields: Vec<String>,
     },
+    /// Run one ad-hoc command on the hosts matching PATTERN, in parallel, audited like any
+    /// change (as `ansible -a` does, with remedy's audit log and dry-run).
+    Exec(ExecArgs),
     /// Read the audit log.
     Audit {
         #[command(subcommand)]
@@ -124,6 +127,36 @@ pub struct ApplyArgs {
     pub output: Output,
     #[command(flatten)]
     pub audit: AuditArg,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ExecArgs {
+    /// Inventory host pattern (host, group, `a:b`, `a:&b`, `!x`).
+    pub pattern: String,
+    /// Inventory file or directory (repeatable).
+    #[arg(short, long = "inventory", env = "REMEDY_INVENTORY")]
+    pub inventory: Vec<PathBuf>,
+    /// The command only reads: it runs in a dry-run too, and needs no confirmation.
+    #[arg(long)]
+    pub read_only: bool,
+    /// Show what would run, run nothing that changes anything.
+    #[arg(long)]
+    pub dry_run: bool,
+    #[arg(short, long)]
+    pub yes: bool,
+    /// How many hosts at once.
+    #[arg(long, default_value_t = 20)]
+    pub forks: usize,
+    /// Per-host limit, e.g. 30s, 5m.
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+    pub timeout: std::time::Duration,
+    #[arg(long, value_enum, default_value_t = Output::Human)]
+    pub output: Output,
+    #[command(flatten)]
+    pub audit: AuditArg,
+    /// The command line, after `--`; run by the remote user's shell as written.
+    #[arg(last = true, required = true)]
+    pub command: Vec<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -208,8 +241,12 @@ pub fn main(args: Vec<String>) -> ExitCode {
             Ok(rt) => rt.block_on(api_call(command, args, &inventory, &fields)),
             Err(e) => fail(&Error::Other(format!("cannot start the runtime: {e}"))),
         },
+        Command::Exec(a) => match tokio::runtime::Runtime::new() {
+            Ok(rt) => rt.block_on(exec(a, args)),
+            Err(e) => fail(&Error::Other(format!("cannot start the runtime: {e}"))),
+        },
         Command::Apply(a) => match tokio::runtime::Runtime::new() {
-            Ok(rt) => rt.block_on(apply(a, args)),
+            Ok(rt) => rt.block_on(apply(a, args, false)),
             Err(e) => fail(&Error::Other(format!("cannot start the runtime: {e}"))),
         },
     }
@@ -466,7 +503,52 @@ fn show(name: &str, format: ShowFormat) -> ExitCode {
     ExitCode::Success
 }
 
-async fn apply(req: ApplyArgs, argv: Vec<String>) -> ExitCode {
+/// `remedy exec`: the command becomes a one-step playbook (the command passed as a parameter
+/// and inserted raw, so nothing in it is templated or quoted again) and runs through `apply`:
+/// planned against the inventory, confirmed, audited, dry-run aware. Nothing can be undone
+/// automatically, and the playbook says so.
+async fn exec(req: ExecArgs, argv: Vec<String>) -> ExitCode {
+    let command = req.command.join(" ");
+    if command.trim().is_empty() {
+        return fail(&Error::invalid(
+            "remedy exec: the command after -- is empty".to_string(),
+        ));
+    }
+    let on = serde_json::to_string(&req.pattern).unwrap_or_default();
+    let kind = if req.read_only {
+        "    changes: none\n".to_string()
+    } else {
+        "    no_rollback: an ad-hoc command (remedy exec); remedy cannot know how to undo it\n"
+            .to_string()
+    };
+    let text = format!(
+        "name: exec\ndescription: an ad-hoc command run by remedy exec\nparams:\n  cmd: {{ required: true }}\nsteps:\n  - id: exec\n    on: {on}\n    ssh: \"{{{{ cmd | raw }}}}\"\n{kind}    timeout: {}\n",
+        humantime::format_duration(req.timeout)
+    );
+    let path =
+        std::env::temp_dir().join(format!("remedy-exec-{}.yml", uuid::Uuid::new_v4().simple()));
+    if let Err(e) = std::fs::write(&path, text) {
+        return fail(&Error::Other(format!("{}: {e}", path.display())));
+    }
+    let args = ApplyArgs {
+        playbook: path.display().to_string(),
+        inventory: req.inventory,
+        extra: vec![("cmd".into(), command)],
+        limit: None,
+        tags: Vec::new(),
+        dry_run: req.dry_run,
+        yes: req.yes || req.read_only,
+        forks: req.forks,
+        allow_irreversible: false,
+        output: req.output,
+        audit: req.audit,
+    };
+    let code = apply(args, argv, true).await;
+    let _ = std::fs::remove_file(&path);
+    code
+}
+
+async fn apply(req: ApplyArgs, argv: Vec<String>, show_output: bool) -> ExitCode {
     let inv = match load_inventory(&req.inventory) {
         Ok(i) => i,
         Err(e) => return fail(&e),
@@ -506,7 +588,7 @@ async fn apply(req: ApplyArgs, argv: Vec<String>) -> ExitCode {
         }
     }
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-    let printer = tokio::spawn(report::print(rx, req.output, color()));
+    let printer = tokio::spawn(report::print_with(rx, req.output, color(), show_output));
     let (cancel_tx, cancel) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {
         let mut term =

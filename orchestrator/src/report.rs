@@ -34,7 +34,18 @@ fn outcome_color(o: Outcome) -> &'static str {
 }
 
 /// Consume events until the channel closes; print them.
-pub async fn print(mut rx: mpsc::UnboundedReceiver<Event>, output: Output, color: bool) {
+pub async fn print(rx: mpsc::UnboundedReceiver<Event>, output: Output, color: bool) {
+    print_with(rx, output, color, false).await
+}
+
+/// [`print`], and with `show_output` the (tail of the) stdout and stderr of every step under
+/// its line: `remedy exec` shows each host's output grouped under that host.
+pub async fn print_with(
+    mut rx: mpsc::UnboundedReceiver<Event>,
+    output: Output,
+    color: bool,
+    show_output: bool,
+) {
     let mut counts: BTreeMap<String, BTreeMap<&'static str, usize>> = BTreeMap::new();
     let stdout = std::io::stdout();
     while let Some(e) = rx.recv().await {
@@ -65,6 +76,9 @@ pub async fn print(mut rx: mpsc::UnboundedReceiver<Event>, output: Output, color
                 duration_ms,
                 diff,
                 error,
+                stdout_tail,
+                stderr_tail,
+                rc,
                 ..
             } => {
                 *counts
@@ -84,6 +98,17 @@ pub async fn print(mut rx: mpsc::UnboundedReceiver<Event>, output: Output, color
                         for l in d.lines() {
                             let _ = writeln!(out, "      {l}");
                         }
+                    }
+                }
+                if show_output {
+                    if let Some(rc) = rc {
+                        let _ = writeln!(out, "      rc={rc}");
+                    }
+                    for l in stdout_tail.iter().flat_map(|t| t.lines()) {
+                        let _ = writeln!(out, "      {l}");
+                    }
+                    for l in stderr_tail.iter().flat_map(|t| t.lines()) {
+                        let _ = writeln!(out, "      {}", paint(color, "2", l));
                     }
                 }
                 if let Some(err) = error {

@@ -574,3 +574,59 @@ fn lab_refuses_a_non_loopback_address() {
     assert_eq!(o.status.code(), Some(4), "{}", text(&o));
     assert!(text(&o).contains("loopback only"), "{}", text(&o));
 }
+
+/// `remedy exec`: an ad-hoc command on the matching hosts, output under each host, audited;
+/// nothing runs in a dry-run unless the command is declared read-only; a change needs --yes.
+#[test]
+fn exec_runs_ad_hoc_commands_audited_and_dry_run_safe() {
+    let dir = tempfile::tempdir().unwrap();
+    let inv = dir.path().join("inv.yml");
+    std::fs::write(
+        &inv,
+        "all:\n  hosts:\n    a: { ansible_connection: local }\n    b: { ansible_connection: local }\n",
+    )
+    .unwrap();
+    let log = dir.path().join("audit.jsonl");
+    let marker = dir.path().join("marker");
+    let base = |extra: &[&str], cmd: &str| -> Output {
+        let mut args = vec![
+            "exec",
+            "all",
+            "-i",
+            inv.to_str().unwrap(),
+            "--audit-log",
+            log.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        args.extend_from_slice(&["--", cmd]);
+        remedy(&args, dir.path())
+    };
+    // read-only: runs on both hosts, each host's output under its line, shell syntax intact
+    let o = base(&["--read-only"], "echo out-$((20+22)); echo 'a;b' >&2");
+    let t = text(&o);
+    assert_eq!(o.status.code(), Some(0), "{t}");
+    assert_eq!(t.matches("out-42").count(), 2, "{t}");
+    assert!(t.contains("ok           exec @ a"), "{t}");
+    assert!(t.contains("a;b"), "{t}");
+    // a change in a dry-run runs nowhere
+    let touch = format!("touch {}", marker.display());
+    let o = base(&["--dry-run"], &touch);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert!(text(&o).contains("will run: touch"), "{}", text(&o));
+    assert!(!marker.exists());
+    // a change without --yes, off a terminal: refused, nothing run
+    let o = base(&[], &touch);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(!marker.exists());
+    // with --yes it runs, and the audit log has the command
+    let o = base(&["--yes"], &touch);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert!(marker.exists());
+    let audit = std::fs::read_to_string(&log).unwrap();
+    assert!(audit.contains(&touch), "{audit}");
+    let o = remedy(
+        &["audit", "verify", "--audit-log", log.to_str().unwrap()],
+        dir.path(),
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+}
