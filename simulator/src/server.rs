@@ -1,9 +1,26 @@
-//! The HTTP front of the simulated management server.
+//! The HTTP front of the simulated management server: this module owns `/client/api`, the fault
+//! injection on it, the `/sim/*` admin endpoints and [`Sim`], the handle tests and `remedy lab`
+//! hold.
 //!
-//! `GET /client/api?...` and `POST /client/api` (form body) are handled as the real servlet
-//! does: decode, check the command, the API key, the signature and `expires` (see
-//! [`crate::signature`]), then hand the call to the [`Zone`]. Replies are JSON whatever
-//! `response` says (the simulator does not speak XML).
+//! `GET /client/api?...` and `POST /client/api` (`application/x-www-form-urlencoded` body; the
+//! query string of a POST counts too, as the servlet's parameter map holds both; a trailing `/`
+//! is accepted) are handled as the real servlet does: decode, check the command, the API key,
+//! the signature and `expires` (see [`crate::signature`]), then hand the call to the [`Zone`].
+//!
+//! Answers before the zone, with HTTP status = `errorcode`:
+//! - a request that does not decode (malformed `%` escape): 401 under `errorresponse` — the real
+//!   servlet fails such a request before any command is known;
+//! - no `command`: 432 under `errorresponse` (reference §3.5);
+//! - an unknown command: 401 under `errorresponse` (§2.2: not 432);
+//! - no or a wrong `apiKey`, no or a wrong `signature`, a `signatureVersion=3` request whose
+//!   `expires` is missing, garbage or past: 401 under the command's envelope;
+//! - a value with an ASCII control character: 431 under the command's envelope. This is checked
+//!   after the credentials, as the real server validates values only for verified requests.
+//!
+//! The 401 text is always [`UNAUTHORIZED`]; error replies carry it in `X-Description` too. A
+//! later duplicate of a parameter replaces an earlier one. Replies are JSON whatever `response`
+//! says (the simulator does not speak XML). Methods other than GET and POST on the API path get
+//! 405 (what the servlet container answers); any other path 404.
 //!
 //! Faults ([`Faults`]) are applied first: latency, a 503 before the zone is reached, or a
 //! dropped connection (no reply at all); `drop_after_apply_next` lets the zone carry out a
@@ -49,10 +66,13 @@ const SIGNING_PARAMS: [&str; 6] = [
     "response",
 ];
 
+/// What [`Sim::start`] serves, and where.
 pub struct SimConfig {
+    /// The zone to build; its `faults` are the initial fault settings.
     pub scenario: Scenario,
+    /// Port 0 picks a free port ([`Sim::addr`] tells which).
     pub listen: SocketAddr,
-    /// `None`: fresh lab-only credentials.
+    /// `None`: fresh lab-only credentials (`lab-<uuid>`; a 64-character hex secret).
     pub api_key: Option<String>,
     pub secret_key: Option<String>,
 }
@@ -73,7 +93,7 @@ struct FaultState {
 }
 
 impl FaultState {
-    /// xorshift64*: enough randomness for fault rates, no dependency.
+    /// xorshift64*: enough randomness for fault rates, no dependency; a number in `[0, 1)`.
     fn roll(&mut self) -> f64 {
         let mut x = self.rng;
         x ^= x >> 12;
@@ -93,6 +113,15 @@ impl FaultState {
     }
 }
 
+/// The fault dice are seeded from the scenario name, so a soak run with fault rates makes the
+/// same choices, request for request, every time it is repeated.
+fn rng_seed(scenario: &str) -> u64 {
+    // FNV-1a; never 0, which xorshift could not leave
+    scenario.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    }) | 1
+}
+
 struct Shared {
     zone: Arc<Mutex<Zone>>,
     faults: Mutex<FaultState>,
@@ -110,7 +139,8 @@ pub struct Sim {
     addr: SocketAddr,
     shared: Arc<Shared>,
     stop: Option<oneshot::Sender<()>>,
-    task: JoinHandle<()>,
+    /// `None` once [`Sim::shutdown`] has taken it.
+    task: Option<JoinHandle<()>>,
 }
 
 impl std::fmt::Debug for Sim {
@@ -141,7 +171,7 @@ impl Sim {
         let secret_key = cfg
             .secret_key
             .unwrap_or_else(|| format!("{}{}", random(), random()));
-        let seed = jiff::Timestamp::now().as_nanosecond() as u64 | 1;
+        let seed = rng_seed(&cfg.scenario.name);
         let shared = Arc::new(Shared {
             zone: Arc::new(Mutex::new(Zone::new(&cfg.scenario))),
             faults: Mutex::new(FaultState {
@@ -184,7 +214,7 @@ impl Sim {
             addr,
             shared,
             stop: Some(stop),
-            task,
+            task: Some(task),
         })
     }
 
@@ -234,14 +264,17 @@ impl Sim {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
-        let task = std::mem::replace(&mut self.task, tokio::spawn(async {}));
-        let _ = task.await;
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
     }
 }
 
 impl Drop for Sim {
     fn drop(&mut self) {
-        self.task.abort();
+        if let Some(task) = &self.task {
+            task.abort();
+        }
     }
 }
 
@@ -283,22 +316,21 @@ async fn handle(shared: &Shared, req: Request<Incoming>) -> Result<Reply, Droppe
             .expect("a valid response"));
     }
     let method = req.method().clone();
-    let raw = match method {
-        Method::GET => req.uri().query().unwrap_or("").to_string(),
-        Method::POST => match req.into_body().collect().await {
-            Ok(body) => String::from_utf8_lossy(&body.to_bytes()).into_owned(),
-            Err(_) => return Err(Dropped),
-        },
-        _ => {
-            return Ok(error_reply(
-                405,
-                "errorresponse",
-                "the API takes GET or POST requests",
-            ))
-        }
+    if method != Method::GET && method != Method::POST {
+        return Ok(error_reply(
+            405,
+            "errorresponse",
+            "the API takes GET or POST requests",
+        ));
+    }
+    let raw = match raw_params(req).await {
+        Ok(raw) => raw,
+        Err(()) => return Err(Dropped),
     };
-    let pairs = signature::decode_pairs(&raw).unwrap_or_default();
-    let command = pairs
+    let decoded = signature::decode_pairs(&raw);
+    let command = decoded
+        .as_deref()
+        .unwrap_or_default()
         .iter()
         .rev()
         .find(|(k, _)| k == "command")
@@ -332,6 +364,7 @@ async fn handle(shared: &Shared, req: Request<Incoming>) -> Result<Reply, Droppe
     }
     if unavailable {
         record(Some(503));
+        tracing::debug!(%method, command, status = 503, "api request (fault)");
         return Ok(Response::builder()
             .status(StatusCode::SERVICE_UNAVAILABLE)
             .header("content-type", "text/html")
@@ -341,11 +374,11 @@ async fn handle(shared: &Shared, req: Request<Incoming>) -> Result<Reply, Droppe
             .expect("a valid response"));
     }
 
-    let (status, reply) = api_call(shared, &raw, &command);
-    let mutating = !["list", "query", "get"]
-        .iter()
-        .any(|p| command.to_ascii_lowercase().starts_with(p));
-    if status == 200 && mutating {
+    let (status, reply) = match decoded {
+        Ok(pairs) => api_call(shared, pairs, &command),
+        Err(_) => (401, error_reply(401, "errorresponse", UNAUTHORIZED)),
+    };
+    if status == 200 && is_mutating(&command) {
         let mut f = lock(&shared.faults);
         if f.faults.drop_after_apply_next > 0 {
             f.faults.drop_after_apply_next -= 1;
@@ -360,18 +393,51 @@ async fn handle(shared: &Shared, req: Request<Incoming>) -> Result<Reply, Droppe
     Ok(reply)
 }
 
-/// Checks and runs one API call; returns the status with the reply.
-fn api_call(shared: &Shared, raw: &str, command: &str) -> (u16, Reply) {
-    let pairs = match signature::decode_pairs(raw) {
-        Ok(p) => p,
-        Err(_) => return (401, error_reply(401, "errorresponse", UNAUTHORIZED)),
-    };
-    // A later duplicate replaces an earlier one, as the servlet's map does.
-    let mut merged: BTreeMap<String, String> = BTreeMap::new();
-    for (k, v) in &pairs {
-        merged.insert(k.clone(), v.clone());
+/// Reads and lists are safe to repeat; everything else may change the zone.
+fn is_mutating(command: &str) -> bool {
+    let command = command.to_ascii_lowercase();
+    !["list", "query", "get"]
+        .iter()
+        .any(|p| command.starts_with(p))
+}
+
+/// The undecoded parameters: the query string, and for a form POST the body after it. A POST
+/// body of another content type is not read as parameters (the servlet container ignores it).
+/// `Err` when the body cannot be read.
+async fn raw_params(req: Request<Incoming>) -> Result<String, ()> {
+    let query = req.uri().query().unwrap_or("").to_string();
+    if req.method() != Method::POST {
+        return Ok(query);
     }
-    let params: Vec<(String, String)> = merged.into_iter().collect();
+    let is_form = req
+        .headers()
+        .get(hyper::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|v| {
+            v.trim()
+                .eq_ignore_ascii_case("application/x-www-form-urlencoded")
+        });
+    let body = req.into_body().collect().await.map_err(|_| ())?.to_bytes();
+    if !is_form || body.is_empty() {
+        return Ok(query);
+    }
+    let body = String::from_utf8_lossy(&body);
+    Ok(if query.is_empty() {
+        body.into_owned()
+    } else {
+        format!("{query}&{body}")
+    })
+}
+
+/// Checks and runs one API call; returns the status with the reply.
+fn api_call(shared: &Shared, pairs: Vec<(String, String)>, command: &str) -> (u16, Reply) {
+    // A later duplicate replaces an earlier one, as the servlet's map does.
+    let params: Vec<(String, String)> = pairs
+        .into_iter()
+        .collect::<BTreeMap<String, String>>()
+        .into_iter()
+        .collect();
     if command.is_empty() {
         return (
             432,
@@ -463,4 +529,57 @@ fn error_text(body: &Value) -> Option<String> {
         .get("errortext")?
         .as_str()
         .map(str::to_string)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dice(scenario: &str) -> FaultState {
+        FaultState {
+            faults: Faults::default(),
+            rng: rng_seed(scenario),
+        }
+    }
+
+    #[test]
+    fn the_dice_are_repeatable_and_fair_enough() {
+        let (mut a, mut b) = (dice("healthy"), dice("healthy"));
+        let rolls: Vec<f64> = (0..1000).map(|_| a.roll()).collect();
+        assert!(rolls.iter().all(|&r| (0.0..1.0).contains(&r)));
+        assert_eq!(rolls, (0..1000).map(|_| b.roll()).collect::<Vec<_>>());
+        assert_ne!(rolls[0], dice("vr-backup-loop").roll());
+
+        let mut d = dice("healthy");
+        let hits = (0..10_000)
+            .filter(|_| d.hit(|f| &mut f.drop_next, 0.25))
+            .count();
+        assert!((2_200..2_800).contains(&hits), "{hits}");
+        assert_eq!(
+            (0..100)
+                .filter(|_| d.hit(|f| &mut f.drop_next, 0.0))
+                .count(),
+            0
+        );
+    }
+
+    #[test]
+    fn counters_come_before_rates_and_count_down() {
+        let mut d = dice("healthy");
+        d.faults.http_5xx_next = 2;
+        assert!(d.hit(|f| &mut f.http_5xx_next, 0.0));
+        assert!(d.hit(|f| &mut f.http_5xx_next, 0.0));
+        assert!(!d.hit(|f| &mut f.http_5xx_next, 0.0));
+        assert_eq!(d.faults.http_5xx_next, 0);
+    }
+
+    #[test]
+    fn mutating_commands() {
+        for read in ["listZones", "queryAsyncJobResult", "LISTROUTERS", "getUser"] {
+            assert!(!is_mutating(read), "{read}");
+        }
+        for change in ["updateConfiguration", "restartVPC", "rebootRouter"] {
+            assert!(is_mutating(change), "{change}");
+        }
+    }
 }
