@@ -1,23 +1,34 @@
 //! Scenario files: what a simulated zone looks like when it starts, and which faults it has.
 //!
 //! A scenario names the zone's parts compactly; the zone fills in ids (deterministic, derived
-//! from names, so runs are reproducible) and the fields CloudStack would show. Guest-state
-//! overrides (`guest:`) break things the way the seed failures do.
+//! from names, so runs are reproducible), addresses and the fields CloudStack would show (see
+//! the zone's `seed` module for numbering). Guest-state overrides (`guest:`) break things the
+//! way the shipped failures do.
 //!
 //! ```yaml
-//! name: vr-backup-loop
+//! name: ovs-port-missing
 //! description: ...
-//! guest_vlan: ""                 # the physical network's guest VLAN ranges ("" = none)
-//! template_server: 10.20.0.15     # where the SSVM downloads templates from
-//! hosts: [kvm01, kvm02]           # hypervisors (KVM)
-//! vpcs:
-//!   - { name: web-vpc, tiers: [web, db], routers: 2 }
-//! settings: { secstorage.allowed.internal.sites: 10.20.0.0/16 }
-//! guest:                          # per machine (router r-<n>-VM, s-1-VM, kvm01, mgmt1...)
-//!   r-930-VM: { links: { eth1: down }, services: { keepalived: inactive }, absent: [/etc/keepalived/keepalived.conf] }
-//! faults: { job_ms: 500 }
+//! guest_vlan: "1000-1999"        # the physical network's guest VLAN ranges ("" = none)
+//! template_server: 10.20.0.15     # where the SSVM downloads templates from (the default)
+//! hosts: [kvm01, kvm02]           # hypervisors (KVM), the default
+//! host_states: { kvm02: Disconnected }
+//! vpcs:                           # routers: 2 = a redundant pair (default); vms_per_tier: 1
+//!   - { name: web-vpc, tiers: [web, db], routers: 2, vms_per_tier: 1 }
+//! settings: { secstorage.allowed.internal.sites: 10.30.0.0/16 }   # default 10.20.0.0/16
+//! guest:                          # per machine: r-930-VM, s-1-VM, web-vm1, kvm01, mgmt1, ...
+//!   kvm01:
+//!     links: { eth0: up }
+//!     services: { openvswitch-switch: active }          # active | inactive | failed
+//!     files: { /etc/motd: { mode: "0600", owner: root, group: root, content: "hi" } }
+//!     absent: [/root/.ssh/id_rsa.cloud]
+//!     ovs_missing_ports: { cloudbr1: [vnet3] }
+//!     ovs_missing_flows: { cloudbr1: ["table=0,priority=100,in_port=vnet3,actions=NORMAL"] }
+//! job_ms: 1500                    # async job duration unless faults say otherwise
+//! faults: { fail_jobs: [restartVPC] }
 //! ```
-//! Shipped scenarios live in `scenarios/*.yml` and are built in.
+//! Unknown keys are errors with file:line:column. A scenario is also built once when parsed:
+//! a setting, host or machine that does not exist, or an override that removes something
+//! absent, is an error too. Shipped scenarios live in `scenarios/*.yml` and are built in.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -43,6 +54,9 @@ pub struct Scenario {
     /// Hypervisor names.
     #[serde(default = "default_hosts")]
     pub hosts: Vec<String>,
+    /// Hypervisors whose state is not `Up` (e.g. `Disconnected`), by name.
+    #[serde(default)]
+    pub host_states: BTreeMap<String, String>,
     #[serde(default)]
     pub vpcs: Vec<VpcSeed>,
     /// Global settings that differ from their defaults.
@@ -182,6 +196,14 @@ impl Scenario {
         if s.name.trim().is_empty() {
             return Err(ScenarioError(format!("{origin}: name is empty")));
         }
+        for (host, state) in &s.host_states {
+            if !HOST_STATES.contains(&state.as_str()) {
+                return Err(ScenarioError(format!(
+                    "{origin}: host_states.{host}: expected one of {}",
+                    HOST_STATES.join(", ")
+                )));
+            }
+        }
         for (machine, g) in &s.guest {
             for (link, state) in &g.links {
                 if state != "up" && state != "down" {
@@ -207,9 +229,13 @@ impl Scenario {
                 }
             }
         }
+        crate::zone::Zone::try_new(&s).map_err(|e| ScenarioError(format!("{origin}: {e}")))?;
         Ok(s)
     }
 }
+
+/// Host states a scenario may give (`com.cloud.host.Status`).
+const HOST_STATES: [&str; 6] = ["Up", "Down", "Disconnected", "Alert", "Connecting", "Error"];
 
 #[cfg(test)]
 mod tests {
@@ -235,5 +261,41 @@ mod tests {
         )
         .unwrap_err();
         assert!(e.0.contains("guest.r1.links.eth1"), "{e}");
+    }
+
+    #[test]
+    fn names_that_do_not_exist_are_errors() {
+        for (text, want) in [
+            (
+                "name: x\nguest: { r-999-VM: { links: { eth1: up } } }\n",
+                "no machine named r-999-VM",
+            ),
+            (
+                "name: x\nsettings: { no.such: 1 }\n",
+                "unknown setting no.such",
+            ),
+            ("name: x\nhost_states: { kvm09: Down }\n", "no host kvm09"),
+            ("name: x\nguest_vlan: \"5\"\n", "guest_vlan"),
+            (
+                "name: x\nguest: { kvm01: { ovs_missing_ports: { cloudbr1: [vnet77] } } }\n",
+                "has no port vnet77",
+            ),
+        ] {
+            let e = Scenario::parse(text, "f.yml").unwrap_err();
+            assert!(e.0.starts_with("f.yml: "), "{e}");
+            assert!(e.0.contains(want), "{text}: {e}");
+        }
+    }
+
+    #[test]
+    fn load_names_the_file() {
+        let dir = std::env::temp_dir().join(format!("cs-sim-scenario-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("bad.yml");
+        std::fs::write(&path, "name: bad\nvpcs:\n  - { name: v, tierz: [a] }\n").unwrap();
+        let e = Scenario::load(&path).unwrap_err();
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert!(e.0.starts_with(&format!("{}:3:", path.display())), "{e}");
+        assert!(e.0.contains("unknown field `tierz`"), "{e}");
     }
 }

@@ -1,18 +1,28 @@
-//! The zone's objects, the guest state inside each machine, and building a zone from a
-//! [`Scenario`].
-//!
-//! Ids are derived from names (a fixed hash formatted as a UUID), so the same scenario always
-//! yields the same ids. Machines: VPC routers `r-930-VM`, `r-931-VM`, ... (numbered in seed
-//! order), the SSVM `s-1-VM`, the CPVM `v-2-VM`, guest VMs `<tier>-vm<n>`, hypervisors as the
-//! scenario names them, and the management server `mgmt1`.
-
-use std::collections::BTreeMap;
+//! The zone's objects ([`World`]) and the rules that tie them to the guest state: VLAN
+//! allocation, router configuration and VRRP election, redundant state, and what the SSVM may
+//! download. Building a world from a scenario is in `seed.rs`; the API views in `lists.rs`.
 
 use serde::{Deserialize, Serialize};
 
-use crate::scenario::{GuestSeed, Scenario};
+use super::guest::{Guest, ServiceState};
+use super::vlan;
 
-/// A deterministic UUID-shaped id for a name (FNV-1a, twice, with different seeds).
+/// The account that owns the VPCs, networks and guest VMs (not the caller's).
+pub const USER_ACCOUNT: &str = "ops";
+/// The caller's account (root admin).
+pub const ADMIN_ACCOUNT: &str = "admin";
+/// The domain of both accounts.
+pub const DOMAIN: &str = "ROOT";
+/// The version the management server and system VMs report.
+pub const VERSION: &str = "4.18.2.0";
+
+/// keepalived.conf path on a redundant router.
+pub const KEEPALIVED_CONF: &str = "/etc/keepalived/keepalived.conf";
+/// The management server's catalina.out.
+pub const CATALINA_OUT: &str = "/var/log/cloudstack/management/catalina.out";
+
+/// A deterministic UUID-shaped id for `(kind, name)` (FNV-1a over the text, twice, with
+/// different seeds): the same scenario always yields the same ids.
 pub fn id_for(kind: &str, name: &str) -> String {
     let hash = |seed: u64| {
         let mut h = seed;
@@ -22,7 +32,7 @@ pub fn id_for(kind: &str, name: &str) -> String {
         }
         h
     };
-    let (a, b) = (hash(0xcbf2_9ce4_8422_2325), hash(0x84222325_cbf29ce4));
+    let (a, b) = (hash(0xcbf2_9ce4_8422_2325), hash(0x8422_2325_cbf2_9ce4));
     format!(
         "{:08x}-{:04x}-4{:03x}-a{:03x}-{:012x}",
         a >> 32,
@@ -33,139 +43,25 @@ pub fn id_for(kind: &str, name: &str) -> String {
     )
 }
 
-/// A link inside a machine.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Link {
-    pub up: bool,
-    pub addrs: Vec<String>,
-}
-
-/// A systemd service inside a machine: `active`, `inactive` or `failed`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Service {
-    pub state: String,
-    pub enabled: bool,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct File {
-    pub mode: u32,
-    pub owner: String,
-    pub group: String,
-    pub content: String,
-}
-
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct Bridge {
-    pub ports: Vec<String>,
-    pub flows: Vec<String>,
-}
-
-/// What is inside a machine, as SSH would see it. The API derives fields from it.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct Guest {
-    pub links: BTreeMap<String, Link>,
-    pub services: BTreeMap<String, Service>,
-    pub files: BTreeMap<String, File>,
-    /// Open vSwitch bridges (hypervisors only).
-    pub ovs: BTreeMap<String, Bridge>,
-}
-
-impl Guest {
-    pub fn link_up(&self, name: &str) -> bool {
-        self.links.get(name).is_some_and(|l| l.up)
-    }
-
-    pub fn active(&self, service: &str) -> bool {
-        self.services
-            .get(service)
-            .is_some_and(|s| s.state == "active")
-    }
-
-    pub fn set_service(&mut self, name: &str, state: &str) {
-        self.services
-            .entry(name.to_string())
-            .or_insert(Service {
-                state: String::new(),
-                enabled: true,
-            })
-            .state = state.to_string();
-    }
-
-    pub fn set_link(&mut self, name: &str, up: bool) {
-        self.links
-            .entry(name.to_string())
-            .or_insert(Link {
-                up,
-                addrs: Vec::new(),
-            })
-            .up = up;
-    }
-
-    pub fn put_file(&mut self, path: &str, mode: u32, owner: &str, content: &str) {
-        self.files.insert(
-            path.to_string(),
-            File {
-                mode,
-                owner: owner.to_string(),
-                group: owner.to_string(),
-                content: content.to_string(),
-            },
-        );
-    }
-
-    /// Applies a scenario's overrides.
-    fn apply(&mut self, seed: &GuestSeed) {
-        for (name, state) in &seed.links {
-            self.set_link(name, state == "up");
-        }
-        for (name, state) in &seed.services {
-            self.set_service(name, state);
-        }
-        for (path, f) in &seed.files {
-            let entry = self.files.entry(path.clone()).or_insert(File {
-                mode: 0o644,
-                owner: "root".into(),
-                group: "root".into(),
-                content: String::new(),
-            });
-            if let Some(m) = &f.mode {
-                entry.mode = u32::from_str_radix(m, 8).unwrap_or(entry.mode);
-            }
-            if let Some(o) = &f.owner {
-                entry.owner = o.clone();
-            }
-            if let Some(g) = &f.group {
-                entry.group = g.clone();
-            }
-            if let Some(c) = &f.content {
-                entry.content = c.clone();
-            }
-        }
-        for path in &seed.absent {
-            self.files.remove(path);
-        }
-        for (bridge, ports) in &seed.ovs_missing_ports {
-            if let Some(b) = self.ovs.get_mut(bridge) {
-                b.ports.retain(|p| !ports.contains(p));
-            }
-        }
-        for (bridge, flows) in &seed.ovs_missing_flows {
-            if let Some(b) = self.ovs.get_mut(bridge) {
-                b.flows.retain(|f| !flows.contains(f));
-            }
-        }
-    }
-}
-
+/// A physical network with VLAN isolation.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct PhysNet {
     pub id: String,
     pub name: String,
-    /// Guest VLAN ranges, `a-b,c-d`; empty for none.
+    /// Guest VLAN ranges as the API shows them (`a-b,c-d`), empty for none.
     pub vlan: String,
+    /// `Enabled` or `Disabled`.
     pub state: String,
-    pub traffic: Vec<String>,
+    pub traffic: Vec<TrafficType>,
+}
+
+/// A traffic type of a physical network, with its KVM bridge.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TrafficType {
+    pub id: String,
+    /// `Guest`, `Public`, `Management` or `Storage`.
+    pub traffictype: String,
+    pub kvmnetworklabel: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -173,9 +69,12 @@ pub struct Vpc {
     pub id: String,
     pub name: String,
     pub cidr: String,
+    /// Whether it runs a redundant router pair.
+    pub redundant: bool,
     pub restartrequired: bool,
 }
 
+/// A VPC tier.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Network {
     pub id: String,
@@ -183,7 +82,7 @@ pub struct Network {
     pub vpcid: String,
     pub cidr: String,
     pub gateway: String,
-    /// The allocated guest VLAN, if any.
+    /// The allocated guest VLAN; `None` until the tier is implemented.
     pub vlan: Option<u32>,
 }
 
@@ -193,8 +92,8 @@ pub struct Network {
 pub enum VmKind {
     /// A VPC virtual router.
     Router { vpcid: String },
-    /// SSVM (`secondarystoragevm`) or CPVM (`consoleproxy`). `allowed_sites` is the value of
-    /// `secstorage.allowed.internal.sites` pushed to it when it last started.
+    /// The SSVM (`secondarystoragevm`) or the CPVM (`consoleproxy`). `allowed_sites` is the
+    /// value of `secstorage.allowed.internal.sites` pushed to it when it last started.
     SystemVm {
         systemvmtype: String,
         allowed_sites: String,
@@ -203,22 +102,54 @@ pub enum VmKind {
     Guest { networkid: String, ip: String },
 }
 
+/// Any VM: router, system VM or guest VM.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Vm {
     pub id: String,
     pub name: String,
+    /// The instance number (`r-930-VM` is 930); one sequence for every VM, as in CloudStack.
+    pub number: u32,
     pub kind: VmKind,
-    /// `Running`, `Starting`, `Stopping`, `Stopped`, `Destroyed`.
+    /// `Running`, `Starting`, `Stopping`, `Stopped` or `Destroyed` (kept, but no longer listed).
     pub state: String,
     pub hostid: String,
     pub linklocalip: String,
     pub privateip: String,
     pub publicip: String,
-    /// The async job acting on it, while one runs.
-    pub jobid: Option<String>,
+    /// Its NICs' taps on its host's OVS bridges: (bridge, port).
+    pub ports: Vec<(String, String)>,
     pub guest: Guest,
 }
 
+impl Vm {
+    pub fn is_router_of(&self, vpcid: &str) -> bool {
+        matches!(&self.kind, VmKind::Router { vpcid: v } if v == vpcid)
+    }
+
+    pub fn vpcid(&self) -> Option<&str> {
+        match &self.kind {
+            VmKind::Router { vpcid } => Some(vpcid),
+            _ => None,
+        }
+    }
+
+    pub fn systemvmtype(&self) -> Option<&str> {
+        match &self.kind {
+            VmKind::SystemVm { systemvmtype, .. } => Some(systemvmtype),
+            _ => None,
+        }
+    }
+
+    pub fn is_ssvm(&self) -> bool {
+        self.systemvmtype() == Some("secondarystoragevm")
+    }
+
+    pub fn live(&self) -> bool {
+        self.state != "Destroyed"
+    }
+}
+
+/// A KVM hypervisor.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Host {
     pub id: String,
@@ -226,10 +157,14 @@ pub struct Host {
     pub ipaddress: String,
     /// `Up`, `Disconnected`, ...
     pub state: String,
+    /// `Enabled`, `Disabled`, `Maintenance`, ...
     pub resourcestate: String,
+    /// The next `vnetN` tap number.
+    pub next_vnet: u32,
     pub guest: Guest,
 }
 
+/// A global setting.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Setting {
     pub name: String,
@@ -238,6 +173,8 @@ pub struct Setting {
     pub category: String,
     pub description: String,
     pub isdynamic: bool,
+    /// `String`, `Integer`, `Boolean`.
+    pub kind: String,
 }
 
 /// The management server, also an SSH host.
@@ -249,32 +186,15 @@ pub struct MgmtServer {
     pub guest: Guest,
 }
 
-/// The default settings, as (name, default, category, dynamic, description).
-const SETTINGS: [(&str, &str, &str, bool, &str); 10] = [
-    ("default.page.size", "500", "Advanced", true, "Default page size for API list* commands"),
-    ("network.gc.interval", "600", "Advanced", true, "Seconds to wait before checking for networks to shutdown"),
-    ("network.gc.wait", "600", "Advanced", true, "Time (in seconds) to wait before shutting down a network that is not in use"),
-    ("router.redundant.vrrp.interval", "1", "Advanced", false, "Seconds between VRRP broadcasts of redundant routers"),
-    ("router.check.interval", "30", "Advanced", false, "Interval (in seconds) to report redundant router status"),
-    ("secstorage.allowed.internal.sites", "", "Advanced", false, "Comma separated list of cidrs internal to the datacenter that can host template download servers, please note 0.0.0.0 is not a valid site"),
-    ("secstorage.capacity.standby", "10", "Advanced", false, "The minimal number of command execution sessions that system is able to serve immediately"),
-    ("system.vm.use.local.storage", "false", "Advanced", false, "Indicates whether to use local storage pools or shared storage pools for system VMs"),
-    ("vm.network.throttling.rate", "200", "Network", false, "Default data transfer rate in megabits per second allowed in User vm's default network"),
-    ("expunge.interval", "86400", "Advanced", true, "The interval (in seconds) to wait before running the expunge thread"),
-];
-
-/// keepalived.conf as CloudStack's template renders it, for a router of a VPC.
-pub fn keepalived_conf(router: &str) -> String {
-    format!(
-        "! generated by the simulated zone for {router}\nvrrp_instance inside_network {{\n    state BACKUP\n    nopreempt\n    interface eth2\n    virtual_router_id 51\n    priority 100\n    advert_int 1\n    track_interface {{\n        eth1\n    }}\n}}\n"
-    )
-}
-
-/// The zone's contents. See [`super::Zone`] for behaviour.
+/// The zone's contents. Behaviour over time (jobs) lives in [`super::Zone`].
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct World {
     pub zone_id: String,
     pub zone_name: String,
+    pub pod_id: String,
+    pub cluster_id: String,
+    pub domain_id: String,
+    /// The internal template server the SSVM downloads from.
     pub template_server: String,
     pub physnets: Vec<PhysNet>,
     pub vpcs: Vec<Vpc>,
@@ -283,303 +203,115 @@ pub struct World {
     pub hosts: Vec<Host>,
     pub settings: Vec<Setting>,
     pub mgmt: MgmtServer,
-    /// Next router number (`r-<n>-VM`) and system VM number.
-    pub next_router: u32,
-    pub next_systemvm: u32,
+    /// The next VM instance number.
+    pub next_instance: u32,
+    /// How long async jobs run unless faults say otherwise, in milliseconds.
     pub job_ms: u64,
 }
 
 impl World {
-    pub fn from_scenario(s: &Scenario) -> World {
-        let zone_name = "zone1".to_string();
-        let physnet = PhysNet {
-            id: id_for("physnet", "physnet-guest"),
-            name: "physnet-guest".into(),
-            vlan: s.guest_vlan.clone(),
-            state: "Enabled".into(),
-            traffic: vec![
-                "Guest".into(),
-                "Public".into(),
-                "Management".into(),
-                "Storage".into(),
-            ],
-        };
-        let settings = SETTINGS
-            .iter()
-            .map(|(name, default, category, dynamic, description)| Setting {
-                name: name.to_string(),
-                value: s.settings.get(*name).cloned().unwrap_or_else(|| {
-                    if *name == "secstorage.allowed.internal.sites" {
-                        "10.20.0.0/16".into()
-                    } else {
-                        default.to_string()
-                    }
-                }),
-                defaultvalue: default.to_string(),
-                category: category.to_string(),
-                description: description.to_string(),
-                isdynamic: *dynamic,
-            })
-            .collect::<Vec<_>>();
-        let hosts: Vec<Host> = s
-            .hosts
-            .iter()
-            .enumerate()
-            .map(|(i, name)| {
-                let mut guest = Guest::default();
-                guest.set_link("cloud0", true);
-                guest.set_service("cloudstack-agent", "active");
-                guest.set_service("openvswitch-switch", "active");
-                guest.put_file(
-                    "/root/.ssh/id_rsa.cloud",
-                    0o600,
-                    "root",
-                    "(the simulated zone's system VM key)\n",
-                );
-                Host {
-                    id: id_for("host", name),
-                    name: name.clone(),
-                    ipaddress: format!("10.1.0.{}", 11 + i),
-                    state: "Up".into(),
-                    resourcestate: "Enabled".into(),
-                    guest,
-                }
-            })
-            .collect();
-        let mut mgmt_guest = Guest::default();
-        mgmt_guest.set_service("cloudstack-management", "active");
-        mgmt_guest.files.insert(
-            "/var/log/cloudstack/management/catalina.out".into(),
-            File {
-                mode: 0o644,
-                owner: "cloud".into(),
-                group: "cloud".into(),
-                content: "INFO  [o.a.c.s.ServerDaemon] Server started\n".into(),
-            },
-        );
-        let mut w = World {
-            zone_id: id_for("zone", &zone_name),
-            zone_name,
-            template_server: s.template_server.clone(),
-            physnets: vec![physnet],
-            vpcs: Vec::new(),
-            networks: Vec::new(),
-            vms: Vec::new(),
-            hosts,
-            settings,
-            mgmt: MgmtServer {
-                id: id_for("mgmt", "mgmt1"),
-                name: "mgmt1".into(),
-                ipaddress: "10.1.0.5".into(),
-                guest: mgmt_guest,
-            },
-            next_router: 930,
-            next_systemvm: 1,
-            job_ms: s.job_ms.unwrap_or(super::DEFAULT_JOB_MS),
-        };
-        let host_of = |w: &World, i: usize| {
-            w.hosts
-                .get(i % w.hosts.len().max(1))
-                .map(|h| h.id.clone())
-                .unwrap_or_default()
-        };
-        // system VMs
-        let sites = w.setting("secstorage.allowed.internal.sites").to_string();
-        for (kind, prefix) in [("secondarystoragevm", "s"), ("consoleproxy", "v")] {
-            let n = w.next_systemvm;
-            w.next_systemvm += 1;
-            let hostid = host_of(&w, n as usize - 1);
-            let vm = w.new_system_vm(kind, prefix, n, hostid, &sites, "Running");
-            w.vms.push(vm);
-        }
-        // VPCs, tiers, routers, guest VMs
-        let mut vm_port = 1;
-        for (vi, seed) in s.vpcs.iter().enumerate() {
-            let vpc = Vpc {
-                id: id_for("vpc", &seed.name),
-                name: seed.name.clone(),
-                cidr: format!("10.{}.0.0/16", 100 + vi),
-                restartrequired: false,
-            };
-            for (ti, tier) in seed.tiers.iter().enumerate() {
-                let net = Network {
-                    id: id_for("network", &format!("{}/{tier}", seed.name)),
-                    name: tier.clone(),
-                    vpcid: vpc.id.clone(),
-                    cidr: format!("10.{}.{}.0/24", 100 + vi, ti + 1),
-                    gateway: format!("10.{}.{}.1", 100 + vi, ti + 1),
-                    vlan: None,
-                };
-                for n in 0..seed.vms_per_tier {
-                    let name = format!("{tier}-vm{}", n + 1);
-                    let hostid = host_of(&w, n);
-                    let ip = format!("10.{}.{}.{}", 100 + vi, ti + 1, 10 + n);
-                    // the VM's port on its hypervisor's bridge, with its flow
-                    if let Some(h) = w.hosts.iter_mut().find(|h| h.id == hostid) {
-                        let port = format!("vnet{vm_port}");
-                        let bridge = h.guest.ovs.entry("cloudbr1".into()).or_default();
-                        bridge.ports.push(port.clone());
-                        bridge.flows.push(format!(
-                            "table=0,priority=100,in_port={port},actions=NORMAL"
-                        ));
-                    }
-                    vm_port += 1;
-                    w.vms.push(Vm {
-                        id: id_for("vm", &format!("{}/{name}", seed.name)),
-                        name,
-                        kind: VmKind::Guest {
-                            networkid: net.id.clone(),
-                            ip,
-                        },
-                        state: "Running".into(),
-                        hostid,
-                        linklocalip: String::new(),
-                        privateip: String::new(),
-                        publicip: String::new(),
-                        jobid: None,
-                        guest: Guest::default(),
-                    });
-                }
-                w.networks.push(net);
-            }
-            for r in 0..seed.routers {
-                let hostid = host_of(&w, r);
-                let vm = w.new_router(&vpc.id, hostid);
-                w.vms.push(vm);
-            }
-            let vpcid = vpc.id.clone();
-            w.vpcs.push(vpc);
-            // a VPC whose tiers all get a VLAN is configured; otherwise its routers never were
-            if w.allocate_vlans(&vpcid).is_ok() {
-                w.configure_routers(&vpcid);
-            }
-        }
-        for h in &mut w.hosts {
-            if !h.guest.ovs.contains_key("cloudbr1") {
-                h.guest.ovs.insert("cloudbr1".into(), Bridge::default());
-            }
-        }
-        // scenario overrides last
-        for (name, seed) in &s.guest {
-            if let Some(g) = w.guest_mut(name) {
-                g.apply(seed);
-            }
-        }
-        w
-    }
-
+    /// A setting's value (empty when unknown).
     pub fn setting(&self, name: &str) -> &str {
         self.settings
             .iter()
             .find(|s| s.name == name)
-            .map(|s| s.value.as_str())
-            .unwrap_or("")
+            .map_or("", |s| s.value.as_str())
     }
 
-    pub fn new_system_vm(
-        &self,
-        systemvmtype: &str,
-        prefix: &str,
-        n: u32,
-        hostid: String,
-        sites: &str,
-        state: &str,
-    ) -> Vm {
-        let name = format!("{prefix}-{n}-VM");
-        let mut guest = Guest::default();
-        for (eth, up) in [("eth0", true), ("eth1", true), ("eth2", true)] {
-            guest.set_link(eth, up);
-        }
-        guest.set_service(
-            "cloud",
-            if state == "Running" {
-                "active"
-            } else {
-                "inactive"
-            },
-        );
-        Vm {
-            id: id_for("systemvm", &name),
-            name,
-            kind: VmKind::SystemVm {
-                systemvmtype: systemvmtype.into(),
-                allowed_sites: sites.into(),
-            },
-            state: state.into(),
-            hostid,
-            linklocalip: format!("169.254.1.{}", 10 + n),
-            privateip: format!("10.1.1.{}", 10 + n),
-            publicip: format!("192.0.2.{}", 10 + n),
-            jobid: None,
-            guest,
+    /// `default.page.size`; `None` means unlimited (`-1`).
+    pub fn page_size_limit(&self) -> Option<u64> {
+        match self.setting("default.page.size").parse::<i64>() {
+            Ok(n) if n > 0 => Some(n as u64),
+            Ok(_) => None,
+            Err(_) => Some(500),
         }
     }
 
-    /// A fresh, unconfigured router of a VPC: eth1 down, keepalived inactive, no config.
-    pub fn new_router(&mut self, vpcid: &str, hostid: String) -> Vm {
-        let n = self.next_router;
-        self.next_router += 1;
-        let name = format!("r-{n}-VM");
-        let mut guest = Guest::default();
-        guest.set_link("eth0", true);
-        guest.set_link("eth1", false);
-        guest.set_link("eth2", true);
-        guest.set_service("keepalived", "inactive");
-        guest.set_service("dnsmasq", "inactive");
-        guest.set_service("conntrackd", "inactive");
-        guest.put_file(
-            "/var/cache/cloud/cmdline",
-            0o644,
-            "root",
-            &format!("type=vpcrouter name={name} redundant_router=true\n"),
-        );
-        Vm {
-            id: id_for("router", &name),
-            name,
-            kind: VmKind::Router {
-                vpcid: vpcid.to_string(),
-            },
-            state: "Running".into(),
-            hostid,
-            linklocalip: format!("169.254.0.{}", 10 + n - 929),
-            privateip: String::new(),
-            publicip: format!("198.51.100.{}", n - 929),
-            jobid: None,
-            guest,
+    pub fn guest(&self, machine: &str) -> Option<&Guest> {
+        if self.mgmt.name == machine {
+            return Some(&self.mgmt.guest);
         }
+        if let Some(h) = self.hosts.iter().find(|h| h.name == machine) {
+            return Some(&h.guest);
+        }
+        self.vms
+            .iter()
+            .find(|v| v.name == machine && v.live())
+            .map(|v| &v.guest)
     }
 
-    pub fn guest_mut(&mut self, name: &str) -> Option<&mut Guest> {
-        if self.mgmt.name == name {
+    pub fn guest_mut(&mut self, machine: &str) -> Option<&mut Guest> {
+        if self.mgmt.name == machine {
             return Some(&mut self.mgmt.guest);
         }
-        if let Some(h) = self.hosts.iter_mut().find(|h| h.name == name) {
+        if let Some(h) = self.hosts.iter_mut().find(|h| h.name == machine) {
             return Some(&mut h.guest);
         }
         self.vms
             .iter_mut()
-            .find(|v| v.name == name)
+            .find(|v| v.name == machine && v.live())
             .map(|v| &mut v.guest)
     }
 
-    pub fn guest(&self, name: &str) -> Option<&Guest> {
-        if self.mgmt.name == name {
-            return Some(&self.mgmt.guest);
-        }
-        if let Some(h) = self.hosts.iter().find(|h| h.name == name) {
-            return Some(&h.guest);
-        }
-        self.vms.iter().find(|v| v.name == name).map(|v| &v.guest)
+    pub fn vm(&self, id: &str) -> Option<&Vm> {
+        self.vms.iter().find(|v| v.id == id)
     }
 
-    /// Gives every tier of the VPC a guest VLAN from the physical network's ranges. Fails,
-    /// changing nothing, when a tier cannot get one; the error names the tier.
-    pub fn allocate_vlans(&mut self, vpcid: &str) -> Result<(), String> {
-        let ranges = super::vlan::parse(&self.physnets[0].vlan).unwrap_or_default();
+    pub fn vm_mut(&mut self, id: &str) -> Option<&mut Vm> {
+        self.vms.iter_mut().find(|v| v.id == id)
+    }
+
+    pub fn host(&self, id: &str) -> Option<&Host> {
+        self.hosts.iter().find(|h| h.id == id)
+    }
+
+    /// The live routers of a VPC, by name.
+    pub fn routers_of(&self, vpcid: &str) -> Vec<&Vm> {
+        let mut routers: Vec<&Vm> = self
+            .vms
+            .iter()
+            .filter(|v| v.is_router_of(vpcid) && v.live())
+            .collect();
+        routers.sort_by(|a, b| a.name.cmp(&b.name));
+        routers
+    }
+
+    /// Takes the next instance number.
+    pub fn take_instance(&mut self) -> u32 {
+        let n = self.next_instance;
+        self.next_instance += 1;
+        n
+    }
+
+    // --- VLANs --------------------------------------------------------------------------------
+
+    /// The guest VLAN spans of the physical network.
+    pub fn guest_vlans(&self) -> Vec<vlan::Span> {
+        vlan::parse(&self.physnets[0].vlan).unwrap_or_default()
+    }
+
+    /// Gives every listed network that has none a guest VLAN from the physical network's
+    /// ranges (which must be Enabled). All or nothing: when one cannot get a VLAN nothing changes and the error (the
+    /// text of the failed job) names the network.
+    pub fn allocate_vlans(&mut self, network_ids: &[String]) -> Result<(), String> {
+        let ranges = self.guest_vlans();
+        let pn = &self.physnets[0];
+        if pn.state != "Enabled"
+            && network_ids.iter().any(|id| {
+                self.networks
+                    .iter()
+                    .any(|n| &n.id == id && n.vlan.is_none())
+            })
+        {
+            return Err(format!(
+                "Unable to implement the network: physical network {} is {}",
+                pn.name, pn.state
+            ));
+        }
         let mut used: Vec<u32> = self.networks.iter().filter_map(|n| n.vlan).collect();
         let mut plan = Vec::new();
         for (i, net) in self.networks.iter().enumerate() {
-            if net.vpcid != vpcid || net.vlan.is_some() {
+            if !network_ids.contains(&net.id) || net.vlan.is_some() {
                 continue;
             }
             let free = ranges
@@ -587,97 +319,123 @@ impl World {
                 .flat_map(|&(a, b)| a..=b)
                 .find(|v| !used.contains(v))
                 .ok_or_else(|| {
+                    let why = if ranges.is_empty() {
+                        "it has no guest VLAN range".to_string()
+                    } else {
+                        format!("no free VLAN is left in {}", vlan::format(&ranges))
+                    };
                     format!(
-                        "Unable to allocate a guest VLAN for network {} in physical network {}: {}",
-                        net.name,
-                        self.physnets[0].name,
-                        if ranges.is_empty() {
-                            "the physical network has no guest VLAN range"
-                        } else {
-                            "every VLAN in its guest range is in use"
-                        }
+                        "Unable to allocate a guest VLAN (vnet) for network {} in physical network {}: {why}",
+                        net.name, self.physnets[0].name
                     )
                 })?;
             used.push(free);
             plan.push((i, free));
         }
-        for (i, vlan) in plan {
-            self.networks[i].vlan = Some(vlan);
+        for (i, tag) in plan {
+            self.networks[i].vlan = Some(tag);
         }
         Ok(())
     }
 
-    /// Configures the VPC's running routers as CloudStack does once their tiers exist:
-    /// keepalived.conf written and keepalived started, then a VRRP election.
+    // --- routers ------------------------------------------------------------------------------
+
+    /// Configures the VPC's running routers as CloudStack does once the VPC is implemented:
+    /// a guest NIC per implemented tier (plugged into the host's cloudbr1), keepalived.conf
+    /// written, keepalived and conntrackd started; then a VRRP election.
     pub fn configure_routers(&mut self, vpcid: &str) {
-        for vm in self.vms.iter_mut() {
-            if vm.kind
-                == (VmKind::Router {
-                    vpcid: vpcid.to_string(),
-                })
-                && vm.state == "Running"
-            {
-                let conf = keepalived_conf(&vm.name);
+        let tiers: Vec<Network> = self
+            .networks
+            .iter()
+            .filter(|n| n.vpcid == vpcid && n.vlan.is_some())
+            .cloned()
+            .collect();
+        let ids: Vec<String> = self
+            .routers_of(vpcid)
+            .into_iter()
+            .filter(|r| r.state == "Running")
+            .map(|r| r.id.clone())
+            .collect();
+        for id in ids {
+            for (i, tier) in tiers.iter().enumerate() {
+                let eth = format!("eth{}", i + 2);
+                if self
+                    .vm(&id)
+                    .is_some_and(|v| v.guest.links.contains_key(&eth))
+                {
+                    continue;
+                }
+                self.plug(&id, "cloudbr1");
+                let vm = self.vm_mut(&id).expect("router exists");
+                let prefix = tier.cidr.rsplit('/').next().unwrap_or("24");
                 vm.guest
-                    .put_file("/etc/keepalived/keepalived.conf", 0o644, "root", &conf);
-                vm.guest.set_service("keepalived", "active");
-                vm.guest.set_service("conntrackd", "active");
+                    .put_link(&eth, true, &[format!("{}/{prefix}", tier.gateway)]);
             }
+            let vm = self.vm_mut(&id).expect("router exists");
+            let conf = keepalived_conf(&vm.name, tiers.len());
+            vm.guest.put_file(KEEPALIVED_CONF, 0o644, "root", &conf);
+            vm.guest.set_service("keepalived", ServiceState::Active);
+            vm.guest.set_service("conntrackd", ServiceState::Active);
         }
         self.elect(vpcid);
     }
 
-    /// VRRP, simplified: among the VPC's running routers with keepalived active and
-    /// configured, if none holds the public link, the first (by name) takes it and becomes
-    /// PRIMARY (eth1 up, dnsmasq started); the others stay BACKUP with eth1 down and dnsmasq
-    /// stopped, as CloudStack's transition scripts do.
+    /// VRRP, simplified. Candidates are the VPC's running routers with keepalived active and
+    /// a keepalived.conf. A candidate that holds the public link (eth1 up) keeps it (keepalived
+    /// runs with `nopreempt`); otherwise the first by name takes it. The PRIMARY gets eth1 up
+    /// and dnsmasq started, every other candidate eth1 down and dnsmasq stopped, as
+    /// CloudStack's transition scripts do. Routers that are not candidates are left alone.
     pub fn elect(&mut self, vpcid: &str) {
-        let mut candidates: Vec<usize> = (0..self.vms.len())
-            .filter(|&i| {
-                let vm = &self.vms[i];
-                vm.kind
-                    == (VmKind::Router {
-                        vpcid: vpcid.to_string(),
-                    })
-                    && vm.state == "Running"
+        let candidates: Vec<String> = self
+            .routers_of(vpcid)
+            .into_iter()
+            .filter(|vm| {
+                vm.state == "Running"
                     && vm.guest.active("keepalived")
-                    && vm
-                        .guest
-                        .files
-                        .contains_key("/etc/keepalived/keepalived.conf")
+                    && vm.guest.has_file(KEEPALIVED_CONF)
             })
+            .map(|vm| vm.id.clone())
             .collect();
-        candidates.sort_by(|&a, &b| self.vms[a].name.cmp(&self.vms[b].name));
         let holder = candidates
             .iter()
-            .copied()
-            .find(|&i| self.vms[i].guest.link_up("eth1"));
-        let primary = holder.or(candidates.first().copied());
-        for &i in &candidates {
-            let is_primary = Some(i) == primary;
-            let g = &mut self.vms[i].guest;
-            if is_primary && !g.link_up("eth1") {
-                g.set_link("eth1", true);
-                g.set_service("dnsmasq", "active");
-            } else if !is_primary {
+            .find(|id| self.vm(id).is_some_and(|v| v.guest.link_up("eth1")))
+            .or(candidates.first())
+            .cloned();
+        for id in candidates {
+            let is_primary = Some(&id) == holder.as_ref();
+            let g = &mut self.vm_mut(&id).expect("router exists").guest;
+            if is_primary {
+                if !g.link_up("eth1") {
+                    g.set_link("eth1", true);
+                    g.set_service("dnsmasq", ServiceState::Active);
+                }
+            } else {
                 g.set_link("eth1", false);
-                g.set_service("dnsmasq", "inactive");
+                g.set_service("dnsmasq", ServiceState::Inactive);
             }
         }
     }
 
-    /// A router's redundant state, derived from its guest state like `checkrouter.sh`:
-    /// not running -> UNKNOWN; keepalived not active -> BACKUP when it was never configured
-    /// (no keepalived.conf: it waits forever as BACKUP), FAULT otherwise; then eth1 up ->
-    /// PRIMARY, down -> BACKUP.
-    pub fn redundant_state(vm: &Vm) -> &'static str {
-        if vm.state != "Running" {
+    /// A router's `redundantstate`, derived from its guest state as `checkrouter.sh` does:
+    /// - not a redundant router, or not Running: `UNKNOWN`;
+    /// - keepalived not active: `FAULT` on a configured router (keepalived.conf present);
+    ///   `BACKUP` on one that was never configured, which keeps waiting as BACKUP;
+    /// - otherwise eth1 (public) up: `PRIMARY`, down: `BACKUP`.
+    pub fn redundant_state(&self, vm: &Vm) -> &'static str {
+        let redundant = vm
+            .vpcid()
+            .and_then(|id| self.vpcs.iter().find(|v| v.id == id))
+            .is_some_and(|v| v.redundant);
+        if !redundant || vm.state != "Running" {
             return "UNKNOWN";
         }
         let g = &vm.guest;
-        let configured = g.files.contains_key("/etc/keepalived/keepalived.conf");
         if !g.active("keepalived") {
-            return if configured { "FAULT" } else { "BACKUP" };
+            return if g.has_file(KEEPALIVED_CONF) {
+                "FAULT"
+            } else {
+                "BACKUP"
+            };
         }
         if g.link_up("eth1") {
             "PRIMARY"
@@ -686,20 +444,139 @@ impl World {
         }
     }
 
-    /// Whether the SSVM may download from the template server: the sites pushed to it when
-    /// it last started must cover the server's address, and it must be running.
+    /// Adds a NIC's tap (`vnetN`) to the VM's host bridge, with its flow; returns the port.
+    pub fn plug(&mut self, vm_id: &str, bridge: &str) -> Option<String> {
+        let hostid = self.vm(vm_id)?.hostid.clone();
+        let host = self.hosts.iter_mut().find(|h| h.id == hostid)?;
+        let port = format!("vnet{}", host.next_vnet);
+        host.next_vnet += 1;
+        let flow = port_flow(&port);
+        host.guest.add_ovs_port(bridge, &port, Some(flow));
+        let vm = self.vm_mut(vm_id)?;
+        vm.ports.push((bridge.to_string(), port.clone()));
+        Some(port)
+    }
+
+    /// Removes a VM's taps (and their flows) from its host's bridges.
+    pub fn unplug(&mut self, vm_id: &str) {
+        let Some(vm) = self.vm_mut(vm_id) else {
+            return;
+        };
+        let (hostid, ports) = (vm.hostid.clone(), std::mem::take(&mut vm.ports));
+        let Some(host) = self.hosts.iter_mut().find(|h| h.id == hostid) else {
+            return;
+        };
+        for (bridge, port) in ports {
+            if let Some(b) = host.guest.ovs.get_mut(&bridge) {
+                b.ports.retain(|p| p != &port);
+                let flow = port_flow(&port);
+                b.flows.retain(|f| f != &flow);
+            }
+        }
+    }
+
+    // --- SSVM ---------------------------------------------------------------------------------
+
+    /// Whether an SSVM can download templates from the template server: it runs, its agent
+    /// (`cloud` service) is active, and the `secstorage.allowed.internal.sites` value it got
+    /// when it last started covers the server's address.
     pub fn ssvm_can_download(&self, vm: &Vm) -> bool {
         match &vm.kind {
-            VmKind::SystemVm {
-                systemvmtype,
-                allowed_sites,
-            } if systemvmtype == "secondarystoragevm" => {
+            VmKind::SystemVm { allowed_sites, .. } if vm.is_ssvm() => {
                 vm.state == "Running"
-                    && allowed_sites
-                        .split(',')
-                        .any(|cidr| super::vlan::cidr_contains(cidr.trim(), &self.template_server))
+                    && vm.guest.active("cloud")
+                    && sites_cover(allowed_sites, &self.template_server)
             }
             _ => false,
         }
     }
+
+    /// What `/usr/local/cloud/systemvm/ssvm-check.sh` prints on an SSVM (simulated: the real
+    /// script checks DNS, the NFS mount and the management server; this one adds the template
+    /// server). Problems are `ERROR:` lines.
+    pub fn ssvm_check(&self, vm: &Vm) -> String {
+        let VmKind::SystemVm { allowed_sites, .. } = &vm.kind else {
+            return String::new();
+        };
+        let bar = "================================================";
+        let mut out = vec![
+            bar.to_string(),
+            "First DNS server is 10.1.0.2".into(),
+            "Good: Can ping DNS server".into(),
+            bar.into(),
+            "Good: DNS resolves download.cloudstack.org".into(),
+            bar.into(),
+            "NFS is currently mounted".into(),
+            "Good: Can write to mount point".into(),
+            bar.into(),
+            format!(
+                "Management server is {}. Checking connectivity.",
+                self.mgmt.ipaddress
+            ),
+        ];
+        if vm.guest.active("cloud") {
+            out.push("Good: Can connect to management server port 8250".into());
+            out.push("Good: Java process is running".into());
+        } else {
+            out.push("ERROR: Java process not running. Try restarting the SSVM.".into());
+        }
+        out.push(bar.into());
+        let sites = if allowed_sites.is_empty() {
+            "(none)"
+        } else {
+            allowed_sites.as_str()
+        };
+        out.push(format!(
+            "Checking template server {} (allowed internal sites: {sites})",
+            self.template_server
+        ));
+        if sites_cover(allowed_sites, &self.template_server) {
+            out.push(format!(
+                "Good: template downloads from {} are allowed",
+                self.template_server
+            ));
+        } else {
+            out.push(format!(
+                "ERROR: {} is not covered by secstorage.allowed.internal.sites as pushed to this SSVM; template downloads from it are blocked",
+                self.template_server
+            ));
+        }
+        out.push(bar.into());
+        out.push("Tests Complete. Look for ERROR or WARNING above.".into());
+        out.join("\n") + "\n"
+    }
+}
+
+/// The flow CloudStack's OVS bridge carries for a VM tap.
+pub fn port_flow(port: &str) -> String {
+    format!("table=0,priority=100,in_port={port},actions=NORMAL")
+}
+
+/// Whether a comma-separated CIDR list covers an address.
+pub fn sites_cover(sites: &str, addr: &str) -> bool {
+    sites
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .any(|cidr| vlan::cidr_contains(cidr, addr))
+}
+
+/// keepalived.conf for a VPC router, shaped like CloudStack's template (`state BACKUP` with
+/// `nopreempt`: every router starts as BACKUP and VRRP elects the PRIMARY).
+pub fn keepalived_conf(router: &str, tiers: usize) -> String {
+    let interfaces: String = (0..tiers)
+        .map(|i| format!("        eth{}\n", i + 2))
+        .collect();
+    format!(
+        "! keepalived.conf for {router} (rendered from keepalived.conf.templ)\n\
+         global_defs {{\n    router_id {router}\n}}\n\
+         vrrp_script heartbeat {{\n    script \"/ramdisk/rrouter/heartbeat.sh\"\n    interval 10\n}}\n\
+         vrrp_instance inside_network {{\n    state BACKUP\n    nopreempt\n    interface eth2\n    \
+         virtual_router_id 51\n    priority 100\n    advert_int 1\n    \
+         authentication {{\n        auth_type AH\n        auth_pass 7a1b2c3d\n    }}\n    \
+         track_interface {{\n{interfaces}    }}\n    \
+         notify_master \"/opt/cloud/bin/configure_router.py --primary\"\n    \
+         notify_backup \"/opt/cloud/bin/configure_router.py --backup\"\n    \
+         notify_fault \"/opt/cloud/bin/configure_router.py --fault\"\n}}\n"
+    )
 }

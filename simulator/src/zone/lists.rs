@@ -1,0 +1,516 @@
+//! The list commands: what each returns (the API view of the zone's objects, with derived
+//! fields computed here at reply time), the filters, account scope, and paging.
+//!
+//! Account scope: the caller is the root admin (account `admin`). VPCs, networks and guest
+//! VMs belong to the user account `ops`; `listVPCs`, `listNetworks` and `listVirtualMachines`
+//! show them only with `listall=true`, with `account=ops`, or when asked for by `id` — as a
+//! real server lists another account's resources. Routers, system VMs, hosts, settings and
+//! the caller's own async jobs are always listed.
+
+use serde_json::{json, Map, Value};
+
+use super::model::{id_for, Network, Vm, VmKind, World, DOMAIN, USER_ACCOUNT, VERSION};
+use super::{vlan, Params, Zone};
+use crate::apis::ApiSpec;
+
+/// Lists whose items belong to the user account (see the module doc).
+const ACCOUNT_SCOPED: [&str; 3] = ["listVPCs", "listNetworks", "listVirtualMachines"];
+
+/// Fields compared for equality (ignoring ASCII case) with the parameter of the same name,
+/// when the command declares that parameter.
+const EQUALITY_FILTERS: [&str; 16] = [
+    "id",
+    "zoneid",
+    "podid",
+    "clusterid",
+    "vpcid",
+    "hostid",
+    "state",
+    "systemvmtype",
+    "type",
+    "physicalnetworkid",
+    "traffictype",
+    "resourcestate",
+    "hypervisor",
+    "version",
+    "restartrequired",
+    "category",
+];
+
+impl Zone {
+    /// Runs a list command: items, then scope, filters, job marks and paging.
+    pub(super) fn list(&self, spec: &ApiSpec, p: &Params) -> Result<Value, (u16, String)> {
+        let items = self.items(spec, p)?;
+        let scoped = ACCOUNT_SCOPED.contains(&spec.name.as_str())
+            && !p.flag("listall")
+            && p.get("id").is_none()
+            && p.get("account") != Some(USER_ACCOUNT);
+        let items: Vec<Value> = items
+            .into_iter()
+            .filter(|item| !scoped || item["account"] != USER_ACCOUNT)
+            .filter(|item| matches(spec, p, item))
+            .map(|item| self.mark_job(item))
+            .collect();
+        Ok(self.page(spec, p, items))
+    }
+
+    /// Every item of a list command before filtering.
+    fn items(&self, spec: &ApiSpec, p: &Params) -> Result<Vec<Value>, (u16, String)> {
+        let w = &self.world;
+        let items = match spec.name.as_str() {
+            "listZones" => vec![json!({
+                "id": w.zone_id, "name": w.zone_name, "allocationstate": "Enabled",
+                "networktype": "Advanced", "dhcpprovider": "VirtualRouter",
+                "securitygroupsenabled": false, "localstorageenabled": false,
+                "guestcidraddress": "10.1.0.0/16", "dns1": "10.1.0.2", "internaldns1": "10.1.0.2",
+            })],
+            "listPhysicalNetworks" => w
+                .physnets
+                .iter()
+                .map(|pn| self.physnet_json(&pn.id))
+                .collect(),
+            "listTrafficTypes" => w
+                .physnets
+                .iter()
+                .filter(|pn| p.get("physicalnetworkid") == Some(pn.id.as_str()))
+                .flat_map(|pn| {
+                    pn.traffic.iter().map(|t| {
+                        json!({
+                            "id": t.id, "traffictype": t.traffictype, "physicalnetworkid": pn.id,
+                            "kvmnetworklabel": t.kvmnetworklabel, "xennetworklabel": "",
+                            "vmwarenetworklabel": "", "isolationmethods": "VLAN",
+                            "vlan": if t.traffictype == "Guest" { pn.vlan.as_str() } else { "" },
+                        })
+                    })
+                })
+                .collect(),
+            // every router is a VPC router, so `forvpc=false` lists none
+            "listRouters" if p.flag_is("forvpc", false) => Vec::new(),
+            "listRouters" => w
+                .vms
+                .iter()
+                .filter(|v| matches!(v.kind, VmKind::Router { .. }) && v.live())
+                .map(|v| self.router_json(v))
+                .collect(),
+            "listVPCs" => w.vpcs.iter().map(|v| self.vpc_json(&v.id)).collect(),
+            "listNetworks" => w.networks.iter().map(|n| network_json(w, n)).collect(),
+            "listVirtualMachines" => w
+                .vms
+                .iter()
+                .filter(|v| matches!(v.kind, VmKind::Guest { .. }) && v.live())
+                .map(|v| vm_json(w, v))
+                .collect(),
+            "listSystemVms" => w
+                .vms
+                .iter()
+                .filter(|v| matches!(v.kind, VmKind::SystemVm { .. }) && v.live())
+                .map(|v| self.systemvm_json(v))
+                .collect(),
+            "listConfigurations" => w
+                .settings
+                .iter()
+                .filter(|s| p.get("name").is_none_or(|n| contains(&s.name, n)))
+                .map(setting_json)
+                .collect(),
+            "listHosts" => self
+                .hosts_json()
+                .into_iter()
+                .filter(|h| {
+                    p.get("virtualmachineid").is_none_or(|vm| {
+                        w.vm(vm).is_some_and(|v| {
+                            v.live() && v.state != "Stopped" && h["id"] == v.hostid
+                        })
+                    })
+                })
+                .collect(),
+            "listCapacity" => capacity_json(w),
+            "listAsyncJobs" => self.jobs.iter().map(|j| self.job_json(j)).collect(),
+            "listManagementServers" => vec![json!({
+                "id": w.mgmt.id, "name": w.mgmt.name, "state": "Up", "version": VERSION,
+                "javaversion": "11.0.22", "osdistribution": "Ubuntu 22.04.4 LTS",
+                "kernelversion": "5.15.0-105-generic", "serviceip": w.mgmt.ipaddress,
+                "lastserverstart": "2029-12-31T08:00:00+0000", "lastboottime": "2029-12-31T07:58:12+0000",
+            })],
+            "listNics" => w
+                .vm(p.get("virtualmachineid").unwrap_or_default())
+                .map(|v| nics(w, v))
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|n| p.get("nicid").is_none_or(|id| n["id"] == id))
+                .collect(),
+            other => {
+                return Err((
+                    432,
+                    format!("The API {other} is not available in the simulated zone"),
+                ))
+            }
+        };
+        Ok(items)
+    }
+
+    /// Adds `jobid`/`jobstatus` to an item a pending async job is acting on.
+    fn mark_job(&self, mut item: Value) -> Value {
+        if let Some(job) = item["id"].as_str().and_then(|id| self.pending_job_on(id)) {
+            item["jobid"] = json!(job.jobid);
+            item["jobstatus"] = json!(0);
+        }
+        item
+    }
+
+    /// `{"<envelope>": {"count": total, "<item>": [page]}}`, or `{"<envelope>": {}}` when
+    /// nothing matched; a page past the end has the count and no array (the serializer
+    /// leaves out empty arrays). Without paging at most `default.page.size` items are returned.
+    fn page(&self, spec: &ApiSpec, p: &Params, items: Vec<Value>) -> Value {
+        let envelope = &spec.response_envelope_key;
+        if items.is_empty() {
+            return json!({ envelope: {} });
+        }
+        let key = spec.list_item_key.as_deref().unwrap_or("item");
+        let count = items.len();
+        let limit = self
+            .world
+            .page_size_limit()
+            .map_or(usize::MAX, |n| n as usize);
+        let (page, size) = match (p.get("page"), p.get("pagesize")) {
+            (Some(page), Some(size)) => (
+                page.parse::<usize>().unwrap_or(1),
+                size.parse::<usize>().unwrap_or(limit),
+            ),
+            (None, Some("-1")) => (1, usize::MAX),
+            _ => (1, limit),
+        };
+        let shown: Vec<Value> = items
+            .into_iter()
+            .skip((page - 1).saturating_mul(size))
+            .take(size)
+            .collect();
+        if shown.is_empty() {
+            return json!({ envelope: { "count": count } });
+        }
+        json!({ envelope: { "count": count, key: shown } })
+    }
+
+    pub(super) fn physnet_json(&self, id: &str) -> Value {
+        let w = &self.world;
+        let Some(pn) = w.physnets.iter().find(|p| p.id == id) else {
+            return Value::Null;
+        };
+        json!({
+            "id": pn.id, "name": pn.name, "zoneid": w.zone_id, "zonename": w.zone_name,
+            "vlan": pn.vlan, "state": pn.state, "isolationmethods": "VLAN",
+            "broadcastdomainrange": "ZONE", "networkspeed": "1G", "tags": "",
+            "domainid": w.domain_id,
+        })
+    }
+
+    pub(super) fn vpc_json(&self, id: &str) -> Value {
+        let w = &self.world;
+        let Some(v) = w.vpcs.iter().find(|v| v.id == id) else {
+            return Value::Null;
+        };
+        let tiers: Vec<Value> = w
+            .networks
+            .iter()
+            .filter(|n| n.vpcid == v.id)
+            .map(|n| network_json(w, n))
+            .collect();
+        json!({
+            "id": v.id, "name": v.name, "displaytext": v.name, "state": "Enabled",
+            "zoneid": w.zone_id, "zonename": w.zone_name, "cidr": v.cidr,
+            "redundantvpcrouter": v.redundant, "restartrequired": v.restartrequired,
+            "vpcofferingname": if v.redundant { "Redundant VPC offering" } else { "Default VPC offering" },
+            "account": USER_ACCOUNT, "domain": DOMAIN, "domainid": w.domain_id, "network": tiers,
+        })
+    }
+
+    pub(super) fn router_json(&self, v: &Vm) -> Value {
+        let w = &self.world;
+        let Some(vpcid) = v.vpcid() else {
+            return Value::Null;
+        };
+        let vpc = w.vpcs.iter().find(|x| x.id == vpcid);
+        let host = w.host(&v.hostid);
+        let first_tier = w
+            .networks
+            .iter()
+            .find(|n| n.vpcid == vpcid && n.vlan.is_some());
+        let redundantstate = w.redundant_state(v);
+        let dnsmasq_down = redundantstate == "PRIMARY" && !v.guest.active("dnsmasq");
+        json!({
+            "id": v.id, "name": v.name, "state": v.state,
+            "redundantstate": redundantstate,
+            "isredundantrouter": vpc.is_some_and(|x| x.redundant),
+            "linklocalip": v.linklocalip, "linklocalnetworkid": id_for("network", "control"),
+            "linklocalmacaddress": format!("0e:00:a9:fe:{:02x}:{:02x}", (v.number >> 8) & 0xff, v.number & 0xff),
+            "hostid": v.hostid, "hostname": host.map_or("", |h| h.name.as_str()),
+            "hostcontrolstate": host.map_or("", |h| h.state.as_str()),
+            "podid": w.pod_id, "zoneid": w.zone_id, "zonename": w.zone_name,
+            "vpcid": vpcid, "vpcname": vpc.map_or("", |x| x.name.as_str()),
+            "guestnetworkid": first_tier.map_or("", |n| n.id.as_str()),
+            "guestipaddress": first_tier.map_or("", |n| n.gateway.as_str()),
+            "publicip": v.publicip, "role": "VIRTUAL_ROUTER", "version": VERSION,
+            "requiresupgrade": false, "templateversion": "Cloudstack Release 4.18.2",
+            "healthchecksfailed": dnsmasq_down,
+            "account": USER_ACCOUNT, "domain": DOMAIN, "domainid": w.domain_id,
+            "nic": nics(w, v),
+        })
+    }
+
+    pub(super) fn systemvm_json(&self, v: &Vm) -> Value {
+        let w = &self.world;
+        let Some(systemvmtype) = v.systemvmtype() else {
+            return Value::Null;
+        };
+        let host = w.host(&v.hostid);
+        json!({
+            "id": v.id, "name": v.name, "systemvmtype": systemvmtype, "state": v.state,
+            "agentstate": agent_state(v),
+            "linklocalip": v.linklocalip, "privateip": v.privateip, "publicip": v.publicip,
+            "hostid": v.hostid, "hostname": host.map_or("", |h| h.name.as_str()),
+            "podid": w.pod_id, "zoneid": w.zone_id, "zonename": w.zone_name, "version": VERSION,
+            "activeviewersessions": 0, "dns1": "10.1.0.2",
+        })
+    }
+
+    /// Hypervisors (type Routing), then the SSVM/CPVM agents as hosts of their own type.
+    pub(super) fn hosts_json(&self) -> Vec<Value> {
+        let w = &self.world;
+        let mut out: Vec<Value> = w
+            .hosts
+            .iter()
+            .map(|h| {
+                json!({
+                    "id": h.id, "name": h.name, "type": "Routing", "state": h.state,
+                    "resourcestate": h.resourcestate, "ipaddress": h.ipaddress, "hypervisor": "KVM",
+                    "podid": w.pod_id, "clusterid": w.cluster_id, "zoneid": w.zone_id,
+                    "version": VERSION, "managementserverid": w.mgmt.id,
+                    "lastpinged": "1970-01-20T14:15:21+0000",
+                })
+            })
+            .collect();
+        for v in w.vms.iter().filter(|v| v.live()) {
+            let Some(t) = v.systemvmtype() else { continue };
+            let kind = if t == "secondarystoragevm" {
+                "SecondaryStorageVM"
+            } else {
+                "ConsoleProxy"
+            };
+            out.push(json!({
+                "id": id_for("agent", &v.name), "name": v.name, "type": kind,
+                "state": agent_state(v), "resourcestate": "Enabled", "ipaddress": v.privateip,
+                "podid": w.pod_id, "zoneid": w.zone_id, "version": VERSION,
+                "managementserverid": w.mgmt.id,
+            }));
+        }
+        out
+    }
+}
+
+/// An SSVM/CPVM agent's link to the management server: Up while the VM runs and its `cloud`
+/// service is active.
+fn agent_state(v: &Vm) -> &'static str {
+    if v.state == "Running" && v.guest.active("cloud") {
+        "Up"
+    } else {
+        "Disconnected"
+    }
+}
+
+/// Case-insensitive substring match (SQL `LIKE %x%` under MySQL's usual collation).
+fn contains(haystack: &str, needle: &str) -> bool {
+    haystack
+        .to_ascii_lowercase()
+        .contains(&needle.to_ascii_lowercase())
+}
+
+/// An item's field as text, for comparing with a parameter.
+fn field_text(item: &Map<String, Value>, key: &str) -> Option<String> {
+    match item.get(key)? {
+        Value::String(s) => Some(s.clone()),
+        Value::Null => None,
+        other => Some(other.to_string()),
+    }
+}
+
+/// Whether an item passes the filters the caller gave (see [`EQUALITY_FILTERS`]; `name`
+/// exact, or substring for listConfigurations/listVirtualMachines; `keyword` substring of
+/// the name; `ids`; `networkid` among the item's NICs).
+fn matches(spec: &ApiSpec, p: &Params, item: &Value) -> bool {
+    let Some(obj) = item.as_object() else {
+        return true;
+    };
+    let declared = |name: &str| spec.params.iter().any(|x| x.name == name);
+    let text = |k: &str| field_text(obj, k);
+    for key in EQUALITY_FILTERS {
+        let Some(want) = p.get(key).filter(|_| declared(key)) else {
+            continue;
+        };
+        if spec.name == "listTrafficTypes" {
+            continue;
+        }
+        if !text(key).is_some_and(|have| have.eq_ignore_ascii_case(want)) {
+            return false;
+        }
+    }
+    if let Some(want) = p.get("name").filter(|_| declared("name")) {
+        let have = text("name").unwrap_or_default();
+        let ok = match spec.name.as_str() {
+            "listConfigurations" | "listVirtualMachines" => contains(&have, want),
+            _ => have == want,
+        };
+        if !ok {
+            return false;
+        }
+    }
+    if let Some(k) = p.get("keyword").filter(|_| declared("keyword")) {
+        if !contains(&text("name").unwrap_or_default(), k) {
+            return false;
+        }
+    }
+    if let Some(ids) = p.get("ids").filter(|_| declared("ids")) {
+        let have = text("id").unwrap_or_default();
+        if !ids.split(',').any(|i| i.trim() == have) {
+            return false;
+        }
+    }
+    if let Some(net) = p.get("networkid").filter(|_| declared("networkid")) {
+        let on_net = |n: &Value| n["networkid"] == net;
+        let ok = if spec.name == "listNics" {
+            on_net(item)
+        } else {
+            obj.get("nic")
+                .and_then(Value::as_array)
+                .is_some_and(|nics| nics.iter().any(on_net))
+        };
+        if !ok {
+            return false;
+        }
+    }
+    true
+}
+
+pub(super) fn setting_json(s: &super::model::Setting) -> Value {
+    json!({
+        "name": s.name, "value": s.value, "defaultvalue": s.defaultvalue,
+        "category": s.category, "description": s.description,
+        "isdynamic": s.isdynamic, "scope": "global", "type": s.kind,
+        "component": "management-server",
+    })
+}
+
+fn network_json(w: &World, n: &Network) -> Value {
+    json!({
+        "id": n.id, "name": n.name, "displaytext": n.name,
+        "state": if n.vlan.is_some() { "Implemented" } else { "Allocated" },
+        "type": "Isolated", "vpcid": n.vpcid, "redundantrouter": true, "restartrequired": false,
+        "vlan": n.vlan.map(|v| v.to_string()),
+        "broadcasturi": n.vlan.map(|v| format!("vlan://{v}")),
+        "broadcastdomaintype": "Vlan",
+        "cidr": n.cidr, "gateway": n.gateway, "netmask": "255.255.255.0",
+        "physicalnetworkid": w.physnets[0].id, "zoneid": w.zone_id, "zonename": w.zone_name,
+        "traffictype": "Guest", "account": USER_ACCOUNT, "domain": DOMAIN, "domainid": w.domain_id,
+    })
+}
+
+fn vm_json(w: &World, v: &Vm) -> Value {
+    let host = w.host(&v.hostid);
+    let running = v.state == "Running";
+    json!({
+        "id": v.id, "name": v.name, "displayname": v.name,
+        "instancename": format!("i-2-{}-VM", v.number),
+        "state": v.state,
+        "hostid": if running { v.hostid.as_str() } else { "" },
+        "hostname": if running { host.map_or("", |h| h.name.as_str()) } else { "" },
+        "zoneid": w.zone_id, "zonename": w.zone_name, "hypervisor": "KVM",
+        "account": USER_ACCOUNT, "domain": DOMAIN, "domainid": w.domain_id, "nic": nics(w, v),
+    })
+}
+
+/// A VM's NICs: for a VPC router control (eth0), public (eth1) and one per implemented tier
+/// (eth2...); for a guest VM its tier NIC; for a system VM control, management and public.
+pub(super) fn nics(w: &World, v: &Vm) -> Vec<Value> {
+    let nic = |dev: usize, ip: &str, traffic: &str, default: bool| {
+        json!({
+            "id": id_for("nic", &format!("{}/eth{dev}", v.name)), "deviceid": dev.to_string(),
+            "ipaddress": ip, "traffictype": traffic, "isdefault": default,
+            "macaddress": format!("02:{:02x}:{:02x}:00:00:{dev:02x}", (v.number >> 8) & 0xff, v.number & 0xff),
+            "virtualmachineid": v.id,
+        })
+    };
+    let tier_nic = |dev: usize, n: &Network, ip: &str, default: bool| {
+        let mut item = nic(dev, ip, "Guest", default);
+        item["networkid"] = json!(n.id);
+        item["networkname"] = json!(n.name);
+        item["netmask"] = json!("255.255.255.0");
+        item["gateway"] = json!(n.gateway);
+        item["vlanid"] = json!(n.vlan);
+        item["broadcasturi"] = json!(n.vlan.map(|x| format!("vlan://{x}")));
+        item["isolationuri"] = item["broadcasturi"].clone();
+        item
+    };
+    match &v.kind {
+        VmKind::Router { vpcid } => {
+            let mut out = vec![
+                nic(0, &v.linklocalip, "Control", false),
+                nic(1, &v.publicip, "Public", true),
+            ];
+            let tiers = w
+                .networks
+                .iter()
+                .filter(|n| &n.vpcid == vpcid && n.vlan.is_some());
+            for (i, n) in tiers.enumerate() {
+                out.push(tier_nic(i + 2, n, &n.gateway, false));
+            }
+            out
+        }
+        VmKind::Guest { networkid, ip } => w
+            .networks
+            .iter()
+            .filter(|n| &n.id == networkid)
+            .map(|n| tier_nic(0, n, ip, true))
+            .collect(),
+        VmKind::SystemVm { .. } => vec![
+            nic(0, &v.linklocalip, "Control", false),
+            nic(1, &v.privateip, "Management", false),
+            nic(2, &v.publicip, "Public", true),
+        ],
+    }
+}
+
+fn capacity_json(w: &World) -> Vec<Value> {
+    let spans = w.guest_vlans();
+    let vlan_total = vlan::size(&spans);
+    let vlan_used = w
+        .networks
+        .iter()
+        .filter(|n| n.vlan.is_some_and(|v| vlan::covers(&spans, v)))
+        .count() as u64;
+    let pct = |used: u64, total: u64| {
+        if total == 0 {
+            "0".to_string()
+        } else {
+            format!("{:.2}", used as f64 * 100.0 / total as f64)
+        }
+    };
+    let row = |t: u32, name: &str, used: u64, total: u64| {
+        json!({
+            "type": t, "name": name, "zoneid": w.zone_id, "zonename": w.zone_name,
+            "capacityused": used, "capacityallocated": used, "capacitytotal": total,
+            "percentused": pct(used, total),
+        })
+    };
+    vec![
+        row(0, "MEMORY", 68_719_476_736, 274_877_906_944),
+        row(1, "CPU", 24_000, 96_000),
+        row(2, "STORAGE", 429_496_729_600, 2_199_023_255_552),
+        row(4, "VIRTUAL_NETWORK_PUBLIC_IP", w.vpcs.len() as u64, 50),
+        row(
+            5,
+            "PRIVATE_IP",
+            w.vms.iter().filter(|v| v.live()).count() as u64,
+            200,
+        ),
+        row(6, "SECONDARY_STORAGE", 107_374_182_400, 1_099_511_627_776),
+        row(7, "VLAN", vlan_used, u64::from(vlan_total)),
+    ]
+}
