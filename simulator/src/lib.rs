@@ -15,4 +15,5 @@ pub mod faults;
 pub mod scenario;
 pub mod server;
 pub mod signature;
+pub mod ssh;
 pub mod zone;

@@ -71,6 +71,10 @@ pub struct Guest {
     pub files: BTreeMap<String, File>,
     /// Open vSwitch bridges (hypervisors only).
     pub ovs: BTreeMap<String, Bridge>,
+    /// Routes added with `ip route add`, per routing table (`main`, `Table_eth1`, ...), as
+    /// `ip route show` prints them. Routes of the links' own subnets are not stored.
+    #[serde(default)]
+    pub routes: BTreeMap<String, Vec<String>>,
 }
 
 impl Guest {

@@ -1,0 +1,334 @@
+//! The SSH servers: one russh server per hypervisor and management server on 127.0.0.1, and
+//! the system VMs' SSH sessions served over `direct-tcpip` channels of their hypervisor.
+//!
+//! Owned here: authentication (public key only, the one authorized key, user `root`), host
+//! keys, which `direct-tcpip` targets a hypervisor connects (only `<linklocalip>:3922` of a
+//! Running system VM whose `hostid` is that hypervisor), exec channels (the command line runs
+//! in its own task; `sleep` really waits and ends early when the client closes the channel or
+//! sends a signal) and the command log.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use russh::keys::{Algorithm, PrivateKey, PublicKey};
+use russh::server::{Auth, Config, Msg, Session};
+use russh::{Channel, ChannelId, ChannelMsg, MethodKind, MethodSet};
+use tokio::sync::watch;
+
+use super::commands::{self, Output, Step};
+use super::shell;
+use crate::zone::Zone;
+
+/// The port system VMs' sshd listens on, on their link-local address.
+pub const SYSTEM_VM_PORT: u32 = 3922;
+
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// State shared by every server and session of one [`super::SshSim`].
+pub(crate) struct Shared {
+    pub zone: Arc<Mutex<Zone>>,
+    pub client_key: PublicKey,
+    /// Host keys by machine name, made when first needed.
+    pub keys: Mutex<BTreeMap<String, PrivateKey>>,
+    /// Command lines by machine, in order.
+    pub log: Mutex<BTreeMap<String, Vec<String>>>,
+    /// Turns true on shutdown.
+    pub stop: watch::Receiver<bool>,
+}
+
+impl Shared {
+    /// The host key of `machine`, made on first use.
+    pub fn host_key(&self, machine: &str) -> PrivateKey {
+        lock(&self.keys)
+            .entry(machine.to_string())
+            .or_insert_with(new_key)
+            .clone()
+    }
+
+    pub fn config(&self, machine: &str) -> Arc<Config> {
+        Arc::new(Config {
+            keys: vec![self.host_key(machine)],
+            methods: MethodSet::from(&[MethodKind::PublicKey][..]),
+            auth_rejection_time: Duration::from_millis(50),
+            auth_rejection_time_initial: Some(Duration::ZERO),
+            inactivity_timeout: Some(Duration::from_secs(3600)),
+            nodelay: true,
+            ..Config::default()
+        })
+    }
+}
+
+/// A fresh ed25519 key.
+pub(crate) fn new_key() -> PrivateKey {
+    PrivateKey::random(
+        &mut russh::keys::ssh_key::rand_core::OsRng,
+        Algorithm::Ed25519,
+    )
+    .expect("ed25519 key generation does not fail")
+}
+
+/// Serves one SSH connection (TCP, or a tunnelled channel) for `machine` until it ends or the
+/// simulator stops.
+pub(crate) async fn serve<S>(shared: Arc<Shared>, machine: String, stream: S)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let config = shared.config(&machine);
+    let mut stop = shared.stop.clone();
+    let handler = Handler {
+        shared,
+        machine: machine.clone(),
+        channels: HashMap::new(),
+    };
+    let session = match russh::server::run_stream(config, stream, handler).await {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::debug!(%machine, error = %e, "ssh handshake failed");
+            return;
+        }
+    };
+    let handle = session.handle();
+    tokio::select! {
+        result = session => {
+            if let Err(e) = result {
+                tracing::debug!(%machine, error = %e, "ssh session ended with an error");
+            }
+        }
+        _ = async { let _ = stop.wait_for(|s| *s).await; } => {
+            let _ = handle
+                .disconnect(russh::Disconnect::ByApplication, "simulator stopped".into(), "en".into())
+                .await;
+        }
+    }
+}
+
+struct Handler {
+    shared: Arc<Shared>,
+    machine: String,
+    /// Session channels opened and not yet given a command.
+    channels: HashMap<ChannelId, Channel<Msg>>,
+}
+
+impl Handler {
+    fn authorized(&self, user: &str, key: &PublicKey) -> Auth {
+        if user == "root" && key.key_data() == self.shared.client_key.key_data() {
+            Auth::Accept
+        } else {
+            Auth::reject()
+        }
+    }
+
+    /// The system VM behind `host:port` that this hypervisor may connect to.
+    fn tunnel_target(&self, host: &str, port: u32) -> Option<String> {
+        if port != SYSTEM_VM_PORT {
+            return None;
+        }
+        let zone = lock(&self.shared.zone);
+        let w = zone.world();
+        let me = w.hosts.iter().find(|h| h.name == self.machine)?;
+        w.vms
+            .iter()
+            .find(|v| {
+                v.live()
+                    && !v.linklocalip.is_empty()
+                    && v.linklocalip == host
+                    && v.hostid == me.id
+                    && v.state == "Running"
+                    && (v.vpcid().is_some() || v.systemvmtype().is_some())
+            })
+            .map(|v| v.name.clone())
+    }
+}
+
+impl russh::server::Handler for Handler {
+    type Error = russh::Error;
+
+    async fn auth_publickey_offered(
+        &mut self,
+        user: &str,
+        key: &PublicKey,
+    ) -> Result<Auth, Self::Error> {
+        Ok(self.authorized(user, key))
+    }
+
+    async fn auth_publickey(&mut self, user: &str, key: &PublicKey) -> Result<Auth, Self::Error> {
+        Ok(self.authorized(user, key))
+    }
+
+    async fn channel_open_session(
+        &mut self,
+        channel: Channel<Msg>,
+        _session: &mut Session,
+    ) -> Result<bool, Self::Error> {
+        self.channels.insert(channel.id(), channel);
+        Ok(true)
+    }
+
+    async fn channel_close(
+        &mut self,
+        channel: ChannelId,
+        _session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        self.channels.remove(&channel);
+        Ok(())
+    }
+
+    async fn channel_open_direct_tcpip(
+        &mut self,
+        channel: Channel<Msg>,
+        host_to_connect: &str,
+        port_to_connect: u32,
+        _originator_address: &str,
+        _originator_port: u32,
+        _session: &mut Session,
+    ) -> Result<bool, Self::Error> {
+        let Some(vm) = self.tunnel_target(host_to_connect, port_to_connect) else {
+            tracing::debug!(
+                host = %self.machine, target = %format!("{host_to_connect}:{port_to_connect}"),
+                "direct-tcpip refused"
+            );
+            return Ok(false);
+        };
+        let shared = self.shared.clone();
+        tokio::spawn(serve(shared, vm, channel.into_stream()));
+        Ok(true)
+    }
+
+    async fn exec_request(
+        &mut self,
+        channel: ChannelId,
+        data: &[u8],
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        let Some(ch) = self.channels.remove(&channel) else {
+            session.channel_failure(channel)?;
+            return Ok(());
+        };
+        let line = String::from_utf8_lossy(data).into_owned();
+        lock(&self.shared.log)
+            .entry(self.machine.clone())
+            .or_default()
+            .push(line.clone());
+        session.channel_success(channel)?;
+        let handle = session.handle();
+        tokio::spawn(run(
+            self.shared.clone(),
+            self.machine.clone(),
+            line,
+            ch,
+            handle,
+        ));
+        Ok(())
+    }
+
+    async fn shell_request(
+        &mut self,
+        channel: ChannelId,
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        // No interactive shells: commands only.
+        session.channel_failure(channel)?;
+        Ok(())
+    }
+}
+
+/// How a command line ended early.
+enum Ended {
+    /// The client closed the channel (or the connection went).
+    Closed,
+    /// The client sent a signal.
+    Signal(russh::Sig),
+}
+
+/// Waits for the client to close the channel or signal it; other messages are ignored.
+async fn ended(channel: &mut Channel<Msg>) -> Ended {
+    loop {
+        match channel.wait().await {
+            None | Some(ChannelMsg::Close) => return Ended::Closed,
+            Some(ChannelMsg::Signal { signal }) => return Ended::Signal(signal),
+            Some(_) => {}
+        }
+    }
+}
+
+/// Runs one command line on an exec channel and reports its output and status.
+async fn run(
+    shared: Arc<Shared>,
+    machine: String,
+    line: String,
+    mut channel: Channel<Msg>,
+    handle: russh::server::Handle,
+) {
+    let script = match shell::parse(&line) {
+        Ok(s) => s,
+        Err(e) => {
+            let out = Output {
+                stdout: String::new(),
+                stderr: format!("{}\n", e.0),
+                status: 2,
+            };
+            finish(&channel, &out, out.status).await;
+            return;
+        }
+    };
+    let mut status = 0;
+    for simple in &script {
+        if !commands::runs(simple.join, status) {
+            continue;
+        }
+        let out = match commands::step(&simple.words) {
+            Err(out) => out,
+            Ok(Step::Exit(n)) => {
+                status = n;
+                break;
+            }
+            Ok(Step::Sleep(d)) => {
+                tokio::select! {
+                    _ = tokio::time::sleep(d) => Output::default(),
+                    why = ended(&mut channel) => {
+                        if let Ended::Signal(sig) = why {
+                            let _ = handle
+                                .exit_signal_request(channel.id(), sig, false, String::new(), "en".into())
+                                .await;
+                            let _ = channel.eof().await;
+                            let _ = channel.close().await;
+                        }
+                        return;
+                    }
+                }
+            }
+            Ok(Step::Run) => {
+                let mut zone = lock(&shared.zone);
+                zone.advance(jiff::Timestamp::now());
+                commands::exec(&mut zone, &machine, &simple.words)
+            }
+        };
+        let mut routed = Output::default();
+        routed.absorb(out, simple);
+        status = routed.status;
+        if send(&channel, &routed).await.is_err() {
+            return;
+        }
+    }
+    finish(&channel, &Output::default(), status).await;
+}
+
+async fn send(channel: &Channel<Msg>, out: &Output) -> Result<(), russh::Error> {
+    if !out.stdout.is_empty() {
+        channel.data(out.stdout.as_bytes()).await?;
+    }
+    if !out.stderr.is_empty() {
+        channel.extended_data(1, out.stderr.as_bytes()).await?;
+    }
+    Ok(())
+}
+
+async fn finish(channel: &Channel<Msg>, out: &Output, status: u32) {
+    let _ = send(channel, out).await;
+    let _ = channel.exit_status(status).await;
+    let _ = channel.eof().await;
+    let _ = channel.close().await;
+}
