@@ -4,4 +4,5 @@
 mod cloudstack;
 mod engine;
 mod features;
+mod sim_ssh;
 mod zone;
