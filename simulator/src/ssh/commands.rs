@@ -79,15 +79,14 @@ pub enum Step {
 pub fn step(words: &[String]) -> Result<Step, Output> {
     match words.first().map(String::as_str) {
         Some("sleep") => {
-            let Some(arg) = words.get(1) else {
+            if words.len() < 2 {
                 return Err(Output::err(1, "sleep: missing operand"));
-            };
+            }
             let mut total = 0.0;
             for a in &words[1..] {
                 total += parse_sleep(a)
                     .ok_or_else(|| Output::err(1, format!("sleep: invalid time interval '{a}'")))?;
             }
-            let _ = arg;
             Ok(Step::Sleep(Duration::from_secs_f64(total.min(86_400.0))))
         }
         Some("exit") => match words.get(1) {
@@ -388,10 +387,7 @@ fn stat(guest: &Guest, args: &[String]) -> Output {
                 Some('s') => line.push_str(&size.to_string()),
                 Some('F') => line.push_str(kind),
                 Some('%') => line.push('%'),
-                Some(other) => {
-                    line.push('?');
-                    let _ = other;
-                }
+                Some(_) => line.push('?'),
                 None => line.push('%'),
             }
         }
@@ -971,7 +967,7 @@ fn systemctl(guest: &mut Guest, args: &[String]) -> Output {
         return Output::err(1, "sim-ssh: systemctl without a command lists nothing here");
     };
     if units.is_empty() {
-        return Output::err(1, format!("Too few arguments."));
+        return Output::err(1, "Too few arguments.");
     }
     let mut out = Output::default();
     for name in units.iter().map(|u| unit(u)) {
