@@ -958,6 +958,15 @@ fn state_word(state: ServiceState) -> &'static str {
 }
 
 fn systemctl(guest: &mut Guest, args: &[String]) -> Output {
+    let quiet = args.iter().any(|a| a == "-q" || a == "--quiet");
+    let mut out = systemctl_verb(guest, args);
+    if quiet {
+        out.stdout.clear();
+    }
+    out
+}
+
+fn systemctl_verb(guest: &mut Guest, args: &[String]) -> Output {
     let args: Vec<&str> = args
         .iter()
         .map(String::as_str)
@@ -1101,6 +1110,8 @@ fn no_bridge(bridge: &str) -> Output {
 }
 
 fn ovs_vsctl(guest: &mut Guest, args: &[String]) -> Output {
+    let may_exist = args.iter().any(|a| a == "--may-exist");
+    let if_exists = args.iter().any(|a| a == "--if-exists");
     let args: Vec<&str> = args
         .iter()
         .map(String::as_str)
@@ -1124,6 +1135,14 @@ fn ovs_vsctl(guest: &mut Guest, args: &[String]) -> Output {
             None => no_bridge(br),
         },
         ["add-port", br, port] => {
+            if may_exist
+                && guest
+                    .ovs
+                    .get(*br)
+                    .is_some_and(|b| b.ports.iter().any(|p| p == port))
+            {
+                return Output::status(0);
+            }
             if let Some((owner, _)) = guest
                 .ovs
                 .iter()
@@ -1147,6 +1166,7 @@ fn ovs_vsctl(guest: &mut Guest, args: &[String]) -> Output {
                 b.ports.retain(|p| p != port);
                 Output::status(0)
             }
+            Some(_) if if_exists => Output::status(0),
             Some(_) => Output::err(
                 1,
                 format!("ovs-vsctl: bridge {br} does not have a port {port}"),

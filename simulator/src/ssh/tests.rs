@@ -231,6 +231,10 @@ fn systemctl_and_service() {
         out("", "Unit nosuch.service could not be found.\n", 4)
     );
     assert_eq!(run(&mut z, r, "systemctl start nosuch").status, 5);
+    assert_eq!(
+        run(&mut z, r, "systemctl -q is-active keepalived"),
+        out("", "", 3)
+    );
     ok(&mut z, r, "systemctl start keepalived.service");
     assert_eq!(ok(&mut z, r, "systemctl is-active keepalived"), "active\n");
     let status = ok(&mut z, r, "systemctl status keepalived");
@@ -285,7 +289,9 @@ fn open_vswitch() {
     assert_eq!(run(&mut z, h, "ovs-ofctl dump-flows br-nope").status, 1);
     ok(&mut z, h, "ovs-ofctl del-flows cloudbr1 in_port=vnet3");
     assert!(!ok(&mut z, h, "ovs-ofctl dump-flows cloudbr1").contains("vnet3"));
+    ok(&mut z, h, "ovs-vsctl --may-exist add-port cloudbr1 vnet3");
     ok(&mut z, h, "ovs-vsctl del-port cloudbr1 vnet3");
+    ok(&mut z, h, "ovs-vsctl --if-exists del-port cloudbr1 vnet3");
     assert_eq!(
         run(&mut z, h, "ovs-vsctl del-port cloudbr1 vnet3").status,
         1
