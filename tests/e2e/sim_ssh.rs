@@ -84,6 +84,22 @@ async fn lab(extra: &str) -> Lab {
             "    {name}:\n      ansible_host: {ll}\n      ansible_port: 3922\n      remedy_jump: {hv}\n"
         ));
     }
+    let system_vms: Vec<(String, String, String)> = sim.with_zone(|z| {
+        let w = z.world();
+        w.vms
+            .iter()
+            .filter(|v| v.systemvmtype().is_some() && v.live())
+            .map(|v| {
+                let host = w.host(&v.hostid).expect("system VM's host").name.clone();
+                (v.name.clone(), v.linklocalip.clone(), host)
+            })
+            .collect()
+    });
+    for (name, ll, hv) in &system_vms {
+        hosts.push_str(&format!(
+            "    {name}:\n      ansible_host: {ll}\n      ansible_port: 3922\n      remedy_jump: {hv}\n"
+        ));
+    }
     hosts.push_str(extra);
     let inventory = format!(
         "all:\n  vars:\n    ansible_user: root\n    ansible_ssh_private_key_file: {}\n  hosts:\n{hosts}",
@@ -400,4 +416,23 @@ async fn timeouts_end_a_sleep_and_other_keys_are_refused() {
     );
     let e = ssh(&t, &inv, "kvm01", "hostname", T).await.unwrap_err();
     unreachable(e);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn ssvm_check_through_the_ssvms_hypervisor() {
+    let lab = lab("").await;
+    let out = lab
+        .ssh("s-1-VM", "/usr/local/cloud/systemvm/ssvm-check.sh")
+        .await
+        .unwrap();
+    assert_eq!(out.rc, Some(0), "{out:?}");
+    assert!(out.stdout.contains("Tests Complete"), "{}", out.stdout);
+    let expected = lab.sim.with_zone(|z| z.ssvm_check("s-1-VM")).unwrap();
+    assert_eq!(out.stdout, expected);
+    // The CPVM is there too; the SSVM's script is not
+    let out = lab
+        .ssh("v-2-VM", "/usr/local/cloud/systemvm/ssvm-check.sh")
+        .await
+        .unwrap();
+    assert_eq!(out.rc, Some(127));
 }
