@@ -558,6 +558,27 @@ fn lab_then_api_shows_both_routers_backup() {
     assert_eq!(o.status.code(), Some(4), "{}", text(&o));
     assert!(text(&o).contains("read-only calls only"), "{}", text(&o));
 
+    // The routers' SSH, through their hypervisor, with every host key pinned.
+    let o = remedy(
+        &[
+            "exec",
+            "routers",
+            "-i",
+            inv.to_str().unwrap(),
+            "--read-only",
+            "--audit-log",
+            dir.path().join("exec.jsonl").to_str().unwrap(),
+            "--",
+            "/opt/cloud/bin/checkrouter.sh",
+        ],
+        dir.path(),
+    );
+    let t = text(&o);
+    assert_eq!(o.status.code(), Some(0), "{t}");
+    assert_eq!(t.matches("Status: BACKUP").count(), 2, "{t}");
+    let key = std::fs::metadata(format!("{}.id_ed25519", inv.display())).unwrap();
+    assert_eq!(key.permissions().mode() & 0o777, 0o600);
+
     let status = Command::new("kill")
         .args(["-TERM", &lab.id().to_string()])
         .status()
