@@ -1,0 +1,638 @@
+//! The SSH transport and the engine against the real lab (`remedy_tests::netlab`): real OpenSSH
+//! on a hypervisor node and two router nodes reachable only through it on port 3922, with real
+//! dnsmasq, keepalived and Open vSwitch. The code under test runs in the lab's controller
+//! namespace, which has no route out of the lab.
+//!
+//! Needs root and the lab's packages; without them every test prints one `SKIP:` line and
+//! passes, except under `CI=true`, where they fail.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use remedy::app::RunOptions;
+use remedy::inventory::{Host, Inventory};
+use remedy::transport::ssh::{SshOptions, SshTransport};
+use remedy::transport::Transport as _;
+use remedy::transport::{Access, Action, ActionResult, CmdOutput, TransportError};
+use remedy_tests::netlab::{self, NetLab, Options, HV_IP};
+use remedy_tests::{plan, run, write};
+
+const T: Duration = Duration::from_secs(20);
+const CAP: usize = 1 << 20;
+
+/// A lab, or `None` (after the skip line) where none can be built.
+fn lab(opts: Options) -> Option<NetLab> {
+    if !netlab::available("lab") {
+        return None;
+    }
+    Some(NetLab::up(opts).unwrap_or_else(|e| panic!("the lab did not come up: {e}")))
+}
+
+fn options(known_hosts: &Path) -> SshOptions {
+    SshOptions {
+        connect_timeout: Duration::from_secs(10),
+        known_hosts: known_hosts.to_path_buf(),
+        keepalive: Some(Duration::from_secs(5)),
+        passphrase_env: None,
+        use_agent: false,
+        agent_socket: None,
+        default_keys: Vec::new(),
+        max_sessions: 10,
+    }
+}
+
+fn transport(inventory: &str, known_hosts: &Path) -> (Arc<Inventory>, SshTransport) {
+    let inv = Arc::new(Inventory::from_str("lab.yml", inventory).expect("inventory"));
+    let t = SshTransport::new(inv.clone(), options(known_hosts));
+    (inv, t)
+}
+
+fn host<'a>(inv: &'a Inventory, name: &str) -> &'a Host {
+    inv.host(name).unwrap_or_else(|| panic!("no host {name}"))
+}
+
+async fn ssh(
+    t: &SshTransport,
+    inv: &Inventory,
+    name: &str,
+    cmd: &str,
+    timeout: Duration,
+) -> Result<CmdOutput, TransportError> {
+    match t
+        .run(
+            host(inv, name),
+            &Action::ssh(cmd),
+            Access::ReadOnly,
+            timeout,
+        )
+        .await?
+    {
+        ActionResult::Ssh(out) => Ok(out),
+        other => panic!("unexpected result {other:?}"),
+    }
+}
+
+fn unreachable_reason(e: TransportError) -> String {
+    match e {
+        TransportError::Unreachable { reason, .. } => reason,
+        other => panic!("expected Unreachable, got {other:?}"),
+    }
+}
+
+/// `ssh-keygen -lf`: the SHA256 fingerprint of a public key file.
+fn fingerprint(pubkey: &Path) -> String {
+    let out = std::process::Command::new("ssh-keygen")
+        .arg("-lf")
+        .arg(pubkey)
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .nth(1)
+        .unwrap()
+        .to_string()
+}
+
+#[test]
+fn key_auth_and_a_wrong_key_refused() {
+    let Some(lab) = lab(Options::default()) else {
+        return;
+    };
+    let good = lab.inventory();
+    // The routers' key on the hypervisor, and the controller's key on a router: both refused.
+    let wrong = good
+        .replace(
+            &format!(
+                "ansible_host: {HV_IP}, ansible_ssh_private_key_file: {}",
+                lab.controller_key().display()
+            ),
+            &format!(
+                "ansible_host: {HV_IP}, ansible_ssh_private_key_file: {}",
+                lab.cloud_key().display()
+            ),
+        )
+        .replace(
+            &format!(
+                "ansible_ssh_private_key_file: {}\n        remedy_jump",
+                lab.cloud_key().display()
+            ),
+            &format!(
+                "ansible_ssh_private_key_file: {}\n        remedy_jump",
+                lab.controller_key().display()
+            ),
+        );
+    assert_ne!(good, wrong);
+    lab.block_on(|| async {
+        let (inv, t) = transport(&good, &lab.known_hosts());
+        let out = ssh(&t, &inv, "hv1", "id -un; hostname", T).await.unwrap();
+        assert_eq!((out.rc, out.stdout.as_str()), (Some(0), "root\nhv1\n"));
+        let out = ssh(&t, &inv, "vr1", "id -un; hostname", T).await.unwrap();
+        assert_eq!((out.rc, out.stdout.as_str()), (Some(0), "root\nr-vr1-VM\n"));
+    });
+    lab.block_on(|| async {
+        let (inv, t) = transport(&wrong, &lab.known_hosts());
+        let reason = unreachable_reason(ssh(&t, &inv, "hv1", "true", T).await.unwrap_err());
+        assert!(
+            reason.contains("authentication refused for user root"),
+            "{reason}"
+        );
+        assert!(
+            reason.contains(&lab.cloud_key().display().to_string()),
+            "{reason}"
+        );
+        assert!(!reason.contains("PRIVATE KEY"), "{reason}");
+    });
+    let log = lab.sshd_log("hv1");
+    assert!(log.contains("Accepted publickey for root"), "{log}");
+}
+
+#[test]
+fn routers_are_reachable_only_through_the_hypervisor() {
+    let Some(lab) = lab(Options::default()) else {
+        return;
+    };
+    let direct = lab.inventory().replace("        remedy_jump: hv1\n", "");
+    lab.block_on(|| async {
+        let (inv, t) = transport(&direct, &lab.known_hosts());
+        let started = Instant::now();
+        let reason = unreachable_reason(ssh(&t, &inv, "vr1", "true", T).await.unwrap_err());
+        assert!(
+            reason.to_lowercase().contains("unreachable"),
+            "no route from the controller to a link-local address: {reason}"
+        );
+        assert!(started.elapsed() < Duration::from_secs(5));
+
+        let (inv, t) = transport(&lab.inventory(), &lab.known_hosts());
+        let out = ssh(
+            &t,
+            &inv,
+            "vr1",
+            "echo out; echo err >&2; hostname; exit 3",
+            T,
+        )
+        .await
+        .unwrap();
+        assert_eq!(out.rc, Some(3));
+        assert_eq!(out.stdout, "out\nr-vr1-VM\n");
+        assert_eq!(out.stderr, "err\n");
+        let out = ssh(&t, &inv, "vr2", "ip -o -4 addr show dev eth0", T)
+            .await
+            .unwrap();
+        assert!(out.stdout.contains("169.254.3.12/17"), "{}", out.stdout);
+        // Both routers behind one connection to the hypervisor.
+        assert_eq!(t.connections_made("hv1"), 1);
+    });
+    // The routers saw the hypervisor's address, not the controller's.
+    let log = lab.sshd_log("vr1");
+    assert!(
+        log.contains("Accepted publickey for root from 169.254.0.1"),
+        "{log}"
+    );
+}
+
+#[test]
+fn host_key_policies_strict_and_accept_new() {
+    let Some(lab) = lab(Options::default()) else {
+        return;
+    };
+    let old = fingerprint(&lab.host_key_pub("vr1"));
+    lab.new_host_key("vr1").unwrap();
+    let new = fingerprint(&lab.host_key_pub("vr1"));
+    assert_ne!(old, new);
+
+    // strict (the default): the re-created router's new key is refused, loudly.
+    lab.block_on(|| async {
+        let (inv, t) = transport(&lab.inventory(), &lab.known_hosts());
+        assert_eq!(
+            ssh(&t, &inv, "hv1", "echo ok", T).await.unwrap().stdout,
+            "ok\n"
+        );
+        let reason = unreachable_reason(ssh(&t, &inv, "vr1", "true", T).await.unwrap_err());
+        for needle in ["169.254.3.11", &old, &new] {
+            assert!(reason.contains(needle), "{needle} not in: {reason}");
+        }
+    });
+
+    // accept-new: unknown hosts are recorded (the router as [ip]:3922), then strict works.
+    let fresh = lab.dir().join("known_hosts.new");
+    std::fs::write(&fresh, "").unwrap();
+    let accept_new = lab.inventory().replace(
+        "  vars:\n    ansible_user: root\n",
+        "  vars:\n    ansible_user: root\n    remedy_host_key_policy: accept-new\n",
+    );
+    lab.block_on(|| async {
+        let (inv, t) = transport(&accept_new, &fresh);
+        for h in ["hv1", "vr1", "vr2"] {
+            assert_eq!(ssh(&t, &inv, h, "true", T).await.unwrap().rc, Some(0));
+        }
+    });
+    let recorded = std::fs::read_to_string(&fresh).unwrap();
+    assert_eq!(recorded.lines().count(), 3, "{recorded}");
+    assert!(recorded.contains("[169.254.3.11]:3922 "), "{recorded}");
+    assert!(
+        recorded.contains(&format!("{HV_IP} ssh-ed25519 ")),
+        "{recorded}"
+    );
+    lab.block_on(|| async {
+        let (inv, t) = transport(&lab.inventory(), &fresh);
+        assert_eq!(
+            ssh(&t, &inv, "vr1", "hostname", T).await.unwrap().stdout,
+            "r-vr1-VM\n"
+        );
+    });
+}
+
+#[test]
+fn ten_megabytes_through_the_jump_are_capped_and_counted() {
+    let Some(lab) = lab(Options::default()) else {
+        return;
+    };
+    lab.block_on(|| async {
+        let (inv, t) = transport(&lab.inventory(), &lab.known_hosts());
+        let out = ssh(
+            &t,
+            &inv,
+            "vr1",
+            "head -c 10485760 /dev/zero; echo done >&2",
+            Duration::from_secs(120),
+        )
+        .await
+        .unwrap();
+        assert_eq!(out.rc, Some(0));
+        assert_eq!(out.stdout.len(), CAP);
+        assert_eq!(out.dropped_bytes, 10_485_760 - CAP as u64);
+        assert_eq!(out.stderr, "done\n");
+    });
+}
+
+#[test]
+fn a_hung_command_times_out_and_its_channel_is_closed() {
+    let Some(lab) = lab(Options::default()) else {
+        return;
+    };
+    lab.block_on(|| async {
+        let (inv, t) = transport(&lab.inventory(), &lab.known_hosts());
+        ssh(&t, &inv, "vr1", "true", T).await.unwrap();
+        let started = Instant::now();
+        let err = ssh(
+            &t,
+            &inv,
+            "vr1",
+            "while :; do echo tick; sleep 0.2; done",
+            Duration::from_secs(1),
+        )
+        .await
+        .unwrap_err();
+        assert!(
+            matches!(err, TransportError::Timeout(d) if d == Duration::from_secs(1)),
+            "{err:?}"
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(4),
+            "{:?}",
+            started.elapsed()
+        );
+        // Once its channel is closed, the loop dies of SIGPIPE at its next write.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let left = lab.sh("vr1", "pgrep -f 'echo tic[k]'");
+            if !left.status.success() {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the command outlived its channel"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        // The connection is still good.
+        assert_eq!(
+            ssh(&t, &inv, "vr1", "echo ok", T).await.unwrap().stdout,
+            "ok\n"
+        );
+        assert_eq!(t.connections_made("vr1"), 1);
+    });
+}
+
+#[test]
+fn twenty_commands_reuse_one_connection_per_host() {
+    let Some(lab) = lab(Options::default()) else {
+        return;
+    };
+    lab.block_on(|| async {
+        let (inv, t) = transport(&lab.inventory(), &lab.known_hosts());
+        let t = Arc::new(t);
+        let mut tasks = tokio::task::JoinSet::new();
+        for i in 0..20 {
+            for h in ["hv1", "vr1"] {
+                let (t, inv) = (t.clone(), inv.clone());
+                tasks.spawn(async move { ssh(&t, &inv, h, &format!("echo {i}"), T).await });
+            }
+        }
+        let mut n = 0;
+        while let Some(r) = tasks.join_next().await {
+            assert_eq!(r.unwrap().unwrap().rc, Some(0));
+            n += 1;
+        }
+        assert_eq!(n, 40);
+        assert_eq!(t.connections_made("hv1"), 1);
+        assert_eq!(t.connections_made("vr1"), 1);
+    });
+    // sshd's own record: one accepted login on each (the jump shares hv1's connection).
+    for node in ["hv1", "vr1"] {
+        let log = lab.sshd_log(node);
+        assert_eq!(
+            log.matches("Accepted publickey").count(),
+            1,
+            "{node}: {log}"
+        );
+    }
+}
+
+const KILLED: &str = r#"
+name: lab-killed-mid-run
+description: a change on the hypervisor, then a long command on a router whose sshd dies
+steps:
+  - id: mark
+    on: hv1
+    ssh: touch /root/remedy-marker
+    check: test -e /root/remedy-marker
+    rollback: rm -f /root/remedy-marker
+  - id: long
+    on: vr1
+    needs: [mark]
+    ssh: sleep 30 && touch /root/too-late
+    rollback: rm -f /root/too-late
+    timeout: 1m
+"#;
+
+/// Killing the router's sshd while a step runs there fails that step promptly, and the core
+/// rolls back what the run had done on the hypervisor; the audit log records it all.
+#[test]
+fn killing_sshd_mid_run_fails_the_step_and_rolls_back() {
+    let Some(lab) = lab(Options::default()) else {
+        return;
+    };
+    let dir = lab.dir().join("run");
+    std::fs::create_dir_all(&dir).unwrap();
+    let pb = write(&dir, "killed.yml", KILLED);
+    let inv_path = write(&dir, "inventory.yml", &lab.inventory());
+    let audit = dir.join("audit.jsonl");
+    let plan = plan(&pb, &inv_path, &[]);
+    let inv = Arc::new(Inventory::load(std::slice::from_ref(&inv_path)).unwrap());
+    let opts = RunOptions {
+        audit_log: Some(audit.clone()),
+        ..Default::default()
+    };
+    let started = Instant::now();
+    let (summary, killed_at) = std::thread::scope(|s| {
+        let runner = s.spawn(|| {
+            lab.block_on(|| async {
+                let t = SshTransport::new(inv.clone(), options(&lab.known_hosts()));
+                run(plan, Arc::new(t), opts).await
+            })
+        });
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !lab.sh("vr1", "pgrep -f 'sleep 3[0]'").status.success() {
+            assert!(Instant::now() < deadline, "the long step never started");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        assert!(lab
+            .sh("hv1", "test -e /root/remedy-marker")
+            .status
+            .success());
+        lab.kill_sshd("vr1");
+        let killed_at = Instant::now();
+        (runner.join().unwrap().1, killed_at)
+    });
+    assert!(killed_at.elapsed() < Duration::from_secs(15), "not prompt");
+    assert!(started.elapsed() < Duration::from_secs(30));
+    assert_eq!(summary.exit.code(), 2, "{}", summary.status);
+    assert_eq!(summary.undone, 1, "{}", summary.status);
+    assert!(
+        !lab.sh("hv1", "test -e /root/remedy-marker")
+            .status
+            .success(),
+        "the hypervisor's change was not rolled back"
+    );
+    let text = std::fs::read_to_string(&audit).unwrap();
+    assert!(text.contains("lost mid-command"), "{text}");
+    assert!(text.contains("rm -f /root/remedy-marker"), "{text}");
+    let report = remedy::audit::verify(&audit).unwrap();
+    assert!(report.problems.is_empty(), "{:?}", report.problems);
+}
+
+const ROUTER_FIX: &str = r#"
+name: lab-router-fix
+description: the routers' public NIC is down (both FAULT); dnsmasq restarted; the guest bond port re-added
+steps:
+  - id: public_nic
+    on: routers
+    link: { dev: eth1, state: up }
+  - id: dns
+    on: routers
+    service: { name: dnsmasq, state: started }
+  - id: bond_port
+    on: hv1
+    ovs_port: { bridge: br0, port: bond2, state: present }
+  - id: vlan_flow
+    on: hv1
+    ovs_flow:
+      bridge: br-int
+      flow: "table=0,priority=3,dl_vlan=3933,actions=mod_vlan_vid:1,NORMAL"
+      state: present
+verify:
+  - id: vrrp
+    on: vr1
+    ssh: /opt/cloud/bin/checkrouter.sh
+    changes: none
+    retries: 30
+    delay: 1s
+    until: "'MASTER' in result.stdout"
+"#;
+
+/// The lab's state, read as root inside the nodes (not through remedy).
+fn lab_state(lab: &NetLab) -> String {
+    let mut s = String::new();
+    for vr in ["vr1", "vr2"] {
+        s += &lab.sh_ok(vr, "ip -o link show dev eth1 | grep -o 'state [A-Z]*'; systemctl is-active dnsmasq || true");
+    }
+    s += &lab.sh_ok(
+        "hv1",
+        "ovs-vsctl list-ports br0; ovs-ofctl dump-flows br-int | grep -c dl_vlan=3933 || true",
+    );
+    s
+}
+
+/// Real services: a dry-run against the lab changes nothing; the apply brings eth1 up on both
+/// routers (keepalived leaves FAULT: one MASTER, one BACKUP), starts dnsmasq that was killed,
+/// and re-adds the OVS port and flow on the hypervisor.
+#[test]
+fn dry_run_changes_nothing_then_the_fix_heals_the_routers() {
+    let Some(lab) = lab(Options {
+        services: true,
+        eth1_up: false,
+    }) else {
+        return;
+    };
+    lab.sh_ok("vr2", "systemctl stop dnsmasq");
+    for vr in ["vr1", "vr2"] {
+        assert_eq!(
+            lab.sh_ok(vr, "/opt/cloud/bin/checkrouter.sh"),
+            "Status: FAULT\n"
+        );
+        // The symptom operators see: the public table's default route cannot be added.
+        let out = lab.sh(
+            vr,
+            "ip route add default via 169.254.160.1 table Table_eth1",
+        );
+        assert!(String::from_utf8_lossy(&out.stderr).contains("Nexthop has invalid gateway"));
+    }
+    let before = lab_state(&lab);
+    assert!(
+        before.contains("state DOWN") && before.contains("inactive"),
+        "{before}"
+    );
+
+    let dir = lab.dir().join("run");
+    std::fs::create_dir_all(&dir).unwrap();
+    let pb = write(&dir, "fix.yml", ROUTER_FIX);
+    let inv_path = write(&dir, "inventory.yml", &lab.inventory());
+    let inv = Arc::new(Inventory::load(std::slice::from_ref(&inv_path)).unwrap());
+    let apply = |dry_run: bool| {
+        let opts = RunOptions {
+            dry_run,
+            audit_log: Some(dir.join("audit.jsonl")),
+            ..Default::default()
+        };
+        let plan = plan(&pb, &inv_path, &[]);
+        lab.block_on(|| async {
+            let t = SshTransport::new(inv.clone(), options(&lab.known_hosts()));
+            run(plan, Arc::new(t), opts).await.1
+        })
+    };
+    let dry = apply(true);
+    assert_eq!(dry.exit.code(), 0, "{}", dry.status);
+    assert_eq!(lab_state(&lab), before, "the dry-run changed the lab");
+
+    let real = apply(false);
+    assert_eq!(real.exit.code(), 0, "{}", real.status);
+    let after = lab_state(&lab);
+    assert_eq!(after.matches("state UP").count(), 2, "{after}");
+    assert_eq!(after.matches("active\n").count(), 2, "{after}");
+    assert!(after.contains("bond2\n"), "{after}");
+    let states: Vec<String> = ["vr1", "vr2"]
+        .iter()
+        .map(|vr| lab.sh_ok(vr, "/opt/cloud/bin/checkrouter.sh"))
+        .collect();
+    assert_eq!(states, ["Status: MASTER\n", "Status: BACKUP\n"]);
+    for vr in ["vr1", "vr2"] {
+        lab.sh_ok(
+            vr,
+            "ip route add default via 169.254.160.1 table Table_eth1",
+        );
+    }
+}
+
+/// What of a lab is still on the machine: its namespaces and its directory.
+fn leftovers(name: &str) -> Vec<String> {
+    let mut left: Vec<String> = ["ctl", "hv1", "vr1", "vr2"]
+        .iter()
+        .map(|n| format!("/run/netns/{name}-{n}"))
+        .filter(|p| Path::new(p).exists())
+        .collect();
+    let dir = Path::new(netlab::ROOT).join(name);
+    if dir.exists() {
+        left.push(dir.display().to_string());
+    }
+    left
+}
+
+/// Host PIDs of the lab's sshd processes (each node's sshd runs as `sshd -f DIR/NODE/...`).
+fn lab_sshds(name: &str) -> Vec<String> {
+    let out = std::process::Command::new("pgrep")
+        .args(["-f", &format!("sshd -f {}/{name}/", netlab::ROOT)])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .map(str::to_string)
+        .collect()
+}
+
+/// A test that panics with a lab up leaves nothing behind: namespaces, processes, files.
+#[test]
+fn a_panicking_test_leaves_nothing_behind() {
+    if !netlab::available("lab") {
+        return;
+    }
+    let name = std::sync::Mutex::new(String::new());
+    let result = std::panic::catch_unwind(|| {
+        let lab = NetLab::up(Options::default()).unwrap();
+        *name.lock().unwrap() = lab.name().to_string();
+        assert_eq!(lab_sshds(lab.name()).len(), 3);
+        panic!("on purpose");
+    });
+    assert!(result.is_err());
+    let name = name.into_inner().unwrap();
+    assert!(!name.is_empty());
+    assert_eq!(leftovers(&name), Vec::<String>::new());
+    assert_eq!(lab_sshds(&name), Vec::<String>::new());
+}
+
+/// Not run by itself: builds a lab, prints its name and waits to be killed (the "crashed
+/// run" of the next test).
+#[test]
+#[ignore = "helper of a_crashed_runs_lab_is_swept_at_the_next_start"]
+fn helper_builds_a_lab_and_waits() {
+    if std::env::var("REMEDY_NETLAB_HELPER").is_err() {
+        return;
+    }
+    let lab = NetLab::up(Options::default()).unwrap();
+    println!("LAB {}", lab.name());
+    std::thread::sleep(Duration::from_secs(120));
+}
+
+/// A run killed with SIGKILL cannot tear its lab down; the next lab's start-up sweep does.
+#[test]
+fn a_crashed_runs_lab_is_swept_at_the_next_start() {
+    use std::io::{BufRead, BufReader};
+    if !netlab::available("lab") {
+        return;
+    }
+    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "helper_builds_a_lab_and_waits",
+            "--ignored",
+            "--nocapture",
+        ])
+        .env("REMEDY_NETLAB_HELPER", "1")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut name = String::new();
+    for line in BufReader::new(child.stdout.take().unwrap()).lines() {
+        let line = line.unwrap();
+        if let Some(n) = line.strip_prefix("LAB ") {
+            name = n.to_string();
+            break;
+        }
+    }
+    assert!(!name.is_empty(), "the helper built no lab");
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert_eq!(leftovers(&name).len(), 5, "the crash left the lab in place");
+    assert_eq!(lab_sshds(&name).len(), 3);
+
+    let lab = NetLab::up(Options::default()).unwrap();
+    assert_eq!(leftovers(&name), Vec::<String>::new());
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !lab_sshds(&name).is_empty() {
+        assert!(Instant::now() < deadline, "{:?}", lab_sshds(&name));
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    drop(lab);
+}
