@@ -422,6 +422,12 @@ async fn timeouts_end_a_sleep_and_other_keys_are_refused() {
     .unwrap_err();
     assert!(matches!(e, TransportError::Timeout(_)), "{e:?}");
     assert!(started.elapsed() < Duration::from_secs(10));
+    eventually(
+        Duration::from_secs(5),
+        "the sleep outlived its channel",
+        || lab.ssh.running("kvm01") == 0,
+    )
+    .await;
     // The connection is still good
     assert_eq!(lab.ssh("kvm01", "echo ok").await.unwrap().stdout, "ok\n");
 
@@ -746,4 +752,42 @@ async fn killing_sshd_mid_run_fails_the_step_and_rolls_back() {
     let reason = unreachable(lab.ssh(&router, "true").await.unwrap_err());
     assert!(reason.contains("could not open a tunnel"), "{reason}");
     assert_eq!(lab.ssh("kvm01", "echo ok").await.unwrap().stdout, "ok\n");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_hypervisors_sshd_stopped_takes_its_tunnels_and_refuses_new_connections() {
+    let lab = lab("").await;
+    let (router, _) = lab.router_on("kvm01");
+    let addr = lab.ssh.addr("kvm01").unwrap();
+    lab.ssh("kvm01", "true").await.unwrap();
+    let hung = {
+        let (t, inv, router) = (lab.t.clone(), lab.inv.clone(), router.clone());
+        tokio::spawn(async move { ssh(&t, &inv, &router, "sleep 30", T).await })
+    };
+    eventually(T, "the command never started", || {
+        lab.ssh.running(&router) == 1
+    })
+    .await;
+    let stopped_at = Instant::now();
+    lab.ssh.stop_sshd("kvm01");
+    // The router's session went with the hypervisor's connection that carried it.
+    let e = hung.await.unwrap().unwrap_err();
+    assert!(stopped_at.elapsed() < Duration::from_secs(5));
+    assert!(
+        matches!(&e, TransportError::Other(m) if m.contains("lost mid-command")),
+        "{e:?}"
+    );
+    eventually(
+        Duration::from_secs(5),
+        "the router's line kept running",
+        || lab.ssh.running(&router) == 0,
+    )
+    .await;
+    // Nothing listens there any more; kvm02 carries on.
+    eventually(Duration::from_secs(5), "kvm01 still listens", || {
+        std::net::TcpStream::connect(addr).is_err()
+    })
+    .await;
+    assert!(lab.ssh("kvm01", "true").await.is_err());
+    assert_eq!(lab.ssh("kvm02", "echo ok").await.unwrap().stdout, "ok\n");
 }
