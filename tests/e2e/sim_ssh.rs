@@ -3,31 +3,45 @@
 //! the hypervisor they run on (`direct-tcpip` to `<linklocalip>:3922`), strict host keys from
 //! the simulator's `known_hosts` lines, and changes made over SSH visible through the API.
 //!
+//! The behaviours of the real-OpenSSH lab suite (`tests/lab/main.rs`) against the simulated
+//! hosts: a changed host key refused under `strict` and `pinned`, `accept-new` recording
+//! hypervisors and routers, 10 MB of output capped and counted through the jump, a hung
+//! command's timeout closing its channel, and an sshd killed mid-run failing the step while
+//! the core rolls back. Routers listen nowhere: reachable only through their hypervisor.
+//!
 //! Nothing here sends a packet to a link-local address: the client dials 127.0.0.1 only, and a
 //! router is reached through a channel of its hypervisor's connection.
 
 use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use cloudstack_sim::scenario::Scenario;
 use cloudstack_sim::server::{Sim, SimConfig};
+use cloudstack_sim::ssh::commands::run_line;
 use cloudstack_sim::ssh::SshSim;
+use remedy::app::RunOptions;
 use remedy::cloudstack::{Client, Credentials, Method, Options};
 use remedy::inventory::Inventory;
+use remedy::transport::local::OUTPUT_CAP;
 use remedy::transport::ssh::{SshOptions, SshTransport};
 use remedy::transport::{Access, Action, ActionResult, CmdOutput, Transport, TransportError};
+use remedy_tests::{plan, run, write};
 use russh::keys::ssh_key::rand_core::OsRng;
 use russh::keys::ssh_key::LineEnding;
-use russh::keys::{Algorithm, PrivateKey};
+use russh::keys::{Algorithm, HashAlg, PrivateKey, PublicKey};
 
 const T: Duration = Duration::from_secs(20);
 
 struct Lab {
     sim: Sim,
     ssh: SshSim,
-    _tmp: tempfile::TempDir,
+    tmp: tempfile::TempDir,
+    /// The inventory's text (strict host keys), and the `known_hosts` file it is checked with.
+    inventory: String,
+    known_hosts: PathBuf,
     inv: Arc<Inventory>,
     t: Arc<SshTransport>,
     /// Router name -> (link-local address, hypervisor name)
@@ -105,26 +119,42 @@ async fn lab(extra: &str) -> Lab {
         "all:\n  vars:\n    ansible_user: root\n    ansible_ssh_private_key_file: {}\n  hosts:\n{hosts}",
         key_path.display()
     );
-    let inv = Arc::new(Inventory::from_str("sim.yml", &inventory).expect("inventory"));
-    let opts = SshOptions {
-        connect_timeout: Duration::from_secs(10),
+    let (inv, t) = transport(&inventory, &known_hosts);
+    Lab {
+        sim,
+        ssh,
+        tmp,
+        inventory,
         known_hosts,
+        inv,
+        t: Arc::new(t),
+        routers,
+    }
+}
+
+fn options(known_hosts: &Path) -> SshOptions {
+    SshOptions {
+        connect_timeout: Duration::from_secs(10),
+        known_hosts: known_hosts.to_path_buf(),
         keepalive: Some(Duration::from_secs(5)),
         passphrase_env: None,
         use_agent: false,
         agent_socket: None,
         default_keys: Vec::new(),
         max_sessions: 10,
-    };
-    let t = Arc::new(SshTransport::new(inv.clone(), opts));
-    Lab {
-        sim,
-        ssh,
-        _tmp: tmp,
-        inv,
-        t,
-        routers,
     }
+}
+
+/// A fresh transport (no pooled connections) for an inventory's text.
+fn transport(inventory: &str, known_hosts: &Path) -> (Arc<Inventory>, SshTransport) {
+    let inv = Arc::new(Inventory::from_str("sim.yml", inventory).expect("inventory"));
+    let t = SshTransport::new(inv.clone(), options(known_hosts));
+    (inv, t)
+}
+
+/// `SHA256:...`, as `ssh-keygen -lf` prints it (the simulator's key, not remedy's reading).
+fn fingerprint(key: &PublicKey) -> String {
+    key.fingerprint(HashAlg::Sha256).to_string()
 }
 
 impl Lab {
@@ -184,8 +214,17 @@ async fn hostname_on_hypervisors_and_the_management_server() {
         assert_eq!(out.stderr, "");
         assert_eq!(lab.ssh.commands(m), ["hostname"]);
     }
-    // System VMs listen nowhere
-    assert_eq!(lab.ssh.addr("r-930-VM"), None);
+    // System VMs listen nowhere: an inventory entry without `remedy_jump` would have to dial
+    // their link-local address, which no test does (see `a_router_through_its_hypervisor`).
+    assert_eq!(lab.ssh.listening(), ["kvm01", "kvm02", "mgmt1"]);
+    for vm in lab
+        .routers
+        .keys()
+        .map(String::as_str)
+        .chain(["s-1-VM", "v-2-VM"])
+    {
+        assert_eq!(lab.ssh.addr(vm), None, "{vm}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -383,6 +422,12 @@ async fn timeouts_end_a_sleep_and_other_keys_are_refused() {
     .unwrap_err();
     assert!(matches!(e, TransportError::Timeout(_)), "{e:?}");
     assert!(started.elapsed() < Duration::from_secs(10));
+    eventually(
+        Duration::from_secs(5),
+        "the sleep outlived its channel",
+        || lab.ssh.running("kvm01") == 0,
+    )
+    .await;
     // The connection is still good
     assert_eq!(lab.ssh("kvm01", "echo ok").await.unwrap().stdout, "ok\n");
 
@@ -435,4 +480,314 @@ async fn ssvm_check_through_the_ssvms_hypervisor() {
         .await
         .unwrap();
     assert_eq!(out.rc, Some(127));
+}
+
+/// The inventory's text with `remedy_host_key_policy: POLICY` for every host.
+fn with_policy(inventory: &str, policy: &str) -> String {
+    let vars = "  vars:\n    ansible_user: root\n";
+    assert!(inventory.contains(vars));
+    inventory.replace(
+        vars,
+        &format!("{vars}    remedy_host_key_policy: {policy}\n"),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_recreated_routers_new_host_key_is_refused_under_strict_and_pinned() {
+    let lab = lab("").await;
+    let (router, _) = lab.router_on("kvm01");
+    let ll = lab.routers[&router].0.clone();
+    assert_eq!(lab.ssh(&router, "true").await.unwrap().rc, Some(0));
+    let old = fingerprint(&lab.ssh.host_key(&router));
+    let new = fingerprint(&lab.ssh.new_host_key(&router));
+    assert_ne!(old, new);
+    assert_eq!(fingerprint(&lab.ssh.host_key(&router)), new);
+    // The open session stays.
+    assert_eq!(lab.ssh(&router, "echo ok").await.unwrap().stdout, "ok\n");
+    assert_eq!(lab.t.connections_made(&router), 1);
+
+    // strict (the default), known_hosts from before: the new key is refused, loudly.
+    let (inv, t) = transport(&lab.inventory, &lab.known_hosts);
+    assert_eq!(
+        ssh(&t, &inv, "kvm01", "echo ok", T).await.unwrap().stdout,
+        "ok\n"
+    );
+    let reason = unreachable(ssh(&t, &inv, &router, "true", T).await.unwrap_err());
+    for needle in [ll.as_str(), &old, &new] {
+        assert!(reason.contains(needle), "{needle} not in: {reason}");
+    }
+    assert!(!lab.ssh.commands(&router).contains(&"hostname".to_string()));
+
+    // pinned: the old pin is refused naming both fingerprints, the new one connects.
+    let pin = |fp: &str| {
+        lab.inventory.replace(
+            &format!("    {router}:\n"),
+            &format!(
+                "    {router}:\n      remedy_host_key_policy: pinned\n      \
+                 remedy_host_key_fingerprint: \"{fp}\"\n"
+            ),
+        )
+    };
+    let (inv, t) = transport(&pin(&old), &lab.known_hosts);
+    let reason = unreachable(ssh(&t, &inv, &router, "true", T).await.unwrap_err());
+    for needle in [ll.as_str(), &old, &new] {
+        assert!(reason.contains(needle), "{needle} not in: {reason}");
+    }
+    let (inv, t) = transport(&pin(&new), &lab.known_hosts);
+    let out = ssh(&t, &inv, &router, "hostname", T).await.unwrap();
+    assert_eq!(out.stdout, format!("{router}\n"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn accept_new_records_a_hypervisor_and_a_router_then_strict_connects() {
+    let lab = lab("").await;
+    let (router, _) = lab.router_on("kvm01");
+    let ll = lab.routers[&router].0.clone();
+    let fresh = lab.tmp.path().join("known_hosts.new");
+    std::fs::write(&fresh, "").unwrap();
+
+    let (inv, t) = transport(&with_policy(&lab.inventory, "accept-new"), &fresh);
+    for h in ["kvm01", router.as_str()] {
+        assert_eq!(
+            ssh(&t, &inv, h, "true", T).await.unwrap().rc,
+            Some(0),
+            "{h}"
+        );
+    }
+    let recorded = std::fs::read_to_string(&fresh).unwrap();
+    assert_eq!(recorded.lines().count(), 2, "{recorded}");
+    let port = lab.ssh.addr("kvm01").unwrap().port();
+    assert!(
+        recorded.contains(&format!("[127.0.0.1]:{port} ssh-ed25519 ")),
+        "{recorded}"
+    );
+    assert!(
+        recorded.contains(&format!("[{ll}]:3922 ssh-ed25519 ")),
+        "{recorded}"
+    );
+    // What was recorded is what the simulator holds.
+    let expected = lab.ssh.known_hosts_lines();
+    for line in recorded.lines() {
+        assert!(
+            expected.iter().any(|e| e == line.trim()),
+            "{line} not in {expected:?}"
+        );
+    }
+
+    // strict, with the recorded file only
+    let (inv, t) = transport(&lab.inventory, &fresh);
+    let out = ssh(&t, &inv, &router, "hostname", T).await.unwrap();
+    assert_eq!(out.stdout, format!("{router}\n"));
+    // ...and a host it never recorded is refused
+    let reason = unreachable(ssh(&t, &inv, "kvm02", "true", T).await.unwrap_err());
+    assert!(reason.contains("is not known"), "{reason}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn ten_megabytes_through_the_jump_are_capped_and_counted() {
+    let lab = lab("").await;
+    let (router, _) = lab.router_on("kvm01");
+    let out = ssh(
+        &lab.t,
+        &lab.inv,
+        &router,
+        "head -c 10485760 /dev/zero; echo done >&2",
+        Duration::from_secs(120),
+    )
+    .await
+    .unwrap();
+    assert_eq!(out.rc, Some(0));
+    assert_eq!(out.stdout.len(), OUTPUT_CAP);
+    assert!(out.stdout.bytes().all(|b| b == 0));
+    assert_eq!(out.dropped_bytes, 10_485_760 - OUTPUT_CAP as u64);
+    assert_eq!(out.stderr, "done\n");
+    // Redirected, nothing is sent
+    let out = lab
+        .ssh(&router, "head -c 10M /dev/zero >/dev/null; echo done")
+        .await
+        .unwrap();
+    assert_eq!((out.stdout.as_str(), out.dropped_bytes), ("done\n", 0));
+}
+
+/// Polls `cond` every 20 ms until it holds, for at most `within`.
+async fn eventually(within: Duration, what: &str, cond: impl Fn() -> bool) {
+    let deadline = Instant::now() + within;
+    while !cond() {
+        assert!(Instant::now() < deadline, "{what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_hung_command_on_a_router_times_out_and_its_channel_is_closed() {
+    let lab = lab("").await;
+    let (router, _) = lab.router_on("kvm01");
+    lab.ssh(&router, "true").await.unwrap();
+    assert_eq!(lab.ssh.running(&router), 0);
+    let started = Instant::now();
+    let hung = {
+        let (t, inv, router) = (lab.t.clone(), lab.inv.clone(), router.clone());
+        tokio::spawn(async move {
+            ssh(
+                &t,
+                &inv,
+                &router,
+                "sleep 30; echo late",
+                Duration::from_secs(1),
+            )
+            .await
+        })
+    };
+    eventually(T, "the command never started", || {
+        lab.ssh.running(&router) == 1
+    })
+    .await;
+    let err = hung.await.unwrap().unwrap_err();
+    assert!(
+        matches!(err, TransportError::Timeout(d) if d == Duration::from_secs(1)),
+        "{err:?}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "{:?}",
+        started.elapsed()
+    );
+    // The simulated router saw its channel end: the command is no longer running.
+    eventually(
+        Duration::from_secs(5),
+        "the command outlived its channel",
+        || lab.ssh.running(&router) == 0,
+    )
+    .await;
+    assert!(started.elapsed() < Duration::from_secs(10));
+    // The connection is still good.
+    assert_eq!(lab.ssh(&router, "echo ok").await.unwrap().stdout, "ok\n");
+    assert_eq!(lab.t.connections_made(&router), 1);
+    assert_eq!(lab.t.connections_made("kvm01"), 1);
+}
+
+const KILLED: &str = r#"
+name: sim-killed-mid-run
+description: a change on the hypervisor, then a long command on a router whose sshd dies
+steps:
+  - id: mark
+    on: kvm01
+    ssh: ovs-vsctl add-port cloudbr0 remedy-mark
+    rollback: ovs-vsctl del-port cloudbr0 remedy-mark
+  - id: long
+    on: ROUTER
+    needs: [mark]
+    ssh: sleep 30 && ip link set eth1 up
+    rollback: ip link set eth1 down
+    timeout: 1m
+"#;
+
+/// Killing the router's sshd while a step runs there fails that step promptly, and the core
+/// rolls back what the run had done on the hypervisor; the audit log records it all.
+#[tokio::test(flavor = "multi_thread")]
+async fn killing_sshd_mid_run_fails_the_step_and_rolls_back() {
+    let lab = lab("").await;
+    let (router, _) = lab.router_on("kvm01");
+    let ports = || {
+        lab.sim
+            .with_zone(|z| run_line(z, "kvm01", "ovs-vsctl list-ports cloudbr0"))
+            .stdout
+    };
+    assert!(!ports().contains("remedy-mark"), "{}", ports());
+    let dir = lab.tmp.path().join("run");
+    std::fs::create_dir_all(&dir).unwrap();
+    let pb = write(&dir, "killed.yml", &KILLED.replace("ROUTER", &router));
+    let inv_path = write(&dir, "inventory.yml", &lab.inventory);
+    let audit = dir.join("audit.jsonl");
+    let plan = plan(&pb, &inv_path, &[]);
+    let opts = RunOptions {
+        audit_log: Some(audit.clone()),
+        ..Default::default()
+    };
+    let started = Instant::now();
+    let t = SshTransport::new(lab.inv.clone(), options(&lab.known_hosts));
+    let runner = tokio::spawn(run(plan, Arc::new(t), opts));
+
+    let long = "sleep 30 && ip link set eth1 up".to_string();
+    eventually(T, "the long step never started", || {
+        lab.ssh.running(&router) == 1 && lab.ssh.commands(&router).contains(&long)
+    })
+    .await;
+    assert!(ports().contains("remedy-mark\n"), "{}", ports());
+    lab.ssh.stop_sshd(&router);
+    let killed_at = Instant::now();
+    let (_, summary, _) = runner.await.unwrap();
+    assert!(killed_at.elapsed() < Duration::from_secs(15), "not prompt");
+    assert!(started.elapsed() < Duration::from_secs(30));
+    assert_eq!(summary.exit.code(), 2, "{}", summary.status);
+    assert_eq!(summary.undone, 1, "{}", summary.status);
+
+    // The rollback ran on the hypervisor, and undid the change; the router's line never went
+    // past its sleep.
+    assert_eq!(
+        lab.ssh.commands("kvm01"),
+        [
+            "ovs-vsctl add-port cloudbr0 remedy-mark",
+            "ovs-vsctl del-port cloudbr0 remedy-mark"
+        ]
+    );
+    assert!(!ports().contains("remedy-mark"), "{}", ports());
+    assert_eq!(lab.ssh.running(&router), 0);
+    let link = lab
+        .sim
+        .with_zone(|z| run_line(z, &router, "ip link show eth1"))
+        .stdout;
+    assert!(link.contains("state DOWN"), "{link}");
+
+    let text = std::fs::read_to_string(&audit).unwrap();
+    assert!(text.contains("lost mid-command"), "{text}");
+    assert!(
+        text.contains("ovs-vsctl del-port cloudbr0 remedy-mark"),
+        "{text}"
+    );
+    let report = remedy::audit::verify(&audit).unwrap();
+    assert!(report.problems.is_empty(), "{:?}", report.problems);
+
+    // The router's sshd stays down; the hypervisor carries on.
+    let reason = unreachable(lab.ssh(&router, "true").await.unwrap_err());
+    assert!(reason.contains("could not open a tunnel"), "{reason}");
+    assert_eq!(lab.ssh("kvm01", "echo ok").await.unwrap().stdout, "ok\n");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_hypervisors_sshd_stopped_takes_its_tunnels_and_refuses_new_connections() {
+    let lab = lab("").await;
+    let (router, _) = lab.router_on("kvm01");
+    let addr = lab.ssh.addr("kvm01").unwrap();
+    lab.ssh("kvm01", "true").await.unwrap();
+    let hung = {
+        let (t, inv, router) = (lab.t.clone(), lab.inv.clone(), router.clone());
+        tokio::spawn(async move { ssh(&t, &inv, &router, "sleep 30", T).await })
+    };
+    eventually(T, "the command never started", || {
+        lab.ssh.running(&router) == 1
+    })
+    .await;
+    let stopped_at = Instant::now();
+    lab.ssh.stop_sshd("kvm01");
+    // The router's session went with the hypervisor's connection that carried it.
+    let e = hung.await.unwrap().unwrap_err();
+    assert!(stopped_at.elapsed() < Duration::from_secs(5));
+    assert!(
+        matches!(&e, TransportError::Other(m) if m.contains("lost mid-command")),
+        "{e:?}"
+    );
+    eventually(
+        Duration::from_secs(5),
+        "the router's line kept running",
+        || lab.ssh.running(&router) == 0,
+    )
+    .await;
+    // Nothing listens there any more; kvm02 carries on.
+    eventually(Duration::from_secs(5), "kvm01 still listens", || {
+        std::net::TcpStream::connect(addr).is_err()
+    })
+    .await;
+    assert!(lab.ssh("kvm01", "true").await.is_err());
+    assert_eq!(lab.ssh("kvm02", "echo ok").await.unwrap().stdout, "ok\n");
 }

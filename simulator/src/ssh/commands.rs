@@ -7,8 +7,10 @@
 //! running a parsed command line ([`run_line`]). A change (a link, a service, a file, an OVS
 //! port or flow) is made in the zone at once, so the API shows it in its next reply.
 //!
-//! Not here: `sleep`, which the SSH server runs itself (it really waits); [`run_line`] treats
-//! it as done at once. Unknown commands print `bash: X: command not found` and exit 127.
+//! Not here: `sleep`, which the SSH server runs itself (it really waits), and `head -c N
+//! /dev/zero`, whose N zero bytes the server streams in chunks ([`Step::Zeros`]);
+//! [`run_line`] treats the first as done at once and builds the second's output. Unknown
+//! commands print `bash: X: command not found` and exit 127.
 
 use std::net::Ipv4Addr;
 use std::time::Duration;
@@ -73,7 +75,12 @@ pub enum Step {
     Sleep(Duration),
     /// `exit N`: the line ends with this status.
     Exit(u32),
+    /// `head -c N /dev/zero`: N zero bytes on stdout, then status 0.
+    Zeros(u64),
 }
+
+/// The largest `head -c` count served (1 GiB), so a typo cannot stream for hours.
+pub const MAX_ZEROS: u64 = 1 << 30;
 
 /// Classifies a simple command; a bad `sleep`/`exit` argument is an immediate result.
 pub fn step(words: &[String]) -> Result<Step, Output> {
@@ -99,7 +106,42 @@ pub fn step(words: &[String]) -> Result<Step, Output> {
                 )),
             },
         },
+        Some("head") => head(&words[1..]),
         _ => Ok(Step::Run),
+    }
+}
+
+/// `head -c N /dev/zero` (N with an optional `K`, `M` or `G`, powers of 1024), the only form
+/// of `head` emulated; anything else is refused with status 2.
+fn head(args: &[String]) -> Result<Step, Output> {
+    let refused = || {
+        Output::err(
+            2,
+            "sim-ssh: only `head -c N /dev/zero` is emulated (no files, no other options)",
+        )
+    };
+    let [flag, count, file] = args else {
+        return Err(refused());
+    };
+    if flag != "-c" || file != "/dev/zero" {
+        return Err(refused());
+    }
+    let (digits, mult) = match count.chars().last() {
+        Some('K') => (&count[..count.len() - 1], 1 << 10),
+        Some('M') => (&count[..count.len() - 1], 1 << 20),
+        Some('G') => (&count[..count.len() - 1], 1 << 30),
+        _ => (count.as_str(), 1),
+    };
+    match digits.parse::<u64>().ok().and_then(|n| n.checked_mul(mult)) {
+        Some(n) if n <= MAX_ZEROS => Ok(Step::Zeros(n)),
+        Some(_) => Err(Output::err(
+            2,
+            format!("sim-ssh: head -c: at most {MAX_ZEROS} bytes"),
+        )),
+        None => Err(Output::err(
+            1,
+            format!("head: invalid number of bytes: '{count}'"),
+        )),
     }
 }
 
@@ -139,6 +181,7 @@ pub fn run_line(zone: &mut Zone, machine: &str, line: &str) -> Output {
         let out = match step(&simple.words) {
             Err(out) => out,
             Ok(Step::Sleep(_)) => Output::status(0),
+            Ok(Step::Zeros(n)) => Output::ok("\0".repeat(n as usize)),
             Ok(Step::Exit(n)) => {
                 total.status = n;
                 return total;

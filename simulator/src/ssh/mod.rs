@@ -18,15 +18,21 @@
 //!   runs in the emulated shell ([`shell`]: `;`, `&&`, `||`, quoting, `2>&1`, `>/dev/null`)
 //!   over the emulated commands ([`commands`]) against the zone's guest state, locking the zone
 //!   per command after advancing its clock to now (so finished jobs show). A change is visible
-//!   through the API in the next reply. `sleep` really sleeps and stops when the client closes
-//!   the channel or signals it. Every command line is logged per machine
-//!   ([`SshSim::commands`]).
+//!   through the API in the next reply. `sleep` really sleeps and `head -c N /dev/zero`
+//!   streams N zero bytes in 32 KiB chunks; both stop when the client closes the channel or
+//!   signals it. Every command line is logged per machine ([`SshSim::commands`]), and
+//!   [`SshSim::running`] counts the lines still running (a line ends when its channel does).
+//! - **Machines changing under a client**: [`SshSim::new_host_key`] gives a machine a fresh
+//!   host key for its next sessions (what re-creating a system VM does; open sessions stay);
+//!   [`SshSim::stop_sshd`] is its sshd dying: every session to it, tunnelled ones included, is
+//!   disconnected, and new ones are refused (a listening host stops listening, its hypervisor
+//!   refuses tunnels to a system VM).
 
 pub mod commands;
 mod server;
 pub mod shell;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -75,6 +81,8 @@ impl SshSim {
             keys: Mutex::new(BTreeMap::new()),
             log: Mutex::new(BTreeMap::new()),
             stop: stopped,
+            down: watch::channel(BTreeSet::new()).0,
+            running: Mutex::new(BTreeMap::new()),
         });
         let mut addrs = BTreeMap::new();
         let mut tasks = Vec::new();
@@ -84,10 +92,10 @@ impl SshSim {
             addrs.insert(machine.clone(), listener.local_addr()?);
             let shared = shared.clone();
             tasks.push(tokio::spawn(async move {
-                let mut stop = shared.stop.clone();
                 loop {
+                    // Returning drops the listener: connections are refused from then on.
                     let accepted = tokio::select! {
-                        _ = async { let _ = stop.wait_for(|s| *s).await; } => return,
+                        _ = shared.gone(&machine) => return,
                         a = listener.accept() => a,
                     };
                     match accepted {
@@ -167,6 +175,32 @@ impl SshSim {
     /// The public host key of `machine` (made now if it had none yet).
     pub fn host_key(&self, machine: &str) -> PublicKey {
         self.shared.host_key(machine).public_key().clone()
+    }
+
+    /// Gives `machine` a fresh host key, as re-creating a system VM does: sessions opened from
+    /// now on present it; open sessions stay. Returns the new public key.
+    pub fn new_host_key(&self, machine: &str) -> PublicKey {
+        let key = server::new_key();
+        lock(&self.shared.keys).insert(machine.to_string(), key.clone());
+        key.public_key().clone()
+    }
+
+    /// Stops `machine`'s sshd, as killing it would: every session to it (tunnelled ones
+    /// included) is disconnected, and new ones are refused from now on (a listening host stops
+    /// listening; its hypervisor refuses tunnels to a system VM). Other machines carry on.
+    pub fn stop_sshd(&self, machine: &str) {
+        self.shared.down.send_modify(|d| {
+            d.insert(machine.to_string());
+        });
+    }
+
+    /// How many command lines are running on `machine` now: started, and their channel not
+    /// yet ended (by the command finishing, or by the client closing or signalling it).
+    pub fn running(&self, machine: &str) -> usize {
+        lock(&self.shared.running)
+            .get(machine)
+            .copied()
+            .unwrap_or_default()
     }
 
     /// Every command line executed on `machine`, in order.

@@ -4,24 +4,31 @@
 //! Owned here: authentication (public key only, the one authorized key, user `root`), host
 //! keys, which `direct-tcpip` targets a hypervisor connects (only `<linklocalip>:3922` of a
 //! Running system VM whose `hostid` is that hypervisor), exec channels (the command line runs
-//! in its own task; `sleep` really waits and ends early when the client closes the channel or
-//! sends a signal) and the command log.
+//! in its own task; `sleep` really waits and `head -c N /dev/zero` streams in chunks, both
+//! ending early when the client closes the channel or sends a signal), the command log, the
+//! count of command lines still running per machine, and a machine's sshd going down (its
+//! sessions disconnected, new ones refused).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use russh::keys::{Algorithm, PrivateKey, PublicKey};
 use russh::server::{Auth, Config, Msg, Session};
-use russh::{Channel, ChannelId, ChannelMsg, MethodKind, MethodSet};
+use russh::{
+    Channel, ChannelId, ChannelMsg, ChannelReadHalf, ChannelWriteHalf, MethodKind, MethodSet,
+};
 use tokio::sync::watch;
 
 use super::commands::{self, Output, Step};
-use super::shell;
+use super::shell::{self, Sink};
 use crate::zone::Zone;
 
 /// The port system VMs' sshd listens on, on their link-local address.
 pub const SYSTEM_VM_PORT: u32 = 3922;
+
+/// How many bytes of streamed output go into one `data` call.
+const CHUNK: usize = 32 * 1024;
 
 pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
@@ -37,6 +44,10 @@ pub(crate) struct Shared {
     pub log: Mutex<BTreeMap<String, Vec<String>>>,
     /// Turns true on shutdown.
     pub stop: watch::Receiver<bool>,
+    /// Machines whose sshd is down ([`super::SshSim::stop_sshd`]).
+    pub down: watch::Sender<BTreeSet<String>>,
+    /// Command lines running now, by machine (a line ends when its channel is closed).
+    pub running: Mutex<BTreeMap<String, usize>>,
 }
 
 impl Shared {
@@ -59,6 +70,42 @@ impl Shared {
             ..Config::default()
         })
     }
+
+    /// Whether `machine`'s sshd is down.
+    pub fn is_down(&self, machine: &str) -> bool {
+        self.down.borrow().contains(machine)
+    }
+
+    /// Resolves when the simulator stops or `machine`'s sshd goes down.
+    pub async fn gone(&self, machine: &str) {
+        let mut stop = self.stop.clone();
+        let mut down = self.down.subscribe();
+        tokio::select! {
+            _ = stop.wait_for(|s| *s) => {}
+            _ = down.wait_for(|d| d.contains(machine)) => {}
+        }
+    }
+}
+
+/// Counts one running command line of a machine in [`Shared::running`] while it lives.
+struct Running {
+    shared: Arc<Shared>,
+    machine: String,
+}
+
+impl Running {
+    fn new(shared: Arc<Shared>, machine: String) -> Running {
+        *lock(&shared.running).entry(machine.clone()).or_default() += 1;
+        Running { shared, machine }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Some(n) = lock(&self.shared.running).get_mut(&self.machine) {
+            *n = n.saturating_sub(1);
+        }
+    }
 }
 
 /// A fresh ed25519 key.
@@ -76,10 +123,12 @@ pub(crate) async fn serve<S>(shared: Arc<Shared>, machine: String, stream: S)
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
+    if shared.is_down(&machine) {
+        return;
+    }
     let config = shared.config(&machine);
-    let mut stop = shared.stop.clone();
     let handler = Handler {
-        shared,
+        shared: shared.clone(),
         machine: machine.clone(),
         channels: HashMap::new(),
     };
@@ -97,9 +146,9 @@ where
                 tracing::debug!(%machine, error = %e, "ssh session ended with an error");
             }
         }
-        _ = async { let _ = stop.wait_for(|s| *s).await; } => {
+        _ = shared.gone(&machine) => {
             let _ = handle
-                .disconnect(russh::Disconnect::ByApplication, "simulator stopped".into(), "en".into())
+                .disconnect(russh::Disconnect::ByApplication, "sshd stopped".into(), "en".into())
                 .await;
         }
     }
@@ -140,6 +189,7 @@ impl Handler {
                     && (v.vpcid().is_some() || v.systemvmtype().is_some())
             })
             .map(|v| v.name.clone())
+            .filter(|vm| !self.shared.is_down(vm))
     }
 }
 
@@ -243,10 +293,12 @@ enum Ended {
     Signal(russh::Sig),
 }
 
+type Writer = ChannelWriteHalf<Msg>;
+
 /// Waits for the client to close the channel or signal it; other messages are ignored.
-async fn ended(channel: &mut Channel<Msg>) -> Ended {
+async fn ended(rx: &mut ChannelReadHalf) -> Ended {
     loop {
-        match channel.wait().await {
+        match rx.wait().await {
             None | Some(ChannelMsg::Close) => return Ended::Closed,
             Some(ChannelMsg::Signal { signal }) => return Ended::Signal(signal),
             Some(_) => {}
@@ -254,14 +306,59 @@ async fn ended(channel: &mut Channel<Msg>) -> Ended {
     }
 }
 
+/// Answers an early end: a signal is reported as the command's death by it.
+async fn end_early(tx: &Writer, handle: &russh::server::Handle, why: Ended) {
+    if let Ended::Signal(sig) = why {
+        let _ = handle
+            .exit_signal_request(tx.id(), sig, false, String::new(), "en".into())
+            .await;
+        let _ = tx.eof().await;
+        let _ = tx.close().await;
+    }
+}
+
+/// Sends `n` zero bytes to `sink` in chunks (never all at once); `Err` when the channel
+/// ended first (`None`: the connection went while sending).
+async fn stream_zeros(
+    tx: &Writer,
+    rx: &mut ChannelReadHalf,
+    sink: Sink,
+    n: u64,
+) -> Result<(), Option<Ended>> {
+    let ext = match sink {
+        Sink::Null => return Ok(()),
+        Sink::Stdout => None,
+        Sink::Stderr => Some(1),
+    };
+    let zeros = [0u8; CHUNK];
+    let mut left = n;
+    while left > 0 {
+        let chunk = &zeros[..left.min(CHUNK as u64) as usize];
+        let sent = async {
+            match ext {
+                None => tx.data(chunk).await,
+                Some(e) => tx.extended_data(e, chunk).await,
+            }
+        };
+        tokio::select! {
+            sent = sent => sent.map_err(|_| None)?,
+            why = ended(rx) => return Err(Some(why)),
+        }
+        left -= chunk.len() as u64;
+    }
+    Ok(())
+}
+
 /// Runs one command line on an exec channel and reports its output and status.
 async fn run(
     shared: Arc<Shared>,
     machine: String,
     line: String,
-    mut channel: Channel<Msg>,
+    channel: Channel<Msg>,
     handle: russh::server::Handle,
 ) {
+    let _running = Running::new(shared.clone(), machine.clone());
+    let (mut rx, tx) = channel.split();
     let script = match shell::parse(&line) {
         Ok(s) => s,
         Err(e) => {
@@ -270,7 +367,7 @@ async fn run(
                 stderr: format!("{}\n", e.0),
                 status: 2,
             };
-            finish(&channel, &out, out.status).await;
+            finish(&tx, &out, out.status).await;
             return;
         }
     };
@@ -288,18 +385,14 @@ async fn run(
             Ok(Step::Sleep(d)) => {
                 tokio::select! {
                     _ = tokio::time::sleep(d) => Output::default(),
-                    why = ended(&mut channel) => {
-                        if let Ended::Signal(sig) = why {
-                            let _ = handle
-                                .exit_signal_request(channel.id(), sig, false, String::new(), "en".into())
-                                .await;
-                            let _ = channel.eof().await;
-                            let _ = channel.close().await;
-                        }
-                        return;
-                    }
+                    why = ended(&mut rx) => return end_early(&tx, &handle, why).await,
                 }
             }
+            Ok(Step::Zeros(n)) => match stream_zeros(&tx, &mut rx, simple.stdout, n).await {
+                Ok(()) => Output::default(),
+                Err(Some(why)) => return end_early(&tx, &handle, why).await,
+                Err(None) => return,
+            },
             Ok(Step::Run) => {
                 let mut zone = lock(&shared.zone);
                 zone.advance(jiff::Timestamp::now());
@@ -309,26 +402,26 @@ async fn run(
         let mut routed = Output::default();
         routed.absorb(out, simple);
         status = routed.status;
-        if send(&channel, &routed).await.is_err() {
+        if send(&tx, &routed).await.is_err() {
             return;
         }
     }
-    finish(&channel, &Output::default(), status).await;
+    finish(&tx, &Output::default(), status).await;
 }
 
-async fn send(channel: &Channel<Msg>, out: &Output) -> Result<(), russh::Error> {
+async fn send(tx: &Writer, out: &Output) -> Result<(), russh::Error> {
     if !out.stdout.is_empty() {
-        channel.data(out.stdout.as_bytes()).await?;
+        tx.data(out.stdout.as_bytes()).await?;
     }
     if !out.stderr.is_empty() {
-        channel.extended_data(1, out.stderr.as_bytes()).await?;
+        tx.extended_data(1, out.stderr.as_bytes()).await?;
     }
     Ok(())
 }
 
-async fn finish(channel: &Channel<Msg>, out: &Output, status: u32) {
-    let _ = send(channel, out).await;
-    let _ = channel.exit_status(status).await;
-    let _ = channel.eof().await;
-    let _ = channel.close().await;
+async fn finish(tx: &Writer, out: &Output, status: u32) {
+    let _ = send(tx, out).await;
+    let _ = tx.exit_status(status).await;
+    let _ = tx.eof().await;
+    let _ = tx.close().await;
 }

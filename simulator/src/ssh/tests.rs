@@ -375,3 +375,29 @@ fn files() {
     assert!(count.trim().parse::<u32>().unwrap() >= 1);
     assert_eq!(run(&mut z, m, "grep x /nope").status, 2);
 }
+
+#[test]
+fn head_of_dev_zero() {
+    let mut z = zone("healthy");
+    let zeros = run(&mut z, "kvm01", "head -c 1K /dev/zero; echo done >&2");
+    assert_eq!(zeros.stdout, "\0".repeat(1024));
+    assert_eq!((zeros.stderr.as_str(), zeros.status), ("done\n", 0));
+    assert_eq!(
+        run(&mut z, "kvm01", "head -c 5 /dev/zero >/dev/null"),
+        out("", "", 0)
+    );
+    assert_eq!(
+        run(&mut z, "kvm01", "head -c x /dev/zero"),
+        out("", "head: invalid number of bytes: 'x'\n", 1)
+    );
+    for refused in [
+        "head -n 1 /etc/hosts",
+        "head -c 1 /etc/hosts",
+        "head",
+        "head -c 2G /dev/zero",
+    ] {
+        let r = run(&mut z, "kvm01", refused);
+        assert_eq!(r.status, 2, "{refused}: {r:?}");
+        assert!(r.stderr.starts_with("sim-ssh: "), "{refused}: {r:?}");
+    }
+}
