@@ -38,7 +38,12 @@ async fn once(t: &SshTransport, inv: &Inventory, host: &str, cmd: &str) -> Durat
     let started = Instant::now();
     let h = inv.host(host).expect("host");
     match t
-        .run(h, &Action::ssh(cmd), Access::ReadOnly, Duration::from_secs(30))
+        .run(
+            h,
+            &Action::ssh(cmd),
+            Access::ReadOnly,
+            Duration::from_secs(30),
+        )
         .await
     {
         Ok(ActionResult::Ssh(out)) if out.rc == Some(0) => started.elapsed(),
@@ -156,12 +161,13 @@ fn main() {
         ssh_direct
             .samples
             .push(openssh(&lab, &config, "hv1", false));
-        ssh_jumped
-            .samples
-            .push(openssh(&lab, &config, "vr1", true));
+        ssh_jumped.samples.push(openssh(&lab, &config, "vr1", true));
     }
 
-    println!("SSH micro-benchmark, real lab {} ({n} rounds each)", lab.name());
+    println!(
+        "SSH micro-benchmark, real lab {} ({n} rounds each)",
+        lab.name()
+    );
     println!("{:<62} {:>9} {:>9}", "", "median ms", "p90 ms");
     for s in [
         &new_direct,
