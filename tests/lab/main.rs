@@ -191,6 +191,60 @@ fn routers_are_reachable_only_through_the_hypervisor() {
     );
 }
 
+/// A chain of two jumps: controller -> hv1 -> vr2 -> vr1, with an ECDSA key for hv1.
+#[test]
+fn a_chain_of_two_jumps_and_an_ecdsa_key() {
+    let Some(lab) = lab(Options::default()) else {
+        return;
+    };
+    let ecdsa = lab.dir().join("keys/id_ecdsa");
+    let out = std::process::Command::new("ssh-keygen")
+        .args(["-q", "-t", "ecdsa", "-b", "256", "-N", "", "-f"])
+        .arg(&ecdsa)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let public = std::fs::read_to_string(format!("{}.pub", ecdsa.display())).unwrap();
+    lab.sh_ok(
+        "hv1",
+        &format!("echo '{}' >> /root/.ssh/authorized_keys", public.trim()),
+    );
+    let inv = lab
+        .inventory()
+        .replace(
+            &lab.controller_key().display().to_string(),
+            &ecdsa.display().to_string(),
+        )
+        .replace(
+            "vr1: { ansible_host: 169.254.3.11 }",
+            "vr1: { ansible_host: 169.254.3.11, remedy_jump: vr2 }",
+        );
+    assert!(inv.contains("remedy_jump: vr2"), "{inv}");
+    lab.block_on(|| async {
+        let (inv, t) = transport(&inv, &lab.known_hosts());
+        let out = ssh(&t, &inv, "vr1", "hostname", T).await.unwrap();
+        assert_eq!(out.stdout, "r-vr1-VM\n");
+        assert_eq!(t.connections_made("hv1"), 1);
+        assert_eq!(t.connections_made("vr2"), 1);
+        assert_eq!(t.connections_made("vr1"), 1);
+    });
+    // vr1 was reached from vr2's control address, vr2 from hv1's.
+    assert!(lab
+        .sshd_log("vr1")
+        .contains("Accepted publickey for root from 169.254.3.12"));
+    assert!(lab
+        .sshd_log("vr2")
+        .contains("Accepted publickey for root from 169.254.0.1"));
+    assert!(lab
+        .sshd_log("hv1")
+        .contains("Accepted publickey for root from 169.254.240.1"));
+    assert!(
+        lab.sshd_log("hv1").contains("ECDSA"),
+        "{}",
+        lab.sshd_log("hv1")
+    );
+}
+
 #[test]
 fn host_key_policies_strict_and_accept_new() {
     let Some(lab) = lab(Options::default()) else {
