@@ -438,6 +438,7 @@ where
             });
         }
         let sleep = tokio::time::sleep(delay.min(deadline - now));
+        tokio::pin!(sleep);
         match cancel.as_mut() {
             Some(rx) if *rx.borrow() => {
                 return Err(CsError::JobInterrupted {
@@ -446,11 +447,24 @@ where
                 })
             }
             Some(rx) => {
-                tokio::select! {
-                    _ = sleep => {}
-                    _ = rx.wait_for(|c| *c) => {
-                        return Err(CsError::JobInterrupted { command: command.into(), jobid: jobid.into() });
+                // Only a `true` seen is an interrupt. `Err` means the sender is gone, so
+                // nobody can interrupt any more: keep polling without watching.
+                let interrupted = tokio::select! {
+                    _ = &mut sleep => None,
+                    r = rx.wait_for(|c| *c) => Some(r.is_ok()),
+                };
+                match interrupted {
+                    Some(true) => {
+                        return Err(CsError::JobInterrupted {
+                            command: command.into(),
+                            jobid: jobid.into(),
+                        })
                     }
+                    Some(false) => {
+                        cancel = None;
+                        sleep.await;
+                    }
+                    None => {}
                 }
             }
             None => sleep.await,
@@ -583,6 +597,18 @@ mod tests {
             .unwrap_err();
         assert!(matches!(e, CsError::JobInterrupted { .. }), "{e:?}");
         assert_eq!((Instant::now() - start).as_millis(), 2500);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn polling_goes_on_when_the_interrupt_sender_is_dropped() {
+        let (q, _) = script(3, 1);
+        let (tx, rx) = watch::channel(false);
+        drop(tx);
+        let start = Instant::now();
+        let r = poll_job("x", "j", q, S, 10 * S, start + 600 * S, Some(rx)).await;
+        assert_eq!(r.unwrap(), json!({"router": {"id": "r1"}}));
+        // polls at 0, 1, 2.5, 4.75: the whole job, not stopped at the first sleep
+        assert_eq!((Instant::now() - start).as_millis(), 4750);
     }
 
     #[tokio::test]
