@@ -129,6 +129,11 @@ impl Client {
         &self.creds.endpoint
     }
 
+    /// Registers the secret key with `redactor`, so it can never be printed.
+    pub fn register_secret(&self, redactor: &mut crate::redact::Redactor) {
+        redactor.add(self.creds.secret_key.clone());
+    }
+
     /// One signed request, valid for [`sign::EXPIRES_AFTER`]; the reply's envelope removed.
     /// No retry.
     pub async fn request(
