@@ -49,6 +49,21 @@ pub enum CsError {
     /// We stopped waiting for a running job because the run was interrupted.
     #[error("{command}: stopped waiting for async job {jobid} (interrupted); it may yet complete")]
     JobInterrupted { command: String, jobid: String },
+    /// The step's deadline passed before the call was answered. `sent`: the request may have
+    /// reached the server; for a `mutating` call that means it may have acted.
+    #[error(
+        "{command}: no reply before the step's deadline; {}",
+        match (*mutating, *sent) {
+            (true, true) => "the server may or may not have acted on this change — check before retrying",
+            (true, false) => "the change was not sent",
+            (false, _) => "a read: nothing was changed",
+        }
+    )]
+    Deadline {
+        command: String,
+        sent: bool,
+        mutating: bool,
+    },
     /// An HTTP reply that is not a CloudStack envelope (a proxy's 502, an HTML page...).
     #[error("{command}: HTTP {status} from the management server: {excerpt}")]
     Http {
