@@ -894,7 +894,13 @@ mod tests {
         };
         for out in [
             f(&[]),
-            f(&["username", "secretKey", "Password", "privatekey", "description"]),
+            f(&[
+                "username",
+                "secretKey",
+                "Password",
+                "privatekey",
+                "description",
+            ]),
         ] {
             for leak in ["SK-plain-1", "pw-plain-2", "PK-plain-3", "the-api-secret"] {
                 assert!(!out.contains(leak), "{out}");

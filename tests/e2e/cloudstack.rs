@@ -384,7 +384,10 @@ async fn a_slow_server_is_given_up_on_at_the_steps_deadline() {
         .unwrap_err();
     assert!(start.elapsed() < Duration::from_secs(2), "{e}");
     let msg = e.to_string();
-    assert!(msg.contains("listZones") && msg.contains("deadline"), "{msg}");
+    assert!(
+        msg.contains("listZones") && msg.contains("deadline"),
+        "{msg}"
+    );
     assert!(msg.contains("nothing was changed"), "{msg}");
     let start = Instant::now();
     let e = c

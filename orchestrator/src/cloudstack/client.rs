@@ -312,16 +312,18 @@ impl Client {
                         }))
                     })
                     .map_err(|reason| match reason {
-                    PageError::Cs(e) => e,
-                    PageError::Shape(reason) => CsError::Decode {
-                        command: command.into(),
-                        reason,
-                    },
-                });
+                        PageError::Cs(e) => e,
+                        PageError::Shape(reason) => CsError::Decode {
+                            command: command.into(),
+                            reason,
+                        },
+                    });
             }
             return self.read(command, &args, deadline).await;
         }
-        let reply = self.request_by(command, args, Method::Post, deadline).await?;
+        let reply = self
+            .request_by(command, args, Method::Post, deadline)
+            .await?;
         let is_async = spec.map(|s| s.isasync).unwrap_or(false)
             || (spec.is_none() && reply.get("jobid").is_some());
         if !is_async {
@@ -795,9 +797,17 @@ mod tests {
         );
         assert!(!e.is_transient());
         // a hanging job poll too
-        let e = poll_job("rebootRouter", "j-7", std::future::pending, S, S, deadline, None)
-            .await
-            .unwrap_err();
+        let e = poll_job(
+            "rebootRouter",
+            "j-7",
+            std::future::pending,
+            S,
+            S,
+            deadline,
+            None,
+        )
+        .await
+        .unwrap_err();
         assert!(matches!(e, CsError::JobDeadline { .. }), "{e:?}");
         assert_eq!(Instant::now() - start, Duration::from_secs(7));
     }

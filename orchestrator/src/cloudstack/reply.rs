@@ -396,12 +396,20 @@ mod tests {
     fn proxy_pages_do_not_echo_the_signed_url() {
         let page = b"<html><body>502 Bad Gateway: upstream failed for GET /client/api?apiKey=AKxyz&command=listZones&signature=Zm9vYmFy%2B%3D&signatureVersion=3</body></html>";
         let msg = parse("listZones", 502, page, None).unwrap_err().to_string();
-        assert!(msg.contains("HTTP 502") && msg.contains("/client/api?"), "{msg}");
+        assert!(
+            msg.contains("HTTP 502") && msg.contains("/client/api?"),
+            "{msg}"
+        );
         for leak in ["AKxyz", "Zm9vYmFy", "signatureVersion"] {
             assert!(!msg.contains(leak), "{msg}");
         }
         // outside a /client/api URL too, any case, and in X-Description
-        let e = parse("x", 502, b"bad request: SIGNATURE=abc123; apikey=KEY9 rejected", None);
+        let e = parse(
+            "x",
+            502,
+            b"bad request: SIGNATURE=abc123; apikey=KEY9 rejected",
+            None,
+        );
         let msg = e.unwrap_err().to_string();
         assert!(!msg.contains("abc123") && !msg.contains("KEY9"), "{msg}");
         assert!(msg.contains("rejected"), "{msg}");
