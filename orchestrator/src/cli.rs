@@ -299,12 +299,27 @@ async fn api_call(
         Ok(r) => r,
         Err(e) => return fail(&Error::Other(e.to_string())),
     };
+    // Secret-named fields (secretkey, password, privatekey...) and every secret the run knows,
+    // the API secret key first, never reach the terminal.
+    let mut redactor = crate::redact::Redactor::new();
+    crate::cloudstack::register_secrets(&inv, &mut redactor);
+    conn.client.register_secret(&mut redactor);
+    print!("{}", render_reply(reply, fields, &redactor));
+    ExitCode::Success
+}
+
+/// `remedy api`'s output: the reply as JSON, or a table of `fields`, redacted.
+fn render_reply(
+    mut reply: serde_json::Value,
+    fields: &[String],
+    redactor: &crate::redact::Redactor,
+) -> String {
+    redactor.redact_json(&mut reply);
     if fields.is_empty() {
-        println!(
-            "{}",
+        return format!(
+            "{}\n",
             serde_json::to_string_pretty(&reply).unwrap_or_default()
         );
-        return ExitCode::Success;
     }
     let items: Vec<serde_json::Value> = reply
         .as_object()
@@ -341,11 +356,12 @@ async fn api_call(
             .trim_end()
             .to_string()
     };
-    println!("{}", line(fields.to_vec()));
+    let mut out = line(fields.to_vec()) + "\n";
     for r in rows {
-        println!("{}", line(r));
+        out.push_str(&line(r));
+        out.push('\n');
     }
-    ExitCode::Success
+    out
 }
 
 fn load_inventory(paths: &[PathBuf]) -> Result<Inventory, Error> {
@@ -862,6 +878,37 @@ fn audit_cmd(cmd: AuditCommand, path: Option<PathBuf>) -> ExitCode {
 mod tests {
     use super::*;
     use clap::CommandFactory;
+
+    #[test]
+    fn api_output_masks_secret_fields_and_known_secrets() {
+        let reply = serde_json::json!({"count": 1, "user": [{
+            "username": "ops", "apikey": "AK-1", "secretKey": "SK-plain-1",
+            "Password": "pw-plain-2", "privatekey": "PK-plain-3",
+            "description": "signed with the-api-secret"
+        }]});
+        let mut r = crate::redact::Redactor::new();
+        r.add("the-api-secret");
+        let f = |fields: &[&str]| {
+            let fields: Vec<String> = fields.iter().map(|s| s.to_string()).collect();
+            render_reply(reply.clone(), &fields, &r)
+        };
+        for out in [
+            f(&[]),
+            f(&[
+                "username",
+                "secretKey",
+                "Password",
+                "privatekey",
+                "description",
+            ]),
+        ] {
+            for leak in ["SK-plain-1", "pw-plain-2", "PK-plain-3", "the-api-secret"] {
+                assert!(!out.contains(leak), "{out}");
+            }
+            assert!(out.contains("ops"), "{out}");
+            assert!(out.contains("********"), "{out}");
+        }
+    }
 
     #[test]
     fn cli_definition_is_valid() {

@@ -366,3 +366,60 @@ async fn a_dropped_connection_on_a_read_is_retried() {
         .expect("retried after the drop");
     assert_eq!(seen(&sim, "listZones"), 2);
 }
+
+#[tokio::test]
+async fn a_slow_server_is_given_up_on_at_the_steps_deadline() {
+    let sim = sim("healthy").await;
+    sim.set_faults(Faults {
+        latency_ms: 3000,
+        ..Faults::default()
+    });
+    // the HTTP timeout (5 s) is longer than the step has left: the deadline wins
+    let c = client(&sim, fast());
+    let start = Instant::now();
+    let deadline = start + Duration::from_millis(400);
+    let e = c
+        .call("listZones", &args(&[]), Method::Get, deadline, None)
+        .await
+        .unwrap_err();
+    assert!(start.elapsed() < Duration::from_secs(2), "{e}");
+    let msg = e.to_string();
+    assert!(
+        msg.contains("listZones") && msg.contains("deadline"),
+        "{msg}"
+    );
+    assert!(msg.contains("nothing was changed"), "{msg}");
+    let start = Instant::now();
+    let e = c
+        .call(
+            "updateConfiguration",
+            &args(&[("name", "network.gc.interval"), ("value", "700")]),
+            Method::Post,
+            start + Duration::from_millis(400),
+            None,
+        )
+        .await
+        .unwrap_err();
+    assert!(start.elapsed() < Duration::from_secs(2), "{e}");
+    let msg = e.to_string();
+    assert!(
+        msg.contains("updateConfiguration") && msg.contains("may or may not have acted"),
+        "{msg}"
+    );
+    // nothing is sent once the deadline has passed
+    let before = seen(&sim, "updateConfiguration");
+    let e = set_gc_interval_by(&c, Instant::now()).await.unwrap_err();
+    assert!(e.to_string().contains("not sent"), "{e}");
+    assert_eq!(seen(&sim, "updateConfiguration"), before);
+}
+
+async fn set_gc_interval_by(c: &Client, deadline: Instant) -> Result<Value, CsError> {
+    c.call(
+        "updateConfiguration",
+        &args(&[("name", "network.gc.interval"), ("value", "701")]),
+        Method::Post,
+        deadline,
+        None,
+    )
+    .await
+}

@@ -129,6 +129,11 @@ impl Client {
         &self.creds.endpoint
     }
 
+    /// Registers the secret key with `redactor`, so it can never be printed.
+    pub fn register_secret(&self, redactor: &mut crate::redact::Redactor) {
+        redactor.add(self.creds.secret_key.clone());
+    }
+
     /// One signed request, valid for [`sign::EXPIRES_AFTER`]; the reply's envelope removed.
     /// No retry.
     pub async fn request(
@@ -150,6 +155,54 @@ impl Client {
         args: &BTreeMap<String, String>,
         method: Method,
         expires: Option<jiff::Timestamp>,
+    ) -> Result<Value, CsError> {
+        self.send(command, args, method, expires, None).await
+    }
+
+    /// [`Client::request`] that must be answered by `deadline`: the HTTP timeout is cut to the
+    /// time left, and nothing is sent once the deadline has passed.
+    async fn request_by(
+        &self,
+        command: &str,
+        args: &BTreeMap<String, String>,
+        method: Method,
+        deadline: Instant,
+    ) -> Result<Value, CsError> {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(CsError::Deadline {
+                command: command.into(),
+                sent: false,
+                mutating: method == Method::Post,
+            });
+        }
+        let expires = jiff::Timestamp::now()
+            + jiff::SignedDuration::try_from(sign::EXPIRES_AFTER).expect("ten minutes fit");
+        let timeout = left.min(self.opts.request_timeout);
+        self.send(command, args, method, Some(expires), Some(timeout))
+            .await
+            .map_err(|e| match e {
+                // The per-attempt timeout cut to the deadline: the deadline it is.
+                CsError::Transport {
+                    timeout: true,
+                    sent,
+                    ..
+                } if Instant::now() >= deadline => CsError::Deadline {
+                    command: command.into(),
+                    sent,
+                    mutating: method == Method::Post,
+                },
+                other => other,
+            })
+    }
+
+    async fn send(
+        &self,
+        command: &str,
+        args: &BTreeMap<String, String>,
+        method: Method,
+        expires: Option<jiff::Timestamp>,
+        timeout: Option<Duration>,
     ) -> Result<Value, CsError> {
         let params = sign::signed_params(
             command,
@@ -178,6 +231,10 @@ impl Client {
                 )
                 .body(encoded),
         };
+        let req = match timeout {
+            Some(t) => req.timeout(t),
+            None => req,
+        };
         tracing::debug!(command, ?method, "cloudstack request");
         let transport = |e: reqwest::Error| CsError::Transport {
             command: command.to_string(),
@@ -198,21 +255,27 @@ impl Client {
         reply::parse(command, status, &body, x_description.as_deref())
     }
 
-    /// A read, retried with backoff on transient failures only.
+    /// A read, retried with backoff on transient failures only, all by `deadline`.
     pub async fn read(
         &self,
         command: &str,
         args: &BTreeMap<String, String>,
+        deadline: Instant,
     ) -> Result<Value, CsError> {
-        retrying(self.opts.read_retries, self.opts.retry_delay, || {
-            self.request(command, args, Method::Get)
-        })
+        retrying(
+            command,
+            self.opts.read_retries,
+            self.opts.retry_delay,
+            deadline,
+            || self.request_by(command, args, Method::Get, deadline),
+        )
         .await
     }
 
     /// Carries out one API call as a step needs it: reads by GET (lists walked to the end,
     /// account-scoped lists with `listall=true`), mutating calls by POST exactly once, and an
-    /// async job followed to its end. `deadline` bounds the whole call.
+    /// async job followed to its end. `deadline` bounds the whole call: every request, list
+    /// walk, retry and poll.
     pub async fn call(
         &self,
         command: &str,
@@ -233,24 +296,34 @@ impl Client {
             }
             if is_list && !args.contains_key("page") && !args.contains_key("pagesize") {
                 let size = self.opts.page_size;
-                return all_pages(size, |page| {
+                let walk = all_pages(size, |page| {
                     let mut a = args.clone();
                     a.insert("page".into(), page.to_string());
                     a.insert("pagesize".into(), size.to_string());
-                    async move { self.read(command, &a).await }
-                })
-                .await
-                .map_err(|reason| match reason {
-                    PageError::Cs(e) => e,
-                    PageError::Shape(reason) => CsError::Decode {
-                        command: command.into(),
-                        reason,
-                    },
+                    async move { self.read(command, &a, deadline).await }
                 });
+                return tokio::time::timeout_at(deadline, walk)
+                    .await
+                    .unwrap_or_else(|_| {
+                        Err(PageError::Cs(CsError::Deadline {
+                            command: command.into(),
+                            sent: true,
+                            mutating: false,
+                        }))
+                    })
+                    .map_err(|reason| match reason {
+                        PageError::Cs(e) => e,
+                        PageError::Shape(reason) => CsError::Decode {
+                            command: command.into(),
+                            reason,
+                        },
+                    });
             }
-            return self.read(command, &args).await;
+            return self.read(command, &args, deadline).await;
         }
-        let reply = self.request(command, args, Method::Post).await?;
+        let reply = self
+            .request_by(command, args, Method::Post, deadline)
+            .await?;
         let is_async = spec.map(|s| s.isasync).unwrap_or(false)
             || (spec.is_none() && reply.get("jobid").is_some());
         if !is_async {
@@ -272,7 +345,7 @@ impl Client {
         poll_job(
             command,
             &jobid,
-            || self.read("queryAsyncJobResult", &query),
+            || self.read("queryAsyncJobResult", &query, deadline),
             self.opts.poll_initial,
             self.opts.poll_max,
             deadline,
@@ -306,11 +379,14 @@ fn describe(e: &reqwest::Error) -> String {
     s
 }
 
-/// Runs `attempt` once, then again after `delay`, `2·delay`, ... while it fails transiently,
-/// at most `retries` more times.
+/// Runs `attempt` (a read of `command`) once, then again after `delay`, `2·delay`, ... while
+/// it fails transiently, at most `retries` more times. Each attempt ends at `deadline`, and no
+/// retry is started that could not begin before it.
 pub async fn retrying<F, Fut>(
+    command: &str,
     retries: u32,
     delay: Duration,
+    deadline: Instant,
     mut attempt: F,
 ) -> Result<Value, CsError>
 where
@@ -320,8 +396,17 @@ where
     let mut wait = delay;
     let mut left = retries;
     loop {
-        match attempt().await {
-            Err(e) if e.is_transient() && left > 0 => {
+        let result = tokio::time::timeout_at(deadline, attempt())
+            .await
+            .unwrap_or_else(|_| {
+                Err(CsError::Deadline {
+                    command: command.into(),
+                    sent: true,
+                    mutating: false,
+                })
+            });
+        match result {
+            Err(e) if e.is_transient() && left > 0 && Instant::now() + wait < deadline => {
                 tracing::debug!(error = %e, retries_left = left, "transient failure of a read; retrying");
                 left -= 1;
                 tokio::time::sleep(wait).await;
@@ -406,7 +491,18 @@ where
     let started = Instant::now();
     let mut delay = initial;
     loop {
-        let reply = query().await?;
+        // A query cut short by the deadline means the job outlived it.
+        let reply = match tokio::time::timeout_at(deadline, query()).await {
+            Ok(Ok(reply)) => reply,
+            Ok(Err(e)) if !matches!(e, CsError::Deadline { .. }) => return Err(e),
+            _ => {
+                return Err(CsError::JobDeadline {
+                    command: command.into(),
+                    jobid: jobid.into(),
+                    waited: Instant::now() - started,
+                })
+            }
+        };
         let state = reply::job_state(&reply).map_err(|reason| CsError::Decode {
             command: "queryAsyncJobResult".into(),
             reason,
@@ -438,6 +534,7 @@ where
             });
         }
         let sleep = tokio::time::sleep(delay.min(deadline - now));
+        tokio::pin!(sleep);
         match cancel.as_mut() {
             Some(rx) if *rx.borrow() => {
                 return Err(CsError::JobInterrupted {
@@ -446,11 +543,24 @@ where
                 })
             }
             Some(rx) => {
-                tokio::select! {
-                    _ = sleep => {}
-                    _ = rx.wait_for(|c| *c) => {
-                        return Err(CsError::JobInterrupted { command: command.into(), jobid: jobid.into() });
+                // Only a `true` seen is an interrupt. `Err` means the sender is gone, so
+                // nobody can interrupt any more: keep polling without watching.
+                let interrupted = tokio::select! {
+                    _ = &mut sleep => None,
+                    r = rx.wait_for(|c| *c) => Some(r.is_ok()),
+                };
+                match interrupted {
+                    Some(true) => {
+                        return Err(CsError::JobInterrupted {
+                            command: command.into(),
+                            jobid: jobid.into(),
+                        })
                     }
+                    Some(false) => {
+                        cancel = None;
+                        sleep.await;
+                    }
+                    None => {}
                 }
             }
             None => sleep.await,
@@ -585,6 +695,18 @@ mod tests {
         assert_eq!((Instant::now() - start).as_millis(), 2500);
     }
 
+    #[tokio::test(start_paused = true)]
+    async fn polling_goes_on_when_the_interrupt_sender_is_dropped() {
+        let (q, _) = script(3, 1);
+        let (tx, rx) = watch::channel(false);
+        drop(tx);
+        let start = Instant::now();
+        let r = poll_job("x", "j", q, S, 10 * S, start + 600 * S, Some(rx)).await;
+        assert_eq!(r.unwrap(), json!({"router": {"id": "r1"}}));
+        // polls at 0, 1, 2.5, 4.75: the whole job, not stopped at the first sleep
+        assert_eq!((Instant::now() - start).as_millis(), 4750);
+    }
+
     #[tokio::test]
     async fn paging_across_three_pages() {
         let all: Vec<Value> = (0..7).map(|i| json!({"id": i})).collect();
@@ -632,10 +754,68 @@ mod tests {
         assert_eq!(r, json!({}));
     }
 
+    fn far() -> Instant {
+        Instant::now() + Duration::from_secs(600)
+    }
+
+    fn unavailable() -> std::future::Ready<Result<Value, CsError>> {
+        std::future::ready(Err(CsError::Http {
+            command: "listZones".into(),
+            status: 503,
+            excerpt: String::new(),
+        }))
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn no_retry_starts_past_the_deadline() {
+        let start = Instant::now();
+        let n = AtomicU32::new(0);
+        let deadline = start + Duration::from_millis(1500);
+        let r = retrying("listZones", 3, S, deadline, || {
+            n.fetch_add(1, Ordering::SeqCst);
+            unavailable()
+        })
+        .await;
+        // attempts at 0 and 1 s; the next would start at 3 s, past the deadline
+        assert!(matches!(r, Err(CsError::Http { status: 503, .. })), "{r:?}");
+        assert_eq!(n.load(Ordering::SeqCst), 2);
+        assert_eq!((Instant::now() - start).as_millis(), 1000);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_hanging_read_ends_at_the_deadline() {
+        let start = Instant::now();
+        let deadline = start + Duration::from_secs(7);
+        let e = retrying("listRouters", 3, S, deadline, std::future::pending)
+            .await
+            .unwrap_err();
+        assert_eq!(Instant::now() - start, Duration::from_secs(7));
+        let msg = e.to_string();
+        assert!(
+            msg.contains("listRouters") && msg.contains("deadline") && msg.contains("read"),
+            "{msg}"
+        );
+        assert!(!e.is_transient());
+        // a hanging job poll too
+        let e = poll_job(
+            "rebootRouter",
+            "j-7",
+            std::future::pending,
+            S,
+            S,
+            deadline,
+            None,
+        )
+        .await
+        .unwrap_err();
+        assert!(matches!(e, CsError::JobDeadline { .. }), "{e:?}");
+        assert_eq!(Instant::now() - start, Duration::from_secs(7));
+    }
+
     #[tokio::test(start_paused = true)]
     async fn reads_retry_only_transient_failures() {
         let n = AtomicU32::new(0);
-        let r = retrying(3, Duration::from_millis(100), || {
+        let r = retrying("x", 3, Duration::from_millis(100), far(), || {
             let i = n.fetch_add(1, Ordering::SeqCst);
             std::future::ready(if i < 2 {
                 Err(CsError::Http {
@@ -652,7 +832,7 @@ mod tests {
         assert_eq!(n.load(Ordering::SeqCst), 3);
         // a 431 is final
         let n = AtomicU32::new(0);
-        let r = retrying(3, Duration::from_millis(100), || {
+        let r = retrying("x", 3, Duration::from_millis(100), far(), || {
             n.fetch_add(1, Ordering::SeqCst);
             std::future::ready(Err(CsError::Api {
                 command: "x".into(),
@@ -667,7 +847,7 @@ mod tests {
         assert_eq!(n.load(Ordering::SeqCst), 1);
         // gives up after the retries
         let n = AtomicU32::new(0);
-        let _ = retrying(2, Duration::from_millis(100), || {
+        let _ = retrying("x", 2, Duration::from_millis(100), far(), || {
             n.fetch_add(1, Ordering::SeqCst);
             std::future::ready(Err(CsError::Transport {
                 command: "x".into(),

@@ -49,6 +49,21 @@ pub enum CsError {
     /// We stopped waiting for a running job because the run was interrupted.
     #[error("{command}: stopped waiting for async job {jobid} (interrupted); it may yet complete")]
     JobInterrupted { command: String, jobid: String },
+    /// The step's deadline passed before the call was answered. `sent`: the request may have
+    /// reached the server; for a `mutating` call that means it may have acted.
+    #[error(
+        "{command}: no reply before the step's deadline; {}",
+        match (*mutating, *sent) {
+            (true, true) => "the server may or may not have acted on this change — check before retrying",
+            (true, false) => "the change was not sent",
+            (false, _) => "a read: nothing was changed",
+        }
+    )]
+    Deadline {
+        command: String,
+        sent: bool,
+        mutating: bool,
+    },
     /// An HTTP reply that is not a CloudStack envelope (a proxy's 502, an HTML page...).
     #[error("{command}: HTTP {status} from the management server: {excerpt}")]
     Http {
@@ -162,9 +177,11 @@ pub fn parse(
     Err(CsError::Http {
         command: command.into(),
         status,
-        excerpt: x_description
-            .map(str::to_string)
-            .unwrap_or_else(|| excerpt(body)),
+        excerpt: scrub(
+            &x_description
+                .map(str::to_string)
+                .unwrap_or_else(|| excerpt(body)),
+        ),
     })
 }
 
@@ -193,6 +210,33 @@ fn excerpt(body: &[u8]) -> String {
     } else {
         s
     }
+}
+
+/// Removes what a proxy's error page may echo of a signed request: the query string after
+/// `/client/api?`, and the values of `signature=` and `apiKey=` (any case) anywhere.
+fn scrub(text: &str) -> String {
+    let mut out = text.to_string();
+    if let Some(at) = out.find("/client/api?") {
+        let start = at + "/client/api?".len();
+        let end = out[start..]
+            .find(|c: char| c.is_whitespace() || matches!(c, '"' | '\'' | '<' | '>'))
+            .map_or(out.len(), |n| start + n);
+        out.replace_range(start..end, "…");
+    }
+    for name in ["signature=", "apikey="] {
+        let mut from = 0;
+        while let Some(at) = out[from..].to_ascii_lowercase().find(name) {
+            let start = from + at + name.len();
+            let end = out[start..]
+                .find(|c: char| {
+                    c.is_whitespace() || matches!(c, '&' | '"' | '\'' | '<' | '>' | ';')
+                })
+                .map_or(out.len(), |n| start + n);
+            out.replace_range(start..end, "********");
+            from = start + "********".len();
+        }
+    }
+    out
 }
 
 /// Where an async job stands, read from a `queryAsyncJobResult` reply.
@@ -346,6 +390,31 @@ mod tests {
             parse("listZones", 200, b"<xml/>", None),
             Err(CsError::Decode { .. })
         ));
+    }
+
+    #[test]
+    fn proxy_pages_do_not_echo_the_signed_url() {
+        let page = b"<html><body>502 Bad Gateway: upstream failed for GET /client/api?apiKey=AKxyz&command=listZones&signature=Zm9vYmFy%2B%3D&signatureVersion=3</body></html>";
+        let msg = parse("listZones", 502, page, None).unwrap_err().to_string();
+        assert!(
+            msg.contains("HTTP 502") && msg.contains("/client/api?"),
+            "{msg}"
+        );
+        for leak in ["AKxyz", "Zm9vYmFy", "signatureVersion"] {
+            assert!(!msg.contains(leak), "{msg}");
+        }
+        // outside a /client/api URL too, any case, and in X-Description
+        let e = parse(
+            "x",
+            502,
+            b"bad request: SIGNATURE=abc123; apikey=KEY9 rejected",
+            None,
+        );
+        let msg = e.unwrap_err().to_string();
+        assert!(!msg.contains("abc123") && !msg.contains("KEY9"), "{msg}");
+        assert!(msg.contains("rejected"), "{msg}");
+        let e = parse("x", 502, b"", Some("denied signature=s3cr3t&x=1"));
+        assert!(!e.unwrap_err().to_string().contains("s3cr3t"));
     }
 
     #[test]

@@ -2312,6 +2312,8 @@ impl Builder {
             }
         };
         let text = |k: &str| map.get(k).and_then(Value::as_str).map(str::to_string);
+        // The same test as the validator's: a key set to null is absent.
+        let has = |k: &str| map.get(k).is_some_and(|v| !v.is_null());
         let source = if let Some(sim) = map.get("simulator").filter(|v| !v.is_null()) {
             let scenario = sim
                 .get("scenario")
@@ -2320,7 +2322,7 @@ impl Builder {
             CloudStackSource::Simulator {
                 scenario: scenario.to_string(),
             }
-        } else if map.contains_key("cmk_profile") || map.contains_key("cmk_config") {
+        } else if has("cmk_profile") || has("cmk_config") {
             CloudStackSource::Cmk {
                 config: text("cmk_config").map(|p| relative(&p)),
                 profile: text("cmk_profile"),
@@ -3529,6 +3531,17 @@ all:
             CloudStackSource::Simulator { scenario } if scenario == "vr-backup-loop"
         ));
         assert!(cs.verify_tls);
+    }
+
+    #[test]
+    fn cloudstack_null_cmk_profile_is_absent() {
+        let i = inv("all:\n  vars:\n    remedy_cloudstack:\n      cmk_profile: null\n      endpoint: http://cs:8080/client/api\n      api_key: k\n      secret_key: { env: S }\n");
+        let cs = i.cloudstack().expect("cs");
+        assert!(
+            matches!(&cs.source, CloudStackSource::Keys { endpoint, .. } if endpoint == "http://cs:8080/client/api"),
+            "{:?}",
+            cs.source
+        );
     }
 
     #[test]

@@ -103,7 +103,8 @@ fn command_of(e: &cloudstack::CsError) -> String {
         | E::JobInterrupted { command, .. }
         | E::Http { command, .. }
         | E::Transport { command, .. }
-        | E::Decode { command, .. } => command.clone(),
+        | E::Decode { command, .. }
+        | E::Deadline { command, .. } => command.clone(),
         E::Config(_) => String::new(),
     }
 }

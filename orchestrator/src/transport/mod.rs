@@ -81,9 +81,13 @@ pub struct ApiCall {
 
 impl ApiCall {
     /// CloudStack's own convention: `list*`, `query*`, `get*` are read-only; anything else may
-    /// change the cloud.
+    /// change the cloud. Exceptions ([`NOT_READ_ONLY`]): `getUploadParamsFor*` creates upload
+    /// state on the server, `listAndSwitchSamlAccount` switches the session's account.
     pub fn access(&self) -> Access {
         let c = self.command.as_str();
+        if NOT_READ_ONLY.iter().any(|p| c.starts_with(p)) {
+            return Access::Mutating;
+        }
         if ["list", "query", "get"].iter().any(|p| {
             c.len() > p.len()
                 && c.starts_with(p)
@@ -95,6 +99,9 @@ impl ApiCall {
         }
     }
 }
+
+/// Command names (or prefixes) that look like reads but change state on the server.
+const NOT_READ_ONLY: &[&str] = &["getUploadParamsFor", "listAndSwitchSamlAccount"];
 
 impl fmt::Display for ApiCall {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -201,7 +208,12 @@ mod tests {
         };
         assert_eq!(ro("listRouters"), Access::ReadOnly);
         assert_eq!(ro("queryAsyncJobResult"), Access::ReadOnly);
-        assert_eq!(ro("getUploadParamsForTemplate"), Access::ReadOnly);
+        // reads by name, but they create upload state or switch the session
+        assert_eq!(ro("getUploadParamsForTemplate"), Access::Mutating);
+        assert_eq!(ro("getUploadParamsForVolume"), Access::Mutating);
+        assert_eq!(ro("getUploadParamsForIso"), Access::Mutating);
+        assert_eq!(ro("listAndSwitchSamlAccount"), Access::Mutating);
+        assert_eq!(ro("getVMPassword"), Access::ReadOnly);
         assert_eq!(ro("rebootRouter"), Access::Mutating);
         assert_eq!(ro("updatePhysicalNetwork"), Access::Mutating);
         // a name that merely starts with the letters is not a read

@@ -80,10 +80,7 @@ pub(crate) async fn run(
     deadline: Instant,
 ) -> Result<CmdOutput, ExecError> {
     let id = channel.id();
-    channel
-        .exec(true, command)
-        .await
-        .map_err(|e| ExecError::NotSent(e.to_string()))?;
+    send_request(deadline, channel.exec(true, command)).await?;
     tracing::debug!(%host, channel = %id, "exec sent");
     let outcome = timeout_at(deadline, collect(&mut channel)).await;
     match outcome {
@@ -114,6 +111,19 @@ pub(crate) async fn run(
             let _ = tokio::time::timeout(CLEANUP_GRACE, cleanup).await;
             Err(ExecError::Timeout)
         }
+    }
+}
+
+/// Sends the exec request, bounded by `deadline` like the rest of the command: a stalled
+/// connection can hold the request itself. Past the deadline it is a timeout (the request may
+/// have left, so the command may have started).
+async fn send_request<F>(deadline: Instant, request: F) -> Result<(), ExecError>
+where
+    F: std::future::Future<Output = Result<(), russh::Error>>,
+{
+    match timeout_at(deadline, request).await {
+        Ok(sent) => sent.map_err(|e| ExecError::NotSent(e.to_string())),
+        Err(_) => Err(ExecError::Timeout),
     }
 }
 
@@ -161,6 +171,17 @@ mod tests {
         assert_eq!(c.kept.len(), OUTPUT_CAP);
         assert_eq!(c.dropped, 20);
         assert!(c.kept.ends_with(&[b'b'; 10]));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stalled_exec_request_times_out_at_the_deadline() {
+        let start = Instant::now();
+        let deadline = start + Duration::from_secs(5);
+        let r = send_request(deadline, std::future::pending()).await;
+        assert_eq!(r, Err(ExecError::Timeout));
+        assert_eq!(Instant::now() - start, Duration::from_secs(5));
+        let r = send_request(deadline, async { Err(russh::Error::Disconnect) }).await;
+        assert!(matches!(r, Err(ExecError::NotSent(_))), "{r:?}");
     }
 
     #[test]
