@@ -12,6 +12,7 @@
 
 pub mod client;
 pub mod cmk;
+pub mod inventory;
 pub mod reply;
 pub mod sign;
 
