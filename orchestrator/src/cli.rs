@@ -86,6 +86,21 @@ pub enum Command {
     /// Run one ad-hoc command on the hosts matching PATTERN, in parallel, audited like any
     /// change (as `ansible -a` does, with remedy's audit log and dry-run).
     Exec(ExecArgs),
+    /// Show what an inventory resolves to, hosts from the CloudStack API included, and how
+    /// each host is reached (as ansible-inventory does; --graph when no option is given).
+    Inventory {
+        #[arg(short, long = "inventory", env = "REMEDY_INVENTORY")]
+        inventory: Vec<PathBuf>,
+        /// Every group and host as JSON, with `_meta.hostvars`.
+        #[arg(long, conflicts_with_all = ["host", "graph"])]
+        list: bool,
+        /// One host's variables as JSON.
+        #[arg(long, conflicts_with = "graph")]
+        host: Option<String>,
+        /// The group tree from GROUP (default all).
+        #[arg(long, num_args = 0..=1, default_missing_value = "all")]
+        graph: Option<String>,
+    },
     /// Read the audit log.
     Audit {
         #[command(subcommand)]
@@ -241,6 +256,15 @@ pub fn main(args: Vec<String>) -> ExitCode {
             Ok(rt) => rt.block_on(api_call(command, args, &inventory, &fields)),
             Err(e) => fail(&Error::Other(format!("cannot start the runtime: {e}"))),
         },
+        Command::Inventory {
+            inventory,
+            list,
+            host,
+            graph,
+        } => match tokio::runtime::Runtime::new() {
+            Ok(rt) => rt.block_on(show_inventory(&inventory, list, host, graph)),
+            Err(e) => fail(&Error::Other(format!("cannot start the runtime: {e}"))),
+        },
         Command::Exec(a) => match tokio::runtime::Runtime::new() {
             Ok(rt) => rt.block_on(exec(a, args)),
             Err(e) => fail(&Error::Other(format!("cannot start the runtime: {e}"))),
@@ -366,6 +390,62 @@ fn render_reply(
 
 fn load_inventory(paths: &[PathBuf]) -> Result<Inventory, Error> {
     Inventory::load(paths).map_err(|e| Error::invalid(e.to_string()))
+}
+
+/// Loads the inventory and, when it declares `remedy_cloudstack_inventory`, adds the zone's
+/// machines read through the returned API transport (which the run then keeps using: with the
+/// embedded simulator, it is the same zone).
+async fn resolve_inventory(
+    paths: &[PathBuf],
+) -> Result<(Inventory, crate::transport::api::ApiTransport), Error> {
+    let inv = load_inventory(paths)?;
+    let api = crate::transport::api::ApiTransport::new(
+        inv.cloudstack().cloned(),
+        crate::cloudstack::Options::default(),
+    );
+    if inv.cloudstack_source().is_none() {
+        return Ok((inv, api));
+    }
+    let (inv, generated) = crate::cloudstack::inventory::load(paths, &api)
+        .await
+        .map_err(Error::Other)?;
+    for skipped in generated.map(|g| g.skipped).unwrap_or_default() {
+        eprintln!("inventory: left out {skipped}");
+    }
+    Ok((inv, api))
+}
+
+/// `remedy inventory`.
+async fn show_inventory(
+    paths: &[PathBuf],
+    list: bool,
+    host: Option<String>,
+    graph: Option<String>,
+) -> ExitCode {
+    use crate::inventory::show;
+    let inv = match resolve_inventory(paths).await {
+        Ok((inv, _)) => inv,
+        Err(e) => return fail(&e),
+    };
+    let text = if list {
+        serde_json::to_string_pretty(&show::list(&inv)).unwrap_or_default()
+    } else if let Some(name) = host {
+        match inv.host(&name) {
+            Some(h) => serde_json::to_string_pretty(&show::host_vars(h)).unwrap_or_default(),
+            None => {
+                return fail(&Error::invalid(format!(
+                    "no host {name:?} in the inventory"
+                )))
+            }
+        }
+    } else {
+        match show::graph(&inv, graph.as_deref().unwrap_or("all")) {
+            Ok(g) => g.trim_end().to_string(),
+            Err(e) => return fail(&Error::invalid(e)),
+        }
+    };
+    println!("{text}");
+    ExitCode::Success
 }
 
 fn validate(names: Vec<String>, inventory: &[PathBuf]) -> ExitCode {
@@ -565,7 +645,7 @@ async fn exec(req: ExecArgs, argv: Vec<String>) -> ExitCode {
 }
 
 async fn apply(req: ApplyArgs, argv: Vec<String>, show_output: bool) -> ExitCode {
-    let inv = match load_inventory(&req.inventory) {
+    let (inv, api) = match resolve_inventory(&req.inventory).await {
         Ok(i) => i,
         Err(e) => return fail(&e),
     };
@@ -628,7 +708,7 @@ async fn apply(req: ApplyArgs, argv: Vec<String>, show_output: bool) -> ExitCode
         allow_irreversible: req.allow_irreversible,
         argv,
     };
-    let router = Arc::new(Router::for_inventory(&plan.inventory));
+    let router = Arc::new(Router::with_api(&plan.inventory, api));
     let result = execute(plan, router, run_opts, Some(tx), cancel).await;
     let _ = printer.await;
     match result {

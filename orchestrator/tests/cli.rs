@@ -651,3 +651,55 @@ fn exec_runs_ad_hoc_commands_audited_and_dry_run_safe() {
     );
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
 }
+
+/// `remedy inventory` with the CloudStack source against the embedded simulator: hypervisors,
+/// both routers of the VPC (jumped through their hypervisors), the SSVM and CPVM, the
+/// management server, and the groups by zone, VPC and redundant state.
+#[test]
+fn inventory_from_the_cloudstack_api() {
+    let dir = tempfile::tempdir().unwrap();
+    let inv = dir.path().join("cs.yml");
+    std::fs::write(
+        &inv,
+        "all:\n  vars:\n    remedy_cloudstack: { simulator: { scenario: vr-backup-loop } }\n    \
+         remedy_cloudstack_inventory: { system_vm_access: jump-host-ssh }\n  children:\n    \
+         hypervisors:\n      vars: { ansible_user: ops }\n",
+    )
+    .unwrap();
+    let inv = inv.to_str().unwrap();
+    let o = remedy(&["inventory", "-i", inv, "--graph"], dir.path());
+    let t = text(&o);
+    assert_eq!(o.status.code(), Some(0), "{t}");
+    for line in [
+        "  |--@hypervisors:\n  |  |--kvm01  (ops@10.1.0.11:22)\n  |  |--kvm02  (ops@10.1.0.12:22)\n",
+        "  |--@redundant_backup:\n  |  |--r-930-VM  (root@169.254.4.182:3922 via kvm01)\n  |  |--r-931-VM  (root@169.254.4.183:3922 via kvm02)\n",
+        "  |--@ssvm:\n  |  |--s-1-VM  (root@169.254.1.3:3922 via kvm01)\n",
+        "  |--@cpvm:\n  |  |--v-2-VM  (root@169.254.1.4:3922 via kvm02)\n",
+        "  |--@management:\n  |  |--mgmt1  (root@10.1.0.5:22)\n",
+        "  |--@vpc_web_vpc:\n",
+        "  |--@zone_zone1:\n",
+    ] {
+        assert!(t.contains(line), "{line}\nnot in:\n{t}");
+    }
+
+    let o = remedy(&["inventory", "-i", inv, "--list"], dir.path());
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let list: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(
+        list["routers"]["hosts"],
+        serde_json::json!(["r-930-VM", "r-931-VM"])
+    );
+    let r = &list["_meta"]["hostvars"]["r-930-VM"];
+    assert_eq!(r["cs"]["redundantstate"], "BACKUP");
+    assert_eq!(r["remedy_connection"]["jump"], serde_json::json!(["kvm01"]));
+    assert_eq!(
+        r["remedy_connection"]["nested_ssh_key"],
+        "/root/.ssh/id_rsa.cloud"
+    );
+
+    let o = remedy(&["inventory", "-i", inv, "--host", "s-1-VM"], dir.path());
+    let host: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(host["cs"]["systemvmtype"], "secondarystoragevm");
+    let o = remedy(&["inventory", "-i", inv, "--host", "nope"], dir.path());
+    assert_eq!(o.status.code(), Some(4), "{}", text(&o));
+}

@@ -245,6 +245,53 @@ fn a_chain_of_two_jumps_and_an_ecdsa_key() {
     );
 }
 
+/// The routers reached with the key only the hypervisor holds: hv1 runs `ssh` itself
+/// (`remedy_nested_ssh_key`, what the CloudStack inventory source generates with
+/// `system_vm_access: jump-host-ssh`), and with a controller-held key through a tunnel.
+#[test]
+fn routers_through_the_hypervisors_own_ssh_and_through_a_tunnel() {
+    let Some(lab) = lab(Options::default()) else {
+        return;
+    };
+    let nested = lab.inventory().replace(
+        &format!(
+            "        ansible_ssh_private_key_file: {}\n        remedy_jump",
+            lab.cloud_key().display()
+        ),
+        "        remedy_nested_ssh_key: /root/.ssh/id_rsa.cloud\n        remedy_jump",
+    );
+    assert!(nested.contains("remedy_nested_ssh_key"), "{nested}");
+    lab.block_on(|| async {
+        let (inv, t) = transport(&nested, &lab.known_hosts());
+        let out = ssh(&t, &inv, "vr1", "hostname; echo 'it''s' >&2; exit 4", T)
+            .await
+            .unwrap();
+        assert_eq!(out.rc, Some(4));
+        assert_eq!(out.stdout, "r-vr1-VM\n");
+        assert_eq!(out.stderr, "its\n");
+        let out = ssh(&t, &inv, "vr2", "hostname", T).await.unwrap();
+        assert_eq!(out.stdout, "r-vr2-VM\n");
+        // Only the hypervisor has a connection from the controller.
+        assert_eq!(t.connections_made("hv1"), 1);
+        assert_eq!(t.connections_made("vr1"), 0);
+    });
+    lab.sh_ok("hv1", "mv /root/.ssh/id_rsa.cloud /root/.ssh/moved");
+    lab.block_on(|| async {
+        let (inv, t) = transport(&nested, &lab.known_hosts());
+        let reason = unreachable_reason(ssh(&t, &inv, "vr1", "true", T).await.unwrap_err());
+        assert!(
+            reason.contains("hv1 could not reach root@169.254.3.11:3922"),
+            "{reason}"
+        );
+        // The tunnel with the controller's copy of the key still works.
+        let (inv, t) = transport(&lab.inventory(), &lab.known_hosts());
+        assert_eq!(
+            ssh(&t, &inv, "vr1", "hostname", T).await.unwrap().stdout,
+            "r-vr1-VM\n"
+        );
+    });
+}
+
 #[test]
 fn host_key_policies_strict_and_accept_new() {
     let Some(lab) = lab(Options::default()) else {

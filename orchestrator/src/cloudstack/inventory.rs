@@ -389,6 +389,33 @@ fn system_vm_vars(
     Ok(vars)
 }
 
+/// How long reading the zone for the inventory may take.
+pub const FETCH_LIMIT: std::time::Duration = std::time::Duration::from_secs(120);
+
+/// Loads an inventory and, when it declares this source, reads the zone through `api` and
+/// loads it again with the generated hosts. Returns the inventory and what was generated.
+pub async fn load(
+    paths: &[PathBuf],
+    api: &crate::transport::api::ApiTransport,
+) -> Result<(crate::inventory::Inventory, Option<Generated>), String> {
+    use crate::inventory::Inventory;
+    let inv = Inventory::load(paths).map_err(|e| e.to_string())?;
+    let Some(spec) = inv.cloudstack_source().cloned() else {
+        return Ok((inv, None));
+    };
+    let conn = api
+        .connection()
+        .await
+        .map_err(|e| format!("{SOURCE_VAR}: {e}"))?;
+    let snap = fetch(&conn.client, Instant::now() + FETCH_LIMIT)
+        .await
+        .map_err(|e| format!("{SOURCE_VAR}: reading the zone: {e}"))?;
+    let generated = generate(&spec, &snap);
+    let inv = Inventory::load_with_generated(paths, Some(&generated.to_yaml()))
+        .map_err(|e| e.to_string())?;
+    Ok((inv, Some(generated)))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -35,6 +35,7 @@
 //! The value itself is read only by [`SecretRef::resolve`] and never appears in an error.
 
 pub mod pattern;
+pub mod show;
 
 pub use pattern::{Pattern, PatternError};
 
@@ -92,6 +93,10 @@ pub struct Inventory {
     implicit: Vec<Host>,
     groups: BTreeMap<String, GroupEntry>,
     cloudstack: Option<CloudStackEndpoint>,
+    /// `remedy_cloudstack_inventory`: hosts to add from the CloudStack API.
+    cloudstack_source: Option<crate::cloudstack::inventory::SourceSpec>,
+    /// Whether the API's hosts were added ([`Inventory::load_with_generated`]).
+    generated: bool,
     sources: Vec<PathBuf>,
     digest: String,
 }
@@ -374,7 +379,21 @@ impl Inventory {
     /// `group_vars`/`host_vars` directories). `group_vars/` and `host_vars/` are read next to
     /// each source (beside a file, inside a directory). No paths: [`Inventory::empty`].
     pub fn load(paths: &[PathBuf]) -> Result<Inventory, InventoryError> {
+        Self::load_with_generated(paths, None)
+    }
+
+    /// [`Inventory::load`] with the hosts a CloudStack inventory source generated
+    /// (`cloudstack::inventory::Generated::to_yaml`) read first, so the files given win key by
+    /// key over what the API said.
+    pub fn load_with_generated(
+        paths: &[PathBuf],
+        generated: Option<&str>,
+    ) -> Result<Inventory, InventoryError> {
         let mut builder = Builder::default();
+        if let Some(text) = generated {
+            builder.add_inventory_text(Path::new("<cloudstack api>"), text.as_bytes())?;
+            builder.generated = true;
+        }
         let mut base_dirs: Vec<PathBuf> = Vec::new();
         for path in paths {
             let meta = std::fs::metadata(path).map_err(|cause| InventoryError::Io {
@@ -436,6 +455,8 @@ impl Inventory {
                 implicit: Vec::new(),
                 groups: BTreeMap::new(),
                 cloudstack: None,
+                cloudstack_source: None,
+                generated: false,
                 sources: Vec::new(),
                 digest: hex(&Sha256::new().finalize()),
             },
@@ -479,6 +500,15 @@ impl Inventory {
     }
 
     /// The CloudStack endpoint (`remedy_cloudstack` in `all`'s vars), if configured.
+    pub fn cloudstack_source(&self) -> Option<&crate::cloudstack::inventory::SourceSpec> {
+        self.cloudstack_source.as_ref()
+    }
+
+    /// Whether hosts from the CloudStack API were added.
+    pub fn has_generated_hosts(&self) -> bool {
+        self.generated
+    }
+
     pub fn cloudstack(&self) -> Option<&CloudStackEndpoint> {
         self.cloudstack.as_ref()
     }
@@ -1730,6 +1760,8 @@ struct Builder {
     hasher: Sha256,
     /// `host_vars` layers for implicit local hosts, by name.
     implicit_file_vars: BTreeMap<String, Vec<(usize, VarLayer)>>,
+    /// The first source is the CloudStack API's generated inventory.
+    generated: bool,
 }
 
 fn layer(vars: Map<String, Value>, origin: usize) -> VarLayer {
@@ -2200,6 +2232,31 @@ impl Builder {
             _ => None,
         };
 
+        let cloudstack_source = match all_scope_value(
+            all_inline,
+            &all_files,
+            crate::cloudstack::inventory::SOURCE_VAR,
+        ) {
+            Some((value, origin)) if !value.is_null() => {
+                let path = self.origin_path(origin);
+                let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
+                if cloudstack.is_none() {
+                    return Err(InventoryError::invalid(
+                        &path,
+                        format!(
+                            "{}: needs remedy_cloudstack (where the API is)",
+                            crate::cloudstack::inventory::SOURCE_VAR
+                        ),
+                    ));
+                }
+                Some(
+                    crate::cloudstack::inventory::SourceSpec::from_value(value, &dir)
+                        .map_err(|m| InventoryError::invalid(&path, m))?,
+                )
+            }
+            _ => None,
+        };
+
         // Group membership, transitively.
         let mut groups = BTreeMap::new();
         for (name, def) in &self.groups {
@@ -2242,6 +2299,8 @@ impl Builder {
             implicit,
             groups,
             cloudstack,
+            cloudstack_source,
+            generated: self.generated,
             sources: self.files,
             digest: hex(&self.hasher.finalize()),
         })

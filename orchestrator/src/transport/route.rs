@@ -35,6 +35,19 @@ impl Router {
         }
     }
 
+    /// Routes for this inventory, with an API transport already in use (the one that read the
+    /// zone for the inventory: with the embedded simulator, the same zone).
+    pub fn with_api(inventory: &Inventory, api: ApiTransport) -> Self {
+        Router {
+            local: LocalTransport,
+            api,
+            ssh: SshTransport::new(
+                std::sync::Arc::new(inventory.clone()),
+                SshOptions::default(),
+            ),
+        }
+    }
+
     /// The API side, e.g. to reach the embedded simulator.
     pub fn api(&self) -> &ApiTransport {
         &self.api

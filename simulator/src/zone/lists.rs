@@ -282,7 +282,8 @@ impl Zone {
                 json!({
                     "id": h.id, "name": h.name, "type": "Routing", "state": h.state,
                     "resourcestate": h.resourcestate, "ipaddress": h.ipaddress, "hypervisor": "KVM",
-                    "podid": w.pod_id, "clusterid": w.cluster_id, "zoneid": w.zone_id,
+                    "podid": w.pod_id, "podname": "pod1", "clusterid": w.cluster_id,
+                    "clustername": "cluster1", "zoneid": w.zone_id, "zonename": w.zone_name,
                     "version": VERSION, "managementserverid": w.mgmt.id,
                     "lastpinged": "1970-01-20T14:15:21+0000",
                 })

@@ -263,6 +263,72 @@ pub fn command_line(cmd: &str, user: &str, become_: bool) -> Result<String, Stri
     Ok(format!("sudo -n -- /bin/sh -c {quoted}"))
 }
 
+/// The host variable that makes the last jump host run `ssh` itself, with this key (a path on
+/// the jump host), instead of a tunnel with a key the controller holds.
+pub const NESTED_KEY_VAR: &str = "remedy_nested_ssh_key";
+
+/// The command a jump host runs to reach `target` with its own `key`: OpenSSH in batch mode,
+/// host keys not checked (as CloudStack's own scripts reach system VMs on the link-local
+/// network, whose keys change at every re-creation), the command line as one argument.
+fn nested_command(
+    key: &str,
+    target: &crate::inventory::Connection,
+    line: &str,
+) -> Result<String, String> {
+    let q = crate::template::shell_quote;
+    Ok(format!(
+        "ssh -i {} -p {} -o BatchMode=yes -o StrictHostKeyChecking=no \
+         -o UserKnownHostsFile=/dev/null -o ConnectTimeout=10 -o LogLevel=ERROR -- {} {}",
+        q(key)?,
+        target.port,
+        q(&format!("{}@{}", target.user, target.address))?,
+        q(line)?
+    ))
+}
+
+impl SshTransport {
+    /// Runs `line` on `host` through its last jump host's own `ssh` client (see
+    /// [`NESTED_KEY_VAR`]). ssh's exit status 255 means it could not reach the host.
+    async fn run_nested(
+        &self,
+        host: &Host,
+        key: &serde_json::Value,
+        line: &str,
+        access: Access,
+        timeout: Duration,
+    ) -> Result<ActionResult, TransportError> {
+        let unreachable = |reason: String| TransportError::Unreachable {
+            host: host.name.clone(),
+            reason,
+        };
+        let key = key
+            .as_str()
+            .ok_or_else(|| unreachable(format!("{NESTED_KEY_VAR} must be a path (a string)")))?;
+        let jump_name = host.conn.jump.last().ok_or_else(|| {
+            unreachable(format!("{NESTED_KEY_VAR} needs a jump host (remedy_jump)"))
+        })?;
+        let jump = self.inventory.host(jump_name).ok_or_else(|| {
+            unreachable(format!(
+                "{NESTED_KEY_VAR}: the jump host {jump_name:?} must be an inventory host"
+            ))
+        })?;
+        let wrapped = nested_command(key, &host.conn, line).map_err(&unreachable)?;
+        match self
+            .run(jump, &Action::ssh(wrapped), access, timeout)
+            .await?
+        {
+            ActionResult::Ssh(out) if out.rc == Some(255) => Err(unreachable(format!(
+                "{jump_name} could not reach {}@{}:{} with its key {key}: {}",
+                host.conn.user,
+                host.conn.address,
+                host.conn.port,
+                out.stderr.trim()
+            ))),
+            other => Ok(other),
+        }
+    }
+}
+
 #[async_trait]
 impl Transport for SshTransport {
     async fn run(
@@ -286,6 +352,9 @@ impl Transport for SshTransport {
         }
         let line = command_line(cmd, &host.conn.user, host.conn.become_)
             .map_err(|e| TransportError::Other(format!("{}: {e}", host.name)))?;
+        if let Some(key) = host.vars.get(NESTED_KEY_VAR).filter(|v| !v.is_null()) {
+            return self.run_nested(host, key, &line, _access, timeout).await;
+        }
         let hops =
             route::chain(host, &self.inventory).map_err(|reason| TransportError::Unreachable {
                 host: host.name.clone(),
@@ -324,6 +393,27 @@ impl Transport for SshTransport {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn nested_command_quotes_the_key_target_and_line() {
+        let inv = Inventory::from_str(
+            "i.yml",
+            "all:\n  hosts:\n    r: { ansible_host: 169.254.3.10, ansible_port: 3922 }\n",
+        )
+        .unwrap();
+        let conn = &inv.host("r").unwrap().conn;
+        let c = nested_command("/root/.ssh/id_rsa.cloud", conn, "echo 'a b'; exit 3").unwrap();
+        assert_eq!(
+            c,
+            "ssh -i /root/.ssh/id_rsa.cloud -p 3922 -o BatchMode=yes -o StrictHostKeyChecking=no \
+             -o UserKnownHostsFile=/dev/null -o ConnectTimeout=10 -o LogLevel=ERROR -- \
+             root@169.254.3.10 'echo '\\''a b'\\''; exit 3'"
+        );
+        assert_eq!(
+            shlex::split(&c).unwrap().last().unwrap(),
+            "echo 'a b'; exit 3"
+        );
+    }
 
     #[test]
     fn become_wraps_only_for_non_root_users() {
