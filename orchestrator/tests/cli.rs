@@ -654,7 +654,8 @@ fn exec_runs_ad_hoc_commands_audited_and_dry_run_safe() {
 
 /// `remedy inventory` with the CloudStack source against the embedded simulator: hypervisors,
 /// both routers of the VPC (jumped through their hypervisors), the SSVM and CPVM, the
-/// management server, and the groups by zone, VPC and redundant state.
+/// management server, and the groups by zone, VPC and redundant state; then `remedy exec`
+/// reaches the system VMs through the simulated hypervisors' SSH.
 #[test]
 fn inventory_from_the_cloudstack_api() {
     let dir = tempfile::tempdir().unwrap();
@@ -663,7 +664,7 @@ fn inventory_from_the_cloudstack_api() {
         &inv,
         "all:\n  vars:\n    remedy_cloudstack: { simulator: { scenario: vr-backup-loop } }\n    \
          remedy_cloudstack_inventory: { system_vm_access: jump-host-ssh }\n  children:\n    \
-         hypervisors:\n      vars: { ansible_user: ops }\n",
+         management:\n      vars: { ansible_user: ops }\n",
     )
     .unwrap();
     let inv = inv.to_str().unwrap();
@@ -671,11 +672,11 @@ fn inventory_from_the_cloudstack_api() {
     let t = text(&o);
     assert_eq!(o.status.code(), Some(0), "{t}");
     for line in [
-        "  |--@hypervisors:\n  |  |--kvm01  (ops@10.1.0.11:22)\n  |  |--kvm02  (ops@10.1.0.12:22)\n",
+        "  |--@hypervisors:\n  |  |--kvm01  (root@127.0.0.1:",
         "  |--@redundant_backup:\n  |  |--r-930-VM  (root@169.254.4.182:3922 via kvm01)\n  |  |--r-931-VM  (root@169.254.4.183:3922 via kvm02)\n",
         "  |--@ssvm:\n  |  |--s-1-VM  (root@169.254.1.3:3922 via kvm01)\n",
         "  |--@cpvm:\n  |  |--v-2-VM  (root@169.254.1.4:3922 via kvm02)\n",
-        "  |--@management:\n  |  |--mgmt1  (root@10.1.0.5:22)\n",
+        "  |--@management:\n  |  |--mgmt1  (ops@127.0.0.1:",
         "  |--@vpc_web_vpc:\n",
         "  |--@zone_zone1:\n",
     ] {
@@ -692,14 +693,35 @@ fn inventory_from_the_cloudstack_api() {
     let r = &list["_meta"]["hostvars"]["r-930-VM"];
     assert_eq!(r["cs"]["redundantstate"], "BACKUP");
     assert_eq!(r["remedy_connection"]["jump"], serde_json::json!(["kvm01"]));
-    assert_eq!(
-        r["remedy_connection"]["nested_ssh_key"],
-        "/root/.ssh/id_rsa.cloud"
-    );
+    assert!(r["remedy_connection"]["host_key"]
+        .as_str()
+        .unwrap()
+        .starts_with("pinned SHA256:"));
 
     let o = remedy(&["inventory", "-i", inv, "--host", "s-1-VM"], dir.path());
     let host: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(host["cs"]["systemvmtype"], "secondarystoragevm");
     let o = remedy(&["inventory", "-i", inv, "--host", "nope"], dir.path());
     assert_eq!(o.status.code(), Some(4), "{}", text(&o));
+
+    let audit = dir.path().join("audit.jsonl");
+    let o = remedy(
+        &[
+            "exec",
+            "routers:ssvm",
+            "-i",
+            inv,
+            "--read-only",
+            "--audit-log",
+            audit.to_str().unwrap(),
+            "--",
+            "hostname",
+        ],
+        dir.path(),
+    );
+    let t = text(&o);
+    assert_eq!(o.status.code(), Some(0), "{t}");
+    for vm in ["r-930-VM", "r-931-VM", "s-1-VM"] {
+        assert!(t.contains(&format!("      {vm}\n")), "{vm} not in {t}");
+    }
 }

@@ -216,6 +216,21 @@ fn wait_until(what: &str, limit: Duration, mut ready: impl FnMut() -> bool) -> R
     Ok(())
 }
 
+/// Whether something listens on TCP `port` in the network namespace of process `pid`.
+fn listening(pid: u32, port: u16) -> bool {
+    let want = format!(":{port:04X}");
+    ["tcp", "tcp6"].iter().any(|f| {
+        fs::read_to_string(format!("/proc/{pid}/net/{f}"))
+            .unwrap_or_default()
+            .lines()
+            .skip(1)
+            .any(|l| {
+                let cols: Vec<&str> = l.split_whitespace().collect();
+                cols.len() > 3 && cols[1].ends_with(&want) && cols[3] == "0A"
+            })
+    })
+}
+
 static COUNTER: AtomicU32 = AtomicU32::new(0);
 
 /// One lab. Dropping it tears it down.
@@ -405,6 +420,12 @@ impl NetLab {
             node,
             &format!("/usr/sbin/sshd -f {} -E /var/log/sshd.log", conf.display()),
         );
+        let pid = self.nodes.get(node).map(|(_, p)| *p).expect("known node");
+        let port = if node == "hv1" { 22 } else { SYSTEM_VM_PORT };
+        wait_until("sshd to listen again", Duration::from_secs(20), || {
+            listening(pid, port)
+        })
+        .expect("sshd restarted");
     }
 
     /// Replaces a node's host key (as re-creating a system VM does) and restarts its sshd.
@@ -633,7 +654,14 @@ impl NetLab {
             .ok_or_else(|| format!("node {node}: no PID 1 under unshare {unshare}"))?;
         write(&d.join("init.pid"), &format!("{init}\n"), 0o644)?;
         self.nodes.insert(node.to_string(), (child, init));
-        started
+        started?;
+        // sshd forks into the background before it binds: wait for its listening socket.
+        let port = if node == "hv1" { 22 } else { SYSTEM_VM_PORT };
+        wait_until(
+            &format!("sshd on {node}:{port}"),
+            Duration::from_secs(20),
+            || listening(init, port),
+        )
     }
 
     fn services(&self, opts: Options) -> Result<(), String> {

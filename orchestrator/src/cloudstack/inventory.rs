@@ -410,10 +410,37 @@ pub async fn load(
     let snap = fetch(&conn.client, Instant::now() + FETCH_LIMIT)
         .await
         .map_err(|e| format!("{SOURCE_VAR}: reading the zone: {e}"))?;
-    let generated = generate(&spec, &snap);
+    let mut generated = generate(&spec, &snap);
+    if let Some(ssh) = &conn.simulator_ssh {
+        reach_simulated_hosts(&mut generated, ssh);
+    }
     let inv = Inventory::load_with_generated(paths, Some(&generated.to_yaml()))
         .map_err(|e| e.to_string())?;
     Ok((inv, Some(generated)))
+}
+
+/// Points the generated hosts at the embedded simulator's SSH hosts: hypervisors and the
+/// management server on their loopback ports, system VMs through a tunnel on their hypervisor,
+/// all with the lab-only key and every host key pinned. (The simulated hypervisors run no
+/// `ssh` client of their own, so `jump-host-ssh` becomes a tunnel here.)
+pub fn reach_simulated_hosts(g: &mut Generated, ssh: &super::EmbeddedSsh) {
+    use crate::transport::ssh::known_hosts::fingerprint;
+    let key = ssh.key_file.display().to_string();
+    for (name, vars) in &mut g.hosts {
+        if let Some(addr) = ssh.hosts.addr(name) {
+            vars.insert("ansible_host".into(), json!(addr.ip().to_string()));
+            vars.insert("ansible_port".into(), json!(addr.port()));
+        } else if !vars.contains_key("remedy_jump") {
+            continue;
+        }
+        vars.remove(crate::transport::ssh::NESTED_KEY_VAR);
+        vars.insert("ansible_ssh_private_key_file".into(), json!(key));
+        vars.insert("remedy_host_key_policy".into(), json!("pinned"));
+        vars.insert(
+            "remedy_host_key_fingerprint".into(),
+            json!(fingerprint(&ssh.hosts.host_key(name))),
+        );
+    }
 }
 
 #[cfg(test)]

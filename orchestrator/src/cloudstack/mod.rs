@@ -28,11 +28,55 @@ use crate::inventory::{ApiKey, CloudStackEndpoint, CloudStackSource, Inventory};
 use crate::redact::Redactor;
 
 /// A client ready to use, and the embedded simulator behind it when the inventory asked for
-/// one (it runs as long as this value lives).
+/// one (it runs as long as this value lives), with its SSH hosts.
 #[derive(Debug)]
 pub struct Connection {
     pub client: Client,
     pub simulator: Option<Sim>,
+    pub simulator_ssh: Option<EmbeddedSsh>,
+}
+
+/// The embedded simulator's SSH hosts and the lab-only client key they accept (a 0600 file
+/// removed when this value is dropped).
+#[derive(Debug)]
+pub struct EmbeddedSsh {
+    pub hosts: cloudstack_sim::ssh::SshSim,
+    pub key_file: std::path::PathBuf,
+}
+
+impl EmbeddedSsh {
+    async fn start(sim: &Sim) -> Result<EmbeddedSsh, String> {
+        use russh::keys::ssh_key::rand_core::OsRng;
+        use russh::keys::ssh_key::LineEnding;
+        use std::io::Write as _;
+        use std::os::unix::fs::OpenOptionsExt as _;
+        let key = russh::keys::PrivateKey::random(&mut OsRng, russh::keys::Algorithm::Ed25519)
+            .map_err(|e| format!("cannot make an SSH key: {e}"))?;
+        let hosts = cloudstack_sim::ssh::SshSim::start(sim.zone_handle(), key.public_key().clone())
+            .await
+            .map_err(|e| format!("cannot start the simulated SSH hosts: {e}"))?;
+        let key_file = std::env::temp_dir().join(format!(
+            "remedy-sim-{}.id_ed25519",
+            uuid::Uuid::new_v4().simple()
+        ));
+        let text = key
+            .to_openssh(LineEnding::LF)
+            .map_err(|e| format!("SSH key: {e}"))?;
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&key_file)
+            .and_then(|mut f| f.write_all(text.as_bytes()))
+            .map_err(|e| format!("{}: {e}", key_file.display()))?;
+        Ok(EmbeddedSsh { hosts, key_file })
+    }
+}
+
+impl Drop for EmbeddedSsh {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.key_file);
+    }
 }
 
 /// Finds a scenario: a shipped one by name, else a scenario file.
@@ -136,9 +180,11 @@ pub async fn connect(ep: &CloudStackEndpoint, mut opts: Options) -> Result<Conne
             secret_key: sim.secret_key().to_string(),
         };
         tracing::info!(endpoint = %creds.endpoint, "started the embedded simulated zone");
+        let ssh = EmbeddedSsh::start(&sim).await.map_err(CsError::Config)?;
         return Ok(Connection {
             client: Client::new(creds, opts)?,
             simulator: Some(sim),
+            simulator_ssh: Some(ssh),
         });
     }
     let (creds, verify) = credentials(ep)?.expect("not the simulator");
@@ -146,5 +192,6 @@ pub async fn connect(ep: &CloudStackEndpoint, mut opts: Options) -> Result<Conne
     Ok(Connection {
         client: Client::new(creds, opts)?,
         simulator: None,
+        simulator_ssh: None,
     })
 }
