@@ -25,6 +25,8 @@ pub struct RunOptions {
     pub audit_log: Option<PathBuf>,
     pub allow_irreversible: bool,
     pub argv: Vec<String>,
+    /// What the CloudStack inventory source read, for the audit log's `run_start`.
+    pub cloudstack_inventory: Option<serde_json::Value>,
 }
 
 impl Default for RunOptions {
@@ -35,6 +37,7 @@ impl Default for RunOptions {
             audit_log: None,
             allow_irreversible: false,
             argv: Vec::new(),
+            cloudstack_inventory: None,
         }
     }
 }
@@ -151,6 +154,7 @@ pub async fn execute(
         params: plan.shown_params(),
         remedy_version: env!("CARGO_PKG_VERSION").into(),
         rollback_of: None,
+        cloudstack_inventory: opts.cloudstack_inventory.clone(),
     })
     .map_err(|e| Error::Audit(format!("{e}; refusing to act")))?;
     let transport: Arc<dyn Transport> = if opts.dry_run {

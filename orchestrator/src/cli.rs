@@ -397,22 +397,30 @@ fn load_inventory(paths: &[PathBuf]) -> Result<Inventory, Error> {
 /// embedded simulator, it is the same zone).
 async fn resolve_inventory(
     paths: &[PathBuf],
-) -> Result<(Inventory, crate::transport::api::ApiTransport), Error> {
+) -> Result<
+    (
+        Inventory,
+        crate::transport::api::ApiTransport,
+        Option<serde_json::Value>,
+    ),
+    Error,
+> {
     let inv = load_inventory(paths)?;
     let api = crate::transport::api::ApiTransport::new(
         inv.cloudstack().cloned(),
         crate::cloudstack::Options::default(),
     );
     if inv.cloudstack_source().is_none() {
-        return Ok((inv, api));
+        return Ok((inv, api, None));
     }
     let (inv, generated) = crate::cloudstack::inventory::load(paths, &api)
         .await
         .map_err(Error::Other)?;
+    let record = generated.as_ref().map(|g| g.record());
     for skipped in generated.map(|g| g.skipped).unwrap_or_default() {
         eprintln!("inventory: left out {skipped}");
     }
-    Ok((inv, api))
+    Ok((inv, api, record))
 }
 
 /// `remedy inventory`.
@@ -424,7 +432,7 @@ async fn show_inventory(
 ) -> ExitCode {
     use crate::inventory::show;
     let inv = match resolve_inventory(paths).await {
-        Ok((inv, _)) => inv,
+        Ok((inv, _, _)) => inv,
         Err(e) => return fail(&e),
     };
     let text = if list {
@@ -645,7 +653,7 @@ async fn exec(req: ExecArgs, argv: Vec<String>) -> ExitCode {
 }
 
 async fn apply(req: ApplyArgs, argv: Vec<String>, show_output: bool) -> ExitCode {
-    let (inv, api) = match resolve_inventory(&req.inventory).await {
+    let (inv, api, cloudstack_inventory) = match resolve_inventory(&req.inventory).await {
         Ok(i) => i,
         Err(e) => return fail(&e),
     };
@@ -707,6 +715,7 @@ async fn apply(req: ApplyArgs, argv: Vec<String>, show_output: bool) -> ExitCode
         audit_log: Some(req.audit.audit_log.unwrap_or_else(AuditLog::default_path)),
         allow_irreversible: req.allow_irreversible,
         argv,
+        cloudstack_inventory,
     };
     let router = Arc::new(Router::with_api(&plan.inventory, api));
     let result = execute(plan, router, run_opts, Some(tx), cancel).await;
@@ -803,6 +812,7 @@ async fn rollback_run(
         params: Default::default(),
         remedy_version: env!("CARGO_PKG_VERSION").into(),
         rollback_of: Some(run.clone()),
+        cloudstack_inventory: None,
     }) {
         return fail(&Error::Audit(format!("{e}; refusing to act")));
     }

@@ -101,6 +101,9 @@ pub enum Event {
         remedy_version: String,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         rollback_of: Option<String>,
+        /// What the CloudStack inventory source read and made (`remedy_cloudstack_inventory`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        cloudstack_inventory: Option<serde_json::Value>,
     },
     StepStart {
         run: String,

@@ -724,4 +724,20 @@ fn inventory_from_the_cloudstack_api() {
     for vm in ["r-930-VM", "r-931-VM", "s-1-VM"] {
         assert!(t.contains(&format!("      {vm}\n")), "{vm} not in {t}");
     }
+    // The run's audit log records what the inventory source read.
+    let start: serde_json::Value = std::fs::read_to_string(&audit)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .find(|r| r["event"]["event"] == "run_start" || r["event"] == "run_start")
+        .expect("a run_start record");
+    let text = start.to_string();
+    assert!(
+        text.contains(r#"{"call":"listHosts type=Routing","items":2}"#),
+        "{text}"
+    );
+    assert!(
+        text.contains(r#"{"call":"listRouters","items":2}"#),
+        "{text}"
+    );
 }

@@ -200,9 +200,21 @@ pub struct Generated {
     pub hosts: Vec<(String, Map<String, Value>)>,
     /// Machines left out, with why (no address, no hypervisor known, ...).
     pub skipped: Vec<String>,
+    /// The API calls made, with how many items each returned.
+    pub calls: Vec<(String, usize)>,
 }
 
 impl Generated {
+    /// What the run's audit log records: the calls, the groups' sizes, what was left out.
+    pub fn record(&self) -> Value {
+        json!({
+            "calls": self.calls.iter().map(|(c, n)| json!({"call": c, "items": n})).collect::<Vec<_>>(),
+            "hosts": self.hosts.len(),
+            "groups": self.groups.iter().map(|(g, m)| (g.clone(), json!(m.len()))).collect::<Map<String, Value>>(),
+            "skipped": self.skipped,
+        })
+    }
+
     fn add(&mut self, group: &str, host: &str) {
         let members = self.groups.entry(group.to_string()).or_default();
         if !members.iter().any(|h| h == host) {
@@ -411,6 +423,12 @@ pub async fn load(
         .await
         .map_err(|e| format!("{SOURCE_VAR}: reading the zone: {e}"))?;
     let mut generated = generate(&spec, &snap);
+    generated.calls = vec![
+        ("listHosts type=Routing".into(), snap.hosts.len()),
+        ("listRouters".into(), snap.routers.len()),
+        ("listSystemVms".into(), snap.system_vms.len()),
+        ("listManagementServers".into(), snap.management.len()),
+    ];
     if let Some(ssh) = &conn.simulator_ssh {
         reach_simulated_hosts(&mut generated, ssh);
     }
