@@ -222,7 +222,10 @@ pub fn main(args: Vec<String>) -> ExitCode {
         Command::Validate {
             playbooks,
             inventory,
-        } => validate(playbooks, &inventory),
+        } => match tokio::runtime::Runtime::new() {
+            Ok(rt) => rt.block_on(validate(playbooks, &inventory)),
+            Err(e) => fail(&Error::Other(format!("cannot start the runtime: {e}"))),
+        },
         Command::List => list(),
         Command::Show { playbook, format } => show(&playbook, format),
         Command::Audit { command, audit } => audit_cmd(command, audit.audit_log),
@@ -456,12 +459,14 @@ async fn show_inventory(
     ExitCode::Success
 }
 
-fn validate(names: Vec<String>, inventory: &[PathBuf]) -> ExitCode {
+/// `remedy validate`; with an inventory that declares the CloudStack source, the zone is read
+/// so that targets such as `routers` resolve as they would in a run.
+async fn validate(names: Vec<String>, inventory: &[PathBuf]) -> ExitCode {
     let inv = if inventory.is_empty() {
         None
     } else {
-        match load_inventory(inventory) {
-            Ok(i) => Some(i),
+        match resolve_inventory(inventory).await {
+            Ok((i, _, _)) => Some(i),
             Err(e) => return fail(&e),
         }
     };

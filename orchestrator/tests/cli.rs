@@ -724,6 +724,17 @@ fn inventory_from_the_cloudstack_api() {
     for vm in ["r-930-VM", "r-931-VM", "s-1-VM"] {
         assert!(t.contains(&format!("      {vm}\n")), "{vm} not in {t}");
     }
+    // `validate` resolves the same hosts: a target group that only the API makes is known.
+    let pb = dir.path().join("state.yml");
+    std::fs::write(
+        &pb,
+        "name: router-state\ndescription: each backup router's state\nsteps:\n  - id: state\n    \
+         on: redundant_backup\n    ssh: /opt/cloud/bin/checkrouter.sh\n    changes: none\n",
+    )
+    .unwrap();
+    let o = remedy(&["validate", pb.to_str().unwrap(), "-i", inv], dir.path());
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+
     // The run's audit log records what the inventory source read.
     let start: serde_json::Value = std::fs::read_to_string(&audit)
         .unwrap()
