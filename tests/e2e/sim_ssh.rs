@@ -14,7 +14,7 @@
 
 use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -27,7 +27,8 @@ use remedy::cloudstack::{Client, Credentials, Method, Options};
 use remedy::inventory::Inventory;
 use remedy::transport::local::OUTPUT_CAP;
 use remedy::transport::ssh::{SshOptions, SshTransport};
-use remedy::transport::{Access, Action, ActionResult, CmdOutput, Transport, TransportError};
+use remedy::transport::{CmdOutput, TransportError};
+use remedy_tests::ssh::{options, run as ssh, transport, unreachable_reason as unreachable};
 use remedy_tests::{plan, run, write};
 use russh::keys::ssh_key::rand_core::OsRng;
 use russh::keys::ssh_key::LineEnding;
@@ -132,26 +133,6 @@ async fn lab(extra: &str) -> Lab {
     }
 }
 
-fn options(known_hosts: &Path) -> SshOptions {
-    SshOptions {
-        connect_timeout: Duration::from_secs(10),
-        known_hosts: known_hosts.to_path_buf(),
-        keepalive: Some(Duration::from_secs(5)),
-        passphrase_env: None,
-        use_agent: false,
-        agent_socket: None,
-        default_keys: Vec::new(),
-        max_sessions: 10,
-    }
-}
-
-/// A fresh transport (no pooled connections) for an inventory's text.
-fn transport(inventory: &str, known_hosts: &Path) -> (Arc<Inventory>, SshTransport) {
-    let inv = Arc::new(Inventory::from_str("sim.yml", inventory).expect("inventory"));
-    let t = SshTransport::new(inv.clone(), options(known_hosts));
-    (inv, t)
-}
-
 /// `SHA256:...`, as `ssh-keygen -lf` prints it (the simulator's key, not remedy's reading).
 fn fingerprint(key: &PublicKey) -> String {
     key.fingerprint(HashAlg::Sha256).to_string()
@@ -177,30 +158,6 @@ impl Lab {
             .map(|(n, _)| n.clone())
             .expect("a router elsewhere");
         (on, off)
-    }
-}
-
-async fn ssh(
-    t: &SshTransport,
-    inv: &Inventory,
-    host: &str,
-    cmd: &str,
-    timeout: Duration,
-) -> Result<CmdOutput, TransportError> {
-    let h = inv.host(host).unwrap_or_else(|| panic!("no host {host}"));
-    match t
-        .run(h, &Action::ssh(cmd), Access::ReadOnly, timeout)
-        .await?
-    {
-        ActionResult::Ssh(out) => Ok(out),
-        other => panic!("unexpected result {other:?}"),
-    }
-}
-
-fn unreachable(e: TransportError) -> String {
-    match e {
-        TransportError::Unreachable { reason, .. } => reason,
-        other => panic!("expected Unreachable, got {other:?}"),
     }
 }
 

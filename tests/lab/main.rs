@@ -11,11 +11,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use remedy::app::RunOptions;
-use remedy::inventory::{Host, Inventory};
-use remedy::transport::ssh::{SshOptions, SshTransport};
-use remedy::transport::Transport as _;
-use remedy::transport::{Access, Action, ActionResult, CmdOutput, TransportError};
+use remedy::inventory::Inventory;
+use remedy::transport::ssh::SshTransport;
+use remedy::transport::TransportError;
 use remedy_tests::netlab::{self, NetLab, Options, HV_IP};
+use remedy_tests::ssh::{options, run as ssh, transport, unreachable_reason};
 use remedy_tests::{plan, run, write};
 
 const T: Duration = Duration::from_secs(20);
@@ -27,57 +27,6 @@ fn lab(opts: Options) -> Option<NetLab> {
         return None;
     }
     Some(NetLab::up(opts).unwrap_or_else(|e| panic!("the lab did not come up: {e}")))
-}
-
-fn options(known_hosts: &Path) -> SshOptions {
-    SshOptions {
-        connect_timeout: Duration::from_secs(10),
-        known_hosts: known_hosts.to_path_buf(),
-        keepalive: Some(Duration::from_secs(5)),
-        passphrase_env: None,
-        use_agent: false,
-        agent_socket: None,
-        default_keys: Vec::new(),
-        max_sessions: 10,
-    }
-}
-
-fn transport(inventory: &str, known_hosts: &Path) -> (Arc<Inventory>, SshTransport) {
-    let inv = Arc::new(Inventory::from_str("lab.yml", inventory).expect("inventory"));
-    let t = SshTransport::new(inv.clone(), options(known_hosts));
-    (inv, t)
-}
-
-fn host<'a>(inv: &'a Inventory, name: &str) -> &'a Host {
-    inv.host(name).unwrap_or_else(|| panic!("no host {name}"))
-}
-
-async fn ssh(
-    t: &SshTransport,
-    inv: &Inventory,
-    name: &str,
-    cmd: &str,
-    timeout: Duration,
-) -> Result<CmdOutput, TransportError> {
-    match t
-        .run(
-            host(inv, name),
-            &Action::ssh(cmd),
-            Access::ReadOnly,
-            timeout,
-        )
-        .await?
-    {
-        ActionResult::Ssh(out) => Ok(out),
-        other => panic!("unexpected result {other:?}"),
-    }
-}
-
-fn unreachable_reason(e: TransportError) -> String {
-    match e {
-        TransportError::Unreachable { reason, .. } => reason,
-        other => panic!("expected Unreachable, got {other:?}"),
-    }
 }
 
 /// `ssh-keygen -lf`: the SHA256 fingerprint of a public key file.

@@ -2,6 +2,7 @@
 //! plan them, and run them against a transport.
 
 pub mod netlab;
+pub mod ssh;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

@@ -12,26 +12,16 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use remedy::inventory::Inventory;
-use remedy::transport::ssh::{SshOptions, SshTransport};
+use remedy::transport::ssh::SshTransport;
 use remedy::transport::{Access, Action, ActionResult, Transport as _};
 use remedy_tests::netlab::{self, NetLab, Options, HV_IP, ROUTERS, SYSTEM_VM_PORT};
+use remedy_tests::ssh::options;
 
 fn rounds() -> usize {
     std::env::var("ROUNDS")
         .ok()
         .and_then(|r| r.parse().ok())
         .unwrap_or(30)
-}
-
-fn options(known_hosts: &Path) -> SshOptions {
-    SshOptions {
-        known_hosts: known_hosts.to_path_buf(),
-        passphrase_env: None,
-        use_agent: false,
-        agent_socket: None,
-        default_keys: Vec::new(),
-        ..SshOptions::default()
-    }
 }
 
 async fn once(t: &SshTransport, inv: &Inventory, host: &str, cmd: &str) -> Duration {
