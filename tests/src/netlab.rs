@@ -258,14 +258,18 @@ impl NetLab {
             std::process::id(),
             COUNTER.fetch_add(1, Ordering::Relaxed)
         );
+        // The directory appears with its owner file already in it (made under a dot-name,
+        // then renamed), so a sweep running meanwhile in another process never sees a lab
+        // without an owner.
         let dir = Path::new(ROOT).join(&name);
-        fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        let staging = Path::new(ROOT).join(format!(".{name}.new"));
         let me = std::process::id();
         write(
-            &dir.join("owner"),
+            &staging.join("owner"),
             &format!("{me} {}\n", start_time(me).unwrap_or_default()),
             0o644,
         )?;
+        fs::rename(&staging, &dir).map_err(|e| format!("{}: {e}", dir.display()))?;
         let mut lab = NetLab {
             name,
             dir,
@@ -771,7 +775,13 @@ pub fn sweep() {
     };
     for entry in entries.flatten() {
         let dir = entry.path();
-        let owner = fs::read_to_string(dir.join("owner")).unwrap_or_default();
+        if entry.file_name().to_string_lossy().starts_with('.') {
+            continue; // a lab being made, or a lock
+        }
+        let Ok(owner) = fs::read_to_string(dir.join("owner")) else {
+            // Every lab directory is created with its owner file: this is not a lab of ours.
+            continue;
+        };
         let mut words = owner.split_whitespace();
         let pid: Option<u32> = words.next().and_then(|p| p.parse().ok());
         let started = words.next().map(str::to_string);
