@@ -752,3 +752,29 @@ fn inventory_from_the_cloudstack_api() {
         "{text}"
     );
 }
+
+/// The shipped lab inventory works as its comment says: the routers of the embedded zone,
+/// found through the API and reached through their hypervisors, both BACKUP.
+#[test]
+fn the_shipped_lab_inventory_reaches_the_routers() {
+    let dir = tempfile::tempdir().unwrap();
+    let inv = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../inventories/lab.yml");
+    let audit = dir.path().join("a.jsonl");
+    let o = remedy(
+        &[
+            "exec",
+            "routers",
+            "-i",
+            inv.to_str().unwrap(),
+            "--read-only",
+            "--audit-log",
+            audit.to_str().unwrap(),
+            "--",
+            "/opt/cloud/bin/checkrouter.sh",
+        ],
+        dir.path(),
+    );
+    let t = text(&o);
+    assert_eq!(o.status.code(), Some(0), "{t}");
+    assert_eq!(t.matches("Status: BACKUP").count(), 2, "{t}");
+}
