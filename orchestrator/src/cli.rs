@@ -413,10 +413,7 @@ async fn resolve_inventory(
         inv.cloudstack().cloned(),
         crate::cloudstack::Options::default(),
     );
-    if inv.cloudstack_source().is_none() {
-        return Ok((inv, api, None));
-    }
-    let (inv, generated) = crate::cloudstack::inventory::load(paths, &api)
+    let (inv, generated) = crate::cloudstack::inventory::resolve(inv, paths, &api)
         .await
         .map_err(Error::Other)?;
     let record = generated.as_ref().map(|g| g.record());

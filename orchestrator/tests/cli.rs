@@ -559,19 +559,12 @@ fn lab_then_api_shows_both_routers_backup() {
     assert!(text(&o).contains("read-only calls only"), "{}", text(&o));
 
     // The routers' SSH, through their hypervisor, with every host key pinned.
-    let o = remedy(
-        &[
-            "exec",
-            "routers",
-            "-i",
-            inv.to_str().unwrap(),
-            "--read-only",
-            "--audit-log",
-            dir.path().join("exec.jsonl").to_str().unwrap(),
-            "--",
-            "/opt/cloud/bin/checkrouter.sh",
-        ],
+    let o = exec_read_only(
         dir.path(),
+        "routers",
+        inv.to_str().unwrap(),
+        &dir.path().join("exec.jsonl"),
+        "/opt/cloud/bin/checkrouter.sh",
     );
     let t = text(&o);
     assert_eq!(o.status.code(), Some(0), "{t}");
@@ -705,20 +698,7 @@ fn inventory_from_the_cloudstack_api() {
     assert_eq!(o.status.code(), Some(4), "{}", text(&o));
 
     let audit = dir.path().join("audit.jsonl");
-    let o = remedy(
-        &[
-            "exec",
-            "routers:ssvm",
-            "-i",
-            inv,
-            "--read-only",
-            "--audit-log",
-            audit.to_str().unwrap(),
-            "--",
-            "hostname",
-        ],
-        dir.path(),
-    );
+    let o = exec_read_only(dir.path(), "routers:ssvm", inv, &audit, "hostname");
     let t = text(&o);
     assert_eq!(o.status.code(), Some(0), "{t}");
     for vm in ["r-930-VM", "r-931-VM", "s-1-VM"] {
@@ -760,21 +740,38 @@ fn the_shipped_lab_inventory_reaches_the_routers() {
     let dir = tempfile::tempdir().unwrap();
     let inv = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../inventories/lab.yml");
     let audit = dir.path().join("a.jsonl");
-    let o = remedy(
-        &[
-            "exec",
-            "routers",
-            "-i",
-            inv.to_str().unwrap(),
-            "--read-only",
-            "--audit-log",
-            audit.to_str().unwrap(),
-            "--",
-            "/opt/cloud/bin/checkrouter.sh",
-        ],
+    let o = exec_read_only(
         dir.path(),
+        "routers",
+        inv.to_str().unwrap(),
+        &audit,
+        "/opt/cloud/bin/checkrouter.sh",
     );
     let t = text(&o);
     assert_eq!(o.status.code(), Some(0), "{t}");
     assert_eq!(t.matches("Status: BACKUP").count(), 2, "{t}");
+}
+
+/// `remedy exec PATTERN -i INV --read-only --audit-log AUDIT -- CMD`
+fn exec_read_only(
+    dir: &std::path::Path,
+    pattern: &str,
+    inv: &str,
+    audit: &std::path::Path,
+    cmd: &str,
+) -> Output {
+    remedy(
+        &[
+            "exec",
+            pattern,
+            "-i",
+            inv,
+            "--read-only",
+            "--audit-log",
+            audit.to_str().unwrap(),
+            "--",
+            cmd,
+        ],
+        dir,
+    )
 }

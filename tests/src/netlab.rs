@@ -167,6 +167,17 @@ fn write(path: &Path, text: &str, mode: u32) -> Result<(), String> {
         .map_err(|e| format!("{}: {e}", path.display()))
 }
 
+/// Defines a service for a node's `svc-shim`: its start script and its pid file.
+fn service(node_dir: &Path, name: &str, start: &str, pidfile: &str) -> Result<(), String> {
+    let svc = node_dir.join("run/svc");
+    write(&svc.join(format!("{name}.start")), start, 0o755)?;
+    write(
+        &svc.join(format!("{name}.pidfile")),
+        &format!("{pidfile}\n"),
+        0o644,
+    )
+}
+
 /// The start time of a process (field 22 of `/proc/PID/stat`), to tell a PID reused.
 fn start_time(pid: u32) -> Option<String> {
     let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
@@ -562,17 +573,13 @@ impl NetLab {
         write(&hv.join("root/.ssh/known_hosts"), &known, 0o644)?;
         fs::create_dir_all(hv.join("etc/openvswitch")).map_err(|e| e.to_string())?;
         fs::create_dir_all(hv.join("log/openvswitch")).map_err(|e| e.to_string())?;
-        write(
-            &hv.join("run/svc/openvswitch-switch.start"),
+        service(
+            &hv,
+            "openvswitch-switch",
             OVS_START,
-            0o755,
+            "/run/openvswitch/ovs-vswitchd.pid",
         )?;
         write(&hv.join("run/svc/openvswitch-switch.stop"), OVS_STOP, 0o755)?;
-        write(
-            &hv.join("run/svc/openvswitch-switch.pidfile"),
-            "/run/openvswitch/ovs-vswitchd.pid\n",
-            0o644,
-        )?;
         for (k, (vr, _)) in ROUTERS.iter().enumerate() {
             let d = self.dir.join(vr);
             let priority = 100 - 10 * k;
@@ -596,18 +603,8 @@ impl NetLab {
                 CHECKROUTER_SH,
                 0o755,
             )?;
-            write(&d.join("run/svc/dnsmasq.start"), DNSMASQ_START, 0o755)?;
-            write(
-                &d.join("run/svc/dnsmasq.pidfile"),
-                "/run/dnsmasq/dnsmasq.pid\n",
-                0o644,
-            )?;
-            write(&d.join("run/svc/keepalived.start"), KEEPALIVED_START, 0o755)?;
-            write(
-                &d.join("run/svc/keepalived.pidfile"),
-                "/run/keepalived.pid\n",
-                0o644,
-            )?;
+            service(&d, "dnsmasq", DNSMASQ_START, "/run/dnsmasq/dnsmasq.pid")?;
+            service(&d, "keepalived", KEEPALIVED_START, "/run/keepalived.pid")?;
         }
         Ok(())
     }

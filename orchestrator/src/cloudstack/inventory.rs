@@ -5,7 +5,8 @@
 //! Owned here: the source's settings ([`SourceSpec`], the `remedy_cloudstack_inventory`
 //! variable), reading the zone from the API ([`fetch`] into a [`Snapshot`]), and turning a
 //! snapshot into an Ansible-format YAML inventory ([`generate`]) that the inventory loader
-//! merges under the static files (which therefore win, key by key). Pure except for [`fetch`].
+//! merges under the static files (which therefore win, key by key). Pure except for [`fetch`]
+//! and [`resolve`], which read the API.
 //!
 //! # How system VMs are reached
 //! CloudStack reaches a router, SSVM or CPVM as `root@<link-local IP>:3922` from the
@@ -404,14 +405,15 @@ fn system_vm_vars(
 /// How long reading the zone for the inventory may take.
 pub const FETCH_LIMIT: std::time::Duration = std::time::Duration::from_secs(120);
 
-/// Loads an inventory and, when it declares this source, reads the zone through `api` and
-/// loads it again with the generated hosts. Returns the inventory and what was generated.
-pub async fn load(
+/// Completes an inventory loaded from `paths`: when it declares this source, reads the zone
+/// through `api` and loads the files again over the generated hosts. Returns the inventory and
+/// what was generated.
+pub async fn resolve(
+    inv: crate::inventory::Inventory,
     paths: &[PathBuf],
     api: &crate::transport::api::ApiTransport,
 ) -> Result<(crate::inventory::Inventory, Option<Generated>), String> {
     use crate::inventory::Inventory;
-    let inv = Inventory::load(paths).map_err(|e| e.to_string())?;
     let Some(spec) = inv.cloudstack_source().cloned() else {
         return Ok((inv, None));
     };
