@@ -81,7 +81,7 @@ pub struct ApiCall {
 
 impl ApiCall {
     /// CloudStack's own convention: `list*`, `query*`, `get*` are read-only; anything else may
-    /// change the cloud. Exceptions ([`NOT_READ_ONLY`]): `getUploadParamsFor*` creates upload
+    /// change the cloud. Exceptions (`NOT_READ_ONLY`): `getUploadParamsFor*` creates upload
     /// state on the server, `listAndSwitchSamlAccount` switches the session's account.
     pub fn access(&self) -> Access {
         let c = self.command.as_str();
