@@ -27,6 +27,8 @@ pub struct RunOptions {
     pub argv: Vec<String>,
     /// What the CloudStack inventory source read, for the audit log's `run_start`.
     pub cloudstack_inventory: Option<serde_json::Value>,
+    /// Reads the inventory again for `refresh_inventory` steps (`None`: a static inventory).
+    pub reload: Option<Arc<crate::cloudstack::inventory::Reloader>>,
 }
 
 impl Default for RunOptions {
@@ -38,6 +40,7 @@ impl Default for RunOptions {
             allow_irreversible: false,
             argv: Vec::new(),
             cloudstack_inventory: None,
+            reload: None,
         }
     }
 }
@@ -169,6 +172,7 @@ pub async fn execute(
         run: run.clone(),
         dry_run: opts.dry_run,
         cancel: Some(cancel.clone()),
+        reload: opts.reload.clone(),
     };
     let summary = Scheduler::new(cx, opts.forks, cancel).run().await;
     Ok((run, summary))

@@ -403,16 +403,16 @@ async fn resolve_inventory(
 ) -> Result<
     (
         Inventory,
-        crate::transport::api::ApiTransport,
+        Arc<crate::transport::api::ApiTransport>,
         Option<serde_json::Value>,
     ),
     Error,
 > {
     let inv = load_inventory(paths)?;
-    let api = crate::transport::api::ApiTransport::new(
+    let api = Arc::new(crate::transport::api::ApiTransport::new(
         inv.cloudstack().cloned(),
         crate::cloudstack::Options::default(),
-    );
+    ));
     let (inv, generated) = crate::cloudstack::inventory::resolve(inv, paths, &api)
         .await
         .map_err(Error::Other)?;
@@ -673,6 +673,14 @@ async fn apply(req: ApplyArgs, argv: Vec<String>, show_output: bool) -> ExitCode
         Ok(p) => p,
         Err(d) => return fail(&Error::Invalid(d)),
     };
+    let reload = if plan.refreshes.is_empty() {
+        None
+    } else {
+        match crate::cloudstack::inventory::Reloader::new(&req.inventory, api.clone()) {
+            Ok(r) => r.map(Arc::new),
+            Err(e) => return fail(&Error::Other(e)),
+        }
+    };
     if !req.dry_run && !req.yes {
         if !std::io::stdin().is_terminal() {
             return fail(&Error::Other("refusing to change anything without confirmation: pass --yes (or --dry-run to see what would change)".into()));
@@ -718,6 +726,7 @@ async fn apply(req: ApplyArgs, argv: Vec<String>, show_output: bool) -> ExitCode
         allow_irreversible: req.allow_irreversible,
         argv,
         cloudstack_inventory,
+        reload,
     };
     let router = Arc::new(Router::with_api(&plan.inventory, api));
     let result = execute(plan, router, run_opts, Some(tx), cancel).await;
@@ -825,6 +834,7 @@ async fn rollback_run(
         run: id.clone(),
         dry_run: false,
         cancel: None,
+        reload: None,
     };
     let report = crate::rollback::rollback(
         &cx,

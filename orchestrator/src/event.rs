@@ -76,6 +76,34 @@ pub enum RunMode {
     Rollback,
 }
 
+/// What came of a `refresh_inventory`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RefreshStatus {
+    /// Read again; the later steps are bound to it.
+    Refreshed,
+    /// The step did not run (skipped on every target): nothing was re-created.
+    NotNeeded,
+    /// The inventory has no CloudStack source: the later steps keep their targets.
+    Static,
+    /// Dry-run: the step would change something, so the later steps' targets are unknown.
+    Unknown,
+    /// Reading it failed: the run stops and rolls back.
+    Failed,
+}
+
+impl RefreshStatus {
+    pub fn word(self) -> &'static str {
+        match self {
+            RefreshStatus::Refreshed => "refreshed",
+            RefreshStatus::NotNeeded => "not needed (the step did not run)",
+            RefreshStatus::Static => "static inventory: nothing to read again",
+            RefreshStatus::Unknown => "not read (dry-run: the step would change something first)",
+            RefreshStatus::Failed => "FAILED",
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct FileHash {
     pub path: String,
@@ -154,6 +182,31 @@ pub enum Event {
         step: String,
         target: String,
         message: String,
+    },
+    /// After a `refresh_inventory` step: the inventory's CloudStack source read again, and the
+    /// later steps bound to what it found.
+    InventoryRefresh {
+        run: String,
+        /// The step that asked for it.
+        after_step: String,
+        status: RefreshStatus,
+        /// What was read (calls, items, groups, left out), when it was.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        cloudstack_inventory: Option<J>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        inventory_sha256: Option<String>,
+        /// Hosts that appeared, disappeared, or are reached differently now.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        added: Vec<String>,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        removed: Vec<String>,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        changed: Vec<String>,
+        /// Later steps whose targets changed: (step, before, after).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        targets: Vec<crate::plan::TargetChange>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        error: Option<String>,
     },
     RollbackStart {
         run: String,

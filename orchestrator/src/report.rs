@@ -129,6 +129,43 @@ pub async fn print_with(
                     paint(color, "2", "...")
                 );
             }
+            Event::InventoryRefresh {
+                after_step,
+                status,
+                added,
+                removed,
+                changed,
+                targets,
+                error,
+                ..
+            } => {
+                let mut line = format!("inventory after {after_step}: {}", status.word());
+                for (sign, hosts) in [("+", added), ("-", removed), ("~", changed)] {
+                    if !hosts.is_empty() {
+                        line.push_str(&format!(" {sign}{}", hosts.join(&format!(" {sign}"))));
+                    }
+                }
+                let _ = writeln!(out, "  {} {line}", paint(color, "1", "..."));
+                for (step, before, after) in targets {
+                    let _ = writeln!(
+                        out,
+                        "      {step}: {} -> {}",
+                        if before.is_empty() {
+                            "-".to_string()
+                        } else {
+                            before.join(", ")
+                        },
+                        if after.is_empty() {
+                            "-".to_string()
+                        } else {
+                            after.join(", ")
+                        }
+                    );
+                }
+                if let Some(err) = error {
+                    let _ = writeln!(out, "      {}", paint(color, "31", err));
+                }
+            }
             Event::RollbackStart { reason, steps, .. } => {
                 let _ = writeln!(
                     out,

@@ -34,6 +34,8 @@ pub struct Ctx {
     pub dry_run: bool,
     /// Set to true on Ctrl-C / SIGTERM: waits and retry delays end early.
     pub cancel: Option<tokio::sync::watch::Receiver<bool>>,
+    /// Reads the inventory again after a `refresh_inventory` step (`None`: static inventory).
+    pub reload: Option<Arc<crate::cloudstack::inventory::Reloader>>,
 }
 
 /// The result of one node.

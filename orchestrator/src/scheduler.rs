@@ -20,7 +20,7 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use crate::error::ExitCode;
-use crate::event::{Event, Outcome, UndoRecord};
+use crate::event::{Event, Outcome, RefreshStatus, UndoRecord};
 use crate::plan::{Plan, CONTROLLER};
 use crate::playbook::{Phase, Undo};
 use crate::runner::{run_node, Ctx, NodeResult};
@@ -56,6 +56,9 @@ pub struct Scheduler {
     done: Vec<Done>,
     /// Targets that failed within a step's `max_fail_percentage`: they run nothing more.
     failed_targets: std::collections::BTreeSet<String>,
+    /// Dry-run: from this segment on, targets depend on a refresh that could not happen (the
+    /// step before it would change something first), so nothing there can be predicted.
+    unknown_from: Option<usize>,
 }
 
 impl Scheduler {
@@ -68,6 +71,7 @@ impl Scheduler {
             outcomes: HashMap::new(),
             done: Vec::new(),
             failed_targets: Default::default(),
+            unknown_from: None,
         }
     }
 
@@ -152,15 +156,32 @@ impl Scheduler {
         }
     }
 
-    /// Run the nodes of the given phases. Returns Err(reason) on a failure or cancel.
-    async fn pass(&mut self, phases: &[Phase]) -> Result<(), String> {
+    /// Run every step of `phase`: segment by segment, reading the inventory again after each
+    /// `refresh_inventory` step of the phase.
+    async fn phase(&mut self, phase: Phase) -> Result<(), String> {
+        let segments = self.plan().refreshes.len() + 1;
+        for seg in 0..segments {
+            self.pass(phase, seg).await?;
+            let refresh = self.plan().refreshes.get(seg).copied();
+            if let Some(r) = refresh.filter(|&r| self.plan().program.steps[r].phase == phase) {
+                self.refresh(r).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Run the nodes of one phase and segment. Returns Err(reason) on a failure or cancel.
+    async fn pass(&mut self, phase: Phase, seg: usize) -> Result<(), String> {
         let plan = self.cx.plan.clone();
-        let in_pass =
-            |ix: NodeIndex| phases.contains(&plan.program.steps[plan.graph[ix].step].phase);
+        let in_pass = |ix: NodeIndex| {
+            let step = plan.graph[ix].step;
+            plan.program.steps[step].phase == phase && plan.segments[step] == seg
+        };
+        let unpredictable = self.cx.dry_run && self.unknown_from.is_some_and(|k| seg >= k);
         let mut indeg: HashMap<NodeIndex, usize> = HashMap::new();
         let mut ready: VecDeque<NodeIndex> = VecDeque::new();
         for ix in plan.order() {
-            if !in_pass(ix) {
+            if !in_pass(ix) || self.outcomes.contains_key(&ix) {
                 continue;
             }
             let d = plan
@@ -185,16 +206,17 @@ impl Scheduler {
                 let node = plan.graph[ix].clone();
                 let step = &plan.program.steps[node.step];
                 // Dry-run: anything downstream of a predicted change cannot be predicted.
-                let tainted = self.cx.dry_run
-                    && plan
-                        .graph
-                        .neighbors_directed(ix, Direction::Incoming)
-                        .any(|p| {
-                            matches!(
-                                self.outcomes.get(&p),
-                                Some(Outcome::WouldChange | Outcome::Unknown)
-                            )
-                        });
+                let tainted = unpredictable
+                    || self.cx.dry_run
+                        && plan
+                            .graph
+                            .neighbors_directed(ix, Direction::Incoming)
+                            .any(|p| {
+                                matches!(
+                                    self.outcomes.get(&p),
+                                    Some(Outcome::WouldChange | Outcome::Unknown)
+                                )
+                            });
                 let ctx = self.context(node.step, &node.target);
                 let skip = if self.failed_targets.contains(&node.target) {
                     Some(Outcome::Skipped)
@@ -305,6 +327,112 @@ impl Scheduler {
         }
     }
 
+    /// After the `refresh_inventory` step `r` (every node of it finished, nothing in flight):
+    /// read the inventory again and bind the later steps to it, with a record in the audit log.
+    async fn refresh(&mut self, r: usize) -> Result<(), String> {
+        let plan = self.cx.plan.clone();
+        let step = plan.program.steps[r].id.clone();
+        let outcomes: Vec<Outcome> = plan.targets[r]
+            .iter()
+            .filter_map(|t| {
+                let node = crate::plan::Node {
+                    step: r,
+                    target: t.clone(),
+                };
+                plan.index.get(&node).and_then(|ix| self.outcomes.get(ix))
+            })
+            .copied()
+            .collect();
+        let (run, sink) = (self.cx.run.clone(), self.cx.sink.clone());
+        let record = |status: RefreshStatus| Event::InventoryRefresh {
+            run: run.clone(),
+            after_step: step.clone(),
+            status,
+            cloudstack_inventory: None,
+            inventory_sha256: None,
+            added: Vec::new(),
+            removed: Vec::new(),
+            changed: Vec::new(),
+            targets: Vec::new(),
+            error: None,
+        };
+        let emit = |e: Event| {
+            sink.emit(e)
+                .map_err(|e| format!("audit log: {e}; stopping"))
+        };
+        if self.cx.dry_run
+            && outcomes
+                .iter()
+                .any(|o| matches!(o, Outcome::WouldChange | Outcome::Unknown))
+        {
+            let seg = plan.segments[r] + 1;
+            self.unknown_from = Some(self.unknown_from.map_or(seg, |k| k.min(seg)));
+            return emit(record(RefreshStatus::Unknown));
+        }
+        let ran = outcomes.iter().any(|o| {
+            matches!(
+                o,
+                Outcome::Ok | Outcome::Changed | Outcome::NoChange | Outcome::FailedIgnored
+            )
+        });
+        if !ran {
+            return emit(record(RefreshStatus::NotNeeded));
+        }
+        let Some(reload) = self.cx.reload.clone() else {
+            return emit(record(RefreshStatus::Static));
+        };
+        if *self.cancel.borrow() {
+            return Err("cancelled by signal".into());
+        }
+        let failed = |error: String| {
+            let mut e = record(RefreshStatus::Failed);
+            if let Event::InventoryRefresh { error: slot, .. } = &mut e {
+                *slot = Some(error.clone());
+            }
+            let _ = emit(e);
+            format!("refreshing the inventory after step {step}: {error}")
+        };
+        let (inventory, generated) = reload.reload().await.map_err(failed)?;
+        let (added, removed, changed) = host_changes(&plan.inventory, &inventory);
+        let done: Vec<(crate::plan::Node, Outcome)> = self
+            .outcomes
+            .iter()
+            .map(|(ix, o)| (plan.graph[*ix].clone(), *o))
+            .collect();
+        drop(plan);
+        // Nothing is in flight between passes, so the run's context and plan are ours alone.
+        let cx = Arc::get_mut(&mut self.cx)
+            .ok_or_else(|| failed("internal error: the run's context is still shared".into()))?;
+        let plan = Arc::get_mut(&mut cx.plan)
+            .ok_or_else(|| failed("internal error: the plan is still shared".into()))?;
+        let targets = plan.rebind(inventory, r).map_err(&failed)?;
+        self.outcomes = done
+            .into_iter()
+            .filter_map(|(node, o)| plan.index.get(&node).map(|ix| (*ix, o)))
+            .collect();
+        cx.transport.inventory_changed(&plan.inventory);
+        let digest = plan.inventory.digest();
+        let mut e = record(RefreshStatus::Refreshed);
+        if let Event::InventoryRefresh {
+            cloudstack_inventory,
+            inventory_sha256,
+            added: a,
+            removed: rm,
+            changed: c,
+            targets: t,
+            ..
+        } = &mut e
+        {
+            *cloudstack_inventory = Some(generated.record());
+            *inventory_sha256 = Some(digest);
+            *a = added;
+            *rm = removed;
+            *c = changed;
+            *t = targets;
+        }
+        emit(e)
+    }
+
     fn finish_now(
         &mut self,
         ix: NodeIndex,
@@ -365,24 +493,24 @@ impl Scheduler {
 
     /// Run the whole plan: detect, applies_when, steps, verify; roll back on failure.
     pub async fn run(mut self) -> Summary {
-        let plan = self.cx.plan.clone();
         let mut applies = true;
-        let mut result = self.pass(&[Phase::Detect]).await;
+        let mut result = self.phase(Phase::Detect).await;
         if result.is_ok() {
-            if let Some(e) = &plan.program.applies_when {
+            if let Some(e) = &self.plan().program.applies_when {
                 let ctx = self.context_root();
-                match plan.program.templates.test(e, &ctx) {
+                match self.plan().program.templates.test(e, &ctx) {
                     Ok(b) => applies = b,
                     Err(err) => result = Err(format!("applies_when: {err}")),
                 }
             }
         }
         if result.is_ok() && applies {
-            result = self.pass(&[Phase::Steps]).await;
+            result = self.phase(Phase::Steps).await;
             if result.is_ok() {
-                result = self.pass(&[Phase::Verify]).await;
+                result = self.phase(Phase::Verify).await;
             }
         }
+        let plan = self.cx.plan.clone();
         let mut summary = Summary {
             exit: ExitCode::Success,
             status: if applies {
@@ -481,4 +609,28 @@ impl Scheduler {
         }
         self.context(first_root, CONTROLLER)
     }
+}
+
+/// Hosts that appeared, disappeared, or are reached differently (address, port, user, key,
+/// jumps, host key policy) in `after`.
+fn host_changes(
+    before: &crate::inventory::Inventory,
+    after: &crate::inventory::Inventory,
+) -> (Vec<String>, Vec<String>, Vec<String>) {
+    let reach = |h: &crate::inventory::Host| serde_json::to_value(&h.conn).unwrap_or(J::Null);
+    let mut added = Vec::new();
+    let mut changed = Vec::new();
+    for h in after.hosts() {
+        match before.host(&h.name) {
+            None => added.push(h.name.clone()),
+            Some(old) if reach(old) != reach(h) => changed.push(h.name.clone()),
+            Some(_) => {}
+        }
+    }
+    let removed = before
+        .hosts()
+        .filter(|h| after.host(&h.name).is_none())
+        .map(|h| h.name.clone())
+        .collect();
+    (added, removed, changed)
 }

@@ -775,3 +775,152 @@ fn exec_read_only(
         dir,
     )
 }
+
+/// The SSVM replacement flow: destroySystemVm (CloudStack deploys a new SSVM with a
+/// new name and link-local address), a wait that refreshes the inventory, then an SSH check
+/// that must reach the new machine through its hypervisor.
+const REPLACE_SSVM: &str = r#"name: replace-ssvm
+description: recreate the SSVM and check the new one
+params:
+  recreate: { type: bool, default: true }
+detect:
+  - id: ssvms
+    api: { command: listSystemVms, args: { systemvmtype: secondarystoragevm } }
+steps:
+  - id: destroy
+    when: recreate
+    api: { command: destroySystemVm, args: { id: "{{ ssvms.items[0].id }}" } }
+    irreversible: CloudStack deploys a new SSVM in its place
+  - id: replacement
+    when: recreate
+    api: { command: listSystemVms, args: { systemvmtype: secondarystoragevm } }
+    retries: 40
+    delay: 250ms
+    until: >-
+      result.items | length == 1 and result.items[0].id != ssvms.items[0].id
+      and result.items[0].state == "Running" and result.items[0].agentstate == "Up"
+    refresh_inventory: true
+verify:
+  - id: check
+    on: ssvm
+    ssh: /usr/local/cloud/systemvm/ssvm-check.sh
+    changes: none
+"#;
+
+fn audit_records(path: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+#[test]
+fn a_refreshed_inventory_reaches_the_replacement_ssvm() {
+    let dir = tempfile::tempdir().unwrap();
+    let inv = dir.path().join("cs.yml");
+    std::fs::write(
+        &inv,
+        "all:\n  vars:\n    remedy_cloudstack: { simulator: { scenario: ssvm-broken } }\n    \
+         remedy_cloudstack_inventory: { system_vm_access: jump-host-ssh }\n",
+    )
+    .unwrap();
+    let pb = dir.path().join("replace-ssvm.yml");
+    std::fs::write(&pb, REPLACE_SSVM).unwrap();
+    let audit = dir.path().join("audit.jsonl");
+    let apply = |extra: &[&str]| {
+        let mut args = vec![
+            "apply",
+            pb.to_str().unwrap(),
+            "-i",
+            inv.to_str().unwrap(),
+            "--audit-log",
+            audit.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        remedy(&args, dir.path())
+    };
+
+    // Dry-run: the destroy would change the zone, so the refresh cannot happen and the check's
+    // targets are unknown; nothing is called that changes anything.
+    let o = apply(&["--dry-run"]);
+    let t = text(&o);
+    assert_eq!(o.status.code(), Some(0), "{t}");
+    assert!(
+        t.contains("inventory after replacement: not read (dry-run"),
+        "{t}"
+    );
+    assert!(t.contains("unknown      check @ s-1-VM"), "{t}");
+
+    // Apply: the check runs on the replacement, which the inventory did not have at the start.
+    let o = apply(&["--yes", "--allow-irreversible"]);
+    let t = text(&o);
+    assert_eq!(o.status.code(), Some(0), "{t}");
+    let records = audit_records(&audit);
+    let run = records
+        .iter()
+        .rev()
+        .find(|r| r["event"] == "run_start")
+        .unwrap()["run"]
+        .clone();
+    let refresh = records
+        .iter()
+        .find(|r| r["event"] == "inventory_refresh" && r["run"] == run)
+        .expect("an inventory_refresh record");
+    assert_eq!(refresh["status"], "refreshed", "{refresh}");
+    assert_eq!(refresh["after_step"], "replacement");
+    assert_eq!(
+        refresh["removed"],
+        serde_json::json!(["s-1-VM"]),
+        "{refresh}"
+    );
+    let added = refresh["added"].as_array().unwrap();
+    assert_eq!(added.len(), 1, "{refresh}");
+    let new_ssvm = added[0].as_str().unwrap().to_string();
+    assert!(
+        new_ssvm.starts_with("s-") && new_ssvm.ends_with("-VM"),
+        "{new_ssvm}"
+    );
+    assert_eq!(
+        refresh["targets"],
+        serde_json::json!([["check", ["s-1-VM"], [new_ssvm.clone()]]])
+    );
+    assert!(
+        refresh["cloudstack_inventory"]["calls"].is_array(),
+        "{refresh}"
+    );
+    let check = records
+        .iter()
+        .find(|r| r["event"] == "step_end" && r["run"] == run && r["step"] == "check")
+        .expect("the check ran");
+    assert_eq!(check["target"], new_ssvm.as_str(), "{check}");
+    assert_eq!(check["outcome"], "ok", "{check}");
+    // The simulator's ssvm-check.sh answers only on a live SSVM, over SSH through its host.
+    assert!(
+        check["stdout_tail"]
+            .as_str()
+            .unwrap()
+            .contains("Good: Java process is running"),
+        "{check}"
+    );
+    assert!(
+        t.contains(&format!("ok           check @ {new_ssvm}")),
+        "{t}"
+    );
+
+    // When the step that asks for the refresh does not run, nothing is read again and the
+    // check runs where the inventory said at the start.
+    let o = apply(&["--yes", "--allow-irreversible", "-e", "recreate=false"]);
+    let t = text(&o);
+    assert_eq!(o.status.code(), Some(0), "{t}");
+    assert!(t.contains("ok           check @ s-1-VM"), "{t}");
+    assert!(
+        t.contains("inventory after replacement: not needed (the step did not run)"),
+        "{t}"
+    );
+    let o = remedy(
+        &["audit", "verify", "--audit-log", audit.to_str().unwrap()],
+        dir.path(),
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+}

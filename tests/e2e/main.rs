@@ -4,5 +4,6 @@
 mod cloudstack;
 mod engine;
 mod features;
+mod refresh;
 mod sim_ssh;
 mod zone;

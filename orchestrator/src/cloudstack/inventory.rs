@@ -439,6 +439,62 @@ pub async fn resolve(
     Ok((inv, Some(generated)))
 }
 
+/// Reads a run's inventory again in the middle of the run (`refresh_inventory`): the same
+/// files, the zone read again through the run's own API connection.
+pub struct Reloader {
+    paths: Vec<PathBuf>,
+    /// The digest of the files alone, when the run started.
+    files_digest: String,
+    api: std::sync::Arc<crate::transport::api::ApiTransport>,
+}
+
+impl std::fmt::Debug for Reloader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Reloader")
+            .field("paths", &self.paths)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Reloader {
+    /// A reloader for the inventory in `paths`, read through `api`; `None` when the files
+    /// declare no CloudStack source (a static inventory has nothing to read again).
+    pub fn new(
+        paths: &[PathBuf],
+        api: std::sync::Arc<crate::transport::api::ApiTransport>,
+    ) -> Result<Option<Reloader>, String> {
+        let files = crate::inventory::Inventory::load(paths).map_err(|e| e.to_string())?;
+        if files.cloudstack_source().is_none() {
+            return Ok(None);
+        }
+        Ok(Some(Reloader {
+            paths: paths.to_vec(),
+            files_digest: files.digest(),
+            api,
+        }))
+    }
+
+    /// The inventory as the zone is now. Refused when the files changed since the run began:
+    /// a run works from one version of them.
+    pub async fn reload(&self) -> Result<(crate::inventory::Inventory, Generated), String> {
+        let files = crate::inventory::Inventory::load(&self.paths).map_err(|e| e.to_string())?;
+        if files.digest() != self.files_digest {
+            return Err(format!(
+                "the inventory files changed during the run ({}); not reading them again",
+                self.paths
+                    .iter()
+                    .map(|p| p.display().to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+        }
+        match resolve(files, &self.paths, &self.api).await? {
+            (inv, Some(generated)) => Ok((inv, generated)),
+            (_, None) => Err(format!("the inventory no longer declares {SOURCE_VAR}")),
+        }
+    }
+}
+
 /// Points the generated hosts at the embedded simulator's SSH hosts: hypervisors and the
 /// management server on their loopback ports, system VMs through a tunnel on their hypervisor,
 /// all with the lab-only key and every host key pinned. (The simulated hypervisors run no

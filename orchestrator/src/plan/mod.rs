@@ -31,6 +31,17 @@ pub struct Node {
     pub target: String,
 }
 
+/// How a step's targets are chosen.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Binding {
+    /// Excluded by `--tags`: no targets.
+    TaggedOut,
+    /// No `on:`: the controller.
+    Controller,
+    /// The rendered `on:` pattern.
+    Pattern(String),
+}
+
 /// Options that shape a plan.
 #[derive(Debug, Clone, Default)]
 pub struct Options {
@@ -51,8 +62,17 @@ pub struct Plan {
     pub inventory: Inventory,
     /// Parameter and var values per scope.
     pub scope_values: Vec<BTreeMap<String, J>>,
-    /// Target host names per step (empty: the step is excluded by tags).
+    /// Target host names per step (empty: the step is excluded by tags). Steps after a
+    /// `refresh_inventory` step are bound again when it has run ([`Plan::rebind`]).
     pub targets: Vec<Vec<String>>,
+    /// How each step's targets are chosen, kept to bind them again after a refresh.
+    pub bindings: Vec<Binding>,
+    /// `--limit`, kept for the same reason.
+    pub limit: Option<String>,
+    /// Per step: how many `refresh_inventory` steps run before it (0: bound at plan time).
+    pub segments: Vec<usize>,
+    /// The `refresh_inventory` steps, in the order they run; the k-th ends segment k.
+    pub refreshes: Vec<usize>,
     pub graph: DiGraph<Node, ()>,
     pub index: BTreeMap<Node, NodeIndex>,
     /// Secrets to keep out of output and logs (secret params, resolved inventory secrets).
@@ -78,6 +98,10 @@ impl Plan {
             inventory,
             scope_values: Vec::new(),
             targets: Vec::new(),
+            bindings: Vec::new(),
+            limit: None,
+            segments: Vec::new(),
+            refreshes: Vec::new(),
             graph: DiGraph::new(),
             index: BTreeMap::new(),
             redactor,
@@ -265,34 +289,27 @@ pub fn build(program: Program, inventory: Inventory, opts: &Options) -> Result<P
     crate::cloudstack::register_secrets(&inventory, &mut redactor);
 
     // --- targets ---
-    let limit = match &opts.limit {
-        Some(l) => match inventory.select(l) {
-            Ok(hosts) => Some(
-                hosts
-                    .into_iter()
-                    .map(|h| h.name.clone())
-                    .collect::<Vec<_>>(),
-            ),
-            Err(e) => return Err(Diagnostic::new(format!("--limit {l}: {e}")).into()),
-        },
-        None => None,
+    let limit = opts.limit.clone();
+    let limit_names = match limited(&inventory, limit.as_deref()) {
+        Ok(l) => l,
+        Err(e) => return Err(Diagnostic::new(e).into()),
     };
-    let mut targets: Vec<Vec<String>> = Vec::new();
+    let mut bindings: Vec<Binding> = Vec::new();
     for step in &program.steps {
         let tagged_out = step.phase == Phase::Steps
             && !opts.tags.is_empty()
             && !step.tags.iter().any(|t| opts.tags.contains(t));
         if tagged_out {
-            targets.push(Vec::new());
+            bindings.push(Binding::TaggedOut);
             continue;
         }
         let Some(on) = &step.on else {
-            targets.push(vec![CONTROLLER.to_string()]);
+            bindings.push(Binding::Controller);
             continue;
         };
         let ctx = scope_context(&scope_values[step.scope]);
-        let pattern = match program.templates.render(on, &ctx) {
-            Ok(p) => p,
+        match program.templates.render(on, &ctx) {
+            Ok(p) => bindings.push(Binding::Pattern(p)),
             Err(e) => {
                 diags.push(diag_at_loc(
                     &program,
@@ -300,64 +317,163 @@ pub fn build(program: Program, inventory: Inventory, opts: &Options) -> Result<P
                     &e.loc,
                     format!("step {}: on: {}", step.id, e.message),
                 ));
-                targets.push(Vec::new());
-                continue;
+                bindings.push(Binding::TaggedOut);
             }
-        };
-        match inventory.select(&pattern) {
-            Ok(hosts) => {
-                let mut names: Vec<String> = hosts.into_iter().map(|h| h.name.clone()).collect();
-                if let Some(l) = &limit {
-                    names.retain(|n| l.contains(n));
-                }
-                targets.push(names);
-            }
+        }
+    }
+    let mut targets: Vec<Vec<String>> = Vec::new();
+    for (i, step) in program.steps.iter().enumerate() {
+        match select(&inventory, &bindings[i], limit_names.as_deref()) {
+            Ok(names) => targets.push(names),
             Err(e) => {
+                let loc = step
+                    .on
+                    .as_ref()
+                    .map(|t| t.loc.clone())
+                    .unwrap_or(step.loc.clone());
                 diags.push(
-                    diag_at_loc(
-                        &program,
-                        step.scope,
-                        &on.loc,
-                        format!("step {}: {e}", step.id),
-                    )
-                    .with_label("not in the inventory"),
+                    diag_at_loc(&program, step.scope, &loc, format!("step {}: {e}", step.id))
+                        .with_label("not in the inventory"),
                 );
                 targets.push(Vec::new());
             }
         }
     }
 
-    // --- host variables read by templates must exist on every target ---
+    // --- refresh_inventory splits the run into segments ---
+    let (segments, refreshes) = segment(&program);
     for (i, step) in program.steps.iter().enumerate() {
-        for var in &step.host_vars {
-            let missing: Vec<&String> = targets[i]
-                .iter()
-                .filter(|t| inventory.host(t).is_none_or(|h| !h.vars.contains_key(var)))
-                .collect();
-            if !missing.is_empty() {
-                let loc = first_loc_of(step, var).unwrap_or(step.loc.clone());
-                diags.push(
-                    diag_at_loc(&program, step.scope, &loc, format!(
-                        "step {}: undefined variable {var:?}: not a parameter, var or registered result, and {} {} no such variable",
-                        step.id,
-                        missing.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", "),
-                        if missing.len() == 1 { "has" } else { "have" }
-                    ))
-                    .with_label("undefined")
-                    .with_help(format!(
-                        "parameters of {}: {}",
-                        program.scopes[step.scope].playbook,
-                        program.scopes[step.scope].params.keys().cloned().collect::<Vec<_>>().join(", ")
-                    )),
-                );
+        for &d in &step.needs {
+            if segments[d] > segments[i] {
+                let r = refreshes[segments[i]];
+                diags.push(diag_at_loc(
+                    &program,
+                    step.scope,
+                    &step.loc,
+                    format!(
+                        "step {} needs {}, which runs after step {} refreshes the inventory",
+                        step.id, program.steps[d].id, program.steps[r].id
+                    ),
+                ).with_help("a step that refreshes the inventory runs after every step before it; move it, or the needs"));
             }
+        }
+    }
+
+    // --- host variables read by templates must exist on every target ---
+    for i in 0..program.steps.len() {
+        if let Some(d) = missing_host_vars(&program, &inventory, &targets, i) {
+            diags.push(d);
         }
     }
     if !diags.is_empty() {
         return Err(diags);
     }
 
-    // --- the DAG ---
+    let (graph, index) = dag(&program, &targets);
+    Ok(Plan {
+        program,
+        inventory,
+        scope_values,
+        targets,
+        bindings,
+        limit,
+        segments,
+        refreshes,
+        graph,
+        index,
+        redactor,
+        params_sha256,
+    })
+}
+
+/// The host names `--limit` allows (`None`: no limit).
+fn limited(inventory: &Inventory, limit: Option<&str>) -> Result<Option<Vec<String>>, String> {
+    let Some(l) = limit else { return Ok(None) };
+    match inventory.select(l) {
+        Ok(hosts) => Ok(Some(hosts.into_iter().map(|h| h.name.clone()).collect())),
+        Err(e) => Err(format!("--limit {l}: {e}")),
+    }
+}
+
+/// A step's targets in `inventory`.
+fn select(
+    inventory: &Inventory,
+    binding: &Binding,
+    limit: Option<&[String]>,
+) -> Result<Vec<String>, String> {
+    match binding {
+        Binding::TaggedOut => Ok(Vec::new()),
+        Binding::Controller => Ok(vec![CONTROLLER.to_string()]),
+        Binding::Pattern(pattern) => {
+            let hosts = inventory.select(pattern).map_err(|e| e.to_string())?;
+            let mut names: Vec<String> = hosts.into_iter().map(|h| h.name.clone()).collect();
+            if let Some(l) = limit {
+                names.retain(|n| l.contains(n));
+            }
+            Ok(names)
+        }
+    }
+}
+
+/// Steps in the order they run: by phase, then as written.
+fn run_order(program: &Program) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..program.steps.len()).collect();
+    order.sort_by_key(|&i| (program.steps[i].phase, i));
+    order
+}
+
+/// Per step, how many `refresh_inventory` steps run before it; and those steps, in order.
+fn segment(program: &Program) -> (Vec<usize>, Vec<usize>) {
+    let mut segments = vec![0; program.steps.len()];
+    let mut refreshes = Vec::new();
+    for i in run_order(program) {
+        segments[i] = refreshes.len();
+        if program.steps[i].refresh_inventory {
+            refreshes.push(i);
+        }
+    }
+    (segments, refreshes)
+}
+
+/// A step reading host variables that some of its targets lack.
+fn missing_host_vars(
+    program: &Program,
+    inventory: &Inventory,
+    targets: &[Vec<String>],
+    i: usize,
+) -> Option<Diagnostic> {
+    let step = &program.steps[i];
+    for var in &step.host_vars {
+        let missing: Vec<&String> = targets[i]
+            .iter()
+            .filter(|t| inventory.host(t).is_none_or(|h| !h.vars.contains_key(var)))
+            .collect();
+        if !missing.is_empty() {
+            let loc = first_loc_of(step, var).unwrap_or(step.loc.clone());
+            return Some(
+                diag_at_loc(program, step.scope, &loc, format!(
+                    "step {}: undefined variable {var:?}: not a parameter, var or registered result, and {} {} no such variable",
+                    step.id,
+                    missing.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", "),
+                    if missing.len() == 1 { "has" } else { "have" }
+                ))
+                .with_label("undefined")
+                .with_help(format!(
+                    "parameters of {}: {}",
+                    program.scopes[step.scope].playbook,
+                    program.scopes[step.scope].params.keys().cloned().collect::<Vec<_>>().join(", ")
+                )),
+            );
+        }
+    }
+    None
+}
+
+/// The step x target nodes and their edges.
+fn dag(
+    program: &Program,
+    targets: &[Vec<String>],
+) -> (DiGraph<Node, ()>, BTreeMap<Node, NodeIndex>) {
     let mut graph = DiGraph::new();
     let mut index = BTreeMap::new();
     for (i, ts) in targets.iter().enumerate() {
@@ -370,32 +486,21 @@ pub fn build(program: Program, inventory: Inventory, opts: &Options) -> Result<P
             index.insert(node, ix);
         }
     }
+    let at = |step: usize, target: &str| {
+        index[&Node {
+            step,
+            target: target.to_string(),
+        }]
+    };
     for (i, step) in program.steps.iter().enumerate() {
         for t in &targets[i] {
-            let me = index[&Node {
-                step: i,
-                target: t.clone(),
-            }];
-            for dep in effective_needs(&program, &targets, step.needs.clone()) {
+            let me = at(i, t);
+            for dep in effective_needs(program, targets, step.needs.clone()) {
                 if targets[dep].contains(t) {
-                    graph.add_edge(
-                        index[&Node {
-                            step: dep,
-                            target: t.clone(),
-                        }],
-                        me,
-                        (),
-                    );
+                    graph.add_edge(at(dep, t), me, ());
                 } else {
                     for dt in &targets[dep] {
-                        graph.add_edge(
-                            index[&Node {
-                                step: dep,
-                                target: dt.clone(),
-                            }],
-                            me,
-                            (),
-                        );
+                        graph.add_edge(at(dep, dt), me, ());
                     }
                 }
             }
@@ -405,33 +510,71 @@ pub fn build(program: Program, inventory: Inventory, opts: &Options) -> Result<P
             for w in batches.windows(2) {
                 for a in w[0] {
                     for b in w[1] {
-                        graph.add_edge(
-                            index[&Node {
-                                step: i,
-                                target: a.clone(),
-                            }],
-                            index[&Node {
-                                step: i,
-                                target: b.clone(),
-                            }],
-                            (),
-                        );
+                        graph.add_edge(at(i, a), at(i, b), ());
                     }
                 }
             }
         }
     }
+    (graph, index)
+}
 
-    Ok(Plan {
-        program,
-        inventory,
-        scope_values,
-        targets,
-        graph,
-        index,
-        redactor,
-        params_sha256,
-    })
+/// A later step whose targets a refresh changed: its id, the targets before, and after.
+pub type TargetChange = (String, Vec<String>, Vec<String>);
+
+impl Plan {
+    /// The `refresh_inventory` step after which `step`'s targets are chosen (`None`: at plan
+    /// time).
+    pub fn bound_after(&self, step: usize) -> Option<usize> {
+        match self.segments.get(step) {
+            Some(&k) if k > 0 => self.refreshes.get(k - 1).copied(),
+            _ => None,
+        }
+    }
+
+    /// After the `refresh_inventory` step `after` has run: the inventory as read again, and
+    /// every step that runs after it bound to the machines it names. Steps before keep their
+    /// targets (and what they did). Returns the steps whose targets changed, with old and new.
+    pub fn rebind(
+        &mut self,
+        inventory: Inventory,
+        after: usize,
+    ) -> Result<Vec<TargetChange>, String> {
+        let k = self.segments[after];
+        let limit = limited(&inventory, self.limit.as_deref())?;
+        let mut targets = self.targets.clone();
+        let mut changed = Vec::new();
+        let later = self
+            .program
+            .steps
+            .iter()
+            .zip(&self.bindings)
+            .zip(&self.segments);
+        for (((step, binding), _), old) in later
+            .zip(targets.iter_mut())
+            .filter(|((_, k2), _)| **k2 > k)
+        {
+            let names = select(&inventory, binding, limit.as_deref())
+                .map_err(|e| format!("step {}: {e}", step.id))?;
+            if names != *old {
+                changed.push((step.id.clone(), old.clone(), names.clone()));
+            }
+            *old = names;
+        }
+        for i in 0..self.program.steps.len() {
+            if self.segments[i] > k {
+                if let Some(d) = missing_host_vars(&self.program, &inventory, &targets, i) {
+                    return Err(d.message);
+                }
+            }
+        }
+        let (graph, index) = dag(&self.program, &targets);
+        self.targets = targets;
+        self.graph = graph;
+        self.index = index;
+        self.inventory = inventory;
+        Ok(changed)
+    }
 }
 
 /// A step excluded by tags passes its dependencies on to the steps that need it.
@@ -525,5 +668,161 @@ fn placeholder(p: &crate::playbook::Param) -> String {
         ParamType::Bool => "false".into(),
         // Strings, ints and lists: a value the checks let through (see `validating`).
         _ => PLACEHOLDER.into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::{Path, PathBuf};
+
+    fn program(text: &str) -> Program {
+        let file = crate::playbook::load::parse(Path::new("t.yml"), text, text.as_bytes())
+            .expect("parses");
+        let mut files = BTreeMap::new();
+        files.insert(PathBuf::from("t.yml"), file);
+        crate::playbook::compile(&crate::playbook::Loaded {
+            root: PathBuf::from("t.yml"),
+            files,
+        })
+        .expect("compiles")
+    }
+
+    /// An inventory as the CloudStack source would generate it, with no files.
+    fn inventory(ssvm: &str) -> Inventory {
+        let yaml = format!(
+            "all:\n  children:\n    hypervisors:\n      hosts:\n        kvm01: {{}}\n    \
+             ssvm:\n      hosts:\n        {ssvm}: {{ remedy_jump: kvm01 }}\n"
+        );
+        Inventory::load_with_generated(&[], Some(&yaml)).expect("loads")
+    }
+
+    const REPLACE: &str = "name: t
+detect:
+  - id: old
+    on: ssvm
+    ssh: ssvm-check.sh
+    changes: none
+steps:
+  - id: destroy
+    api: { command: destroySystemVm, args: { id: x } }
+    irreversible: replaced by CloudStack
+  - id: replacement
+    api: { command: listSystemVms }
+    refresh_inventory: true
+  - id: after
+    on: hypervisors
+    ssh: uptime
+    changes: none
+verify:
+  - id: check
+    on: ssvm
+    ssh: ssvm-check.sh
+    changes: none
+";
+
+    fn ids(plan: &Plan, step: &str) -> Vec<String> {
+        let i = plan
+            .program
+            .steps
+            .iter()
+            .position(|s| s.id == step)
+            .unwrap();
+        plan.targets[i].clone()
+    }
+
+    #[test]
+    fn a_refresh_splits_the_steps_into_segments() {
+        let plan = build(program(REPLACE), inventory("s-1-VM"), &Options::default()).unwrap();
+        let seg: Vec<(String, usize)> = plan
+            .program
+            .steps
+            .iter()
+            .zip(&plan.segments)
+            .map(|(s, k)| (s.id.clone(), *k))
+            .collect();
+        assert_eq!(
+            seg,
+            [
+                ("old", 0),
+                ("destroy", 0),
+                ("replacement", 0),
+                ("after", 1),
+                ("check", 1)
+            ]
+            .map(|(s, k)| (s.to_string(), k))
+        );
+        let replacement = 2;
+        assert_eq!(plan.refreshes, vec![replacement]);
+        assert_eq!(plan.bound_after(4), Some(replacement));
+        assert_eq!(plan.bound_after(1), None);
+    }
+
+    #[test]
+    fn rebind_moves_only_the_later_steps_to_the_new_machines() {
+        let mut plan = build(program(REPLACE), inventory("s-1-VM"), &Options::default()).unwrap();
+        assert_eq!(ids(&plan, "check"), ["s-1-VM"]);
+        let changed = plan.rebind(inventory("s-3-VM"), 2).unwrap();
+        assert_eq!(
+            changed,
+            vec![(
+                "check".to_string(),
+                vec!["s-1-VM".to_string()],
+                vec!["s-3-VM".to_string()]
+            )]
+        );
+        // Detect ran on the old machine; that stays as it was.
+        assert_eq!(ids(&plan, "old"), ["s-1-VM"]);
+        assert_eq!(ids(&plan, "check"), ["s-3-VM"]);
+        assert!(plan.index.contains_key(&Node {
+            step: 4,
+            target: "s-3-VM".into()
+        }));
+        assert!(!plan.index.contains_key(&Node {
+            step: 4,
+            target: "s-1-VM".into()
+        }));
+        assert!(plan.inventory.host("s-3-VM").is_some());
+        // The later nodes still wait for the ones before them.
+        let check = plan.index[&Node {
+            step: 4,
+            target: "s-3-VM".into(),
+        }];
+        let before: Vec<&Node> = plan
+            .graph
+            .neighbors_directed(check, petgraph::Direction::Incoming)
+            .map(|p| &plan.graph[p])
+            .collect();
+        assert!(before.iter().any(|n| n.step == 3), "{before:?}");
+    }
+
+    #[test]
+    fn rebind_fails_when_a_later_pattern_names_nothing_now() {
+        let mut plan = build(program(REPLACE), inventory("s-1-VM"), &Options::default()).unwrap();
+        let no_ssvm = Inventory::load_with_generated(
+            &[],
+            Some("all:\n  children:\n    hypervisors:\n      hosts:\n        kvm01: {}\n"),
+        )
+        .unwrap();
+        let e = plan.rebind(no_ssvm, 2).unwrap_err();
+        assert!(e.starts_with("step check: "), "{e}");
+        assert!(e.contains("ssvm"), "{e}");
+        assert_eq!(ids(&plan, "check"), ["s-1-VM"], "left as it was");
+    }
+
+    #[test]
+    fn a_step_cannot_need_one_that_runs_after_a_refresh() {
+        let text = REPLACE.replace(
+            "  - id: destroy\n",
+            "  - id: early\n    needs: [after]\n    wait: 1s\n  - id: destroy\n    needs: [old]\n",
+        );
+        let e = build(program(&text), inventory("s-1-VM"), &Options::default()).unwrap_err();
+        let msg = &e.0[0].message;
+        assert!(
+            msg.contains(
+                "step early needs after, which runs after step replacement refreshes the inventory"
+            ),
+            "{msg}"
+        );
     }
 }

@@ -30,8 +30,10 @@ use crate::transport::{Access, ApiCall};
 /// Names every template may read besides params, vars and results.
 pub const BUILTIN_VARS: &[&str] = &["inventory_hostname"];
 
-/// Section of a playbook a step came from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+/// Section of a playbook a step came from (ordered as they run).
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Phase {
     Detect,
@@ -216,6 +218,9 @@ pub struct Step {
     pub tags: Vec<String>,
     pub serial: Option<usize>,
     pub max_fail_percentage: Option<u8>,
+    /// `refresh_inventory: true`: once this step has run, the inventory's CloudStack source is
+    /// read again and every later step is bound to the machines that exist then.
+    pub refresh_inventory: bool,
     pub kind: Kind,
     pub access: Access,
     pub loc: Loc,
@@ -674,7 +679,8 @@ impl Compiler<'_> {
             && doc.no_rollback.is_none()
             && doc.register.is_none()
             && doc.retries.is_none()
-            && doc.until.is_none();
+            && doc.until.is_none()
+            && !doc.refresh_inventory;
         if !allowed_with_include {
             self.diags.push(Diagnostic::at_key(
                 src,
@@ -1145,6 +1151,7 @@ impl Compiler<'_> {
             tags: doc.tags.clone(),
             serial: doc.serial.map(|s| s as usize),
             max_fail_percentage: doc.max_fail_percentage,
+            refresh_inventory: doc.refresh_inventory,
             kind,
             access,
             loc,

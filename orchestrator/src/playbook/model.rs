@@ -107,6 +107,10 @@ pub struct StepDoc {
     pub check: Option<String>,
     pub serial: Option<u32>,
     pub max_fail_percentage: Option<u8>,
+    /// Read the inventory's CloudStack source again once this step has run: the steps after
+    /// it are bound to the machines that exist then (a re-created SSVM, rebooted routers).
+    #[serde(default)]
+    pub refresh_inventory: bool,
 
     // --- kinds: exactly one ---
     pub ssh: Option<String>,

@@ -40,4 +40,8 @@ impl Transport for DryRunGuard {
         }
         self.inner.run(host, action, access, timeout).await
     }
+
+    fn inventory_changed(&self, inventory: &crate::inventory::Inventory) {
+        self.inner.inventory_changed(inventory)
+    }
 }

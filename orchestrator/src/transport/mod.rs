@@ -191,6 +191,11 @@ pub trait Transport: Send + Sync {
         access: Access,
         timeout: Duration,
     ) -> Result<ActionResult, TransportError>;
+
+    /// The run's inventory was read again (`refresh_inventory`): jump hosts named from now on
+    /// are looked up in `inventory`. Connections already made stay; a host whose address,
+    /// port or user changed gets a new one.
+    fn inventory_changed(&self, _inventory: &crate::inventory::Inventory) {}
 }
 
 #[cfg(test)]

@@ -4,6 +4,7 @@
 //! [`super::local::LocalTransport`]; every other host is reached over SSH
 //! ([`super::ssh::SshTransport`], one pooled connection per host, jump hosts included).
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -18,7 +19,7 @@ use crate::inventory::{ConnectionKind, Host, Inventory};
 #[derive(Debug)]
 pub struct Router {
     local: LocalTransport,
-    api: ApiTransport,
+    api: Arc<ApiTransport>,
     ssh: SshTransport,
 }
 
@@ -27,29 +28,26 @@ impl Router {
     pub fn for_inventory(inventory: &Inventory) -> Self {
         Router {
             local: LocalTransport,
-            api: ApiTransport::new(inventory.cloudstack().cloned(), Options::default()),
-            ssh: SshTransport::new(
-                std::sync::Arc::new(inventory.clone()),
-                SshOptions::default(),
-            ),
+            api: Arc::new(ApiTransport::new(
+                inventory.cloudstack().cloned(),
+                Options::default(),
+            )),
+            ssh: SshTransport::new(Arc::new(inventory.clone()), SshOptions::default()),
         }
     }
 
     /// Routes for this inventory, with an API transport already in use (the one that read the
     /// zone for the inventory: with the embedded simulator, the same zone).
-    pub fn with_api(inventory: &Inventory, api: ApiTransport) -> Self {
+    pub fn with_api(inventory: &Inventory, api: Arc<ApiTransport>) -> Self {
         Router {
             local: LocalTransport,
             api,
-            ssh: SshTransport::new(
-                std::sync::Arc::new(inventory.clone()),
-                SshOptions::default(),
-            ),
+            ssh: SshTransport::new(Arc::new(inventory.clone()), SshOptions::default()),
         }
     }
 
     /// The API side, e.g. to reach the embedded simulator.
-    pub fn api(&self) -> &ApiTransport {
+    pub fn api(&self) -> &Arc<ApiTransport> {
         &self.api
     }
 }
@@ -72,5 +70,9 @@ impl Transport for Router {
                 self.ssh.run(host, action, access, timeout).await
             }
         }
+    }
+
+    fn inventory_changed(&self, inventory: &Inventory) {
+        self.ssh.set_inventory(Arc::new(inventory.clone()));
     }
 }

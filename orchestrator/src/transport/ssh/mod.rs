@@ -111,7 +111,8 @@ impl Default for SshOptions {
 
 /// Runs commands over SSH. One value per run: it holds the run's connections.
 pub struct SshTransport {
-    inventory: Arc<Inventory>,
+    /// Resolves jump host names; replaced when the run's inventory is read again.
+    inventory: std::sync::RwLock<Arc<Inventory>>,
     pool: Pool,
 }
 
@@ -134,9 +135,23 @@ impl SshTransport {
             max_sessions: opts.max_sessions,
         };
         SshTransport {
-            inventory,
+            inventory: std::sync::RwLock::new(inventory),
             pool: Pool::new(settings),
         }
+    }
+
+    /// The inventory jump host names are looked up in from now on (after a refresh). Pooled
+    /// connections are keyed by address, port and user as well as name, so a host that moved
+    /// gets a new connection.
+    pub fn set_inventory(&self, inventory: Arc<Inventory>) {
+        *self.inventory.write().unwrap_or_else(|e| e.into_inner()) = inventory;
+    }
+
+    fn inventory(&self) -> Arc<Inventory> {
+        self.inventory
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// How many SSH connections this transport has made to `host` (an inventory host name, or
@@ -307,7 +322,8 @@ impl SshTransport {
         let jump_name = host.conn.jump.last().ok_or_else(|| {
             unreachable(format!("{NESTED_KEY_VAR} needs a jump host (remedy_jump)"))
         })?;
-        let jump = self.inventory.host(jump_name).ok_or_else(|| {
+        let inventory = self.inventory();
+        let jump = inventory.host(jump_name).ok_or_else(|| {
             unreachable(format!(
                 "{NESTED_KEY_VAR}: the jump host {jump_name:?} must be an inventory host"
             ))
@@ -355,11 +371,12 @@ impl Transport for SshTransport {
         if let Some(key) = host.vars.get(NESTED_KEY_VAR).filter(|v| !v.is_null()) {
             return self.run_nested(host, key, &line, _access, timeout).await;
         }
-        let hops =
-            route::chain(host, &self.inventory).map_err(|reason| TransportError::Unreachable {
+        let hops = route::chain(host, &self.inventory()).map_err(|reason| {
+            TransportError::Unreachable {
                 host: host.name.clone(),
                 reason,
-            })?;
+            }
+        })?;
 
         // The connection has its own limit; the command's timeout starts once it is there.
         self.pool
