@@ -63,7 +63,6 @@ pub async fn rollback(cx: &Ctx, done: &[Done], reason: &str) -> Report {
 async fn undo_one(cx: &Ctx, step: &str, target: &str, undo: &UndoRecord) -> Result<(), String> {
     let host = cx
         .plan
-        .inventory
         .host(target)
         .cloned()
         .ok_or_else(|| format!("host {target} is not in the inventory"))?;

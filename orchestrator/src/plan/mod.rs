@@ -73,6 +73,9 @@ pub struct Plan {
     pub segments: Vec<usize>,
     /// The `refresh_inventory` steps, in the order they run; the k-th ends segment k.
     pub refreshes: Vec<usize>,
+    /// Hosts a refresh dropped from the inventory, as they were: a rollback still tries to
+    /// undo on them what the run did there before.
+    pub retired: BTreeMap<String, crate::inventory::Host>,
     pub graph: DiGraph<Node, ()>,
     pub index: BTreeMap<Node, NodeIndex>,
     /// Secrets to keep out of output and logs (secret params, resolved inventory secrets).
@@ -102,6 +105,7 @@ impl Plan {
             limit: None,
             segments: Vec::new(),
             refreshes: Vec::new(),
+            retired: BTreeMap::new(),
             graph: DiGraph::new(),
             index: BTreeMap::new(),
             redactor,
@@ -379,6 +383,7 @@ pub fn build(program: Program, inventory: Inventory, opts: &Options) -> Result<P
         limit,
         segments,
         refreshes,
+        retired: BTreeMap::new(),
         graph,
         index,
         redactor,
@@ -523,6 +528,11 @@ fn dag(
 pub type TargetChange = (String, Vec<String>, Vec<String>);
 
 impl Plan {
+    /// A host of the inventory, or one a refresh dropped (for undoing what was done there).
+    pub fn host(&self, name: &str) -> Option<&crate::inventory::Host> {
+        self.inventory.host(name).or_else(|| self.retired.get(name))
+    }
+
     /// The `refresh_inventory` step after which `step`'s targets are chosen (`None`: at plan
     /// time).
     pub fn bound_after(&self, step: usize) -> Option<usize> {
@@ -569,6 +579,11 @@ impl Plan {
             }
         }
         let (graph, index) = dag(&self.program, &targets);
+        for h in self.inventory.hosts() {
+            if inventory.host(&h.name).is_none() {
+                self.retired.insert(h.name.clone(), h.clone());
+            }
+        }
         self.targets = targets;
         self.graph = graph;
         self.index = index;
@@ -783,6 +798,8 @@ verify:
             target: "s-1-VM".into()
         }));
         assert!(plan.inventory.host("s-3-VM").is_some());
+        assert!(plan.inventory.host("s-1-VM").is_none());
+        assert!(plan.host("s-1-VM").is_some(), "kept for a rollback");
         // The later nodes still wait for the ones before them.
         let check = plan.index[&Node {
             step: 4,
