@@ -5,5 +5,6 @@ mod cloudstack;
 mod engine;
 mod features;
 mod refresh;
+mod shipped;
 mod sim_ssh;
 mod zone;

@@ -1,0 +1,195 @@
+//! The shipped playbooks against the embedded zone, each on its broken scenario and on the
+//! healthy one: a dry-run changes nothing, an apply fixes it (the scenario's own check), a
+//! second apply has nothing to do, a fault at each mutating step rolls the zone back to where
+//! it was, and the audit log verifies after all of it.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use cloudstack_sim::faults::Faults;
+use cloudstack_sim::server::Sim;
+use remedy::app::RunOptions;
+use remedy::error::ExitCode;
+use remedy::event::Outcome;
+use remedy::scheduler::Summary;
+use remedy::transport::route::Router;
+use remedy::transport::{Access, ApiCall};
+use remedy_tests::{plan, run, write};
+
+fn playbook(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../playbooks")
+        .join(format!("{name}.yml"))
+}
+
+/// One embedded zone seeded from a scenario, and the files a run needs.
+struct Zone {
+    dir: tempfile::TempDir,
+    inventory: PathBuf,
+    router: Arc<Router>,
+    conn: Arc<remedy::cloudstack::Connection>,
+}
+
+impl Zone {
+    async fn start(scenario: &str, faults: Faults) -> Zone {
+        let dir = tempfile::tempdir().unwrap();
+        let inventory = write(
+            dir.path(),
+            "zone.yml",
+            &format!("all:\n  vars:\n    remedy_cloudstack:\n      simulator: {{ scenario: {scenario} }}\n"),
+        );
+        let inv = remedy::inventory::Inventory::load(std::slice::from_ref(&inventory)).unwrap();
+        let router = Arc::new(Router::for_inventory(&inv));
+        let conn = router.api().connection().await.expect("the zone starts");
+        let zone = Zone {
+            dir,
+            inventory,
+            router,
+            conn,
+        };
+        zone.sim().set_faults(Faults {
+            job_ms: Some(100),
+            ..faults
+        });
+        zone
+    }
+
+    fn sim(&self) -> &Sim {
+        self.conn.simulator.as_ref().unwrap()
+    }
+
+    /// The zone's objects (jobs left out: a failed job is a record, not a change).
+    fn world(&self) -> serde_json::Value {
+        self.sim().with_zone(|z| z.snapshot()["world"].clone())
+    }
+
+    fn mutating_requests(&self) -> Vec<String> {
+        self.sim()
+            .requests()
+            .into_iter()
+            .map(|r| r.command)
+            .filter(|c| {
+                ApiCall {
+                    command: c.clone(),
+                    args: Default::default(),
+                }
+                .access()
+                    == Access::Mutating
+            })
+            .collect()
+    }
+
+    fn audit(&self) -> PathBuf {
+        self.dir.path().join("audit.jsonl")
+    }
+
+    async fn apply(&self, name: &str, params: &[(&str, &str)], dry_run: bool) -> Summary {
+        let plan = plan(&playbook(name), &self.inventory, params);
+        let opts = RunOptions {
+            dry_run,
+            audit_log: Some(self.audit()),
+            ..RunOptions::default()
+        };
+        let (_, summary, _) = run(plan, self.router.clone(), opts).await;
+        summary
+    }
+
+    fn audit_verifies(&self) {
+        remedy::audit::verify(&self.audit()).expect("the audit log verifies");
+    }
+}
+
+fn changed(s: &Summary) -> Vec<&(String, String)> {
+    s.outcomes
+        .iter()
+        .filter(|(_, o)| **o == Outcome::Changed)
+        .map(|(k, _)| k)
+        .collect()
+}
+
+/// A shipped playbook's cases against the zone.
+struct Case {
+    playbook: &'static str,
+    broken: &'static str,
+    params: &'static [(&'static str, &'static str)],
+    /// The scenario's own health check, on the zone's objects.
+    healthy: fn(&serde_json::Value) -> bool,
+    /// The API commands the fix sends, each failed in turn.
+    mutating: &'static [&'static str],
+}
+
+async fn check(case: Case) {
+    let name = case.playbook;
+    // Dry-run: nothing sent that changes anything, the zone as it was, a change predicted.
+    let zone = Zone::start(case.broken, Faults::default()).await;
+    let before = zone.world();
+    assert!(!(case.healthy)(&before), "{}: the scenario starts broken", case.broken);
+    let s = zone.apply(name, case.params, true).await;
+    assert_eq!(s.exit, ExitCode::Success, "{name} dry-run: {}", s.status);
+    assert!(
+        s.outcomes.values().any(|o| *o == Outcome::WouldChange),
+        "{name} dry-run predicts a change: {:?}",
+        s.outcomes
+    );
+    assert_eq!(zone.mutating_requests(), Vec::<String>::new(), "{name} dry-run");
+    assert_eq!(zone.world(), before, "{name} dry-run left the zone alone");
+
+    // Apply fixes it; a second apply has nothing to do.
+    let s = zone.apply(name, case.params, false).await;
+    assert_eq!(s.exit, ExitCode::Success, "{name} apply: {}", s.status);
+    assert!((case.healthy)(&zone.world()), "{name} fixed the zone");
+    let s = zone.apply(name, case.params, false).await;
+    assert_eq!(s.exit, ExitCode::Success, "{name} again: {}", s.status);
+    assert!(changed(&s).is_empty(), "{name} again changed {:?}", changed(&s));
+    zone.audit_verifies();
+
+    // A fault at each mutating call: the run fails and the zone is as it was.
+    for command in case.mutating {
+        let zone = Zone::start(
+            case.broken,
+            Faults {
+                fail_jobs: vec![command.to_string()],
+                job_error_text: Some(format!("injected: {command} failed")),
+                ..Faults::default()
+            },
+        )
+        .await;
+        let before = zone.world();
+        let s = zone.apply(name, case.params, false).await;
+        assert_eq!(
+            s.exit,
+            ExitCode::RolledBack,
+            "{name} with {command} failing: {}",
+            s.status
+        );
+        assert!(s.status.contains(&format!("injected: {command} failed")), "{}", s.status);
+        assert_eq!(zone.world(), before, "{name} with {command} failing: rolled back");
+        zone.audit_verifies();
+    }
+
+    // The healthy zone: not applicable, nothing changed.
+    let zone = Zone::start("healthy", Faults::default()).await;
+    let before = zone.world();
+    let s = zone.apply(name, case.params, false).await;
+    assert_eq!(s.exit, ExitCode::Success, "{name} on healthy: {}", s.status);
+    assert!(!s.applies, "{name} on healthy: {}", s.status);
+    assert_eq!(zone.mutating_requests(), Vec::<String>::new());
+    assert_eq!(zone.world(), before);
+    zone.audit_verifies();
+}
+
+fn guest_vlan(world: &serde_json::Value) -> String {
+    world["physnets"][0]["vlan"].as_str().unwrap_or_default().to_string()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn fix_vlan_range() {
+    check(Case {
+        playbook: "fix-vlan-range",
+        broken: "vr-backup-loop",
+        params: &[("range", "1000-1099")],
+        healthy: |w| guest_vlan(w) == "1000-1099",
+        mutating: &["updatePhysicalNetwork"],
+    })
+    .await;
+}
