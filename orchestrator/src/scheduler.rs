@@ -211,6 +211,9 @@ impl Scheduler {
                         && plan
                             .graph
                             .neighbors_directed(ix, Direction::Incoming)
+                            // The same step on another target is a `serial` batch before
+                            // this one, not something this one reads.
+                            .filter(|p| plan.graph[*p].step != node.step)
                             .any(|p| {
                                 matches!(
                                     self.outcomes.get(&p),

@@ -114,6 +114,11 @@ impl Templates {
                 .map_err(|e| minijinja::Error::new(ErrorKind::InvalidOperation, e.to_string()))?;
             Ok(Value::from_safe_string(q))
         });
+        // `group_name(PREFIX)`: the inventory group the CloudStack source makes for a name, e.g.
+        // `"Web VPC" | group_name("vpc")` is `vpc_web_vpc`.
+        env.add_filter("group_name", |name: String, prefix: String| {
+            crate::cloudstack::inventory::group_name(&prefix, &name)
+        });
         env.add_filter(
             "regex_search",
             |s: String, pattern: String| -> Result<Value, minijinja::Error> {

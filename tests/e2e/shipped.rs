@@ -123,7 +123,11 @@ async fn check(case: Case) {
     // Dry-run: nothing sent that changes anything, the zone as it was, a change predicted.
     let zone = Zone::start(case.broken, Faults::default()).await;
     let before = zone.world();
-    assert!(!(case.healthy)(&before), "{}: the scenario starts broken", case.broken);
+    assert!(
+        !(case.healthy)(&before),
+        "{}: the scenario starts broken",
+        case.broken
+    );
     let s = zone.apply(name, case.params, true).await;
     assert_eq!(s.exit, ExitCode::Success, "{name} dry-run: {}", s.status);
     assert!(
@@ -131,7 +135,11 @@ async fn check(case: Case) {
         "{name} dry-run predicts a change: {:?}",
         s.outcomes
     );
-    assert_eq!(zone.mutating_requests(), Vec::<String>::new(), "{name} dry-run");
+    assert_eq!(
+        zone.mutating_requests(),
+        Vec::<String>::new(),
+        "{name} dry-run"
+    );
     assert_eq!(zone.world(), before, "{name} dry-run left the zone alone");
 
     // Apply fixes it; a second apply has nothing to do.
@@ -140,7 +148,11 @@ async fn check(case: Case) {
     assert!((case.healthy)(&zone.world()), "{name} fixed the zone");
     let s = zone.apply(name, case.params, false).await;
     assert_eq!(s.exit, ExitCode::Success, "{name} again: {}", s.status);
-    assert!(changed(&s).is_empty(), "{name} again changed {:?}", changed(&s));
+    assert!(
+        changed(&s).is_empty(),
+        "{name} again changed {:?}",
+        changed(&s)
+    );
     zone.audit_verifies();
 
     // A fault at each mutating call: the run fails and the zone is as it was.
@@ -162,8 +174,16 @@ async fn check(case: Case) {
             "{name} with {command} failing: {}",
             s.status
         );
-        assert!(s.status.contains(&format!("injected: {command} failed")), "{}", s.status);
-        assert_eq!(zone.world(), before, "{name} with {command} failing: rolled back");
+        assert!(
+            s.status.contains(&format!("injected: {command} failed")),
+            "{}",
+            s.status
+        );
+        assert_eq!(
+            zone.world(),
+            before,
+            "{name} with {command} failing: rolled back"
+        );
         zone.audit_verifies();
     }
 
@@ -179,7 +199,10 @@ async fn check(case: Case) {
 }
 
 fn guest_vlan(world: &serde_json::Value) -> String {
-    world["physnets"][0]["vlan"].as_str().unwrap_or_default().to_string()
+    world["physnets"][0]["vlan"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
 }
 
 #[tokio::test(flavor = "multi_thread")]

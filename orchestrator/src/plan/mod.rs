@@ -661,7 +661,9 @@ pub fn validate(playbook: &str, inventory: Option<&Inventory>) -> Result<Program
             // not the playbook's fault.
             let real: Vec<Diagnostic> =
                 d.0.into_iter()
-                    .filter(|x| !x.message.contains(PLACEHOLDER))
+                    .filter(|x| {
+                        !x.message.contains(PLACEHOLDER) && !x.message.contains(PLACEHOLDER_GROUP)
+                    })
                     .collect();
             if real.is_empty() {
                 Ok(program)
@@ -673,6 +675,8 @@ pub fn validate(playbook: &str, inventory: Option<&Inventory>) -> Result<Program
 }
 
 const PLACEHOLDER: &str = "__remedy_validate__";
+/// The placeholder as a group name (`group_name` keeps only letters, digits and single `_`).
+const PLACEHOLDER_GROUP: &str = "_remedy_validate";
 
 fn placeholder(p: &crate::playbook::Param) -> String {
     use crate::playbook::model::ParamType;

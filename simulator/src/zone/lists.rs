@@ -451,10 +451,13 @@ pub(super) fn nics(w: &World, v: &Vm) -> Vec<Value> {
     };
     match &v.kind {
         VmKind::Router { vpcid } => {
-            let mut out = vec![
-                nic(0, &v.linklocalip, "Control", false),
-                nic(1, &v.publicip, "Public", true),
-            ];
+            // The public subnet is a /24 with its gateway at .1 (as the seed makes it).
+            let mut public = nic(1, &v.publicip, "Public", true);
+            if let Some((base, _)) = v.publicip.rsplit_once('.') {
+                public["gateway"] = json!(format!("{base}.1"));
+                public["netmask"] = json!("255.255.255.0");
+            }
+            let mut out = vec![nic(0, &v.linklocalip, "Control", false), public];
             let tiers = w
                 .networks
                 .iter()
