@@ -9,12 +9,16 @@ use std::sync::Arc;
 use cloudstack_sim::faults::Faults;
 use cloudstack_sim::server::Sim;
 use remedy::app::RunOptions;
+use remedy::cloudstack::inventory::{resolve, Reloader};
 use remedy::error::ExitCode;
 use remedy::event::Outcome;
+use remedy::inventory::Inventory;
+use remedy::plan::{build, Options};
 use remedy::scheduler::Summary;
+use remedy::transport::api::ApiTransport;
 use remedy::transport::route::Router;
 use remedy::transport::{Access, ApiCall};
-use remedy_tests::{plan, run, write};
+use remedy_tests::{run, write};
 
 fn playbook(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -26,32 +30,39 @@ fn playbook(name: &str) -> PathBuf {
 struct Zone {
     dir: tempfile::TempDir,
     inventory: PathBuf,
-    router: Arc<Router>,
+    api: Arc<ApiTransport>,
     conn: Arc<remedy::cloudstack::Connection>,
 }
 
 impl Zone {
+    /// The zone, with its machines as inventory hosts (`remedy_cloudstack_inventory`), reached
+    /// over the simulator's SSH.
     async fn start(scenario: &str, faults: Faults) -> Zone {
         let dir = tempfile::tempdir().unwrap();
         let inventory = write(
             dir.path(),
             "zone.yml",
-            &format!("all:\n  vars:\n    remedy_cloudstack:\n      simulator: {{ scenario: {scenario} }}\n"),
+            &format!(
+                "all:\n  vars:\n    remedy_cloudstack:\n      simulator: {{ scenario: {scenario} }}\n    \
+                 remedy_cloudstack_inventory: {{ system_vm_access: jump-host-ssh }}\n"
+            ),
         );
         let inv = remedy::inventory::Inventory::load(std::slice::from_ref(&inventory)).unwrap();
-        let router = Arc::new(Router::for_inventory(&inv));
-        let conn = router.api().connection().await.expect("the zone starts");
-        let zone = Zone {
-            dir,
-            inventory,
-            router,
-            conn,
-        };
-        zone.sim().set_faults(Faults {
+        let api = Arc::new(ApiTransport::new(
+            inv.cloudstack().cloned(),
+            remedy::cloudstack::Options::default(),
+        ));
+        let conn = api.connection().await.expect("the zone starts");
+        conn.simulator.as_ref().unwrap().set_faults(Faults {
             job_ms: Some(100),
             ..faults
         });
-        zone
+        Zone {
+            dir,
+            inventory,
+            api,
+            conn,
+        }
     }
 
     fn sim(&self) -> &Sim {
@@ -83,15 +94,52 @@ impl Zone {
         self.dir.path().join("audit.jsonl")
     }
 
+    /// Plans against the inventory as the zone is now (each run reads it, as the CLI does).
     async fn apply(&self, name: &str, params: &[(&str, &str)], dry_run: bool) -> Summary {
-        let plan = plan(&playbook(name), &self.inventory, params);
+        let paths = std::slice::from_ref(&self.inventory);
+        let files = Inventory::load(paths).unwrap();
+        let (inv, _) = resolve(files, paths, &self.api).await.unwrap();
+        let loaded = remedy::playbook::load(playbook(name).to_str().unwrap()).unwrap();
+        let program = remedy::playbook::compile(&loaded).unwrap();
+        let opts = Options {
+            extra: params
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            ..Options::default()
+        };
+        let plan =
+            build(program, inv, &opts).unwrap_or_else(|d| panic!("{name}: {}", d.render(false)));
+        let router = Arc::new(Router::with_api(&plan.inventory, self.api.clone()));
         let opts = RunOptions {
             dry_run,
             audit_log: Some(self.audit()),
+            reload: Reloader::new(paths, self.api.clone())
+                .unwrap()
+                .map(Arc::new),
             ..RunOptions::default()
         };
-        let (_, summary, _) = run(plan, self.router.clone(), opts).await;
+        let (_, summary, _) = run(plan, router, opts).await;
         summary
+    }
+
+    /// Every command line the simulated machines ran.
+    fn ssh_commands(&self) -> Vec<(String, String)> {
+        let ssh = &self.conn.simulator_ssh.as_ref().unwrap().hosts;
+        self.sim()
+            .with_zone(|z| {
+                let w = z.snapshot();
+                let mut names: Vec<String> = Vec::new();
+                for key in ["vms", "hosts"] {
+                    for m in w["world"][key].as_array().unwrap() {
+                        names.push(m["name"].as_str().unwrap().to_string());
+                    }
+                }
+                names
+            })
+            .into_iter()
+            .flat_map(|m| ssh.commands(&m).into_iter().map(move |c| (m.clone(), c)))
+            .collect()
     }
 
     fn audit_verifies(&self) {
@@ -116,6 +164,25 @@ struct Case {
     healthy: fn(&serde_json::Value) -> bool,
     /// The API commands the fix sends, each failed in turn.
     mutating: &'static [&'static str],
+    /// Whether a command line run over SSH only reads (what a dry-run may run).
+    read_only: fn(&str) -> bool,
+}
+
+/// The read-only command lines of the shipped playbooks' probes.
+fn probe(line: &str) -> bool {
+    [
+        "ip -o link show ",
+        "ip route show ",
+        "test -s ",
+        "/opt/cloud/bin/checkrouter.sh",
+        "systemctl is-active ",
+        "stat ",
+        "ovs-vsctl list-ports ",
+        "ovs-ofctl dump-flows ",
+        "/usr/local/cloud/systemvm/ssvm-check.sh",
+    ]
+    .iter()
+    .any(|p| line.starts_with(p))
 }
 
 async fn check(case: Case) {
@@ -213,6 +280,46 @@ async fn fix_vlan_range() {
         params: &[("range", "1000-1099")],
         healthy: |w| guest_vlan(w) == "1000-1099",
         mutating: &["updatePhysicalNetwork"],
+        read_only: probe,
+    })
+    .await;
+}
+
+/// The VPC's routers' redundant states, as the API reports them.
+fn router_states(world: &serde_json::Value) -> Vec<(String, bool, bool, bool)> {
+    world["vms"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|v| v["kind"]["type"] == "router" && v["state"] == "Running")
+        .map(|v| {
+            let g = &v["guest"];
+            (
+                v["name"].as_str().unwrap().to_string(),
+                g["links"]["eth1"]["up"].as_bool().unwrap_or(false),
+                g["services"]["keepalived"]["state"] == "active",
+                g["files"].get("/etc/keepalived/keepalived.conf").is_some(),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn vr_backup_loop() {
+    check(Case {
+        playbook: "vr-backup-loop",
+        broken: "vr-backup-loop",
+        params: &[("vpc", "web-vpc"), ("vlan_range", "1000-1099")],
+        healthy: |w| {
+            let r = router_states(w);
+            r.len() == 2
+                && r.iter()
+                    .all(|(_, _, keepalived, conf)| *keepalived && *conf)
+                && r.iter().filter(|(_, eth1, _, _)| *eth1).count() == 1
+                && guest_vlan(w) == "1000-1099"
+        },
+        mutating: &["updatePhysicalNetwork", "restartVPC"],
+        read_only: probe,
     })
     .await;
 }

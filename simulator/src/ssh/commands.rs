@@ -854,6 +854,7 @@ fn ip(guest: &mut Guest, machine: &str, args: &[String]) -> Output {
                 for routes in guest.routes.values_mut() {
                     routes.retain(|r| !r.ends_with(&tail) && !r.contains(&format!("{tail} ")));
                 }
+                guest.routes.retain(|_, routes| !routes.is_empty());
             }
             Output::status(0)
         }
@@ -921,14 +922,21 @@ fn route_change(guest: &mut Guest, verb: &str, args: &[&str]) -> Output {
     }
     let prefix_of = |r: &str| r.split(' ').next().unwrap_or("").to_string();
     if verb == "del" || verb == "delete" {
-        let routes = guest.routes.entry(table.to_string()).or_default();
+        let Some(routes) = guest.routes.get_mut(table) else {
+            return Output::err(2, "RTNETLINK answers: No such process");
+        };
         let before = routes.len();
         routes.retain(|r| {
             !(prefix_of(r) == *prefix
                 && via.is_none_or(|v| r.contains(&format!("via {v} ")))
                 && dev.is_none_or(|d| r.ends_with(&format!(" dev {d}"))))
         });
-        if routes.len() == before {
+        let (after, empty) = (routes.len(), routes.is_empty());
+        // An empty table is no table, as the kernel shows it.
+        if empty {
+            guest.routes.remove(table);
+        }
+        if after == before {
             return Output::err(2, "RTNETLINK answers: No such process");
         }
         return Output::status(0);
