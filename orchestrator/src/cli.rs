@@ -681,6 +681,9 @@ async fn apply(req: ApplyArgs, argv: Vec<String>, show_output: bool) -> ExitCode
             Err(e) => return fail(&Error::Other(e)),
         }
     };
+    if !req.dry_run && !show_output && req.output == Output::Human {
+        eprint!("{}", report::plan_text(&plan));
+    }
     if !req.dry_run && !req.yes {
         if !std::io::stdin().is_terminal() {
             return fail(&Error::Other("refusing to change anything without confirmation: pass --yes (or --dry-run to see what would change)".into()));
@@ -728,11 +731,22 @@ async fn apply(req: ApplyArgs, argv: Vec<String>, show_output: bool) -> ExitCode
         cloudstack_inventory,
         reload,
     };
+    let audit_path = run_opts.audit_log.clone();
     let router = Arc::new(Router::with_api(&plan.inventory, api));
     let result = execute(plan, router, run_opts, Some(tx), cancel).await;
     let _ = printer.await;
     match result {
-        Ok((_, summary)) => summary.exit,
+        Ok((run, summary)) => {
+            if req.output == Output::Human {
+                if let Some(p) = audit_path {
+                    eprintln!(
+                        "audit log: {} (run {run}; `remedy audit show {run}` tells it)",
+                        p.display()
+                    );
+                }
+            }
+            summary.exit
+        }
         Err(e) => fail(&e),
     }
 }

@@ -214,3 +214,75 @@ pub async fn print_with(
         }
     }
 }
+
+/// What `apply` is about to do, before it asks: the read-only checks counted, every step that
+/// may change something listed with its targets and how it is undone.
+pub fn plan_text(plan: &crate::plan::Plan) -> String {
+    use crate::playbook::{Kind, Phase, Undo};
+    use std::fmt::Write as _;
+    let steps = &plan.program.steps;
+    let live = |i: usize| !plan.targets[i].is_empty();
+    let reads = |phase: Phase| {
+        (0..steps.len())
+            .filter(|&i| live(i) && steps[i].phase == phase && !steps[i].mutating())
+            .count()
+    };
+    let mut out = String::new();
+    let _ = writeln!(out, "plan for {}:", plan.program.name);
+    let _ = writeln!(
+        out,
+        "  first {} read-only check(s); then, if it applies{}:",
+        reads(Phase::Detect),
+        if plan.program.applies_when.is_some() {
+            " (applies_when)"
+        } else {
+            ""
+        }
+    );
+    let mut n = 0;
+    for (i, s) in steps.iter().enumerate() {
+        if !live(i) || s.phase != Phase::Steps || !s.mutating() {
+            continue;
+        }
+        n += 1;
+        let what = match &s.kind {
+            Kind::Api { command, .. } => format!("api {command}"),
+            k => k.name().to_string(),
+        };
+        let undo = match &s.undo {
+            Undo::Auto => "undo: from the state before".to_string(),
+            Undo::Ssh(_) | Undo::Api { .. } => "undo: its rollback action".to_string(),
+            Undo::NotNeeded(_) => "no undo needed".to_string(),
+            Undo::Irreversible(why) => format!("IRREVERSIBLE: {why}"),
+            Undo::ReadOnly => String::new(),
+        };
+        let mut targets = plan.targets[i].join(", ");
+        if let Some(r) = plan.bound_after(i) {
+            targets = format!(
+                "targets chosen after {} refreshes the inventory",
+                steps[r].id
+            );
+        }
+        let when = if s.when.is_empty() { "" } else { " (when ...)" };
+        let serial = s
+            .serial
+            .map(|k| format!(", {k} at a time"))
+            .unwrap_or_default();
+        let _ = writeln!(
+            out,
+            "  {n:>2}. {}{when}: {what} on {targets}{serial}; {undo}",
+            s.id
+        );
+    }
+    if n == 0 {
+        let _ = writeln!(out, "      (no step changes anything)");
+    }
+    let _ = writeln!(
+        out,
+        "  with {} more read-only check(s) between and after them; a failure undoes the changes, newest first",
+        (0..steps.len())
+            .filter(|&i| live(i) && steps[i].phase != Phase::Detect && !steps[i].mutating())
+            .count()
+    );
+    out
+}

@@ -924,3 +924,44 @@ fn a_refreshed_inventory_reaches_the_replacement_ssvm() {
     );
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
 }
+
+/// The README's first command works as written (with `--yes`, since a test has no terminal):
+/// the embedded zone's VR backup loop is fixed, and the output ends with the recap and the
+/// audit log's place.
+#[test]
+fn the_readmes_main_command_fixes_the_embedded_zone() {
+    let readme = std::fs::read_to_string(root().join("README.md")).unwrap();
+    let line = readme
+        .lines()
+        .find(|l| l.starts_with("cargo run --release -- apply "))
+        .expect("the README's main command");
+    let args: Vec<String> =
+        shlex::split(line.trim_start_matches("cargo run --release -- ")).expect("shell words");
+    let dir = tempfile::tempdir().unwrap();
+    let audit = dir.path().join("audit.jsonl");
+    let mut argv: Vec<&str> = args.iter().map(String::as_str).collect();
+    argv.extend(["--yes", "--audit-log", audit.to_str().unwrap()]);
+    let o = remedy(&argv, &root());
+    let t = text(&o);
+    assert_eq!(o.status.code(), Some(0), "{t}");
+    assert!(
+        String::from_utf8_lossy(&o.stderr).starts_with("plan for vr-backup-loop:\n"),
+        "{t}"
+    );
+    assert!(
+        t.contains("changed      vlans.guest_vlans @ localhost"),
+        "{t}"
+    );
+    assert!(t.contains("changed      implement @ localhost"), "{t}");
+    assert!(t.contains("ok           one_primary @ localhost"), "{t}");
+    assert!(t.contains("\nrecap:\n"), "{t}");
+    assert!(
+        t.contains(&format!("audit log: {} (run ", audit.display())),
+        "{t}"
+    );
+    let o = remedy(
+        &["audit", "verify", "--audit-log", audit.to_str().unwrap()],
+        dir.path(),
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+}

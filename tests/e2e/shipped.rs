@@ -166,6 +166,8 @@ struct Case {
     mutating: &'static [&'static str],
     /// Whether a command line run over SSH only reads (what a dry-run may run).
     read_only: fn(&str) -> bool,
+    /// Whether its detection runs commands over SSH (then the dry-run must have run some).
+    probes_over_ssh: bool,
 }
 
 /// The read-only command lines of the shipped playbooks' probes.
@@ -208,6 +210,18 @@ async fn check(case: Case) {
         "{name} dry-run"
     );
     assert_eq!(zone.world(), before, "{name} dry-run left the zone alone");
+    let ran = zone.ssh_commands();
+    assert_eq!(
+        !ran.is_empty(),
+        case.probes_over_ssh,
+        "{name} dry-run over SSH: {ran:?}"
+    );
+    for (machine, line) in &ran {
+        assert!(
+            (case.read_only)(line),
+            "{name} dry-run ran {line:?} on {machine}"
+        );
+    }
 
     // Apply fixes it; a second apply has nothing to do.
     let s = zone.apply(name, case.params, false).await;
@@ -281,6 +295,7 @@ async fn fix_vlan_range() {
         healthy: |w| guest_vlan(w) == "1000-1099",
         mutating: &["updatePhysicalNetwork"],
         read_only: probe,
+        probes_over_ssh: false,
     })
     .await;
 }
@@ -320,6 +335,7 @@ async fn vr_backup_loop() {
         },
         mutating: &["updatePhysicalNetwork", "restartVPC"],
         read_only: probe,
+        probes_over_ssh: true,
     })
     .await;
 }
