@@ -741,7 +741,7 @@ async fn module(
     let after = probe(cx, host, m.as_ref(), timeout)
         .await
         .unwrap_or(J::Null);
-    let still = m.diff(&after).ok().flatten();
+    let still = m.remaining(&after).ok().flatten();
     let mut r = NodeResult {
         outcome: Outcome::Changed,
         registered: json!({"changed": true, "failed": false, "before": before, "after": after, "diff": diff_text}),

@@ -168,6 +168,8 @@ struct Case {
     read_only: fn(&str) -> bool,
     /// Whether its detection runs commands over SSH (then the dry-run must have run some).
     probes_over_ssh: bool,
+    /// The commands it changes things with over SSH, each made to fail in turn.
+    failing_ssh: &'static [&'static str],
 }
 
 /// The read-only command lines of the shipped playbooks' probes.
@@ -182,6 +184,7 @@ fn probe(line: &str) -> bool {
         "ovs-vsctl list-ports ",
         "ovs-ofctl dump-flows ",
         "/usr/local/cloud/systemvm/ssvm-check.sh",
+        "ss -ln",
     ]
     .iter()
     .any(|p| line.starts_with(p))
@@ -268,6 +271,28 @@ async fn check(case: Case) {
         zone.audit_verifies();
     }
 
+    // A failing command at each mutating SSH step: the same.
+    for command in case.failing_ssh {
+        let zone = Zone::start(case.broken, Faults::default()).await;
+        let ssh = &zone.conn.simulator_ssh.as_ref().unwrap().hosts;
+        ssh.fail_commands(vec![command.to_string()]);
+        let before = zone.world();
+        let s = zone.apply(name, case.params, false).await;
+        assert_eq!(
+            s.exit,
+            ExitCode::RolledBack,
+            "{name} with `{command}` failing: {}",
+            s.status
+        );
+        assert!(s.status.contains("sim: injected failure"), "{}", s.status);
+        assert_eq!(
+            zone.world(),
+            before,
+            "{name} with `{command}` failing: rolled back"
+        );
+        zone.audit_verifies();
+    }
+
     // The healthy zone: not applicable, nothing changed.
     let zone = Zone::start("healthy", Faults::default()).await;
     let before = zone.world();
@@ -296,6 +321,7 @@ async fn fix_vlan_range() {
         mutating: &["updatePhysicalNetwork"],
         read_only: probe,
         probes_over_ssh: false,
+        failing_ssh: &[],
     })
     .await;
 }
@@ -336,6 +362,37 @@ async fn vr_backup_loop() {
         mutating: &["updatePhysicalNetwork", "restartVPC"],
         read_only: probe,
         probes_over_ssh: true,
+        failing_ssh: &["ip link set dev eth1 up", "ip route replace default"],
+    })
+    .await;
+}
+
+fn router_service(world: &serde_json::Value, router: &str, service: &str) -> String {
+    world["vms"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["name"] == router)
+        .map(|v| {
+            v["guest"]["services"][service]["state"]
+                .as_str()
+                .unwrap_or("")
+                .to_string()
+        })
+        .unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn restart_dnsmasq() {
+    check(Case {
+        playbook: "restart-dnsmasq",
+        broken: "dnsmasq-dead",
+        params: &[("vpc", "web-vpc")],
+        healthy: |w| router_service(w, "r-930-VM", "dnsmasq") == "active",
+        mutating: &[],
+        read_only: probe,
+        probes_over_ssh: true,
+        failing_ssh: &["systemctl restart dnsmasq"],
     })
     .await;
 }

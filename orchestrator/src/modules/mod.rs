@@ -157,6 +157,12 @@ pub trait Module: Send + Sync + fmt::Debug {
     fn observe(&self, results: &[ActionResult]) -> Result<Value, ModuleError>;
     /// What the change would do to `before`; None = already as wanted (no change, nothing runs).
     fn diff(&self, before: &Value) -> Result<Option<Diff>, ModuleError>;
+    /// What is still left to change in `after`, the state observed once the change ran (`None`:
+    /// the change took). By default what [`Module::diff`] says; a module whose change always
+    /// acts (a restart) says instead whether the end state is the wanted one.
+    fn remaining(&self, after: &Value) -> Result<Option<Diff>, ModuleError> {
+        self.diff(after)
+    }
     /// The mutating actions that bring `before` to the wanted state (only called when diff is Some).
     fn change(&self, before: &Value) -> Result<Vec<Action>, ModuleError>;
     /// The mutating actions that restore `before` after change() ran. Empty vec = nothing to undo

@@ -132,6 +132,20 @@ impl Module for Service {
         Ok(Some(Diff::one("status", status, after)))
     }
 
+    fn remaining(&self, after: &Value) -> Result<Option<Diff>, ModuleError> {
+        // A restart or reload always acts: it took when the service runs afterwards.
+        let active = state_bool(after, "active")?;
+        let status = state_str(after, "status")?;
+        let wanted_active = self.spec.state != ServiceState::Stopped;
+        Ok((active != wanted_active).then(|| {
+            Diff::one(
+                "status",
+                status,
+                if wanted_active { "active" } else { "inactive" },
+            )
+        }))
+    }
+
     fn change(&self, before: &Value) -> Result<Vec<Action>, ModuleError> {
         let active = state_bool(before, "active")?;
         let verb = match (self.spec.state, active) {
@@ -263,6 +277,27 @@ mod tests {
             None
         );
         assert!(m.undo(&inactive()).unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_restart_took_when_the_service_runs_afterwards() {
+        use ServiceState::*;
+        let active = json!({"active": true, "status": "active"});
+        let failed = json!({"active": false, "status": "failed"});
+        for state in [Restarted, Reloaded, Started] {
+            let m = svc("dnsmasq", state);
+            assert_eq!(m.remaining(&active).unwrap(), None, "{state:?}");
+            assert_eq!(
+                m.remaining(&failed).unwrap().unwrap().to_string(),
+                "status: failed -> active"
+            );
+        }
+        let m = svc("dnsmasq", Stopped);
+        assert_eq!(m.remaining(&failed).unwrap(), None);
+        assert_eq!(
+            m.remaining(&active).unwrap().unwrap().to_string(),
+            "status: active -> inactive"
+        );
     }
 
     #[test]

@@ -662,7 +662,10 @@ pub fn validate(playbook: &str, inventory: Option<&Inventory>) -> Result<Program
             let real: Vec<Diagnostic> =
                 d.0.into_iter()
                     .filter(|x| {
-                        !x.message.contains(PLACEHOLDER) && !x.message.contains(PLACEHOLDER_GROUP)
+                        !x.message.contains(PLACEHOLDER)
+                            && !x.message.contains(PLACEHOLDER_GROUP)
+                            // targets chosen by optional parameters left empty
+                            && !x.message.ends_with(EMPTY_PATTERN)
                     })
                     .collect();
             if real.is_empty() {
@@ -675,6 +678,8 @@ pub fn validate(playbook: &str, inventory: Option<&Inventory>) -> Result<Program
 }
 
 const PLACEHOLDER: &str = "__remedy_validate__";
+/// How the inventory refuses an empty host pattern.
+const EMPTY_PATTERN: &str = "empty host pattern";
 /// The placeholder as a group name (`group_name` keeps only letters, digits and single `_`).
 const PLACEHOLDER_GROUP: &str = "_remedy_validate";
 

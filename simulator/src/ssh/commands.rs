@@ -2,7 +2,7 @@
 //!
 //! Owned here: what each supported command prints, on which stream, and its exit status, as
 //! the real tool does in the common cases (`ip`, `systemctl`/`service`, `ovs-vsctl`,
-//! `ovs-ofctl`, `stat`, `chmod`, `chown`/`chgrp`, `test`/`[`, `cat`, `ls`, `grep`, `echo`,
+//! `ovs-ofctl`, `stat`, `chmod`, `chown`/`chgrp`, `test`/`[`, `cat`, `ls`, `grep`, `ss`, `echo`,
 //! `true`, `false`, `hostname`, `exit`, CloudStack's `checkrouter.sh` and `ssvm-check.sh`), and
 //! running a parsed command line ([`run_line`]). A change (a link, a service, a file, an OVS
 //! port or flow) is made in the zone at once, so the API shows it in its next reply.
@@ -27,6 +27,11 @@ pub struct Output {
 }
 
 impl Output {
+    /// A command that failed with `status`, printing `stderr`.
+    pub fn failed(status: u32, stderr: &str) -> Output {
+        Output::err(status, stderr)
+    }
+
     fn ok(stdout: impl Into<String>) -> Output {
         Output {
             stdout: stdout.into(),
@@ -258,6 +263,7 @@ pub fn exec(zone: &mut Zone, machine: &str, words: &[String]) -> Output {
         "cat" => cat(guest, args),
         "ls" => ls(guest, args),
         "grep" => grep(guest, args),
+        "ss" => ss(guest, args),
         _ if name.contains('/') => no_such_file(name),
         _ => Output::err(127, format!("bash: {name}: command not found")),
     }
@@ -621,6 +627,63 @@ fn ls(guest: &Guest, args: &[String]) -> Output {
         }
     }
     out
+}
+
+/// `ss -l[ntup]`: the listening sockets of the running services (dnsmasq: DNS on 53 over UDP
+/// and TCP, DHCP on 67 over UDP; sshd: TCP 22, or 3922 on a system VM).
+fn ss(guest: &Guest, args: &[String]) -> Output {
+    let mut flags = String::new();
+    for a in args {
+        match a.strip_prefix('-') {
+            Some(f) if !f.starts_with('-') && f.chars().all(|c| "lntupa4".contains(c)) => {
+                flags.push_str(f)
+            }
+            _ => {
+                return Output::err(
+                    1,
+                    format!("ss: bad option or filter {a:?} (the simulator knows -l -n -t -u -p)"),
+                )
+            }
+        }
+    }
+    let (tcp, udp) = match (flags.contains('t'), flags.contains('u')) {
+        (false, false) => (true, true),
+        t => t,
+    };
+    let mut rows: Vec<(&str, &str, String, &str)> = Vec::new();
+    if flags.contains('l') {
+        if guest.active("dnsmasq") {
+            if udp {
+                rows.push(("udp", "UNCONN", "0.0.0.0:53".into(), "dnsmasq"));
+                rows.push(("udp", "UNCONN", "0.0.0.0:67".into(), "dnsmasq"));
+            }
+            if tcp {
+                rows.push(("tcp", "LISTEN", "0.0.0.0:53".into(), "dnsmasq"));
+            }
+        }
+        if guest.active("ssh") && tcp {
+            let port = if guest.has_file("/var/cache/cloud/cmdline") {
+                3922
+            } else {
+                22
+            };
+            rows.push(("tcp", "LISTEN", format!("0.0.0.0:{port}"), "sshd"));
+        }
+    }
+    let mut out =
+        String::from("Netid State  Recv-Q Send-Q Local Address:Port  Peer Address:Port Process\n");
+    for (net, state, local, process) in rows {
+        let users = if flags.contains('p') {
+            format!("users:((\"{process}\",pid=1,fd=4))")
+        } else {
+            String::new()
+        };
+        out.push_str(&format!(
+            "{net:<5} {state:<6} 0      0      {local:>18} {:>18} {users}\n",
+            "0.0.0.0:*"
+        ));
+    }
+    Output::ok(out)
 }
 
 fn grep(guest: &Guest, args: &[String]) -> Output {

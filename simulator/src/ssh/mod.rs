@@ -83,6 +83,7 @@ impl SshSim {
             stop: stopped,
             down: watch::channel(BTreeSet::new()).0,
             running: Mutex::new(BTreeMap::new()),
+            failing: Mutex::new(Vec::new()),
         });
         let mut addrs = BTreeMap::new();
         let mut tasks = Vec::new();
@@ -192,6 +193,13 @@ impl SshSim {
         self.shared.down.send_modify(|d| {
             d.insert(machine.to_string());
         });
+    }
+
+    /// Makes every command starting with one of `prefixes` (its words joined by spaces, e.g.
+    /// `systemctl restart dnsmasq`) fail on every machine: exit 1, `sim: injected failure` on
+    /// stderr, and nothing done. An empty list ends it.
+    pub fn fail_commands(&self, prefixes: Vec<String>) {
+        *lock(&self.shared.failing) = prefixes;
     }
 
     /// How many command lines are running on `machine` now: started, and their channel not

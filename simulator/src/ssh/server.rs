@@ -48,6 +48,8 @@ pub(crate) struct Shared {
     pub down: watch::Sender<BTreeSet<String>>,
     /// Command lines running now, by machine (a line ends when its channel is closed).
     pub running: Mutex<BTreeMap<String, usize>>,
+    /// Commands made to fail ([`super::SshSim::fail_commands`]).
+    pub failing: Mutex<Vec<String>>,
 }
 
 impl Shared {
@@ -394,9 +396,17 @@ async fn run(
                 Err(None) => return,
             },
             Ok(Step::Run) => {
-                let mut zone = lock(&shared.zone);
-                zone.advance(jiff::Timestamp::now());
-                commands::exec(&mut zone, &machine, &simple.words)
+                let line = simple.words.join(" ");
+                if lock(&shared.failing)
+                    .iter()
+                    .any(|p| line.starts_with(p.as_str()))
+                {
+                    commands::Output::failed(1, "sim: injected failure")
+                } else {
+                    let mut zone = lock(&shared.zone);
+                    zone.advance(jiff::Timestamp::now());
+                    commands::exec(&mut zone, &machine, &simple.words)
+                }
             }
         };
         let mut routed = Output::default();

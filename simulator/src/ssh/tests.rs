@@ -401,3 +401,22 @@ fn head_of_dev_zero() {
         assert!(r.stderr.starts_with("sim-ssh: "), "{refused}: {r:?}");
     }
 }
+
+#[test]
+fn ss_lists_what_the_running_services_listen_on() {
+    let mut z = zone("dnsmasq-dead");
+    let r = "r-930-VM";
+    let udp = ok(&mut z, r, "ss -lnu");
+    assert!(!udp.contains(":53 ") && !udp.contains(":67 "), "{udp}");
+    assert!(ok(&mut z, r, "ss -lnt").contains("0.0.0.0:3922 "));
+    ok(&mut z, r, "systemctl restart dnsmasq");
+    let udp = ok(&mut z, r, "ss -lnup");
+    assert!(
+        udp.contains("0.0.0.0:53 ") && udp.contains("0.0.0.0:67 "),
+        "{udp}"
+    );
+    assert!(udp.contains("users:((\"dnsmasq\""), "{udp}");
+    assert!(!udp.contains("tcp "), "{udp}");
+    assert!(ok(&mut z, "kvm01", "ss -lnt").contains("0.0.0.0:22 "));
+    assert_eq!(run(&mut z, r, "ss --bogus").status, 1);
+}
