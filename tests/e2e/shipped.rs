@@ -396,3 +396,32 @@ async fn restart_dnsmasq() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn vr_restore_public_link() {
+    check(Case {
+        playbook: "vr-restore-public-link",
+        broken: "vr-backup-loop",
+        params: &[("routers", "vpc_web_vpc")],
+        healthy: |w| {
+            let routers: Vec<&serde_json::Value> = w["vms"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|v| v["kind"]["type"] == "router")
+                .collect();
+            routers.len() == 2
+                && routers.iter().all(|r| {
+                    r["guest"]["links"]["eth1"]["up"] == true
+                        && r["guest"]["routes"]["Table_eth1"][0]
+                            .as_str()
+                            .is_some_and(|x| x.starts_with("default via 198.51.100.1 dev eth1"))
+                })
+        },
+        mutating: &[],
+        read_only: probe,
+        probes_over_ssh: true,
+        failing_ssh: &["ip link set dev eth1 up", "ip route replace default"],
+    })
+    .await;
+}
