@@ -113,6 +113,8 @@ impl Zone {
         let router = Arc::new(Router::with_api(&plan.inventory, self.api.clone()));
         let opts = RunOptions {
             dry_run,
+            // irreversible steps are each playbook's own; the harness runs them all
+            allow_irreversible: true,
             audit_log: Some(self.audit()),
             reload: Reloader::new(paths, self.api.clone())
                 .unwrap()
@@ -422,6 +424,34 @@ async fn vr_restore_public_link() {
         read_only: probe,
         probes_over_ssh: true,
         failing_ssh: &["ip link set dev eth1 up", "ip route replace default"],
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn recreate_ssvm() {
+    check(Case {
+        playbook: "recreate-ssvm",
+        broken: "ssvm-broken",
+        params: &[("add_site", "10.20.0.0/16")],
+        healthy: |w| {
+            let ssvms: Vec<&serde_json::Value> = w["vms"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|v| {
+                    v["kind"]["systemvmtype"] == "secondarystoragevm" && v["state"] == "Running"
+                })
+                .collect();
+            ssvms.len() == 1
+                && ssvms[0]["kind"]["allowed_sites"]
+                    .as_str()
+                    .is_some_and(|s| s.split(',').any(|c| c == "10.20.0.0/16"))
+        },
+        mutating: &["destroySystemVm"],
+        read_only: probe,
+        probes_over_ssh: true,
+        failing_ssh: &[],
     })
     .await;
 }
