@@ -131,7 +131,8 @@ impl Zone {
         self.sim()
             .with_zone(|z| {
                 let w = z.snapshot();
-                let mut names: Vec<String> = Vec::new();
+                let mut names: Vec<String> =
+                    vec![w["world"]["mgmt"]["name"].as_str().unwrap().to_string()];
                 for key in ["vms", "hosts"] {
                     for m in w["world"][key].as_array().unwrap() {
                         names.push(m["name"].as_str().unwrap().to_string());
@@ -452,6 +453,24 @@ async fn recreate_ssvm() {
         read_only: probe,
         probes_over_ssh: true,
         failing_ssh: &[],
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn chmod_catalina_out() {
+    check(Case {
+        playbook: "chmod-catalina-out",
+        broken: "catalina-perms",
+        params: &[],
+        healthy: |w| {
+            let f = &w["mgmt"]["guest"]["files"]["/var/log/cloudstack/management/catalina.out"];
+            f["mode"] == 0o644 && f["owner"] == "cloud" && f["group"] == "cloud"
+        },
+        mutating: &[],
+        read_only: probe,
+        probes_over_ssh: true,
+        failing_ssh: &["chown", "chmod"],
     })
     .await;
 }

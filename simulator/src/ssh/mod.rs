@@ -195,9 +195,10 @@ impl SshSim {
         });
     }
 
-    /// Makes every command starting with one of `prefixes` (its words joined by spaces, e.g.
-    /// `systemctl restart dnsmasq`) fail on every machine: exit 1, `sim: injected failure` on
-    /// stderr, and nothing done. An empty list ends it.
+    /// Makes the next command starting with each of `prefixes` (its words joined by spaces,
+    /// e.g. `systemctl restart dnsmasq`) fail, once, on whichever machine runs it: exit 1,
+    /// `sim: injected failure` on stderr, and nothing done. Later commands, an undo among
+    /// them, run normally. An empty list clears what is left.
     pub fn fail_commands(&self, prefixes: Vec<String>) {
         *lock(&self.shared.failing) = prefixes;
     }

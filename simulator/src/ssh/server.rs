@@ -48,7 +48,7 @@ pub(crate) struct Shared {
     pub down: watch::Sender<BTreeSet<String>>,
     /// Command lines running now, by machine (a line ends when its channel is closed).
     pub running: Mutex<BTreeMap<String, usize>>,
-    /// Commands made to fail ([`super::SshSim::fail_commands`]).
+    /// Commands made to fail once each ([`super::SshSim::fail_commands`]).
     pub failing: Mutex<Vec<String>>,
 }
 
@@ -397,10 +397,12 @@ async fn run(
             },
             Ok(Step::Run) => {
                 let line = simple.words.join(" ");
-                if lock(&shared.failing)
-                    .iter()
-                    .any(|p| line.starts_with(p.as_str()))
-                {
+                let injected = {
+                    let mut failing = lock(&shared.failing);
+                    let hit = failing.iter().position(|p| line.starts_with(p.as_str()));
+                    hit.map(|i| failing.remove(i)).is_some()
+                };
+                if injected {
                     commands::Output::failed(1, "sim: injected failure")
                 } else {
                     let mut zone = lock(&shared.zone);
