@@ -474,3 +474,37 @@ async fn chmod_catalina_out() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn readd_ovs_port_flow() {
+    check(Case {
+        playbook: "readd-ovs-port-flow",
+        broken: "ovs-port-missing",
+        params: &[
+            ("hosts", "kvm01"),
+            ("bridge", "cloudbr1"),
+            ("port", "vnet3"),
+            ("flow_match", "in_port=vnet3"),
+        ],
+        healthy: |w| {
+            let kvm01 = w["hosts"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|h| h["name"] == "kvm01")
+                .unwrap();
+            let br = &kvm01["guest"]["ovs"]["cloudbr1"];
+            br["ports"].as_array().unwrap().iter().any(|p| p == "vnet3")
+                && br["flows"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .any(|f| f == "table=0,priority=100,in_port=vnet3,actions=NORMAL")
+        },
+        mutating: &[],
+        read_only: probe,
+        probes_over_ssh: true,
+        failing_ssh: &["ovs-vsctl --may-exist add-port", "ovs-ofctl add-flow"],
+    })
+    .await;
+}
