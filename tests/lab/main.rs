@@ -585,6 +585,97 @@ fn dry_run_changes_nothing_then_the_fix_heals_the_routers() {
     }
 }
 
+/// A DNS query for `router.lab` sent from inside `node` to dnsmasq on its guest address;
+/// prints the answer's address, or fails.
+const DNS_QUERY: &str = r#"python3 - "$1" <<'PY'
+import socket, struct, sys
+q = struct.pack(">HHHHHH", 0x4242, 0x0100, 1, 0, 0, 0)
+q += b"".join(bytes([len(p)]) + p.encode() for p in "router.lab".split(".")) + b"\0"
+q += struct.pack(">HH", 1, 1)
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.settimeout(3)
+s.sendto(q, (sys.argv[1], 53))
+r, _ = s.recvfrom(512)
+assert r[:2] == b"\x42\x42", "not our answer"
+assert struct.unpack(">H", r[6:8])[0] >= 1, "no answer record"
+print(socket.inet_ntoa(r[-4:]))
+PY"#;
+
+fn dns_answer(lab: &NetLab, node: &str, server: &str) -> std::process::Output {
+    lab.sh(node, &format!("set -- {server}\n{DNS_QUERY}"))
+}
+
+/// The shipped restart-dnsmasq playbook against a router node whose dnsmasq was killed: it
+/// finds it down, restarts it through the hypervisor, and dnsmasq answers DNS again; a second
+/// run has nothing to do.
+#[test]
+fn restart_dnsmasq_brings_a_killed_dnsmasq_back() {
+    let Some(lab) = lab(Options {
+        services: true,
+        eth1_up: true,
+    }) else {
+        return;
+    };
+    let guest_ip = "169.254.170.12";
+    let answer = dns_answer(&lab, "vr2", guest_ip);
+    assert!(answer.status.success(), "{answer:?}");
+    assert_eq!(String::from_utf8_lossy(&answer.stdout), "169.254.170.1\n");
+    lab.sh_ok("vr2", "kill -KILL $(cat /run/dnsmasq/dnsmasq.pid)");
+    assert!(
+        !dns_answer(&lab, "vr2", guest_ip).status.success(),
+        "dnsmasq is dead"
+    );
+
+    let dir = lab.dir().join("run");
+    std::fs::create_dir_all(&dir).unwrap();
+    let inv_path = write(&dir, "inventory.yml", &lab.inventory());
+    let inv = Arc::new(Inventory::load(std::slice::from_ref(&inv_path)).unwrap());
+    let pb = Path::new(env!("CARGO_MANIFEST_DIR")).join("../playbooks/restart-dnsmasq.yml");
+    let apply = |dry_run: bool| {
+        let opts = RunOptions {
+            dry_run,
+            audit_log: Some(dir.join("audit.jsonl")),
+            ..Default::default()
+        };
+        let plan = plan(
+            &pb,
+            &inv_path,
+            &[
+                ("routers", "vr2"),
+                ("dhcp_hosts", "/run/dnsmasq/dhcphosts.txt"),
+            ],
+        );
+        lab.block_on(|| async {
+            let t = SshTransport::new(inv.clone(), options(&lab.known_hosts()));
+            run(plan, Arc::new(t), opts).await.1
+        })
+    };
+    let dry = apply(true);
+    assert_eq!(dry.exit.code(), 0, "{}", dry.status);
+    assert!(
+        !dns_answer(&lab, "vr2", guest_ip).status.success(),
+        "the dry-run started it"
+    );
+
+    let real = apply(false);
+    assert_eq!(real.exit.code(), 0, "{}", real.status);
+    assert_eq!(
+        real.outcomes
+            .get(&("restart".to_string(), "vr2".to_string())),
+        Some(&remedy::event::Outcome::Changed),
+        "{:?}",
+        real.outcomes
+    );
+    let answer = dns_answer(&lab, "vr2", guest_ip);
+    assert!(answer.status.success(), "{answer:?}");
+    assert_eq!(String::from_utf8_lossy(&answer.stdout), "169.254.170.1\n");
+
+    let again = apply(false);
+    assert_eq!(again.exit.code(), 0, "{}", again.status);
+    assert!(!again.applies, "{}", again.status);
+    remedy::audit::verify(&dir.join("audit.jsonl")).expect("the audit log verifies");
+}
+
 /// What of a lab is still on the machine: its namespaces and its directory.
 fn leftovers(name: &str) -> Vec<String> {
     let mut left: Vec<String> = ["ctl", "hv1", "vr1", "vr2"]

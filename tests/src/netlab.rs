@@ -590,6 +590,13 @@ impl NetLab {
                 0o644,
             )?;
             write(&d.join("etc/dnsmasq.conf"), DNSMASQ_CONF, 0o644)?;
+            // CloudStack's DHCP hosts file (CsDhcp.py writes it to /etc/dhcphosts.txt; the
+            // lab keeps it in the node's private /run): one guest.
+            write(
+                &d.join("run/dnsmasq/dhcphosts.txt"),
+                "02:00:00:00:00:6e,169.254.170.110,guest1,infinite\n",
+                0o644,
+            )?;
             write(
                 &d.join("etc/keepalived/keepalived.conf"),
                 &KEEPALIVED_CONF
@@ -847,6 +854,7 @@ no-resolv
 port=53
 dhcp-range=169.254.170.100,169.254.170.150,255.255.255.0,1h
 dhcp-leasefile=/run/dnsmasq/dnsmasq.leases
+dhcp-hostsfile=/run/dnsmasq/dhcphosts.txt
 log-facility=/var/log/dnsmasq.log
 address=/router.lab/169.254.170.1
 ";
