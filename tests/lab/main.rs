@@ -676,6 +676,102 @@ fn restart_dnsmasq_brings_a_killed_dnsmasq_back() {
     remedy::audit::verify(&dir.join("audit.jsonl")).expect("the audit log verifies");
 }
 
+/// The hypervisor node's Open vSwitch: br0's ports and br-int's flows (match and actions).
+fn ovs_state(lab: &NetLab) -> (String, String) {
+    let ports = lab.sh_ok("hv1", "ovs-vsctl list-ports br0");
+    let flows = lab.sh_ok(
+        "hv1",
+        "ovs-ofctl dump-flows br-int | sed -n 's/.*\\(priority=[^ ]*\\) \\(actions=.*\\)/\\1 \\2/p' | sort",
+    );
+    (ports, flows)
+}
+
+/// The shipped readd-ovs-port-flow against the hypervisor node's real Open vSwitch: a failure
+/// after it re-added the port and a flow removes exactly those (another port and another flow
+/// stay); then a clean run restores them; then there is nothing to do.
+#[test]
+fn readd_ovs_port_flow_restores_and_rolls_back_exactly_its_own() {
+    let Some(lab) = lab(Options {
+        services: true,
+        eth1_up: true,
+    }) else {
+        return;
+    };
+    // Someone else's port and flow, which nothing may touch.
+    lab.sh_ok(
+        "hv1",
+        "ip link add keep0 type veth peer name keep0p && ovs-vsctl add-port br0 keep0 && \
+         ovs-ofctl add-flow br-int 'table=0,priority=5,dl_vlan=100,actions=NORMAL'",
+    );
+    let before = ovs_state(&lab);
+    assert!(!before.0.contains("bond2"), "{before:?}");
+    assert!(before.0.contains("keep0\n"), "{before:?}");
+    assert!(!before.1.contains("dl_vlan=3933"), "{before:?}");
+
+    let dir = lab.dir().join("run");
+    std::fs::create_dir_all(&dir).unwrap();
+    let inv_path = write(&dir, "inventory.yml", &lab.inventory());
+    let inv = Arc::new(Inventory::load(std::slice::from_ref(&inv_path)).unwrap());
+    let pb = Path::new(env!("CARGO_MANIFEST_DIR")).join("../playbooks/readd-ovs-port-flow.yml");
+    let apply = |extra: &[(&str, &str)]| {
+        let mut params = vec![
+            ("hosts", "hv1"),
+            ("bridge", "br0"),
+            ("port", "bond2"),
+            ("flow_bridge", "br-int"),
+            ("flow_priority", "3"),
+            ("flow_match", "dl_vlan=3933"),
+            ("flow_actions", "mod_vlan_vid:1,NORMAL"),
+        ];
+        params.extend_from_slice(extra);
+        let opts = RunOptions {
+            audit_log: Some(dir.join("audit.jsonl")),
+            ..Default::default()
+        };
+        let plan = plan(&pb, &inv_path, &params);
+        lab.block_on(|| async {
+            let t = SshTransport::new(inv.clone(), options(&lab.known_hosts()));
+            run(plan, Arc::new(t), opts).await.1
+        })
+    };
+    // The second flow's actions are refused by ovs-ofctl: the run fails after the port and
+    // the first flow were added, and takes exactly those back.
+    let failed = apply(&[
+        ("flow2_match", "dl_vlan=1"),
+        ("flow2_actions", "no_such_action"),
+    ]);
+    assert_eq!(failed.exit.code(), 2, "{}", failed.status);
+    assert_eq!(failed.undone, 2, "{}", failed.status);
+    assert_eq!(
+        ovs_state(&lab),
+        before,
+        "the rollback left the bridges as they were"
+    );
+
+    let fixed = apply(&[]);
+    assert_eq!(fixed.exit.code(), 0, "{}", fixed.status);
+    let after = ovs_state(&lab);
+    assert!(
+        after.0.contains("bond2\n") && after.0.contains("keep0\n"),
+        "{after:?}"
+    );
+    assert!(
+        after
+            .1
+            .contains("priority=3,dl_vlan=3933 actions=mod_vlan_vid:1,NORMAL"),
+        "{after:?}"
+    );
+    assert!(
+        after.1.contains("priority=5,dl_vlan=100 actions=NORMAL"),
+        "{after:?}"
+    );
+
+    let again = apply(&[]);
+    assert_eq!(again.exit.code(), 0, "{}", again.status);
+    assert!(!again.applies, "{}", again.status);
+    remedy::audit::verify(&dir.join("audit.jsonl")).expect("the audit log verifies");
+}
+
 /// What of a lab is still on the machine: its namespaces and its directory.
 fn leftovers(name: &str) -> Vec<String> {
     let mut left: Vec<String> = ["ctl", "hv1", "vr1", "vr2"]
