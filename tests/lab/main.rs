@@ -772,6 +772,81 @@ fn readd_ovs_port_flow_restores_and_rolls_back_exactly_its_own() {
     remedy::audit::verify(&dir.join("audit.jsonl")).expect("the audit log verifies");
 }
 
+/// The shipped vr-restore-public-link (the SSH half of vr-backup-loop) against both router
+/// nodes, eth1 down and keepalived in FAULT: it brings eth1 up and restores the public table's
+/// default route on each, one at a time, through the hypervisor, and keepalived then elects
+/// exactly one MASTER. A second run is not applicable (a router holds the link).
+#[test]
+fn vr_restore_public_link_lets_keepalived_elect_one_master() {
+    let Some(lab) = lab(Options {
+        services: true,
+        eth1_up: false,
+    }) else {
+        return;
+    };
+    let states = || -> Vec<String> {
+        ["vr1", "vr2"]
+            .iter()
+            .map(|vr| lab.sh_ok(vr, "/opt/cloud/bin/checkrouter.sh"))
+            .collect()
+    };
+    assert_eq!(states(), ["Status: FAULT\n", "Status: FAULT\n"]);
+    let dir = lab.dir().join("run");
+    std::fs::create_dir_all(&dir).unwrap();
+    let inv_path = write(&dir, "inventory.yml", &lab.inventory());
+    let inv = Arc::new(Inventory::load(std::slice::from_ref(&inv_path)).unwrap());
+    let pb = Path::new(env!("CARGO_MANIFEST_DIR")).join("../playbooks/vr-restore-public-link.yml");
+    let apply = |dry_run: bool| {
+        let opts = RunOptions {
+            dry_run,
+            audit_log: Some(dir.join("audit.jsonl")),
+            ..Default::default()
+        };
+        let plan = plan(&pb, &inv_path, &[("routers", "routers")]);
+        lab.block_on(|| async {
+            let t = SshTransport::new(inv.clone(), options(&lab.known_hosts()));
+            run(plan, Arc::new(t), opts).await.1
+        })
+    };
+    let links = || lab_state(&lab).matches("state UP").count();
+    let dry = apply(true);
+    assert_eq!(dry.exit.code(), 0, "{}", dry.status);
+    assert_eq!(links(), 0, "the dry-run brought a link up");
+
+    let real = apply(false);
+    assert_eq!(real.exit.code(), 0, "{}", real.status);
+    for vr in ["vr1", "vr2"] {
+        let table = lab.sh_ok(vr, "ip route show table Table_eth1");
+        assert!(
+            table.starts_with(&format!("default via {} dev eth1", netlab::PUBLIC_GW)),
+            "{vr}: {table}"
+        );
+    }
+    // keepalived tracks eth1: once it is up, VRRP elects one MASTER.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut now = states();
+    while now
+        .iter()
+        .filter(|s| s.as_str() == "Status: MASTER\n")
+        .count()
+        != 1
+        || now
+            .iter()
+            .filter(|s| s.as_str() == "Status: BACKUP\n")
+            .count()
+            != 1
+    {
+        assert!(Instant::now() < deadline, "no single MASTER: {now:?}");
+        std::thread::sleep(Duration::from_millis(200));
+        now = states();
+    }
+
+    let again = apply(false);
+    assert_eq!(again.exit.code(), 0, "{}", again.status);
+    assert!(!again.applies, "{}", again.status);
+    remedy::audit::verify(&dir.join("audit.jsonl")).expect("the audit log verifies");
+}
+
 /// What of a lab is still on the machine: its namespaces and its directory.
 fn leftovers(name: &str) -> Vec<String> {
     let mut left: Vec<String> = ["ctl", "hv1", "vr1", "vr2"]

@@ -39,6 +39,8 @@ pub const ROOT: &str = "/tmp/remedy-netlab";
 /// The controller's address, and the hypervisor's address as the controller sees it.
 pub const CTL_IP: &str = "169.254.240.1";
 pub const HV_IP: &str = "169.254.240.2";
+/// The routers' public gateway (pub0 on the hypervisor node).
+pub const PUBLIC_GW: &str = "169.254.160.1";
 /// The routers and their control (link-local) addresses.
 pub const ROUTERS: [(&str, &str); 2] = [("vr1", "169.254.3.11"), ("vr2", "169.254.3.12")];
 /// The port system VMs listen on, as in CloudStack.
@@ -342,7 +344,10 @@ impl NetLab {
     pub fn inventory(&self) -> String {
         let mut routers = String::new();
         for (vr, ll) in ROUTERS {
-            routers.push_str(&format!("        {vr}: {{ ansible_host: {ll} }}\n"));
+            // `cs` as the CloudStack inventory source gives it: the Public NIC's gateway.
+            routers.push_str(&format!(
+                "        {vr}: {{ ansible_host: {ll}, cs: {{ name: {vr}, nic: [{{ traffictype: Public, gateway: {PUBLIC_GW} }}] }} }}\n"
+            ));
         }
         format!(
             "all:\n  vars:\n    ansible_user: root\n  children:\n    hypervisors:\n      hosts:\n        \
@@ -486,7 +491,7 @@ impl NetLab {
             ip(&hv, &format!("link set {bridge} up"))?;
         }
         ip(&hv, "addr add 169.254.0.1/17 dev cloud0")?;
-        ip(&hv, "addr add 169.254.160.1/24 dev pub0")?;
+        ip(&hv, &format!("addr add {PUBLIC_GW}/24 dev pub0"))?;
         ip(&hv, "link add bond2 type veth peer name bond2p")?;
         ip(&hv, "link set bond2 up")?;
         ip(&hv, "link set bond2p up")?;

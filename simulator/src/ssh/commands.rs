@@ -929,6 +929,12 @@ fn ip(guest: &mut Guest, machine: &str, args: &[String]) -> Output {
                     return Output::err(255, format!("Error: \"{}\" is a garbage.", rest.join(" ")))
                 }
             };
+            // A table with no routes does not exist for the kernel (local and main always do).
+            if !["main", "local"].contains(&table)
+                && guest.routes.get(table).is_none_or(|r| r.is_empty())
+            {
+                return Output::err(2, "Error: ipv4: FIB table does not exist.\nDump terminated");
+            }
             let mut text = String::new();
             for r in guest.routes.get(table).into_iter().flatten() {
                 text.push_str(r);
