@@ -847,6 +847,85 @@ fn vr_restore_public_link_lets_keepalived_elect_one_master() {
     remedy::audit::verify(&dir.join("audit.jsonl")).expect("the audit log verifies");
 }
 
+/// The shipped chmod-catalina-out against a file on the hypervisor node standing in for a
+/// management server: catalina.out owned by root with mode 0600, and a management service
+/// that refuses to start while its user (here `nobody`) cannot write the file. The run gives
+/// the file back and starts the service; a second run is not applicable.
+#[test]
+fn chmod_catalina_out_lets_the_service_start_again() {
+    let Some(lab) = lab(Options {
+        services: true,
+        eth1_up: true,
+    }) else {
+        return;
+    };
+    let log = "/var/log/cloudstack/management/catalina.out";
+    lab.sh_ok(
+        "hv1",
+        &format!(
+            "mkdir -p /var/log/cloudstack/management && echo old > {log} && chmod 600 {log} && \
+             chown root:root {log} && \
+             printf '%s\\n' '#!/bin/sh' \
+               \"su -s /bin/sh nobody -c 'test -w {log}' || {{ echo 'catalina.out: Permission denied' >&2; exit 1; }}\" \
+               'setsid sleep 1000000 </dev/null >/dev/null 2>&1 & echo $! > /run/svc/cloudstack-management.pid' \
+               > /run/svc/cloudstack-management.start && chmod 755 /run/svc/cloudstack-management.start"
+        ),
+    );
+    let start = lab.sh("hv1", "systemctl start cloudstack-management");
+    assert!(
+        !start.status.success(),
+        "the service starts with the file broken"
+    );
+    let file = || lab.sh_ok("hv1", &format!("stat -c '%a %U %G' {log}"));
+    let active = || lab.sh_ok("hv1", "systemctl is-active cloudstack-management || true");
+    assert_eq!(
+        (file(), active()),
+        ("600 root root\n".into(), "inactive\n".into())
+    );
+
+    let dir = lab.dir().join("run");
+    std::fs::create_dir_all(&dir).unwrap();
+    let inv_path = write(&dir, "inventory.yml", &lab.inventory());
+    let inv = Arc::new(Inventory::load(std::slice::from_ref(&inv_path)).unwrap());
+    let pb = Path::new(env!("CARGO_MANIFEST_DIR")).join("../playbooks/chmod-catalina-out.yml");
+    let apply = |dry_run: bool| {
+        let opts = RunOptions {
+            dry_run,
+            audit_log: Some(dir.join("audit.jsonl")),
+            ..Default::default()
+        };
+        let params = [
+            ("hosts", "hv1"),
+            ("owner", "nobody"),
+            ("group", "nogroup"),
+            ("wait_for_api", "false"),
+        ];
+        let plan = plan(&pb, &inv_path, &params);
+        lab.block_on(|| async {
+            let t = SshTransport::new(inv.clone(), options(&lab.known_hosts()));
+            run(plan, Arc::new(t), opts).await.1
+        })
+    };
+    let dry = apply(true);
+    assert_eq!(dry.exit.code(), 0, "{}", dry.status);
+    assert_eq!(
+        (file(), active()),
+        ("600 root root\n".into(), "inactive\n".into())
+    );
+
+    let real = apply(false);
+    assert_eq!(real.exit.code(), 0, "{}", real.status);
+    assert_eq!(
+        (file(), active()),
+        ("644 nobody nogroup\n".into(), "active\n".into())
+    );
+
+    let again = apply(false);
+    assert_eq!(again.exit.code(), 0, "{}", again.status);
+    assert!(!again.applies, "{}", again.status);
+    remedy::audit::verify(&dir.join("audit.jsonl")).expect("the audit log verifies");
+}
+
 /// What of a lab is still on the machine: its namespaces and its directory.
 fn leftovers(name: &str) -> Vec<String> {
     let mut left: Vec<String> = ["ctl", "hv1", "vr1", "vr2"]
