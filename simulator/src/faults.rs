@@ -37,6 +37,10 @@ pub struct Faults {
     /// "slow job past a deadline" tests.
     pub slow_jobs: Vec<String>,
     pub slow_job_ms: u64,
+    /// The next call of each of these commands (API names) is refused with 530 and
+    /// [`Faults::job_error_text`] before it reaches the zone, once each: for synchronous calls
+    /// such as `updateConfiguration`, which [`Faults::fail_jobs`] cannot fail.
+    pub fail_calls_next: Vec<String>,
 }
 
 impl Faults {

@@ -374,6 +374,27 @@ async fn handle(shared: &Shared, req: Request<Incoming>) -> Result<Reply, Droppe
             .expect("a valid response"));
     }
 
+    let refused = decoded.is_ok() && {
+        let mut f = lock(&shared.faults);
+        let list = &mut f.faults.fail_calls_next;
+        match list.iter().position(|c| c.eq_ignore_ascii_case(&command)) {
+            Some(i) => {
+                list.remove(i);
+                true
+            }
+            None => false,
+        }
+    };
+    if refused {
+        let text = lock(&shared.faults)
+            .faults
+            .job_error_text
+            .clone()
+            .unwrap_or_else(|| format!("{command} failed (injected)"));
+        record(Some(530));
+        let envelope = format!("{}response", command.to_ascii_lowercase());
+        return Ok(error_reply(530, &envelope, &text));
+    }
     let (status, reply) = match decoded {
         Ok(pairs) => api_call(shared, pairs, &command),
         Err(_) => (401, error_reply(401, "errorresponse", UNAUTHORIZED)),

@@ -95,7 +95,7 @@ impl Zone {
     }
 
     /// Plans against the inventory as the zone is now (each run reads it, as the CLI does).
-    async fn apply(&self, name: &str, params: &[(&str, &str)], dry_run: bool) -> Summary {
+    async fn plan(&self, name: &str, params: &[(&str, &str)]) -> remedy::plan::Plan {
         let paths = std::slice::from_ref(&self.inventory);
         let files = Inventory::load(paths).unwrap();
         let (inv, _) = resolve(files, paths, &self.api).await.unwrap();
@@ -108,8 +108,12 @@ impl Zone {
                 .collect(),
             ..Options::default()
         };
-        let plan =
-            build(program, inv, &opts).unwrap_or_else(|d| panic!("{name}: {}", d.render(false)));
+        build(program, inv, &opts).unwrap_or_else(|d| panic!("{name}: {}", d.render(false)))
+    }
+
+    async fn apply(&self, name: &str, params: &[(&str, &str)], dry_run: bool) -> Summary {
+        let paths = std::slice::from_ref(&self.inventory);
+        let plan = self.plan(name, params).await;
         let router = Arc::new(Router::with_api(&plan.inventory, self.api.clone()));
         let opts = RunOptions {
             dry_run,
@@ -165,8 +169,10 @@ struct Case {
     params: &'static [(&'static str, &'static str)],
     /// The scenario's own health check, on the zone's objects.
     healthy: fn(&serde_json::Value) -> bool,
-    /// The API commands the fix sends, each failed in turn.
+    /// The API commands the fix sends as async jobs, each failed in turn.
     mutating: &'static [&'static str],
+    /// The synchronous API commands it sends, each refused in turn.
+    failing_calls: &'static [&'static str],
     /// Whether a command line run over SSH only reads (what a dry-run may run).
     read_only: fn(&str) -> bool,
     /// Whether its detection runs commands over SSH (then the dry-run must have run some).
@@ -274,6 +280,38 @@ async fn check(case: Case) {
         zone.audit_verifies();
     }
 
+    // A refused synchronous call: the same.
+    for command in case.failing_calls {
+        let zone = Zone::start(
+            case.broken,
+            Faults {
+                fail_calls_next: vec![command.to_string()],
+                job_error_text: Some(format!("injected: {command} refused")),
+                ..Faults::default()
+            },
+        )
+        .await;
+        let before = zone.world();
+        let s = zone.apply(name, case.params, false).await;
+        assert_eq!(
+            s.exit,
+            ExitCode::RolledBack,
+            "{name} with {command} refused: {}",
+            s.status
+        );
+        assert!(
+            s.status.contains(&format!("injected: {command} refused")),
+            "{}",
+            s.status
+        );
+        assert_eq!(
+            zone.world(),
+            before,
+            "{name} with {command} refused: rolled back"
+        );
+        zone.audit_verifies();
+    }
+
     // A failing command at each mutating SSH step: the same.
     for command in case.failing_ssh {
         let zone = Zone::start(case.broken, Faults::default()).await;
@@ -322,6 +360,7 @@ async fn fix_vlan_range() {
         params: &[("range", "1000-1099")],
         healthy: |w| guest_vlan(w) == "1000-1099",
         mutating: &["updatePhysicalNetwork"],
+        failing_calls: &[],
         read_only: probe,
         probes_over_ssh: false,
         failing_ssh: &[],
@@ -363,6 +402,7 @@ async fn vr_backup_loop() {
                 && guest_vlan(w) == "1000-1099"
         },
         mutating: &["updatePhysicalNetwork", "restartVPC"],
+        failing_calls: &[],
         read_only: probe,
         probes_over_ssh: true,
         failing_ssh: &["ip link set dev eth1 up", "ip route replace default"],
@@ -393,6 +433,7 @@ async fn restart_dnsmasq() {
         params: &[("vpc", "web-vpc")],
         healthy: |w| router_service(w, "r-930-VM", "dnsmasq") == "active",
         mutating: &[],
+        failing_calls: &[],
         read_only: probe,
         probes_over_ssh: true,
         failing_ssh: &["systemctl restart dnsmasq"],
@@ -422,6 +463,7 @@ async fn vr_restore_public_link() {
                 })
         },
         mutating: &[],
+        failing_calls: &[],
         read_only: probe,
         probes_over_ssh: true,
         failing_ssh: &["ip link set dev eth1 up", "ip route replace default"],
@@ -450,6 +492,7 @@ async fn recreate_ssvm() {
                     .is_some_and(|s| s.split(',').any(|c| c == "10.20.0.0/16"))
         },
         mutating: &["destroySystemVm"],
+        failing_calls: &["updateConfiguration"],
         read_only: probe,
         probes_over_ssh: true,
         failing_ssh: &[],
@@ -468,6 +511,7 @@ async fn chmod_catalina_out() {
             f["mode"] == 0o644 && f["owner"] == "cloud" && f["group"] == "cloud"
         },
         mutating: &[],
+        failing_calls: &[],
         read_only: probe,
         probes_over_ssh: true,
         failing_ssh: &["chown", "chmod"],
@@ -502,9 +546,41 @@ async fn readd_ovs_port_flow() {
                     .any(|f| f == "table=0,priority=100,in_port=vnet3,actions=NORMAL")
         },
         mutating: &[],
+        failing_calls: &[],
         read_only: probe,
         probes_over_ssh: true,
         failing_ssh: &["ovs-vsctl --may-exist add-port", "ovs-ofctl add-flow"],
     })
     .await;
+}
+
+/// The irreversible step is refused without `--allow-irreversible` (or, later, an approved
+/// plan): nothing runs, nothing is sent, nothing is written to the audit log.
+#[tokio::test(flavor = "multi_thread")]
+async fn recreate_ssvm_is_refused_without_allow_irreversible() {
+    let zone = Zone::start("ssvm-broken", Faults::default()).await;
+    let plan = zone
+        .plan("recreate-ssvm", &[("add_site", "10.20.0.0/16")])
+        .await;
+    let router = Arc::new(Router::with_api(&plan.inventory, zone.api.clone()));
+    let requests_before = zone.sim().requests().len();
+    let opts = RunOptions {
+        audit_log: Some(zone.audit()),
+        ..RunOptions::default()
+    };
+    let (_cancel_tx, cancel) = tokio::sync::watch::channel(false);
+    let refused = remedy::app::execute(plan, router, opts, None, cancel).await;
+    match refused {
+        Err(remedy::error::Error::PlanRefused(why)) => assert!(
+            why.contains("destroy (CloudStack deploys a new SSVM in its place"),
+            "{why}"
+        ),
+        other => panic!("not refused: {:?}", other.map(|(run, s)| (run, s.status))),
+    }
+    assert_eq!(
+        zone.sim().requests().len(),
+        requests_before,
+        "nothing was sent"
+    );
+    assert!(!zone.audit().exists(), "nothing was audited");
 }
