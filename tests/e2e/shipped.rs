@@ -584,3 +584,31 @@ async fn recreate_ssvm_is_refused_without_allow_irreversible() {
     );
     assert!(!zone.audit().exists(), "nothing was audited");
 }
+
+/// When a run fails after CloudStack allocated VLANs from the range it added (restartVPC
+/// implemented the tiers), the server refuses to take the range back: the run ends ROLLBACK
+/// INCOMPLETE, saying which change stayed and the server's reason; everything else is undone.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_range_in_use_is_reported_as_not_undone() {
+    let zone = Zone::start("vr-backup-loop", Faults::default()).await;
+    let ssh = &zone.conn.simulator_ssh.as_ref().unwrap().hosts;
+    // verify's first check fails once, after every change was made
+    ssh.fail_commands(vec!["systemctl is-active keepalived".into()]);
+    let s = zone
+        .apply(
+            "vr-backup-loop",
+            &[("vpc", "web-vpc"), ("vlan_range", "1000-1099")],
+            false,
+        )
+        .await;
+    assert_eq!(s.exit, ExitCode::RollbackIncomplete, "{}", s.status);
+    assert_eq!(s.not_undone.len(), 1, "{:?}", s.not_undone);
+    let left = &s.not_undone[0];
+    assert!(left.starts_with("vlans.guest_vlans@localhost: "), "{left}");
+    assert!(left.contains("is allocated to network"), "{left}");
+    assert_eq!(guest_vlan(&zone.world()), "1000-1099", "the range stays");
+    // the SSH changes were undone: both public links down again
+    let r = router_states(&zone.world());
+    assert!(r.iter().all(|(_, eth1, _, _)| !eth1), "{r:?}");
+    zone.audit_verifies();
+}
