@@ -165,8 +165,8 @@ fn a_chain_of_two_jumps_and_an_ecdsa_key() {
             &ecdsa.display().to_string(),
         )
         .replace(
-            "vr1: { ansible_host: 169.254.3.11 }",
-            "vr1: { ansible_host: 169.254.3.11, remedy_jump: vr2 }",
+            "vr1: { ansible_host: 169.254.3.11,",
+            "vr1: { ansible_host: 169.254.3.11, remedy_jump: vr2,",
         );
     assert!(inv.contains("remedy_jump: vr2"), "{inv}");
     lab.block_on(|| async {
