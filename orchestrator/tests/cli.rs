@@ -34,6 +34,12 @@ fn text(o: &Output) -> String {
 fn validate_passes_on_shipped_playbooks() {
     let o = remedy(&["validate"], &root());
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    // Against the lab inventory too (the zone's groups from its API): targets, includes
+    // binding required parameters, host variables.
+    let o = remedy(&["validate", "-i", "inventories/lab.yml"], &root());
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let checked = text(&o).lines().filter(|l| l.starts_with("ok ")).count();
+    assert_eq!(checked, 7, "{}", text(&o));
 }
 
 #[test]

@@ -652,6 +652,7 @@ pub fn validate(playbook: &str, inventory: Option<&Inventory>) -> Result<Program
     let reloaded = crate::playbook::compile(&loaded)?;
     let opts = Options {
         extra,
+        validating: true,
         ..Default::default()
     };
     match build(reloaded, inv.clone(), &opts) {
