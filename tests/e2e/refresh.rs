@@ -14,7 +14,6 @@ use remedy::inventory::Inventory;
 use remedy::plan::{build, Options, Plan};
 use remedy::transport::api::ApiTransport;
 use remedy::transport::route::Router;
-use remedy::transport::{Access, ApiCall};
 use remedy_tests::{run, write};
 
 const INVENTORY: &str = "all:\n  vars:\n    remedy_cloudstack:\n      simulator: { scenario: ssvm-broken }\n    remedy_cloudstack_inventory: { system_vm_access: jump-host-ssh }\n";
@@ -126,19 +125,7 @@ impl Zone {
     }
 
     fn mutating_requests(&self) -> Vec<String> {
-        self.sim()
-            .requests()
-            .into_iter()
-            .map(|r| r.command)
-            .filter(|c| {
-                ApiCall {
-                    command: c.clone(),
-                    args: Default::default(),
-                }
-                .access()
-                    == Access::Mutating
-            })
-            .collect()
+        remedy_tests::mutating_requests(self.sim())
     }
 
     fn setting(&self) -> String {

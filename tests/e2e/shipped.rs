@@ -17,7 +17,6 @@ use remedy::plan::{build, Options};
 use remedy::scheduler::Summary;
 use remedy::transport::api::ApiTransport;
 use remedy::transport::route::Router;
-use remedy::transport::{Access, ApiCall};
 use remedy_tests::{run, write};
 
 fn playbook(name: &str) -> PathBuf {
@@ -75,19 +74,7 @@ impl Zone {
     }
 
     fn mutating_requests(&self) -> Vec<String> {
-        self.sim()
-            .requests()
-            .into_iter()
-            .map(|r| r.command)
-            .filter(|c| {
-                ApiCall {
-                    command: c.clone(),
-                    args: Default::default(),
-                }
-                .access()
-                    == Access::Mutating
-            })
-            .collect()
+        remedy_tests::mutating_requests(self.sim())
     }
 
     fn audit(&self) -> PathBuf {
@@ -160,6 +147,17 @@ fn changed(s: &Summary) -> Vec<&(String, String)> {
         .filter(|(_, o)| **o == Outcome::Changed)
         .map(|(k, _)| k)
         .collect()
+}
+
+/// How a fault is injected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Fault {
+    /// The async job of this API command fails.
+    Job,
+    /// The next call of this (synchronous) API command is refused.
+    Call,
+    /// The next SSH command starting with this fails.
+    Ssh,
 }
 
 /// A shipped playbook's cases against the zone.
@@ -248,89 +246,47 @@ async fn check(case: Case) {
     );
     zone.audit_verifies();
 
-    // A fault at each mutating call: the run fails and the zone is as it was.
-    for command in case.mutating {
+    // A fault at each mutating step in turn (an async job failing, a synchronous call
+    // refused, an SSH command failing once): the run fails and the zone is as it was.
+    let faults = case
+        .mutating
+        .iter()
+        .map(|c| (Fault::Job, *c))
+        .chain(case.failing_calls.iter().map(|c| (Fault::Call, *c)))
+        .chain(case.failing_ssh.iter().map(|c| (Fault::Ssh, *c)));
+    for (kind, command) in faults {
+        let text = format!("injected: {command} failed");
         let zone = Zone::start(
             case.broken,
             Faults {
-                fail_jobs: vec![command.to_string()],
-                job_error_text: Some(format!("injected: {command} failed")),
+                fail_jobs: (kind == Fault::Job)
+                    .then(|| command.to_string())
+                    .into_iter()
+                    .collect(),
+                fail_calls_next: (kind == Fault::Call)
+                    .then(|| command.to_string())
+                    .into_iter()
+                    .collect(),
+                job_error_text: Some(text.clone()),
                 ..Faults::default()
             },
         )
         .await;
+        if kind == Fault::Ssh {
+            let ssh = &zone.conn.simulator_ssh.as_ref().unwrap().hosts;
+            ssh.fail_commands(vec![command.to_string()]);
+        }
         let before = zone.world();
         let s = zone.apply(name, case.params, false).await;
-        assert_eq!(
-            s.exit,
-            ExitCode::RolledBack,
-            "{name} with {command} failing: {}",
-            s.status
-        );
-        assert!(
-            s.status.contains(&format!("injected: {command} failed")),
-            "{}",
-            s.status
-        );
-        assert_eq!(
-            zone.world(),
-            before,
-            "{name} with {command} failing: rolled back"
-        );
-        zone.audit_verifies();
-    }
-
-    // A refused synchronous call: the same.
-    for command in case.failing_calls {
-        let zone = Zone::start(
-            case.broken,
-            Faults {
-                fail_calls_next: vec![command.to_string()],
-                job_error_text: Some(format!("injected: {command} refused")),
-                ..Faults::default()
-            },
-        )
-        .await;
-        let before = zone.world();
-        let s = zone.apply(name, case.params, false).await;
-        assert_eq!(
-            s.exit,
-            ExitCode::RolledBack,
-            "{name} with {command} refused: {}",
-            s.status
-        );
-        assert!(
-            s.status.contains(&format!("injected: {command} refused")),
-            "{}",
-            s.status
-        );
-        assert_eq!(
-            zone.world(),
-            before,
-            "{name} with {command} refused: rolled back"
-        );
-        zone.audit_verifies();
-    }
-
-    // A failing command at each mutating SSH step: the same.
-    for command in case.failing_ssh {
-        let zone = Zone::start(case.broken, Faults::default()).await;
-        let ssh = &zone.conn.simulator_ssh.as_ref().unwrap().hosts;
-        ssh.fail_commands(vec![command.to_string()]);
-        let before = zone.world();
-        let s = zone.apply(name, case.params, false).await;
-        assert_eq!(
-            s.exit,
-            ExitCode::RolledBack,
-            "{name} with `{command}` failing: {}",
-            s.status
-        );
-        assert!(s.status.contains("sim: injected failure"), "{}", s.status);
-        assert_eq!(
-            zone.world(),
-            before,
-            "{name} with `{command}` failing: rolled back"
-        );
+        let what = format!("{name} with {kind:?} `{command}` failing");
+        assert_eq!(s.exit, ExitCode::RolledBack, "{what}: {}", s.status);
+        let said = if kind == Fault::Ssh {
+            "sim: injected failure"
+        } else {
+            text.as_str()
+        };
+        assert!(s.status.contains(said), "{what}: {}", s.status);
+        assert_eq!(zone.world(), before, "{what}: rolled back");
         zone.audit_verifies();
     }
 

@@ -11,7 +11,6 @@ use remedy::audit;
 use remedy::cloudstack::Method;
 use remedy::error::ExitCode;
 use remedy::transport::route::Router;
-use remedy::transport::{Access, ApiCall};
 use remedy_tests::{plan, run, write};
 
 const INVENTORY: &str =
@@ -90,19 +89,7 @@ impl Setup {
 
     /// Every request the zone saw that was not a read.
     fn mutating_requests(&self) -> Vec<String> {
-        self.sim()
-            .requests()
-            .into_iter()
-            .map(|r| r.command)
-            .filter(|c| {
-                ApiCall {
-                    command: c.clone(),
-                    args: Default::default(),
-                }
-                .access()
-                    == Access::Mutating
-            })
-            .collect()
+        remedy_tests::mutating_requests(self.sim())
     }
 
     /// The guest VLAN ranges of the (first) physical network, read through the API.

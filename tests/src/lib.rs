@@ -58,3 +58,21 @@ pub async fn run(
     }
     (run, summary, events)
 }
+
+/// The API requests a simulated zone saw that may change it (by the command's name, as the
+/// dry-run guard classifies them): a dry-run must leave this empty.
+pub fn mutating_requests(sim: &cloudstack_sim::server::Sim) -> Vec<String> {
+    use remedy::transport::{Access, ApiCall};
+    sim.requests()
+        .into_iter()
+        .map(|r| r.command)
+        .filter(|c| {
+            ApiCall {
+                command: c.clone(),
+                args: Default::default(),
+            }
+            .access()
+                == Access::Mutating
+        })
+        .collect()
+}
