@@ -142,7 +142,7 @@ pub struct FileSeed {
 #[error("{0}")]
 pub struct ScenarioError(pub String);
 
-const BUILTIN: [(&str, &str); 6] = [
+const BUILTIN: [(&str, &str); 7] = [
     ("healthy", include_str!("../scenarios/healthy.yml")),
     (
         "vr-backup-loop",
@@ -160,6 +160,10 @@ const BUILTIN: [(&str, &str); 6] = [
     (
         "catalina-perms",
         include_str!("../scenarios/catalina-perms.yml"),
+    ),
+    (
+        "vr-keepalived-lost",
+        include_str!("../scenarios/vr-keepalived-lost.yml"),
     ),
 ];
 

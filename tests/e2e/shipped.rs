@@ -568,3 +568,28 @@ async fn a_range_in_use_is_reported_as_not_undone() {
     assert!(r.iter().all(|(_, eth1, _, _)| !eth1), "{r:?}");
     zone.audit_verifies();
 }
+
+/// The same playbook when the tiers are implemented but both routers lost their
+/// configuration: no range or restart is needed, and the serial reboot brings them back.
+#[tokio::test(flavor = "multi_thread")]
+async fn vr_backup_loop_reboots_unconfigured_routers() {
+    check(Case {
+        playbook: "vr-backup-loop",
+        broken: "vr-keepalived-lost",
+        params: &[("vpc", "web-vpc"), ("vlan_range", "1000-1099")],
+        healthy: |w| {
+            let r = router_states(w);
+            r.len() == 2
+                && r.iter()
+                    .all(|(_, _, keepalived, conf)| *keepalived && *conf)
+                && r.iter().filter(|(_, eth1, _, _)| *eth1).count() == 1
+        },
+        // a reboot has no undo, and a failed one leaves the router down: not a rollback case
+        mutating: &[],
+        failing_calls: &[],
+        read_only: probe,
+        probes_over_ssh: true,
+        failing_ssh: &["ip link set dev eth1 up", "ip route replace default"],
+    })
+    .await;
+}

@@ -533,6 +533,10 @@ impl Zone {
             }
         }
         let vpcid = vm.vpcid().unwrap_or_default().to_string();
+        // A starting router gets its configuration pushed again (for the implemented tiers).
+        if matches!(action, Action::Start | Action::Reboot) {
+            self.world.configure_router(&vpcid, id);
+        }
         self.world.elect(&vpcid);
     }
 

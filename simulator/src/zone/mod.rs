@@ -20,7 +20,8 @@
 //!   down is BACKUP; keepalived not active is FAULT on a configured router (keepalived.conf
 //!   present), BACKUP on one that was never configured; a router that is not Running, or not
 //!   redundant, is UNKNOWN. VRRP ([`World::elect`]) runs when routers are configured, start,
-//!   stop or reboot: a router going down hands eth1 to its partner; nobody preempts.
+//!   stop or reboot: a router going down hands eth1 to its partner; nobody preempts. A router
+//!   that starts is configured again for the VPC's implemented tiers ([`World::configure_router`]).
 //! - **Jobs** take [`DEFAULT_JOB_MS`] unless the scenario's `job_ms` or the fault settings
 //!   (`job_ms`, `slow_jobs`/`slow_job_ms`) say otherwise; objects acted on carry
 //!   `jobid`/`jobstatus` and a transitional state meanwhile (see the `jobs` module).

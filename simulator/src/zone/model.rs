@@ -344,12 +344,6 @@ impl World {
     /// a guest NIC per implemented tier (plugged into the host's cloudbr1), keepalived.conf
     /// written, keepalived and conntrackd started; then a VRRP election.
     pub fn configure_routers(&mut self, vpcid: &str) {
-        let tiers: Vec<Network> = self
-            .networks
-            .iter()
-            .filter(|n| n.vpcid == vpcid && n.vlan.is_some())
-            .cloned()
-            .collect();
         let ids: Vec<String> = self
             .routers_of(vpcid)
             .into_iter()
@@ -357,27 +351,43 @@ impl World {
             .map(|r| r.id.clone())
             .collect();
         for id in ids {
-            for (i, tier) in tiers.iter().enumerate() {
-                let eth = format!("eth{}", i + 2);
-                if self
-                    .vm(&id)
-                    .is_some_and(|v| v.guest.links.contains_key(&eth))
-                {
-                    continue;
-                }
-                self.plug(&id, "cloudbr1");
-                let vm = self.vm_mut(&id).expect("router exists");
-                let prefix = tier.cidr.rsplit('/').next().unwrap_or("24");
-                vm.guest
-                    .put_link(&eth, true, &[format!("{}/{prefix}", tier.gateway)]);
-            }
-            let vm = self.vm_mut(&id).expect("router exists");
-            let conf = keepalived_conf(&vm.name, tiers.len());
-            vm.guest.put_file(KEEPALIVED_CONF, 0o644, "root", &conf);
-            vm.guest.set_service("keepalived", ServiceState::Active);
-            vm.guest.set_service("conntrackd", ServiceState::Active);
+            self.configure_router(vpcid, &id);
         }
         self.elect(vpcid);
+    }
+
+    /// Configures one router of the VPC for its implemented tiers, as CloudStack does when the
+    /// VPC is implemented and whenever the router starts. A VPC with no implemented tier
+    /// leaves it as it is (unconfigured routers stay so).
+    pub fn configure_router(&mut self, vpcid: &str, id: &str) {
+        let tiers: Vec<Network> = self
+            .networks
+            .iter()
+            .filter(|n| n.vpcid == vpcid && n.vlan.is_some())
+            .cloned()
+            .collect();
+        if tiers.is_empty() {
+            return;
+        }
+        for (i, tier) in tiers.iter().enumerate() {
+            let eth = format!("eth{}", i + 2);
+            if self
+                .vm(id)
+                .is_some_and(|v| v.guest.links.contains_key(&eth))
+            {
+                continue;
+            }
+            self.plug(id, "cloudbr1");
+            let vm = self.vm_mut(id).expect("router exists");
+            let prefix = tier.cidr.rsplit('/').next().unwrap_or("24");
+            vm.guest
+                .put_link(&eth, true, &[format!("{}/{prefix}", tier.gateway)]);
+        }
+        let vm = self.vm_mut(id).expect("router exists");
+        let conf = keepalived_conf(&vm.name, tiers.len());
+        vm.guest.put_file(KEEPALIVED_CONF, 0o644, "root", &conf);
+        vm.guest.set_service("keepalived", ServiceState::Active);
+        vm.guest.set_service("conntrackd", ServiceState::Active);
     }
 
     /// VRRP, simplified. Candidates are the VPC's running routers with keepalived active and
