@@ -347,7 +347,7 @@ impl Scheduler {
             .copied()
             .collect();
         let (run, sink) = (self.cx.run.clone(), self.cx.sink.clone());
-        let record = |status: RefreshStatus| Event::InventoryRefresh {
+        let record = |status: RefreshStatus, error: Option<String>| Event::InventoryRefresh {
             run: run.clone(),
             after_step: step.clone(),
             status,
@@ -357,7 +357,7 @@ impl Scheduler {
             removed: Vec::new(),
             changed: Vec::new(),
             targets: Vec::new(),
-            error: None,
+            error,
         };
         let emit = |e: Event| {
             sink.emit(e)
@@ -370,7 +370,7 @@ impl Scheduler {
         {
             let seg = plan.segments[r] + 1;
             self.unknown_from = Some(self.unknown_from.map_or(seg, |k| k.min(seg)));
-            return emit(record(RefreshStatus::Unknown));
+            return emit(record(RefreshStatus::Unknown, None));
         }
         let ran = outcomes.iter().any(|o| {
             matches!(
@@ -379,20 +379,16 @@ impl Scheduler {
             )
         });
         if !ran {
-            return emit(record(RefreshStatus::NotNeeded));
+            return emit(record(RefreshStatus::NotNeeded, None));
         }
         let Some(reload) = self.cx.reload.clone() else {
-            return emit(record(RefreshStatus::Static));
+            return emit(record(RefreshStatus::Static, None));
         };
         if *self.cancel.borrow() {
             return Err("cancelled by signal".into());
         }
         let failed = |error: String| {
-            let mut e = record(RefreshStatus::Failed);
-            if let Event::InventoryRefresh { error: slot, .. } = &mut e {
-                *slot = Some(error.clone());
-            }
-            let _ = emit(e);
+            let _ = emit(record(RefreshStatus::Failed, Some(error.clone())));
             format!("refreshing the inventory after step {step}: {error}")
         };
         let (inventory, generated) = reload.reload().await.map_err(failed)?;
@@ -414,26 +410,18 @@ impl Scheduler {
             .filter_map(|(node, o)| plan.index.get(&node).map(|ix| (*ix, o)))
             .collect();
         cx.transport.inventory_changed(&plan.inventory);
-        let digest = plan.inventory.digest();
-        let mut e = record(RefreshStatus::Refreshed);
-        if let Event::InventoryRefresh {
-            cloudstack_inventory,
-            inventory_sha256,
-            added: a,
-            removed: rm,
-            changed: c,
-            targets: t,
-            ..
-        } = &mut e
-        {
-            *cloudstack_inventory = Some(generated.record());
-            *inventory_sha256 = Some(digest);
-            *a = added;
-            *rm = removed;
-            *c = changed;
-            *t = targets;
-        }
-        emit(e)
+        emit(Event::InventoryRefresh {
+            run: run.clone(),
+            after_step: step.clone(),
+            status: RefreshStatus::Refreshed,
+            cloudstack_inventory: Some(generated.record()),
+            inventory_sha256: Some(plan.inventory.digest()),
+            added,
+            removed,
+            changed,
+            targets,
+            error: None,
+        })
     }
 
     fn finish_now(

@@ -3,20 +3,12 @@
 //! sends nothing that changes the zone; a refresh that cannot be made stops the run and rolls
 //! back what it changed, with the reason in the audit log.
 
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
-
-use remedy::app::RunOptions;
-use remedy::cloudstack::inventory::{resolve, Reloader};
+use cloudstack_sim::faults::Faults;
 use remedy::error::ExitCode;
 use remedy::event::{Event, RefreshStatus};
-use remedy::inventory::Inventory;
-use remedy::plan::{build, Options, Plan};
-use remedy::transport::api::ApiTransport;
-use remedy::transport::route::Router;
+use remedy::plan::Plan;
+use remedy_tests::zone::ApiZone;
 use remedy_tests::{run, write};
-
-const INVENTORY: &str = "all:\n  vars:\n    remedy_cloudstack:\n      simulator: { scenario: ssvm-broken }\n    remedy_cloudstack_inventory: { system_vm_access: jump-host-ssh }\n";
 
 const REPLACE: &str = r#"
 name: replace-ssvm
@@ -62,83 +54,20 @@ verify:
     changes: none
 "#;
 
-struct Zone {
-    dir: tempfile::TempDir,
-    inventory: PathBuf,
-    api: Arc<ApiTransport>,
-    conn: Arc<remedy::cloudstack::Connection>,
+/// The playbook, written out and planned against the zone as its API says it is now.
+async fn plan(zone: &ApiZone, playbook: &str) -> Plan {
+    let pb = write(zone.dir.path(), "playbook.yml", playbook);
+    zone.plan(&pb, &[]).await
 }
 
-impl Zone {
-    async fn start() -> Zone {
-        let dir = tempfile::tempdir().unwrap();
-        let inventory = write(dir.path(), "zone.yml", INVENTORY);
-        let files = Inventory::load(std::slice::from_ref(&inventory)).unwrap();
-        let api = Arc::new(ApiTransport::new(
-            files.cloudstack().cloned(),
-            remedy::cloudstack::Options::default(),
-        ));
-        let conn = api.connection().await.expect("the embedded zone starts");
-        Zone {
-            dir,
-            inventory,
-            api,
-            conn,
-        }
-    }
-
-    fn sim(&self) -> &cloudstack_sim::server::Sim {
-        self.conn.simulator.as_ref().expect("embedded simulator")
-    }
-
-    /// The playbook planned against the inventory as the zone's API says it is now.
-    async fn plan(&self, playbook: &str) -> Plan {
-        let files = Inventory::load(std::slice::from_ref(&self.inventory)).unwrap();
-        let (inv, generated) = resolve(files, std::slice::from_ref(&self.inventory), &self.api)
-            .await
-            .unwrap();
-        assert!(generated.is_some());
-        let pb = write(self.dir.path(), "playbook.yml", playbook);
-        let loaded = remedy::playbook::load(pb.to_str().unwrap()).unwrap();
-        let program = remedy::playbook::compile(&loaded).unwrap();
-        build(program, inv, &Options::default()).unwrap()
-    }
-
-    fn opts(&self, dry_run: bool) -> RunOptions {
-        RunOptions {
-            dry_run,
-            allow_irreversible: true,
-            audit_log: Some(self.audit()),
-            reload: Reloader::new(std::slice::from_ref(&self.inventory), self.api.clone())
-                .unwrap()
-                .map(Arc::new),
-            ..RunOptions::default()
-        }
-    }
-
-    fn audit(&self) -> PathBuf {
-        self.dir.path().join("audit.jsonl")
-    }
-
-    fn router(&self, plan: &Plan) -> Arc<Router> {
-        Arc::new(Router::with_api(&plan.inventory, self.api.clone()))
-    }
-
-    fn mutating_requests(&self) -> Vec<String> {
-        remedy_tests::mutating_requests(self.sim())
-    }
-
-    fn setting(&self) -> String {
-        self.sim().with_zone(|z| {
-            z.snapshot()["world"]["settings"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .find(|s| s["name"] == "secstorage.allowed.internal.sites")
-                .map(|s| s["value"].as_str().unwrap().to_string())
-                .unwrap()
-        })
-    }
+fn setting(zone: &ApiZone) -> String {
+    zone.world()["settings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "secstorage.allowed.internal.sites")
+        .map(|s| s["value"].as_str().unwrap().to_string())
+        .unwrap()
 }
 
 fn refreshes(events: &[Event]) -> Vec<(RefreshStatus, Option<String>)> {
@@ -166,17 +95,13 @@ fn outcome_of(events: &[Event], step: &str) -> Vec<(String, remedy::event::Outco
         .collect()
 }
 
-fn audit_verifies(path: &Path) {
-    remedy::audit::verify(path).expect("the audit log verifies");
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn dry_run_of_a_replacement_changes_nothing_and_cannot_say_where_the_check_runs() {
-    let zone = Zone::start().await;
-    let plan = zone.plan(REPLACE).await;
+    let zone = ApiZone::start("ssvm-broken", Faults::default()).await;
+    let plan = plan(&zone, REPLACE).await;
     let before = zone.sim().with_zone(|z| z.snapshot());
     let router = zone.router(&plan);
-    let (_, summary, events) = run(plan, router, zone.opts(true)).await;
+    let (_, summary, events) = run(plan, router, zone.run_options(true)).await;
     assert_eq!(summary.exit, ExitCode::Success, "{}", summary.status);
     assert_eq!(zone.mutating_requests(), Vec::<String>::new());
     assert_eq!(zone.sim().with_zone(|z| z.snapshot()), before);
@@ -191,15 +116,15 @@ async fn dry_run_of_a_replacement_changes_nothing_and_cannot_say_where_the_check
         [("localhost".into(), Unknown)]
     );
     assert_eq!(outcome_of(&events, "check"), [("s-1-VM".into(), Unknown)]);
-    audit_verifies(&zone.audit());
+    zone.audit_verifies();
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn apply_reaches_the_replacement_over_ssh_through_its_hypervisor() {
-    let zone = Zone::start().await;
-    let plan = zone.plan(REPLACE).await;
+    let zone = ApiZone::start("ssvm-broken", Faults::default()).await;
+    let plan = plan(&zone, REPLACE).await;
     let router = zone.router(&plan);
-    let (_, summary, events) = run(plan, router, zone.opts(false)).await;
+    let (_, summary, events) = run(plan, router, zone.run_options(false)).await;
     assert_eq!(summary.exit, ExitCode::Success, "{}", summary.status);
     assert_eq!(refreshes(&events), [(RefreshStatus::Refreshed, None)]);
     let check = outcome_of(&events, "check");
@@ -207,25 +132,26 @@ async fn apply_reaches_the_replacement_over_ssh_through_its_hypervisor() {
     assert_ne!(check[0].0, "s-1-VM", "the check ran on the replacement");
     assert_eq!(check[0].1, remedy::event::Outcome::Ok);
     // It went over SSH through the new SSVM's hypervisor, to the new machine.
-    let ssh = zone.conn.simulator_ssh.as_ref().unwrap();
+    let ssh = zone.ssh();
     assert_eq!(
-        ssh.hosts.commands(&check[0].0),
+        ssh.commands(&check[0].0),
         ["/usr/local/cloud/systemvm/ssvm-check.sh"]
     );
-    assert!(ssh.hosts.commands("s-1-VM").is_empty());
-    assert_eq!(zone.setting(), "10.20.0.0/16");
-    audit_verifies(&zone.audit());
+    assert!(ssh.commands("s-1-VM").is_empty());
+    assert_eq!(setting(&zone), "10.20.0.0/16");
+    zone.audit_verifies();
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn an_inventory_edited_mid_run_refuses_the_refresh_and_rolls_back() {
-    let zone = Zone::start().await;
-    let plan = zone.plan(SETTING_THEN_REFRESH).await;
+    let zone = ApiZone::start("ssvm-broken", Faults::default()).await;
+    let plan = plan(&zone, SETTING_THEN_REFRESH).await;
     let router = zone.router(&plan);
-    let opts = zone.opts(false);
+    let opts = zone.run_options(false);
     // The run works from the files as they were when it began.
-    std::fs::write(&zone.inventory, format!("{INVENTORY}# edited\n")).unwrap();
-    let before = zone.setting();
+    let text = std::fs::read_to_string(&zone.inventory).unwrap();
+    std::fs::write(&zone.inventory, format!("{text}# edited\n")).unwrap();
+    let before = setting(&zone);
     let (_, summary, events) = run(plan, router, opts).await;
     assert_eq!(summary.exit, ExitCode::RolledBack, "{}", summary.status);
     assert!(
@@ -249,9 +175,9 @@ async fn an_inventory_edited_mid_run_refuses_the_refresh_and_rolls_back() {
         outcome_of(&events, "check").is_empty(),
         "nothing ran after it"
     );
-    assert_eq!(zone.setting(), before, "the setting was put back");
+    assert_eq!(setting(&zone), before, "the setting was put back");
     assert_eq!(summary.undone, 1);
-    audit_verifies(&zone.audit());
+    zone.audit_verifies();
     let text = std::fs::read_to_string(zone.audit()).unwrap();
     assert!(text.contains("\"event\":\"inventory_refresh\""), "{text}");
 }

@@ -4,20 +4,14 @@
 //! it was, and the audit log verifies after all of it.
 
 use std::path::PathBuf;
-use std::sync::Arc;
 
 use cloudstack_sim::faults::Faults;
-use cloudstack_sim::server::Sim;
 use remedy::app::RunOptions;
-use remedy::cloudstack::inventory::{resolve, Reloader};
 use remedy::error::ExitCode;
 use remedy::event::Outcome;
-use remedy::inventory::Inventory;
-use remedy::plan::{build, Options};
 use remedy::scheduler::Summary;
-use remedy::transport::api::ApiTransport;
-use remedy::transport::route::Router;
-use remedy_tests::{run, write};
+use remedy_tests::run;
+use remedy_tests::zone::ApiZone;
 
 fn playbook(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -25,120 +19,30 @@ fn playbook(name: &str) -> PathBuf {
         .join(format!("{name}.yml"))
 }
 
-/// One embedded zone seeded from a scenario, and the files a run needs.
-struct Zone {
-    dir: tempfile::TempDir,
-    inventory: PathBuf,
-    api: Arc<ApiTransport>,
-    conn: Arc<remedy::cloudstack::Connection>,
+/// Plans a shipped playbook against the zone as it is now, and runs it.
+async fn apply(zone: &ApiZone, name: &str, params: &[(&str, &str)], dry_run: bool) -> Summary {
+    let plan = zone.plan(&playbook(name), params).await;
+    let router = zone.router(&plan);
+    let (_, summary, _) = run(plan, router, zone.run_options(dry_run)).await;
+    summary
 }
 
-impl Zone {
-    /// The zone, with its machines as inventory hosts (`remedy_cloudstack_inventory`), reached
-    /// over the simulator's SSH.
-    async fn start(scenario: &str, faults: Faults) -> Zone {
-        let dir = tempfile::tempdir().unwrap();
-        let inventory = write(
-            dir.path(),
-            "zone.yml",
-            &format!(
-                "all:\n  vars:\n    remedy_cloudstack:\n      simulator: {{ scenario: {scenario} }}\n    \
-                 remedy_cloudstack_inventory: {{ system_vm_access: jump-host-ssh }}\n"
-            ),
-        );
-        let inv = remedy::inventory::Inventory::load(std::slice::from_ref(&inventory)).unwrap();
-        let api = Arc::new(ApiTransport::new(
-            inv.cloudstack().cloned(),
-            remedy::cloudstack::Options::default(),
-        ));
-        let conn = api.connection().await.expect("the zone starts");
-        conn.simulator.as_ref().unwrap().set_faults(Faults {
-            job_ms: Some(100),
-            ..faults
-        });
-        Zone {
-            dir,
-            inventory,
-            api,
-            conn,
+/// Every command line the simulated machines ran.
+fn ssh_commands(zone: &ApiZone) -> Vec<(String, String)> {
+    let w = zone.world();
+    let mut names: Vec<String> = vec![w["mgmt"]["name"].as_str().unwrap().to_string()];
+    for key in ["vms", "hosts"] {
+        for m in w[key].as_array().unwrap() {
+            names.push(m["name"].as_str().unwrap().to_string());
         }
     }
-
-    fn sim(&self) -> &Sim {
-        self.conn.simulator.as_ref().unwrap()
-    }
-
-    /// The zone's objects (jobs left out: a failed job is a record, not a change).
-    fn world(&self) -> serde_json::Value {
-        self.sim().with_zone(|z| z.snapshot()["world"].clone())
-    }
-
-    fn mutating_requests(&self) -> Vec<String> {
-        remedy_tests::mutating_requests(self.sim())
-    }
-
-    fn audit(&self) -> PathBuf {
-        self.dir.path().join("audit.jsonl")
-    }
-
-    /// Plans against the inventory as the zone is now (each run reads it, as the CLI does).
-    async fn plan(&self, name: &str, params: &[(&str, &str)]) -> remedy::plan::Plan {
-        let paths = std::slice::from_ref(&self.inventory);
-        let files = Inventory::load(paths).unwrap();
-        let (inv, _) = resolve(files, paths, &self.api).await.unwrap();
-        let loaded = remedy::playbook::load(playbook(name).to_str().unwrap()).unwrap();
-        let program = remedy::playbook::compile(&loaded).unwrap();
-        let opts = Options {
-            extra: params
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
-            ..Options::default()
-        };
-        build(program, inv, &opts).unwrap_or_else(|d| panic!("{name}: {}", d.render(false)))
-    }
-
-    async fn apply(&self, name: &str, params: &[(&str, &str)], dry_run: bool) -> Summary {
-        let paths = std::slice::from_ref(&self.inventory);
-        let plan = self.plan(name, params).await;
-        let router = Arc::new(Router::with_api(&plan.inventory, self.api.clone()));
-        let opts = RunOptions {
-            dry_run,
-            // irreversible steps are each playbook's own; the harness runs them all
-            allow_irreversible: true,
-            audit_log: Some(self.audit()),
-            reload: Reloader::new(paths, self.api.clone())
-                .unwrap()
-                .map(Arc::new),
-            ..RunOptions::default()
-        };
-        let (_, summary, _) = run(plan, router, opts).await;
-        summary
-    }
-
-    /// Every command line the simulated machines ran.
-    fn ssh_commands(&self) -> Vec<(String, String)> {
-        let ssh = &self.conn.simulator_ssh.as_ref().unwrap().hosts;
-        self.sim()
-            .with_zone(|z| {
-                let w = z.snapshot();
-                let mut names: Vec<String> =
-                    vec![w["world"]["mgmt"]["name"].as_str().unwrap().to_string()];
-                for key in ["vms", "hosts"] {
-                    for m in w["world"][key].as_array().unwrap() {
-                        names.push(m["name"].as_str().unwrap().to_string());
-                    }
-                }
-                names
-            })
-            .into_iter()
-            .flat_map(|m| ssh.commands(&m).into_iter().map(move |c| (m.clone(), c)))
-            .collect()
-    }
-
-    fn audit_verifies(&self) {
-        remedy::audit::verify(&self.audit()).expect("the audit log verifies");
-    }
+    names
+        .into_iter()
+        .flat_map(|m| {
+            let lines = zone.ssh().commands(&m);
+            lines.into_iter().map(move |c| (m.clone(), c))
+        })
+        .collect()
 }
 
 fn changed(s: &Summary) -> Vec<&(String, String)> {
@@ -200,14 +104,14 @@ fn probe(line: &str) -> bool {
 async fn check(case: Case) {
     let name = case.playbook;
     // Dry-run: nothing sent that changes anything, the zone as it was, a change predicted.
-    let zone = Zone::start(case.broken, Faults::default()).await;
+    let zone = ApiZone::start(case.broken, Faults::default()).await;
     let before = zone.world();
     assert!(
         !(case.healthy)(&before),
         "{}: the scenario starts broken",
         case.broken
     );
-    let s = zone.apply(name, case.params, true).await;
+    let s = apply(&zone, name, case.params, true).await;
     assert_eq!(s.exit, ExitCode::Success, "{name} dry-run: {}", s.status);
     assert!(
         s.outcomes.values().any(|o| *o == Outcome::WouldChange),
@@ -220,7 +124,7 @@ async fn check(case: Case) {
         "{name} dry-run"
     );
     assert_eq!(zone.world(), before, "{name} dry-run left the zone alone");
-    let ran = zone.ssh_commands();
+    let ran = ssh_commands(&zone);
     assert_eq!(
         !ran.is_empty(),
         case.probes_over_ssh,
@@ -234,10 +138,10 @@ async fn check(case: Case) {
     }
 
     // Apply fixes it; a second apply has nothing to do.
-    let s = zone.apply(name, case.params, false).await;
+    let s = apply(&zone, name, case.params, false).await;
     assert_eq!(s.exit, ExitCode::Success, "{name} apply: {}", s.status);
     assert!((case.healthy)(&zone.world()), "{name} fixed the zone");
-    let s = zone.apply(name, case.params, false).await;
+    let s = apply(&zone, name, case.params, false).await;
     assert_eq!(s.exit, ExitCode::Success, "{name} again: {}", s.status);
     assert!(
         changed(&s).is_empty(),
@@ -256,7 +160,7 @@ async fn check(case: Case) {
         .chain(case.failing_ssh.iter().map(|c| (Fault::Ssh, *c)));
     for (kind, command) in faults {
         let text = format!("injected: {command} failed");
-        let zone = Zone::start(
+        let zone = ApiZone::start(
             case.broken,
             Faults {
                 fail_jobs: (kind == Fault::Job)
@@ -273,11 +177,11 @@ async fn check(case: Case) {
         )
         .await;
         if kind == Fault::Ssh {
-            let ssh = &zone.conn.simulator_ssh.as_ref().unwrap().hosts;
+            let ssh = zone.ssh();
             ssh.fail_commands(vec![command.to_string()]);
         }
         let before = zone.world();
-        let s = zone.apply(name, case.params, false).await;
+        let s = apply(&zone, name, case.params, false).await;
         let what = format!("{name} with {kind:?} `{command}` failing");
         assert_eq!(s.exit, ExitCode::RolledBack, "{what}: {}", s.status);
         let said = if kind == Fault::Ssh {
@@ -291,9 +195,9 @@ async fn check(case: Case) {
     }
 
     // The healthy zone: not applicable, nothing changed.
-    let zone = Zone::start("healthy", Faults::default()).await;
+    let zone = ApiZone::start("healthy", Faults::default()).await;
     let before = zone.world();
-    let s = zone.apply(name, case.params, false).await;
+    let s = apply(&zone, name, case.params, false).await;
     assert_eq!(s.exit, ExitCode::Success, "{name} on healthy: {}", s.status);
     assert!(!s.applies, "{name} on healthy: {}", s.status);
     assert_eq!(zone.mutating_requests(), Vec::<String>::new());
@@ -514,11 +418,11 @@ async fn readd_ovs_port_flow() {
 /// plan): nothing runs, nothing is sent, nothing is written to the audit log.
 #[tokio::test(flavor = "multi_thread")]
 async fn recreate_ssvm_is_refused_without_allow_irreversible() {
-    let zone = Zone::start("ssvm-broken", Faults::default()).await;
+    let zone = ApiZone::start("ssvm-broken", Faults::default()).await;
     let plan = zone
-        .plan("recreate-ssvm", &[("add_site", "10.20.0.0/16")])
+        .plan(&playbook("recreate-ssvm"), &[("add_site", "10.20.0.0/16")])
         .await;
-    let router = Arc::new(Router::with_api(&plan.inventory, zone.api.clone()));
+    let router = zone.router(&plan);
     let requests_before = zone.sim().requests().len();
     let opts = RunOptions {
         audit_log: Some(zone.audit()),
@@ -546,17 +450,17 @@ async fn recreate_ssvm_is_refused_without_allow_irreversible() {
 /// INCOMPLETE, saying which change stayed and the server's reason; everything else is undone.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_range_in_use_is_reported_as_not_undone() {
-    let zone = Zone::start("vr-backup-loop", Faults::default()).await;
-    let ssh = &zone.conn.simulator_ssh.as_ref().unwrap().hosts;
+    let zone = ApiZone::start("vr-backup-loop", Faults::default()).await;
+    let ssh = zone.ssh();
     // verify's first check fails once, after every change was made
     ssh.fail_commands(vec!["systemctl is-active keepalived".into()]);
-    let s = zone
-        .apply(
-            "vr-backup-loop",
-            &[("vpc", "web-vpc"), ("vlan_range", "1000-1099")],
-            false,
-        )
-        .await;
+    let s = apply(
+        &zone,
+        "vr-backup-loop",
+        &[("vpc", "web-vpc"), ("vlan_range", "1000-1099")],
+        false,
+    )
+    .await;
     assert_eq!(s.exit, ExitCode::RollbackIncomplete, "{}", s.status);
     assert_eq!(s.not_undone.len(), 1, "{:?}", s.not_undone);
     let left = &s.not_undone[0];

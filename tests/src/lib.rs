@@ -3,6 +3,7 @@
 
 pub mod netlab;
 pub mod ssh;
+pub mod zone;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -21,14 +22,18 @@ pub fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
 }
 
 pub fn plan(playbook: &Path, inventory: &Path, extra: &[(&str, &str)]) -> Plan {
-    let opts = Options {
+    plan_with(playbook, inventory, params(extra))
+}
+
+/// Plan options with these parameters (`-e name=value`), nothing else.
+pub fn params(extra: &[(&str, &str)]) -> Options {
+    Options {
         extra: extra
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect(),
         ..Default::default()
-    };
-    plan_with(playbook, inventory, opts)
+    }
 }
 
 /// Plan with full options (`--limit`, `--tags`, ...).

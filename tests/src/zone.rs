@@ -1,0 +1,125 @@
+//! The embedded simulated zone as the CLI meets it: an inventory that starts it and declares
+//! the CloudStack inventory source, the API transport that reads it, and what a run needs to
+//! go through the same transport (router, refresh). For the end-to-end tests of whole
+//! playbooks against the zone.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use cloudstack_sim::faults::Faults;
+use cloudstack_sim::server::Sim;
+use remedy::app::RunOptions;
+use remedy::cloudstack::inventory::{resolve, Reloader};
+use remedy::inventory::Inventory;
+use remedy::plan::{build, Plan};
+use remedy::transport::api::ApiTransport;
+use remedy::transport::route::Router;
+
+use crate::write;
+
+/// One embedded zone seeded from a scenario, and the files a run needs.
+pub struct ApiZone {
+    pub dir: tempfile::TempDir,
+    /// The inventory file: `remedy_cloudstack: { simulator: ... }` and the inventory source.
+    pub inventory: PathBuf,
+    pub api: Arc<ApiTransport>,
+    pub conn: Arc<remedy::cloudstack::Connection>,
+}
+
+impl ApiZone {
+    /// The zone, with its machines as inventory hosts reached over the simulator's SSH, and
+    /// `faults` set (jobs take 100 ms unless they say otherwise).
+    pub async fn start(scenario: &str, faults: Faults) -> ApiZone {
+        let dir = tempfile::tempdir().unwrap();
+        let inventory = write(
+            dir.path(),
+            "zone.yml",
+            &format!(
+                "all:\n  vars:\n    remedy_cloudstack:\n      simulator: {{ scenario: {scenario} }}\n    \
+                 remedy_cloudstack_inventory: {{ system_vm_access: jump-host-ssh }}\n"
+            ),
+        );
+        let files = Inventory::load(std::slice::from_ref(&inventory)).unwrap();
+        let api = Arc::new(ApiTransport::new(
+            files.cloudstack().cloned(),
+            remedy::cloudstack::Options::default(),
+        ));
+        let conn = api.connection().await.expect("the embedded zone starts");
+        conn.simulator.as_ref().unwrap().set_faults(Faults {
+            job_ms: faults.job_ms.or(Some(100)),
+            ..faults
+        });
+        ApiZone {
+            dir,
+            inventory,
+            api,
+            conn,
+        }
+    }
+
+    pub fn sim(&self) -> &Sim {
+        self.conn.simulator.as_ref().expect("embedded simulator")
+    }
+
+    /// The simulated machines' SSH side.
+    pub fn ssh(&self) -> &cloudstack_sim::ssh::SshSim {
+        &self
+            .conn
+            .simulator_ssh
+            .as_ref()
+            .expect("simulated SSH")
+            .hosts
+    }
+
+    /// The zone's objects (jobs left out: a failed job is a record, not a change).
+    pub fn world(&self) -> serde_json::Value {
+        self.sim().with_zone(|z| z.snapshot()["world"].clone())
+    }
+
+    /// The API requests so far that may have changed the zone.
+    pub fn mutating_requests(&self) -> Vec<String> {
+        crate::mutating_requests(self.sim())
+    }
+
+    pub fn audit(&self) -> PathBuf {
+        self.dir.path().join("audit.jsonl")
+    }
+
+    pub fn audit_verifies(&self) {
+        remedy::audit::verify(&self.audit()).expect("the audit log verifies");
+    }
+
+    /// `playbook` planned against the inventory as the zone's API says it is now (each run
+    /// reads it, as the CLI does).
+    pub async fn plan(&self, playbook: &Path, params: &[(&str, &str)]) -> Plan {
+        let paths = std::slice::from_ref(&self.inventory);
+        let files = Inventory::load(paths).unwrap();
+        let (inv, generated) = resolve(files, paths, &self.api).await.unwrap();
+        assert!(generated.is_some(), "the inventory source was read");
+        let loaded = remedy::playbook::load(playbook.to_str().unwrap())
+            .unwrap_or_else(|d| panic!("{}", d.render(false)));
+        let program =
+            remedy::playbook::compile(&loaded).unwrap_or_else(|d| panic!("{}", d.render(false)));
+        build(program, inv, &crate::params(params))
+            .unwrap_or_else(|d| panic!("{}", d.render(false)))
+    }
+
+    /// The transport for a run of `plan`, through this zone's API connection.
+    pub fn router(&self, plan: &Plan) -> Arc<Router> {
+        Arc::new(Router::with_api(&plan.inventory, self.api.clone()))
+    }
+
+    /// Run options as `apply` sets them, irreversible steps allowed, the inventory read again
+    /// where a playbook asks.
+    pub fn run_options(&self, dry_run: bool) -> RunOptions {
+        RunOptions {
+            dry_run,
+            allow_irreversible: true,
+            audit_log: Some(self.audit()),
+            reload: Reloader::new(std::slice::from_ref(&self.inventory), self.api.clone())
+                .unwrap()
+                .map(Arc::new),
+            ..RunOptions::default()
+        }
+    }
+}
