@@ -9,7 +9,9 @@ use tokio::sync::{mpsc, watch};
 use crate::audit::AuditLog;
 use crate::error::Error;
 use crate::event::{Event, FileHash, RunMode, Sink};
+use crate::error::ExitCode;
 use crate::plan::Plan;
+use crate::planfile::{Drift, OnDrift, PlanLink, SavedPlan};
 use crate::playbook::{Phase, Undo};
 use crate::runner::Ctx;
 use crate::scheduler::{Scheduler, Summary};
@@ -29,6 +31,18 @@ pub struct RunOptions {
     pub cloudstack_inventory: Option<serde_json::Value>,
     /// Reads the inventory again for `refresh_inventory` steps (`None`: a static inventory).
     pub reload: Option<Arc<crate::cloudstack::inventory::Reloader>>,
+    /// `remedy plan`: a dry-run recorded as the making of a plan.
+    pub planning: bool,
+    /// `apply --plan`: the plan this run is held to.
+    pub from_plan: Option<Arc<FromPlan>>,
+}
+
+/// A saved plan being applied: checked against its inputs already (`SavedPlan::check_*`).
+#[derive(Debug, Clone)]
+pub struct FromPlan {
+    pub saved: SavedPlan,
+    pub link: PlanLink,
+    pub on_drift: OnDrift,
 }
 
 impl Default for RunOptions {
@@ -41,6 +55,8 @@ impl Default for RunOptions {
             argv: Vec::new(),
             cloudstack_inventory: None,
             reload: None,
+            planning: false,
+            from_plan: None,
         }
     }
 }
@@ -84,7 +100,8 @@ pub fn operator() -> String {
         .unwrap_or_else(|| format!("uid {uid}"))
 }
 
-fn hostname() -> String {
+/// This machine's name.
+pub fn hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|s| s.trim().to_string())
         .unwrap_or_else(|_| "unknown".into())
@@ -99,7 +116,8 @@ pub async fn execute(
     tx: Option<mpsc::UnboundedSender<Event>>,
     cancel: watch::Receiver<bool>,
 ) -> Result<(String, Summary), Error> {
-    if !opts.dry_run && !opts.allow_irreversible {
+    // A plan lists its irreversible steps, and its approval covers them.
+    if !opts.dry_run && !opts.allow_irreversible && opts.from_plan.is_none() {
         let irreversible: Vec<String> = plan
             .program
             .steps
@@ -129,7 +147,9 @@ pub async fn execute(
     sink.emit(Event::RunStart {
         run: run.clone(),
         playbook: plan.program.name.clone(),
-        mode: if opts.dry_run {
+        mode: if opts.planning {
+            RunMode::Plan
+        } else if opts.dry_run {
             RunMode::DryRun
         } else {
             RunMode::Apply
@@ -158,8 +178,29 @@ pub async fn execute(
         remedy_version: env!("CARGO_PKG_VERSION").into(),
         rollback_of: None,
         cloudstack_inventory: opts.cloudstack_inventory.clone(),
+        plan: opts.from_plan.as_ref().map(|f| f.link.clone()),
     })
     .map_err(|e| Error::Audit(format!("{e}; refusing to act")))?;
+    let mut refused = Vec::new();
+    let expect = match &opts.from_plan {
+        None => None,
+        Some(from) => {
+            let drift = check_plan(&plan, &transport, &opts, &run, from, &cancel).await;
+            sink.emit(Event::PlanCheck {
+                run: run.clone(),
+                plan: from.saved.id.clone(),
+                on_drift: from.on_drift,
+                drift: drift.clone(),
+            })
+            .map_err(|e| Error::Audit(format!("{e}; refusing to act")))?;
+            let whole = drift.iter().any(|d| d.target.is_empty());
+            if !drift.is_empty() && (from.on_drift == OnDrift::Abort || whole) {
+                return Ok((run.clone(), refuse(&sink, &run, &from.saved, drift)));
+            }
+            refused = drift;
+            Some(Arc::new(from.saved.expect(from.on_drift)))
+        }
+    };
     let transport: Arc<dyn Transport> = if opts.dry_run {
         Arc::new(DryRunGuard::new(transport))
     } else {
@@ -173,7 +214,77 @@ pub async fn execute(
         dry_run: opts.dry_run,
         cancel: Some(cancel.clone()),
         reload: opts.reload.clone(),
+        expect,
     };
-    let summary = Scheduler::new(cx, opts.forks, cancel).run().await;
+    let summary = Scheduler::new(cx, opts.forks, cancel)
+        .refusing(refused)
+        .run()
+        .await;
     Ok((run, summary))
+}
+
+/// `apply --plan`, before anything changes: a dry-run now, compared node by node with the
+/// plan's. A dry-run that fails is a drift of the whole plan (empty target).
+async fn check_plan(
+    plan: &Plan,
+    transport: &Arc<dyn Transport>,
+    opts: &RunOptions,
+    run: &str,
+    from: &FromPlan,
+    cancel: &watch::Receiver<bool>,
+) -> Vec<Drift> {
+    let cx = Ctx {
+        plan: Arc::new(plan.clone()),
+        transport: Arc::new(DryRunGuard::new(transport.clone())),
+        // Not recorded step by step: the audit log gets its verdict (`plan_check`).
+        sink: Sink::new(None, plan.redactor.clone(), None),
+        run: run.to_string(),
+        dry_run: true,
+        cancel: Some(cancel.clone()),
+        reload: opts.reload.clone(),
+        expect: None,
+    };
+    let summary = Scheduler::new(cx, opts.forks, cancel.clone()).run().await;
+    if summary.exit != ExitCode::Success {
+        return vec![Drift {
+            step: "(dry-run)".into(),
+            target: String::new(),
+            why: format!(
+                "the dry-run before applying did not succeed: {}",
+                summary.status
+            ),
+        }];
+    }
+    crate::planfile::compare(&from.saved, plan, &summary)
+}
+
+/// End a run the plan check refused: nothing ran that changes anything.
+fn refuse(sink: &Sink, run: &str, saved: &SavedPlan, drift: Vec<Drift>) -> Summary {
+    let status = format!(
+        "refused: the live state differs from plan {} at {} node(s); nothing was changed",
+        crate::planfile::short(&saved.id),
+        drift.len()
+    );
+    let _ = sink.emit(Event::RunEnd {
+        run: run.to_string(),
+        status: status.clone(),
+        exit_code: ExitCode::PlanRefused.code(),
+        changed: 0,
+        failed: 0,
+        undone: 0,
+        not_undone: Vec::new(),
+    });
+    let _ = sink.sync();
+    Summary {
+        exit: ExitCode::PlanRefused,
+        status,
+        outcomes: Default::default(),
+        changed: 0,
+        failed: 0,
+        undone: 0,
+        not_undone: Vec::new(),
+        applies: saved.plan.applies,
+        nodes: Vec::new(),
+        drift,
+    }
 }

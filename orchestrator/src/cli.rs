@@ -12,6 +12,8 @@ use crate::audit::{self, AuditLog};
 use crate::error::{Error, ExitCode};
 use crate::inventory::Inventory;
 use crate::plan::{self, Options};
+use crate::planfile::render::Format;
+use crate::planfile::{OnDrift, SavedPlan};
 use crate::playbook::{self, Kind, Undo};
 use crate::report::{self, Output};
 use crate::transport::route::Router;
@@ -36,8 +38,34 @@ pub struct AuditArg {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Run a playbook: detect, change, verify; roll back on failure.
+    /// Run a playbook: detect, change, verify; roll back on failure. With --plan, apply a
+    /// saved plan exactly, or refuse (exit 5).
     Apply(ApplyArgs),
+    /// Run detection and every read-only check (a dry-run) and write what would change as a
+    /// plan, for approval and `remedy apply --plan`.
+    Plan(PlanArgs),
+    /// Print a saved plan: for people (human), for a change ticket (markdown), or as JSON.
+    ShowPlan {
+        file: PathBuf,
+        #[arg(long, value_enum, default_value_t = Format::Human)]
+        format: Format,
+    },
+    /// Record an approval of a saved plan in the audit log (signed with a key file, if any).
+    Approve {
+        file: PathBuf,
+        /// Who approves (default: the user running remedy).
+        #[arg(long)]
+        by: Option<String>,
+        /// The change ticket, e.g. CHG1234.
+        #[arg(long)]
+        ticket: Option<String>,
+        /// Approval key file (HMAC-SHA256); default $REMEDY_APPROVAL_KEY. Without one the
+        /// approval is recorded with a plain hash.
+        #[arg(long, value_name = "FILE")]
+        key: Option<PathBuf>,
+        #[command(flatten)]
+        audit: AuditArg,
+    },
     /// Check playbooks without running anything (all of ./playbooks when none is given).
     Validate {
         playbooks: Vec<String>,
@@ -112,8 +140,10 @@ pub enum Command {
 
 #[derive(Debug, clap::Args)]
 pub struct ApplyArgs {
-    /// Playbook name (looked up in ./playbooks, then $REMEDY_PLAYBOOK_PATH) or path.
-    pub playbook: String,
+    /// Playbook name (looked up in ./playbooks, then $REMEDY_PLAYBOOK_PATH) or path; not with
+    /// --plan, which names its own.
+    #[arg(required_unless_present = "plan", conflicts_with = "plan")]
+    pub playbook: Option<String>,
     /// Inventory file or directory (repeatable; Ansible YAML format).
     #[arg(short, long = "inventory", env = "REMEDY_INVENTORY")]
     pub inventory: Vec<PathBuf>,
@@ -140,6 +170,54 @@ pub struct ApplyArgs {
     pub allow_irreversible: bool,
     #[arg(long, value_enum, default_value_t = Output::Human)]
     pub output: Output,
+    #[command(flatten)]
+    pub audit: AuditArg,
+    /// Apply this saved plan (`remedy plan -o`): its playbook, inventory, parameters and
+    /// actions exactly; refused (exit 5) when any of them, or the live state, differs.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["limit", "tags", "allow_irreversible"])]
+    pub plan: Option<PathBuf>,
+    /// Refuse unless the plan's id is this (or starts with these, 12 at least).
+    #[arg(long, value_name = "ID", requires = "plan")]
+    pub expect_id: Option<String>,
+    /// When a target's state drifted from the plan: abort and undo this run's changes, or
+    /// skip that target and go on with the others.
+    #[arg(long, value_enum, default_value_t = OnDrift::Abort)]
+    pub on_drift: OnDrift,
+    /// Refuse unless the audit log holds an approval of the plan (`remedy approve`).
+    #[arg(long, requires = "plan")]
+    pub require_approval: bool,
+    /// With --require-approval: the approval must be by someone other than the plan's author.
+    #[arg(long, requires = "require_approval")]
+    pub four_eyes: bool,
+    /// Count only approvals signed with this key file (default $REMEDY_APPROVAL_KEY).
+    #[arg(long, value_name = "FILE", requires = "plan")]
+    pub approval_key: Option<PathBuf>,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct PlanArgs {
+    /// Playbook name (looked up in ./playbooks, then $REMEDY_PLAYBOOK_PATH) or path.
+    pub playbook: String,
+    #[arg(short, long = "inventory", env = "REMEDY_INVENTORY")]
+    pub inventory: Vec<PathBuf>,
+    /// Parameter, as name=value (repeatable). Secret parameters are stored only as a hash.
+    #[arg(short = 'e', long = "extra", value_parser = parse_kv)]
+    pub extra: Vec<(String, String)>,
+    #[arg(long)]
+    pub limit: Option<String>,
+    #[arg(long, value_delimiter = ',')]
+    pub tags: Vec<String>,
+    /// Write the plan to this file (JSON; by convention NAME.plan.json).
+    #[arg(short = 'o', long = "out", value_name = "FILE")]
+    pub out: Option<PathBuf>,
+    /// How long the plan may be applied, e.g. 4h, 2d.
+    #[arg(long, default_value = "24h", value_parser = humantime::parse_duration)]
+    pub valid_for: std::time::Duration,
+    /// What to print: a summary (human), a page for a change ticket (markdown), the file (json).
+    #[arg(long, value_enum, default_value_t = Format::Human)]
+    pub format: Format,
+    #[arg(long, default_value_t = 20)]
+    pub forks: usize,
     #[command(flatten)]
     pub audit: AuditArg,
 }
@@ -272,6 +350,18 @@ pub fn main(args: Vec<String>) -> ExitCode {
             Ok(rt) => rt.block_on(exec(a, args)),
             Err(e) => fail(&Error::Other(format!("cannot start the runtime: {e}"))),
         },
+        Command::Plan(a) => match tokio::runtime::Runtime::new() {
+            Ok(rt) => rt.block_on(make_plan(a, args)),
+            Err(e) => fail(&Error::Other(format!("cannot start the runtime: {e}"))),
+        },
+        Command::ShowPlan { file, format } => show_plan(&file, format),
+        Command::Approve {
+            file,
+            by,
+            ticket,
+            key,
+            audit,
+        } => approve(&file, by, ticket, key, audit.audit_log),
         Command::Apply(a) => match tokio::runtime::Runtime::new() {
             Ok(rt) => rt.block_on(apply(a, args, false)),
             Err(e) => fail(&Error::Other(format!("cannot start the runtime: {e}"))),
@@ -637,7 +727,7 @@ async fn exec(req: ExecArgs, argv: Vec<String>) -> ExitCode {
         return fail(&Error::Other(format!("{}: {e}", path.display())));
     }
     let args = ApplyArgs {
-        playbook: path.display().to_string(),
+        playbook: Some(path.display().to_string()),
         inventory: req.inventory,
         extra: vec![("cmd".into(), command)],
         limit: None,
@@ -648,64 +738,21 @@ async fn exec(req: ExecArgs, argv: Vec<String>) -> ExitCode {
         allow_irreversible: false,
         output: req.output,
         audit: req.audit,
+        plan: None,
+        expect_id: None,
+        on_drift: OnDrift::Abort,
+        require_approval: false,
+        four_eyes: false,
+        approval_key: None,
     };
     let code = apply(args, argv, true).await;
     let _ = std::fs::remove_file(&path);
     code
 }
 
-async fn apply(req: ApplyArgs, argv: Vec<String>, show_output: bool) -> ExitCode {
-    let (inv, api, cloudstack_inventory) = match resolve_inventory(&req.inventory).await {
-        Ok(i) => i,
-        Err(e) => return fail(&e),
-    };
-    let program = match playbook::load(&req.playbook).and_then(|l| playbook::compile(&l)) {
-        Ok(p) => p,
-        Err(d) => return fail(&Error::Invalid(d)),
-    };
-    let opts = Options {
-        extra: req.extra,
-        limit: req.limit,
-        tags: req.tags,
-        validating: false,
-    };
-    let plan = match plan::build(program, inv, &opts) {
-        Ok(p) => p,
-        Err(d) => return fail(&Error::Invalid(d)),
-    };
-    let reload = if plan.refreshes.is_empty() {
-        None
-    } else {
-        match crate::cloudstack::inventory::Reloader::new(&req.inventory, api.clone()) {
-            Ok(r) => r.map(Arc::new),
-            Err(e) => return fail(&Error::Other(e)),
-        }
-    };
-    if !req.dry_run && !show_output && req.output == Output::Human {
-        eprint!("{}", report::plan_text(&plan));
-    }
-    if !req.dry_run && !req.yes {
-        if !std::io::stdin().is_terminal() {
-            return fail(&Error::Other("refusing to change anything without confirmation: pass --yes (or --dry-run to see what would change)".into()));
-        }
-        eprint!(
-            "apply {} to {} target(s)? [y/N] ",
-            plan.program.name,
-            plan.targets
-                .iter()
-                .flatten()
-                .collect::<std::collections::BTreeSet<_>>()
-                .len()
-        );
-        let mut answer = String::new();
-        if std::io::stdin().read_line(&mut answer).is_err() || !matches!(answer.trim(), "y" | "yes")
-        {
-            eprintln!("not applied");
-            return ExitCode::Success;
-        }
-    }
-    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-    let printer = tokio::spawn(report::print_with(rx, req.output, color(), show_output));
+/// Ctrl-C or SIGTERM set the run's cancel flag: no new steps, in-flight ones finish, then
+/// completed changes are undone.
+fn cancel_on_signal() -> tokio::sync::watch::Receiver<bool> {
     let (cancel_tx, cancel) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {
         let mut term =
@@ -722,30 +769,330 @@ async fn apply(req: ApplyArgs, argv: Vec<String>, show_output: bool) -> ExitCode
         );
         let _ = cancel_tx.send(true);
     });
+    cancel
+}
+
+/// The inventory re-reader for a plan with `refresh_inventory` steps.
+fn reloader(
+    plan: &plan::Plan,
+    paths: &[PathBuf],
+    api: &Arc<crate::transport::api::ApiTransport>,
+) -> Result<Option<Arc<crate::cloudstack::inventory::Reloader>>, Error> {
+    if plan.refreshes.is_empty() {
+        return Ok(None);
+    }
+    crate::cloudstack::inventory::Reloader::new(paths, api.clone())
+        .map(|r| r.map(Arc::new))
+        .map_err(Error::Other)
+}
+
+async fn apply(req: ApplyArgs, argv: Vec<String>, show_output: bool) -> ExitCode {
+    let audit_path = req
+        .audit
+        .audit_log
+        .clone()
+        .unwrap_or_else(AuditLog::default_path);
+    let opened = match &req.plan {
+        Some(file) => {
+            let applying = crate::planfile::Applying {
+                file: file.clone(),
+                expect_id: req.expect_id.clone(),
+                extra: req.extra.clone(),
+                inventory: req.inventory.clone(),
+                on_drift: req.on_drift,
+                require_approval: req.require_approval,
+                four_eyes: req.four_eyes,
+                approval_key: req.approval_key.clone(),
+                audit: audit_path.clone(),
+            };
+            match applying.open(jiff::Timestamp::now()) {
+                Ok(o) => Some(o),
+                Err(e) => return fail(&e),
+            }
+        }
+        None => None,
+    };
+    let inv_paths = match &opened {
+        Some(o) => o.inventory.clone(),
+        None => req.inventory.clone(),
+    };
+    let (inv, api, cloudstack_inventory) = match resolve_inventory(&inv_paths).await {
+        Ok(i) => i,
+        Err(e) => return fail(&e),
+    };
+    let plan = match &opened {
+        Some(o) => match o.rebuild(inv) {
+            Ok(p) => p,
+            Err(e) => return fail(&e),
+        },
+        None => {
+            let name = req.playbook.clone().unwrap_or_default();
+            let program = match playbook::load(&name).and_then(|l| playbook::compile(&l)) {
+                Ok(p) => p,
+                Err(d) => return fail(&Error::Invalid(d)),
+            };
+            let opts = Options {
+                extra: req.extra,
+                limit: req.limit,
+                tags: req.tags,
+                validating: false,
+            };
+            match plan::build(program, inv, &opts) {
+                Ok(p) => p,
+                Err(d) => return fail(&Error::Invalid(d)),
+            }
+        }
+    };
+    let reload = match reloader(&plan, &inv_paths, &api) {
+        Ok(r) => r,
+        Err(e) => return fail(&e),
+    };
+    if !req.dry_run && !show_output && req.output == Output::Human {
+        match &opened {
+            Some(o) => eprint!(
+                "{}",
+                crate::planfile::render::render(&o.saved, Format::Human, None)
+            ),
+            None => eprint!("{}", report::plan_text(&plan)),
+        }
+    }
+    if !req.dry_run && !req.yes {
+        if !std::io::stdin().is_terminal() {
+            return fail(&Error::Other("refusing to change anything without confirmation: pass --yes (or --dry-run to see what would change)".into()));
+        }
+        eprint!(
+            "apply {} to {} target(s)? [y/N] ",
+            match &opened {
+                Some(o) => format!("plan {}", crate::planfile::short(&o.saved.id)),
+                None => plan.program.name.clone(),
+            },
+            plan.targets
+                .iter()
+                .flatten()
+                .collect::<std::collections::BTreeSet<_>>()
+                .len()
+        );
+        let mut answer = String::new();
+        if std::io::stdin().read_line(&mut answer).is_err() || !matches!(answer.trim(), "y" | "yes")
+        {
+            eprintln!("not applied");
+            return ExitCode::Success;
+        }
+    }
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let printer = tokio::spawn(report::print_with(rx, req.output, color(), show_output));
+    let cancel = cancel_on_signal();
     let run_opts = RunOptions {
         dry_run: req.dry_run,
         forks: req.forks,
-        audit_log: Some(req.audit.audit_log.unwrap_or_else(AuditLog::default_path)),
+        audit_log: Some(audit_path.clone()),
         allow_irreversible: req.allow_irreversible,
         argv,
         cloudstack_inventory,
         reload,
+        planning: false,
+        from_plan: opened.as_ref().map(|o| Arc::new(o.from_plan(req.on_drift))),
     };
-    let audit_path = run_opts.audit_log.clone();
     let router = Arc::new(Router::with_api(&plan.inventory, api));
     let result = execute(plan, router, run_opts, Some(tx), cancel).await;
     let _ = printer.await;
     match result {
         Ok((run, summary)) => {
             if req.output == Output::Human {
-                if let Some(p) = audit_path {
+                if let (Some(o), false) = (&opened, summary.drift.is_empty()) {
                     eprintln!(
-                        "audit log: {} (run {run}; `remedy audit show {run}` tells it)",
-                        p.display()
+                        "REFUSED: the live state differs from plan {}:",
+                        crate::planfile::short(&o.saved.id)
                     );
+                    for d in &summary.drift {
+                        let at = if d.target.is_empty() {
+                            d.step.clone()
+                        } else {
+                            format!("{} @ {}", d.step, d.target)
+                        };
+                        eprintln!("  {at}: {}", d.why.replace('\n', "\n      "));
+                    }
                 }
+                eprintln!(
+                    "audit log: {} (run {run}; `remedy audit show {run}` tells it)",
+                    audit_path.display()
+                );
             }
             summary.exit
+        }
+        Err(e) => fail(&e),
+    }
+}
+
+/// `remedy plan`: a dry-run whose predictions become a plan file.
+async fn make_plan(req: PlanArgs, argv: Vec<String>) -> ExitCode {
+    let (inv, api, cloudstack_inventory) = match resolve_inventory(&req.inventory).await {
+        Ok(i) => i,
+        Err(e) => return fail(&e),
+    };
+    let program = match playbook::load(&req.playbook).and_then(|l| playbook::compile(&l)) {
+        Ok(p) => p,
+        Err(d) => return fail(&Error::Invalid(d)),
+    };
+    let playbook_path = program.root.clone();
+    let opts = Options {
+        extra: req.extra.clone(),
+        limit: req.limit.clone(),
+        tags: req.tags.clone(),
+        validating: false,
+    };
+    let plan = match plan::build(program, inv, &opts) {
+        Ok(p) => p,
+        Err(d) => return fail(&Error::Invalid(d)),
+    };
+    let reload = match reloader(&plan, &req.inventory, &api) {
+        Ok(r) => r,
+        Err(e) => return fail(&e),
+    };
+    let audit_path = req.audit.audit_log.unwrap_or_else(AuditLog::default_path);
+    let run_opts = RunOptions {
+        dry_run: true,
+        forks: req.forks,
+        audit_log: Some(audit_path.clone()),
+        argv,
+        cloudstack_inventory,
+        reload,
+        planning: true,
+        ..RunOptions::default()
+    };
+    eprintln!(
+        "planning {}: detection and every read-only check, nothing that changes anything",
+        plan.program.name
+    );
+    let router = Arc::new(Router::with_api(&plan.inventory, api));
+    let copy = plan.clone();
+    let (run, summary) = match execute(plan, router, run_opts, None, cancel_on_signal()).await {
+        Ok(r) => r,
+        Err(e) => return fail(&e),
+    };
+    if summary.exit != ExitCode::Success {
+        eprintln!(
+            "no plan written: the dry-run did not succeed: {} (`remedy audit show {run}`)",
+            summary.status
+        );
+        return summary.exit;
+    }
+    let making = crate::planfile::Making {
+        playbook_path: &playbook_path,
+        inventory: &req.inventory,
+        extra: &req.extra,
+        tags: &req.tags,
+        valid_for: req.valid_for,
+        run: &run,
+    };
+    let saved = match SavedPlan::make(&copy, &summary, &making) {
+        Ok(s) => s,
+        Err(e) => return fail(&e),
+    };
+    let shown = req.out.as_ref().map(|p| p.display().to_string());
+    if let Some(out) = &req.out {
+        if let Err(e) = saved.write(out) {
+            return fail(&e);
+        }
+        let event = crate::event::Event::PlanWritten {
+            run: run.clone(),
+            plan: saved.id.clone(),
+            file: out.display().to_string(),
+            expires_at: saved.plan.expires_at.clone(),
+            irreversible: saved
+                .plan
+                .irreversible()
+                .iter()
+                .map(|s| s.id.clone())
+                .collect(),
+        };
+        let recorded = AuditLog::open(&audit_path)
+            .map_err(|e| e.to_string())
+            .and_then(|log| {
+                let v = serde_json::to_value(&event).map_err(|e| e.to_string())?;
+                log.append(v, true).map(|_| ()).map_err(|e| e.to_string())
+            });
+        if let Err(e) = recorded {
+            let _ = std::fs::remove_file(out);
+            return fail(&Error::Audit(format!("{e}; the plan was not kept")));
+        }
+    }
+    print!(
+        "{}",
+        crate::planfile::render::render(&saved, req.format, shown.as_deref())
+    );
+    match &req.out {
+        Some(out) => eprintln!(
+            "plan {} written to {} (valid until {}; made in run {run})",
+            crate::planfile::short(&saved.id),
+            out.display(),
+            saved.plan.expires_at
+        ),
+        None => eprintln!("not saved: pass -o FILE to keep it for approval and `apply --plan`"),
+    }
+    ExitCode::Success
+}
+
+/// `remedy show-plan`.
+fn show_plan(file: &std::path::Path, format: Format) -> ExitCode {
+    let saved = match SavedPlan::read(file) {
+        Ok(s) => s,
+        Err(e) => return fail(&e),
+    };
+    if let Err(e) = saved.check_file(None, jiff::Timestamp::now()) {
+        eprintln!("warning: {}", e.render(false).trim_end());
+    }
+    print!(
+        "{}",
+        crate::planfile::render::render(&saved, format, Some(&file.display().to_string()))
+    );
+    ExitCode::Success
+}
+
+/// `remedy approve`.
+fn approve(
+    file: &std::path::Path,
+    by: Option<String>,
+    ticket: Option<String>,
+    key: Option<PathBuf>,
+    audit_log: Option<PathBuf>,
+) -> ExitCode {
+    let saved = match SavedPlan::read(file) {
+        Ok(s) => s,
+        Err(e) => return fail(&e),
+    };
+    let key = match crate::planfile::approval::Key::load(key.as_deref()) {
+        Ok(k) => k,
+        Err(e) => return fail(&e),
+    };
+    let audit_path = audit_log.unwrap_or_else(AuditLog::default_path);
+    let by = by.unwrap_or_else(crate::app::operator);
+    match crate::planfile::approval::approve(
+        &saved,
+        &by,
+        ticket.as_deref(),
+        key.as_ref(),
+        &audit_path,
+    ) {
+        Ok(a) => {
+            println!(
+                "approved plan {} ({}) by {}{}; approval {} ({}) recorded in {}",
+                crate::planfile::short(&saved.id),
+                saved.plan.playbook.name,
+                a.by,
+                a.ticket
+                    .as_deref()
+                    .map(|t| format!(" for {t}"))
+                    .unwrap_or_default(),
+                a.approval,
+                if a.alg == "hmac-sha256" {
+                    "signed with the key"
+                } else {
+                    "no key: recorded, not signed"
+                },
+                audit_path.display()
+            );
+            ExitCode::Success
         }
         Err(e) => fail(&e),
     }
@@ -837,6 +1184,7 @@ async fn rollback_run(
         params: Default::default(),
         remedy_version: env!("CARGO_PKG_VERSION").into(),
         rollback_of: Some(run.clone()),
+        plan: None,
         cloudstack_inventory: None,
     }) {
         return fail(&Error::Audit(format!("{e}; refusing to act")));
@@ -849,6 +1197,7 @@ async fn rollback_run(
         dry_run: false,
         cancel: None,
         reload: None,
+        expect: None,
     };
     let report = crate::rollback::rollback(
         &cx,
@@ -937,13 +1286,70 @@ fn audit_cmd(cmd: AuditCommand, path: Option<PathBuf>) -> ExitCode {
                     let v = &r.value;
                     let ts = v["ts"].as_str().unwrap_or("");
                     let line = match v["event"].as_str().unwrap_or("") {
-                        "run_start" => format!(
-                            "run {} of {} by {} on {} ({})",
-                            run,
-                            v["playbook"].as_str().unwrap_or(""),
-                            v["operator"].as_str().unwrap_or(""),
-                            v["host"].as_str().unwrap_or(""),
-                            v["mode"].as_str().unwrap_or("")
+                        "run_start" => {
+                            let mut line = format!(
+                                "run {} of {} by {} on {} ({})",
+                                run,
+                                v["playbook"].as_str().unwrap_or(""),
+                                v["operator"].as_str().unwrap_or(""),
+                                v["host"].as_str().unwrap_or(""),
+                                v["mode"].as_str().unwrap_or("")
+                            );
+                            if let Some(p) = v.get("plan").filter(|p| p.is_object()) {
+                                line.push_str(&format!(
+                                    "\n    applies plan {} ({}), made by {} at {} in run {}",
+                                    p["id"].as_str().unwrap_or(""),
+                                    p["file"].as_str().unwrap_or(""),
+                                    p["made_by"].as_str().unwrap_or(""),
+                                    p["made_at"].as_str().unwrap_or(""),
+                                    p["made_in_run"].as_str().unwrap_or("")
+                                ));
+                                let approvals = p["approvals"].as_array().cloned().unwrap_or_default();
+                                if approvals.is_empty() {
+                                    line.push_str("\n    no approval recorded");
+                                }
+                                for a in approvals {
+                                    line.push_str(&format!(
+                                        "\n    approved by {}{} at {} ({}, approval {})",
+                                        a["by"].as_str().unwrap_or(""),
+                                        a["ticket"]
+                                            .as_str()
+                                            .map(|t| format!(" for {t}"))
+                                            .unwrap_or_default(),
+                                        a["at"].as_str().unwrap_or(""),
+                                        a["alg"].as_str().unwrap_or(""),
+                                        a["approval"].as_str().unwrap_or("")
+                                    ));
+                                }
+                            }
+                            line
+                        }
+                        "plan_check" => {
+                            let drift = v["drift"].as_array().cloned().unwrap_or_default();
+                            if drift.is_empty() {
+                                "  plan check: the live state is as planned".to_string()
+                            } else {
+                                let mut line = format!(
+                                    "  plan check: {} node(s) differ from the plan (on drift: {})",
+                                    drift.len(),
+                                    v["on_drift"].as_str().unwrap_or("")
+                                );
+                                for d in drift {
+                                    line.push_str(&format!(
+                                        "\n    {} @ {}: {}",
+                                        d["step"].as_str().unwrap_or(""),
+                                        d["target"].as_str().unwrap_or(""),
+                                        d["why"].as_str().unwrap_or("")
+                                    ));
+                                }
+                                line
+                            }
+                        }
+                        "plan_written" => format!(
+                            "plan {} written to {} (valid until {})",
+                            v["plan"].as_str().unwrap_or(""),
+                            v["file"].as_str().unwrap_or(""),
+                            v["expires_at"].as_str().unwrap_or("")
                         ),
                         "step_start" => format!(
                             "  start  {} @ {}: {}",

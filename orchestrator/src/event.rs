@@ -35,6 +35,8 @@ pub enum Outcome {
     Failed,
     /// Failed, but `ignore_errors` let the run go on.
     FailedIgnored,
+    /// `apply --plan`: refused, because the state or the action differs from the plan.
+    Drifted,
 }
 
 impl Outcome {
@@ -48,6 +50,7 @@ impl Outcome {
             Outcome::Skipped => "skipped",
             Outcome::Failed => "FAILED",
             Outcome::FailedIgnored => "failed (ignored)",
+            Outcome::Drifted => "REFUSED (drift)",
         }
     }
 }
@@ -74,6 +77,8 @@ pub enum RunMode {
     Apply,
     DryRun,
     Rollback,
+    /// `remedy plan`: a dry-run whose predictions are written to a plan file.
+    Plan,
 }
 
 /// What came of a `refresh_inventory`.
@@ -104,7 +109,7 @@ impl RefreshStatus {
     }
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FileHash {
     pub path: String,
     pub sha256: String,
@@ -132,6 +137,9 @@ pub enum Event {
         /// What the CloudStack inventory source read and made (`remedy_cloudstack_inventory`).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         cloudstack_inventory: Option<serde_json::Value>,
+        /// `apply --plan`: the plan this run applies, who made it, and its approvals.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        plan: Option<crate::planfile::PlanLink>,
     },
     StepStart {
         run: String,
@@ -207,6 +215,40 @@ pub enum Event {
         targets: Vec<crate::plan::TargetChange>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         error: Option<String>,
+    },
+    /// `remedy plan`: the plan file written from this dry-run.
+    PlanWritten {
+        run: String,
+        plan: String,
+        file: String,
+        expires_at: String,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        irreversible: Vec<String>,
+    },
+    /// `apply --plan`: the plan's predictions checked against the live state (a dry-run)
+    /// before anything changes.
+    PlanCheck {
+        run: String,
+        plan: String,
+        on_drift: crate::planfile::OnDrift,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        drift: Vec<crate::planfile::Drift>,
+    },
+    /// `remedy approve`: an approval of a plan (not part of a run).
+    Approval {
+        approval: String,
+        plan: String,
+        playbook: String,
+        by: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        ticket: Option<String>,
+        at: String,
+        /// Who made the plan, as the plan file says.
+        plan_made_by: String,
+        /// `hmac-sha256` (keyed) or `sha256` (no key: a record, not a proof).
+        alg: String,
+        signature: String,
+        operator: String,
     },
     RollbackStart {
         run: String,

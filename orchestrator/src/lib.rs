@@ -26,6 +26,7 @@ pub mod inventory;
 pub mod lab;
 pub mod modules;
 pub mod plan;
+pub mod planfile;
 pub mod playbook;
 pub mod redact;
 pub mod report;

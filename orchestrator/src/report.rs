@@ -27,7 +27,7 @@ fn outcome_color(o: Outcome) -> &'static str {
     match o {
         Outcome::Ok | Outcome::NoChange => "32",
         Outcome::Changed | Outcome::WouldChange => "33",
-        Outcome::Failed => "31;1",
+        Outcome::Failed | Outcome::Drifted => "31;1",
         Outcome::FailedIgnored | Outcome::Unknown => "35",
         Outcome::Skipped => "36",
     }
@@ -61,12 +61,31 @@ pub async fn print_with(
                 run,
                 playbook,
                 mode,
+                plan,
                 ..
             } => {
                 let _ = writeln!(
                     out,
-                    "{} {playbook} ({mode:?}, run {run})",
-                    paint(color, "1", "remedy")
+                    "{} {playbook} ({mode:?}, run {run}{})",
+                    paint(color, "1", "remedy"),
+                    plan.as_ref()
+                        .map(|p| format!(", plan {}", crate::planfile::short(&p.id)))
+                        .unwrap_or_default()
+                );
+            }
+            Event::PlanCheck { drift, .. } => {
+                let _ = writeln!(
+                    out,
+                    "  plan check: {}",
+                    if drift.is_empty() {
+                        "the live state is as planned".to_string()
+                    } else {
+                        paint(
+                            color,
+                            "31;1",
+                            &format!("{} node(s) differ from the plan", drift.len()),
+                        )
+                    }
                 );
             }
             Event::StepEnd {

@@ -16,6 +16,7 @@ use serde_json::{json, Value as J};
 use sha2::{Digest, Sha256};
 
 use crate::event::{Event, ModuleVerify, Outcome, Sink, UndoRecord};
+use crate::planfile::Prediction;
 use crate::inventory::Host;
 use crate::modules::{ModuleKind, ModuleSpec};
 use crate::plan::Plan;
@@ -36,6 +37,9 @@ pub struct Ctx {
     pub cancel: Option<tokio::sync::watch::Receiver<bool>>,
     /// Reads the inventory again after a `refresh_inventory` step (`None`: static inventory).
     pub reload: Option<Arc<crate::cloudstack::inventory::Reloader>>,
+    /// `apply --plan`: what the plan predicted for each node; a node whose state or action
+    /// differs is refused instead of acted on.
+    pub expect: Option<Arc<crate::planfile::Expect>>,
 }
 
 /// The result of one node.
@@ -50,6 +54,9 @@ pub struct NodeResult {
     pub error: Option<String>,
     /// The rendered action (command or API call), for the record.
     pub action: Option<String>,
+    /// A mutating step's decision before acting: what it would do and the state it saw
+    /// (recorded by a dry-run for a plan; compared with the plan by `apply --plan`).
+    pub prediction: Option<Prediction>,
 }
 
 impl NodeResult {
@@ -61,6 +68,7 @@ impl NodeResult {
             undo: None,
             error: None,
             action: None,
+            prediction: None,
         }
     }
 
@@ -72,6 +80,20 @@ impl NodeResult {
             undo: None,
             error: Some(error),
             action: None,
+            prediction: None,
+        }
+    }
+
+    /// `apply --plan`: refused, the plan predicted something else.
+    fn drifted(why: String, now: Prediction) -> Self {
+        NodeResult {
+            outcome: Outcome::Drifted,
+            registered: json!({"failed": true, "changed": false}),
+            facts: Vec::new(),
+            undo: None,
+            error: Some(why),
+            action: None,
+            prediction: Some(now),
         }
     }
 }
@@ -179,6 +201,14 @@ impl Ctx {
             .run(&via, action, access, timeout)
             .await
             .map_err(|e| e.to_string())
+    }
+
+    /// Before a mutating action: in a dry-run, the decision is the result (`prediction`);
+    /// under `apply --plan`, a decision that differs from the plan's refuses the node.
+    fn decide(&self, step: &Step, target: &str, now: &Prediction) -> Option<NodeResult> {
+        let planned = self.expect.as_ref()?.get(&step.id, target)?;
+        crate::planfile::drift(planned, now, self.sink.redactor())
+            .map(|why| NodeResult::drifted(why, now.clone()))
     }
 
     fn render(&self, tpl: &crate::template::Tpl, ctx: &Value) -> Result<String, String> {
@@ -358,6 +388,7 @@ async fn run_kind(
                 r.action = Some(command);
                 return r;
             }
+            let mut pre = None;
             if let Some(check) = check {
                 let probe = match cx.render(check, ctx) {
                     Ok(c) => Action::ssh(c),
@@ -365,11 +396,17 @@ async fn run_kind(
                 };
                 match cx.act(host, &probe, Access::ReadOnly, timeout).await {
                     Ok(ActionResult::Ssh(out)) if out.rc == Some(0) => {
+                        let now = Prediction::no_change(Some(json!({"check_rc": 0})));
+                        if let Some(refused) = cx.decide(step, &host.name, &now) {
+                            return refused;
+                        }
                         let mut r = NodeResult::simple(Outcome::NoChange);
                         r.registered =
                             merge(cmd_json(&out), json!({"changed": false, "failed": false}));
+                        r.prediction = Some(now);
                         return r;
                     }
+                    Ok(ActionResult::Ssh(out)) => pre = Some(json!({"check_rc": out.rc})),
                     Ok(_) => {}
                     Err(e) => {
                         return NodeResult::failed(
@@ -379,12 +416,18 @@ async fn run_kind(
                     }
                 }
             }
+            let diff = format!("will run: {command}");
+            let now = Prediction::change(vec![command.clone()], pre.clone(), Some(diff.clone()));
+            if let Some(refused) = cx.decide(step, &host.name, &now) {
+                return refused;
+            }
             if cx.dry_run {
                 let mut r = NodeResult::simple(Outcome::WouldChange);
-                r.registered = json!({"changed": true, "diff": format!("will run: {command}")});
+                r.registered = json!({"changed": true, "diff": diff});
+                r.prediction = Some(now);
                 return r;
             }
-            mutate(cx, step, host, ctx, action, None, None, timeout).await
+            mutate(cx, step, host, ctx, action, pre, None, timeout).await
         }
         Kind::Api { command, args } => {
             let mut rendered = std::collections::BTreeMap::new();
@@ -401,11 +444,20 @@ async fn run_kind(
                 args: rendered,
             });
             if !step.mutating() {
-                return attempts(cx, step, host, ctx, &action, Access::ReadOnly, timeout).await;
+                let mut r =
+                    attempts(cx, step, host, ctx, &action, Access::ReadOnly, timeout).await;
+                r.action = Some(action.to_string());
+                return r;
+            }
+            let diff = format!("will call: {action}");
+            let now = Prediction::change(vec![action.to_string()], None, Some(diff.clone()));
+            if let Some(refused) = cx.decide(step, &host.name, &now) {
+                return refused;
             }
             if cx.dry_run {
                 let mut r = NodeResult::simple(Outcome::WouldChange);
-                r.registered = json!({"changed": true, "diff": format!("will call: {action}")});
+                r.registered = json!({"changed": true, "diff": diff});
+                r.prediction = Some(now);
                 return r;
             }
             mutate(cx, step, host, ctx, action, None, None, timeout).await
@@ -548,6 +600,7 @@ fn judge(cx: &Ctx, step: &Step, ctx: &Value, res: &ActionResult, mutating: bool)
         undo: None,
         error: None,
         action: None,
+        prediction: None,
     }
 }
 
@@ -665,23 +718,38 @@ async fn module(
         }
     };
     let Some(diff) = diff else {
+        let now = Prediction::no_change(Some(before.clone()));
+        if let Some(refused) = cx.decide(step, &host.name, &now) {
+            return refused;
+        }
         let mut r = NodeResult::simple(Outcome::NoChange);
         r.registered =
             json!({"changed": false, "failed": false, "before": before, "after": before});
+        r.prediction = Some(now);
         return r;
     };
     let diff_text = diff.to_string();
-    if cx.dry_run {
-        let mut r = NodeResult::simple(Outcome::WouldChange);
-        r.registered = json!({"changed": true, "before": before, "diff": diff_text});
-        return r;
-    }
     let (changes, undo) = match (m.change(&before), m.undo(&before)) {
         (Ok(c), Ok(u)) => (c, u),
         (Err(e), _) | (_, Err(e)) => {
             return NodeResult::failed(e.to_string(), json!({"failed": true}))
         }
     };
+    let mut now = Prediction::change(
+        changes.iter().map(|a| a.to_string()).collect(),
+        Some(before.clone()),
+        Some(diff_text.clone()),
+    );
+    now.undo = undo.iter().map(|a| a.to_string()).collect();
+    if let Some(refused) = cx.decide(step, &host.name, &now) {
+        return refused;
+    }
+    if cx.dry_run {
+        let mut r = NodeResult::simple(Outcome::WouldChange);
+        r.registered = json!({"changed": true, "before": before, "diff": diff_text});
+        r.prediction = Some(now);
+        return r;
+    }
     let undo = UndoRecord {
         actions: undo,
         verify: Some(ModuleVerify {
@@ -749,6 +817,7 @@ async fn module(
         undo: Some(undo),
         error: None,
         action: None,
+        prediction: None,
     };
     if let Some(left) = still {
         r.outcome = Outcome::Failed;

@@ -36,6 +36,22 @@ pub struct Summary {
     pub undone: usize,
     pub not_undone: Vec<String>,
     pub applies: bool,
+    /// Every node that came to an outcome, in that order (what a plan file is made from).
+    pub nodes: Vec<NodeRecord>,
+    /// `apply --plan`: the nodes refused because they differ from the plan.
+    pub drift: Vec<crate::planfile::Drift>,
+}
+
+/// What one node came to, kept for the plan file and the plan check.
+#[derive(Debug, Clone)]
+pub struct NodeRecord {
+    pub step: usize,
+    pub target: String,
+    pub outcome: Outcome,
+    pub prediction: Option<crate::planfile::Prediction>,
+    /// Dry-run only: what a read-only step ran and saw.
+    pub observed: Option<crate::planfile::Observed>,
+    pub error: Option<String>,
 }
 
 /// A completed change, in completion order.
@@ -59,6 +75,10 @@ pub struct Scheduler {
     /// Dry-run: from this segment on, targets depend on a refresh that could not happen (the
     /// step before it would change something first), so nothing there can be predicted.
     unknown_from: Option<usize>,
+    nodes: Vec<NodeRecord>,
+    drift: Vec<crate::planfile::Drift>,
+    /// `apply --plan --on-drift abort`: the run stopped because a node drifted.
+    refused: bool,
 }
 
 impl Scheduler {
@@ -72,7 +92,20 @@ impl Scheduler {
             done: Vec::new(),
             failed_targets: Default::default(),
             unknown_from: None,
+            nodes: Vec::new(),
+            drift: Vec::new(),
+            refused: false,
         }
+    }
+
+    /// `apply --plan --on-drift skip`: targets the plan check refused run nothing (their
+    /// drift is reported with the run's).
+    pub fn refusing(mut self, drift: Vec<crate::planfile::Drift>) -> Self {
+        for d in &drift {
+            self.failed_targets.insert(d.target.clone());
+        }
+        self.drift.extend(drift);
+        self
     }
 
     fn plan(&self) -> &Plan {
@@ -139,6 +172,18 @@ impl Scheduler {
                 .insert(node.target.clone(), v.clone());
         }
         self.outcomes.insert(ix, r.outcome);
+        self.nodes.push(NodeRecord {
+            step: node.step,
+            target: node.target.clone(),
+            outcome: r.outcome,
+            prediction: r.prediction.clone(),
+            observed: if self.cx.dry_run && !step.mutating() && r.outcome == Outcome::Ok {
+                crate::planfile::Observed::of(r.action.as_deref(), &r.registered)
+            } else {
+                None
+            },
+            error: r.error.clone(),
+        });
         let changed = r.outcome == Outcome::Changed
             || (r.outcome == Outcome::Failed
                 && r.undo.is_some()
@@ -245,6 +290,7 @@ impl Scheduler {
                                     undo: None,
                                     error: Some(format!("when: {e}")),
                                     action: None,
+                                    prediction: None,
                                 };
                                 self.finish_now(
                                     ix,
@@ -260,6 +306,44 @@ impl Scheduler {
                     }
                     skip
                 };
+                // apply --plan: the step runs here exactly where the plan ran it.
+                let refused = match (&self.cx.expect, skip) {
+                    (Some(expect), None | Some(Outcome::Skipped))
+                        if step.phase == Phase::Steps && !self.failed_targets.contains(&node.target) =>
+                    {
+                        expect.decision(&step.id, &node.target, skip.is_some())
+                    }
+                    _ => None,
+                };
+                if let Some(why) = refused {
+                    let r = NodeResult {
+                        outcome: Outcome::Drifted,
+                        registered: json!({"changed": false, "failed": true}),
+                        facts: vec![],
+                        undo: None,
+                        error: Some(why.clone()),
+                        action: None,
+                        prediction: None,
+                    };
+                    let _ = self.cx.sink.emit(Event::StepEnd {
+                        run: self.cx.run.clone(),
+                        step: step.id.clone(),
+                        target: node.target.clone(),
+                        outcome: Outcome::Drifted,
+                        duration_ms: 0,
+                        action: None,
+                        rc: None,
+                        diff: None,
+                        output_sha256: None,
+                        stdout_tail: None,
+                        stderr_tail: None,
+                        error: Some(why),
+                        undo: None,
+                        irreversible: None,
+                    });
+                    self.finish_now(ix, r, &mut ready, &mut indeg, &mut failure, &in_pass);
+                    continue;
+                }
                 match skip {
                     Some(Outcome::Failed) => continue,
                     Some(o) => {
@@ -270,6 +354,7 @@ impl Scheduler {
                             undo: None,
                             error: None,
                             action: None,
+                            prediction: None,
                         };
                         let _ = self.cx.sink.emit(Event::StepEnd {
                             run: self.cx.run.clone(),
@@ -435,7 +520,35 @@ impl Scheduler {
     ) {
         self.record(ix, &r);
         let plan = self.cx.plan.clone();
-        if r.outcome == Outcome::Failed {
+        if r.outcome == Outcome::Drifted {
+            let node = &plan.graph[ix];
+            let step = plan.program.steps[node.step].id.clone();
+            let why = r.error.clone().unwrap_or_default();
+            self.drift.push(crate::planfile::Drift {
+                step: step.clone(),
+                target: node.target.clone(),
+                why: why.clone(),
+            });
+            let skip = self
+                .cx
+                .expect
+                .as_ref()
+                .is_some_and(|e| e.on_drift == crate::planfile::OnDrift::Skip);
+            if skip {
+                // This target runs nothing more (and its changes are put back at the end);
+                // the others go on.
+                self.failed_targets.insert(node.target.clone());
+            } else {
+                self.refused = true;
+                if failure.is_none() {
+                    *failure = Some(format!(
+                        "the live state differs from the plan at step {step} on {}: {why}",
+                        node.target
+                    ));
+                }
+                return;
+            }
+        } else if r.outcome == Outcome::Failed {
             let node = &plan.graph[ix];
             let step = &plan.program.steps[node.step];
             let tolerated = step.max_fail_percentage.is_some_and(|max| {
@@ -529,6 +642,8 @@ impl Scheduler {
             undone: 0,
             not_undone: Vec::new(),
             applies,
+            nodes: std::mem::take(&mut self.nodes),
+            drift: self.drift.clone(),
         };
         if result.is_ok() && !self.failed_targets.is_empty() {
             // Tolerated failures: the healthy targets keep their changes; the failed ones are
@@ -540,17 +655,27 @@ impl Scheduler {
                 .filter(|d| self.failed_targets.contains(&d.target))
                 .cloned()
                 .collect();
-            let reason = format!(
-                "failed on {} (within max_fail_percentage)",
-                failed.join(", ")
-            );
+            let reason = if self.drift.is_empty() {
+                format!(
+                    "failed on {} (within max_fail_percentage)",
+                    failed.join(", ")
+                )
+            } else {
+                format!(
+                    "refused on {} (the live state differs from the plan: --on-drift skip)",
+                    failed.join(", ")
+                )
+            };
             let report = crate::rollback::rollback(&self.cx, &theirs, &reason).await;
             summary.undone = report.undone;
             summary.not_undone = report.not_undone.clone();
-            summary.exit = if report.not_undone.is_empty() {
-                ExitCode::RolledBack
-            } else {
+            summary.exit = if !report.not_undone.is_empty() {
                 ExitCode::RollbackIncomplete
+            } else if !self.drift.is_empty() {
+                // Part of the plan was refused: the plan was not applied as approved.
+                ExitCode::PlanRefused
+            } else {
+                ExitCode::RolledBack
             };
             summary.status = format!(
                 "{reason}; their changes {}; other targets done",
@@ -565,7 +690,14 @@ impl Scheduler {
             let report = crate::rollback::rollback(&self.cx, &self.done, &reason).await;
             summary.undone = report.undone;
             summary.not_undone = report.not_undone.clone();
-            if report.not_undone.is_empty() {
+            if report.not_undone.is_empty() && self.refused {
+                summary.exit = ExitCode::PlanRefused;
+                summary.status = if self.done.is_empty() {
+                    format!("refused ({reason}); nothing was changed")
+                } else {
+                    format!("refused ({reason}); rolled back")
+                };
+            } else if report.not_undone.is_empty() {
                 summary.exit = ExitCode::RolledBack;
                 summary.status = format!("failed ({reason}); rolled back");
             } else {

@@ -62,6 +62,7 @@ pub struct RenderError {
 }
 
 /// The environment and everything compiled into it.
+#[derive(Clone)]
 pub struct Templates {
     env: Environment<'static>,
     next: usize,

@@ -56,7 +56,7 @@ pub struct Options {
 }
 
 /// The bound, checked plan.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Plan {
     pub program: Program,
     pub inventory: Inventory,
@@ -97,6 +97,7 @@ impl Plan {
                 steps: Vec::new(),
                 applies_when: None,
                 files: Vec::new(),
+                root: Default::default(),
             },
             inventory,
             scope_values: Vec::new(),

@@ -243,7 +243,7 @@ impl Step {
 }
 
 /// A whole compiled playbook.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Program {
     pub name: String,
     pub description: String,
@@ -253,6 +253,8 @@ pub struct Program {
     pub applies_when: Option<Expr>,
     /// Every file read, with its SHA-256.
     pub files: Vec<(PathBuf, String)>,
+    /// The playbook's own file (the others in `files` are its includes).
+    pub root: PathBuf,
 }
 
 impl Program {
@@ -318,6 +320,7 @@ pub fn compile(loaded: &Loaded) -> Result<Program, Diagnostics> {
         scopes,
         steps,
         applies_when,
+        root: loaded.root.clone(),
         files: loaded
             .files
             .iter()
