@@ -8,8 +8,8 @@ use tokio::sync::{mpsc, watch};
 
 use crate::audit::AuditLog;
 use crate::error::Error;
-use crate::event::{Event, FileHash, RunMode, Sink};
 use crate::error::ExitCode;
+use crate::event::{Event, FileHash, RunMode, Sink};
 use crate::plan::Plan;
 use crate::planfile::{Drift, OnDrift, PlanLink, SavedPlan};
 use crate::playbook::{Phase, Undo};

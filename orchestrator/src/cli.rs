@@ -965,58 +965,34 @@ async fn make_plan(req: PlanArgs, argv: Vec<String>) -> ExitCode {
         plan.program.name
     );
     let router = Arc::new(Router::with_api(&plan.inventory, api));
-    let copy = plan.clone();
-    let (run, summary) = match execute(plan, router, run_opts, None, cancel_on_signal()).await {
-        Ok(r) => r,
-        Err(e) => return fail(&e),
-    };
-    if summary.exit != ExitCode::Success {
-        eprintln!(
-            "no plan written: the dry-run did not succeed: {} (`remedy audit show {run}`)",
-            summary.status
-        );
-        return summary.exit;
-    }
     let making = crate::planfile::Making {
         playbook_path: &playbook_path,
         inventory: &req.inventory,
         extra: &req.extra,
         tags: &req.tags,
         valid_for: req.valid_for,
-        run: &run,
     };
-    let saved = match SavedPlan::make(&copy, &summary, &making) {
-        Ok(s) => s,
+    let made = crate::planfile::make(
+        plan,
+        router,
+        run_opts,
+        &making,
+        req.out.as_deref(),
+        cancel_on_signal(),
+    )
+    .await;
+    let (run, summary, saved) = match made {
+        Ok(r) => r,
         Err(e) => return fail(&e),
     };
+    let Some(saved) = saved else {
+        eprintln!(
+            "no plan written: the dry-run did not succeed: {} (`remedy audit show {run}`)",
+            summary.status
+        );
+        return summary.exit;
+    };
     let shown = req.out.as_ref().map(|p| p.display().to_string());
-    if let Some(out) = &req.out {
-        if let Err(e) = saved.write(out) {
-            return fail(&e);
-        }
-        let event = crate::event::Event::PlanWritten {
-            run: run.clone(),
-            plan: saved.id.clone(),
-            file: out.display().to_string(),
-            expires_at: saved.plan.expires_at.clone(),
-            irreversible: saved
-                .plan
-                .irreversible()
-                .iter()
-                .map(|s| s.id.clone())
-                .collect(),
-        };
-        let recorded = AuditLog::open(&audit_path)
-            .map_err(|e| e.to_string())
-            .and_then(|log| {
-                let v = serde_json::to_value(&event).map_err(|e| e.to_string())?;
-                log.append(v, true).map(|_| ()).map_err(|e| e.to_string())
-            });
-        if let Err(e) = recorded {
-            let _ = std::fs::remove_file(out);
-            return fail(&Error::Audit(format!("{e}; the plan was not kept")));
-        }
-    }
     print!(
         "{}",
         crate::planfile::render::render(&saved, req.format, shown.as_deref())
@@ -1304,7 +1280,8 @@ fn audit_cmd(cmd: AuditCommand, path: Option<PathBuf>) -> ExitCode {
                                     p["made_at"].as_str().unwrap_or(""),
                                     p["made_in_run"].as_str().unwrap_or("")
                                 ));
-                                let approvals = p["approvals"].as_array().cloned().unwrap_or_default();
+                                let approvals =
+                                    p["approvals"].as_array().cloned().unwrap_or_default();
                                 if approvals.is_empty() {
                                     line.push_str("\n    no approval recorded");
                                 }

@@ -16,10 +16,10 @@ use serde_json::{json, Value as J};
 use sha2::{Digest, Sha256};
 
 use crate::event::{Event, ModuleVerify, Outcome, Sink, UndoRecord};
-use crate::planfile::Prediction;
 use crate::inventory::Host;
 use crate::modules::{ModuleKind, ModuleSpec};
 use crate::plan::Plan;
+use crate::planfile::Prediction;
 use crate::playbook::{Kind, Step, Undo};
 use crate::transport::{Access, Action, ActionResult, ApiCall, CmdOutput, Transport};
 
@@ -444,8 +444,7 @@ async fn run_kind(
                 args: rendered,
             });
             if !step.mutating() {
-                let mut r =
-                    attempts(cx, step, host, ctx, &action, Access::ReadOnly, timeout).await;
+                let mut r = attempts(cx, step, host, ctx, &action, Access::ReadOnly, timeout).await;
                 r.action = Some(action.to_string());
                 return r;
             }

@@ -309,7 +309,8 @@ impl Scheduler {
                 // apply --plan: the step runs here exactly where the plan ran it.
                 let refused = match (&self.cx.expect, skip) {
                     (Some(expect), None | Some(Outcome::Skipped))
-                        if step.phase == Phase::Steps && !self.failed_targets.contains(&node.target) =>
+                        if step.phase == Phase::Steps
+                            && !self.failed_targets.contains(&node.target) =>
                     {
                         expect.decision(&step.id, &node.target, skip.is_some())
                     }

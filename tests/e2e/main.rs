@@ -4,6 +4,7 @@
 mod cloudstack;
 mod engine;
 mod features;
+mod plans;
 mod refresh;
 mod shipped;
 mod sim_ssh;

@@ -27,24 +27,6 @@ async fn apply(zone: &ApiZone, name: &str, params: &[(&str, &str)], dry_run: boo
     summary
 }
 
-/// Every command line the simulated machines ran.
-fn ssh_commands(zone: &ApiZone) -> Vec<(String, String)> {
-    let w = zone.world();
-    let mut names: Vec<String> = vec![w["mgmt"]["name"].as_str().unwrap().to_string()];
-    for key in ["vms", "hosts"] {
-        for m in w[key].as_array().unwrap() {
-            names.push(m["name"].as_str().unwrap().to_string());
-        }
-    }
-    names
-        .into_iter()
-        .flat_map(|m| {
-            let lines = zone.ssh().commands(&m);
-            lines.into_iter().map(move |c| (m.clone(), c))
-        })
-        .collect()
-}
-
 fn changed(s: &Summary) -> Vec<&(String, String)> {
     s.outcomes
         .iter()
@@ -124,7 +106,7 @@ async fn check(case: Case) {
         "{name} dry-run"
     );
     assert_eq!(zone.world(), before, "{name} dry-run left the zone alone");
-    let ran = ssh_commands(&zone);
+    let ran = zone.ssh_commands();
     assert_eq!(
         !ran.is_empty(),
         case.probes_over_ssh,

@@ -12,6 +12,8 @@ use remedy::app::RunOptions;
 use remedy::cloudstack::inventory::{resolve, Reloader};
 use remedy::inventory::Inventory;
 use remedy::plan::{build, Plan};
+use remedy::planfile::{make, Applying, Making, OnDrift, SavedPlan};
+use remedy::scheduler::Summary;
 use remedy::transport::api::ApiTransport;
 use remedy::transport::route::Router;
 
@@ -74,6 +76,97 @@ impl ApiZone {
     /// The zone's objects (jobs left out: a failed job is a record, not a change).
     pub fn world(&self) -> serde_json::Value {
         self.sim().with_zone(|z| z.snapshot()["world"].clone())
+    }
+
+    /// Every command line the simulated machines ran, as (machine, line).
+    pub fn ssh_commands(&self) -> Vec<(String, String)> {
+        let w = self.world();
+        let mut names: Vec<String> = vec![w["mgmt"]["name"].as_str().unwrap().to_string()];
+        for key in ["vms", "hosts"] {
+            for m in w[key].as_array().unwrap() {
+                names.push(m["name"].as_str().unwrap().to_string());
+            }
+        }
+        names
+            .into_iter()
+            .flat_map(|m| {
+                let lines = self.ssh().commands(&m);
+                lines.into_iter().map(move |c| (m.clone(), c))
+            })
+            .collect()
+    }
+
+    /// `remedy plan -o FILE` for `playbook` against the zone as it is now: the plan file
+    /// (`None` when the dry-run failed) and the dry-run's summary.
+    pub async fn make_plan(
+        &self,
+        playbook: &Path,
+        params: &[(&str, &str)],
+        file: &Path,
+        valid_for: std::time::Duration,
+    ) -> (Option<SavedPlan>, Summary) {
+        let plan = self.plan(playbook, params).await;
+        let router = self.router(&plan);
+        let extra: Vec<(String, String)> = params
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let inventory = [self.inventory.clone()];
+        let making = Making {
+            playbook_path: playbook,
+            inventory: &inventory,
+            extra: &extra,
+            tags: &[],
+            valid_for,
+        };
+        let (_cancel_tx, cancel) = tokio::sync::watch::channel(false);
+        let (_, summary, saved) = make(
+            plan,
+            router,
+            self.run_options(true),
+            &making,
+            Some(file),
+            cancel,
+        )
+        .await
+        .expect("remedy plan");
+        (saved, summary)
+    }
+
+    /// What `apply --plan` asks, with nothing optional: the plan's own inventory, this
+    /// zone's audit log.
+    pub fn applying(&self, file: &Path) -> Applying {
+        Applying {
+            file: file.to_path_buf(),
+            expect_id: None,
+            extra: Vec::new(),
+            inventory: Vec::new(),
+            on_drift: OnDrift::Abort,
+            require_approval: false,
+            four_eyes: false,
+            approval_key: None,
+            audit: self.audit(),
+        }
+    }
+
+    /// `remedy apply --plan` as the CLI runs it, at time `now`, through this zone's API
+    /// connection. A refusal before the run is the `Err`.
+    pub async fn apply_plan(
+        &self,
+        a: &Applying,
+        now: jiff::Timestamp,
+    ) -> Result<Summary, remedy::error::Error> {
+        let opened = a.open(now)?;
+        let files = Inventory::load(&opened.inventory).unwrap();
+        let (inv, _) = resolve(files, &opened.inventory, &self.api).await.unwrap();
+        let plan = opened.rebuild(inv)?;
+        let router = self.router(&plan);
+        let mut opts = self.run_options(false);
+        opts.allow_irreversible = false;
+        opts.from_plan = Some(Arc::new(opened.from_plan(a.on_drift)));
+        let (_cancel_tx, cancel) = tokio::sync::watch::channel(false);
+        let (_, summary) = remedy::app::execute(plan, router, opts, None, cancel).await?;
+        Ok(summary)
     }
 
     /// The API requests so far that may have changed the zone.

@@ -49,9 +49,8 @@ impl Key {
             },
         };
         use std::os::unix::fs::PermissionsExt as _;
-        let meta = std::fs::metadata(&path).map_err(|e| {
-            Error::invalid(format!("approval key {}: {e}", path.display()))
-        })?;
+        let meta = std::fs::metadata(&path)
+            .map_err(|e| Error::invalid(format!("approval key {}: {e}", path.display())))?;
         let mode = meta.permissions().mode() & 0o777;
         if mode & 0o077 != 0 {
             return Err(Error::invalid(format!(
@@ -157,8 +156,7 @@ pub fn find(audit: &Path, id: &str, key: Option<&Key>) -> Result<Vec<ApprovalRef
             report.problems[0]
         )));
     }
-    let records =
-        crate::audit::read(audit).map_err(|e| Error::PlanRefused(e.to_string()))?;
+    let records = crate::audit::read(audit).map_err(|e| Error::PlanRefused(e.to_string()))?;
     let mut out = Vec::new();
     for r in records {
         let v = &r.value;

@@ -46,9 +46,7 @@ pub const DEFAULT_VALIDITY: std::time::Duration = std::time::Duration::from_secs
 const OBSERVED_TAIL: usize = 400;
 
 /// What `apply --plan` does with the rest of the run when a target drifted.
-#[derive(
-    Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum,
-)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "kebab-case")]
 pub enum OnDrift {
     /// Stop, and undo what this run changed.
@@ -140,8 +138,7 @@ pub struct Observed {
 impl Observed {
     /// From a step's registered result (`rc`/`stdout`, or `json`/`items`).
     pub fn of(action: Option<&str>, registered: &J) -> Option<Observed> {
-        let (text, summary, rc) = if let Some(out) = registered.get("stdout").and_then(J::as_str)
-        {
+        let (text, summary, rc) = if let Some(out) = registered.get("stdout").and_then(J::as_str) {
             let start = out.len().saturating_sub(OBSERVED_TAIL);
             let start = (start..=out.len())
                 .find(|&i| out.is_char_boundary(i))
@@ -281,9 +278,12 @@ impl Body {
             .iter()
             .filter(|s| s.irreversible.is_some())
             .filter(|s| {
-                s.nodes
-                    .iter()
-                    .any(|n| matches!(n.prediction.outcome, Outcome::WouldChange | Outcome::Unknown))
+                s.nodes.iter().any(|n| {
+                    matches!(
+                        n.prediction.outcome,
+                        Outcome::WouldChange | Outcome::Unknown
+                    )
+                })
             })
             .collect()
     }
@@ -368,12 +368,62 @@ pub struct Making<'a> {
     pub extra: &'a [(String, String)],
     pub tags: &'a [String],
     pub valid_for: std::time::Duration,
-    pub run: &'a str,
+}
+
+/// `remedy plan`: a dry-run of `plan` (recorded in the audit log as the making of a plan),
+/// and the plan made from it, written to `out` when given (with a `plan_written` record).
+/// No plan when the dry-run did not succeed: the summary says why.
+pub async fn make(
+    plan: Plan,
+    transport: std::sync::Arc<dyn crate::transport::Transport>,
+    mut opts: crate::app::RunOptions,
+    making: &Making<'_>,
+    out: Option<&Path>,
+    cancel: tokio::sync::watch::Receiver<bool>,
+) -> Result<(String, Summary, Option<SavedPlan>), Error> {
+    opts.dry_run = true;
+    opts.planning = true;
+    opts.from_plan = None;
+    let audit = opts.audit_log.clone();
+    let copy = plan.clone();
+    let (run, summary) = crate::app::execute(plan, transport, opts, None, cancel).await?;
+    if summary.exit != crate::error::ExitCode::Success {
+        return Ok((run, summary, None));
+    }
+    let saved = SavedPlan::make(&copy, &summary, making, &run)?;
+    if let Some(out) = out {
+        saved.write(out)?;
+        let event = crate::event::Event::PlanWritten {
+            run: run.clone(),
+            plan: saved.id.clone(),
+            file: absolute(out),
+            expires_at: saved.plan.expires_at.clone(),
+            irreversible: saved
+                .plan
+                .irreversible()
+                .iter()
+                .map(|s| s.id.clone())
+                .collect(),
+        };
+        if let Some(path) = audit {
+            let recorded = crate::audit::AuditLog::open(&path)
+                .map_err(|e| e.to_string())
+                .and_then(|log| {
+                    let v = serde_json::to_value(&event).map_err(|e| e.to_string())?;
+                    log.append(v, true).map(|_| ()).map_err(|e| e.to_string())
+                });
+            if let Err(e) = recorded {
+                let _ = std::fs::remove_file(out);
+                return Err(Error::Audit(format!("{e}; the plan was not kept")));
+            }
+        }
+    }
+    Ok((run, summary, Some(saved)))
 }
 
 impl SavedPlan {
     /// A plan from a dry-run's `summary` of `plan`.
-    pub fn make(plan: &Plan, summary: &Summary, m: &Making) -> Result<SavedPlan, Error> {
+    pub fn make(plan: &Plan, summary: &Summary, m: &Making, run: &str) -> Result<SavedPlan, Error> {
         let now = jiff::Timestamp::now()
             .round(jiff::Unit::Second)
             .map_err(|e| Error::Other(e.to_string()))?;
@@ -460,9 +510,10 @@ impl SavedPlan {
                     .nodes
                     .iter()
                     .any(|n| n.step == r && n.outcome == Outcome::WouldChange)
-                    || summary.nodes.iter().any(|n| {
-                        n.step == r && n.outcome == Outcome::Unknown
-                    });
+                    || summary
+                        .nodes
+                        .iter()
+                        .any(|n| n.step == r && n.outcome == Outcome::Unknown);
                 if refreshed {
                     s.targets_after_refresh = Some(plan.program.steps[r].id.clone());
                     for node in &mut s.nodes {
@@ -501,7 +552,7 @@ impl SavedPlan {
             expires_at: expires.to_string(),
             created_by: crate::app::operator(),
             created_on: crate::app::hostname(),
-            run: m.run.to_string(),
+            run: run.to_string(),
             playbook: PlaybookRef {
                 name: plan.program.name.clone(),
                 path: absolute(m.playbook_path),
@@ -533,13 +584,20 @@ impl SavedPlan {
         };
         let mut value = serde_json::to_value(&body).map_err(|e| Error::Other(e.to_string()))?;
         plan.redactor.redact_json(&mut value);
-        let body: Body = serde_json::from_value(value.clone())
+        let body: Body = serde_json::from_value(value)
             .map_err(|e| Error::Other(format!("internal error: plan body: {e}")))?;
-        Ok(SavedPlan {
+        Ok(SavedPlan::seal(body))
+    }
+
+    /// A plan of `body`, its id computed. (An edited body sealed again is a new plan, with a
+    /// new id: approvals name ids.)
+    pub fn seal(body: Body) -> SavedPlan {
+        let value = serde_json::to_value(&body).unwrap_or(J::Null);
+        SavedPlan {
             format: FORMAT.into(),
             id: digest(&value),
             plan: body,
-        })
+        }
     }
 
     /// The file's text.
@@ -837,7 +895,13 @@ impl Applying {
             }
         }
         let inventory: Vec<PathBuf> = if self.inventory.is_empty() {
-            saved.plan.inventory.sources.iter().map(PathBuf::from).collect()
+            saved
+                .plan
+                .inventory
+                .sources
+                .iter()
+                .map(PathBuf::from)
+                .collect()
         } else {
             self.inventory.clone()
         };

@@ -279,9 +279,11 @@ fn markdown(saved: &SavedPlan, file: Option<&str>) -> String {
             if p.outcome != Outcome::WouldChange {
                 continue;
             }
-            if let Some(d) = p.diff.as_deref().filter(|d| {
-                !d.starts_with("will run: ") && !d.starts_with("will call: ")
-            }) {
+            if let Some(d) = p
+                .diff
+                .as_deref()
+                .filter(|d| !d.starts_with("will run: ") && !d.starts_with("will call: "))
+            {
                 let _ = writeln!(out, "\n  Change:\n");
                 fence(&mut out, d);
             }
