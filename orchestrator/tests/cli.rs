@@ -971,3 +971,142 @@ fn the_readmes_main_command_fixes_the_embedded_zone() {
     );
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
 }
+
+/// The change-approval flow through the binary, on the embedded zone (each command starts it
+/// afresh from the same scenario): plan to a file and as Markdown, approve, apply the plan;
+/// an edited plan is refused with exit 5; a plan and a playbook together are invalid input.
+#[test]
+fn a_saved_plan_is_approved_and_applied_and_an_edited_one_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let plan = dir.path().join("CHG1.plan.json");
+    let audit = dir.path().join("audit.jsonl");
+    let (plan_s, audit_s) = (plan.to_str().unwrap(), audit.to_str().unwrap());
+    let inv = root().join("inventories/lab.yml");
+    let o = remedy(
+        &[
+            "plan",
+            "vr-backup-loop",
+            "-i",
+            inv.to_str().unwrap(),
+            "-e",
+            "vpc=web-vpc",
+            "-e",
+            "vlan_range=1000-1099",
+            "-o",
+            plan_s,
+            "--valid-for",
+            "2h",
+            "--format",
+            "markdown",
+            "--audit-log",
+            audit_s,
+        ],
+        &root(),
+    );
+    let t = text(&o);
+    assert_eq!(o.status.code(), Some(0), "{t}");
+    let md = String::from_utf8_lossy(&o.stdout);
+    assert!(md.starts_with("# Change plan: vr-backup-loop"), "{md}");
+    assert!(
+        md.contains("## Changes") && md.contains("updatePhysicalNetwork"),
+        "{md}"
+    );
+    let saved: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&plan).unwrap()).unwrap();
+    let id = saved["id"].as_str().unwrap().to_string();
+    assert!(
+        md.contains(&format!("`{id}`")),
+        "the page names the plan id"
+    );
+
+    let o = remedy(&["show-plan", plan_s], &root());
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert!(
+        text(&o).contains(&format!("plan {}", &id[..12])),
+        "{}",
+        text(&o)
+    );
+
+    let o = remedy(
+        &[
+            "approve",
+            plan_s,
+            "--by",
+            "change-board",
+            "--ticket",
+            "CHG1",
+            "--audit-log",
+            audit_s,
+        ],
+        &root(),
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+
+    // Edited: refused before anything, with exit 5.
+    let edited = dir.path().join("edited.plan.json");
+    std::fs::write(
+        &edited,
+        std::fs::read_to_string(&plan)
+            .unwrap()
+            .replace("vlan=1000-1099", "vlan=1-4094"),
+    )
+    .unwrap();
+    let o = remedy(
+        &[
+            "apply",
+            "--plan",
+            edited.to_str().unwrap(),
+            "--yes",
+            "--audit-log",
+            audit_s,
+        ],
+        &root(),
+    );
+    assert_eq!(o.status.code(), Some(5), "{}", text(&o));
+    assert!(
+        text(&o).contains("was edited after it was made"),
+        "{}",
+        text(&o)
+    );
+
+    // A plan names its own playbook.
+    let o = remedy(
+        &["apply", "vr-backup-loop", "--plan", plan_s, "--yes"],
+        &root(),
+    );
+    assert_eq!(o.status.code(), Some(4), "{}", text(&o));
+
+    let o = remedy(
+        &[
+            "apply",
+            "--plan",
+            plan_s,
+            "--expect-id",
+            &id[..12],
+            "--require-approval",
+            "--four-eyes",
+            "--yes",
+            "--audit-log",
+            audit_s,
+        ],
+        &root(),
+    );
+    let t = text(&o);
+    assert_eq!(o.status.code(), Some(0), "{t}");
+    assert!(
+        t.contains("plan check: the live state is as planned"),
+        "{t}"
+    );
+    let run = audit_records(&audit)
+        .into_iter()
+        .rev()
+        .find(|r| r["event"] == "run_start")
+        .unwrap()["run"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let o = remedy(&["audit", "show", &run, "--audit-log", audit_s], &root());
+    let t = text(&o);
+    assert!(t.contains(&format!("applies plan {id}")), "{t}");
+    assert!(t.contains("approved by change-board for CHG1"), "{t}");
+}

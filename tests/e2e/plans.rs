@@ -546,3 +546,51 @@ async fn irreversible_steps_run_from_a_plan_that_says_so() {
     assert_eq!(s.exit, ExitCode::Success, "{}", s.status);
     zone.audit_verifies();
 }
+
+/// The page `remedy plan --format markdown` writes for the on-call example, kept in the docs
+/// (and the plan file beside it). Machine-specific fields (time, author, paths, file hashes)
+/// are set to fixed values first. `UPDATE_SNAPSHOTS=1` writes them again.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_markdown_page_is_the_one_in_the_docs() {
+    let (_zone, _, saved, _) = planned("vr-backup-loop", &playbook("vr-backup-loop"), VPC).await;
+    let mut body = saved.plan.clone();
+    body.created_at = "2026-11-23T09:00:00Z".into();
+    body.expires_at = "2026-11-24T09:00:00Z".into();
+    body.created_by = "alice".into();
+    body.created_on = "ops1".into();
+    body.run = "20261123T090000Z-1a2b3c4d".into();
+    let relative = |p: &str| format!("playbooks/{}", p.rsplit('/').next().unwrap());
+    body.playbook.path = relative(&body.playbook.path);
+    for (i, f) in body.playbook.files.iter_mut().enumerate() {
+        f.path = relative(&f.path);
+        f.sha256 = format!("{:064x}", i + 1);
+    }
+    body.inventory.sources = vec!["inventories/prod.yml".into()];
+    body.inventory.files_sha256 = format!("{:064x}", 0xaa);
+    body.params.salt = "0".repeat(32);
+    let sealed = SavedPlan::seal(body);
+    let md = remedy::planfile::render::render(
+        &sealed,
+        remedy::planfile::render::Format::Markdown,
+        Some("CHG1234.plan.json"),
+    );
+    let docs = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../docs/examples");
+    let pairs = [
+        ("vr-backup-loop.plan.md", md),
+        ("vr-backup-loop.plan.json", sealed.to_json()),
+    ];
+    for (name, text) in pairs {
+        let path = docs.join(name);
+        if std::env::var_os("UPDATE_SNAPSHOTS").is_some() {
+            std::fs::create_dir_all(&docs).unwrap();
+            std::fs::write(&path, &text).unwrap();
+            continue;
+        }
+        let want = std::fs::read_to_string(&path).unwrap_or_default();
+        assert!(
+            want == text,
+            "{} differs from what remedy renders now (UPDATE_SNAPSHOTS=1 cargo test -p remedy-tests --test e2e the_markdown_page rewrites it):\n{text}",
+            path.display()
+        );
+    }
+}

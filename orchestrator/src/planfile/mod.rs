@@ -267,6 +267,9 @@ pub struct Body {
     pub tags: Vec<String>,
     /// Whether `applies_when` held: when false, the plan changes nothing.
     pub applies: bool,
+    /// The playbook's `applies_when`, as written.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub applies_when: Option<String>,
     pub targets: Vec<TargetRef>,
     pub steps: Vec<PlannedStep>,
 }
@@ -524,21 +527,12 @@ impl SavedPlan {
             }
         }
         let hosts: BTreeSet<&String> = plan.targets.iter().flatten().collect();
-        let api_only: BTreeSet<&String> = hosts
-            .iter()
-            .filter(|h| {
-                plan.targets.iter().enumerate().all(|(i, ts)| {
-                    !ts.contains(h) || matches!(plan.program.steps[i].kind, Kind::Api { .. })
-                })
-            })
-            .copied()
-            .collect();
         let targets = hosts
             .into_iter()
             .map(|h| TargetRef {
                 host: h.clone(),
-                reached: if api_only.contains(h) {
-                    "the CloudStack API, from the controller".into()
+                reached: if h == crate::plan::CONTROLLER {
+                    "the controller itself (CloudStack API calls go from here)".into()
                 } else {
                     plan.host(h)
                         .map(crate::inventory::show::reach)
@@ -579,6 +573,11 @@ impl SavedPlan {
             limit: plan.limit.clone(),
             tags: m.tags.to_vec(),
             applies: summary.applies,
+            applies_when: plan
+                .program
+                .applies_when
+                .as_ref()
+                .map(|e| e.source.trim().to_string()),
             targets,
             steps,
         };
@@ -990,8 +989,8 @@ fn compatible(a: &str, b: &str) -> bool {
 fn undo_words(u: &Undo) -> String {
     match u {
         Undo::Auto => "automatic, from the state before".into(),
-        Undo::Ssh(t) => format!("rollback: {}", t.source),
-        Undo::Api { command, .. } => format!("rollback: api {command}"),
+        Undo::Ssh(t) => format!("its rollback command, `{}`", t.source.trim()),
+        Undo::Api { command, .. } => format!("its rollback call, `{command}`"),
         Undo::NotNeeded(why) => format!("none needed: {why}"),
         Undo::Irreversible(why) => format!("IRREVERSIBLE: {why}"),
         Undo::ReadOnly => "read-only".into(),

@@ -153,12 +153,16 @@ fn cell(s: &str) -> String {
 
 /// A fenced block, indented to sit inside a list item.
 fn fence(out: &mut String, text: &str) {
+    fence_at(out, text, "  ")
+}
+
+fn fence_at(out: &mut String, text: &str, indent: &str) {
     let ticks = if text.contains("```") { "````" } else { "```" };
-    let _ = writeln!(out, "  {ticks}");
+    let _ = writeln!(out, "{indent}{ticks}");
     for l in text.trim_end().lines() {
-        let _ = writeln!(out, "  {l}");
+        let _ = writeln!(out, "{indent}{l}");
     }
-    let _ = writeln!(out, "  {ticks}");
+    let _ = writeln!(out, "{indent}{ticks}");
 }
 
 fn markdown(saved: &SavedPlan, file: Option<&str>) -> String {
@@ -206,6 +210,13 @@ fn markdown(saved: &SavedPlan, file: Option<&str>) -> String {
         );
     } else {
         let _ = writeln!(out, "- {}", summary_line(saved));
+        if let Some(w) = &b.applies_when {
+            let _ = writeln!(
+                out,
+                "- It applies because its condition held: `{}`",
+                cell(w)
+            );
+        }
     }
     let irreversible = b.irreversible();
     if irreversible.is_empty() {
@@ -300,7 +311,6 @@ fn markdown(saved: &SavedPlan, file: Option<&str>) -> String {
                     cell(&serde_json::to_string(pre).unwrap_or_default())
                 );
             }
-            let _ = writeln!(out);
         }
         let _ = writeln!(out);
     }
@@ -311,12 +321,14 @@ fn markdown(saved: &SavedPlan, file: Option<&str>) -> String {
     let detect: Vec<_> = b
         .steps
         .iter()
-        .filter(|s| s.phase == Phase::Detect)
         .flat_map(|s| s.nodes.iter().map(move |n| (s, n)))
         .filter(|(_, n)| n.observed.is_some())
         .collect();
     if !detect.is_empty() {
-        let _ = writeln!(out, "## What the checks saw\n");
+        let _ = writeln!(
+            out,
+            "## What the checks saw\n\nThe read-only steps that ran when the plan was made (detection, and the checks of included playbooks).\n"
+        );
         let _ = writeln!(out, "| Step | Target | Ran | Saw |\n|---|---|---|---|");
         for (s, node) in detect {
             let Some(o) = &node.observed else { continue };
@@ -344,7 +356,7 @@ fn markdown(saved: &SavedPlan, file: Option<&str>) -> String {
     }
 
     let _ = writeln!(out, "## To apply\n");
-    fence(&mut out, &apply_command(saved, file));
+    fence_at(&mut out, &apply_command(saved, file), "");
     let _ = writeln!(
         out,
         "\nIt refuses (exit 5, nothing changed) if this file was edited, the plan expired, the playbook, inventory or parameters differ, or the live state drifted from what is shown above."
