@@ -266,7 +266,17 @@ impl Scheduler {
                                 )
                             });
                 let ctx = self.context(node.step, &node.target);
-                let skip = if self.failed_targets.contains(&node.target) {
+                // A `when` that reads no step's result (only params, vars, host variables)
+                // is known even downstream of a predicted change: false is a sure skip.
+                let surely_skipped = || {
+                    step.when.iter().any(|w| {
+                        w.vars.iter().all(|v| !step.reads.contains_key(v))
+                            && matches!(plan.program.templates.test(w, &ctx), Ok(false))
+                    })
+                };
+                let skip = if self.failed_targets.contains(&node.target)
+                    || (tainted && surely_skipped())
+                {
                     Some(Outcome::Skipped)
                 } else if tainted {
                     Some(Outcome::Unknown)

@@ -1027,3 +1027,115 @@ fn a_crashed_runs_lab_is_swept_at_the_next_start() {
     }
     drop(lab);
 }
+
+/// A saved plan against the hypervisor node's real Open vSwitch: planning changes nothing;
+/// someone adding the port by hand after the plan was made gets the plan refused (exit 5)
+/// with nothing run that changes anything (the flow is not added either); once the bridge is
+/// back as planned, the same plan applies.
+#[test]
+fn a_saved_plan_is_held_to_the_real_bridges() {
+    let Some(lab) = lab(Options {
+        services: true,
+        eth1_up: true,
+    }) else {
+        return;
+    };
+    let before = ovs_state(&lab);
+    assert!(!before.0.contains("bond7"), "{before:?}");
+    let dir = lab.dir().join("run");
+    std::fs::create_dir_all(&dir).unwrap();
+    let inv_path = write(&dir, "inventory.yml", &lab.inventory());
+    let inv = Arc::new(Inventory::load(std::slice::from_ref(&inv_path)).unwrap());
+    let pb = Path::new(env!("CARGO_MANIFEST_DIR")).join("../playbooks/readd-ovs-port-flow.yml");
+    let params = [
+        ("hosts", "hv1"),
+        ("bridge", "br0"),
+        ("port", "bond7"),
+        ("flow_bridge", "br-int"),
+        ("flow_priority", "3"),
+        ("flow_match", "dl_vlan=3977"),
+        ("flow_actions", "mod_vlan_vid:1,NORMAL"),
+    ];
+    let extra: Vec<(String, String)> = params
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    let file = dir.join("ovs.plan.json");
+    let audit = dir.join("audit.jsonl");
+    let transport = || -> Arc<dyn remedy::transport::Transport> {
+        Arc::new(SshTransport::new(inv.clone(), options(&lab.known_hosts())))
+    };
+    let (_, summary, saved) = lab.block_on(|| async {
+        let making = remedy::planfile::Making {
+            playbook_path: &pb,
+            inventory: std::slice::from_ref(&inv_path),
+            extra: &extra,
+            tags: &[],
+            valid_for: Duration::from_secs(3600),
+        };
+        let opts = RunOptions {
+            audit_log: Some(audit.clone()),
+            ..Default::default()
+        };
+        let (_tx, cancel) = tokio::sync::watch::channel(false);
+        let plan = plan(&pb, &inv_path, &params);
+        remedy::planfile::make(plan, transport(), opts, &making, Some(&file), cancel)
+            .await
+            .expect("remedy plan")
+    });
+    let saved = saved.unwrap_or_else(|| panic!("{}", summary.status));
+    // The port will change; the flow, on the same host after it, is decided during the run.
+    assert_eq!(saved.plan.counts(), (1, 0, 1), "{saved:?}");
+    assert_eq!(ovs_state(&lab), before, "planning changed nothing");
+
+    let apply = || {
+        lab.block_on(|| async {
+            let a = remedy::planfile::Applying {
+                file: file.clone(),
+                expect_id: Some(saved.id.clone()),
+                extra: Vec::new(),
+                inventory: Vec::new(),
+                on_drift: remedy::planfile::OnDrift::Abort,
+                require_approval: false,
+                four_eyes: false,
+                approval_key: None,
+                audit: audit.clone(),
+            };
+            let opened = a.open(jiff::Timestamp::now()).expect("the plan opens");
+            let plan = opened
+                .rebuild(Inventory::load(&opened.inventory).unwrap())
+                .expect("rebuilt as planned");
+            let opts = RunOptions {
+                audit_log: Some(audit.clone()),
+                from_plan: Some(Arc::new(opened.from_plan(a.on_drift))),
+                ..Default::default()
+            };
+            run(plan, transport(), opts).await.1
+        })
+    };
+    // Someone adds the port by hand: refused, and the flow is not added either.
+    lab.sh_ok("hv1", "ovs-vsctl add-port br0 bond7");
+    let by_hand = ovs_state(&lab);
+    let refused = apply();
+    assert_eq!(refused.exit.code(), 5, "{}", refused.status);
+    assert!(
+        refused.drift.iter().any(|d| d.target == "hv1"),
+        "{:?}",
+        refused.drift
+    );
+    assert_eq!(ovs_state(&lab), by_hand, "nothing ran");
+
+    // Back as planned: the same plan applies.
+    lab.sh_ok("hv1", "ovs-vsctl del-port br0 bond7");
+    let applied = apply();
+    assert_eq!(applied.exit.code(), 0, "{}", applied.status);
+    let after = ovs_state(&lab);
+    assert!(after.0.contains("bond7\n"), "{after:?}");
+    assert!(
+        after
+            .1
+            .contains("priority=3,dl_vlan=3977 actions=mod_vlan_vid:1,NORMAL"),
+        "{after:?}"
+    );
+    remedy::audit::verify(&audit).expect("the audit log verifies");
+}
