@@ -180,9 +180,9 @@ pub struct ApplyArgs {
     #[arg(long, value_name = "ID", requires = "plan")]
     pub expect_id: Option<String>,
     /// When a target's state drifted from the plan: abort and undo this run's changes, or
-    /// skip that target and go on with the others.
-    #[arg(long, value_enum, default_value_t = OnDrift::Abort)]
-    pub on_drift: OnDrift,
+    /// skip that target and go on with the others [default: abort].
+    #[arg(long, value_enum, requires = "plan")]
+    pub on_drift: Option<OnDrift>,
     /// Refuse unless the audit log holds an approval of the plan (`remedy approve`).
     #[arg(long, requires = "plan")]
     pub require_approval: bool,
@@ -740,7 +740,7 @@ async fn exec(req: ExecArgs, argv: Vec<String>) -> ExitCode {
         audit: req.audit,
         plan: None,
         expect_id: None,
-        on_drift: OnDrift::Abort,
+        on_drift: None,
         require_approval: false,
         four_eyes: false,
         approval_key: None,
@@ -792,6 +792,21 @@ async fn apply(req: ApplyArgs, argv: Vec<String>, show_output: bool) -> ExitCode
         .audit_log
         .clone()
         .unwrap_or_else(AuditLog::default_path);
+    if req.plan.is_none() {
+        // (clap does not enforce `requires` next to an argument that conflicts with --plan.)
+        let needs_plan = [
+            ("--expect-id", req.expect_id.is_some()),
+            ("--on-drift", req.on_drift.is_some()),
+            ("--require-approval", req.require_approval),
+            ("--four-eyes", req.four_eyes),
+            ("--approval-key", req.approval_key.is_some()),
+        ];
+        if let Some((flag, _)) = needs_plan.iter().find(|(_, set)| *set) {
+            return fail(&Error::invalid(format!(
+                "{flag} applies to a saved plan: use it with --plan FILE"
+            )));
+        }
+    }
     let opened = match &req.plan {
         Some(file) => {
             let applying = crate::planfile::Applying {
@@ -799,7 +814,7 @@ async fn apply(req: ApplyArgs, argv: Vec<String>, show_output: bool) -> ExitCode
                 expect_id: req.expect_id.clone(),
                 extra: req.extra.clone(),
                 inventory: req.inventory.clone(),
-                on_drift: req.on_drift,
+                on_drift: req.on_drift.unwrap_or_default(),
                 require_approval: req.require_approval,
                 four_eyes: req.four_eyes,
                 approval_key: req.approval_key.clone(),
@@ -891,7 +906,9 @@ async fn apply(req: ApplyArgs, argv: Vec<String>, show_output: bool) -> ExitCode
         cloudstack_inventory,
         reload,
         planning: false,
-        from_plan: opened.as_ref().map(|o| Arc::new(o.from_plan(req.on_drift))),
+        from_plan: opened
+            .as_ref()
+            .map(|o| Arc::new(o.from_plan(req.on_drift.unwrap_or_default()))),
     };
     let router = Arc::new(Router::with_api(&plan.inventory, api));
     let result = execute(plan, router, run_opts, Some(tx), cancel).await;
