@@ -1075,6 +1075,9 @@ fn a_saved_plan_is_approved_and_applied_and_an_edited_one_is_refused() {
         &root(),
     );
     assert_eq!(o.status.code(), Some(4), "{}", text(&o));
+    let o = remedy(&["apply", "vr-backup-loop", "--on-drift", "skip"], &root());
+    assert_eq!(o.status.code(), Some(4), "{}", text(&o));
+    assert!(text(&o).contains("use it with --plan FILE"), "{}", text(&o));
 
     let o = remedy(
         &[
