@@ -322,7 +322,8 @@ pub struct SavedPlan {
 
 /// The short form of an id, for people.
 pub fn short(id: &str) -> &str {
-    &id[..id.len().min(12)]
+    // (An id read from an edited file need not be ASCII.)
+    id.char_indices().nth(12).map_or(id, |(i, _)| &id[..i])
 }
 
 fn hex(bytes: &[u8]) -> String {

@@ -113,6 +113,13 @@ fn the_id_is_the_digest_of_the_body_and_an_edit_is_refused() {
 }
 
 #[test]
+fn a_short_id_is_cut_on_a_character() {
+    assert_eq!(short("0123456789abcdef"), "0123456789ab");
+    assert_eq!(short("éééééééééééééé"), "éééééééééééé");
+    assert_eq!(short("abc"), "abc");
+}
+
+#[test]
 fn expiry_and_expected_id() {
     let saved = SavedPlan::seal(body());
     let before = ts("2026-11-23T10:00:00Z");
