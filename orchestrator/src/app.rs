@@ -185,6 +185,15 @@ pub async fn execute(
     let expect = match &opts.from_plan {
         None => None,
         Some(from) => {
+            // Checked when the file was opened; again now (a prompt may have waited).
+            if let Err(e) = from.saved.check_file(None, jiff::Timestamp::now()) {
+                let drift = vec![Drift {
+                    step: "(plan)".into(),
+                    target: String::new(),
+                    why: e.to_string(),
+                }];
+                return Ok((run.clone(), refuse(&sink, &run, &from.saved, drift)));
+            }
             let drift = check_plan(&plan, &transport, &opts, &run, from, &cancel).await;
             sink.emit(Event::PlanCheck {
                 run: run.clone(),
@@ -245,17 +254,27 @@ async fn check_plan(
         expect: None,
     };
     let summary = Scheduler::new(cx, opts.forks, cancel.clone()).run().await;
-    if summary.exit != ExitCode::Success {
-        return vec![Drift {
+    // The check may have read the inventory again: the run starts from the plan's.
+    transport.inventory_changed(&plan.inventory);
+    let drift = if summary.exit != ExitCode::Success {
+        vec![Drift {
             step: "(dry-run)".into(),
             target: String::new(),
             why: format!(
                 "the dry-run before applying did not succeed: {}",
                 summary.status
             ),
-        }];
-    }
-    crate::planfile::compare(&from.saved, plan, &summary)
+        }]
+    } else {
+        crate::planfile::compare(&from.saved, plan, &summary)
+    };
+    drift
+        .into_iter()
+        .map(|d| Drift {
+            why: plan.redactor.redact(&d.why).into_owned(),
+            ..d
+        })
+        .collect()
 }
 
 /// End a run the plan check refused: nothing ran that changes anything.

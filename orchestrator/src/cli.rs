@@ -1066,6 +1066,7 @@ fn approve(
         ticket.as_deref(),
         key.as_ref(),
         &audit_path,
+        &crate::app::operator(),
     ) {
         Ok(a) => {
             println!(

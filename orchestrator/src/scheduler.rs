@@ -79,6 +79,8 @@ pub struct Scheduler {
     drift: Vec<crate::planfile::Drift>,
     /// `apply --plan --on-drift abort`: the run stopped because a node drifted.
     refused: bool,
+    /// Every name a step registers a result or a fact under, in any scope.
+    result_names: std::collections::BTreeSet<String>,
 }
 
 impl Scheduler {
@@ -95,7 +97,20 @@ impl Scheduler {
             nodes: Vec::new(),
             drift: Vec::new(),
             refused: false,
+            result_names: Default::default(),
         }
+        .with_result_names()
+    }
+
+    fn with_result_names(mut self) -> Self {
+        for s in &self.cx.plan.program.steps {
+            self.result_names.insert(s.register.clone());
+            if let crate::playbook::Kind::Set(facts) = &s.kind {
+                self.result_names
+                    .extend(facts.iter().map(|(k, _)| k.clone()));
+            }
+        }
+        self
     }
 
     /// `apply --plan --on-drift skip`: targets the plan check refused run nothing (their
@@ -178,7 +193,11 @@ impl Scheduler {
             outcome: r.outcome,
             prediction: r.prediction.clone(),
             observed: if self.cx.dry_run && !step.mutating() && r.outcome == Outcome::Ok {
-                crate::planfile::Observed::of(r.action.as_deref(), &r.registered)
+                crate::planfile::Observed::of(
+                    r.action.as_deref(),
+                    &r.registered,
+                    self.cx.sink.redactor(),
+                )
             } else {
                 None
             },
@@ -270,7 +289,9 @@ impl Scheduler {
                 // is known even downstream of a predicted change: false is a sure skip.
                 let surely_skipped = || {
                     step.when.iter().any(|w| {
-                        w.vars.iter().all(|v| !step.reads.contains_key(v))
+                        w.vars
+                            .iter()
+                            .all(|v| !step.reads.contains_key(v) && !self.result_names.contains(v))
                             && matches!(plan.program.templates.test(w, &ctx), Ok(false))
                     })
                 };
@@ -534,7 +555,12 @@ impl Scheduler {
         if r.outcome == Outcome::Drifted {
             let node = &plan.graph[ix];
             let step = plan.program.steps[node.step].id.clone();
-            let why = r.error.clone().unwrap_or_default();
+            let why = self
+                .cx
+                .sink
+                .redactor()
+                .redact(r.error.as_deref().unwrap_or_default())
+                .into_owned();
             self.drift.push(crate::planfile::Drift {
                 step: step.clone(),
                 target: node.target.clone(),

@@ -1027,8 +1027,9 @@ fn a_saved_plan_is_approved_and_applied_and_an_edited_one_is_refused() {
         text(&o)
     );
 
-    let o = remedy(
-        &[
+    // Approved from another account than the plan's author's (four eyes).
+    let o = Command::new(env!("CARGO_BIN_EXE_remedy"))
+        .args([
             "approve",
             plan_s,
             "--by",
@@ -1037,9 +1038,12 @@ fn a_saved_plan_is_approved_and_applied_and_an_edited_one_is_refused() {
             "CHG1",
             "--audit-log",
             audit_s,
-        ],
-        &root(),
-    );
+        ])
+        .current_dir(root())
+        .env_remove("SUDO_USER")
+        .env("USER", "carol")
+        .output()
+        .unwrap();
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
 
     // Edited: refused before anything, with exit 5.

@@ -160,7 +160,15 @@ async fn a_plan_applied_unchanged_fixes_the_zone_and_the_audit_names_plan_and_ap
 
     // Approved by someone other than its author, for a ticket.
     assert_ne!(saved.plan.created_by, "change-board");
-    let approval = approve(&saved, "change-board", Some("CHG1234"), None, &zone.audit()).unwrap();
+    let approval = approve(
+        &saved,
+        "change-board",
+        Some("CHG1234"),
+        None,
+        &zone.audit(),
+        "carol",
+    )
+    .unwrap();
     let mut a = zone.applying(&file);
     a.expect_id = Some(short(&saved.id).to_string());
     a.require_approval = true;
@@ -212,6 +220,11 @@ async fn a_plan_applied_unchanged_fixes_the_zone_and_the_audit_names_plan_and_ap
         .find(|r| r["event"] == "run_end" && r["run"] == run)
         .unwrap();
     assert_eq!(end["exit_code"], 0, "{end}");
+
+    // A plan is applied once.
+    let b = before(&zone);
+    refused(zone.apply_plan(&a, now()).await, "was applied already");
+    nothing_sent(&zone, &b, "replay");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -293,7 +306,15 @@ async fn every_refusal_before_the_run_sends_nothing() {
     let mut strict = zone.applying(&file);
     strict.require_approval = true;
     refused(zone.apply_plan(&strict, now()).await, "has no approval");
-    approve(&saved, &saved.plan.created_by, None, None, &zone.audit()).unwrap();
+    approve(
+        &saved,
+        &saved.plan.created_by,
+        None,
+        None,
+        &zone.audit(),
+        "carol",
+    )
+    .unwrap();
     strict.four_eyes = true;
     refused(zone.apply_plan(&strict, now()).await, "who made it");
     let key = |name: &str, text: &str| {
@@ -312,6 +333,7 @@ async fn every_refusal_before_the_run_sends_nothing() {
         Some("CHG1"),
         Some(&k),
         &zone.audit(),
+        "carol",
     )
     .unwrap();
     strict.approval_key = Some(other_key);
@@ -593,4 +615,72 @@ async fn the_markdown_page_is_the_one_in_the_docs() {
             path.display()
         );
     }
+}
+
+/// A plan with nothing to do (the zone is healthy) applies as nothing to do.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_plan_with_nothing_to_do_applies_as_nothing_to_do() {
+    let (zone, file, saved, _) = planned("healthy", &playbook("vr-backup-loop"), VPC).await;
+    assert!(!saved.plan.applies);
+    let b = before(&zone);
+    let s = zone.apply_plan(&zone.applying(&file), now()).await.unwrap();
+    assert_eq!(s.exit, ExitCode::Success, "{}", s.status);
+    assert!(
+        !s.applies && s.drift.is_empty(),
+        "{} {:?}",
+        s.status,
+        s.drift
+    );
+    assert_eq!(zone.mutating_requests(), b.mutating);
+}
+
+/// A secret parameter is stored only as a hash, and must be given again to apply the plan.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_secret_parameter_is_hashed_and_given_again() {
+    let zone = ApiZone::start("vr-backup-loop", Faults::default()).await;
+    let pb = remedy_tests::write(
+        zone.dir.path(),
+        "tag-vlan.yml",
+        "name: tag-vlan\nparams:\n  range: { required: true }\n  token: { required: true, secret: true }\n  api_password: { required: true }\n\
+         detect:\n  - id: nets\n    api: { command: listPhysicalNetworks }\n\
+         steps:\n  - id: tag\n    api: { command: updatePhysicalNetwork, args: { id: \"{{ nets.items[0].id }}\", vlan: \"{{ range }}\", tags: \"{{ token }}-{{ api_password }}\" } }\n    no_rollback: a test of parameters\n",
+    );
+    let secret = "s3cr3t-t0ken-v4lue";
+    let params = [
+        ("range", "1000-1099"),
+        ("token", secret),
+        ("api_password", "pw-0f-the-api-user"),
+    ];
+    let file = zone.dir.path().join("secret.plan.json");
+    let (saved, s) = zone.make_plan(&pb, &params, &file, DAY).await;
+    let saved = saved.unwrap_or_else(|| panic!("{}", s.status));
+    let text = std::fs::read_to_string(&file).unwrap();
+    for s in [secret, "pw-0f-the-api-user"] {
+        assert!(!text.contains(s), "{s} is in the plan file:\n{text}");
+    }
+    assert!(text.contains("secret_sha256"), "{text}");
+    assert_eq!(
+        saved.plan.params.given["range"],
+        remedy::planfile::Given::Value("1000-1099".into())
+    );
+
+    let mut a = zone.applying(&file);
+    refused(
+        zone.apply_plan(&a, now()).await,
+        "pass it again with -e api_password=...",
+    );
+    a.extra = vec![
+        ("token".into(), "wrong".into()),
+        ("api_password".into(), "pw-0f-the-api-user".into()),
+    ];
+    refused(
+        zone.apply_plan(&a, now()).await,
+        "secret parameter token is not",
+    );
+    a.extra[0].1 = secret.into();
+    let s = zone.apply_plan(&a, now()).await.unwrap();
+    assert_eq!(s.exit, ExitCode::Success, "{}", s.status);
+    assert_eq!(guest_vlan(&zone.world()), "1000-1099");
+    let audit = std::fs::read_to_string(zone.audit()).unwrap();
+    assert!(!audit.contains(secret), "the secret is in the audit log");
 }

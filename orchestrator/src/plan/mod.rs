@@ -132,7 +132,7 @@ impl Plan {
                 let v = self.scope_values[0].get(k)?;
                 Some((
                     k.clone(),
-                    if p.secret {
+                    if p.secret || crate::redact::is_secret_name(k) {
                         Redactor::MASK.to_string()
                     } else {
                         json_text(v)
@@ -256,7 +256,10 @@ pub fn build(program: Program, inventory: Inventory, opts: &Options) -> Result<P
                 },
             };
             if let Some(v) = value {
-                if p.secret {
+                // Declared secret, or named like one (`api_password`): kept out of every
+                // output. (Not a flag's `true`, which would be masked everywhere.)
+                let named = crate::redact::is_secret_name(name) && !v.is_boolean();
+                if p.secret || named {
                     redactor.add(json_text(&v));
                 }
                 values.insert(name.clone(), v);

@@ -33,6 +33,9 @@ pub struct ApprovalRef {
     pub at: String,
     /// `hmac-sha256` (verified with the key) or `sha256` (a record only).
     pub alg: String,
+    /// The account that ran `remedy approve` (signed with the rest).
+    #[serde(default)]
+    pub operator: String,
 }
 
 /// An approval key: the bytes of a file only its owner can read.
@@ -73,9 +76,9 @@ impl Key {
 }
 
 /// The text an approval signs.
-fn message(plan: &str, by: &str, ticket: Option<&str>, at: &str) -> String {
+fn message(plan: &str, by: &str, ticket: Option<&str>, at: &str, operator: &str) -> String {
     format!(
-        "remedy-approval/1\nplan {plan}\nby {by}\nticket {}\nat {at}\n",
+        "remedy-approval/1\nplan {plan}\nby {by}\nticket {}\nat {at}\noperator {operator}\n",
         ticket.unwrap_or("")
     )
 }
@@ -98,13 +101,15 @@ fn sign(msg: &str, key: Option<&Key>) -> (String, String) {
     }
 }
 
-/// Record an approval of `saved` by `by` in the audit log. Refused for an expired plan.
+/// Record an approval of `saved` by `by` in the audit log, made from the account `operator`
+/// (`app::operator()`). Refused for an expired plan.
 pub fn approve(
     saved: &SavedPlan,
     by: &str,
     ticket: Option<&str>,
     key: Option<&Key>,
     audit: &Path,
+    operator: &str,
 ) -> Result<ApprovalRef, Error> {
     let by = by.trim();
     if by.is_empty() {
@@ -112,7 +117,8 @@ pub fn approve(
     }
     saved.check_file(None, jiff::Timestamp::now())?;
     let at = jiff::Timestamp::now().to_string();
-    let msg = message(&saved.id, by, ticket, &at);
+    let operator = operator.to_string();
+    let msg = message(&saved.id, by, ticket, &at, &operator);
     let (alg, signature) = sign(&msg, key);
     let approval = short(&crate::playbook::load::hex(&Sha256::digest(msg.as_bytes()))).to_string();
     let log = AuditLog::open(audit).map_err(|e| Error::Audit(e.to_string()))?;
@@ -126,7 +132,7 @@ pub fn approve(
         plan_made_by: saved.plan.created_by.clone(),
         alg: alg.clone(),
         signature,
-        operator: crate::app::operator(),
+        operator: operator.clone(),
     };
     let value = serde_json::to_value(&event).map_err(|e| Error::Other(e.to_string()))?;
     log.append(value, true)
@@ -137,6 +143,7 @@ pub fn approve(
         ticket: ticket.map(str::to_string),
         at,
         alg,
+        operator,
     })
 }
 
@@ -171,12 +178,13 @@ pub fn find(audit: &Path, id: &str, key: Option<&Key>) -> Result<Vec<ApprovalRef
             at,
             alg,
             signature,
+            operator,
             ..
         }) = serde_json::from_value::<Event>(v.clone())
         else {
             continue;
         };
-        let msg = message(&plan, &by, ticket.as_deref(), &at);
+        let msg = message(&plan, &by, ticket.as_deref(), &at, &operator);
         let holds = match (alg.as_str(), key) {
             (HMAC, Some(k)) => sign(&msg, Some(k)).1 == signature,
             // Without the key an HMAC cannot be checked; it is still a record.
@@ -192,6 +200,7 @@ pub fn find(audit: &Path, id: &str, key: Option<&Key>) -> Result<Vec<ApprovalRef
                 ticket,
                 at,
                 alg,
+                operator,
             });
         }
     }
@@ -218,12 +227,41 @@ pub fn require(
     if !four_eyes {
         return Ok(found);
     }
+    // Neither the name given nor the account that recorded it may be the author's.
     let author = &saved.plan.created_by;
-    let others: Vec<ApprovalRef> = found.into_iter().filter(|a| &a.by != author).collect();
+    let others: Vec<ApprovalRef> = found
+        .into_iter()
+        .filter(|a| &a.by != author && &a.operator != author)
+        .collect();
     if others.is_empty() {
         return Err(Error::PlanRefused(format!(
-            "plan {id} is approved only by {author}, who made it; --four-eyes needs an approval by someone else"
+            "plan {id} is approved only by {author}, who made it (by name or by the account that recorded the approval); --four-eyes needs an approval by someone else"
         )));
     }
     Ok(others)
+}
+
+/// The run that already applied plan `id` and changed something, if any: a plan is applied
+/// once.
+pub fn applied_in(audit: &Path, id: &str) -> Option<String> {
+    let records = crate::audit::read(audit).ok()?;
+    let runs: Vec<&str> = records
+        .iter()
+        .filter(|r| {
+            r.value["event"] == "run_start"
+                && r.value["mode"] == "apply"
+                && r.value["plan"]["id"] == id
+        })
+        .filter_map(|r| r.value["run"].as_str())
+        .collect();
+    records
+        .iter()
+        .filter(|r| r.value["event"] == "run_end")
+        .find(|r| {
+            r.value["run"]
+                .as_str()
+                .is_some_and(|run| runs.contains(&run))
+                && r.value["changed"].as_u64().unwrap_or(0) > 0
+        })
+        .and_then(|r| r.value["run"].as_str().map(str::to_string))
 }

@@ -136,8 +136,12 @@ pub struct Observed {
 }
 
 impl Observed {
-    /// From a step's registered result (`rc`/`stdout`, or `json`/`items`).
-    pub fn of(action: Option<&str>, registered: &J) -> Option<Observed> {
+    /// From a step's registered result (`rc`/`stdout`, or `json`/`items`), secrets masked
+    /// before anything is cut or hashed.
+    pub fn of(action: Option<&str>, registered: &J, r: &Redactor) -> Option<Observed> {
+        let mut registered = registered.clone();
+        r.redact_json(&mut registered);
+        let action = action.map(|a| r.redact(a).into_owned());
         let (text, summary, rc) = if let Some(out) = registered.get("stdout").and_then(J::as_str) {
             let start = out.len().saturating_sub(OBSERVED_TAIL);
             let start = (start..=out.len())
@@ -162,7 +166,7 @@ impl Observed {
             return None;
         };
         Some(Observed {
-            action: action.map(str::to_string),
+            action,
             rc,
             sha256: hex(&Sha256::digest(text.as_bytes())),
             summary,
@@ -281,12 +285,13 @@ impl Body {
             .iter()
             .filter(|s| s.irreversible.is_some())
             .filter(|s| {
-                s.nodes.iter().any(|n| {
-                    matches!(
-                        n.prediction.outcome,
-                        Outcome::WouldChange | Outcome::Unknown
-                    )
-                })
+                s.targets_after_refresh.is_some()
+                    || s.nodes.iter().any(|n| {
+                        matches!(
+                            n.prediction.outcome,
+                            Outcome::WouldChange | Outcome::Unknown
+                        )
+                    })
             })
             .collect()
     }
@@ -436,11 +441,12 @@ impl SavedPlan {
         let expires = now
             .checked_add(valid)
             .map_err(|e| Error::invalid(format!("--valid-for: {e}")))?;
+        // Declared secret, or named like one (the redactor would mask its value anyway).
         let secret: BTreeSet<&str> = plan
             .program
             .params()
             .iter()
-            .filter(|(_, p)| p.secret)
+            .filter(|(n, p)| p.secret || crate::redact::is_secret_name(n))
             .map(|(n, _)| n.as_str())
             .collect();
         let salt = uuid::Uuid::new_v4().simple().to_string();
@@ -566,9 +572,9 @@ impl SavedPlan {
                 files_sha256: inventory_files_sha256(m.inventory)?,
             },
             params: ParamsRef {
+                sha256: resolved_sha256(plan, &salt),
                 given,
                 salt,
-                sha256: plan.params_sha256.clone(),
             },
             shown_params: plan.shown_params(),
             limit: plan.limit.clone(),
@@ -583,7 +589,16 @@ impl SavedPlan {
             steps,
         };
         let mut value = serde_json::to_value(&body).map_err(|e| Error::Other(e.to_string()))?;
+        // Everything but the parameters as given, which hold secrets only as salted hashes
+        // (and which the redactor's key names would mask: `secret_sha256`).
+        let params = value
+            .as_object_mut()
+            .and_then(|o| o.remove("params"))
+            .unwrap_or(J::Null);
         plan.redactor.redact_json(&mut value);
+        if let Some(o) = value.as_object_mut() {
+            o.insert("params".into(), params);
+        }
         let body: Body = serde_json::from_value(value)
             .map_err(|e| Error::Other(format!("internal error: plan body: {e}")))?;
         Ok(SavedPlan::seal(body))
@@ -800,7 +815,7 @@ impl SavedPlan {
                 short(&files)
             )));
         }
-        if plan.params_sha256 != body.params.sha256 {
+        if resolved_sha256(plan, &body.params.salt) != body.params.sha256 {
             return Err(refused(
                 "the resolved parameters differ from the plan's (sha256), though the values given match: a default changed?",
             ));
@@ -927,6 +942,12 @@ impl Applying {
                 short(&files)
             )));
         }
+        if let Some(run) = approval::applied_in(&self.audit, &saved.id) {
+            return Err(refused(format!(
+                "plan {} was applied already (run {run} changed things); a plan is applied once: make a new one",
+                short(&saved.id)
+            )));
+        }
         let extra = saved.params(&self.extra)?;
         let key = approval::Key::load(self.approval_key.as_deref())?;
         let approvals = if self.require_approval {
@@ -951,17 +972,38 @@ impl Opened {
     /// plan's parameters, limit and tags; refused where it does not match the file.
     pub fn rebuild(&self, inventory: crate::inventory::Inventory) -> Result<Plan, Error> {
         let body = &self.saved.plan;
+        // (The files are as hashed, so a failure here is the inventory's: refused.)
+        let cannot = |d: crate::error::Diagnostics| {
+            refused(format!(
+                "the plan cannot be built again: {}",
+                Error::Invalid(d).render(false).trim_end()
+            ))
+        };
         let program = crate::playbook::load(&body.playbook.path)
             .and_then(|l| crate::playbook::compile(&l))
-            .map_err(Error::Invalid)?;
+            .map_err(cannot)?;
         let opts = crate::plan::Options {
             extra: self.extra.clone(),
             limit: body.limit.clone(),
             tags: body.tags.clone(),
             validating: false,
         };
-        let plan = crate::plan::build(program, inventory, &opts).map_err(Error::Invalid)?;
+        let plan = crate::plan::build(program, inventory, &opts).map_err(cannot)?;
         self.saved.check_inputs(&plan, &self.inventory)?;
+        // Each target reached as it was when the plan was made (a target gone is a drift).
+        for t in &body.targets {
+            if t.host == crate::plan::CONTROLLER {
+                continue;
+            }
+            if let Some(now) = plan.host(&t.host).map(crate::inventory::show::reach) {
+                if now != t.reached {
+                    return Err(refused(format!(
+                        "{} is reached as {now} now; the plan was made when it was reached as {}",
+                        t.host, t.reached
+                    )));
+                }
+            }
+        }
         Ok(plan)
     }
 
@@ -972,6 +1014,28 @@ impl Opened {
             on_drift,
         }
     }
+}
+
+/// SHA-256 of every resolved parameter value (each scope's params and vars), with the values
+/// that hold a secret replaced by their salted hash: comparable between the plan and its
+/// apply, and no shortcut to guessing a secret.
+fn resolved_sha256(plan: &Plan, salt: &str) -> String {
+    let mut h = Sha256::new();
+    for (i, scope) in plan.scope_values.iter().enumerate() {
+        for (k, v) in scope {
+            let text = match v {
+                J::String(s) => s.clone(),
+                other => other.to_string(),
+            };
+            let shown = if plan.redactor.redact(&text) != text {
+                format!("secret:{}", secret_hash(salt, k, &text))
+            } else {
+                v.to_string()
+            };
+            h.update(format!("{i}\0{k}\0{shown}\n").as_bytes());
+        }
+    }
+    hex(&h.finalize())
 }
 
 /// `a` and `b` apply each other's plans: same major version, and before 1.0 the same minor.
@@ -1135,13 +1199,18 @@ pub fn compare(saved: &SavedPlan, plan: &Plan, summary: &Summary) -> Vec<Drift> 
     if body.applies != summary.applies {
         out.push(Drift {
             step: "applies_when".into(),
-            target: crate::plan::CONTROLLER.into(),
+            // The whole plan: no target to leave out.
+            target: String::new(),
             why: if body.applies {
                 "the playbook applied when the plan was made; now `applies_when` is false (fixed already?)".into()
             } else {
                 "the playbook did not apply when the plan was made (the plan changes nothing); now it does".into()
             },
         });
+        return out;
+    }
+    if !body.applies {
+        // Nothing ran past detection, then or now.
         return out;
     }
     let expect = saved.expect(OnDrift::Abort);

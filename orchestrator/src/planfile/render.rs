@@ -37,11 +37,11 @@ fn params(saved: &SavedPlan) -> String {
 
 /// Mutating steps of the Steps phase that have nodes.
 fn changing(saved: &SavedPlan) -> impl Iterator<Item = &PlannedStep> {
-    saved
-        .plan
-        .steps
-        .iter()
-        .filter(|s| s.phase == Phase::Steps && s.mutating && !s.nodes.is_empty())
+    saved.plan.steps.iter().filter(|s| {
+        s.phase == Phase::Steps
+            && s.mutating
+            && (!s.nodes.is_empty() || s.targets_after_refresh.is_some())
+    })
 }
 
 fn apply_command(saved: &SavedPlan, file: Option<&str>) -> String {

@@ -282,8 +282,8 @@ fn approvals_sign_with_a_key_and_count_only_what_verifies() {
         .unwrap();
 
     assert!(find(&audit, &saved.id, None).is_err(), "no log yet");
-    approve(&saved, "bob", Some("CHG1"), Some(&k1), &audit).unwrap();
-    approve(&saved, "carol", None, None, &audit).unwrap();
+    approve(&saved, "bob", Some("CHG1"), Some(&k1), &audit, "bob").unwrap();
+    approve(&saved, "carol", None, None, &audit, "carol").unwrap();
     let by = |v: Vec<ApprovalRef>| v.into_iter().map(|a| a.by).collect::<Vec<_>>();
     assert_eq!(by(find(&audit, &saved.id, Some(&k1)).unwrap()), ["bob"]);
     assert!(find(&audit, &saved.id, Some(&k2)).unwrap().is_empty());
@@ -291,17 +291,26 @@ fn approvals_sign_with_a_key_and_count_only_what_verifies() {
     assert!(find(&audit, "other", None).unwrap().is_empty());
 
     // Four eyes: the author's own approval does not count.
-    approve(&saved, "alice", None, None, &audit).unwrap();
+    approve(&saved, "alice", None, None, &audit, "alice").unwrap();
     let only_author = vec![ApprovalRef {
         approval: "x".into(),
         by: "alice".into(),
         ticket: None,
         at: "t".into(),
         alg: "sha256".into(),
+        operator: "alice".into(),
     }];
     assert!(
         text(require(&saved, only_author.clone(), true, &audit, false).unwrap_err())
             .contains("who made it")
+    );
+    // Another name typed from the author's own account does not count either.
+    let renamed = vec![ApprovalRef {
+        by: "bob".into(),
+        ..only_author[0].clone()
+    }];
+    assert!(
+        text(require(&saved, renamed, true, &audit, false).unwrap_err()).contains("who made it")
     );
     assert_eq!(
         require(&saved, only_author, false, &audit, false)
