@@ -35,6 +35,17 @@ pub struct RunOptions {
     pub planning: bool,
     /// `apply --plan`: the plan this run is held to.
     pub from_plan: Option<Arc<FromPlan>>,
+    /// Per-target locks to hold for the run (none in a dry-run): see [`crate::lock`].
+    pub locks: Option<Locks>,
+}
+
+/// Where the run's per-target locks live, how long to wait for them, and who takes them.
+#[derive(Debug, Clone)]
+pub struct Locks {
+    pub dir: PathBuf,
+    pub wait: std::time::Duration,
+    /// For the message the other side gets: `alice (remedy apply vr-backup-loop)`.
+    pub by: String,
 }
 
 /// A saved plan being applied: checked against its inputs already (`SavedPlan::check_*`).
@@ -57,6 +68,7 @@ impl Default for RunOptions {
             reload: None,
             planning: false,
             from_plan: None,
+            locks: None,
         }
     }
 }
@@ -136,13 +148,38 @@ pub async fn execute(
             )));
         }
     }
+    let run = new_run_id();
+    // Every target but the controller, held until the run (and its rollback) is over.
+    let _held = match (&opts.locks, opts.dry_run) {
+        (Some(l), false) => {
+            let targets: Vec<String> = plan
+                .targets
+                .iter()
+                .flatten()
+                .filter(|t| *t != crate::plan::CONTROLLER)
+                .cloned()
+                .collect::<std::collections::BTreeSet<_>>()
+                .into_iter()
+                .collect();
+            let holder = crate::lock::Holder::new(&run, l.by.clone());
+            match crate::lock::acquire(&l.dir, &targets, &holder, l.wait).await {
+                Ok(h) => Some(h),
+                Err(crate::lock::AcquireError::Busy(b)) => {
+                    return Err(Error::LockHeld(format!(
+                        "{b}; nothing was started (--wait-lock DURATION waits for it)"
+                    )))
+                }
+                Err(crate::lock::AcquireError::Io(e)) => return Err(Error::Other(e)),
+            }
+        }
+        _ => None,
+    };
     let audit = match &opts.audit_log {
         Some(p) => {
             Some(AuditLog::open(p).map_err(|e| Error::Audit(format!("{e}; refusing to act")))?)
         }
         None => None,
     };
-    let run = new_run_id();
     let sink = Sink::new(audit, plan.redactor.clone(), tx);
     sink.emit(Event::RunStart {
         run: run.clone(),

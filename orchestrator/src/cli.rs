@@ -192,6 +192,12 @@ pub struct ApplyArgs {
     /// Count only approvals signed with this key file (default $REMEDY_APPROVAL_KEY).
     #[arg(long, value_name = "FILE", requires = "plan")]
     pub approval_key: Option<PathBuf>,
+    /// How long to wait for a target another run (or the daemon) holds; then exit 6.
+    #[arg(long, default_value = "0s", value_parser = humantime::parse_duration)]
+    pub wait_lock: std::time::Duration,
+    /// State directory (per-target locks), shared with `remedy daemon`.
+    #[arg(long, env = crate::lock::ENV_VAR)]
+    pub state_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -744,6 +750,8 @@ async fn exec(req: ExecArgs, argv: Vec<String>) -> ExitCode {
         require_approval: false,
         four_eyes: false,
         approval_key: None,
+        wait_lock: std::time::Duration::ZERO,
+        state_dir: None,
     };
     let code = apply(args, argv, true).await;
     let _ = std::fs::remove_file(&path);
@@ -909,6 +917,19 @@ async fn apply(req: ApplyArgs, argv: Vec<String>, show_output: bool) -> ExitCode
         from_plan: opened
             .as_ref()
             .map(|o| Arc::new(o.from_plan(req.on_drift.unwrap_or_default()))),
+        locks: Some(crate::app::Locks {
+            dir: req
+                .state_dir
+                .clone()
+                .unwrap_or_else(crate::lock::default_state_dir),
+            wait: req.wait_lock,
+            by: format!(
+                "{} (remedy {} {})",
+                crate::app::operator(),
+                if show_output { "exec" } else { "apply" },
+                plan.program.name
+            ),
+        }),
     };
     let router = Arc::new(Router::with_api(&plan.inventory, api));
     let result = execute(plan, router, run_opts, Some(tx), cancel).await;

@@ -24,6 +24,7 @@ pub mod error;
 pub mod event;
 pub mod inventory;
 pub mod lab;
+pub mod lock;
 pub mod modules;
 pub mod plan;
 pub mod planfile;

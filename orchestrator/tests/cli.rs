@@ -11,8 +11,17 @@ fn remedy(args: &[&str], cwd: &Path) -> Output {
         .current_dir(cwd)
         .env_remove("REMEDY_AUDIT_LOG")
         .env_remove("REMEDY_INVENTORY")
+        // Tests run in parallel on the same (simulated) machine names: each run its own locks.
+        .env("REMEDY_STATE_DIR", state_dir())
         .output()
         .expect("run remedy")
+}
+
+/// A state directory of its own (per-target locks), under the system's temp dir.
+fn state_dir() -> PathBuf {
+    static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    std::env::temp_dir().join(format!("remedy-cli-state-{}-{n}", std::process::id()))
 }
 
 fn root() -> PathBuf {
@@ -1116,4 +1125,53 @@ fn a_saved_plan_is_approved_and_applied_and_an_edited_one_is_refused() {
     let t = text(&o);
     assert!(t.contains(&format!("applies plan {id}")), "{t}");
     assert!(t.contains("approved by change-board for CHG1"), "{t}");
+}
+
+/// An operator's apply against a router someone else holds: exit 6 naming the holder, nothing
+/// started; with --wait-lock it waits until the holder lets go, then runs.
+#[test]
+fn apply_exits_6_on_a_held_target_or_waits_for_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let audit = dir.path().join("audit.jsonl");
+    let inv = root().join("inventories/lab.yml");
+    let holder = remedy::lock::Holder::new("20261123T000000Z-daemon01", "daemon job vr");
+    let held = remedy::lock::try_all(&state, &["r-931-VM".to_string()], &holder).unwrap();
+    let apply = |extra: &[&str]| {
+        let mut args = vec![
+            "apply",
+            "vr-backup-loop",
+            "-i",
+            inv.to_str().unwrap(),
+            "-e",
+            "vpc=web-vpc",
+            "-e",
+            "vlan_range=1000-1099",
+            "--yes",
+            "--audit-log",
+            audit.to_str().unwrap(),
+            "--state-dir",
+            state.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        remedy(&args, &root())
+    };
+    let o = apply(&[]);
+    let t = text(&o);
+    assert_eq!(o.status.code(), Some(6), "{t}");
+    assert!(
+        t.contains("r-931-VM is locked by daemon job vr (pid")
+            && t.contains("run 20261123T000000Z-daemon01"),
+        "{t}"
+    );
+    assert!(!audit.exists(), "nothing was started: {t}");
+
+    // The holder lets go after a second; a run that waits up to 20 s goes ahead.
+    let release = std::thread::spawn(move || {
+        std::thread::sleep(std::time::Duration::from_secs(1));
+        drop(held);
+    });
+    let o = apply(&["--wait-lock", "20s"]);
+    release.join().unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
 }
