@@ -110,7 +110,7 @@ fn unreachable_source(path: &Path) -> Source {
 }
 
 /// Turn a serde_yaml error into a diagnostic at its position, with friendlier wording.
-fn schema_error(source: &Source, e: &serde_yaml::Error) -> Diagnostic {
+pub(crate) fn schema_error(source: &Source, e: &serde_yaml::Error) -> Diagnostic {
     let raw = e.to_string();
     // serde_yaml appends " at line L column C"; we show the position ourselves.
     let msg = match raw.find(" at line ") {

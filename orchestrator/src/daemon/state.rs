@@ -1,0 +1,289 @@
+//! What `remedy daemon` remembers across restarts: `daemon-state.json` in the state directory.
+//!
+//! Per job: the last run, its result, the last success, the next run. Per job and target: the
+//! fixes within the circuit's window, the cooldown after the last fix, and whether the circuit
+//! is open (the job stops fixing that target until `remedy daemon reset`).
+//!
+//! The daemon and the `status`/`reset` commands change the file only through [`update`]: an
+//! exclusive lock on `daemon-state.lock`, read, change, write to a temporary file, fsync,
+//! rename. A reset made while the daemon runs is therefore never lost.
+
+use std::collections::BTreeMap;
+use std::fs::OpenOptions;
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+
+use jiff::Timestamp;
+use serde::{Deserialize, Serialize};
+
+use super::jobs::Job;
+
+const FILE: &str = "daemon-state.json";
+const LOCK: &str = "daemon-state.lock";
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct State {
+    #[serde(default)]
+    pub jobs: BTreeMap<String, JobState>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct JobState {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_run: Option<Timestamp>,
+    /// The last run's status line and exit code.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_result: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_exit: Option<i32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_run_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_success: Option<Timestamp>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_run: Option<Timestamp>,
+    #[serde(default)]
+    pub targets: BTreeMap<String, TargetState>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct TargetState {
+    /// Fixes within the circuit's window, oldest first.
+    #[serde(default)]
+    pub fixes: Vec<Timestamp>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cooldown_until: Option<Timestamp>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub circuit_open_since: Option<Timestamp>,
+}
+
+/// Why a job leaves a target alone this time.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Blocked {
+    Cooldown { until: Timestamp },
+    CircuitOpen { since: Timestamp },
+}
+
+impl std::fmt::Display for Blocked {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Blocked::Cooldown { until } => write!(f, "cooling down until {until}"),
+            Blocked::CircuitOpen { since } => write!(
+                f,
+                "circuit open since {since}: `remedy daemon reset` to fix it again"
+            ),
+        }
+    }
+}
+
+fn add(t: Timestamp, d: std::time::Duration) -> Timestamp {
+    jiff::SignedDuration::try_from(d)
+        .ok()
+        .and_then(|d| t.checked_add(d).ok())
+        .unwrap_or(Timestamp::MAX)
+}
+
+impl JobState {
+    /// Whether `target` may be fixed at `now`.
+    pub fn blocked(&self, target: &str, now: Timestamp) -> Option<Blocked> {
+        let t = self.targets.get(target)?;
+        if let Some(since) = t.circuit_open_since {
+            return Some(Blocked::CircuitOpen { since });
+        }
+        match t.cooldown_until {
+            Some(until) if now < until => Some(Blocked::Cooldown { until }),
+            _ => None,
+        }
+    }
+
+    /// Record a fix of `target` at `now`: the cooldown starts, and with `job.circuit.fixes`
+    /// fixes within its window the circuit opens. Returns whether it opened now.
+    pub fn record_fix(&mut self, target: &str, now: Timestamp, job: &Job) -> bool {
+        let t = self.targets.entry(target.to_string()).or_default();
+        let window_start = jiff::SignedDuration::try_from(job.circuit.window)
+            .ok()
+            .and_then(|w| now.checked_sub(w).ok())
+            .unwrap_or(Timestamp::MIN);
+        t.fixes.retain(|f| *f > window_start);
+        t.fixes.push(now);
+        t.cooldown_until = Some(add(now, job.cooldown));
+        if t.circuit_open_since.is_none() && t.fixes.len() as u32 >= job.circuit.fixes {
+            t.circuit_open_since = Some(now);
+            return true;
+        }
+        false
+    }
+
+    /// Targets whose circuit is open.
+    pub fn open_circuits(&self) -> Vec<(&str, Timestamp)> {
+        self.targets
+            .iter()
+            .filter_map(|(k, t)| t.circuit_open_since.map(|s| (k.as_str(), s)))
+            .collect()
+    }
+
+    /// Forget the fixes, cooldown and circuit of `target` (every target when `None`). Returns
+    /// the targets reset.
+    pub fn reset(&mut self, target: Option<&str>) -> Vec<String> {
+        let names: Vec<String> = match target {
+            Some(t) if self.targets.contains_key(t) => vec![t.to_string()],
+            Some(_) => Vec::new(),
+            None => self.targets.keys().cloned().collect(),
+        };
+        for n in &names {
+            self.targets.remove(n);
+        }
+        names
+    }
+}
+
+pub fn path(dir: &Path) -> PathBuf {
+    dir.join(FILE)
+}
+
+/// The state as it is on disk (empty when there is none yet).
+pub fn load(dir: &Path) -> Result<State, String> {
+    let p = path(dir);
+    match std::fs::read_to_string(&p) {
+        Ok(text) => serde_json::from_str(&text)
+            .map_err(|e| format!("{}: not a daemon state file: {e}", p.display())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(State::default()),
+        Err(e) => Err(format!("{}: {e}", p.display())),
+    }
+}
+
+/// Change the state on disk under its lock: read, `f`, write (atomically, durably).
+pub fn update<R>(dir: &Path, f: impl FnOnce(&mut State) -> R) -> Result<R, String> {
+    std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let lock = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(dir.join(LOCK))
+        .map_err(|e| format!("{}: {e}", dir.join(LOCK).display()))?;
+    lock.lock()
+        .map_err(|e| format!("{}: {e}", dir.join(LOCK).display()))?;
+    let mut state = load(dir)?;
+    let r = f(&mut state);
+    let p = path(dir);
+    let tmp = dir.join(format!("{FILE}.tmp"));
+    let text = serde_json::to_string_pretty(&state).map_err(|e| e.to_string())?;
+    let mut out = std::fs::File::create(&tmp).map_err(|e| format!("{}: {e}", tmp.display()))?;
+    out.write_all(text.as_bytes())
+        .and_then(|_| out.sync_all())
+        .map_err(|e| format!("{}: {e}", tmp.display()))?;
+    std::fs::rename(&tmp, &p).map_err(|e| format!("{}: {e}", p.display()))?;
+    Ok(r)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::daemon::jobs::Jobs;
+
+    fn job() -> Job {
+        Jobs::parse(
+            Path::new("/j.yml"),
+            "jobs:\n  - { name: dns, playbook: p, inventory: i.yml, every: 5s, cooldown: 1m, circuit: { fixes: 3, window: 1h } }\n",
+        )
+        .unwrap()
+        .jobs
+        .remove(0)
+    }
+
+    fn at(s: &str) -> Timestamp {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn a_fix_cools_down_and_the_third_in_the_window_opens_the_circuit() {
+        let j = job();
+        let mut s = JobState::default();
+        assert_eq!(s.blocked("r1", at("2026-11-23T10:00:00Z")), None);
+        assert!(!s.record_fix("r1", at("2026-11-23T10:00:00Z"), &j));
+        assert_eq!(
+            s.blocked("r1", at("2026-11-23T10:00:30Z")),
+            Some(Blocked::Cooldown {
+                until: at("2026-11-23T10:01:00Z")
+            })
+        );
+        assert_eq!(s.blocked("r1", at("2026-11-23T10:01:00Z")), None);
+        assert_eq!(
+            s.blocked("r2", at("2026-11-23T10:00:30Z")),
+            None,
+            "per target"
+        );
+        assert!(!s.record_fix("r1", at("2026-11-23T10:10:00Z"), &j));
+        assert!(
+            s.record_fix("r1", at("2026-11-23T10:20:00Z"), &j),
+            "third fix"
+        );
+        assert_eq!(
+            s.blocked("r1", at("2026-11-23T12:00:00Z")),
+            Some(Blocked::CircuitOpen {
+                since: at("2026-11-23T10:20:00Z")
+            }),
+            "open until reset, whatever the time"
+        );
+        assert_eq!(s.open_circuits(), [("r1", at("2026-11-23T10:20:00Z"))]);
+        assert_eq!(s.reset(Some("r1")), ["r1"]);
+        assert_eq!(s.blocked("r1", at("2026-11-23T12:00:00Z")), None);
+        assert!(s.reset(Some("nothing")).is_empty());
+    }
+
+    #[test]
+    fn fixes_outside_the_window_do_not_count() {
+        let j = job();
+        let mut s = JobState::default();
+        for t in ["T08:00:00Z", "T09:30:00Z", "T10:40:00Z", "T11:50:00Z"] {
+            assert!(
+                !s.record_fix("r1", at(&format!("2026-11-23{t}")), &j),
+                "spread over more than the window: {t}"
+            );
+        }
+        // 11:50 is more than an hour after 10:40: only the last fix is kept.
+        assert_eq!(s.targets["r1"].fixes.len(), 1);
+    }
+
+    #[test]
+    fn updates_survive_and_do_not_lose_each_other() {
+        let dir = tempfile::tempdir().unwrap();
+        let j = job();
+        update(dir.path(), |s| {
+            let js = s.jobs.entry("dns".into()).or_default();
+            for m in 0..3 {
+                js.record_fix("r1", at(&format!("2026-11-23T10:0{m}:00Z")), &j);
+            }
+        })
+        .unwrap();
+        // Another process (here: threads) resets while the daemon records: both land.
+        let d = dir.path().to_path_buf();
+        let a = std::thread::spawn({
+            let d = d.clone();
+            move || {
+                for _ in 0..20 {
+                    update(&d, |s| {
+                        s.jobs.entry("other".into()).or_default().last_exit = Some(0);
+                    })
+                    .unwrap();
+                }
+            }
+        });
+        update(&d, |s| s.jobs.get_mut("dns").unwrap().reset(None)).unwrap();
+        a.join().unwrap();
+        let s = load(dir.path()).unwrap();
+        assert!(s.jobs["dns"].targets.is_empty(), "{s:?}");
+        assert_eq!(s.jobs["other"].last_exit, Some(0));
+    }
+
+    #[test]
+    fn a_damaged_file_is_an_error_not_a_fresh_start() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(path(dir.path()), "{ nope").unwrap();
+        assert!(load(dir.path())
+            .unwrap_err()
+            .contains("not a daemon state file"));
+        assert!(update(dir.path(), |_| ()).is_err());
+    }
+}
