@@ -1,0 +1,248 @@
+//! What the daemon tells the world: notifications (a webhook, a command) and the metrics it
+//! serves on `/metrics` (Prometheus text format 0.0.4), with `/healthz`, on a loopback port.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use super::jobs::Job;
+use super::run::{Report, Verdict};
+use super::state::State;
+
+/// Counters per job, since the daemon started.
+#[derive(Debug, Default, Clone)]
+struct JobCounts {
+    runs: u64,
+    fixes: u64,
+    failures: u64,
+    rollbacks: u64,
+    skipped: u64,
+    plans: u64,
+}
+
+#[derive(Debug, Default)]
+pub struct Metrics {
+    jobs: Mutex<BTreeMap<String, JobCounts>>,
+}
+
+impl Metrics {
+    /// Make every job appear (with zeros) before its first run.
+    pub fn register(&self, job: &str) {
+        self.lock().entry(job.to_string()).or_default();
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, JobCounts>> {
+        self.jobs.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn observe(&self, r: &Report) {
+        let mut jobs = self.lock();
+        let c = jobs.entry(r.job.clone()).or_default();
+        c.runs += 1;
+        c.fixes += r.fixed.len() as u64;
+        match r.verdict {
+            Verdict::Failed => c.failures += 1,
+            Verdict::Skipped => c.skipped += 1,
+            Verdict::Planned => c.plans += 1,
+            _ => {}
+        }
+        if r.rolled_back {
+            c.rollbacks += 1;
+        }
+    }
+
+    /// The exposition: counters from this process, circuits and last successes from the state
+    /// file (so they survive a restart and show a reset at once).
+    pub fn render(&self, state: &State) -> String {
+        let jobs = self.lock().clone();
+        let mut out = String::new();
+        let counter = |out: &mut String, name: &str, help: &str, f: &dyn Fn(&JobCounts) -> u64| {
+            let _ = writeln!(out, "# HELP {name} {help}");
+            let _ = writeln!(out, "# TYPE {name} counter");
+            for (job, c) in &jobs {
+                let _ = writeln!(out, "{name}{{job=\"{}\"}} {}", label(job), f(c));
+            }
+        };
+        counter(
+            &mut out,
+            "remedy_job_runs_total",
+            "Runs of the job (detection included).",
+            &|c| c.runs,
+        );
+        counter(
+            &mut out,
+            "remedy_job_fixes_total",
+            "Targets fixed by the job.",
+            &|c| c.fixes,
+        );
+        counter(
+            &mut out,
+            "remedy_job_failures_total",
+            "Runs that failed.",
+            &|c| c.failures,
+        );
+        counter(
+            &mut out,
+            "remedy_job_rollbacks_total",
+            "Fixes that were rolled back.",
+            &|c| c.rollbacks,
+        );
+        counter(
+            &mut out,
+            "remedy_job_skipped_total",
+            "Runs that applied but left every target alone (cooldown, open circuit, lock).",
+            &|c| c.skipped,
+        );
+        counter(
+            &mut out,
+            "remedy_job_plans_total",
+            "Plans written (plan mode).",
+            &|c| c.plans,
+        );
+        let _ = writeln!(
+            out,
+            "# HELP remedy_circuit_open Whether the job's circuit for the target is open (1).\n# TYPE remedy_circuit_open gauge"
+        );
+        for (job, js) in &state.jobs {
+            for (target, t) in &js.targets {
+                let _ = writeln!(
+                    out,
+                    "remedy_circuit_open{{job=\"{}\",target=\"{}\"}} {}",
+                    label(job),
+                    label(target),
+                    u8::from(t.circuit_open_since.is_some())
+                );
+            }
+        }
+        let _ = writeln!(
+            out,
+            "# HELP remedy_job_last_success_timestamp_seconds When the job last ran without failing.\n# TYPE remedy_job_last_success_timestamp_seconds gauge"
+        );
+        for (job, js) in &state.jobs {
+            if let Some(t) = js.last_success {
+                let _ = writeln!(
+                    out,
+                    "remedy_job_last_success_timestamp_seconds{{job=\"{}\"}} {}",
+                    label(job),
+                    t.as_second()
+                );
+            }
+        }
+        out
+    }
+}
+
+/// A label value, escaped as the text format wants.
+fn label(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+/// Send the notices `report` gives that `job` asks for. Failures are logged, not fatal.
+pub async fn notify(job: &Job, report: &Report) {
+    for notice in report.notices() {
+        if !job.notify.on.contains(&notice) {
+            continue;
+        }
+        let body = serde_json::json!({
+            "event": notice,
+            "job": job.name,
+            "playbook": job.playbook,
+            "at": jiff::Timestamp::now().to_string(),
+            "report": report,
+        });
+        if let Some(url) = &job.notify.webhook {
+            let sent = reqwest::Client::builder()
+                .timeout(Duration::from_secs(10))
+                .build()
+                .map_err(|e| e.to_string())
+                .map(|c| c.post(url).json(&body).send());
+            let result = match sent {
+                Ok(f) => f
+                    .await
+                    .map_err(|e| e.to_string())
+                    .and_then(|r| r.error_for_status().map_err(|e| e.to_string())),
+                Err(e) => Err(e),
+            };
+            if let Err(e) = result {
+                tracing::warn!(job = %job.name, ?notice, error = %e, "webhook notification failed");
+            }
+        }
+        if let Some(cmd) = &job.notify.command {
+            let event = serde_json::to_value(notice)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_string))
+                .unwrap_or_default();
+            let run = tokio::process::Command::new("sh")
+                .arg("-c")
+                .arg(cmd)
+                .env("REMEDY_EVENT", event)
+                .env("REMEDY_JOB", &job.name)
+                .env("REMEDY_STATUS", &report.status)
+                .env("REMEDY_RUN", report.run.clone().unwrap_or_default())
+                .env("REMEDY_TARGETS", report.fixed.join(","))
+                .env("REMEDY_REPORT", body.to_string())
+                .kill_on_drop(true)
+                .status();
+            match tokio::time::timeout(Duration::from_secs(30), run).await {
+                Ok(Ok(s)) if s.success() => {}
+                Ok(Ok(s)) => {
+                    tracing::warn!(job = %job.name, ?notice, status = %s, "notification command failed")
+                }
+                Ok(Err(e)) => {
+                    tracing::warn!(job = %job.name, ?notice, error = %e, "notification command failed")
+                }
+                Err(_) => {
+                    tracing::warn!(job = %job.name, ?notice, "notification command timed out (30s)")
+                }
+            }
+        }
+    }
+}
+
+/// Serve `/healthz` and `/metrics` on `listener` until the process ends.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    metrics: Arc<Metrics>,
+    state_dir: std::path::PathBuf,
+) {
+    use http_body_util::Full;
+    use hyper::body::Bytes;
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            continue;
+        };
+        let metrics = metrics.clone();
+        let state_dir = state_dir.clone();
+        tokio::spawn(async move {
+            let service =
+                hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                    let metrics = metrics.clone();
+                    let state_dir = state_dir.clone();
+                    async move {
+                        let (status, ctype, body) = match req.uri().path() {
+                            "/healthz" => (200, "text/plain; charset=utf-8", "ok\n".to_string()),
+                            "/metrics" => match super::state::load(&state_dir) {
+                                Ok(s) => (
+                                    200,
+                                    "text/plain; version=0.0.4; charset=utf-8",
+                                    metrics.render(&s),
+                                ),
+                                Err(e) => (500, "text/plain; charset=utf-8", format!("{e}\n")),
+                            },
+                            _ => (404, "text/plain; charset=utf-8", "not found\n".to_string()),
+                        };
+                        hyper::Response::builder()
+                            .status(status)
+                            .header("content-type", ctype)
+                            .body(Full::new(Bytes::from(body)))
+                    }
+                });
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                .await;
+        });
+    }
+}

@@ -1,0 +1,432 @@
+//! One run of one job: detect (a dry-run, not audited: it changes nothing), and when the
+//! playbook applies, fix (auto), write a plan (plan) or only report (detect).
+//!
+//! A fix leaves out the targets in their cooldown, with an open circuit, or locked by someone
+//! else (an operator's `remedy apply`); it holds the others' locks for the run, is cancelled
+//! (and rolled back) at the job's timeout, and is audited like any apply. Then each target it
+//! changed counts a fix: the cooldown starts, and the circuit may open.
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use serde::Serialize;
+
+use super::jobs::{Job, Mode, Notice};
+use super::state::{self, Blocked};
+use crate::app::{execute, Locks, RunOptions};
+use crate::error::{Error, ExitCode};
+use crate::event::Outcome;
+use crate::transport::api::ApiTransport;
+use crate::transport::route::Router;
+
+/// What the runs of jobs share.
+pub struct Env {
+    pub state_dir: PathBuf,
+    pub audit_log: PathBuf,
+    /// One API connection per inventory, kept for the daemon's life (an embedded simulated
+    /// zone lives as long as its connection).
+    pub apis: std::sync::Mutex<std::collections::HashMap<Vec<PathBuf>, Arc<ApiTransport>>>,
+    /// Set when the daemon must stop now: running fixes are cancelled (and rolled back).
+    pub cancel: tokio::sync::watch::Receiver<bool>,
+}
+
+impl Env {
+    fn api(&self, inventory: &[PathBuf], inv: &crate::inventory::Inventory) -> Arc<ApiTransport> {
+        let mut apis = self.apis.lock().unwrap_or_else(|p| p.into_inner());
+        apis.entry(inventory.to_vec())
+            .or_insert_with(|| {
+                Arc::new(ApiTransport::new(
+                    inv.cloudstack().cloned(),
+                    crate::cloudstack::Options::default(),
+                ))
+            })
+            .clone()
+    }
+}
+
+/// How a job's run ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Verdict {
+    /// The playbook does not apply: healthy.
+    Healthy,
+    /// Fixed: these targets changed.
+    Fixed,
+    /// It applies, but every target it would change is left out (cooldown, circuit, lock).
+    Skipped,
+    /// `detect` mode: it applies, and is only reported.
+    Detected,
+    /// `plan` mode: a plan was written.
+    Planned,
+    /// The fix failed (rolled back, or not all), or the job could not run.
+    Failed,
+}
+
+/// What one run of a job did, for the state, the metrics and the notifications.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub job: String,
+    pub verdict: Verdict,
+    pub status: String,
+    pub exit: i32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub run: Option<String>,
+    /// Targets changed.
+    pub fixed: Vec<String>,
+    /// Targets left out, with why.
+    pub left_out: Vec<(String, String)>,
+    /// Targets whose circuit opened with this run.
+    pub circuits_opened: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub plan_file: Option<String>,
+    /// The run was rolled back (or tried to be).
+    pub rolled_back: bool,
+}
+
+impl Report {
+    fn new(job: &Job, verdict: Verdict, status: impl Into<String>, exit: ExitCode) -> Report {
+        Report {
+            job: job.name.clone(),
+            verdict,
+            status: status.into(),
+            exit: exit.code(),
+            run: None,
+            fixed: Vec::new(),
+            left_out: Vec::new(),
+            circuits_opened: Vec::new(),
+            plan_file: None,
+            rolled_back: false,
+        }
+    }
+
+    /// The notices this run gives.
+    pub fn notices(&self) -> Vec<Notice> {
+        let mut n = Vec::new();
+        match self.verdict {
+            Verdict::Fixed => n.push(Notice::Fix),
+            Verdict::Failed => n.push(Notice::Failure),
+            Verdict::Planned => n.push(Notice::Plan),
+            _ => {}
+        }
+        if !self.circuits_opened.is_empty() {
+            n.push(Notice::CircuitOpen);
+        }
+        n
+    }
+}
+
+fn build(
+    job: &Job,
+    inv: crate::inventory::Inventory,
+    limit: Option<String>,
+) -> Result<crate::plan::Plan, Error> {
+    let program = crate::playbook::load(&job.playbook)
+        .and_then(|l| crate::playbook::compile(&l))
+        .map_err(Error::Invalid)?;
+    let opts = crate::plan::Options {
+        extra: job.params.clone(),
+        limit,
+        tags: Vec::new(),
+        validating: false,
+    };
+    crate::plan::build(program, inv, &opts).map_err(Error::Invalid)
+}
+
+async fn inventory(
+    env: &Env,
+    job: &Job,
+) -> Result<(crate::inventory::Inventory, Arc<ApiTransport>), Error> {
+    let files = crate::inventory::Inventory::load(&job.inventory)
+        .map_err(|e| Error::Invalid(crate::error::Diagnostic::new(e.to_string()).into()))?;
+    let api = env.api(&job.inventory, &files);
+    let (inv, _) = crate::cloudstack::inventory::resolve(files, &job.inventory, &api)
+        .await
+        .map_err(Error::Other)?;
+    Ok((inv, api))
+}
+
+/// Run `job` once.
+pub async fn run_job(env: &Env, job: &Job) -> Report {
+    match run_inner(env, job).await {
+        Ok(r) => r,
+        Err(e) => Report::new(
+            job,
+            Verdict::Failed,
+            e.render(false).trim_end().to_string(),
+            e.exit_code(),
+        ),
+    }
+}
+
+async fn run_inner(env: &Env, job: &Job) -> Result<Report, Error> {
+    // Detect: a dry-run, not audited (it changes nothing; a healthy zone would fill the log).
+    let (inv, api) = inventory(env, job).await?;
+    let plan = build(job, inv.clone(), None)?;
+    let reload = reloader(&plan, job, &api)?;
+    let router = Arc::new(Router::with_api(&plan.inventory, api.clone()));
+    let detect_opts = RunOptions {
+        dry_run: true,
+        reload: reload.clone(),
+        ..RunOptions::default()
+    };
+    let (_, detected) = execute(plan, router, detect_opts, None, env.cancel.clone()).await?;
+    if detected.exit != ExitCode::Success {
+        return Ok(Report::new(
+            job,
+            Verdict::Failed,
+            format!("detection failed: {}", detected.status),
+            detected.exit,
+        ));
+    }
+    if !detected.applies {
+        return Ok(Report::new(
+            job,
+            Verdict::Healthy,
+            "healthy (the playbook does not apply)",
+            ExitCode::Success,
+        ));
+    }
+    match job.mode {
+        Mode::Detect => Ok(Report::new(
+            job,
+            Verdict::Detected,
+            "the playbook applies (detect mode: not fixing)",
+            ExitCode::Success,
+        )),
+        Mode::Plan => plan_mode(env, job, inv, api, reload).await,
+        Mode::Auto => fix(env, job, inv, api).await,
+    }
+}
+
+fn reloader(
+    plan: &crate::plan::Plan,
+    job: &Job,
+    api: &Arc<ApiTransport>,
+) -> Result<Option<Arc<crate::cloudstack::inventory::Reloader>>, Error> {
+    if plan.refreshes.is_empty() {
+        return Ok(None);
+    }
+    crate::cloudstack::inventory::Reloader::new(&job.inventory, api.clone())
+        .map(|r| r.map(Arc::new))
+        .map_err(Error::Other)
+}
+
+async fn plan_mode(
+    env: &Env,
+    job: &Job,
+    inv: crate::inventory::Inventory,
+    api: Arc<ApiTransport>,
+    reload: Option<Arc<crate::cloudstack::inventory::Reloader>>,
+) -> Result<Report, Error> {
+    let plan = build(job, inv, None)?;
+    let router = Arc::new(Router::with_api(&plan.inventory, api));
+    let dir = env.state_dir.join("plans");
+    std::fs::create_dir_all(&dir).map_err(|e| Error::Other(format!("{}: {e}", dir.display())))?;
+    let stamp = jiff::Timestamp::now()
+        .strftime("%Y%m%dT%H%M%SZ")
+        .to_string();
+    let file = dir.join(format!("{}-{stamp}.plan.json", job.name));
+    let root = plan.program.root.clone();
+    let making = crate::planfile::Making {
+        playbook_path: &root,
+        inventory: &job.inventory,
+        extra: &job.params,
+        tags: &[],
+        valid_for: crate::planfile::DEFAULT_VALIDITY,
+    };
+    let opts = RunOptions {
+        audit_log: Some(env.audit_log.clone()),
+        reload,
+        argv: vec![
+            "remedy".into(),
+            "daemon".into(),
+            format!("job {}", job.name),
+        ],
+        ..RunOptions::default()
+    };
+    let (run, summary, saved) =
+        crate::planfile::make(plan, router, opts, &making, Some(&file), env.cancel.clone()).await?;
+    let Some(saved) = saved else {
+        return Ok(Report::new(
+            job,
+            Verdict::Failed,
+            format!("no plan written: {}", summary.status),
+            summary.exit,
+        ));
+    };
+    let mut r = Report::new(
+        job,
+        Verdict::Planned,
+        format!(
+            "plan {} written for approval: remedy apply --plan {}",
+            crate::planfile::short(&saved.id),
+            file.display()
+        ),
+        ExitCode::Success,
+    );
+    r.run = Some(run);
+    r.plan_file = Some(file.display().to_string());
+    Ok(r)
+}
+
+async fn fix(
+    env: &Env,
+    job: &Job,
+    inv: crate::inventory::Inventory,
+    api: Arc<ApiTransport>,
+) -> Result<Report, Error> {
+    // The targets the fix would touch, and those it must leave alone.
+    let now = jiff::Timestamp::now();
+    let st = state::load(&env.state_dir)
+        .map_err(Error::Other)?
+        .jobs
+        .remove(&job.name)
+        .unwrap_or_default();
+    let targets: BTreeSet<String> = {
+        let plan = build(job, inv.clone(), None)?;
+        plan.targets
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| plan.program.steps[*i].phase == crate::playbook::Phase::Steps)
+            .flat_map(|(_, ts)| ts.iter().cloned())
+            .collect()
+    };
+    let mut left_out: Vec<(String, String)> = Vec::new();
+    for t in &targets {
+        if let Some(b) = st.blocked(t, now) {
+            left_out.push((t.clone(), b.to_string()));
+        } else if t != crate::plan::CONTROLLER {
+            if let Ok(Some(busy)) = crate::lock::probe(&env.state_dir, t) {
+                left_out.push((t.clone(), busy.to_string()));
+            }
+        }
+    }
+    if !targets.is_empty() && left_out.len() == targets.len() {
+        let mut r = Report::new(
+            job,
+            Verdict::Skipped,
+            format!(
+                "it applies, but every target is left alone: {}",
+                left_out
+                    .iter()
+                    .map(|(t, why)| format!("{t} ({why})"))
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            ),
+            ExitCode::Success,
+        );
+        r.left_out = left_out;
+        return Ok(r);
+    }
+    let limit = (!left_out.is_empty()).then(|| {
+        let mut p = String::from("all");
+        for (t, _) in &left_out {
+            p.push_str(&format!(":!{t}"));
+        }
+        p
+    });
+    let plan = build(job, inv, limit)?;
+    let reload = reloader(&plan, job, &api)?;
+    let router = Arc::new(Router::with_api(&plan.inventory, api));
+    // The job's own cancel: at its timeout, or when the daemon must stop now.
+    let (cancel_tx, cancel) = tokio::sync::watch::channel(false);
+    let mut outer = env.cancel.clone();
+    let timeout = job.timeout;
+    let watchdog = tokio::spawn(async move {
+        tokio::select! {
+            _ = tokio::time::sleep(timeout) => {}
+            _ = outer.wait_for(|c| *c) => {}
+        }
+        let _ = cancel_tx.send(true);
+    });
+    let opts = RunOptions {
+        audit_log: Some(env.audit_log.clone()),
+        reload,
+        argv: vec![
+            "remedy".into(),
+            "daemon".into(),
+            format!("job {}", job.name),
+        ],
+        locks: Some(Locks {
+            dir: env.state_dir.clone(),
+            wait: std::time::Duration::ZERO,
+            by: format!("remedy daemon job {}", job.name),
+        }),
+        ..RunOptions::default()
+    };
+    let result = execute(plan, router, opts, None, cancel).await;
+    watchdog.abort();
+    let (run, summary) = match result {
+        Ok(r) => r,
+        Err(e @ Error::LockHeld(_)) => {
+            // Taken between the look and the run: next time.
+            let mut r = Report::new(job, Verdict::Skipped, e.to_string(), ExitCode::Success);
+            r.left_out = left_out;
+            return Ok(r);
+        }
+        Err(e) => return Err(e),
+    };
+    let fixed: Vec<String> = summary
+        .outcomes
+        .iter()
+        .filter(|(_, o)| **o == Outcome::Changed)
+        .map(|((_, t), _)| t.clone())
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    let ok = summary.exit == ExitCode::Success;
+    let mut r = Report::new(
+        job,
+        if ok { Verdict::Fixed } else { Verdict::Failed },
+        summary.status.clone(),
+        summary.exit,
+    );
+    if ok && fixed.is_empty() {
+        r.verdict = Verdict::Healthy;
+    }
+    r.run = Some(run);
+    r.left_out = left_out;
+    r.rolled_back = matches!(
+        summary.exit,
+        ExitCode::RolledBack | ExitCode::RollbackIncomplete
+    );
+    // A failed fix that was rolled back changed nothing; one that was not still counts.
+    if ok || summary.exit == ExitCode::RollbackIncomplete {
+        r.fixed = fixed;
+    }
+    Ok(r)
+}
+
+/// Record `report` in the state: the job's last result, and per fixed target a fix (which may
+/// open its circuit: the report says which did).
+pub fn record(env: &Env, job: &Job, report: &mut Report) -> Result<(), String> {
+    let now = jiff::Timestamp::now();
+    let opened = state::update(&env.state_dir, |s| {
+        let js = s.jobs.entry(job.name.clone()).or_default();
+        js.last_run = Some(now);
+        js.last_result = Some(report.status.clone());
+        js.last_exit = Some(report.exit);
+        js.last_run_id = report.run.clone();
+        if report.verdict != Verdict::Failed {
+            js.last_success = Some(now);
+        }
+        report
+            .fixed
+            .iter()
+            .filter(|t| js.record_fix(t, now, job))
+            .cloned()
+            .collect::<Vec<_>>()
+    })?;
+    report.circuits_opened = opened;
+    Ok(())
+}
+
+/// Why each target is left alone now (for `remedy daemon status`).
+pub fn blocked_now(js: &state::JobState) -> Vec<(String, Blocked)> {
+    let now = jiff::Timestamp::now();
+    js.targets
+        .keys()
+        .filter_map(|t| js.blocked(t, now).map(|b| (t.clone(), b)))
+        .collect()
+}

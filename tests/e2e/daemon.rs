@@ -1,0 +1,504 @@
+//! `remedy daemon` against the embedded zone, with schedules of a second: a job fixes a dead
+//! dnsmasq once and then stays quiet; a failure that keeps coming back opens the circuit after
+//! N fixes and notifies a webhook; the circuit survives a restart and closes on reset; an
+//! operator's lock makes the job leave the router alone; plan mode writes a plan that
+//! `apply --plan` accepts; a stop during a fix lets it finish, a kill rolls it back; /metrics
+//! parses as Prometheus text and counts what happened.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use cloudstack_sim::faults::Faults;
+use remedy::daemon::observe::Metrics;
+use remedy::daemon::{self, state, Control, Options};
+use remedy_tests::zone::ApiZone;
+use tokio::sync::{mpsc, watch};
+
+/// A daemon running in this process against `zone` (its API connection shared).
+struct Running {
+    stop: watch::Sender<bool>,
+    kill: watch::Sender<bool>,
+    reload: mpsc::UnboundedSender<()>,
+    task: tokio::task::JoinHandle<Result<(), remedy::error::Error>>,
+    metrics: Arc<Metrics>,
+}
+
+fn options(zone: &ApiZone, jobs: &Path) -> Options {
+    Options {
+        jobs: jobs.to_path_buf(),
+        state_dir: zone.dir.path().join("state"),
+        audit_log: zone.audit(),
+        listen: None,
+    }
+}
+
+fn start(zone: &ApiZone, jobs: &Path) -> Running {
+    let (stop, stop_rx) = watch::channel(false);
+    let (kill, kill_rx) = watch::channel(false);
+    let (reload, reload_rx) = mpsc::unbounded_channel();
+    let mut apis = HashMap::new();
+    apis.insert(vec![zone.inventory.clone()], zone.api.clone());
+    let metrics = Arc::new(Metrics::default());
+    let task = tokio::spawn(daemon::run(
+        options(zone, jobs),
+        Control {
+            stop: stop_rx,
+            kill: kill_rx,
+            reload: reload_rx,
+        },
+        apis,
+        metrics.clone(),
+    ));
+    Running {
+        stop,
+        kill,
+        reload,
+        task,
+        metrics,
+    }
+}
+
+impl Running {
+    async fn stop(self) -> Arc<Metrics> {
+        let _ = self.stop.send(true);
+        self.task
+            .await
+            .unwrap()
+            .unwrap_or_else(|e| panic!("{}", e.render(false)));
+        self.metrics
+    }
+}
+
+/// A jobs file in the zone's directory, its one job reading the zone's inventory.
+fn jobs_file(zone: &ApiZone, job: &str) -> PathBuf {
+    let inv = zone.inventory.file_name().unwrap().to_str().unwrap();
+    remedy_tests::write(
+        zone.dir.path(),
+        "jobs.yml",
+        &format!("jobs:\n  - name: dns\n    inventory: {inv}\n{job}"),
+    )
+}
+
+fn playbook(name: &str) -> String {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../playbooks")
+        .join(format!("{name}.yml"))
+        .display()
+        .to_string()
+}
+
+fn dnsmasq(zone: &ApiZone) -> String {
+    zone.world()["vms"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["name"] == "r-930-VM")
+        .map(|v| {
+            v["guest"]["services"]["dnsmasq"]["state"]
+                .as_str()
+                .unwrap_or("")
+                .to_string()
+        })
+        .unwrap_or_default()
+}
+
+/// The audited apply runs (fixes) so far.
+fn fixes(zone: &ApiZone) -> usize {
+    remedy::audit::read(&zone.audit())
+        .map(|rs| {
+            rs.iter()
+                .filter(|r| r.value["event"] == "run_start" && r.value["mode"] == "apply")
+                .count()
+        })
+        .unwrap_or(0)
+}
+
+async fn until(what: &str, secs: u64, mut f: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(secs);
+    while !f() {
+        assert!(std::time::Instant::now() < deadline, "timed out: {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn parse_metrics(text: &str) -> prometheus_parse::Scrape {
+    let lines = text.lines().map(|l| Ok(l.to_string()));
+    prometheus_parse::Scrape::parse(lines).expect("/metrics parses as Prometheus text")
+}
+
+fn sample(s: &prometheus_parse::Scrape, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    s.samples
+        .iter()
+        .find(|x| x.metric == name && labels.iter().all(|(k, v)| x.labels.get(k) == Some(*v)))
+        .map(|x| match x.value {
+            prometheus_parse::Value::Counter(v)
+            | prometheus_parse::Value::Gauge(v)
+            | prometheus_parse::Value::Untyped(v) => v,
+            _ => f64::NAN,
+        })
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_job_fixes_dead_dnsmasq_once_and_then_stays_quiet() {
+    let zone = ApiZone::start("dnsmasq-dead", Faults::default()).await;
+    let jobs = jobs_file(
+        &zone,
+        &format!(
+            "    playbook: {}\n    params: {{ vpc: web-vpc }}\n    every: 1s\n    cooldown: 1m\n",
+            playbook("restart-dnsmasq")
+        ),
+    );
+    let d = start(&zone, &jobs);
+    until("dnsmasq fixed", 20, || dnsmasq(&zone) == "active").await;
+    // Three more turns: healthy each time, nothing more done.
+    tokio::time::sleep(Duration::from_millis(3500)).await;
+    let metrics = d.stop().await;
+    assert_eq!(fixes(&zone), 1, "one fix");
+    let st = state::load(&zone.dir.path().join("state")).unwrap();
+    let js = &st.jobs["dns"];
+    assert_eq!(js.targets["r-930-VM"].fixes.len(), 1, "{js:?}");
+    assert!(
+        js.last_result.as_deref().unwrap().starts_with("healthy"),
+        "{js:?}"
+    );
+    let m = parse_metrics(&metrics.render(&st));
+    assert_eq!(
+        sample(&m, "remedy_job_fixes_total", &[("job", "dns")]),
+        Some(1.0)
+    );
+    assert!(sample(&m, "remedy_job_runs_total", &[("job", "dns")]).unwrap() >= 4.0);
+    assert_eq!(
+        sample(&m, "remedy_job_failures_total", &[("job", "dns")]),
+        Some(0.0)
+    );
+    assert_eq!(
+        sample(
+            &m,
+            "remedy_circuit_open",
+            &[("job", "dns"), ("target", "r-930-VM")]
+        ),
+        Some(0.0)
+    );
+    zone.audit_verifies();
+}
+
+/// A webhook receiver on loopback: the JSON bodies it was sent.
+async fn receiver() -> (String, Arc<Mutex<Vec<serde_json::Value>>>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    let got = Arc::new(Mutex::new(Vec::new()));
+    let seen = got.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut s, _)) = listener.accept().await else {
+                return;
+            };
+            let mut buf = Vec::new();
+            let mut chunk = [0u8; 4096];
+            // Read the head, then the body by Content-Length.
+            loop {
+                let n = s.read(&mut chunk).await.unwrap_or(0);
+                if n == 0 {
+                    break;
+                }
+                buf.extend_from_slice(&chunk[..n]);
+                let text = String::from_utf8_lossy(&buf).to_string();
+                if let Some(i) = text.find("\r\n\r\n") {
+                    let len = text[..i]
+                        .lines()
+                        .find_map(|l| {
+                            l.to_ascii_lowercase()
+                                .strip_prefix("content-length:")
+                                .map(|v| v.trim().parse::<usize>().unwrap_or(0))
+                        })
+                        .unwrap_or(0);
+                    if buf.len() >= i + 4 + len {
+                        let body = &buf[i + 4..i + 4 + len];
+                        if let Ok(v) = serde_json::from_slice(body) {
+                            seen.lock().unwrap().push(v);
+                        }
+                        break;
+                    }
+                }
+            }
+            let _ = s
+                .write_all(b"HTTP/1.1 204 No Content\r\nconnection: close\r\n\r\n")
+                .await;
+        }
+    });
+    (url, got)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failure_that_keeps_coming_back_opens_the_circuit_which_survives_a_restart() {
+    let zone = ApiZone::start("dnsmasq-dead", Faults::default()).await;
+    let (url, hooks) = receiver().await;
+    let jobs = jobs_file(
+        &zone,
+        &format!(
+            "    playbook: {}\n    params: {{ vpc: web-vpc }}\n    every: 1s\n    cooldown: 0s\n    circuit: {{ fixes: 2, window: 1h }}\n    notify: {{ webhook: \"{url}\" }}\n",
+            playbook("restart-dnsmasq")
+        ),
+    );
+    // Something kills dnsmasq again after every fix (once the fix's run has ended).
+    let handle = zone.sim().zone_handle();
+    let audit = zone.audit();
+    let breaker = tokio::spawn(async move {
+        let mut seen = 0;
+        loop {
+            let ended = remedy::audit::read(&audit)
+                .map(|rs| {
+                    rs.iter()
+                        .filter(|r| r.value["event"] == "run_end" && r.value["exit_code"] == 0)
+                        .count()
+                })
+                .unwrap_or(0);
+            if ended > seen {
+                seen = ended;
+                let mut z = handle.lock().unwrap_or_else(|p| p.into_inner());
+                cloudstack_sim::ssh::commands::run_line(
+                    &mut z,
+                    "r-930-VM",
+                    "systemctl stop dnsmasq",
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    });
+    let state_dir = zone.dir.path().join("state");
+    let d = start(&zone, &jobs);
+    until("the circuit opens", 30, || {
+        state::load(&state_dir)
+            .ok()
+            .and_then(|s| s.jobs.get("dns").cloned())
+            .is_some_and(|j| !j.open_circuits().is_empty())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let metrics = d.stop().await;
+    assert_eq!(fixes(&zone), 2, "two fixes, then the circuit stopped it");
+    until("the notices arrive", 10, || {
+        hooks
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|h| h["event"] == "circuit-open")
+    })
+    .await;
+    let got = hooks.lock().unwrap().clone();
+    assert_eq!(
+        got.iter().filter(|h| h["event"] == "fix").count(),
+        2,
+        "{got:?}"
+    );
+    let open = got.iter().find(|h| h["event"] == "circuit-open").unwrap();
+    assert_eq!(open["job"], "dns");
+    assert_eq!(
+        open["report"]["circuits_opened"],
+        serde_json::json!(["r-930-VM"])
+    );
+    let st = state::load(&state_dir).unwrap();
+    let m = parse_metrics(&metrics.render(&st));
+    assert_eq!(
+        sample(
+            &m,
+            "remedy_circuit_open",
+            &[("job", "dns"), ("target", "r-930-VM")]
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        sample(&m, "remedy_job_fixes_total", &[("job", "dns")]),
+        Some(2.0)
+    );
+    assert!(sample(&m, "remedy_job_skipped_total", &[("job", "dns")]).unwrap() >= 1.0);
+
+    // A restart keeps the circuit open: still no fix.
+    let d = start(&zone, &jobs);
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    d.stop().await;
+    assert_eq!(
+        fixes(&zone),
+        2,
+        "the circuit stayed open across the restart"
+    );
+    let js = &state::load(&state_dir).unwrap().jobs["dns"];
+    assert!(
+        js.last_result.as_deref().unwrap().contains("circuit open"),
+        "{js:?}"
+    );
+
+    // Reset (as `remedy daemon reset dns r-930-VM` does): it fixes again.
+    breaker.abort();
+    state::update(&state_dir, |s| {
+        s.jobs.get_mut("dns").unwrap().reset(Some("r-930-VM"))
+    })
+    .unwrap();
+    let d = start(&zone, &jobs);
+    until("fixed after the reset", 20, || fixes(&zone) == 3).await;
+    d.stop().await;
+    zone.audit_verifies();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_operators_lock_makes_the_job_leave_the_router_alone() {
+    let zone = ApiZone::start("dnsmasq-dead", Faults::default()).await;
+    let jobs = jobs_file(
+        &zone,
+        &format!(
+            "    playbook: {}\n    params: {{ vpc: web-vpc }}\n    every: 1s\n",
+            playbook("restart-dnsmasq")
+        ),
+    );
+    let state_dir = zone.dir.path().join("state");
+    let operator = remedy::lock::Holder::new("20261123T000000Z-op", "alice (remedy apply x)");
+    let held = remedy::lock::try_all(&state_dir, &["r-930-VM".to_string()], &operator).unwrap();
+    let d = start(&zone, &jobs);
+    until("a turn that left it alone", 20, || {
+        state::load(&state_dir)
+            .ok()
+            .and_then(|s| s.jobs.get("dns")?.last_result.clone())
+            .is_some_and(|r| r.contains("locked by alice"))
+    })
+    .await;
+    assert_eq!(fixes(&zone), 0);
+    assert_ne!(dnsmasq(&zone), "active");
+    drop(held);
+    until("fixed once the operator is done", 20, || {
+        dnsmasq(&zone) == "active"
+    })
+    .await;
+    d.stop().await;
+    assert_eq!(fixes(&zone), 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn plan_mode_writes_a_plan_that_apply_accepts() {
+    let zone = ApiZone::start("dnsmasq-dead", Faults::default()).await;
+    let jobs = jobs_file(
+        &zone,
+        &format!(
+            "    playbook: {}\n    params: {{ vpc: web-vpc }}\n    every: 1s\n    mode: plan\n",
+            playbook("restart-dnsmasq")
+        ),
+    );
+    let plans = zone.dir.path().join("state/plans");
+    let d = start(&zone, &jobs);
+    until("a plan", 20, || {
+        std::fs::read_dir(&plans).is_ok_and(|mut d| d.next().is_some())
+    })
+    .await;
+    d.stop().await;
+    assert_eq!(fixes(&zone), 0, "plan mode fixes nothing");
+    let file = std::fs::read_dir(&plans)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let s = zone
+        .apply_plan(&zone.applying(&file), jiff::Timestamp::now())
+        .await
+        .expect("the plan is accepted");
+    assert_eq!(s.exit, remedy::error::ExitCode::Success, "{}", s.status);
+    assert_eq!(dnsmasq(&zone), "active");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stop_lets_a_running_fix_finish_and_a_kill_rolls_it_back() {
+    // vr-backup-loop with async jobs of 3 s: a fix is in flight for a while.
+    let vpc = "    params: { vpc: web-vpc, vlan_range: 1000-1099 }\n    every: 1s\n";
+    for kill in [false, true] {
+        let zone = ApiZone::start(
+            "vr-backup-loop",
+            Faults {
+                job_ms: Some(3000),
+                ..Faults::default()
+            },
+        )
+        .await;
+        let before = zone.world();
+        let jobs = jobs_file(
+            &zone,
+            &format!("    playbook: {}\n{vpc}", playbook("vr-backup-loop")),
+        );
+        let d = start(&zone, &jobs);
+        until("a fix is under way", 30, || {
+            remedy::audit::read(&zone.audit())
+                .is_ok_and(|rs| rs.iter().any(|r| r.value["event"] == "step_start"))
+        })
+        .await;
+        if kill {
+            let _ = d.kill.send(true);
+        }
+        let _ = d.reload.send(());
+        let _metrics = d.stop().await;
+        let records = remedy::audit::read(&zone.audit()).unwrap();
+        let end = records
+            .iter()
+            .find(|r| r.value["event"] == "run_end")
+            .expect("the run has its end in the audit log")
+            .value
+            .clone();
+        if kill {
+            assert_eq!(end["exit_code"], 2, "rolled back: {end}");
+            assert_eq!(zone.world(), before, "the zone is as it was");
+        } else {
+            assert_eq!(end["exit_code"], 0, "finished: {end}");
+        }
+        zone.audit_verifies();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_invalid_jobs_file_on_reload_keeps_the_jobs_and_a_second_daemon_is_refused() {
+    let zone = ApiZone::start("healthy", Faults::default()).await;
+    let jobs = jobs_file(
+        &zone,
+        &format!(
+            "    playbook: {}\n    params: {{ vpc: web-vpc }}\n    every: 1s\n",
+            playbook("restart-dnsmasq")
+        ),
+    );
+    let state_dir = zone.dir.path().join("state");
+    let d = start(&zone, &jobs);
+    // A second daemon on the same state directory: exit 6.
+    let (_s, stop_rx) = watch::channel(false);
+    let (_k, kill_rx) = watch::channel(false);
+    let (_r, reload_rx) = mpsc::unbounded_channel();
+    until("the first holds the state dir", 10, || {
+        remedy::lock::probe(&state_dir, "remedy-daemon").is_ok_and(|b| b.is_some())
+    })
+    .await;
+    let second = daemon::run(
+        options(&zone, &jobs),
+        Control {
+            stop: stop_rx,
+            kill: kill_rx,
+            reload: reload_rx,
+        },
+        HashMap::new(),
+        Arc::new(Metrics::default()),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(second.exit_code(), remedy::error::ExitCode::LockHeld);
+
+    std::fs::write(&jobs, "jobs:\n  - name: dns\n    every: often\n").unwrap();
+    let _ = d.reload.send(());
+    let runs_then = || {
+        state::load(&state_dir)
+            .ok()
+            .and_then(|s| s.jobs.get("dns")?.last_run)
+    };
+    let first = runs_then();
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_ne!(runs_then(), first, "the old job still runs");
+    let m = d.stop().await;
+    assert!(m
+        .render(&state::load(&state_dir).unwrap())
+        .contains("job=\"dns\""));
+}
