@@ -1175,3 +1175,107 @@ fn apply_exits_6_on_a_held_target_or_waits_for_it() {
     release.join().unwrap();
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
 }
+
+/// `remedy daemon` as a process: SIGTERM while a fix is in flight lets it finish (audited to
+/// its end, exit 0); two SIGTERMs cancel it and it rolls back; `daemon status` and `daemon
+/// reset` read and change the state the daemon left.
+#[test]
+fn the_daemon_process_stops_cleanly_on_sigterm() {
+    for signals in [1, 2] {
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("state");
+        let audit = dir.path().join("audit.jsonl");
+        std::fs::write(
+            dir.path().join("zone.yml"),
+            "all:\n  vars:\n    remedy_cloudstack: { simulator: { scenario: vr-backup-loop } }\n    \
+             remedy_cloudstack_inventory: { system_vm_access: jump-host-ssh }\n",
+        )
+        .unwrap();
+        let jobs = dir.path().join("jobs.yml");
+        std::fs::write(
+            &jobs,
+            "jobs:\n  - name: vr\n    playbook: vr-backup-loop\n    inventory: zone.yml\n    \
+             params: { vpc: web-vpc, vlan_range: 1000-1099 }\n    every: 1s\n",
+        )
+        .unwrap();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_remedy"))
+            .args([
+                "daemon",
+                "--jobs",
+                jobs.to_str().unwrap(),
+                "--state-dir",
+                state.to_str().unwrap(),
+                "--audit-log",
+                audit.to_str().unwrap(),
+            ])
+            .current_dir(root())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        // Wait until the fix has announced its first change.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while !std::fs::read_to_string(&audit).is_ok_and(|t| t.contains("\"step_start\"")) {
+            assert!(std::time::Instant::now() < deadline, "no fix started");
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        for _ in 0..signals {
+            let k = Command::new("kill")
+                .args(["-TERM", &child.id().to_string()])
+                .status()
+                .unwrap();
+            assert!(k.success());
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        }
+        let out = child.wait_with_output().unwrap();
+        let t = text(&out);
+        assert_eq!(out.status.code(), Some(0), "{t}");
+        let records = audit_records(&audit);
+        let end = records
+            .iter()
+            .find(|r| r["event"] == "run_end")
+            .unwrap_or_else(|| panic!("the fix's end is audited: {t}"));
+        if signals == 1 {
+            assert_eq!(end["exit_code"], 0, "finished: {end}\n{t}");
+        } else {
+            assert_eq!(end["exit_code"], 2, "rolled back: {end}\n{t}");
+        }
+        let o = remedy(
+            &["audit", "verify", "--audit-log", audit.to_str().unwrap()],
+            &root(),
+        );
+        assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+
+        let o = remedy(
+            &[
+                "daemon",
+                "status",
+                "--state-dir",
+                state.to_str().unwrap(),
+                "--jobs",
+                jobs.to_str().unwrap(),
+            ],
+            &root(),
+        );
+        let t = text(&o);
+        assert_eq!(o.status.code(), Some(0), "{t}");
+        assert!(
+            t.contains("no daemon running") && t.contains("vr (every 1s, auto mode)"),
+            "{t}"
+        );
+        if signals == 1 {
+            assert!(t.contains("cooling down until"), "{t}");
+            let o = remedy(
+                &[
+                    "daemon",
+                    "reset",
+                    "vr",
+                    "--state-dir",
+                    state.to_str().unwrap(),
+                ],
+                &root(),
+            );
+            assert!(text(&o).contains("vr: reset"), "{}", text(&o));
+        }
+    }
+}
