@@ -271,6 +271,69 @@ impl Jobs {
     pub fn get(&self, name: &str) -> Option<&Job> {
         self.jobs.iter().find(|j| j.name == name)
     }
+
+    /// Each job's playbook found and valid, and its parameters ones the playbook has (with
+    /// every required one given): checked when the daemon starts and on reload, so that a
+    /// typo is an error now rather than a failing job every few minutes.
+    pub fn check_playbooks(&self) -> Result<(), Diagnostics> {
+        let source = std::fs::read_to_string(&self.path)
+            .ok()
+            .and_then(|t| Source::parse(&self.path, t).ok());
+        let at = |i: usize, key: &str, msg: String| match &source {
+            Some(s) => Diagnostic::at(s, &format!("jobs.{i}.{key}"), msg),
+            None => Diagnostic::new(msg),
+        };
+        let mut diags = Vec::new();
+        for (i, j) in self.jobs.iter().enumerate() {
+            let program = match crate::playbook::load(&j.playbook)
+                .and_then(|l| crate::playbook::compile(&l))
+            {
+                Ok(p) => p,
+                Err(d) => {
+                    diags.push(at(
+                        i,
+                        "playbook",
+                        format!(
+                            "job {}: playbook {}: {}",
+                            j.name,
+                            j.playbook,
+                            d.render(false).trim_end()
+                        ),
+                    ));
+                    continue;
+                }
+            };
+            let params = program.params();
+            for (k, _) in &j.params {
+                if !params.contains_key(k) {
+                    diags.push(at(
+                        i,
+                        &format!("params.{k}"),
+                        format!(
+                            "job {}: {} has no parameter {k:?} (it has: {})",
+                            j.name,
+                            program.name,
+                            params.keys().cloned().collect::<Vec<_>>().join(", ")
+                        ),
+                    ));
+                }
+            }
+            for (k, p) in params {
+                if p.required && !j.params.iter().any(|(n, _)| n == k) {
+                    diags.push(at(
+                        i,
+                        "params",
+                        format!("job {}: {} needs the parameter {k:?}", j.name, program.name),
+                    ));
+                }
+            }
+        }
+        if diags.is_empty() {
+            Ok(())
+        } else {
+            Err(Diagnostics(diags))
+        }
+    }
 }
 
 /// The job's keys over the defaults'.
@@ -541,6 +604,33 @@ mod tests {
 
     fn ts(s: &str) -> jiff::Timestamp {
         s.parse().unwrap()
+    }
+
+    #[test]
+    fn the_shipped_example_reads_and_its_playbooks_take_its_parameters() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let jobs = Jobs::load(&root.join("deploy/jobs.example.yml"))
+            .unwrap_or_else(|d| panic!("{}", d.render(false)));
+        assert_eq!(jobs.jobs.len(), 4);
+        assert_eq!(jobs.get("vr-backup-loop").unwrap().mode, Mode::Plan);
+        // The playbooks are found from the repository (as `remedy` finds ./playbooks).
+        let cwd = std::env::current_dir().unwrap();
+        let mut with_paths = jobs.clone();
+        for j in &mut with_paths.jobs {
+            j.playbook = cwd
+                .join("../playbooks")
+                .join(format!("{}.yml", j.playbook))
+                .display()
+                .to_string();
+        }
+        with_paths
+            .check_playbooks()
+            .unwrap_or_else(|d| panic!("{}", d.render(false)));
+        with_paths.jobs[0]
+            .params
+            .push(("vcp".into(), "typo".into()));
+        let e = with_paths.check_playbooks().unwrap_err().render(false);
+        assert!(e.contains("has no parameter \"vcp\""), "{e}");
     }
 
     #[test]

@@ -59,6 +59,7 @@ pub async fn run(
     metrics: Arc<Metrics>,
 ) -> Result<(), Error> {
     let mut jobs = Jobs::load(&opts.jobs).map_err(Error::Invalid)?;
+    jobs.check_playbooks().map_err(Error::Invalid)?;
     // One daemon per state directory.
     let holder =
         crate::lock::Holder::new("daemon", format!("remedy daemon ({})", opts.jobs.display()));
@@ -152,7 +153,7 @@ pub async fn run(
                 if r.is_none() {
                     continue;
                 }
-                match Jobs::load(&opts.jobs) {
+                match Jobs::load(&opts.jobs).and_then(|j| j.check_playbooks().map(|()| j)) {
                     Ok(new) => {
                         for j in &new.jobs {
                             metrics.register(&j.name);
