@@ -1198,7 +1198,7 @@ fn the_daemon_process_stops_cleanly_on_sigterm() {
              params: { vpc: web-vpc, vlan_range: 1000-1099 }\n    every: 1s\n",
         )
         .unwrap();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_remedy"))
+        let child = Command::new(env!("CARGO_BIN_EXE_remedy"))
             .args([
                 "daemon",
                 "--jobs",
