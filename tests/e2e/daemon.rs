@@ -35,6 +35,10 @@ fn options(zone: &ApiZone, jobs: &Path) -> Options {
 }
 
 fn start(zone: &ApiZone, jobs: &Path) -> Running {
+    start_with(zone, options(zone, jobs))
+}
+
+fn start_with(zone: &ApiZone, opts: Options) -> Running {
     let (stop, stop_rx) = watch::channel(false);
     let (kill, kill_rx) = watch::channel(false);
     let (reload, reload_rx) = mpsc::unbounded_channel();
@@ -42,7 +46,7 @@ fn start(zone: &ApiZone, jobs: &Path) -> Running {
     apis.insert(vec![zone.inventory.clone()], zone.api.clone());
     let metrics = Arc::new(Metrics::default());
     let task = tokio::spawn(daemon::run(
-        options(zone, jobs),
+        opts,
         Control {
             stop: stop_rx,
             kill: kill_rx,
@@ -501,4 +505,71 @@ async fn an_invalid_jobs_file_on_reload_keeps_the_jobs_and_a_second_daemon_is_re
     assert!(m
         .render(&state::load(&state_dir).unwrap())
         .contains("job=\"dns\""));
+}
+
+/// GET `path` from `addr`: (status line, body).
+async fn get(addr: std::net::SocketAddr, path: &str) -> (String, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(format!("GET {path} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).await.unwrap();
+    let (head, body) = out.split_once("\r\n\r\n").unwrap_or((&out, ""));
+    (
+        head.lines().next().unwrap_or("").to_string(),
+        body.to_string(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn healthz_and_metrics_are_served_on_loopback() {
+    let zone = ApiZone::start("healthy", Faults::default()).await;
+    let jobs = jobs_file(
+        &zone,
+        &format!(
+            "    playbook: {}\n    params: {{ vpc: web-vpc }}\n    every: 1s\n",
+            playbook("restart-dnsmasq")
+        ),
+    );
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let mut opts = options(&zone, &jobs);
+    opts.listen = Some(addr);
+    let d = start_with(&zone, opts);
+    let state_dir = zone.dir.path().join("state");
+    until("a run", 20, || {
+        state::load(&state_dir)
+            .ok()
+            .and_then(|s| s.jobs.get("dns")?.last_run)
+            .is_some()
+    })
+    .await;
+    let (status, body) = get(addr, "/healthz").await;
+    assert!(status.contains("200"), "{status}");
+    assert_eq!(body.trim(), "ok");
+    let (status, body) = get(addr, "/metrics").await;
+    assert!(status.contains("200"), "{status}");
+    let m = parse_metrics(&body);
+    assert!(
+        sample(&m, "remedy_job_runs_total", &[("job", "dns")]).unwrap() >= 1.0,
+        "{body}"
+    );
+    assert!(
+        sample(
+            &m,
+            "remedy_job_last_success_timestamp_seconds",
+            &[("job", "dns")]
+        )
+        .is_some(),
+        "{body}"
+    );
+    let (status, _) = get(addr, "/nothing").await;
+    assert!(status.contains("404"), "{status}");
+    d.stop().await;
 }
