@@ -97,6 +97,8 @@ pub async fn run(
     write_next(&env, &next);
     let mut running: tokio::task::JoinSet<String> = tokio::task::JoinSet::new();
     let mut busy: std::collections::BTreeSet<String> = Default::default();
+    // Whoever sends reloads may go away (no signal handling): then stop listening for them.
+    let mut reloads = true;
     tracing::info!(jobs = jobs.jobs.len(), file = %opts.jobs.display(), "daemon started");
     loop {
         let now = jiff::Timestamp::now();
@@ -149,8 +151,9 @@ pub async fn run(
                     busy.remove(&name);
                 }
             }
-            r = ctl.reload.recv() => {
+            r = ctl.reload.recv(), if reloads => {
                 if r.is_none() {
+                    reloads = false;
                     continue;
                 }
                 match Jobs::load(&opts.jobs).and_then(|j| j.check_playbooks().map(|()| j)) {

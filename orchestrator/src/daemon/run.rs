@@ -164,6 +164,7 @@ async fn run_inner(env: &Env, job: &Job) -> Result<Report, Error> {
     let (inv, api) = inventory(env, job).await?;
     let plan = build(job, inv.clone(), None)?;
     let reload = reloader(&plan, job, &api)?;
+    let redactor = plan.redactor.clone();
     let router = Arc::new(Router::with_api(&plan.inventory, api.clone()));
     let detect_opts = RunOptions {
         dry_run: true,
@@ -175,7 +176,7 @@ async fn run_inner(env: &Env, job: &Job) -> Result<Report, Error> {
         return Ok(Report::new(
             job,
             Verdict::Failed,
-            format!("detection failed: {}", detected.status),
+            format!("detection failed: {}", redactor.redact(&detected.status)),
             detected.exit,
         ));
     }
@@ -220,6 +221,7 @@ async fn plan_mode(
     reload: Option<Arc<crate::cloudstack::inventory::Reloader>>,
 ) -> Result<Report, Error> {
     let plan = build(job, inv, None)?;
+    let redactor = plan.redactor.clone();
     let router = Arc::new(Router::with_api(&plan.inventory, api));
     let dir = env.state_dir.join("plans");
     std::fs::create_dir_all(&dir).map_err(|e| Error::Other(format!("{}: {e}", dir.display())))?;
@@ -251,7 +253,7 @@ async fn plan_mode(
         return Ok(Report::new(
             job,
             Verdict::Failed,
-            format!("no plan written: {}", summary.status),
+            format!("no plan written: {}", redactor.redact(&summary.status)),
             summary.exit,
         ));
     };
@@ -329,6 +331,9 @@ async fn fix(
     let plan = build(job, inv, limit)?;
     let reload = reloader(&plan, job, &api)?;
     let router = Arc::new(Router::with_api(&plan.inventory, api));
+    // A run's status can quote a command's output: keep the run's secrets out of the report
+    // (it is logged and sent to webhooks).
+    let redactor = plan.redactor.clone();
     // The job's own cancel: at its timeout, or when the daemon must stop now.
     let (cancel_tx, cancel) = tokio::sync::watch::channel(false);
     let mut outer = env.cancel.clone();
@@ -379,7 +384,7 @@ async fn fix(
     let mut r = Report::new(
         job,
         if ok { Verdict::Fixed } else { Verdict::Failed },
-        summary.status.clone(),
+        redactor.redact(&summary.status).into_owned(),
         summary.exit,
     );
     if ok && fixed.is_empty() {
