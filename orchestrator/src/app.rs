@@ -73,6 +73,39 @@ impl Default for RunOptions {
     }
 }
 
+/// The lock a run that changes the cloud through its API takes (one per state directory, so
+/// one per zone where each zone has its own).
+pub const CLOUDSTACK_LOCK: &str = "cloudstack-api";
+
+/// What a run of `plan` locks: every target but the controller, and the CloudStack API when a
+/// step may change the cloud through it.
+pub fn lock_targets(plan: &Plan) -> Vec<String> {
+    let mut out: std::collections::BTreeSet<String> = plan
+        .targets
+        .iter()
+        .flatten()
+        .filter(|t| *t != crate::plan::CONTROLLER)
+        .cloned()
+        .collect();
+    let api_changes = plan.program.steps.iter().enumerate().any(|(i, s)| {
+        s.mutating()
+            && !plan.targets[i].is_empty()
+            && matches!(
+                s.kind,
+                crate::playbook::Kind::Api { .. }
+                    | crate::playbook::Kind::Module {
+                        kind: crate::modules::ModuleKind::CsSetting
+                            | crate::modules::ModuleKind::VlanRange,
+                        ..
+                    }
+            )
+    });
+    if api_changes {
+        out.insert(CLOUDSTACK_LOCK.into());
+    }
+    out.into_iter().collect()
+}
+
 /// A fresh run id: UTC time plus 8 random hex digits, sortable and unique enough.
 pub fn new_run_id() -> String {
     let now = jiff::Timestamp::now()
@@ -149,18 +182,10 @@ pub async fn execute(
         }
     }
     let run = new_run_id();
-    // Every target but the controller, held until the run (and its rollback) is over.
+    // Held until the run (and its rollback) is over.
     let _held = match (&opts.locks, opts.dry_run) {
         (Some(l), false) => {
-            let targets: Vec<String> = plan
-                .targets
-                .iter()
-                .flatten()
-                .filter(|t| *t != crate::plan::CONTROLLER)
-                .cloned()
-                .collect::<std::collections::BTreeSet<_>>()
-                .into_iter()
-                .collect();
+            let targets = lock_targets(&plan);
             let holder = crate::lock::Holder::new(&run, l.by.clone());
             match crate::lock::acquire(&l.dir, &targets, &holder, l.wait).await {
                 Ok(h) => Some(h),

@@ -1166,6 +1166,21 @@ fn apply_exits_6_on_a_held_target_or_waits_for_it() {
     );
     assert!(!audit.exists(), "nothing was started: {t}");
 
+    // A run that changes the cloud through its API takes the API's lock too.
+    let api = remedy::lock::try_all(
+        &state,
+        &[remedy::app::CLOUDSTACK_LOCK.to_string()],
+        &remedy::lock::Holder::new("20261123T000000Z-op2", "bob (remedy apply fix-vlan-range)"),
+    )
+    .unwrap();
+    drop(held);
+    let o = apply(&[]);
+    let t = text(&o);
+    assert_eq!(o.status.code(), Some(6), "{t}");
+    assert!(t.contains("cloudstack-api is locked by bob"), "{t}");
+    drop(api);
+    let held = remedy::lock::try_all(&state, &["r-931-VM".to_string()], &holder).unwrap();
+
     // The holder lets go after a second; a run that waits up to 20 s goes ahead.
     let release = std::thread::spawn(move || {
         std::thread::sleep(std::time::Duration::from_secs(1));

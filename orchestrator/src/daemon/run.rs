@@ -285,15 +285,28 @@ async fn fix(
         .jobs
         .remove(&job.name)
         .unwrap_or_default();
-    let targets: BTreeSet<String> = {
+    let (targets, locks): (BTreeSet<String>, Vec<String>) = {
         let plan = build(job, inv.clone(), None)?;
-        plan.targets
+        let targets = plan
+            .targets
             .iter()
             .enumerate()
             .filter(|(i, _)| plan.program.steps[*i].phase == crate::playbook::Phase::Steps)
             .flat_map(|(_, ts)| ts.iter().cloned())
-            .collect()
+            .collect();
+        (targets, crate::app::lock_targets(&plan))
     };
+    // Someone changing the cloud through its API: not now (the fix would, too).
+    if locks.iter().any(|l| l == crate::app::CLOUDSTACK_LOCK) {
+        if let Ok(Some(busy)) = crate::lock::probe(&env.state_dir, crate::app::CLOUDSTACK_LOCK) {
+            return Ok(Report::new(
+                job,
+                Verdict::Skipped,
+                format!("it applies, but {busy}"),
+                ExitCode::Success,
+            ));
+        }
+    }
     let mut left_out: Vec<(String, String)> = Vec::new();
     for t in &targets {
         if let Some(b) = st.blocked(t, now) {
