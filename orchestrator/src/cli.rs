@@ -1208,7 +1208,7 @@ fn daemon_status(state_dir: &std::path::Path, jobs: Option<&std::path::Path>) ->
         println!("no jobs in {}", state_dir.display());
         return ExitCode::Success;
     }
-    let running = crate::lock::probe(state_dir, "remedy-daemon")
+    let running = crate::lock::probe(state_dir, crate::daemon::DAEMON_LOCK)
         .ok()
         .flatten()
         .map(|b| {

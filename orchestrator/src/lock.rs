@@ -114,17 +114,33 @@ pub fn path(dir: &Path, target: &str) -> PathBuf {
     dir.join("locks").join(format!("{name}.lock"))
 }
 
+/// Open (creating) a lock file. Operators and the daemon may run as different users sharing
+/// a group: the directory and the files are made group-writable (the directory setgid, so
+/// files keep its group) when this process creates them.
 fn open(dir: &Path, target: &str) -> std::io::Result<File> {
+    use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _, PermissionsExt as _};
     let p = path(dir, target);
     if let Some(parent) = p.parent() {
-        std::fs::create_dir_all(parent)?;
+        if !parent.exists() {
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o2775)
+                .create(parent)?;
+            let _ = std::fs::set_permissions(parent, std::fs::Permissions::from_mode(0o2775));
+        }
     }
-    OpenOptions::new()
+    let created = !p.exists();
+    let f = OpenOptions::new()
         .read(true)
         .write(true)
         .create(true)
         .truncate(false)
-        .open(p)
+        .mode(0o664)
+        .open(&p)?;
+    if created {
+        let _ = f.set_permissions(std::fs::Permissions::from_mode(0o664));
+    }
+    Ok(f)
 }
 
 fn holder_of(dir: &Path, target: &str) -> Option<Holder> {

@@ -474,7 +474,7 @@ async fn an_invalid_jobs_file_on_reload_keeps_the_jobs_and_a_second_daemon_is_re
     let (_k, kill_rx) = watch::channel(false);
     let (_r, reload_rx) = mpsc::unbounded_channel();
     until("the first holds the state dir", 10, || {
-        remedy::lock::probe(&state_dir, "remedy-daemon").is_ok_and(|b| b.is_some())
+        remedy::lock::probe(&state_dir, daemon::DAEMON_LOCK).is_ok_and(|b| b.is_some())
     })
     .await;
     let second = daemon::run(
@@ -572,4 +572,58 @@ async fn healthz_and_metrics_are_served_on_loopback() {
     let (status, _) = get(addr, "/nothing").await;
     assert!(status.contains("404"), "{status}");
     d.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_fix_that_fails_every_time_cools_down_and_trips_the_circuit() {
+    let zone = ApiZone::start("dnsmasq-dead", Faults::default()).await;
+    let jobs = jobs_file(
+        &zone,
+        &format!(
+            "    playbook: {}\n    params: {{ vpc: web-vpc }}\n    every: 1s\n    cooldown: 0s\n    circuit: {{ fixes: 2, window: 1h }}\n",
+            playbook("restart-dnsmasq")
+        ),
+    );
+    // The restart fails whenever it is tried.
+    let conn = zone.conn.clone();
+    let failing = tokio::spawn(async move {
+        loop {
+            let ssh = conn.simulator_ssh.as_ref().unwrap();
+            ssh.hosts
+                .fail_commands(vec!["systemctl restart dnsmasq".into()]);
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    });
+    let state_dir = zone.dir.path().join("state");
+    let d = start(&zone, &jobs);
+    until("the circuit opens", 30, || {
+        state::load(&state_dir)
+            .ok()
+            .and_then(|s| s.jobs.get("dns").cloned())
+            .is_some_and(|j| !j.open_circuits().is_empty())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let metrics = d.stop().await;
+    failing.abort();
+    assert_eq!(
+        fixes(&zone),
+        2,
+        "two failed attempts, then the circuit stopped it"
+    );
+    let st = state::load(&state_dir).unwrap();
+    let m = parse_metrics(&metrics.render(&st));
+    assert_eq!(
+        sample(&m, "remedy_job_failures_total", &[("job", "dns")]),
+        Some(2.0)
+    );
+    assert_eq!(
+        sample(&m, "remedy_job_rollbacks_total", &[("job", "dns")]),
+        Some(2.0)
+    );
+    assert_eq!(
+        sample(&m, "remedy_job_fixes_total", &[("job", "dns")]),
+        Some(0.0)
+    );
+    zone.audit_verifies();
 }

@@ -78,6 +78,7 @@ pub async fn run(
         audit_log: opts.audit_log.clone(),
         apis: std::sync::Mutex::new(apis),
         cancel: ctl.kill.clone(),
+        stop: ctl.stop.clone(),
     });
     for j in &jobs.jobs {
         metrics.register(&j.name);
@@ -93,9 +94,12 @@ pub async fn run(
             opts.state_dir.clone(),
         ));
     }
-    let mut next = schedule_all(&jobs, &BTreeMap::new());
+    // Each job's scheduled time (without jitter) and its next start (with it).
+    let mut base = schedule_all(&jobs, &BTreeMap::new(), &BTreeMap::new());
+    let mut next = jittered(&jobs, &base);
     write_next(&env, &next);
     let mut running: tokio::task::JoinSet<String> = tokio::task::JoinSet::new();
+    let mut names: HashMap<tokio::task::Id, String> = HashMap::new();
     let mut busy: std::collections::BTreeSet<String> = Default::default();
     // Whoever sends reloads may go away (no signal handling): then stop listening for them.
     let mut reloads = true;
@@ -108,14 +112,23 @@ pub async fn run(
             if !due {
                 continue;
             }
-            next.insert(job.name.clone(), next_time(job, now));
+            // From the scheduled time, not from when the loop woke: no drift. A job that
+            // overran its period starts again at the next time after now.
+            let after = base.get(&job.name).copied().unwrap_or(now).max(now);
+            let b = job
+                .schedule
+                .next_after(after)
+                .unwrap_or_else(|| now + jiff::SignedDuration::from_hours(24));
+            base.insert(job.name.clone(), b);
+            next.insert(job.name.clone(), b + jitter(job));
             if busy.contains(&job.name) {
                 tracing::info!(job = %job.name, "still running: this turn is skipped");
                 continue;
             }
             busy.insert(job.name.clone());
             let (job_env, job, metrics) = (env.clone(), job.clone(), metrics.clone());
-            running.spawn(async move {
+            let name = job.name.clone();
+            let handle = running.spawn(async move {
                 let env = job_env;
                 let mut report = run::run_job(&env, &job).await;
                 if let Err(e) = run::record(&env, &job, &mut report) {
@@ -135,6 +148,7 @@ pub async fn run(
                 observe::notify(&job, &report).await;
                 job.name.clone()
             });
+            names.insert(handle.id(), name);
             write_next(&env, &next);
         }
         let wake = next
@@ -146,8 +160,16 @@ pub async fn run(
             .min(Duration::from_secs(3600));
         tokio::select! {
             _ = tokio::time::sleep(wake) => {}
-            Some(done) = running.join_next(), if !running.is_empty() => {
-                if let Ok(name) = done {
+            Some(done) = running.join_next_with_id(), if !running.is_empty() => {
+                let id = match &done {
+                    Ok((id, _)) => *id,
+                    Err(e) => e.id(),
+                };
+                if let Some(name) = names.remove(&id) {
+                    if let Err(e) = &done {
+                        tracing::error!(job = %name, error = %e, "the job's run panicked");
+                        metrics.failed(&name);
+                    }
                     busy.remove(&name);
                 }
             }
@@ -161,7 +183,8 @@ pub async fn run(
                         for j in &new.jobs {
                             metrics.register(&j.name);
                         }
-                        next = schedule_all(&new, &next);
+                        base = schedule_all(&new, &base, &describe(&jobs));
+                        next = jittered(&new, &base);
                         jobs = new;
                         write_next(&env, &next);
                         tracing::info!(jobs = jobs.jobs.len(), "jobs file read again");
@@ -173,13 +196,14 @@ pub async fn run(
                     ),
                 }
             }
-            _ = async { let _ = ctl.stop.wait_for(|s| *s).await; } => {
-                tracing::info!(running = running.len(), "stopping: no new runs; waiting for running jobs to finish or roll back");
-                while let Some(done) = running.join_next().await {
-                    if let Ok(name) = done {
-                        busy.remove(&name);
-                    }
+            _ = async {
+                // A stop sender gone (no signal handling) never stops the daemon.
+                if ctl.stop.wait_for(|s| *s).await.is_err() {
+                    std::future::pending::<()>().await;
                 }
+            } => {
+                tracing::info!(running = running.len(), "stopping: no new runs; waiting for running jobs to finish or roll back");
+                while running.join_next().await.is_some() {}
                 tracing::info!("stopped");
                 return Ok(());
             }
@@ -187,38 +211,60 @@ pub async fn run(
     }
 }
 
-/// The lock that makes one daemon per state directory.
-const DAEMON_LOCK: &str = "remedy-daemon";
+/// The lock that makes one daemon per state directory (not a possible host name).
+pub const DAEMON_LOCK: &str = "@remedy-daemon";
 
-/// The next run after `now`, with the job's jitter (a random delay up to it).
-fn next_time(job: &jobs::Job, now: jiff::Timestamp) -> jiff::Timestamp {
-    let base = job
-        .schedule
-        .next_after(now)
-        .unwrap_or_else(|| now + jiff::SignedDuration::from_hours(24));
+/// A random delay up to the job's jitter.
+fn jitter(job: &jobs::Job) -> jiff::SignedDuration {
     if job.jitter.is_zero() {
-        return base;
+        return jiff::SignedDuration::ZERO;
     }
     let r = uuid::Uuid::new_v4().as_u128() as u64;
     let ms = r % (job.jitter.as_millis().max(1) as u64);
-    base + jiff::SignedDuration::from_millis(ms as i64)
+    jiff::SignedDuration::from_millis(ms as i64)
 }
 
-/// Every job's next run; a job that stays keeps its time.
+/// Each job's schedule, in words (to see whether a reload changed it).
+fn describe(jobs: &Jobs) -> BTreeMap<String, String> {
+    jobs.jobs
+        .iter()
+        .map(|j| (j.name.clone(), j.schedule.describe()))
+        .collect()
+}
+
+/// Every job's next scheduled time; a job that stays with the same schedule keeps its time.
 fn schedule_all(
     jobs: &Jobs,
     before: &BTreeMap<String, jiff::Timestamp>,
+    schedules_before: &BTreeMap<String, String>,
 ) -> BTreeMap<String, jiff::Timestamp> {
     let now = jiff::Timestamp::now();
     jobs.jobs
         .iter()
         .map(|j| {
+            let same = schedules_before.get(&j.name) == Some(&j.schedule.describe());
             let t = before
                 .get(&j.name)
                 .copied()
-                .unwrap_or_else(|| next_time(j, now));
+                .filter(|_| same)
+                .unwrap_or_else(|| {
+                    j.schedule
+                        .next_after(now)
+                        .unwrap_or_else(|| now + jiff::SignedDuration::from_hours(24))
+                });
             (j.name.clone(), t)
         })
+        .collect()
+}
+
+/// The next starts: the scheduled times plus each job's jitter.
+fn jittered(
+    jobs: &Jobs,
+    base: &BTreeMap<String, jiff::Timestamp>,
+) -> BTreeMap<String, jiff::Timestamp> {
+    jobs.jobs
+        .iter()
+        .filter_map(|j| base.get(&j.name).map(|t| (j.name.clone(), *t + jitter(j))))
         .collect()
 }
 

@@ -36,6 +36,14 @@ impl Metrics {
         self.jobs.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// A run that did not even report (it panicked).
+    pub fn failed(&self, job: &str) {
+        let mut jobs = self.lock();
+        let c = jobs.entry(job.to_string()).or_default();
+        c.runs += 1;
+        c.failures += 1;
+    }
+
     pub fn observe(&self, r: &Report) {
         let mut jobs = self.lock();
         let c = jobs.entry(r.job.clone()).or_default();
@@ -212,6 +220,8 @@ pub async fn serve(
     use hyper::body::Bytes;
     loop {
         let Ok((stream, _)) = listener.accept().await else {
+            // (e.g. out of file descriptors: do not spin)
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
             continue;
         };
         let metrics = metrics.clone();

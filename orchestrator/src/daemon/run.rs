@@ -14,7 +14,7 @@ use serde::Serialize;
 
 use super::jobs::{Job, Mode, Notice};
 use super::state::{self, Blocked};
-use crate::app::{execute, Locks, RunOptions};
+use crate::app::{execute, RunOptions};
 use crate::error::{Error, ExitCode};
 use crate::event::Outcome;
 use crate::transport::api::ApiTransport;
@@ -29,6 +29,8 @@ pub struct Env {
     pub apis: std::sync::Mutex<std::collections::HashMap<Vec<PathBuf>, Arc<ApiTransport>>>,
     /// Set when the daemon must stop now: running fixes are cancelled (and rolled back).
     pub cancel: tokio::sync::watch::Receiver<bool>,
+    /// Set when the daemon stops scheduling: a run still detecting starts no fix.
+    pub stop: tokio::sync::watch::Receiver<bool>,
 }
 
 impl Env {
@@ -74,6 +76,9 @@ pub struct Report {
     pub run: Option<String>,
     /// Targets changed.
     pub fixed: Vec<String>,
+    /// Targets a fix worked on (changed or not, failed or not): they cool down, and count
+    /// toward the circuit, so a fix that fails every time does not run every time.
+    pub attempted: Vec<String>,
     /// Targets left out, with why.
     pub left_out: Vec<(String, String)>,
     /// Targets whose circuit opened with this run.
@@ -93,6 +98,7 @@ impl Report {
             exit: exit.code(),
             run: None,
             fixed: Vec::new(),
+            attempted: Vec::new(),
             left_out: Vec::new(),
             circuits_opened: Vec::new(),
             plan_file: None,
@@ -171,7 +177,16 @@ async fn run_inner(env: &Env, job: &Job) -> Result<Report, Error> {
         reload: reload.clone(),
         ..RunOptions::default()
     };
-    let (_, detected) = execute(plan, router, detect_opts, None, env.cancel.clone()).await?;
+    // Detection changes nothing: at the job's timeout it is simply dropped.
+    let detection = execute(plan, router, detect_opts, None, env.cancel.clone());
+    let (_, detected) = tokio::time::timeout(job.timeout, detection)
+        .await
+        .map_err(|_| {
+            Error::Other(format!(
+                "detection did not finish within the job's timeout ({})",
+                humantime::format_duration(job.timeout)
+            ))
+        })??;
     if detected.exit != ExitCode::Success {
         return Ok(Report::new(
             job,
@@ -185,6 +200,14 @@ async fn run_inner(env: &Env, job: &Job) -> Result<Report, Error> {
             job,
             Verdict::Healthy,
             "healthy (the playbook does not apply)",
+            ExitCode::Success,
+        ));
+    }
+    if *env.stop.borrow() && job.mode != Mode::Detect {
+        return Ok(Report::new(
+            job,
+            Verdict::Skipped,
+            "it applies, but the daemon is stopping: no new fix",
             ExitCode::Success,
         ));
     }
@@ -296,24 +319,40 @@ async fn fix(
             .collect();
         (targets, crate::app::lock_targets(&plan))
     };
-    // Someone changing the cloud through its API: not now (the fix would, too).
+    // The locks, taken here one by one and held through the run: a target someone else holds
+    // is left out (no look-then-take race); the API's lock held by someone else, or the
+    // controller cooling down, leaves the whole fix for later (its API side cannot be left out).
+    let holder = crate::lock::Holder::new("(daemon)", format!("remedy daemon job {}", job.name));
+    let mut held = Vec::new();
+    let mut left_out: Vec<(String, String)> = Vec::new();
+    let whole = |why: String| {
+        Ok(Report::new(
+            job,
+            Verdict::Skipped,
+            format!("it applies, but {why}"),
+            ExitCode::Success,
+        ))
+    };
+    if let Some(b) = st.blocked(crate::plan::CONTROLLER, now) {
+        return whole(format!("its CloudStack side is {b}"));
+    }
     if locks.iter().any(|l| l == crate::app::CLOUDSTACK_LOCK) {
-        if let Ok(Some(busy)) = crate::lock::probe(&env.state_dir, crate::app::CLOUDSTACK_LOCK) {
-            return Ok(Report::new(
-                job,
-                Verdict::Skipped,
-                format!("it applies, but {busy}"),
-                ExitCode::Success,
-            ));
+        match crate::lock::try_all(
+            &env.state_dir,
+            &[crate::app::CLOUDSTACK_LOCK.into()],
+            &holder,
+        ) {
+            Ok(h) => held.push(h),
+            Err(e) => return whole(e.to_string()),
         }
     }
-    let mut left_out: Vec<(String, String)> = Vec::new();
     for t in &targets {
         if let Some(b) = st.blocked(t, now) {
             left_out.push((t.clone(), b.to_string()));
         } else if t != crate::plan::CONTROLLER {
-            if let Ok(Some(busy)) = crate::lock::probe(&env.state_dir, t) {
-                left_out.push((t.clone(), busy.to_string()));
+            match crate::lock::try_all(&env.state_dir, std::slice::from_ref(t), &holder) {
+                Ok(h) => held.push(h),
+                Err(e) => left_out.push((t.clone(), e.to_string())),
             }
         }
     }
@@ -354,7 +393,12 @@ async fn fix(
     let watchdog = tokio::spawn(async move {
         tokio::select! {
             _ = tokio::time::sleep(timeout) => {}
-            _ = outer.wait_for(|c| *c) => {}
+            _ = async {
+                // A kill sender gone never cancels.
+                if outer.wait_for(|c| *c).await.is_err() {
+                    std::future::pending::<()>().await;
+                }
+            } => {}
         }
         let _ = cancel_tx.send(true);
     });
@@ -366,15 +410,18 @@ async fn fix(
             "daemon".into(),
             format!("job {}", job.name),
         ],
-        locks: Some(Locks {
-            dir: env.state_dir.clone(),
-            wait: std::time::Duration::ZERO,
-            by: format!("remedy daemon job {}", job.name),
-        }),
+        // Held above, for the whole run.
+        locks: None,
         ..RunOptions::default()
     };
+    let attempted: Vec<String> = targets
+        .iter()
+        .filter(|t| !left_out.iter().any(|(l, _)| l == *t))
+        .cloned()
+        .collect();
     let result = execute(plan, router, opts, None, cancel).await;
     watchdog.abort();
+    drop(held);
     let (run, summary) = match result {
         Ok(r) => r,
         Err(e @ Error::LockHeld(_)) => {
@@ -405,6 +452,7 @@ async fn fix(
     }
     r.run = Some(run);
     r.left_out = left_out;
+    r.attempted = attempted;
     r.rolled_back = matches!(
         summary.exit,
         ExitCode::RolledBack | ExitCode::RollbackIncomplete
@@ -429,8 +477,15 @@ pub fn record(env: &Env, job: &Job, report: &mut Report) -> Result<(), String> {
         if report.verdict != Verdict::Failed {
             js.last_success = Some(now);
         }
-        report
-            .fixed
+        // A fix that changed something counts its targets; one that failed counts every
+        // target it worked on (so a fix that fails every time cools down and trips the
+        // circuit too).
+        let counted = if report.verdict == Verdict::Failed && !report.attempted.is_empty() {
+            &report.attempted
+        } else {
+            &report.fixed
+        };
+        counted
             .iter()
             .filter(|t| js.record_fix(t, now, job))
             .cloned()
