@@ -348,62 +348,14 @@ impl Scheduler {
                     _ => None,
                 };
                 if let Some(why) = refused {
-                    let r = NodeResult {
-                        outcome: Outcome::Drifted,
-                        registered: json!({"changed": false, "failed": true}),
-                        facts: vec![],
-                        undo: None,
-                        error: Some(why.clone()),
-                        action: None,
-                        prediction: None,
-                    };
-                    let _ = self.cx.sink.emit(Event::StepEnd {
-                        run: self.cx.run.clone(),
-                        step: step.id.clone(),
-                        target: node.target.clone(),
-                        outcome: Outcome::Drifted,
-                        duration_ms: 0,
-                        action: None,
-                        rc: None,
-                        diff: None,
-                        output_sha256: None,
-                        stdout_tail: None,
-                        stderr_tail: None,
-                        error: Some(why),
-                        undo: None,
-                        irreversible: None,
-                    });
+                    let r = self.settled(&step.id, &node.target, Outcome::Drifted, Some(why));
                     self.finish_now(ix, r, &mut ready, &mut indeg, &mut failure, &in_pass);
                     continue;
                 }
                 match skip {
                     Some(Outcome::Failed) => continue,
                     Some(o) => {
-                        let r = NodeResult {
-                            outcome: o,
-                            registered: json!({"changed": false, "failed": false, "skipped": o == Outcome::Skipped}),
-                            facts: vec![],
-                            undo: None,
-                            error: None,
-                            action: None,
-                            prediction: None,
-                        };
-                        let _ = self.cx.sink.emit(Event::StepEnd {
-                            run: self.cx.run.clone(),
-                            step: step.id.clone(),
-                            target: node.target.clone(),
-                            outcome: o,
-                            duration_ms: 0,
-                            action: None,
-                            rc: None,
-                            diff: None,
-                            output_sha256: None,
-                            stdout_tail: None,
-                            stderr_tail: None,
-                            error: None,
-                            undo: None,
-                            irreversible: None,
-                        });
+                        let r = self.settled(&step.id, &node.target, o, None);
                         self.finish_now(ix, r, &mut ready, &mut indeg, &mut failure, &in_pass);
                         continue;
                     }
@@ -444,6 +396,43 @@ impl Scheduler {
         match failure {
             Some(f) => Err(f),
             None => Ok(()),
+        }
+    }
+
+    /// A node that comes to `outcome` without running (skipped, unknown, refused): its end
+    /// recorded, its result.
+    fn settled(
+        &self,
+        step: &str,
+        target: &str,
+        outcome: Outcome,
+        error: Option<String>,
+    ) -> NodeResult {
+        let _ = self.cx.sink.emit(Event::StepEnd {
+            run: self.cx.run.clone(),
+            step: step.to_string(),
+            target: target.to_string(),
+            outcome,
+            duration_ms: 0,
+            action: None,
+            rc: None,
+            diff: None,
+            output_sha256: None,
+            stdout_tail: None,
+            stderr_tail: None,
+            error: error.clone(),
+            undo: None,
+            irreversible: None,
+        });
+        let failed = outcome == Outcome::Drifted;
+        NodeResult {
+            outcome,
+            registered: json!({"changed": false, "failed": failed, "skipped": outcome == Outcome::Skipped}),
+            facts: vec![],
+            undo: None,
+            error,
+            action: None,
+            prediction: None,
         }
     }
 

@@ -127,6 +127,16 @@ async fn until(what: &str, secs: u64, mut f: impl FnMut() -> bool) {
     }
 }
 
+async fn until_circuit_opens(state_dir: &Path) {
+    until("the circuit opens", 30, || {
+        state::load(state_dir)
+            .ok()
+            .and_then(|s| s.jobs.get("dns").cloned())
+            .is_some_and(|j| !j.open_circuits().is_empty())
+    })
+    .await;
+}
+
 fn parse_metrics(text: &str) -> prometheus_parse::Scrape {
     let lines = text.lines().map(|l| Ok(l.to_string()));
     prometheus_parse::Scrape::parse(lines).expect("/metrics parses as Prometheus text")
@@ -274,13 +284,7 @@ async fn a_failure_that_keeps_coming_back_opens_the_circuit_which_survives_a_res
     });
     let state_dir = zone.dir.path().join("state");
     let d = start(&zone, &jobs);
-    until("the circuit opens", 30, || {
-        state::load(&state_dir)
-            .ok()
-            .and_then(|s| s.jobs.get("dns").cloned())
-            .is_some_and(|j| !j.open_circuits().is_empty())
-    })
-    .await;
+    until_circuit_opens(&state_dir).await;
     tokio::time::sleep(Duration::from_millis(2500)).await;
     let metrics = d.stop().await;
     assert_eq!(fixes(&zone), 2, "two fixes, then the circuit stopped it");
@@ -596,13 +600,7 @@ async fn a_fix_that_fails_every_time_cools_down_and_trips_the_circuit() {
     });
     let state_dir = zone.dir.path().join("state");
     let d = start(&zone, &jobs);
-    until("the circuit opens", 30, || {
-        state::load(&state_dir)
-            .ok()
-            .and_then(|s| s.jobs.get("dns").cloned())
-            .is_some_and(|j| !j.open_circuits().is_empty())
-    })
-    .await;
+    until_circuit_opens(&state_dir).await;
     tokio::time::sleep(Duration::from_millis(2500)).await;
     let metrics = d.stop().await;
     failing.abort();

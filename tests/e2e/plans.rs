@@ -16,7 +16,7 @@ use remedy::planfile::{short, OnDrift, SavedPlan};
 use remedy::runner::Ctx;
 use remedy::scheduler::Scheduler;
 use remedy::transport::{Access, Action, Transport};
-use remedy_tests::zone::ApiZone;
+use remedy_tests::zone::{guest_vlan, router_states, ApiZone};
 
 const DAY: Duration = Duration::from_secs(24 * 3600);
 const VPC: &[(&str, &str)] = &[("vpc", "web-vpc"), ("vlan_range", "1000-1099")];
@@ -102,31 +102,6 @@ fn refused(r: Result<remedy::scheduler::Summary, Error>, says: &str) -> String {
     }
 }
 
-fn guest_vlan(world: &serde_json::Value) -> String {
-    world["physnets"][0]["vlan"]
-        .as_str()
-        .unwrap_or_default()
-        .to_string()
-}
-
-/// Per running router of the zone: (name, eth1 up, keepalived active).
-fn routers(world: &serde_json::Value) -> Vec<(String, bool, bool)> {
-    world["vms"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|v| v["kind"]["type"] == "router" && v["state"] == "Running")
-        .map(|v| {
-            let g = &v["guest"];
-            (
-                v["name"].as_str().unwrap().to_string(),
-                g["links"]["eth1"]["up"].as_bool().unwrap_or(false),
-                g["services"]["keepalived"]["state"] == "active",
-            )
-        })
-        .collect()
-}
-
 fn records(zone: &ApiZone) -> Vec<serde_json::Value> {
     remedy::audit::read(&zone.audit())
         .unwrap()
@@ -178,10 +153,10 @@ async fn a_plan_applied_unchanged_fixes_the_zone_and_the_audit_names_plan_and_ap
     assert!(s.drift.is_empty(), "{:?}", s.drift);
     let w = zone.world();
     assert_eq!(guest_vlan(&w), "1000-1099");
-    let r = routers(&w);
+    let r = router_states(&w);
     assert_eq!(r.len(), 2);
-    assert!(r.iter().all(|(_, _, keepalived)| *keepalived), "{r:?}");
-    assert_eq!(r.iter().filter(|(_, eth1, _)| *eth1).count(), 1, "{r:?}");
+    assert!(r.iter().all(|(_, _, keepalived, _)| *keepalived), "{r:?}");
+    assert_eq!(r.iter().filter(|(_, eth1, _, _)| *eth1).count(), 1, "{r:?}");
 
     // The audit log: plan written (by the planning run), approval, the run that applied it.
     zone.audit_verifies();

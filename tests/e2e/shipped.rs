@@ -11,7 +11,7 @@ use remedy::error::ExitCode;
 use remedy::event::Outcome;
 use remedy::scheduler::Summary;
 use remedy_tests::run;
-use remedy_tests::zone::ApiZone;
+use remedy_tests::zone::{guest_vlan, router_states, ApiZone};
 
 fn playbook(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -187,13 +187,6 @@ async fn check(case: Case) {
     zone.audit_verifies();
 }
 
-fn guest_vlan(world: &serde_json::Value) -> String {
-    world["physnets"][0]["vlan"]
-        .as_str()
-        .unwrap_or_default()
-        .to_string()
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn fix_vlan_range() {
     check(Case {
@@ -208,25 +201,6 @@ async fn fix_vlan_range() {
         failing_ssh: &[],
     })
     .await;
-}
-
-/// The VPC's routers' redundant states, as the API reports them.
-fn router_states(world: &serde_json::Value) -> Vec<(String, bool, bool, bool)> {
-    world["vms"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|v| v["kind"]["type"] == "router" && v["state"] == "Running")
-        .map(|v| {
-            let g = &v["guest"];
-            (
-                v["name"].as_str().unwrap().to_string(),
-                g["links"]["eth1"]["up"].as_bool().unwrap_or(false),
-                g["services"]["keepalived"]["state"] == "active",
-                g["files"].get("/etc/keepalived/keepalived.conf").is_some(),
-            )
-        })
-        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -216,3 +216,30 @@ impl ApiZone {
         }
     }
 }
+
+/// The Guest physical network's VLAN range, as the zone has it.
+pub fn guest_vlan(world: &serde_json::Value) -> String {
+    world["physnets"][0]["vlan"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// Per running router: (name, eth1 up, keepalived active, keepalived.conf present).
+pub fn router_states(world: &serde_json::Value) -> Vec<(String, bool, bool, bool)> {
+    world["vms"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|v| v["kind"]["type"] == "router" && v["state"] == "Running")
+        .map(|v| {
+            let g = &v["guest"];
+            (
+                v["name"].as_str().unwrap().to_string(),
+                g["links"]["eth1"]["up"].as_bool().unwrap_or(false),
+                g["services"]["keepalived"]["state"] == "active",
+                g["files"].get("/etc/keepalived/keepalived.conf").is_some(),
+            )
+        })
+        .collect()
+}

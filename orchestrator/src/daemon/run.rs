@@ -223,6 +223,24 @@ async fn run_inner(env: &Env, job: &Job) -> Result<Report, Error> {
     }
 }
 
+/// Options of a run of `job` that is audited (a fix, a plan).
+fn audited(
+    env: &Env,
+    job: &Job,
+    reload: Option<Arc<crate::cloudstack::inventory::Reloader>>,
+) -> RunOptions {
+    RunOptions {
+        audit_log: Some(env.audit_log.clone()),
+        reload,
+        argv: vec![
+            "remedy".into(),
+            "daemon".into(),
+            format!("job {}", job.name),
+        ],
+        ..RunOptions::default()
+    }
+}
+
 fn reloader(
     plan: &crate::plan::Plan,
     job: &Job,
@@ -260,16 +278,7 @@ async fn plan_mode(
         tags: &[],
         valid_for: crate::planfile::DEFAULT_VALIDITY,
     };
-    let opts = RunOptions {
-        audit_log: Some(env.audit_log.clone()),
-        reload,
-        argv: vec![
-            "remedy".into(),
-            "daemon".into(),
-            format!("job {}", job.name),
-        ],
-        ..RunOptions::default()
-    };
+    let opts = audited(env, job, reload);
     let (run, summary, saved) =
         crate::planfile::make(plan, router, opts, &making, Some(&file), env.cancel.clone()).await?;
     let Some(saved) = saved else {
@@ -402,18 +411,8 @@ async fn fix(
         }
         let _ = cancel_tx.send(true);
     });
-    let opts = RunOptions {
-        audit_log: Some(env.audit_log.clone()),
-        reload,
-        argv: vec![
-            "remedy".into(),
-            "daemon".into(),
-            format!("job {}", job.name),
-        ],
-        // Held above, for the whole run.
-        locks: None,
-        ..RunOptions::default()
-    };
+    // (The locks are held above, for the whole run.)
+    let opts = audited(env, job, reload);
     let attempted: Vec<String> = targets
         .iter()
         .filter(|t| !left_out.iter().any(|(l, _)| l == *t))
