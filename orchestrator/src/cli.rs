@@ -2,6 +2,27 @@
 //! `main` only calls [`main`] here.
 
 use std::io::IsTerminal;
+
+/// `print!`/`println!` for a command's output, which is often piped into `head` or `less`: a
+/// reader that went away ends the command quietly instead of a panic with a backtrace.
+macro_rules! out {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        if let Err(e) = write!(std::io::stdout(), $($t)*) {
+            if e.kind() == std::io::ErrorKind::BrokenPipe {
+                std::process::exit(0);
+            }
+        }
+    }};
+}
+
+macro_rules! outln {
+    () => { out!("\n") };
+    ($($t:tt)*) => {{
+        out!($($t)*);
+        out!("\n");
+    }};
+}
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -464,7 +485,7 @@ async fn api_call(
     let mut redactor = crate::redact::Redactor::new();
     crate::cloudstack::register_secrets(&inv, &mut redactor);
     conn.client.register_secret(&mut redactor);
-    print!("{}", render_reply(reply, fields, &redactor));
+    out!("{}", render_reply(reply, fields, &redactor));
     ExitCode::Success
 }
 
@@ -585,7 +606,7 @@ async fn show_inventory(
             Err(e) => return fail(&Error::invalid(e)),
         }
     };
-    println!("{text}");
+    outln!("{text}");
     ExitCode::Success
 }
 
@@ -613,9 +634,9 @@ async fn validate(names: Vec<String>, inventory: &[PathBuf]) -> ExitCode {
     let mut worst = ExitCode::Success;
     for n in &names {
         match plan::validate(n, inv.as_ref()) {
-            Ok(p) => println!("ok       {n} ({}: {} steps)", p.name, p.steps.len()),
+            Ok(p) => outln!("ok       {n} ({}: {} steps)", p.name, p.steps.len()),
             Err(d) => {
-                println!("invalid  {n}");
+                outln!("invalid  {n}");
                 eprint!("{}", d.render(std::io::stderr().is_terminal()));
                 worst = ExitCode::InvalidInput;
             }
@@ -642,12 +663,12 @@ fn found_playbooks() -> Vec<String> {
 fn list() -> ExitCode {
     for path in found_playbooks() {
         match playbook::load::read(std::path::Path::new(&path)) {
-            Ok(f) => println!(
+            Ok(f) => outln!(
                 "{:<28} {}",
                 f.doc.name,
                 f.doc.description.lines().next().unwrap_or("")
             ),
-            Err(d) => println!("{:<28} (invalid: {})", path, d.headline()),
+            Err(d) => outln!("{:<28} (invalid: {})", path, d.headline()),
         }
     }
     ExitCode::Success
@@ -659,28 +680,28 @@ fn show(name: &str, format: ShowFormat) -> ExitCode {
         Err(d) => return fail(&Error::Invalid(d)),
     };
     if format == ShowFormat::Dot {
-        println!("digraph \"{}\" {{\n  rankdir=LR;", program.name);
+        outln!("digraph \"{}\" {{\n  rankdir=LR;", program.name);
         for s in &program.steps {
             let shape = if s.mutating() { "box" } else { "ellipse" };
-            println!(
+            outln!(
                 "  \"{}\" [shape={shape}, label=\"{}\\n{}\"];",
                 s.id,
                 s.id,
                 s.kind.name()
             );
             for &n in &s.needs {
-                println!("  \"{}\" -> \"{}\";", program.steps[n].id, s.id);
+                outln!("  \"{}\" -> \"{}\";", program.steps[n].id, s.id);
             }
         }
-        println!("}}");
+        outln!("}}");
         return ExitCode::Success;
     }
-    println!(
+    outln!(
         "{}\n  {}\n",
         program.name,
         program.description.trim().replace('\n', "\n  ")
     );
-    println!("parameters:");
+    outln!("parameters:");
     for (k, p) in program.params() {
         let mut attrs = vec![p.ty.to_string()];
         if p.required {
@@ -702,9 +723,9 @@ fn show(name: &str, format: ShowFormat) -> ExitCode {
         if p.secret {
             attrs.push("secret".into());
         }
-        println!("  {k:<20} {} {}", attrs.join(", "), p.help);
+        outln!("  {k:<20} {} {}", attrs.join(", "), p.help);
     }
-    println!("\nsteps (phase, id, kind, runs on, after):");
+    outln!("\nsteps (phase, id, kind, runs on, after):");
     for s in &program.steps {
         let undo = match &s.undo {
             Undo::ReadOnly => "read-only".to_string(),
@@ -726,7 +747,7 @@ fn show(name: &str, format: ShowFormat) -> ExitCode {
             Kind::Api { command, .. } => format!("api {command}"),
             k => k.name().to_string(),
         };
-        println!(
+        outln!(
             "  {:<7} {:<28} {:<24} on {:<20} [{undo}] after: {}",
             format!("{:?}", s.phase).to_lowercase(),
             s.id,
@@ -1068,7 +1089,7 @@ async fn make_plan(req: PlanArgs, argv: Vec<String>) -> ExitCode {
         return summary.exit;
     };
     let shown = req.out.as_ref().map(|p| p.display().to_string());
-    print!(
+    out!(
         "{}",
         crate::planfile::render::render(&saved, req.format, shown.as_deref())
     );
@@ -1101,14 +1122,14 @@ fn daemon(a: DaemonArgs) -> ExitCode {
             });
             match r {
                 Ok(done) if done.is_empty() => {
-                    println!(
+                    outln!(
                         "{job}: nothing to reset{}",
                         target.map(|t| format!(" for {t}")).unwrap_or_default()
                     );
                     ExitCode::Success
                 }
                 Ok(done) => {
-                    println!(
+                    outln!(
                         "{job}: reset {} (circuit closed, fixes and cooldown forgotten)",
                         done.join(", ")
                     );
@@ -1205,7 +1226,7 @@ fn daemon_status(state_dir: &std::path::Path, jobs: Option<&std::path::Path>) ->
         names.extend(j.jobs.iter().map(|j| j.name.clone()));
     }
     if names.is_empty() {
-        println!("no jobs in {}", state_dir.display());
+        outln!("no jobs in {}", state_dir.display());
         return ExitCode::Success;
     }
     let running = crate::lock::probe(state_dir, crate::daemon::DAEMON_LOCK)
@@ -1218,7 +1239,7 @@ fn daemon_status(state_dir: &std::path::Path, jobs: Option<&std::path::Path>) ->
             )
         })
         .unwrap_or_else(|| "no daemon running with this state directory".into());
-    println!("{running}");
+    outln!("{running}");
     let empty = crate::daemon::state::JobState::default();
     for name in names {
         let js = state.jobs.get(&name).unwrap_or(&empty);
@@ -1227,11 +1248,11 @@ fn daemon_status(state_dir: &std::path::Path, jobs: Option<&std::path::Path>) ->
             .and_then(|d| d.get(&name))
             .map(|j| format!(" ({}, {:?} mode)", j.schedule.describe(), j.mode).to_lowercase())
             .unwrap_or_default();
-        println!("{name}{schedule}");
+        outln!("{name}{schedule}");
         let show =
             |t: &Option<jiff::Timestamp>| t.map(|t| t.to_string()).unwrap_or_else(|| "-".into());
-        println!("  next run:     {}", show(&js.next_run));
-        println!(
+        outln!("  next run:     {}", show(&js.next_run));
+        outln!(
             "  last run:     {}{}",
             show(&js.last_run),
             js.last_result
@@ -1239,9 +1260,9 @@ fn daemon_status(state_dir: &std::path::Path, jobs: Option<&std::path::Path>) ->
                 .map(|r| format!(": {r} (exit {})", js.last_exit.unwrap_or(0)))
                 .unwrap_or_default()
         );
-        println!("  last success: {}", show(&js.last_success));
+        outln!("  last success: {}", show(&js.last_success));
         for (t, b) in crate::daemon::run::blocked_now(js) {
-            println!("  {t}: {b}");
+            outln!("  {t}: {b}");
         }
     }
     ExitCode::Success
@@ -1256,7 +1277,7 @@ fn show_plan(file: &std::path::Path, format: Format) -> ExitCode {
     if let Err(e) = saved.check_file(None, jiff::Timestamp::now()) {
         eprintln!("warning: {}", e.render(false).trim_end());
     }
-    print!(
+    out!(
         "{}",
         crate::planfile::render::render(&saved, format, Some(&file.display().to_string()))
     );
@@ -1290,7 +1311,7 @@ fn approve(
         &crate::app::operator(),
     ) {
         Ok(a) => {
-            println!(
+            outln!(
                 "approved plan {} ({}) by {}{}; approval {} ({}) recorded in {}",
                 crate::planfile::short(&saved.id),
                 saved.plan.playbook.name,
@@ -1332,10 +1353,10 @@ async fn rollback_run(
         Err(e) => return fail(&Error::Other(e)),
     };
     if pending.is_empty() {
-        println!("run {run}: nothing left to undo");
+        outln!("run {run}: nothing left to undo");
         return ExitCode::Success;
     }
-    println!(
+    outln!(
         "run {run}: {} change(s) to undo, newest first:",
         pending.len()
     );
@@ -1350,7 +1371,7 @@ async fn rollback_run(
             (None, Some(w)) => format!("cannot be undone: irreversible ({w})"),
             (None, None) => "nothing to undo (declared as needing none)".into(),
         };
-        println!("  {} @ {}: {how}", d.step, d.target);
+        outln!("  {} @ {}: {how}", d.step, d.target);
     }
     if dry_run {
         return ExitCode::Success;
@@ -1450,12 +1471,12 @@ fn audit_cmd(cmd: AuditCommand, path: Option<PathBuf>) -> ExitCode {
     match cmd {
         AuditCommand::Verify => match audit::verify(&path) {
             Ok(r) if r.problems.is_empty() => {
-                println!("ok: {} records, chain intact ({})", r.lines, path.display());
+                outln!("ok: {} records, chain intact ({})", r.lines, path.display());
                 ExitCode::Success
             }
             Ok(r) => {
                 for p in &r.problems {
-                    println!("{}: {p}", path.display());
+                    outln!("{}: {p}", path.display());
                 }
                 ExitCode::Other
             }
@@ -1474,7 +1495,7 @@ fn audit_cmd(cmd: AuditCommand, path: Option<PathBuf>) -> ExitCode {
                 }
                 for r in records.iter().filter(|r| r.value["event"] == "run_start") {
                     let run = r.value["run"].as_str().unwrap_or("");
-                    println!(
+                    outln!(
                         "{run}  {:<10} {:<24} {:<10} {}",
                         r.value["mode"].as_str().unwrap_or(""),
                         r.value["playbook"].as_str().unwrap_or(""),
@@ -1603,7 +1624,7 @@ fn audit_cmd(cmd: AuditCommand, path: Option<PathBuf>) -> ExitCode {
                         ),
                         _ => continue,
                     };
-                    println!("{ts}  {line}");
+                    outln!("{ts}  {line}");
                 }
                 ExitCode::Success
             }

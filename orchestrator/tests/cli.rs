@@ -1294,3 +1294,22 @@ fn the_daemon_process_stops_cleanly_on_sigterm() {
         }
     }
 }
+
+/// Output piped into a reader that went away (`| head`): the command ends quietly, without a
+/// panic and a backtrace.
+#[test]
+fn a_closed_pipe_ends_output_quietly() {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_remedy"))
+        .args(["show", "vr-backup-loop"])
+        .current_dir(root())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The reader goes away before the first line is written.
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains("panicked"), "{err}");
+    assert_eq!(out.status.code(), Some(0), "{err}");
+}
