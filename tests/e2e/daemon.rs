@@ -85,6 +85,17 @@ fn jobs_file(zone: &ApiZone, job: &str) -> PathBuf {
     )
 }
 
+/// A jobs file whose job `dns` restarts web-vpc's dnsmasq every second, with `extra` keys.
+fn dns_job(zone: &ApiZone, extra: &str) -> PathBuf {
+    jobs_file(
+        zone,
+        &format!(
+            "    playbook: {}\n    params: {{ vpc: web-vpc }}\n    every: 1s\n{extra}",
+            playbook("restart-dnsmasq")
+        ),
+    )
+}
+
 fn playbook(name: &str) -> String {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("../playbooks")
@@ -157,13 +168,7 @@ fn sample(s: &prometheus_parse::Scrape, name: &str, labels: &[(&str, &str)]) -> 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_job_fixes_dead_dnsmasq_once_and_then_stays_quiet() {
     let zone = ApiZone::start("dnsmasq-dead", Faults::default()).await;
-    let jobs = jobs_file(
-        &zone,
-        &format!(
-            "    playbook: {}\n    params: {{ vpc: web-vpc }}\n    every: 1s\n    cooldown: 1m\n",
-            playbook("restart-dnsmasq")
-        ),
-    );
+    let jobs = dns_job(&zone, "    cooldown: 1m\n");
     let d = start(&zone, &jobs);
     until("dnsmasq fixed", 20, || dnsmasq(&zone) == "active").await;
     // Three more turns: healthy each time, nothing more done.
@@ -250,13 +255,7 @@ async fn receiver() -> (String, Arc<Mutex<Vec<serde_json::Value>>>) {
 async fn a_failure_that_keeps_coming_back_opens_the_circuit_which_survives_a_restart() {
     let zone = ApiZone::start("dnsmasq-dead", Faults::default()).await;
     let (url, hooks) = receiver().await;
-    let jobs = jobs_file(
-        &zone,
-        &format!(
-            "    playbook: {}\n    params: {{ vpc: web-vpc }}\n    every: 1s\n    cooldown: 0s\n    circuit: {{ fixes: 2, window: 1h }}\n    notify: {{ webhook: \"{url}\" }}\n",
-            playbook("restart-dnsmasq")
-        ),
-    );
+    let jobs = dns_job(&zone, &format!("    cooldown: 0s\n    circuit: {{ fixes: 2, window: 1h }}\n    notify: {{ webhook: \"{url}\" }}\n"));
     // Something kills dnsmasq again after every fix (once the fix's run has ended).
     let handle = zone.sim().zone_handle();
     let audit = zone.audit();
@@ -354,13 +353,7 @@ async fn a_failure_that_keeps_coming_back_opens_the_circuit_which_survives_a_res
 #[tokio::test(flavor = "multi_thread")]
 async fn an_operators_lock_makes_the_job_leave_the_router_alone() {
     let zone = ApiZone::start("dnsmasq-dead", Faults::default()).await;
-    let jobs = jobs_file(
-        &zone,
-        &format!(
-            "    playbook: {}\n    params: {{ vpc: web-vpc }}\n    every: 1s\n",
-            playbook("restart-dnsmasq")
-        ),
-    );
+    let jobs = dns_job(&zone, "");
     let state_dir = zone.dir.path().join("state");
     let operator = remedy::lock::Holder::new("20261123T000000Z-op", "alice (remedy apply x)");
     let held = remedy::lock::try_all(&state_dir, &["r-930-VM".to_string()], &operator).unwrap();
@@ -386,13 +379,7 @@ async fn an_operators_lock_makes_the_job_leave_the_router_alone() {
 #[tokio::test(flavor = "multi_thread")]
 async fn plan_mode_writes_a_plan_that_apply_accepts() {
     let zone = ApiZone::start("dnsmasq-dead", Faults::default()).await;
-    let jobs = jobs_file(
-        &zone,
-        &format!(
-            "    playbook: {}\n    params: {{ vpc: web-vpc }}\n    every: 1s\n    mode: plan\n",
-            playbook("restart-dnsmasq")
-        ),
-    );
+    let jobs = dns_job(&zone, "    mode: plan\n");
     let plans = zone.dir.path().join("state/plans");
     let d = start(&zone, &jobs);
     until("a plan", 20, || {
@@ -464,13 +451,7 @@ async fn a_stop_lets_a_running_fix_finish_and_a_kill_rolls_it_back() {
 #[tokio::test(flavor = "multi_thread")]
 async fn an_invalid_jobs_file_on_reload_keeps_the_jobs_and_a_second_daemon_is_refused() {
     let zone = ApiZone::start("healthy", Faults::default()).await;
-    let jobs = jobs_file(
-        &zone,
-        &format!(
-            "    playbook: {}\n    params: {{ vpc: web-vpc }}\n    every: 1s\n",
-            playbook("restart-dnsmasq")
-        ),
-    );
+    let jobs = dns_job(&zone, "");
     let state_dir = zone.dir.path().join("state");
     let d = start(&zone, &jobs);
     // A second daemon on the same state directory: exit 6.
@@ -530,13 +511,7 @@ async fn get(addr: std::net::SocketAddr, path: &str) -> (String, String) {
 #[tokio::test(flavor = "multi_thread")]
 async fn healthz_and_metrics_are_served_on_loopback() {
     let zone = ApiZone::start("healthy", Faults::default()).await;
-    let jobs = jobs_file(
-        &zone,
-        &format!(
-            "    playbook: {}\n    params: {{ vpc: web-vpc }}\n    every: 1s\n",
-            playbook("restart-dnsmasq")
-        ),
-    );
+    let jobs = dns_job(&zone, "");
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -581,12 +556,9 @@ async fn healthz_and_metrics_are_served_on_loopback() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_fix_that_fails_every_time_cools_down_and_trips_the_circuit() {
     let zone = ApiZone::start("dnsmasq-dead", Faults::default()).await;
-    let jobs = jobs_file(
+    let jobs = dns_job(
         &zone,
-        &format!(
-            "    playbook: {}\n    params: {{ vpc: web-vpc }}\n    every: 1s\n    cooldown: 0s\n    circuit: {{ fixes: 2, window: 1h }}\n",
-            playbook("restart-dnsmasq")
-        ),
+        "    cooldown: 0s\n    circuit: { fixes: 2, window: 1h }\n",
     );
     // The restart fails whenever it is tried.
     let conn = zone.conn.clone();
