@@ -13,11 +13,18 @@
 //! [`AuditError`]; the caller must stop), rotation and retention (to start a new log, move both
 //! the file and its `.head` aside while no remedy runs), and rendering verify reports.
 //!
-//! The `.head` anchor: after each append, `<log>.head` is rewritten in place with
-//! `{"seq":N,"hash":"<sha of the last line>"}` (synced only after a durable append). It lets
-//! [`verify`] catch an edit or deletion of the last line(s), which the chain alone cannot. A
-//! missing head, or one behind the log (a crash between append and anchor update), is not a
-//! problem. A head *ahead* of the log means records were cut from the end: a handle that opens
+//! Durable appends are group-committed: a durable append writes its line, then waits until one
+//! `sync_data` covers it. While one thread syncs, the lines other threads write queue behind it
+//! and the next sync covers them all, so 200 hosts starting a change at once cost a handful of
+//! syncs instead of 200, and no record is reported durable before it is. A failed sync fails
+//! every later durable append of that handle: after an I/O error the kernel may report the next
+//! sync as a success though the data is lost.
+//!
+//! The `.head` anchor: at each sync, `<log>.head` is rewritten in place with
+//! `{"seq":N,"hash":"<sha of the last line>"}` for the last line that sync covered, and synced.
+//! It never moves back. It lets [`verify`] catch an edit or deletion of the last line(s), which
+//! the chain alone cannot. A missing head, or one behind the log (lines not yet synced, or a
+//! crash between append and anchor update), is not a problem. A head *ahead* of the log means records were cut from the end: a handle that opens
 //! such a log continues numbering after the head's seq, so the gap stays visible to [`verify`]
 //! even after new lines are appended.
 
@@ -113,12 +120,28 @@ pub struct AuditLog {
     path: PathBuf,
     head_path: PathBuf,
     inner: Mutex<Inner>,
+    /// Taken by the one thread syncing for everyone (lock order: `sync`, then `inner`).
+    sync: Mutex<Synced>,
 }
 
 struct Inner {
     file: File,
     chain: Chain,
     pending_sync: bool,
+    /// Lines this handle has written (a ticket per append, for the group commit).
+    written: u64,
+}
+
+/// What the last group commit covered.
+struct Synced {
+    /// Every line up to this ticket is on disk.
+    through: u64,
+    /// How many syncs of the log this handle made.
+    count: u64,
+    /// The head was rewritten since it was last synced.
+    head_pending: bool,
+    /// A sync failed: durable appends fail from then on (the reason).
+    failed: Option<String>,
 }
 
 /// Where the chain ends, as this handle last saw it.
@@ -182,6 +205,13 @@ impl AuditLog {
                 file,
                 chain,
                 pending_sync: false,
+                written: 0,
+            }),
+            sync: Mutex::new(Synced {
+                through: 0,
+                count: 0,
+                head_pending: false,
+                failed: None,
             }),
         })
     }
@@ -194,8 +224,9 @@ impl AuditLog {
     /// `ts` and `prev`; the line is `{"v":1,"seq":N,"ts":"<RFC 3339 UTC, ms>","prev":"<sha>",`
     /// followed by the caller's fields in their map order.
     ///
-    /// If `durable`, the line is on disk (`sync_data`) when this returns `Ok`; otherwise a sync is
-    /// pending, and a later durable append or [`AuditLog::sync`] covers it. On `Err` the caller
+    /// If `durable`, the line is on disk (`sync_data`, shared with the durable appends of other
+    /// threads: see the module docs) when this returns `Ok`; otherwise a sync is pending, and a
+    /// later durable append or [`AuditLog::sync`] covers it. On `Err` the caller
     /// must not perform the action the record announces. A failure to sync or to update the
     /// `.head` anchor is an error even though the line itself was written: a reader then sees
     /// an announced action that never ran, as after a crash.
@@ -263,31 +294,111 @@ impl AuditLog {
         chain.last_seq = seq;
         chain.needs_newline = false;
         inner.pending_sync = true;
+        inner.written += 1;
+        let ticket = inner.written;
+        drop(_lock);
+        drop(guard);
 
         if durable {
-            inner.file.sync_data().map_err(|error| AuditError::Sync {
-                path: self.path.clone(),
-                error,
-            })?;
-            inner.pending_sync = false;
+            self.sync_through(ticket, false)?;
         }
-        write_head(&self.head_path, seq, &hash, durable).map_err(|error| AuditError::Head {
-            path: self.head_path.clone(),
-            error,
-        })?;
         Ok(Appended { seq, hash })
     }
 
-    /// Flushes earlier non-durable appends to disk, if any are pending.
+    /// Flushes earlier non-durable appends to disk, if any are pending, and brings the head
+    /// anchor up to date, on disk too.
     pub fn sync(&self) -> Result<(), AuditError> {
-        let mut inner = self.lock_inner();
-        if inner.pending_sync {
-            inner.file.sync_data().map_err(|error| AuditError::Sync {
+        let (pending, ticket) = {
+            let inner = self.lock_inner();
+            (inner.pending_sync, inner.written)
+        };
+        if pending {
+            return self.sync_through(ticket, true);
+        }
+        let mut synced = self.sync.lock().unwrap_or_else(|p| p.into_inner());
+        if synced.head_pending {
+            File::open(&self.head_path)
+                .and_then(|head| head.sync_data())
+                .map_err(|error| AuditError::Head {
+                    path: self.head_path.clone(),
+                    error,
+                })?;
+            synced.head_pending = false;
+        }
+        Ok(())
+    }
+
+    /// How many times this handle synced the log (group commits and [`AuditLog::sync`]).
+    pub fn syncs(&self) -> u64 {
+        self.sync.lock().unwrap_or_else(|p| p.into_inner()).count
+    }
+
+    /// Returns once every line up to `ticket` is on disk: either a sync that started after it
+    /// was written already covered it, or this thread syncs, for itself and for every line
+    /// written meanwhile (the group commit). The head is rewritten at each sync, and synced
+    /// only if `head_durable` (at [`AuditLog::sync`]): the guarantee that a record is on disk
+    /// before its action is the log's own sync; a head the kernel has not written back yet at
+    /// a crash is only behind, which is not a problem.
+    fn sync_through(&self, ticket: u64, head_durable: bool) -> Result<(), AuditError> {
+        let mut synced = self.sync.lock().unwrap_or_else(|p| p.into_inner());
+        let failed = |why: &str| AuditError::Sync {
+            path: self.path.clone(),
+            error: io::Error::other(format!(
+                "an earlier sync of the log failed ({why}); nothing written since can be \
+                 trusted to be on disk"
+            )),
+        };
+        if let Some(why) = &synced.failed {
+            return Err(failed(why));
+        }
+        if synced.through >= ticket {
+            return Ok(());
+        }
+        // What is written now; the sync below covers all of it, whoever wrote it.
+        let (file, through, seq, hash) = {
+            let inner = self.lock_inner();
+            let file = inner.file.try_clone().map_err(|error| AuditError::Sync {
                 path: self.path.clone(),
                 error,
             })?;
-            inner.pending_sync = false;
+            (
+                file,
+                inner.written,
+                inner.chain.last_seq,
+                inner.chain.last_hash.clone(),
+            )
+        };
+        synced.count += 1;
+        if let Err(error) = file.sync_data() {
+            synced.failed = Some(error.to_string());
+            return Err(AuditError::Sync {
+                path: self.path.clone(),
+                error,
+            });
         }
+        {
+            let mut inner = self.lock_inner();
+            let _lock = FileLock::exclusive(&inner.file).map_err(|error| AuditError::Lock {
+                path: self.path.clone(),
+                error,
+            })?;
+            // Another process may have anchored a later line: the head never moves back.
+            let ahead = matches!(read_head(&self.head_path), Ok(Some(h)) if h.seq >= seq);
+            if !ahead {
+                write_head(&self.head_path, seq, &hash, head_durable).map_err(|error| {
+                    AuditError::Head {
+                        path: self.head_path.clone(),
+                        error,
+                    }
+                })?;
+                synced.head_pending = !head_durable;
+            }
+            drop(_lock);
+            if inner.written == through {
+                inner.pending_sync = false;
+            }
+        }
+        synced.through = through;
         Ok(())
     }
 
@@ -322,7 +433,12 @@ impl AuditLog {
         };
         if !same {
             if inner.pending_sync {
-                let _ = inner.file.sync_data();
+                // Lines already written to the old file are covered by the tickets of later
+                // syncs, which go to the new file: sync them here or fail.
+                inner.file.sync_data().map_err(|error| AuditError::Sync {
+                    path: self.path.clone(),
+                    error,
+                })?;
             }
             inner.file = open_for_append(&self.path)?;
             inner.chain.known_len = u64::MAX;
@@ -1194,6 +1310,70 @@ mod tests {
         }
         log.sync().unwrap();
         (dir, path)
+    }
+
+    #[test]
+    fn durable_appends_waiting_for_a_sync_share_the_next_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.jsonl");
+        let log = Arc::new(AuditLog::open(&path).unwrap());
+        log.append(json!({"event": "first"}), true).unwrap();
+        assert_eq!(log.syncs(), 1);
+        // A sync in progress: hold its lock while five threads append durably.
+        let in_progress = log.sync.lock().unwrap();
+        let threads: Vec<_> = (0..5)
+            .map(|i| {
+                let log = log.clone();
+                std::thread::spawn(move || log.append(json!({"event": "step", "n": i}), true))
+            })
+            .collect();
+        // Every line is written before any of them is durable.
+        while log.lock_inner().written < 6 {
+            std::thread::yield_now();
+        }
+        assert_eq!(lines(&path).len(), 6);
+        let head: Value =
+            serde_json::from_str(&fs::read_to_string(head_path(&path)).unwrap()).unwrap();
+        assert_eq!(head["seq"], 1, "the head anchors only what is on disk");
+        drop(in_progress);
+        for t in threads {
+            t.join().unwrap().unwrap();
+        }
+        // The first thread to get the lock synced for all five; the others found it done.
+        assert_eq!(log.syncs(), 2);
+        let head: Value =
+            serde_json::from_str(&fs::read_to_string(head_path(&path)).unwrap()).unwrap();
+        assert_eq!(head["seq"], 6);
+        let report = verify(&path).unwrap();
+        assert!(report.is_clean() && report.notes.is_empty(), "{report:?}");
+        // Nothing pending: a sync now does nothing.
+        log.sync().unwrap();
+        assert_eq!(log.syncs(), 2);
+    }
+
+    #[test]
+    fn many_threads_appending_durably_leave_a_clean_log() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.jsonl");
+        let log = Arc::new(AuditLog::open(&path).unwrap());
+        let threads: Vec<_> = (0..8)
+            .map(|t| {
+                let log = log.clone();
+                std::thread::spawn(move || {
+                    for n in 0..50 {
+                        log.append(json!({"t": t, "n": n}), n % 2 == 0).unwrap();
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        log.sync().unwrap();
+        assert_eq!(lines(&path).len(), 400);
+        assert!(log.syncs() <= 201, "{} syncs", log.syncs());
+        let report = verify(&path).unwrap();
+        assert!(report.is_clean() && report.notes.is_empty(), "{report:?}");
     }
 
     fn lines(path: &Path) -> Vec<String> {

@@ -329,8 +329,20 @@ impl Sink {
         self.redactor.redact_json(&mut value);
         if event.audited() {
             if let Some(log) = &self.audit {
-                log.append(value.clone(), event.announces_change())
-                    .map_err(|e| e.to_string())?;
+                let durable = event.announces_change();
+                let append = || log.append(value.clone(), durable);
+                // A durable append may wait for the disk (and for other threads' records in
+                // the same sync): let the runtime move this worker's other tasks elsewhere
+                // meanwhile, so the rest of the fleet keeps going.
+                let multi_thread = tokio::runtime::Handle::try_current().is_ok_and(|h| {
+                    h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread
+                });
+                let appended = if durable && multi_thread {
+                    tokio::task::block_in_place(append)
+                } else {
+                    append()
+                };
+                appended.map_err(|e| e.to_string())?;
             }
         }
         if let Some(tx) = &self.tx {

@@ -14,6 +14,7 @@
 //! host_states: { kvm02: Disconnected }
 //! vpcs:                           # routers: 2 = a redundant pair (default); vms_per_tier: 1
 //!   - { name: web-vpc, tiers: [web, db], routers: 2, vms_per_tier: 1 }
+//!   - { name: app-vpc, tiers: [app], router_hosts: [kvm02] }   # routers' hypervisors, in turn
 //! settings: { secstorage.allowed.internal.sites: 10.30.0.0/16 }   # default 10.20.0.0/16
 //! guest:                          # per machine: r-930-VM, s-1-VM, web-vm1, kvm01, mgmt1, ...
 //!   kvm01:
@@ -87,6 +88,10 @@ pub struct VpcSeed {
     /// How many routers (2 = a redundant pair).
     #[serde(default = "two")]
     pub routers: usize,
+    /// The hypervisors its routers run on, by name, taken in turn (default: the zone's first
+    /// hosts, one router each).
+    #[serde(default)]
+    pub router_hosts: Vec<String>,
     /// Guest VMs per tier.
     #[serde(default = "one")]
     pub vms_per_tier: usize,
@@ -279,6 +284,10 @@ mod tests {
                 "unknown setting no.such",
             ),
             ("name: x\nhost_states: { kvm09: Down }\n", "no host kvm09"),
+            (
+                "name: x\nvpcs: [{ name: v, router_hosts: [kvm01, kvm07] }]\n",
+                "vpcs.v.router_hosts: no host kvm07",
+            ),
             ("name: x\nguest_vlan: \"5\"\n", "guest_vlan"),
             (
                 "name: x\nguest: { kvm01: { ovs_missing_ports: { cloudbr1: [vnet77] } } }\n",
@@ -289,6 +298,28 @@ mod tests {
             assert!(e.0.starts_with("f.yml: "), "{e}");
             assert!(e.0.contains(want), "{text}: {e}");
         }
+    }
+
+    #[test]
+    fn routers_run_on_the_hypervisors_named() {
+        let s = Scenario::parse(
+            "name: x\nhosts: [kvm01, kvm02, kvm03]\n\
+             vpcs: [{ name: a, tiers: [t] }, { name: b, tiers: [t], router_hosts: [kvm03] }]\n",
+            "f.yml",
+        )
+        .unwrap();
+        let zone = crate::zone::Zone::new(&s);
+        let w = zone.world();
+        let hosts_of = |vpc: &str| -> Vec<String> {
+            let id = w.vpcs.iter().find(|v| v.name == vpc).unwrap().id.clone();
+            w.vms
+                .iter()
+                .filter(|v| v.vpcid() == Some(id.as_str()))
+                .map(|v| w.host(&v.hostid).unwrap().name.clone())
+                .collect()
+        };
+        assert_eq!(hosts_of("a"), ["kvm01", "kvm02"]);
+        assert_eq!(hosts_of("b"), ["kvm03", "kvm03"]);
     }
 
     #[test]

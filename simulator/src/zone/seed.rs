@@ -84,6 +84,13 @@ impl World {
         w.next_instance = FIRST_ROUTER;
         let mut next_host = 0;
         for (vi, seed) in s.vpcs.iter().enumerate() {
+            if let Some(name) = seed
+                .router_hosts
+                .iter()
+                .find(|n| w.host_by_name(n).is_none())
+            {
+                return Err(format!("vpcs.{}.router_hosts: no host {name}", seed.name));
+            }
             w.seed_vpc(vi, seed, &mut next_host);
         }
         for (machine, seed) in &s.guest {
@@ -93,6 +100,13 @@ impl World {
             g.apply(seed).map_err(|e| format!("guest.{machine}.{e}"))?;
         }
         Ok(w)
+    }
+
+    fn host_by_name(&self, name: &str) -> Option<String> {
+        self.hosts
+            .iter()
+            .find(|h| h.name == name)
+            .map(|h| h.id.clone())
     }
 
     fn host_id(&self, i: usize) -> String {
@@ -204,7 +218,12 @@ impl World {
         let publicip = format!("198.51.100.{}", 10 + vi);
         self.vpcs.push(vpc);
         for r in 0..seed.routers {
-            let hostid = self.host_id(r);
+            let hostid = match seed.router_hosts.len() {
+                0 => self.host_id(r),
+                n => self
+                    .host_by_name(&seed.router_hosts[r % n])
+                    .unwrap_or_else(|| self.host_id(r)),
+            };
             self.add_router(&vpcid, hostid, &publicip);
         }
         // A VPC whose tiers all get a VLAN is implemented and its routers configured;

@@ -1,0 +1,231 @@
+#!/usr/bin/env python3
+"""The simulated-zone benchmark: remedy against 1,000 simulated hypervisors and 100 routers.
+
+Writes a scenario (bench/results/ says which) with HOSTS hypervisors and VPCS redundant VPCs whose
+2 x VPCS routers run on the first JUMPS hypervisors, every machine with a log file in the wrong
+mode; starts the simulator in its own process (`remedy lab`, API and SSH hosts on loopback, an
+inventory with pinned host keys, routers reached through their hypervisor); then runs the
+workload (bench/workload/sim-fleet.yml: five steps per machine, one of them a `file` fix) with
+`remedy apply`, and `--dry-run`, on a fresh zone each run. Measures remedy's wall time, CPU and
+peak RSS, and the simulator's CPU over the same run, so the two can be compared. Also times
+`remedy validate` on every shipped playbook. Writes a Markdown table to bench/results/.
+
+  bench/simzone.py                       # 1,000 hypervisors, 100 routers behind 10, 3 runs
+  bench/simzone.py --hosts 50 --vpcs 5 --jumps 2 --runs 1 --no-build   # smoke run
+"""
+
+import argparse
+import datetime
+import os
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from fleet import PeakRss, fmt, hwm_kb, log, version  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+WORKLOAD = ROOT / "bench" / "workload" / "sim-fleet.yml"
+FIRST_ROUTER = 930  # the simulator's first instance number when VPCs have no guest VMs
+BENCH_FILE = "/var/log/remedy-bench.log"
+
+
+def scenario(hosts, vpcs, jumps):
+    names = [f"kvm{i:04d}" for i in range(1, hosts + 1)]
+    lines = [
+        "name: bench-sim-fleet",
+        f"description: {hosts} hypervisors, {2 * vpcs} routers on the first {jumps}, "
+        f"{BENCH_FILE} in mode 0600 on every one",
+        'guest_vlan: "1000-1999"',
+        "hosts: [" + ", ".join(names) + "]",
+        "vpcs:",
+    ]
+    for v in range(vpcs):
+        a, b = names[(2 * v) % jumps], names[(2 * v + 1) % jumps]
+        lines.append(f"  - {{ name: vpc{v + 1:03d}, tiers: [t], vms_per_tier: 0, "
+                     f"router_hosts: [{a}, {b}] }}")
+    machines = names + [f"r-{FIRST_ROUTER + r}-VM" for r in range(2 * vpcs)]
+    lines.append("guest:")
+    for m in machines:
+        lines.append(f"  {m}: {{ files: {{ {BENCH_FILE}: "
+                     "{ mode: \"0600\", owner: root, group: root, content: \"x\" } } }")
+    return "\n".join(lines) + "\n"
+
+
+def cpu_s(pid):
+    """utime + stime of a live process, in seconds."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Lab:
+    """`remedy lab` with the bench scenario: the simulator, in its own process."""
+
+    def __init__(self, remedy, work, scen):
+        self.inventory = work / "inventory.yml"
+        self.inventory.unlink(missing_ok=True)
+        self.proc = subprocess.Popen(
+            [str(remedy), "lab", "--scenario", str(scen), "--listen", f"127.0.0.1:{free_port()}",
+             "--write-inventory", str(self.inventory)],
+            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        )
+        deadline = time.time() + 120
+        # The lab prints its endpoints once the zone and the inventory are ready.
+        seen = b""
+        while b"inventory" not in seen:
+            line = self.proc.stdout.readline()
+            if not line or time.time() > deadline:
+                self.stop()
+                raise SystemExit("remedy lab did not start:\n" + seen.decode(errors="replace"))
+            seen += line
+        self.started = seen.decode(errors="replace")
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+def run_remedy(cmd, lab):
+    """Runs one remedy command; returns (rc, wall, CPU s, peak RSS MB, simulator CPU s, output)."""
+    sim_before = cpu_s(lab.proc.pid)
+    started = time.perf_counter()
+    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                         env=dict(os.environ, NO_COLOR="1"))
+
+    class Own:  # PeakRss without a cgroup: this one process
+        ok = False
+
+    rss = PeakRss(p.pid, Own())
+    rss.start()
+    out = p.stdout.read()
+    rss.peak = max(rss.peak, hwm_kb(p.pid))
+    _, status, ru = os.wait4(p.pid, 0)
+    wall = time.perf_counter() - started
+    rss.done.set()
+    rss.join()
+    sim = cpu_s(lab.proc.pid) - sim_before
+    return (os.waitstatus_to_exitcode(status), wall, ru.ru_utime + ru.ru_stime, rss.peak / 1024,
+            sim, out.decode(errors="replace"))
+
+
+def validate_times(remedy, rounds):
+    rows = []
+    for pb in sorted((ROOT / "playbooks").glob("*.yml")):
+        times = []
+        for _ in range(rounds):
+            t = time.perf_counter()
+            p = subprocess.run([str(remedy), "validate", str(pb)], capture_output=True)
+            times.append((time.perf_counter() - t) * 1000)
+            if p.returncode != 0:
+                raise SystemExit(f"remedy validate {pb.name} failed: {p.stdout.decode()}{p.stderr.decode()}")
+        rows.append((pb.name, times))
+    return rows
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--hosts", type=int, default=1000, help="hypervisors")
+    ap.add_argument("--vpcs", type=int, default=50, help="redundant VPCs (2 routers each)")
+    ap.add_argument("--jumps", type=int, default=10, help="hypervisors the routers run on")
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--forks", type=int, default=100)
+    ap.add_argument("--validate-rounds", type=int, default=10)
+    ap.add_argument("--work", default="/var/tmp/remedy-bench-sim")
+    ap.add_argument("--no-build", action="store_true")
+    ap.add_argument("--target-dir", default=str(ROOT / "target"))
+    ap.add_argument("--out", help="Markdown file (default: bench/results/simzone-DATE.md)")
+    args = ap.parse_args()
+    if args.jumps > args.hosts or 2 * args.vpcs > 1000:
+        raise SystemExit("--jumps must not exceed --hosts; at most 500 VPCs")
+    if not args.no_build:
+        log("building remedy (release)")
+        subprocess.run(["cargo", "build", "--release", "--locked", "-q", "-p", "remedy", "--bin", "remedy"],
+                       cwd=ROOT, check=True)
+    remedy = Path(args.target_dir) / "release" / "remedy"
+    work = Path(args.work)
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    scen = work / "scenario.yml"
+    scen.write_text(scenario(args.hosts, args.vpcs, args.jumps))
+    machines = args.hosts + 2 * args.vpcs
+
+    results = {"apply": [], "dry-run": []}
+    for r in range(args.runs):
+        for mode in ("dry-run", "apply"):
+            lab = Lab(remedy, work, scen)
+            try:
+                audit = work / "audit.jsonl"
+                for f in (audit, Path(str(audit) + ".head")):
+                    f.unlink(missing_ok=True)
+                cmd = [str(remedy), "apply", str(WORKLOAD), "-i", str(lab.inventory), "--yes",
+                       "--forks", str(args.forks), "--audit-log", str(audit),
+                       "--state-dir", str(work / "state")]
+                if mode == "dry-run":
+                    cmd.append("--dry-run")
+                rc, wall, cpu, rss, sim, out = run_remedy(cmd, lab)
+                if rc != 0:
+                    raise SystemExit(f"remedy {mode} exited {rc}:\n{out[-4000:]}")
+                want = "would change" if mode == "dry-run" else "changed"
+                # The recap counts the fix on every machine.
+                if f"{machines} " not in out and str(machines) not in out:
+                    raise SystemExit(f"remedy {mode}: the recap does not cover {machines} machines:\n{out[-3000:]}")
+                results[mode].append((wall, cpu, rss, sim))
+                log(f"  {mode:8s} run {r + 1}: {wall:6.2f} s wall, {cpu:5.2f} s remedy CPU, "
+                    f"{rss:6.1f} MB peak RSS, {sim:5.2f} s simulator CPU ({want})")
+            finally:
+                lab.stop()
+    log("timing remedy validate on the shipped playbooks")
+    validate = validate_times(remedy, args.validate_rounds)
+    write_report(args, results, validate, remedy, machines)
+    shutil.rmtree(work, ignore_errors=True)
+
+
+def write_report(args, results, validate, remedy, machines):
+    now = datetime.datetime.now(datetime.timezone.utc)
+    commit = version(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"])
+    lines = [
+        f"# Simulated-zone benchmark, {now:%Y-%m-%d %H:%M} UTC",
+        "",
+        f"remedy {version([str(remedy), '--version'])} (commit {commit}), {os.cpu_count()} cores, "
+        f"kernel {os.uname().release}. Zone: {args.hosts} hypervisors and {2 * args.vpcs} routers "
+        f"on {args.jumps} of them ({machines} SSH targets), simulator in its own process "
+        f"(`remedy lab`). Workload: bench/workload/sim-fleet.yml, --forks {args.forks}, audit log "
+        f"on. {args.runs} runs, each on a fresh zone; median [min-max].",
+        "",
+        "| run | wall s | remedy CPU s | remedy peak RSS MB | simulator CPU s |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for mode, rs in results.items():
+        lines.append(f"| {mode} | {fmt([r[0] for r in rs])} | {fmt([r[1] for r in rs])} "
+                     f"| {fmt([r[2] for r in rs], 1)} | {fmt([r[3] for r in rs])} |")
+    lines += ["", f"`remedy validate` per shipped playbook ({args.validate_rounds} rounds, whole "
+              "process: start, load, compile, exit), ms:", "",
+              "| playbook | median [min-max] |", "|---|---:|"]
+    for name, times in validate:
+        lines.append(f"| {name} | {fmt(times, 1)} |")
+    text = "\n".join(lines) + "\n"
+    out = Path(args.out) if args.out else ROOT / "bench" / "results" / f"simzone-{now:%Y%m%d-%H%M}.md"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(text)
+    print(text)
+    log(f"written to {out}")
+
+
+if __name__ == "__main__":
+    main()
