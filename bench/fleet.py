@@ -16,7 +16,8 @@ missing); without it the Ansible rows are skipped with a note.
 
   bench/fleet.py                          # 10, 50 and 200 hosts, 3 runs each
   bench/fleet.py --hosts 200 --runs 5 --tools floor,remedy
-  bench/fleet.py --hosts 3 --runs 1 --tools floor,remedy --no-build   # smoke run
+  bench/fleet.py --hosts 3 --runs 1 --tools floor,remedy --port 2299 --no-build \
+      --bin-dir target/debug --work /tmp/w --out /tmp/w.md      # the smoke run of tests/lab
 """
 
 import argparse
@@ -309,7 +310,8 @@ def main():
     ap.add_argument("--work", default="/var/tmp/remedy-bench")
     ap.add_argument("--ansible-venv", default="/var/tmp/remedy-bench-ansible")
     ap.add_argument("--no-build", action="store_true", help="use the binaries already in target/release")
-    ap.add_argument("--target-dir", default=str(ROOT / "target"))
+    ap.add_argument("--bin-dir", default=str(ROOT / "target" / "release"),
+                    help="where remedy and ssh-floor are (with --no-build)")
     ap.add_argument("--wrap", metavar="CMD", help="run remedy and the floor under CMD, for "
                     "profiling; {tool}, {hosts} and {run} are filled in, e.g. --wrap 'perf record "
                     "-e cpu-clock -g -o /tmp/{tool}-{hosts}-{run}.data --' or 'strace -f -c -o "
@@ -325,8 +327,8 @@ def main():
         subprocess.run(["cargo", "build", "--release", "--locked", "-q", "-p", "remedy",
                         "-p", "remedy-tests", "--bin", "remedy", "--bin", "ssh-floor"],
                        cwd=ROOT, check=True)
-    remedy = Path(args.target_dir) / "release" / "remedy"
-    floor = Path(args.target_dir) / "release" / "ssh-floor"
+    remedy = Path(args.bin_dir) / "remedy"
+    floor = Path(args.bin_dir) / "ssh-floor"
     ansible = None
     notes = []
     if "ansible" in tools:
@@ -361,8 +363,8 @@ def main():
                     if r >= runs[tool]:
                         continue
                     shutil.rmtree(out_dir, ignore_errors=True)
+                    # remedy's state directory (its lock files) stays, as on a controller.
                     state = work / "state"
-                    shutil.rmtree(state, ignore_errors=True)
                     audit = work / "audit.jsonl"
                     for f in (audit, Path(str(audit) + ".head")):
                         f.unlink(missing_ok=True)

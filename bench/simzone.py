@@ -16,7 +16,9 @@ peak RSS, and the simulator's CPU over the same run, so the two can be compared.
 
 import argparse
 import datetime
+import json
 import os
+import shlex
 import shutil
 import signal
 import socket
@@ -124,6 +126,16 @@ def run_remedy(cmd, lab):
             sim, out.decode(errors="replace"))
 
 
+def fixes(audit, outcome):
+    """How many targets the `fix` step came to `outcome` on, by the audit log."""
+    n = 0
+    for line in audit.read_text().splitlines():
+        r = json.loads(line)
+        if r.get("event") == "step_end" and r.get("step") == "fix" and r.get("outcome") == outcome:
+            n += 1
+    return n
+
+
 def validate_times(remedy, rounds):
     rows = []
     for pb in sorted((ROOT / "playbooks").glob("*.yml")):
@@ -148,7 +160,11 @@ def main():
     ap.add_argument("--validate-rounds", type=int, default=10)
     ap.add_argument("--work", default="/var/tmp/remedy-bench-sim")
     ap.add_argument("--no-build", action="store_true")
-    ap.add_argument("--target-dir", default=str(ROOT / "target"))
+    ap.add_argument("--wrap", metavar="CMD", help="run remedy under CMD, for profiling; {mode} "
+                    "and {run} are filled in (see bench/fleet.py --wrap)")
+    ap.add_argument("--modes", default="dry-run,apply")
+    ap.add_argument("--bin-dir", default=str(ROOT / "target" / "release"),
+                    help="where remedy is (with --no-build)")
     ap.add_argument("--out", help="Markdown file (default: bench/results/simzone-DATE.md)")
     args = ap.parse_args()
     if args.jumps > args.hosts or 2 * args.vpcs > 1000:
@@ -157,7 +173,7 @@ def main():
         log("building remedy (release)")
         subprocess.run(["cargo", "build", "--release", "--locked", "-q", "-p", "remedy", "--bin", "remedy"],
                        cwd=ROOT, check=True)
-    remedy = Path(args.target_dir) / "release" / "remedy"
+    remedy = Path(args.bin_dir) / "remedy"
     work = Path(args.work)
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
@@ -165,9 +181,9 @@ def main():
     scen.write_text(scenario(args.hosts, args.vpcs, args.jumps))
     machines = args.hosts + 2 * args.vpcs
 
-    results = {"apply": [], "dry-run": []}
+    results = {mode: [] for mode in args.modes.split(",")}
     for r in range(args.runs):
-        for mode in ("dry-run", "apply"):
+        for mode in args.modes.split(","):
             lab = Lab(remedy, work, scen)
             try:
                 audit = work / "audit.jsonl"
@@ -178,13 +194,16 @@ def main():
                        "--state-dir", str(work / "state")]
                 if mode == "dry-run":
                     cmd.append("--dry-run")
+                if args.wrap:
+                    cmd = shlex.split(args.wrap.format(mode=mode, run=r + 1)) + cmd
                 rc, wall, cpu, rss, sim, out = run_remedy(cmd, lab)
                 if rc != 0:
                     raise SystemExit(f"remedy {mode} exited {rc}:\n{out[-4000:]}")
-                want = "would change" if mode == "dry-run" else "changed"
-                # The recap counts the fix on every machine.
-                if f"{machines} " not in out and str(machines) not in out:
-                    raise SystemExit(f"remedy {mode}: the recap does not cover {machines} machines:\n{out[-3000:]}")
+                want = "would_change" if mode == "dry-run" else "changed"
+                fixed = fixes(audit, want)
+                if fixed != machines:
+                    raise SystemExit(f"remedy {mode}: the fix came to {want!r} on {fixed} of "
+                                     f"{machines} machines:\n{out[-3000:]}")
                 results[mode].append((wall, cpu, rss, sim))
                 log(f"  {mode:8s} run {r + 1}: {wall:6.2f} s wall, {cpu:5.2f} s remedy CPU, "
                     f"{rss:6.1f} MB peak RSS, {sim:5.2f} s simulator CPU ({want})")

@@ -44,6 +44,9 @@ const SECRET_WORDS: &[&str] = &[
 pub struct Redactor {
     /// Every registered value and its encoded forms, longest first, without duplicates.
     needles: Vec<String>,
+    /// All of `needles` at once: one pass over a text finds every occurrence of every one,
+    /// overlapping ones included (every event of a run goes through here).
+    matcher: Option<aho_corasick::AhoCorasick>,
 }
 
 impl fmt::Debug for Redactor {
@@ -82,6 +85,10 @@ impl Redactor {
         }
         self.needles
             .sort_by(|a, b| b.len().cmp(&a.len()).then_with(|| a.cmp(b)));
+        self.matcher = Some(
+            aho_corasick::AhoCorasick::new(&self.needles)
+                .expect("an automaton of a few secrets stays within aho-corasick's limits"),
+        );
     }
 
     /// True if no secret is registered.
@@ -94,16 +101,13 @@ impl Redactor {
     /// into a single mask, so no fragment of any secret survives, whatever the order they were
     /// registered in. Borrows `text` when there is nothing to mask.
     pub fn redact<'a>(&self, text: &'a str) -> Cow<'a, str> {
-        let mut spans: Vec<(usize, usize)> = Vec::new();
-        for needle in &self.needles {
-            let mut from = 0;
-            while let Some(offset) = text[from..].find(needle.as_str()) {
-                let start = from + offset;
-                spans.push((start, start + needle.len()));
-                // Step one character, not the whole match, to also find overlapping ones.
-                from = start + text[start..].chars().next().map_or(1, char::len_utf8);
-            }
-        }
+        let Some(matcher) = &self.matcher else {
+            return Cow::Borrowed(text);
+        };
+        let mut spans: Vec<(usize, usize)> = matcher
+            .find_overlapping_iter(text)
+            .map(|m| (m.start(), m.end()))
+            .collect();
         if spans.is_empty() {
             return Cow::Borrowed(text);
         }

@@ -128,9 +128,18 @@ impl Scheduler {
     }
 
     /// The template context of a node: host vars, the scope's params and vars, and results.
-    fn context(&self, step: usize, target: &str) -> Value {
+    /// The template context of `step` on `target`. With `every_result` false, a result
+    /// registered on several targets but not on this one (the map of every host's value) is
+    /// built only if the step reads it: building it for every node would cost each node time
+    /// in the size of the fleet, most of it for results of steps still running elsewhere.
+    fn context(&self, step: usize, target: &str, every_result: bool) -> Value {
         let plan = self.plan();
         let s = &plan.program.steps[step];
+        let reads = |name: &str| {
+            every_result
+                || s.reads.contains_key(name)
+                || s.when.iter().any(|w| w.vars.contains(name))
+        };
         let mut map: BTreeMap<String, J> = BTreeMap::new();
         if let Some(h) = plan.inventory.host(target) {
             for (k, v) in &h.vars {
@@ -155,6 +164,7 @@ impl Scheduler {
                     None if per_target.len() == 1 => {
                         per_target.values().next().cloned().unwrap_or(J::Null)
                     }
+                    None if !reads(name) => continue,
                     None => J::Object(
                         per_target
                             .iter()
@@ -284,7 +294,7 @@ impl Scheduler {
                                     Some(Outcome::WouldChange | Outcome::Unknown)
                                 )
                             });
-                let ctx = self.context(node.step, &node.target);
+                let ctx = self.context(node.step, &node.target, false);
                 // A `when` that reads no step's result (only params, vars, host variables)
                 // is known even downstream of a predicted change: false is a sure skip.
                 let surely_skipped = || {
@@ -756,7 +766,7 @@ impl Scheduler {
         if self.plan().program.steps.is_empty() {
             return Value::from_serialize(&self.plan().scope_values[0]);
         }
-        self.context(first_root, CONTROLLER)
+        self.context(first_root, CONTROLLER, true)
     }
 }
 

@@ -1139,3 +1139,92 @@ fn a_saved_plan_is_held_to_the_real_bridges() {
     );
     remedy::audit::verify(&audit).expect("the audit log verifies");
 }
+
+/// The benchmark scripts (bench/), run small, so that they keep working: `fleet.py` starts
+/// real sshd hosts on 127.0.1.x and runs the workload with the floor and remedy (checking
+/// every host's output file and that the audit log verifies), `simzone.py` runs the simulated
+/// zone's workload (checking the fix came to "changed" on every machine). Both write their
+/// Markdown table; both end every process they started.
+#[test]
+fn the_benchmark_scripts_run_small() {
+    if !netlab::available("bench") {
+        return;
+    }
+    let bin_dir = Path::new(env!("CARGO_BIN_EXE_ssh-floor"))
+        .parent()
+        .unwrap()
+        .to_path_buf();
+    assert!(
+        bin_dir.join("remedy").is_file(),
+        "{}: no remedy binary (the workspace's tests build it)",
+        bin_dir.display()
+    );
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let bench = |script: &str, args: &[&str]| -> String {
+        let out_file = dir.path().join(format!("{script}.md"));
+        let out = std::process::Command::new("python3")
+            .arg(root.join("bench").join(script))
+            .args(args)
+            .arg("--no-build")
+            .arg("--bin-dir")
+            .arg(&bin_dir)
+            .arg("--work")
+            .arg(dir.path().join(format!("{script}-work")))
+            .arg("--out")
+            .arg(&out_file)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{script}: {}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        std::fs::read_to_string(&out_file).unwrap()
+    };
+    let fleet = bench(
+        "fleet.py",
+        &[
+            "--hosts",
+            "3",
+            "--runs",
+            "1",
+            "--tools",
+            "floor,remedy",
+            "--port",
+            "2299",
+        ],
+    );
+    assert!(fleet.contains("| 3 | floor |"), "{fleet}");
+    assert!(fleet.contains("| 3 | remedy |"), "{fleet}");
+    assert!(fleet.contains("- 3 hosts: remedy / floor wall"), "{fleet}");
+    let sim = bench(
+        "simzone.py",
+        &[
+            "--hosts",
+            "12",
+            "--vpcs",
+            "3",
+            "--jumps",
+            "2",
+            "--runs",
+            "1",
+            "--validate-rounds",
+            "1",
+        ],
+    );
+    assert!(sim.contains("| apply |"), "{sim}");
+    assert!(sim.contains("| dry-run |"), "{sim}");
+    assert!(sim.contains("| vr-backup-loop.yml |"), "{sim}");
+    // Nothing left running: no sshd of the fleet, no lab.
+    let left = std::process::Command::new("pgrep")
+        .args(["-f", &dir.path().display().to_string()])
+        .output()
+        .unwrap();
+    assert!(
+        left.stdout.is_empty(),
+        "left running: {}",
+        String::from_utf8_lossy(&left.stdout)
+    );
+}

@@ -42,6 +42,36 @@ pub(crate) fn default_key_paths() -> Vec<PathBuf> {
         .collect()
 }
 
+/// A key loaded once per file for the whole process: a fleet run authenticates hundreds of
+/// connections with the same key, and decoding it (for an encrypted key, the bcrypt KDF) is
+/// the same work each time. The file's length and modification time are checked at every
+/// use, so a key replaced during a long run (the daemon) is read again.
+fn cached_key(path: &Path, passphrase_env: Option<&str>) -> Result<Arc<PrivateKey>, String> {
+    use std::collections::HashMap;
+    use std::sync::{Mutex, OnceLock};
+    type Stamp = (Option<std::time::SystemTime>, u64);
+    static KEYS: OnceLock<Mutex<HashMap<PathBuf, (Stamp, Arc<PrivateKey>)>>> = OnceLock::new();
+    let stamp: Option<Stamp> = std::fs::metadata(path)
+        .ok()
+        .map(|m| (m.modified().ok(), m.len()));
+    let keys = KEYS.get_or_init(Default::default);
+    if let Some(stamp) = stamp {
+        let cache = keys.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((seen, key)) = cache.get(path) {
+            if *seen == stamp {
+                return Ok(key.clone());
+            }
+        }
+    }
+    let key = Arc::new(load_key(path, passphrase_env)?);
+    if let Some(stamp) = stamp {
+        keys.lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(path.to_path_buf(), (stamp, key.clone()));
+    }
+    Ok(key)
+}
+
 /// Loads a private key, decrypting it with the passphrase from `passphrase_env` when it is
 /// encrypted. Errors name the file and, for an encrypted key, the variable.
 pub(crate) fn load_key(path: &Path, passphrase_env: Option<&str>) -> Result<PrivateKey, String> {
@@ -114,7 +144,7 @@ pub(crate) async fn authenticate<H: russh::client::Handler>(
     let mut rsa: Option<Vec<Option<HashAlg>>> = None;
 
     if let Some(path) = &ids.key_file {
-        match load_key(path, ids.passphrase_env.as_deref()) {
+        match cached_key(path, ids.passphrase_env.as_deref()) {
             Ok(key) => {
                 if let Some(how) = offer_key(handle, user, key, path, &mut rsa).await? {
                     return Ok(how);
@@ -137,7 +167,7 @@ pub(crate) async fn authenticate<H: russh::client::Handler>(
         if ids.key_file.as_deref() == Some(path.as_path()) || !path.exists() {
             continue;
         }
-        match load_key(path, ids.passphrase_env.as_deref()) {
+        match cached_key(path, ids.passphrase_env.as_deref()) {
             Ok(key) => {
                 if let Some(how) = offer_key(handle, user, key, path, &mut rsa).await? {
                     return Ok(how);
@@ -163,11 +193,10 @@ pub(crate) async fn authenticate<H: russh::client::Handler>(
 async fn offer_key<H: russh::client::Handler>(
     handle: &mut Handle<H>,
     user: &str,
-    key: PrivateKey,
+    key: Arc<PrivateKey>,
     path: &Path,
     rsa: &mut Option<Vec<Option<HashAlg>>>,
 ) -> Result<Option<String>, String> {
-    let key = Arc::new(key);
     let fp = fingerprint(key.public_key());
     let hashes = if key.algorithm().is_rsa() {
         if rsa.is_none() {
@@ -279,6 +308,34 @@ mod tests {
     fn unreadable_key_is_named() {
         let err = load_key(Path::new("/nonexistent/id_x"), None).unwrap_err();
         assert!(err.contains("/nonexistent/id_x"), "{err}");
+    }
+
+    #[test]
+    fn a_key_is_decoded_once_until_its_file_changes() {
+        use russh::keys::ssh_key::{rand_core::OsRng, LineEnding};
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("id_ed25519");
+        let write = |key: &PrivateKey, secs: u64| {
+            std::fs::write(&path, key.to_openssh(LineEnding::LF).unwrap().as_bytes()).unwrap();
+            let f = std::fs::File::options().write(true).open(&path).unwrap();
+            f.set_modified(std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs))
+                .unwrap();
+        };
+        let first = PrivateKey::random(&mut OsRng, russh::keys::Algorithm::Ed25519).unwrap();
+        let second = PrivateKey::random(&mut OsRng, russh::keys::Algorithm::Ed25519).unwrap();
+        write(&first, 1_000);
+        let a = cached_key(&path, None).unwrap();
+        let b = cached_key(&path, None).unwrap();
+        assert!(Arc::ptr_eq(&a, &b), "the second use decodes nothing");
+        assert_eq!(a.public_key(), first.public_key());
+        // Replaced (same length, another time): read again.
+        write(&second, 2_000);
+        let c = cached_key(&path, None).unwrap();
+        assert_eq!(c.public_key(), second.public_key());
+        // Gone: an error naming the file, not the old key.
+        std::fs::remove_file(&path).unwrap();
+        let err = cached_key(&path, None).unwrap_err();
+        assert!(err.contains(&path.display().to_string()), "{err}");
     }
 
     #[test]
