@@ -55,7 +55,7 @@ class CpuGroup:
     children where cgroups cannot be made."""
 
     def __init__(self, name):
-        self.path = CGROUP / "remedy-bench" / name
+        self.path = CGROUP / f"remedy-bench-{os.getpid()}" / name
         try:
             self.path.mkdir(parents=True, exist_ok=True)
             self.ok = (self.path / "cgroup.procs").exists()
@@ -304,7 +304,8 @@ def main():
     ap.add_argument("--hosts", default="10,50,200", help="fleet sizes, comma-separated")
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--ansible-runs", type=int, help="runs of Ansible (default: --runs)")
-    ap.add_argument("--tools", default="floor,remedy,ansible")
+    ap.add_argument("--tools", default="floor,remedy,plan,ansible",
+                    help="floor, remedy (apply), plan (remedy plan: the dry-run), ansible")
     ap.add_argument("--concurrency", type=int, default=100, help="floor's and remedy's (--forks)")
     ap.add_argument("--port", type=int, default=22)
     ap.add_argument("--work", default="/var/tmp/remedy-bench")
@@ -378,6 +379,13 @@ def main():
                                "--yes", "--forks", str(args.concurrency),
                                "--audit-log", str(audit), "--state-dir", str(state)]
                         env["NO_COLOR"] = "1"
+                    elif tool == "plan":
+                        # `remedy plan`: a dry-run of the same playbook, written as a plan file.
+                        cmd = [str(remedy), "plan", str(WORKLOAD / "fleet.yml"),
+                               "-i", str(work / "remedy-inventory.yml"), "-e", f"out_dir={out_dir}",
+                               "-o", str(work / "fleet.plan.json"), "--forks", str(args.concurrency),
+                               "--audit-log", str(audit)]
+                        env["NO_COLOR"] = "1"
                     else:
                         cmd = [str(ansible), "-i", str(work / "ansible-inventory.ini"),
                                str(WORKLOAD / "fleet-ansible.yml"), "-e", f"out_dir={out_dir}"]
@@ -392,8 +400,17 @@ def main():
                         stop_control_masters(work)
                     if rc != 0:
                         raise SystemExit(f"{tool} at {n} hosts exited {rc}:\n{out[-3000:]}")
-                    check_outputs(out_dir, fleet)
-                    if tool == "remedy":
+                    if tool == "plan":
+                        # A dry-run writes nothing on the hosts.
+                        if out_dir.exists():
+                            raise SystemExit(f"remedy plan at {n} hosts wrote {out_dir}")
+                        planned = json.loads((work / "fleet.plan.json").read_text())["plan"]
+                        if len(planned["targets"]) != n:
+                            raise SystemExit(f"the plan at {n} hosts lists "
+                                             f"{len(planned['targets'])} targets")
+                    else:
+                        check_outputs(out_dir, fleet)
+                    if tool in ("remedy", "plan"):
                         v = subprocess.run([str(remedy), "audit", "verify", "--audit-log", str(audit)],
                                            capture_output=True, text=True)
                         if v.returncode != 0:
@@ -413,7 +430,7 @@ def main():
         server_cg.remove()
         client_cg.remove()
         try:
-            (CGROUP / "remedy-bench").rmdir()
+            (CGROUP / f"remedy-bench-{os.getpid()}").rmdir()
         except OSError:
             pass
 
@@ -459,6 +476,10 @@ def write_report(args, rows, notes, remedy, ansible):
         if "floor" in med and "remedy" in med:
             ratios.append(f"- {n} hosts: remedy / floor wall {med['remedy'][0] / med['floor'][0]:.2f}x, "
                           f"client CPU {med['remedy'][1] / med['floor'][1]:.2f}x")
+        if "plan" in med:
+            wall, cpu = med["plan"]
+            ratios.append(f"- {n} hosts: remedy plan (dry-run) used {cpu:.2f} s of CPU in {wall:.2f} s, "
+                          f"{100 * cpu / wall:.1f}% (an upper bound of its time outside the network)")
         if "ansible" in med and "remedy" in med:
             ratios.append(f"- {n} hosts: ansible / remedy wall {med['ansible'][0] / med['remedy'][0]:.1f}x, "
                           f"client CPU {med['ansible'][1] / med['remedy'][1]:.1f}x")

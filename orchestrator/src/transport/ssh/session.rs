@@ -152,14 +152,22 @@ fn config_for(hop: &Hop, settings: &Settings) -> Arc<Config> {
 }
 
 /// Opens the TCP connection for a first hop. The error is the reason for `Unreachable`.
+///
+/// `TCP_NODELAY` is set here: russh applies its `nodelay` setting only to sockets it opens
+/// itself, and with Nagle's algorithm on, a small packet sent while an earlier one is not yet
+/// acknowledged waits for the peer's delayed ACK (tens of milliseconds, per command).
 pub(crate) async fn dial(hop: &Hop) -> Result<tokio::net::TcpStream, String> {
     let addr = format!("{}:{}", hop.address, hop.port);
-    tokio::net::TcpStream::connect((hop.address.as_str(), hop.port))
+    let stream = tokio::net::TcpStream::connect((hop.address.as_str(), hop.port))
         .await
         .map_err(|e| match e.kind() {
             std::io::ErrorKind::ConnectionRefused => format!("connection refused on {addr}"),
             _ => format!("cannot connect to {addr}: {e}"),
-        })
+        })?;
+    stream
+        .set_nodelay(true)
+        .map_err(|e| format!("cannot set TCP_NODELAY on {addr}: {e}"))?;
+    Ok(stream)
 }
 
 /// Runs the handshake and authentication for `hop` over `stream`.
