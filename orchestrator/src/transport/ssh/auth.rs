@@ -50,7 +50,8 @@ fn cached_key(path: &Path, passphrase_env: Option<&str>) -> Result<Arc<PrivateKe
     use std::collections::HashMap;
     use std::sync::{Mutex, OnceLock};
     type Stamp = (Option<std::time::SystemTime>, u64);
-    static KEYS: OnceLock<Mutex<HashMap<PathBuf, (Stamp, Arc<PrivateKey>)>>> = OnceLock::new();
+    type Keys = HashMap<PathBuf, (Stamp, Arc<PrivateKey>)>;
+    static KEYS: OnceLock<Mutex<Keys>> = OnceLock::new();
     let stamp: Option<Stamp> = std::fs::metadata(path)
         .ok()
         .map(|m| (m.modified().ok(), m.len()));
