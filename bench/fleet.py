@@ -49,6 +49,15 @@ def run(cmd, **kw):
     return subprocess.run(cmd, check=True, capture_output=True, text=True, **kw)
 
 
+class NoGroup:
+    """No cgroup: `measured` then counts the CPU of the one process it waits for."""
+
+    ok = False
+
+    def usage(self):
+        return None
+
+
 class CpuGroup:
     """A cpuacct cgroup (v1) whose processes' CPU time is counted, children included, even
     processes that detach (Ansible's ControlPersist masters). Falls back to rusage of waited
@@ -486,8 +495,13 @@ def write_report(args, rows, notes, remedy, ansible):
     lines += ["", "Ratios of the medians:", ""] + ratios
     if notes:
         lines += ["", "Notes:", ""] + [f"- {n}" for n in notes]
+    publish(lines, args.out, f"fleet-{now:%Y%m%d-%H%M}.md")
+
+
+def publish(lines, out, default_name):
+    """Writes the Markdown report to `out` (default bench/results/DEFAULT_NAME) and prints it."""
     text = "\n".join(lines) + "\n"
-    out = Path(args.out) if args.out else ROOT / "bench" / "results" / f"fleet-{now:%Y%m%d-%H%M}.md"
+    out = Path(out) if out else ROOT / "bench" / "results" / default_name
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(text)
     print(text)

@@ -29,7 +29,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from fleet import PeakRss, fmt, hwm_kb, log, version  # noqa: E402
+from fleet import NoGroup, fmt, log, measured, publish, version  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 WORKLOAD = ROOT / "bench" / "workload" / "sim-fleet.yml"
@@ -106,24 +106,8 @@ class Lab:
 def run_remedy(cmd, lab):
     """Runs one remedy command; returns (rc, wall, CPU s, peak RSS MB, simulator CPU s, output)."""
     sim_before = cpu_s(lab.proc.pid)
-    started = time.perf_counter()
-    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                         env=dict(os.environ, NO_COLOR="1"))
-
-    class Own:  # PeakRss without a cgroup: this one process
-        ok = False
-
-    rss = PeakRss(p.pid, Own())
-    rss.start()
-    out = p.stdout.read()
-    rss.peak = max(rss.peak, hwm_kb(p.pid))
-    _, status, ru = os.wait4(p.pid, 0)
-    wall = time.perf_counter() - started
-    rss.done.set()
-    rss.join()
-    sim = cpu_s(lab.proc.pid) - sim_before
-    return (os.waitstatus_to_exitcode(status), wall, ru.ru_utime + ru.ru_stime, rss.peak / 1024,
-            sim, out.decode(errors="replace"))
+    rc, wall, cpu, rss, out = measured(cmd, NoGroup(), dict(os.environ, NO_COLOR="1"))
+    return rc, wall, cpu, rss, cpu_s(lab.proc.pid) - sim_before, out
 
 
 def fixes(audit, outcome):
@@ -238,12 +222,7 @@ def write_report(args, results, validate, remedy, machines):
               "| playbook | median [min-max] |", "|---|---:|"]
     for name, times in validate:
         lines.append(f"| {name} | {fmt(times, 1)} |")
-    text = "\n".join(lines) + "\n"
-    out = Path(args.out) if args.out else ROOT / "bench" / "results" / f"simzone-{now:%Y%m%d-%H%M}.md"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(text)
-    print(text)
-    log(f"written to {out}")
+    publish(lines, args.out, f"simzone-{now:%Y%m%d-%H%M}.md")
 
 
 if __name__ == "__main__":
