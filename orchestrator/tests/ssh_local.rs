@@ -201,6 +201,11 @@ impl Sshd {
 
     fn spawn(&mut self) {
         let d = self.dir.display();
+        // Commands get a HOME without rc files: this machine's root ~/.bashrc (pyenv init)
+        // would run for every command, slowly, and a command killed mid-way (the timeout and
+        // drop tests) can leave pyenv's rehash lock behind, which stalls every later login
+        // shell for a minute.
+        fs::create_dir_all(self.dir.join("home")).unwrap();
         let config = format!(
             "HostKey {d}/ssh_host_ed25519_key\n\
              HostKey {d}/ssh_host_rsa_key\n\
@@ -215,6 +220,7 @@ impl Sshd {
              AllowTcpForwarding yes\n\
              LogLevel VERBOSE\n\
              MaxStartups 100:30:200\n\
+             SetEnv HOME={d}/home\n\
              {}\n",
             self.extra_config
         );
