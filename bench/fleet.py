@@ -455,14 +455,19 @@ def version(cmd):
         return "?"
 
 
+def setting(remedy):
+    """What was measured on: remedy's version and commit, the cores, the kernel."""
+    commit = version(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"])
+    return (f"remedy {version([str(remedy), '--version'])} (commit {commit}), "
+            f"{os.cpu_count()} cores, kernel {os.uname().release}")
+
+
 def write_report(args, rows, notes, remedy, ansible):
     now = datetime.datetime.now(datetime.timezone.utc)
-    commit = version(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"])
     lines = [
         f"# Fleet benchmark, {now:%Y-%m-%d %H:%M} UTC",
         "",
-        f"remedy {version([str(remedy), '--version'])} (commit {commit}), "
-        f"{version([SSHD, '-V'])}, {os.cpu_count()} cores, kernel {os.uname().release}"
+        f"{setting(remedy)}, {version([SSHD, '-V'])}"
         + (f", {version([str(ansible), '--version'])}" if ansible else "") + ".",
         f"Workload: bench/workload/ (5 commands per host). Runs: {args.runs}"
         + (f" (Ansible {args.ansible_runs})" if args.ansible_runs else "")

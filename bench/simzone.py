@@ -29,7 +29,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from fleet import NoGroup, fmt, log, measured, publish, version  # noqa: E402
+from fleet import NoGroup, fmt, log, measured, publish, setting  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 WORKLOAD = ROOT / "bench" / "workload" / "sim-fleet.yml"
@@ -201,12 +201,10 @@ def main():
 
 def write_report(args, results, validate, remedy, machines):
     now = datetime.datetime.now(datetime.timezone.utc)
-    commit = version(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"])
     lines = [
         f"# Simulated-zone benchmark, {now:%Y-%m-%d %H:%M} UTC",
         "",
-        f"remedy {version([str(remedy), '--version'])} (commit {commit}), {os.cpu_count()} cores, "
-        f"kernel {os.uname().release}. Zone: {args.hosts} hypervisors and {2 * args.vpcs} routers "
+        f"{setting(remedy)}. Zone: {args.hosts} hypervisors and {2 * args.vpcs} routers "
         f"on {args.jumps} of them ({machines} SSH targets), simulator in its own process "
         f"(`remedy lab`). Workload: bench/workload/sim-fleet.yml, --forks {args.forks}, audit log "
         f"on. {args.runs} runs, each on a fresh zone; median [min-max].",

@@ -21,10 +21,12 @@
 //! sync as a success though the data is lost.
 //!
 //! The `.head` anchor: at each sync, `<log>.head` is rewritten in place with
-//! `{"seq":N,"hash":"<sha of the last line>"}` for the last line that sync covered, and synced.
-//! It never moves back. It lets [`verify`] catch an edit or deletion of the last line(s), which
-//! the chain alone cannot. A missing head, or one behind the log (lines not yet synced, or a
-//! crash between append and anchor update), is not a problem. A head *ahead* of the log means records were cut from the end: a handle that opens
+//! `{"seq":N,"hash":"<sha of the last line>"}` for the last line that sync covered; it reaches
+//! the disk at [`AuditLog::sync`] (the end of a run, and drop). It never moves back. It lets
+//! [`verify`] catch an edit or deletion of the last line(s), which the chain alone cannot. A
+//! missing head, or one behind the log (lines not yet synced, or a crash between append and
+//! anchor update), is not a problem. A head *ahead* of the log means records were cut from the
+//! end: a handle that opens
 //! such a log continues numbering after the head's seq, so the gap stays visible to [`verify`]
 //! even after new lines are appended.
 
