@@ -15,7 +15,6 @@ use std::path::{Path, PathBuf};
 
 use cloudstack_sim::server::{Sim, SimConfig};
 use cloudstack_sim::ssh::SshSim;
-use russh::keys::ssh_key::rand_core::OsRng;
 use russh::keys::ssh_key::LineEnding;
 use russh::keys::{Algorithm, PrivateKey};
 
@@ -80,7 +79,7 @@ pub async fn run(args: LabArgs) -> ExitCode {
             )))
         }
     };
-    let client_key = match PrivateKey::random(&mut OsRng, Algorithm::Ed25519) {
+    let client_key = match PrivateKey::random(&mut rand::rng(), Algorithm::Ed25519) {
         Ok(k) => k,
         Err(e) => return fail(Error::Other(format!("cannot make an SSH key: {e}"))),
     };

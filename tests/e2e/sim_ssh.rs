@@ -30,7 +30,6 @@ use remedy::transport::ssh::{SshOptions, SshTransport};
 use remedy::transport::{CmdOutput, TransportError};
 use remedy_tests::ssh::{options, run as ssh, transport, unreachable_reason as unreachable};
 use remedy_tests::{plan, run, write};
-use russh::keys::ssh_key::rand_core::OsRng;
 use russh::keys::ssh_key::LineEnding;
 use russh::keys::{Algorithm, HashAlg, PrivateKey, PublicKey};
 
@@ -65,7 +64,7 @@ async fn lab(extra: &str) -> Lab {
     })
     .await
     .expect("simulator starts");
-    let key = PrivateKey::random(&mut OsRng, Algorithm::Ed25519).unwrap();
+    let key = PrivateKey::random(&mut rand::rng(), Algorithm::Ed25519).unwrap();
     let ssh = SshSim::start(sim.zone_handle(), key.public_key().clone())
         .await
         .expect("ssh hosts start");
@@ -393,7 +392,7 @@ async fn timeouts_end_a_sleep_and_other_keys_are_refused() {
     let other = tmp.path().join("other");
     write_key(
         &other,
-        &PrivateKey::random(&mut OsRng, Algorithm::Ed25519).unwrap(),
+        &PrivateKey::random(&mut rand::rng(), Algorithm::Ed25519).unwrap(),
     );
     let a = lab.ssh.addr("kvm01").unwrap();
     let inv_text = format!(

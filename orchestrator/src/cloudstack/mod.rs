@@ -46,12 +46,12 @@ pub struct EmbeddedSsh {
 
 impl EmbeddedSsh {
     async fn start(sim: &Sim) -> Result<EmbeddedSsh, String> {
-        use russh::keys::ssh_key::rand_core::OsRng;
         use russh::keys::ssh_key::LineEnding;
         use std::io::Write as _;
         use std::os::unix::fs::OpenOptionsExt as _;
-        let key = russh::keys::PrivateKey::random(&mut OsRng, russh::keys::Algorithm::Ed25519)
-            .map_err(|e| format!("cannot make an SSH key: {e}"))?;
+        let key =
+            russh::keys::PrivateKey::random(&mut rand::rng(), russh::keys::Algorithm::Ed25519)
+                .map_err(|e| format!("cannot make an SSH key: {e}"))?;
         let hosts = cloudstack_sim::ssh::SshSim::start(sim.zone_handle(), key.public_key().clone())
             .await
             .map_err(|e| format!("cannot start the simulated SSH hosts: {e}"))?;

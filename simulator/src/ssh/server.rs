@@ -14,9 +14,12 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use russh::keys::{Algorithm, PrivateKey, PublicKey};
-use russh::server::{Auth, Config, Msg, Session};
+use russh::server::{
+    Auth, ChannelOpenHandle, Config, Msg, PublicKeyOffer, Session, VerifiedPublicKey,
+};
 use russh::{
-    Channel, ChannelId, ChannelMsg, ChannelReadHalf, ChannelWriteHalf, MethodKind, MethodSet,
+    Channel, ChannelId, ChannelMsg, ChannelOpenFailure, ChannelReadHalf, ChannelWriteHalf,
+    MethodKind, MethodSet,
 };
 use tokio::sync::watch;
 
@@ -112,11 +115,8 @@ impl Drop for Running {
 
 /// A fresh ed25519 key.
 pub(crate) fn new_key() -> PrivateKey {
-    PrivateKey::random(
-        &mut russh::keys::ssh_key::rand_core::OsRng,
-        Algorithm::Ed25519,
-    )
-    .expect("ed25519 key generation does not fail")
+    PrivateKey::random(&mut rand::rng(), Algorithm::Ed25519)
+        .expect("ed25519 key generation does not fail")
 }
 
 /// Serves one SSH connection (TCP, or a tunnelled channel) for `machine` until it ends or the
@@ -201,22 +201,28 @@ impl russh::server::Handler for Handler {
     async fn auth_publickey_offered(
         &mut self,
         user: &str,
-        key: &PublicKey,
+        offer: PublicKeyOffer<'_>,
     ) -> Result<Auth, Self::Error> {
-        Ok(self.authorized(user, key))
+        Ok(self.authorized(user, offer.public_key))
     }
 
-    async fn auth_publickey(&mut self, user: &str, key: &PublicKey) -> Result<Auth, Self::Error> {
-        Ok(self.authorized(user, key))
+    async fn auth_publickey(
+        &mut self,
+        user: &str,
+        key: VerifiedPublicKey<'_>,
+    ) -> Result<Auth, Self::Error> {
+        Ok(self.authorized(user, key.public_key))
     }
 
     async fn channel_open_session(
         &mut self,
         channel: Channel<Msg>,
+        reply: ChannelOpenHandle,
         _session: &mut Session,
-    ) -> Result<bool, Self::Error> {
+    ) -> Result<(), Self::Error> {
         self.channels.insert(channel.id(), channel);
-        Ok(true)
+        reply.accept().await;
+        Ok(())
     }
 
     async fn channel_close(
@@ -235,18 +241,23 @@ impl russh::server::Handler for Handler {
         port_to_connect: u32,
         _originator_address: &str,
         _originator_port: u32,
+        reply: ChannelOpenHandle,
         _session: &mut Session,
-    ) -> Result<bool, Self::Error> {
+    ) -> Result<(), Self::Error> {
         let Some(vm) = self.tunnel_target(host_to_connect, port_to_connect) else {
             tracing::debug!(
                 host = %self.machine, target = %format!("{host_to_connect}:{port_to_connect}"),
                 "direct-tcpip refused"
             );
-            return Ok(false);
+            reply
+                .reject(ChannelOpenFailure::AdministrativelyProhibited)
+                .await;
+            return Ok(());
         };
+        reply.accept().await;
         let shared = self.shared.clone();
         tokio::spawn(serve(shared, vm, channel.into_stream()));
-        Ok(true)
+        Ok(())
     }
 
     async fn exec_request(

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use russh::client::{self, Config, Handle};
-use russh::keys::{HashAlg, PrivateKeyWithHashAlg, PublicKey};
+use russh::keys::{HashAlg, PrivateKeyWithHashAlg, PublicKeyOrCertificate};
 use russh::ChannelMsg;
 use tokio::sync::Semaphore;
 
@@ -33,8 +33,12 @@ struct Pinned {
 impl client::Handler for Pinned {
     type Error = russh::Error;
 
-    async fn check_server_key(&mut self, key: &PublicKey) -> Result<bool, Self::Error> {
-        Ok(key.fingerprint(HashAlg::Sha256).to_string() == self.fingerprint)
+    async fn check_server_key(
+        &mut self,
+        key: &PublicKeyOrCertificate,
+    ) -> Result<bool, Self::Error> {
+        Ok(matches!(key, PublicKeyOrCertificate::PublicKey { key, .. }
+            if key.fingerprint(HashAlg::Sha256).to_string() == self.fingerprint))
     }
 }
 

@@ -14,6 +14,7 @@ use std::sync::Arc;
 
 use russh::client::{AuthResult, Handle};
 use russh::keys::agent::client::AgentClient;
+use russh::keys::agent::AgentIdentity;
 use russh::keys::{HashAlg, PrivateKey, PrivateKeyWithHashAlg, PublicKey};
 
 use super::known_hosts::fingerprint;
@@ -246,8 +247,15 @@ async fn offer_agent<H: russh::client::Handler>(
             )))
         }
     };
+    // Agent certificates are skipped: remedy authenticates with plain keys only.
     let keys: Vec<PublicKey> = match agent.request_identities().await {
-        Ok(k) => k,
+        Ok(ids) => ids
+            .into_iter()
+            .filter_map(|id| match id {
+                AgentIdentity::PublicKey { key, .. } => Some(key),
+                AgentIdentity::Certificate { .. } => None,
+            })
+            .collect(),
         Err(e) => return Ok(AgentOutcome::Unavailable(format!("cannot list keys: {e}"))),
     };
     for key in &keys {
@@ -313,7 +321,7 @@ mod tests {
 
     #[test]
     fn a_key_is_decoded_once_until_its_file_changes() {
-        use russh::keys::ssh_key::{rand_core::OsRng, LineEnding};
+        use russh::keys::ssh_key::LineEnding;
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("id_ed25519");
         let write = |key: &PrivateKey, secs: u64| {
@@ -322,8 +330,8 @@ mod tests {
             f.set_modified(std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs))
                 .unwrap();
         };
-        let first = PrivateKey::random(&mut OsRng, russh::keys::Algorithm::Ed25519).unwrap();
-        let second = PrivateKey::random(&mut OsRng, russh::keys::Algorithm::Ed25519).unwrap();
+        let first = PrivateKey::random(&mut rand::rng(), russh::keys::Algorithm::Ed25519).unwrap();
+        let second = PrivateKey::random(&mut rand::rng(), russh::keys::Algorithm::Ed25519).unwrap();
         write(&first, 1_000);
         let a = cached_key(&path, None).unwrap();
         let b = cached_key(&path, None).unwrap();

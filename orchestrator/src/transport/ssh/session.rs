@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use russh::client::{Config, Handle};
-use russh::keys::{Algorithm, HashAlg, PublicKey};
+use russh::keys::{Algorithm, HashAlg, PublicKeyOrCertificate};
 use russh::Preferred;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::Semaphore;
@@ -61,7 +61,19 @@ pub(crate) struct Client {
 impl russh::client::Handler for Client {
     type Error = ClientError;
 
-    async fn check_server_key(&mut self, key: &PublicKey) -> Result<bool, Self::Error> {
+    async fn check_server_key(
+        &mut self,
+        key: &PublicKeyOrCertificate,
+    ) -> Result<bool, Self::Error> {
+        // remedy advertises no certificate algorithms (`Preferred::host_key_certificates` is
+        // empty), so a server has no business presenting one.
+        let PublicKeyOrCertificate::PublicKey { key, .. } = key else {
+            return Err(ClientError::HostKey(format!(
+                "{} presented a host certificate, which remedy did not ask for and does not \
+                 check; its host key must be pinned in known_hosts",
+                self.label
+            )));
+        };
         let target = CheckTarget {
             label: &self.label,
             address: &self.address,
