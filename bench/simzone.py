@@ -6,9 +6,11 @@ Writes a scenario (bench/results/ says which) with HOSTS hypervisors and VPCS re
 mode; starts the simulator in its own process (`remedy lab`, API and SSH hosts on loopback, an
 inventory with pinned host keys, routers reached through their hypervisor); then runs the
 workload (bench/workload/sim-fleet.yml: five steps per machine, one of them a `file` fix) with
-`remedy apply`, and `--dry-run`, on a fresh zone each run. Measures remedy's wall time, CPU and
-peak RSS, and the simulator's CPU over the same run, so the two can be compared. Also times
-`remedy validate` on every shipped playbook. Writes a Markdown table to bench/results/.
+`remedy apply`, and `--dry-run`, on a fresh zone each run; and the same commands with the floor
+(tests/src/bin/ssh-floor.rs `--workload sim`: plain russh, one connection per machine, routers
+through their hypervisor's connection, none of remedy's engine). Measures each client's wall
+time, CPU and peak RSS, and the simulator's CPU over the same run, so the three can be compared.
+Also times `remedy validate` on every shipped playbook. Writes a Markdown table to bench/results/.
 
   bench/simzone.py                       # 1,000 hypervisors, 100 routers behind 10, 3 runs
   bench/simzone.py --hosts 50 --vpcs 5 --jumps 2 --runs 1 --no-build   # smoke run
@@ -18,6 +20,7 @@ import argparse
 import datetime
 import json
 import os
+import re
 import shlex
 import shutil
 import signal
@@ -103,8 +106,28 @@ class Lab:
                 self.proc.wait()
 
 
-def run_remedy(cmd, lab):
-    """Runs one remedy command; returns (rc, wall, CPU s, peak RSS MB, simulator CPU s, output)."""
+def floor_hosts(inventory, out):
+    """The floor's host list (hypervisors and routers, routers via their hypervisor) from the
+    inventory `remedy lab` wrote; returns how many hosts it lists."""
+    pattern = re.compile(r'^\s+(\S+): \{ ansible_host: "([^"]+)", ansible_port: (\d+),'
+                         r'(?: remedy_jump: (\S+),)? remedy_host_key_policy: pinned, '
+                         r'remedy_host_key_fingerprint: "([^"]+)" \}$')
+    group, lines = None, []
+    for line in inventory.read_text().splitlines():
+        g = re.match(r"^    (\w+):$", line)
+        if g:
+            group = g.group(1)
+            continue
+        m = pattern.match(line)
+        if m and group in ("hypervisors", "routers"):
+            name, addr, port, jump, fp = m.groups()
+            lines.append(f"{name} {addr} {port} {fp}" + (f" via={jump}" if jump else ""))
+    out.write_text("\n".join(lines) + "\n")
+    return len(lines)
+
+
+def run_client(cmd, lab):
+    """Runs one client command; returns (rc, wall, CPU s, peak RSS MB, simulator CPU s, output)."""
     sim_before = cpu_s(lab.proc.pid)
     rc, wall, cpu, rss, out = measured(cmd, NoGroup(), dict(os.environ, NO_COLOR="1"))
     return rc, wall, cpu, rss, cpu_s(lab.proc.pid) - sim_before, out
@@ -144,20 +167,26 @@ def main():
     ap.add_argument("--validate-rounds", type=int, default=10)
     ap.add_argument("--work", default="/var/tmp/remedy-bench-sim")
     ap.add_argument("--no-build", action="store_true")
-    ap.add_argument("--wrap", metavar="CMD", help="run remedy under CMD, for profiling; {mode} "
-                    "and {run} are filled in (see bench/fleet.py --wrap)")
+    ap.add_argument("--wrap", metavar="CMD", help="run remedy and the floor under CMD, for "
+                    "profiling; {tool}, {mode} and {run} are filled in (see bench/fleet.py --wrap)")
     ap.add_argument("--modes", default="dry-run,apply")
+    ap.add_argument("--tools", default="remedy,floor", help="remedy, floor, or both")
     ap.add_argument("--bin-dir", default=str(ROOT / "target" / "release"),
-                    help="where remedy is (with --no-build)")
+                    help="where remedy and ssh-floor are (with --no-build)")
     ap.add_argument("--out", help="Markdown file (default: bench/results/simzone-DATE.md)")
     args = ap.parse_args()
-    if args.jumps > args.hosts or 2 * args.vpcs > 1000:
+    if args.jumps > args.hosts or args.vpcs > 500:
         raise SystemExit("--jumps must not exceed --hosts; at most 500 VPCs")
+    tools = args.tools.split(",")
+    if not set(tools) <= {"remedy", "floor"}:
+        raise SystemExit("--tools takes remedy and floor")
     if not args.no_build:
-        log("building remedy (release)")
-        subprocess.run(["cargo", "build", "--release", "--locked", "-q", "-p", "remedy", "--bin", "remedy"],
+        log("building remedy and ssh-floor (release)")
+        subprocess.run(["cargo", "build", "--release", "--locked", "-q", "-p", "remedy",
+                        "-p", "remedy-tests", "--bin", "remedy", "--bin", "ssh-floor"],
                        cwd=ROOT, check=True)
     remedy = Path(args.bin_dir) / "remedy"
+    floor = Path(args.bin_dir) / "ssh-floor"
     work = Path(args.work)
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
@@ -165,38 +194,68 @@ def main():
     scen.write_text(scenario(args.hosts, args.vpcs, args.jumps))
     machines = args.hosts + 2 * args.vpcs
 
-    results = {mode: [] for mode in args.modes.split(",")}
+    modes = args.modes.split(",")
+    results = {(mode, tool): [] for mode in modes for tool in tools}
     for r in range(args.runs):
-        for mode in args.modes.split(","):
-            lab = Lab(remedy, work, scen)
-            try:
-                audit = work / "audit.jsonl"
-                for f in (audit, Path(str(audit) + ".head")):
-                    f.unlink(missing_ok=True)
-                cmd = [str(remedy), "apply", str(WORKLOAD), "-i", str(lab.inventory), "--yes",
-                       "--forks", str(args.forks), "--audit-log", str(audit),
-                       "--state-dir", str(work / "state")]
-                if mode == "dry-run":
-                    cmd.append("--dry-run")
-                if args.wrap:
-                    cmd = shlex.split(args.wrap.format(mode=mode, run=r + 1)) + cmd
-                rc, wall, cpu, rss, sim, out = run_remedy(cmd, lab)
-                if rc != 0:
-                    raise SystemExit(f"remedy {mode} exited {rc}:\n{out[-4000:]}")
-                want = "would_change" if mode == "dry-run" else "changed"
-                fixed = fixes(audit, want)
-                if fixed != machines:
-                    raise SystemExit(f"remedy {mode}: the fix came to {want!r} on {fixed} of "
-                                     f"{machines} machines:\n{out[-3000:]}")
-                results[mode].append((wall, cpu, rss, sim))
-                log(f"  {mode:8s} run {r + 1}: {wall:6.2f} s wall, {cpu:5.2f} s remedy CPU, "
-                    f"{rss:6.1f} MB peak RSS, {sim:5.2f} s simulator CPU ({want})")
-            finally:
-                lab.stop()
+        for mode in modes:
+            for tool in tools:
+                lab = Lab(remedy, work, scen)
+                try:
+                    row = (run_remedy_once if tool == "remedy" else run_floor_once)(
+                        args, mode, r, lab, work, remedy, floor, machines)
+                finally:
+                    lab.stop()
+                results[(mode, tool)].append(row)
+                wall, cpu, rss, sim = row
+                log(f"  {mode:8s} {tool:6s} run {r + 1}: {wall:6.2f} s wall, {cpu:5.2f} s CPU, "
+                    f"{rss:6.1f} MB peak RSS, {sim:5.2f} s simulator CPU")
     log("timing remedy validate on the shipped playbooks")
     validate = validate_times(remedy, args.validate_rounds)
     write_report(args, results, validate, remedy, machines)
     shutil.rmtree(work, ignore_errors=True)
+
+
+def run_remedy_once(args, mode, r, lab, work, remedy, _floor, machines):
+    audit = work / "audit.jsonl"
+    for f in (audit, Path(str(audit) + ".head")):
+        f.unlink(missing_ok=True)
+    cmd = [str(remedy), "apply", str(WORKLOAD), "-i", str(lab.inventory), "--yes",
+           "--forks", str(args.forks), "--audit-log", str(audit),
+           "--state-dir", str(work / "state")]
+    if mode == "dry-run":
+        cmd.append("--dry-run")
+    if args.wrap:
+        cmd = shlex.split(args.wrap.format(mode=mode, run=r + 1, tool="remedy")) + cmd
+    rc, wall, cpu, rss, sim, out = run_client(cmd, lab)
+    if rc != 0:
+        raise SystemExit(f"remedy {mode} exited {rc}:\n{out[-4000:]}")
+    want = "would_change" if mode == "dry-run" else "changed"
+    fixed = fixes(audit, want)
+    if fixed != machines:
+        raise SystemExit(f"remedy {mode}: the fix came to {want!r} on {fixed} of "
+                         f"{machines} machines:\n{out[-3000:]}")
+    return wall, cpu, rss, sim
+
+
+def run_floor_once(args, mode, r, lab, work, _remedy, floor, machines):
+    hosts = work / "floor-hosts.txt"
+    listed = floor_hosts(lab.inventory, hosts)
+    if listed != machines:
+        raise SystemExit(f"the lab's inventory lists {listed} of {machines} machines")
+    cmd = [str(floor), "--hosts", str(hosts), "--key", f"{lab.inventory}.id_ed25519",
+           "--concurrency", str(args.forks), "--workload", "sim", "--path", BENCH_FILE]
+    if mode == "dry-run":
+        cmd.append("--dry-run")
+    if args.wrap:
+        cmd = shlex.split(args.wrap.format(mode=mode, run=r + 1, tool="floor")) + cmd
+    rc, wall, cpu, rss, sim, out = run_client(cmd, lab)
+    if rc != 0 or f'"ok":{machines},' not in out:
+        raise SystemExit(f"ssh-floor {mode} exited {rc}:\n{out[-4000:]}")
+    return wall, cpu, rss, sim
+
+
+def ratio(a, b):
+    return f"{statistics.median(a) / statistics.median(b):.2f}x" if a and b else "-"
 
 
 def write_report(args, results, validate, remedy, machines):
@@ -207,14 +266,26 @@ def write_report(args, results, validate, remedy, machines):
         f"{setting(remedy)}. Zone: {args.hosts} hypervisors and {2 * args.vpcs} routers "
         f"on {args.jumps} of them ({machines} SSH targets), simulator in its own process "
         f"(`remedy lab`). Workload: bench/workload/sim-fleet.yml, --forks {args.forks}, audit log "
-        f"on. {args.runs} runs, each on a fresh zone; median [min-max].",
+        f"on; the floor (ssh-floor --workload sim) runs the same commands with concurrency "
+        f"{args.forks}. {args.runs} runs, interleaved, each on a fresh zone; median [min-max].",
         "",
-        "| run | wall s | remedy CPU s | remedy peak RSS MB | simulator CPU s |",
-        "|---|---:|---:|---:|---:|",
+        "| run | client | wall s | client CPU s | client peak RSS MB | simulator CPU s |",
+        "|---|---|---:|---:|---:|---:|",
     ]
-    for mode, rs in results.items():
-        lines.append(f"| {mode} | {fmt([r[0] for r in rs])} | {fmt([r[1] for r in rs])} "
+    for (mode, tool), rs in results.items():
+        lines.append(f"| {mode} | {tool} | {fmt([r[0] for r in rs])} | {fmt([r[1] for r in rs])} "
                      f"| {fmt([r[2] for r in rs], 1)} | {fmt([r[3] for r in rs])} |")
+    lines += ["", "Ratios of medians:", "",
+              "| run | client CPU / simulator CPU | remedy CPU / floor CPU | remedy wall / floor wall |",
+              "|---|---:|---:|---:|"]
+    for mode in dict.fromkeys(m for m, _ in results):
+        rem = results.get((mode, "remedy"), [])
+        flo = results.get((mode, "floor"), [])
+        per_tool = ", ".join(
+            f"{tool} {ratio([r[1] for r in rs], [r[3] for r in rs])}"
+            for (m, tool), rs in results.items() if m == mode)
+        lines.append(f"| {mode} | {per_tool} | {ratio([r[1] for r in rem], [r[1] for r in flo])} "
+                     f"| {ratio([r[0] for r in rem], [r[0] for r in flo])} |")
     lines += ["", f"`remedy validate` per shipped playbook ({args.validate_rounds} rounds, whole "
               "process: start, load, compile, exit), ms:", "",
               "| playbook | median [min-max] |", "|---|---:|"]

@@ -409,14 +409,8 @@ pub fn main(args: Vec<String>) -> ExitCode {
             Ok(rt) => rt.block_on(show_inventory(&inventory, list, host, graph)),
             Err(e) => fail(&Error::Other(format!("cannot start the runtime: {e}"))),
         },
-        Command::Exec(a) => match tokio::runtime::Runtime::new() {
-            Ok(rt) => rt.block_on(exec(a, args)),
-            Err(e) => fail(&Error::Other(format!("cannot start the runtime: {e}"))),
-        },
-        Command::Plan(a) => match tokio::runtime::Runtime::new() {
-            Ok(rt) => rt.block_on(make_plan(a, args)),
-            Err(e) => fail(&Error::Other(format!("cannot start the runtime: {e}"))),
-        },
+        Command::Exec(a) => on_workers(exec(a, args)),
+        Command::Plan(a) => on_workers(make_plan(a, args)),
         Command::ShowPlan { file, format } => show_plan(&file, format),
         Command::Approve {
             file,
@@ -426,10 +420,24 @@ pub fn main(args: Vec<String>) -> ExitCode {
             audit,
         } => approve(&file, by, ticket, key, audit.audit_log),
         Command::Daemon(a) => daemon(a),
-        Command::Apply(a) => match tokio::runtime::Runtime::new() {
-            Ok(rt) => rt.block_on(apply(a, args, false)),
-            Err(e) => fail(&Error::Other(format!("cannot start the runtime: {e}"))),
+        Command::Apply(a) => on_workers(apply(a, args, false)),
+    }
+}
+
+/// Runs a fleet command as a task of the runtime's worker threads rather than on the main
+/// thread: the run's own future is woken once per finished node, and a wakeup between worker
+/// threads is cheaper than unparking the main thread each time. A panic goes on as a panic.
+fn on_workers<F>(run: F) -> ExitCode
+where
+    F: std::future::Future<Output = ExitCode> + Send + 'static,
+{
+    match tokio::runtime::Runtime::new() {
+        Ok(rt) => match rt.block_on(rt.spawn(run)) {
+            Ok(code) => code,
+            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            Err(e) => fail(&Error::Other(format!("the run was cancelled: {e}"))),
         },
+        Err(e) => fail(&Error::Other(format!("cannot start the runtime: {e}"))),
     }
 }
 

@@ -326,11 +326,19 @@ impl Sink {
     /// Record and show an event. An error means the audit log could not be written: do not act.
     pub fn emit(&self, event: Event) -> Result<(), String> {
         let mut value = serde_json::to_value(&event).map_err(|e| e.to_string())?;
-        self.redactor.redact_json(&mut value);
-        if event.audited() {
+        let masked = self.redactor.redact_json(&mut value);
+        // What the terminal gets: the event itself when nothing in it was a secret, else the
+        // redacted one read back. One that cannot be read back (a masked number where the
+        // event has a number) is not shown at all rather than shown unredacted.
+        let (audited, durable) = (event.audited(), event.announces_change());
+        let shown = match &self.tx {
+            Some(_) if masked => Event::deserialize(&value).ok(),
+            Some(_) => Some(event),
+            None => None,
+        };
+        if audited {
             if let Some(log) = &self.audit {
-                let durable = event.announces_change();
-                let append = || log.append(value.clone(), durable);
+                let append = move || log.append(value, durable);
                 // A durable append may wait for the disk (and for other threads' records in
                 // the same sync): let the runtime move this worker's other tasks elsewhere
                 // meanwhile, so the rest of the fleet keeps going.
@@ -345,8 +353,7 @@ impl Sink {
                 appended.map_err(|e| e.to_string())?;
             }
         }
-        if let Some(tx) = &self.tx {
-            let shown: Event = serde_json::from_value(value).unwrap_or(event);
+        if let (Some(tx), Some(shown)) = (&self.tx, shown) {
             let _ = tx.send(shown);
         }
         Ok(())
@@ -358,5 +365,35 @@ impl Sink {
             Some(log) => log.sync().map_err(|e| e.to_string()),
             None => Ok(()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn progress(message: &str) -> Event {
+        Event::Progress {
+            run: "r1".into(),
+            step: "fix".into(),
+            target: "kvm1".into(),
+            message: message.into(),
+        }
+    }
+
+    #[test]
+    fn the_terminal_gets_events_redacted() {
+        let mut redactor = Redactor::new();
+        redactor.add("s3cr3tvalue");
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let sink = Sink::new(None, redactor, Some(tx));
+        sink.emit(progress("plain words")).unwrap();
+        sink.emit(progress("the key is s3cr3tvalue")).unwrap();
+        let shown = |e: Event| serde_json::to_value(e).unwrap()["message"].clone();
+        assert_eq!(shown(rx.try_recv().unwrap()), "plain words");
+        assert_eq!(
+            shown(rx.try_recv().unwrap()),
+            format!("the key is {}", Redactor::MASK)
+        );
     }
 }

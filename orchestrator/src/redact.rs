@@ -135,50 +135,62 @@ impl Redactor {
     /// [`Redactor::redact`], and under any key that [`is_secret_name`] every string and number
     /// is replaced by [`Redactor::MASK`], however deeply nested. Booleans and nulls are kept:
     /// they are never secrets (`"passwordenabled": true` stays readable).
-    pub fn redact_json(&self, value: &mut Value) {
-        self.walk(value, false);
+    ///
+    /// Returns whether anything was masked: if not, the value is as it came.
+    pub fn redact_json(&self, value: &mut Value) -> bool {
+        self.walk(value, false)
     }
 
-    fn walk(&self, value: &mut Value, secret: bool) {
+    fn walk(&self, value: &mut Value, secret: bool) -> bool {
         match value {
             Value::String(text) => {
                 if secret {
                     *text = Self::MASK.to_string();
+                    true
                 } else if let Cow::Owned(redacted) = self.redact(text) {
                     *text = redacted;
+                    true
+                } else {
+                    false
                 }
             }
             Value::Number(_) => {
                 if secret {
                     *value = Value::String(Self::MASK.to_string());
                 }
+                secret
             }
             Value::Array(items) => {
+                let mut changed = false;
                 for item in items {
-                    self.walk(item, secret);
+                    changed |= self.walk(item, secret);
                 }
+                changed
             }
             Value::Object(map) => {
-                self.redact_keys(map);
+                let mut changed = self.redact_keys(map);
                 for (key, item) in map.iter_mut() {
-                    self.walk(item, secret || is_secret_name(key));
+                    changed |= self.walk(item, secret || is_secret_name(key));
                 }
+                changed
             }
-            Value::Bool(_) | Value::Null => {}
+            Value::Bool(_) | Value::Null => false,
         }
     }
 
-    /// Rebuilds `map` if a secret occurs in one of its keys. Two keys that redact to the same
-    /// text collapse into one (the later wins): a loss preferable to a leak.
-    fn redact_keys(&self, map: &mut Map<String, Value>) {
+    /// Rebuilds `map` if a secret occurs in one of its keys (and says whether it did). Two keys
+    /// that redact to the same text collapse into one (the later wins): a loss preferable to a
+    /// leak.
+    fn redact_keys(&self, map: &mut Map<String, Value>) -> bool {
         if self.is_empty() || !map.keys().any(|k| matches!(self.redact(k), Cow::Owned(_))) {
-            return;
+            return false;
         }
         let old = std::mem::take(map);
         for (key, item) in old {
             let key = self.redact(&key).into_owned();
             map.insert(key, item);
         }
+        true
     }
 }
 
@@ -300,6 +312,26 @@ mod tests {
                 format!("{M}-as-key"): 1
             })
         );
+    }
+
+    #[test]
+    fn redact_json_says_whether_it_masked() {
+        let r = redactor(&["s3cr3tvalue"]);
+        let clean =
+            json!({"step": "fix", "rc": 0, "out": ["a", {"b": true}], "passwordenabled": true});
+        let mut value = clean.clone();
+        assert!(!r.redact_json(&mut value), "nothing to mask");
+        assert_eq!(value, clean);
+        for dirty in [
+            json!({"out": ["a", {"b": "x s3cr3tvalue"}]}),
+            json!({"s3cr3tvalue": 1}),
+            json!({"nested": {"password": 1234}}),
+            json!({"token": "t"}),
+        ] {
+            let mut value = dirty.clone();
+            assert!(r.redact_json(&mut value), "{dirty} has a secret");
+            assert_ne!(value, dirty);
+        }
     }
 
     #[test]

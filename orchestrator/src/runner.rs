@@ -193,12 +193,16 @@ impl Ctx {
         timeout: Duration,
     ) -> Result<ActionResult, String> {
         // API calls go to the CloudStack endpoint from the controller, whatever the target.
+        let controller;
         let via = match action {
-            Action::Api(_) => controller_host(&self.plan),
-            Action::Ssh { .. } => host.clone(),
+            Action::Api(_) => {
+                controller = controller_host(&self.plan);
+                &controller
+            }
+            Action::Ssh { .. } => host,
         };
         self.transport
-            .run(&via, action, access, timeout)
+            .run(via, action, access, timeout)
             .await
             .map_err(|e| e.to_string())
     }
