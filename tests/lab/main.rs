@@ -1214,8 +1214,14 @@ fn the_benchmark_scripts_run_small() {
             "1",
         ],
     );
-    assert!(sim.contains("| apply |"), "{sim}");
-    assert!(sim.contains("| dry-run |"), "{sim}");
+    for row in [
+        "| dry-run | remedy |",
+        "| dry-run | floor |",
+        "| apply | remedy |",
+        "| apply | floor |",
+    ] {
+        assert!(sim.contains(row), "{row} missing:\n{sim}");
+    }
     assert!(sim.contains("| vr-backup-loop.yml |"), "{sim}");
     // Nothing left running: no sshd of the fleet, no lab.
     let left = std::process::Command::new("pgrep")
