@@ -332,13 +332,7 @@ def main():
         raise SystemExit("the fleet benchmark needs root (sshd on port 22 of 127.0.1.x, cgroups)")
     tools = args.tools.split(",")
     sizes = [int(n) for n in args.hosts.split(",")]
-    if not args.no_build:
-        log("building remedy and ssh-floor (release)")
-        subprocess.run(["cargo", "build", "--release", "--locked", "-q", "-p", "remedy",
-                        "-p", "remedy-tests", "--bin", "remedy", "--bin", "ssh-floor"],
-                       cwd=ROOT, check=True)
-    remedy = Path(args.bin_dir) / "remedy"
-    floor = Path(args.bin_dir) / "ssh-floor"
+    remedy, floor = binaries(args)
     ansible = None
     notes = []
     if "ansible" in tools:
@@ -453,6 +447,17 @@ def version(cmd):
         return (p.stdout or p.stderr).strip().splitlines()[0]
     except (OSError, IndexError):
         return "?"
+
+
+def binaries(args):
+    """remedy and ssh-floor: built in release mode first unless --no-build, then taken from
+    --bin-dir."""
+    if not args.no_build:
+        log("building remedy and ssh-floor (release)")
+        subprocess.run(["cargo", "build", "--release", "--locked", "-q", "-p", "remedy",
+                        "-p", "remedy-tests", "--bin", "remedy", "--bin", "ssh-floor"],
+                       cwd=ROOT, check=True)
+    return Path(args.bin_dir) / "remedy", Path(args.bin_dir) / "ssh-floor"
 
 
 def setting(remedy):

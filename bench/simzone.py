@@ -32,7 +32,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from fleet import NoGroup, fmt, log, measured, publish, setting  # noqa: E402
+from fleet import NoGroup, binaries, fmt, log, measured, publish, setting  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 WORKLOAD = ROOT / "bench" / "workload" / "sim-fleet.yml"
@@ -180,13 +180,7 @@ def main():
     tools = args.tools.split(",")
     if not set(tools) <= {"remedy", "floor"}:
         raise SystemExit("--tools takes remedy and floor")
-    if not args.no_build:
-        log("building remedy and ssh-floor (release)")
-        subprocess.run(["cargo", "build", "--release", "--locked", "-q", "-p", "remedy",
-                        "-p", "remedy-tests", "--bin", "remedy", "--bin", "ssh-floor"],
-                       cwd=ROOT, check=True)
-    remedy = Path(args.bin_dir) / "remedy"
-    floor = Path(args.bin_dir) / "ssh-floor"
+    remedy, floor = binaries(args)
     work = Path(args.work)
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
