@@ -16,4 +16,5 @@ pub mod scenario;
 pub mod server;
 pub mod signature;
 pub mod ssh;
+pub mod testing;
 pub mod zone;

@@ -4,6 +4,7 @@
 //! secret it must get 401.
 //!
 //! Under `CI=true` a missing interpreter is a failure, not a skip.
+//! (`.ci/install-test-deps` makes the venv in `target/cs-venv`, where this suite finds it.)
 
 use std::path::Path;
 use std::process::Command;
@@ -11,21 +12,23 @@ use std::process::Command;
 use cloudstack_sim::scenario::Scenario;
 use cloudstack_sim::server::{Sim, SimConfig};
 
+/// The interpreter with `cs`: `$REMEDY_CS_PYTHON`, else the venv `.ci/install-test-deps` makes
+/// in the workspace's `target/cs-venv`.
 fn python() -> Option<String> {
-    match std::env::var("REMEDY_CS_PYTHON") {
-        Ok(p) if !p.is_empty() => Some(p),
-        _ => {
-            if std::env::var("CI").as_deref() == Ok("true") {
-                panic!(
-                    "REMEDY_CS_PYTHON is not set: install the cs package into a venv \
-                     (python3 -m venv V && V/bin/pip install cs==5.2.0) and point \
-                     REMEDY_CS_PYTHON at V/bin/python (.ci/run does this)"
-                );
-            }
-            eprintln!("SKIP cs_python: REMEDY_CS_PYTHON is not set (see .ci/run)");
-            None
+    if let Ok(p) = std::env::var("REMEDY_CS_PYTHON") {
+        if !p.is_empty() {
+            return Some(p);
         }
     }
+    let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/cs-venv/bin/python");
+    if venv.exists() {
+        return Some(venv.display().to_string());
+    }
+    cloudstack_sim::testing::skip(
+        "cs_python (the `cs` client)",
+        "REMEDY_CS_PYTHON is not set and target/cs-venv does not exist",
+    );
+    None
 }
 
 async fn start() -> Sim {

@@ -3,8 +3,9 @@
 //! dnsmasq, keepalived and Open vSwitch. The code under test runs in the lab's controller
 //! namespace, which has no route out of the lab.
 //!
-//! Needs root and the lab's packages; without them every test prints one `SKIP:` line and
-//! passes, except under `CI=true`, where they fail.
+//! Needs root and the lab's packages (`.ci/install-test-deps`); without them the suite prints
+//! one `SKIPPED:` line past the harness's capture and its tests pass, except under `CI=true`,
+//! where they fail.
 
 use std::path::Path;
 use std::sync::Arc;
