@@ -697,7 +697,7 @@ async fn validate(names: Vec<String>, inventory: &[PathBuf]) -> ExitCode {
         names
     };
     if names.is_empty() {
-        return fail(&no_playbooks_found());
+        return fail(&no_playbooks_found("validate"));
     }
     let mut worst = ExitCode::Success;
     for n in &names {
@@ -729,8 +729,8 @@ fn found_playbooks() -> Vec<String> {
 }
 
 /// The error for a search path that holds no playbook: every directory searched and what was
-/// there, and how to point remedy at playbooks.
-fn no_playbooks_found() -> Error {
+/// there, and how to point `remedy COMMAND` at playbooks.
+fn no_playbooks_found(command: &str) -> Error {
     let cwd = std::env::current_dir().unwrap_or_default();
     let searched: Vec<String> = playbook::load::search_path()
         .iter()
@@ -757,7 +757,7 @@ fn no_playbooks_found() -> Error {
         ))
         .with_help(format!(
             "run remedy from the checkout (the directory holding playbooks/), or point it at \
-             your playbook directories: {}=DIR[:DIR] remedy list",
+             your playbook directories: {}=DIR[:DIR] remedy {command}",
             playbook::load::PATH_VAR
         ))
         .into(),
@@ -769,7 +769,7 @@ fn no_playbooks_found() -> Error {
 fn list() -> ExitCode {
     let paths = found_playbooks();
     if paths.is_empty() {
-        return fail(&no_playbooks_found());
+        return fail(&no_playbooks_found("list"));
     }
     let rows: Vec<(String, String)> = paths
         .iter()
