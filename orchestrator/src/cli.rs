@@ -1,7 +1,16 @@
 //! The command line: clap types, and one function per subcommand. Each returns an exit code;
 //! `main` only calls [`main`] here.
+//!
+//! Exit codes: remedy's own ([`ExitCode`], documented in the README) for everything a command
+//! decides; for a command line clap cannot parse, clap's convention: 0 for `--help` and
+//! `--version`, 2 for a usage error (unknown flag, missing or malformed argument, no
+//! subcommand), before anything ran.
 
 use std::io::IsTerminal;
+
+mod fit;
+pub mod words;
+pub use words::{mode_word, run_mode_word};
 
 /// `print!`/`println!` for a command's output, which is often piped into `head` or `less`: a
 /// reader that went away ends the command quietly instead of a panic with a backtrace.
@@ -43,7 +52,8 @@ use crate::transport::route::Router;
 #[command(
     name = "remedy",
     version,
-    about = "Remediation orchestrator for Apache CloudStack operators"
+    about = "Remediation orchestrator for Apache CloudStack operators",
+    arg_required_else_help = true
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -67,12 +77,16 @@ pub enum Command {
     Plan(PlanArgs),
     /// Print a saved plan: for people (human), for a change ticket (markdown), or as JSON.
     ShowPlan {
+        /// The plan file (written by `remedy plan -o FILE`).
         file: PathBuf,
+        /// How to print it: for people (human), for a change ticket (markdown), or the file
+        /// itself (json).
         #[arg(long, value_enum, default_value_t = Format::Human)]
         format: Format,
     },
     /// Record an approval of a saved plan in the audit log (signed with a key file, if any).
     Approve {
+        /// The plan file to approve (written by `remedy plan -o FILE`).
         file: PathBuf,
         /// Who approves (default: the user running remedy).
         #[arg(long)]
@@ -89,21 +103,29 @@ pub enum Command {
     },
     /// Check playbooks without running anything (all of ./playbooks when none is given).
     Validate {
+        /// Playbook names or paths (default: every playbook in ./playbooks and
+        /// $REMEDY_PLAYBOOK_PATH).
         playbooks: Vec<String>,
         /// Also check targets and host variables against this inventory.
         #[arg(short, long = "inventory", env = "REMEDY_INVENTORY")]
         inventory: Vec<PathBuf>,
     },
-    /// List the playbooks found.
+    /// List the playbooks found (in ./playbooks, then $REMEDY_PLAYBOOK_PATH), one line each.
     List,
     /// Show a playbook: parameters, steps and their order.
     Show {
+        /// Playbook name (looked up in ./playbooks, then $REMEDY_PLAYBOOK_PATH) or path.
         playbook: String,
+        /// text for people, or dot: the step graph for Graphviz (`| dot -Tsvg`).
         #[arg(long, value_enum, default_value_t = ShowFormat::Text)]
         format: ShowFormat,
+        /// Name every step that runs before each step, not only the ones it directly follows.
+        #[arg(long)]
+        transitive: bool,
     },
     /// Undo what a finished run changed, from its recorded pre-state, newest first.
     Rollback {
+        /// The run to undo: its id, as `remedy audit list` shows it.
         run: String,
         /// Inventory (default: the one the run recorded).
         #[arg(short, long = "inventory")]
@@ -111,6 +133,7 @@ pub enum Command {
         /// Only list what would be undone.
         #[arg(long)]
         dry_run: bool,
+        /// Undo the changes; without it remedy lists them, undoes nothing and asks for --yes.
         #[arg(short, long)]
         yes: bool,
         #[command(flatten)]
@@ -141,6 +164,7 @@ pub enum Command {
     /// Show what an inventory resolves to, hosts from the CloudStack API included, and how
     /// each host is reached (as ansible-inventory does; --graph when no option is given).
     Inventory {
+        /// Inventory file or directory (repeatable; Ansible YAML format).
         #[arg(short, long = "inventory", env = "REMEDY_INVENTORY")]
         inventory: Vec<PathBuf>,
         /// Every group and host as JSON, with `_meta.hostvars`.
@@ -159,6 +183,18 @@ pub enum Command {
         command: AuditCommand,
         #[command(flatten)]
         audit: AuditArg,
+    },
+    /// Print a shell completion script (see docs/cli.md for where to put it).
+    Completions {
+        /// The shell to complete for.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print remedy's man page (roff), or write one page per command into a directory.
+    Man {
+        /// Write remedy.1 and one page per subcommand (remedy-apply.1, ...) into DIR instead.
+        #[arg(long, value_name = "DIR")]
+        out: Option<PathBuf>,
     },
 }
 
@@ -192,6 +228,7 @@ pub struct ApplyArgs {
     /// Allow steps declared irreversible.
     #[arg(long)]
     pub allow_irreversible: bool,
+    /// What to print: terminal lines and a recap (human), or one JSON event per line (json).
     #[arg(long, value_enum, default_value_t = Output::Human)]
     pub output: Output,
     #[command(flatten)]
@@ -254,20 +291,28 @@ pub enum DaemonCommand {
         jobs: Option<PathBuf>,
     },
     /// Close a job's circuit (and forget its fixes and cooldown) for TARGET, or every target.
-    Reset { job: String, target: Option<String> },
+    Reset {
+        /// The job's name in the jobs file.
+        job: String,
+        /// One target (host) of the job (default: every target).
+        target: Option<String>,
+    },
 }
 
 #[derive(Debug, clap::Args)]
 pub struct PlanArgs {
     /// Playbook name (looked up in ./playbooks, then $REMEDY_PLAYBOOK_PATH) or path.
     pub playbook: String,
+    /// Inventory file or directory (repeatable; Ansible YAML format).
     #[arg(short, long = "inventory", env = "REMEDY_INVENTORY")]
     pub inventory: Vec<PathBuf>,
     /// Parameter, as name=value (repeatable). Secret parameters are stored only as a hash.
     #[arg(short = 'e', long = "extra", value_parser = parse_kv)]
     pub extra: Vec<(String, String)>,
+    /// Only plan for hosts matching this pattern.
     #[arg(long)]
     pub limit: Option<String>,
+    /// Only plan steps with one of these tags (comma-separated); detect and verify always run.
     #[arg(long, value_delimiter = ',')]
     pub tags: Vec<String>,
     /// Write the plan to this file (JSON; by convention NAME.plan.json).
@@ -279,6 +324,7 @@ pub struct PlanArgs {
     /// What to print: a summary (human), a page for a change ticket (markdown), the file (json).
     #[arg(long, value_enum, default_value_t = Format::Human)]
     pub format: Format,
+    /// How many step x target nodes run at once.
     #[arg(long, default_value_t = 20)]
     pub forks: usize,
     #[command(flatten)]
@@ -298,6 +344,7 @@ pub struct ExecArgs {
     /// Show what would run, run nothing that changes anything.
     #[arg(long)]
     pub dry_run: bool,
+    /// Do not ask for confirmation.
     #[arg(short, long)]
     pub yes: bool,
     /// How many hosts at once.
@@ -306,6 +353,7 @@ pub struct ExecArgs {
     /// Per-host limit, e.g. 30s, 5m.
     #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
     pub timeout: std::time::Duration,
+    /// What to print: terminal lines and a recap (human), or one JSON event per line (json).
     #[arg(long, value_enum, default_value_t = Output::Human)]
     pub output: Output,
     #[command(flatten)]
@@ -326,7 +374,10 @@ pub enum AuditCommand {
     /// One line per run.
     List,
     /// The story of one run.
-    Show { run: String },
+    Show {
+        /// The run's id, as `remedy audit list` shows it.
+        run: String,
+    },
     /// Check the hash chain; names any edited, deleted or reordered line.
     Verify,
 }
@@ -347,18 +398,23 @@ fn fail(e: &Error) -> ExitCode {
     e.exit_code()
 }
 
-pub fn main(args: Vec<String>) -> ExitCode {
-    let cli = match Cli::try_parse_from(&args) {
-        Ok(c) => c,
+/// Parses `args` and runs the command; returns the process exit code.
+///
+/// What clap rejects exits with clap's own code: 0 after `--help` or `--version`, 2 for a usage
+/// error (and for `remedy` alone, which prints the help). 2 is also [`ExitCode::RolledBack`];
+/// a usage error is told apart by its `error:` and usage lines on stderr, and nothing ran.
+pub fn main(args: Vec<String>) -> i32 {
+    match Cli::try_parse_from(&args) {
+        Ok(cli) => run(cli, args).code(),
         Err(e) => {
             let _ = e.print();
-            return if e.use_stderr() {
-                ExitCode::InvalidInput
-            } else {
-                ExitCode::Success
-            };
+            e.exit_code()
         }
-    };
+    }
+}
+
+/// Runs one parsed command.
+fn run(cli: Cli, args: Vec<String>) -> ExitCode {
     match cli.command {
         Command::Validate {
             playbooks,
@@ -368,7 +424,13 @@ pub fn main(args: Vec<String>) -> ExitCode {
             Err(e) => fail(&Error::Other(format!("cannot start the runtime: {e}"))),
         },
         Command::List => list(),
-        Command::Show { playbook, format } => show(&playbook, format),
+        Command::Show {
+            playbook,
+            format,
+            transitive,
+        } => show(&playbook, format, transitive),
+        Command::Completions { shell } => completions(shell),
+        Command::Man { out } => man(out.as_deref()),
         Command::Audit { command, audit } => audit_cmd(command, audit.audit_log),
         Command::Rollback {
             run,
@@ -635,9 +697,7 @@ async fn validate(names: Vec<String>, inventory: &[PathBuf]) -> ExitCode {
         names
     };
     if names.is_empty() {
-        return fail(&Error::invalid(
-            "no playbooks given and none found in ./playbooks",
-        ));
+        return fail(&no_playbooks_found("validate"));
     }
     let mut worst = ExitCode::Success;
     for n in &names {
@@ -668,25 +728,148 @@ fn found_playbooks() -> Vec<String> {
     out
 }
 
+/// The error for a search path that holds no playbook: every directory searched and what was
+/// there, and how to point `remedy COMMAND` at playbooks.
+fn no_playbooks_found(command: &str) -> Error {
+    let cwd = std::env::current_dir().unwrap_or_default();
+    let searched: Vec<String> = playbook::load::search_path()
+        .iter()
+        .map(|dir| {
+            let shown = cwd.join(dir);
+            let why = if !dir.exists() {
+                "does not exist"
+            } else if !dir.is_dir() {
+                "not a directory"
+            } else {
+                "no .yml or .yaml file"
+            };
+            format!("{} ({why})", shown.display())
+        })
+        .collect();
+    let path_var = match std::env::var(playbook::load::PATH_VAR) {
+        Ok(v) if !v.is_empty() => String::new(),
+        _ => format!("; ${} is not set", playbook::load::PATH_VAR),
+    };
+    Error::Invalid(
+        crate::error::Diagnostic::new(format!(
+            "no playbooks found: searched {}{path_var}",
+            searched.join(", ")
+        ))
+        .with_help(format!(
+            "run remedy from the checkout (the directory holding playbooks/), or point it at \
+             your playbook directories: {}=DIR[:DIR] remedy {command}",
+            playbook::load::PATH_VAR
+        ))
+        .into(),
+    )
+}
+
+/// `remedy list`: one line per playbook found, its name and the first sentence of its
+/// description, cut at a word with `…` to fit the terminal width (see [`fit::terminal_width`]).
 fn list() -> ExitCode {
-    for path in found_playbooks() {
-        match playbook::load::read(std::path::Path::new(&path)) {
-            Ok(f) => outln!(
-                "{:<28} {}",
-                f.doc.name,
-                f.doc.description.lines().next().unwrap_or("")
-            ),
-            Err(d) => outln!("{:<28} (invalid: {})", path, d.headline()),
-        }
+    let paths = found_playbooks();
+    if paths.is_empty() {
+        return fail(&no_playbooks_found("list"));
+    }
+    let rows: Vec<(String, String)> = paths
+        .iter()
+        .map(
+            |path| match playbook::load::read(std::path::Path::new(path)) {
+                Ok(f) => (f.doc.name, fit::first_sentence(&f.doc.description)),
+                Err(d) => (path.clone(), format!("(invalid: {})", d.headline())),
+            },
+        )
+        .collect();
+    for line in list_lines(&rows, fit::terminal_width()) {
+        outln!("{line}");
     }
     ExitCode::Success
 }
 
-fn show(name: &str, format: ShowFormat) -> ExitCode {
+/// `remedy list`'s lines: names in a column as wide as the longest, two spaces, then the
+/// description fitted into what is left of `width`.
+fn list_lines(rows: &[(String, String)], width: usize) -> Vec<String> {
+    let name_width = rows
+        .iter()
+        .map(|(n, _)| n.chars().count())
+        .max()
+        .unwrap_or(0);
+    let room = width.saturating_sub(name_width + 2);
+    rows.iter()
+        .map(|(name, about)| {
+            let about = fit::ellipsize(about, room);
+            if about.is_empty() {
+                name.clone()
+            } else {
+                format!("{name:<name_width$}  {about}")
+            }
+        })
+        .collect()
+}
+
+/// Every step that finishes before each step starts: the transitive closure of `needs` (each
+/// step's [`playbook::Step::needs`], by step index).
+fn predecessors(needs: &[Vec<usize>]) -> Vec<std::collections::BTreeSet<usize>> {
+    fn visit(
+        i: usize,
+        needs: &[Vec<usize>],
+        memo: &mut Vec<Option<std::collections::BTreeSet<usize>>>,
+    ) {
+        if memo[i].is_some() {
+            return;
+        }
+        // Compiled playbooks have no cycles; mark the step first so a cycle could not recurse.
+        memo[i] = Some(Default::default());
+        let mut all = std::collections::BTreeSet::new();
+        for &d in &needs[i] {
+            visit(d, needs, memo);
+            all.insert(d);
+            all.extend(memo[d].iter().flatten().copied());
+        }
+        memo[i] = Some(all);
+    }
+    let mut memo = vec![None; needs.len()];
+    for i in 0..needs.len() {
+        visit(i, needs, &mut memo);
+    }
+    memo.into_iter().map(Option::unwrap_or_default).collect()
+}
+
+/// The steps each step runs after, by index in step order: with `transitive`, every one;
+/// otherwise only the direct ones, those not already before another step it needs (the
+/// transitive reduction of `needs`, which holds implied edges too: a step after an include
+/// needs every step of it).
+fn run_after(needs: &[Vec<usize>], transitive: bool) -> Vec<Vec<usize>> {
+    let before = predecessors(needs);
+    if transitive {
+        return before
+            .into_iter()
+            .map(|b| b.into_iter().collect())
+            .collect();
+    }
+    needs
+        .iter()
+        .map(|mine| {
+            let mut direct: Vec<usize> = mine
+                .iter()
+                .copied()
+                .filter(|&d| !mine.iter().any(|&e| e != d && before[e].contains(&d)))
+                .collect();
+            direct.sort_unstable();
+            direct.dedup();
+            direct
+        })
+        .collect()
+}
+
+/// `remedy show`.
+fn show(name: &str, format: ShowFormat, transitive: bool) -> ExitCode {
     let program = match playbook::load(name).and_then(|l| playbook::compile(&l)) {
         Ok(p) => p,
         Err(d) => return fail(&Error::Invalid(d)),
     };
+    let needs: Vec<Vec<usize>> = program.steps.iter().map(|s| s.needs.clone()).collect();
+    let after = run_after(&needs, transitive);
     if format == ShowFormat::Dot {
         outln!("digraph \"{}\" {{\n  rankdir=LR;", program.name);
         for s in &program.steps {
@@ -697,7 +880,9 @@ fn show(name: &str, format: ShowFormat) -> ExitCode {
                 s.id,
                 s.kind.name()
             );
-            for &n in &s.needs {
+        }
+        for (s, after) in program.steps.iter().zip(&after) {
+            for &n in after {
                 outln!("  \"{}\" -> \"{}\";", program.steps[n].id, s.id);
             }
         }
@@ -731,10 +916,22 @@ fn show(name: &str, format: ShowFormat) -> ExitCode {
         if p.secret {
             attrs.push("secret".into());
         }
-        outln!("  {k:<20} {} {}", attrs.join(", "), p.help);
+        let help = p.help.trim();
+        if help.is_empty() {
+            outln!("  {k:<20} {}", attrs.join(", "));
+        } else {
+            outln!("  {k:<20} {} — {help}", attrs.join(", "));
+        }
     }
-    outln!("\nsteps (phase, id, kind, runs on, after):");
-    for s in &program.steps {
+    outln!(
+        "\nsteps (phase, id, kind, runs on, {}):",
+        if transitive {
+            "after: every step before it"
+        } else {
+            "after: the steps it directly follows; --transitive for all"
+        }
+    );
+    for (s, after) in program.steps.iter().zip(&after) {
         let undo = match &s.undo {
             Undo::ReadOnly => "read-only".to_string(),
             Undo::Auto => "undo: automatic".into(),
@@ -746,8 +943,7 @@ fn show(name: &str, format: ShowFormat) -> ExitCode {
             s.on.as_ref()
                 .map(|t| t.source.to_string())
                 .unwrap_or_else(|| plan::CONTROLLER.into());
-        let after: Vec<&str> = s
-            .needs
+        let after: Vec<&str> = after
             .iter()
             .map(|&n| program.steps[n].id.as_str())
             .collect();
@@ -767,6 +963,68 @@ fn show(name: &str, format: ShowFormat) -> ExitCode {
                 after.join(", ")
             }
         );
+    }
+    ExitCode::Success
+}
+
+/// `remedy completions SHELL`: the completion script on stdout.
+fn completions(shell: clap_complete::Shell) -> ExitCode {
+    use clap::CommandFactory;
+    let mut script = Vec::new();
+    clap_complete::generate(shell, &mut Cli::command(), "remedy", &mut script);
+    out!("{}", String::from_utf8_lossy(&script));
+    ExitCode::Success
+}
+
+/// The man pages: remedy's own first, then one per subcommand, nested ones included
+/// (`remedy-audit-list`), each titled in capitals as man pages are.
+fn man_pages() -> Vec<clap_mangen::Man> {
+    use clap::CommandFactory;
+    fn collect(cmd: &clap::Command, pages: &mut Vec<clap_mangen::Man>) {
+        let title = cmd
+            .get_display_name()
+            .unwrap_or_else(|| cmd.get_name())
+            .to_uppercase();
+        pages.push(
+            clap_mangen::Man::new(cmd.clone())
+                .title(title)
+                .manual("remedy manual"),
+        );
+        for sub in cmd.get_subcommands().filter(|s| !s.is_hide_set()) {
+            collect(sub, pages);
+        }
+    }
+    let mut cmd = Cli::command().disable_help_subcommand(true);
+    cmd.build();
+    let mut pages = Vec::new();
+    collect(&cmd, &mut pages);
+    pages
+}
+
+/// `remedy man`: remedy's page on stdout, or with `--out DIR` every page written into DIR.
+fn man(out: Option<&std::path::Path>) -> ExitCode {
+    let pages = man_pages();
+    let Some(dir) = out else {
+        let mut page = Vec::new();
+        if let Err(e) = pages[0].render(&mut page) {
+            return fail(&Error::Other(format!("cannot render the man page: {e}")));
+        }
+        out!("{}", String::from_utf8_lossy(&page));
+        return ExitCode::Success;
+    };
+    if let Err(e) = std::fs::create_dir_all(dir) {
+        return fail(&Error::Other(format!("{}: {e}", dir.display())));
+    }
+    for page in &pages {
+        match page.generate_to(dir) {
+            Ok(path) => outln!("{}", path.display()),
+            Err(e) => {
+                return fail(&Error::Other(format!(
+                    "{}: {e}",
+                    dir.join(page.get_filename()).display()
+                )))
+            }
+        }
     }
     ExitCode::Success
 }
@@ -1474,6 +1732,58 @@ async fn rollback_run(
     exit
 }
 
+/// `remedy audit list`'s lines: a header, then one row per run in log order, its mode in the
+/// command line's words ([`mode_word`]) and its result from the `run_end` record. Columns are
+/// as wide as their widest cell; the result, last, is never padded.
+fn audit_list_lines(records: &[&serde_json::Value]) -> Vec<String> {
+    let str_of = |v: &serde_json::Value| v.as_str().unwrap_or("").to_string();
+    let mut ends = std::collections::HashMap::new();
+    for r in records.iter().filter(|r| r["event"] == "run_end") {
+        ends.insert(str_of(&r["run"]), str_of(&r["status"]));
+    }
+    let mut rows = vec![[
+        "RUN".to_string(),
+        "MODE".into(),
+        "PLAYBOOK".into(),
+        "OPERATOR".into(),
+        "RESULT".into(),
+    ]];
+    for r in records.iter().filter(|r| r["event"] == "run_start") {
+        let run = str_of(&r["run"]);
+        let argv: Vec<String> = r["argv"]
+            .as_array()
+            .map(|a| a.iter().map(str_of).collect())
+            .unwrap_or_default();
+        let result = ends
+            .get(&run)
+            .cloned()
+            .unwrap_or_else(|| "(no end record: interrupted?)".into());
+        rows.push([
+            run,
+            mode_word(r["mode"].as_str().unwrap_or(""), &argv).to_string(),
+            str_of(&r["playbook"]),
+            str_of(&r["operator"]),
+            result,
+        ]);
+    }
+    let mut widths = [0usize; 4];
+    for row in &rows {
+        for (w, cell) in widths.iter_mut().zip(row.iter()) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    rows.iter()
+        .map(|row| {
+            let mut line = String::new();
+            for (cell, w) in row.iter().zip(widths) {
+                line.push_str(&format!("{cell:<w$}  "));
+            }
+            line.push_str(&row[4]);
+            line
+        })
+        .collect()
+}
+
 fn audit_cmd(cmd: AuditCommand, path: Option<PathBuf>) -> ExitCode {
     let path = path.unwrap_or_else(AuditLog::default_path);
     match cmd {
@@ -1492,26 +1802,9 @@ fn audit_cmd(cmd: AuditCommand, path: Option<PathBuf>) -> ExitCode {
         },
         AuditCommand::List => match audit::read(&path) {
             Ok(records) => {
-                let mut ends = std::collections::HashMap::new();
-                for r in &records {
-                    if r.value["event"] == "run_end" {
-                        ends.insert(
-                            r.value["run"].as_str().unwrap_or("").to_string(),
-                            r.value["status"].as_str().unwrap_or("").to_string(),
-                        );
-                    }
-                }
-                for r in records.iter().filter(|r| r.value["event"] == "run_start") {
-                    let run = r.value["run"].as_str().unwrap_or("");
-                    outln!(
-                        "{run}  {:<10} {:<24} {:<10} {}",
-                        r.value["mode"].as_str().unwrap_or(""),
-                        r.value["playbook"].as_str().unwrap_or(""),
-                        r.value["operator"].as_str().unwrap_or(""),
-                        ends.get(run)
-                            .map(String::as_str)
-                            .unwrap_or("(no end record: interrupted?)")
-                    );
+                let values: Vec<&serde_json::Value> = records.iter().map(|r| &r.value).collect();
+                for line in audit_list_lines(&values) {
+                    outln!("{line}");
                 }
                 ExitCode::Success
             }
@@ -1680,6 +1973,118 @@ mod tests {
     #[test]
     fn cli_definition_is_valid() {
         Cli::command().debug_assert();
+    }
+
+    /// Every subcommand and every argument of every subcommand, nested ones too, says what it
+    /// is for in `--help` (clap's own `--help`, `--version` and `help` aside).
+    #[test]
+    fn every_command_and_argument_has_help_text() {
+        fn walk(cmd: &clap::Command, path: &str, missing: &mut Vec<String>) {
+            for arg in cmd.get_arguments() {
+                let id = arg.get_id().as_str();
+                if matches!(id, "help" | "version") {
+                    continue;
+                }
+                let help = arg
+                    .get_help()
+                    .or(arg.get_long_help())
+                    .map(|h| h.to_string());
+                if help.is_none_or(|h| h.trim().is_empty()) {
+                    missing.push(format!("{path}: {id}"));
+                }
+            }
+            for sub in cmd.get_subcommands() {
+                let sub_path = format!("{path} {}", sub.get_name());
+                if sub.get_about().is_none() && sub.get_name() != "help" {
+                    missing.push(format!("{sub_path} (the subcommand itself)"));
+                }
+                walk(sub, &sub_path, missing);
+            }
+        }
+        let mut cmd = Cli::command();
+        cmd.build();
+        let mut missing = Vec::new();
+        walk(&cmd, "remedy", &mut missing);
+        assert!(missing.is_empty(), "no help text: {missing:#?}");
+        // The walk does reach nested subcommands' arguments.
+        let audit = cmd.find_subcommand("audit").unwrap();
+        let show = audit.find_subcommand("show").unwrap();
+        assert!(show.get_arguments().any(|a| a.get_id() == "run"));
+    }
+
+    #[test]
+    fn list_lines_fit_the_width_and_cut_at_a_word() {
+        let rows = vec![
+            ("short".to_string(), "Fits.".to_string()),
+            (
+                "a-longer-name".to_string(),
+                "Guest VMs of a network or VPC get no DHCP lease and no DNS answers.".to_string(),
+            ),
+        ];
+        assert_eq!(
+            list_lines(&rows, 40),
+            [
+                "short          Fits.",
+                "a-longer-name  Guest VMs of a network…",
+            ]
+        );
+        assert_eq!(
+            list_lines(&rows, 200)[1],
+            "a-longer-name  Guest VMs of a network or VPC get no DHCP lease and no DNS answers."
+        );
+        // No room for any description: the names alone.
+        assert_eq!(list_lines(&rows, 15), ["short", "a-longer-name"]);
+    }
+
+    #[test]
+    fn run_after_keeps_direct_predecessors_unless_transitive() {
+        // a <- b <- c, and d needs a, b and c (as a step after an include needs all of it).
+        let steps = vec![vec![], vec![0], vec![1], vec![0, 1, 2], vec![2, 0]];
+        assert_eq!(
+            run_after(&steps, false),
+            [vec![], vec![0], vec![1], vec![2], vec![2]]
+        );
+        assert_eq!(
+            run_after(&steps, true),
+            [vec![], vec![0], vec![0, 1], vec![0, 1, 2], vec![0, 1, 2]]
+        );
+    }
+
+    #[test]
+    fn audit_list_has_a_header_and_the_commands_words() {
+        let start = |run: &str, mode: &str, argv: &[&str], playbook: &str| {
+            serde_json::json!({"event": "run_start", "run": run, "mode": mode,
+                "playbook": playbook, "operator": "ops", "argv": argv})
+        };
+        let records = [
+            start(
+                "r1",
+                "dry-run",
+                &["remedy", "apply", "fix", "--dry-run"],
+                "fix",
+            ),
+            start(
+                "r2",
+                "apply",
+                &["remedy", "exec", "all", "--read-only", "--", "uptime"],
+                "exec",
+            ),
+            // An old record without argv.
+            serde_json::json!({"event": "run_start", "run": "r3", "mode": "rollback",
+                "playbook": "rollback of r1", "operator": "ops"}),
+            serde_json::json!({"event": "run_end", "run": "r1", "status": "ok"}),
+            serde_json::json!({"event": "run_end", "run": "r2", "status": "failed"}),
+        ];
+        let refs: Vec<&serde_json::Value> = records.iter().collect();
+        assert_eq!(
+            audit_list_lines(&refs),
+            [
+                "RUN  MODE              PLAYBOOK        OPERATOR  RESULT",
+                "r1   dry-run           fix             ops       ok",
+                "r2   exec --read-only  exec            ops       failed",
+                "r3   rollback          rollback of r1  ops       (no end record: interrupted?)",
+            ]
+        );
     }
 
     #[test]

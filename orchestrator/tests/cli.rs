@@ -6,15 +6,25 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 fn remedy(args: &[&str], cwd: &Path) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_remedy"))
-        .args(args)
+    remedy_env(args, cwd, &[])
+}
+
+/// [`remedy`] with environment variables set (`Some`) or removed (`None`).
+fn remedy_env(args: &[&str], cwd: &Path, env: &[(&str, Option<&str>)]) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_remedy"));
+    cmd.args(args)
         .current_dir(cwd)
         .env_remove("REMEDY_AUDIT_LOG")
         .env_remove("REMEDY_INVENTORY")
         // Tests run in parallel on the same (simulated) machine names: each run its own locks.
-        .env("REMEDY_STATE_DIR", state_dir())
-        .output()
-        .expect("run remedy")
+        .env("REMEDY_STATE_DIR", state_dir());
+    for (k, v) in env {
+        match v {
+            Some(v) => cmd.env(k, v),
+            None => cmd.env_remove(k),
+        };
+    }
+    cmd.output().expect("run remedy")
 }
 
 /// A state directory of its own (per-target locks), under the system's temp dir.
@@ -1082,12 +1092,17 @@ fn a_saved_plan_is_approved_and_applied_and_an_edited_one_is_refused() {
         text(&o)
     );
 
-    // A plan names its own playbook.
+    // A plan names its own playbook: clap refuses the pair, a usage error (2, nothing ran).
     let o = remedy(
         &["apply", "vr-backup-loop", "--plan", plan_s, "--yes"],
         &root(),
     );
-    assert_eq!(o.status.code(), Some(4), "{}", text(&o));
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("cannot be used with"),
+        "{}",
+        text(&o)
+    );
     let o = remedy(&["apply", "vr-backup-loop", "--on-drift", "skip"], &root());
     assert_eq!(o.status.code(), Some(4), "{}", text(&o));
     assert!(text(&o).contains("use it with --plan FILE"), "{}", text(&o));
@@ -1312,4 +1327,400 @@ fn a_closed_pipe_ends_output_quietly() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!err.contains("panicked"), "{err}");
     assert_eq!(out.status.code(), Some(0), "{err}");
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// The shipped playbooks, by name, as `remedy list` orders them.
+const SHIPPED: [&str; 7] = [
+    "chmod-catalina-out",
+    "fix-vlan-range",
+    "readd-ovs-port-flow",
+    "recreate-ssvm",
+    "restart-dnsmasq",
+    "vr-backup-loop",
+    "vr-restore-public-link",
+];
+
+/// `remedy list` at a given `COLUMNS`: exit 0, one line per shipped playbook, none longer than
+/// the width, names in a column as wide as the longest name.
+fn list_at(columns: &str) -> Vec<String> {
+    let o = remedy_env(
+        &["list"],
+        &root(),
+        &[("COLUMNS", Some(columns)), ("REMEDY_PLAYBOOK_PATH", None)],
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let lines: Vec<String> = stdout(&o).lines().map(String::from).collect();
+    let width: usize = columns.parse().unwrap();
+    let names: Vec<&str> = lines.iter().map(|l| l.split(' ').next().unwrap()).collect();
+    assert_eq!(names, SHIPPED, "{lines:#?}");
+    for l in &lines {
+        assert!(l.chars().count() <= width, "longer than {width}: {l:?}");
+        // "vr-restore-public-link" (22) and two spaces: every description starts at column 24.
+        assert_eq!(
+            l.chars().nth(24).map(char::is_whitespace),
+            Some(false),
+            "{l:?}"
+        );
+        assert!(l.chars().take(24).skip(22).all(|c| c == ' '), "{l:?}");
+    }
+    lines
+}
+
+#[test]
+fn list_fits_descriptions_to_the_terminal_width() {
+    // Narrow: every description is cut at a word, and says so.
+    let narrow = list_at("60");
+    assert_eq!(
+        narrow[4], "restart-dnsmasq         Guest VMs of a network or VPC get…",
+        "{narrow:#?}"
+    );
+    assert!(narrow.iter().all(|l| l.ends_with('…')), "{narrow:#?}");
+    // Wide: a first sentence that fits is whole (and ends the line); a longer one is cut.
+    let wide = list_at("200");
+    assert_eq!(
+        wide[4],
+        "restart-dnsmasq         Guest VMs of a network or VPC get no DHCP lease and no DNS \
+         answers because dnsmasq is not running (or not listening) on its virtual router.",
+        "{wide:#?}"
+    );
+    assert!(
+        wide[6].ends_with("fails with \"Nexthop has invalid gateway\"."),
+        "{wide:#?}"
+    );
+    assert!(wide[0].ends_with('…'), "{wide:#?}");
+    assert!(wide[0].chars().count() > 150, "{wide:#?}");
+}
+
+#[test]
+fn list_outside_the_checkout_says_where_it_looked_and_how_to_point_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = remedy_env(&["list"], dir.path(), &[("REMEDY_PLAYBOOK_PATH", None)]);
+    assert_eq!(o.status.code(), Some(4), "{}", text(&o));
+    assert_eq!(stdout(&o), "");
+    let cwd = dir.path().canonicalize().unwrap();
+    assert_eq!(
+        stderr(&o),
+        format!(
+            "error: no playbooks found: searched {}/playbooks (does not exist); \
+             $REMEDY_PLAYBOOK_PATH is not set\n  help: run remedy from the checkout (the \
+             directory holding playbooks/), or point it at your playbook directories: \
+             REMEDY_PLAYBOOK_PATH=DIR[:DIR] remedy list\n",
+            cwd.display()
+        )
+    );
+    // An empty directory on the path is named too.
+    let empty = dir.path().join("empty");
+    std::fs::create_dir(&empty).unwrap();
+    let o = remedy_env(
+        &["list"],
+        dir.path(),
+        &[("REMEDY_PLAYBOOK_PATH", Some(empty.to_str().unwrap()))],
+    );
+    assert_eq!(o.status.code(), Some(4), "{}", text(&o));
+    assert!(
+        stderr(&o).contains(&format!("{} (no .yml or .yaml file)", empty.display())),
+        "{}",
+        text(&o)
+    );
+    // Pointed at the checkout's playbooks, it lists them from anywhere.
+    let shipped = root().join("playbooks");
+    let o = remedy_env(
+        &["list"],
+        dir.path(),
+        &[("REMEDY_PLAYBOOK_PATH", Some(shipped.to_str().unwrap()))],
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert_eq!(stdout(&o).lines().count(), SHIPPED.len(), "{}", text(&o));
+}
+
+#[test]
+fn show_separates_parameter_help_and_names_direct_predecessors() {
+    let o = remedy(&["show", "vr-backup-loop"], &root());
+    let t = stdout(&o);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert!(
+        t.contains("\n  vpc                  string, required — the VPC's name, e.g. web-vpc\n"),
+        "{t}"
+    );
+    assert!(
+        t.contains("\n  zone                 string, default \"\" — the zone's name"),
+        "{t}"
+    );
+    let step = |t: &str, id: &str| -> String {
+        t.lines()
+            .find(|l| l.split_whitespace().nth(1) == Some(id))
+            .unwrap_or_else(|| panic!("no step {id}: {t}"))
+            .to_string()
+    };
+    let after = |line: &str| -> Vec<String> {
+        let (_, list) = line.rsplit_once("] after: ").expect("after:");
+        list.split(", ").map(String::from).collect()
+    };
+    // implement follows the last step of each include, not all 31 before it.
+    assert_eq!(
+        after(&step(&t, "implement")),
+        ["vlans.room", "public_link.route_now"]
+    );
+    assert_eq!(after(&step(&t, "vlans.zones")), ["checkrouter"]);
+    assert_eq!(after(&step(&t, "vpcs")), ["-"]);
+
+    let o = remedy(&["show", "vr-backup-loop", "--transitive"], &root());
+    let t = stdout(&o);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let all = after(&step(&t, "implement"));
+    assert_eq!(all.len(), 31, "{all:?}");
+    assert_eq!(all.first().map(String::as_str), Some("vpcs"));
+    assert_eq!(
+        all.last().map(String::as_str),
+        Some("public_link.route_now")
+    );
+    assert_eq!(after(&step(&t, "vlans.zones")).len(), 9);
+
+    // The graph: the same edges.
+    let into_implement = |args: &[&str]| -> Vec<String> {
+        let o = remedy(args, &root());
+        assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+        stdout(&o)
+            .lines()
+            .filter(|l| l.ends_with(" -> \"implement\";"))
+            .map(|l| l.trim().to_string())
+            .collect()
+    };
+    assert_eq!(
+        into_implement(&["show", "vr-backup-loop", "--format", "dot"]),
+        [
+            "\"vlans.room\" -> \"implement\";",
+            "\"public_link.route_now\" -> \"implement\";"
+        ]
+    );
+    let edges = into_implement(&["show", "vr-backup-loop", "--format", "dot", "--transitive"]);
+    assert_eq!(edges.len(), 31, "{edges:#?}");
+    assert!(edges.contains(&"\"vpcs\" -> \"implement\";".to_string()));
+}
+
+/// Every subcommand, as `remedy --help` lists them.
+const SUBCOMMANDS: [&str; 16] = [
+    "apply",
+    "plan",
+    "show-plan",
+    "approve",
+    "validate",
+    "list",
+    "show",
+    "rollback",
+    "lab",
+    "daemon",
+    "api",
+    "exec",
+    "inventory",
+    "audit",
+    "completions",
+    "man",
+];
+
+#[test]
+fn completions_for_each_shell() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = remedy(&["completions", "bash"], dir.path());
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let bash = stdout(&o);
+    assert!(bash.contains("complete -F _remedy"), "{bash}");
+    // The subcommands complete after `remedy`, and apply's flags after `remedy apply`.
+    let top = format!(
+        "opts=\"-h -V --help --version {} help\"",
+        SUBCOMMANDS.join(" ")
+    );
+    assert!(bash.contains(&top), "{top} missing: {bash}");
+    for sub in SUBCOMMANDS {
+        assert!(bash.contains(&format!("remedy,{sub})")), "{sub}");
+    }
+    let apply_opts = bash
+        .split("        remedy__subcmd__apply)")
+        .nth(1)
+        .and_then(|rest| rest.lines().find(|l| l.trim_start().starts_with("opts=")))
+        .unwrap_or_else(|| panic!("no options for apply: {bash}"));
+    assert!(apply_opts.contains(" --dry-run "), "{apply_opts}");
+    let o = remedy(&["completions", "zsh"], dir.path());
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let zsh = stdout(&o);
+    assert!(zsh.starts_with("#compdef remedy\n"), "{zsh}");
+    assert!(zsh.contains("apply"), "{zsh}");
+    for shell in ["fish", "elvish", "powershell"] {
+        let o = remedy(&["completions", shell], dir.path());
+        assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+        assert!(stdout(&o).contains("remedy"), "{shell}");
+    }
+    let o = remedy(&["completions", "tcsh"], dir.path());
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(stderr(&o).contains("invalid value 'tcsh'"), "{}", text(&o));
+}
+
+/// A page's `.TH` line, after roff's quote-string preamble and nothing else.
+fn th_line(page: &str) -> String {
+    let mut lines = page
+        .lines()
+        .skip_while(|l| l.starts_with(".ie ") || l.starts_with(".el "));
+    lines.next().unwrap_or("").to_string()
+}
+
+#[test]
+fn man_pages_for_remedy_and_each_subcommand() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = remedy(&["man"], dir.path());
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let page = stdout(&o);
+    assert_eq!(
+        th_line(&page),
+        format!(
+            ".TH REMEDY 1  \"remedy {}\" \"remedy manual\"",
+            env!("CARGO_PKG_VERSION")
+        )
+    );
+    assert!(page.contains("\n.SH SUBCOMMANDS\n"), "{page}");
+    for sub in SUBCOMMANDS {
+        let name = format!("remedy\\-{}(1)", sub.replace('-', "\\-"));
+        assert!(page.contains(&name), "{name} missing: {page}");
+    }
+
+    let out = dir.path().join("man1");
+    let o = remedy(&["man", "--out", out.to_str().unwrap()], dir.path());
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let mut files: Vec<String> = std::fs::read_dir(&out)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    files.sort();
+    for sub in SUBCOMMANDS {
+        let file = format!("remedy-{sub}.1");
+        assert!(files.contains(&file), "{file} missing: {files:?}");
+        let page = std::fs::read_to_string(out.join(&file)).unwrap();
+        assert!(
+            th_line(&page).starts_with(&format!(".TH REMEDY-{} 1 ", sub.to_uppercase())),
+            "{file}: {}",
+            th_line(&page)
+        );
+    }
+    for nested in ["remedy-audit-list.1", "remedy-daemon-status.1", "remedy.1"] {
+        assert!(files.contains(&nested.to_string()), "{files:?}");
+    }
+    assert!(!files.iter().any(|f| f.contains("help")), "{files:?}");
+    assert_eq!(stdout(&o).lines().count(), files.len(), "{}", text(&o));
+}
+
+#[test]
+fn clap_exit_codes_no_arguments_usage_errors_help_and_version() {
+    let dir = tempfile::tempdir().unwrap();
+    // `remedy` alone: the short help on stderr, exit 2 (a usage error, by clap's convention).
+    let o = remedy(&[], dir.path());
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert_eq!(stdout(&o), "");
+    assert!(stderr(&o).starts_with("Remediation orchestrator for Apache CloudStack operators\n"));
+    assert!(
+        stderr(&o).contains("\nUsage: remedy <COMMAND>\n"),
+        "{}",
+        text(&o)
+    );
+    assert!(stderr(&o).contains("\n  completions  "), "{}", text(&o));
+    // An unknown flag, a missing argument: 2, nothing ran.
+    let o = remedy(&["apply", "--bogus"], dir.path());
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(
+        stderr(&o).contains("unexpected argument '--bogus'"),
+        "{}",
+        text(&o)
+    );
+    let o = remedy(&["rollback"], dir.path());
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(stderr(&o).contains("<RUN>"), "{}", text(&o));
+    // --help and --version: 0, on stdout.
+    let o = remedy(&["rollback", "--help"], dir.path());
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert!(
+        stdout(&o).contains("<RUN>  The run to undo: its id, as `remedy audit list` shows it"),
+        "{}",
+        text(&o)
+    );
+    let o = remedy(&["--version"], dir.path());
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert_eq!(
+        stdout(&o),
+        format!("remedy {}\n", env!("CARGO_PKG_VERSION"))
+    );
+    // What remedy itself finds wrong stays 4.
+    let o = remedy(&["show", "no-such-playbook"], dir.path());
+    assert_eq!(o.status.code(), Some(4), "{}", text(&o));
+}
+
+/// `remedy audit list` after a dry-run and an apply on the embedded zone and a read-only exec:
+/// a header, then each run with its mode in the command line's words.
+#[test]
+fn audit_list_has_a_header_and_names_modes_as_commands() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("audit.jsonl");
+    let log_s = log.to_str().unwrap();
+    let lab = root().join("inventories/lab.yml");
+    let apply = |extra: &str| {
+        let o = remedy(
+            &[
+                "apply",
+                "vr-backup-loop",
+                "-i",
+                lab.to_str().unwrap(),
+                "-e",
+                "vpc=web-vpc",
+                "-e",
+                "vlan_range=1000-1099",
+                extra,
+                "--audit-log",
+                log_s,
+            ],
+            &root(),
+        );
+        assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    };
+    apply("--dry-run");
+    apply("--yes");
+    let (_d, _pb, inv, _file) = setup();
+    let o = exec_read_only(dir.path(), "local", inv.to_str().unwrap(), &log, "true");
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+
+    let o = remedy(&["audit", "list", "--audit-log", log_s], dir.path());
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let out = stdout(&o);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 4, "{out}");
+    let cells = |l: &str| -> Vec<String> {
+        l.split("  ")
+            .map(str::trim)
+            .filter(|c| !c.is_empty())
+            .map(String::from)
+            .collect()
+    };
+    assert_eq!(
+        cells(lines[0]),
+        ["RUN", "MODE", "PLAYBOOK", "OPERATOR", "RESULT"]
+    );
+    let rows: Vec<Vec<String>> = lines[1..].iter().map(|l| cells(l)).collect();
+    let modes: Vec<&str> = rows.iter().map(|r| r[1].as_str()).collect();
+    assert_eq!(modes, ["dry-run", "apply", "exec --read-only"], "{out}");
+    let playbooks: Vec<&str> = rows.iter().map(|r| r[2].as_str()).collect();
+    assert_eq!(
+        playbooks,
+        ["vr-backup-loop", "vr-backup-loop", "exec"],
+        "{out}"
+    );
+    assert!(rows.iter().all(|r| r[4] == "ok"), "{out}");
+    // Columns line up: MODE starts where each row's mode does.
+    let at = lines[0].find("MODE").unwrap();
+    for (l, r) in lines[1..].iter().zip(&rows) {
+        assert_eq!(l.find(r[1].as_str()), Some(at), "{out}");
+    }
 }
