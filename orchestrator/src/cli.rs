@@ -35,7 +35,7 @@ macro_rules! outln {
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory as _, Parser, Subcommand};
 
 use crate::app::{execute, RunOptions};
 use crate::audit::{self, AuditLog};
@@ -407,8 +407,24 @@ pub fn main(args: Vec<String>) -> i32 {
     match Cli::try_parse_from(&args) {
         Ok(cli) => run(cli, args).code(),
         Err(e) => {
-            let _ = e.print();
-            e.exit_code()
+            use clap::error::ErrorKind;
+            match e.kind() {
+                // `remedy` alone asks for orientation: the help, on stdout; nothing to do.
+                ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
+                    outln!("{}", Cli::command().render_help());
+                    ExitCode::Success.code()
+                }
+                ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => {
+                    let _ = e.print();
+                    ExitCode::Success.code()
+                }
+                // A command line remedy cannot read is invalid input, like any other: exit 4
+                // (2 means "failed and rolled back", which a script must be able to trust).
+                _ => {
+                    let _ = e.print();
+                    ExitCode::InvalidInput.code()
+                }
+            }
         }
     }
 }
@@ -969,7 +985,6 @@ fn show(name: &str, format: ShowFormat, transitive: bool) -> ExitCode {
 
 /// `remedy completions SHELL`: the completion script on stdout.
 fn completions(shell: clap_complete::Shell) -> ExitCode {
-    use clap::CommandFactory;
     let mut script = Vec::new();
     clap_complete::generate(shell, &mut Cli::command(), "remedy", &mut script);
     out!("{}", String::from_utf8_lossy(&script));
@@ -979,7 +994,6 @@ fn completions(shell: clap_complete::Shell) -> ExitCode {
 /// The man pages: remedy's own first, then one per subcommand, nested ones included
 /// (`remedy-audit-list`), each titled in capitals as man pages are.
 fn man_pages() -> Vec<clap_mangen::Man> {
-    use clap::CommandFactory;
     fn collect(cmd: &clap::Command, pages: &mut Vec<clap_mangen::Man>) {
         let title = cmd
             .get_display_name()

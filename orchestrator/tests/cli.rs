@@ -1092,12 +1092,12 @@ fn a_saved_plan_is_approved_and_applied_and_an_edited_one_is_refused() {
         text(&o)
     );
 
-    // A plan names its own playbook: clap refuses the pair, a usage error (2, nothing ran).
+    // A plan names its own playbook: clap refuses the pair (invalid input, nothing ran).
     let o = remedy(
         &["apply", "vr-backup-loop", "--plan", plan_s, "--yes"],
         &root(),
     );
-    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert_eq!(o.status.code(), Some(4), "{}", text(&o));
     assert!(
         String::from_utf8_lossy(&o.stderr).contains("cannot be used with"),
         "{}",
@@ -1559,7 +1559,7 @@ fn completions_for_each_shell() {
         assert!(stdout(&o).contains("remedy"), "{shell}");
     }
     let o = remedy(&["completions", "tcsh"], dir.path());
-    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert_eq!(o.status.code(), Some(4), "{}", text(&o));
     assert!(stderr(&o).contains("invalid value 'tcsh'"), "{}", text(&o));
 }
 
@@ -1618,27 +1618,28 @@ fn man_pages_for_remedy_and_each_subcommand() {
 #[test]
 fn clap_exit_codes_no_arguments_usage_errors_help_and_version() {
     let dir = tempfile::tempdir().unwrap();
-    // `remedy` alone: the short help on stderr, exit 2 (a usage error, by clap's convention).
+    // `remedy` alone: the help on stdout, exit 0 (nothing to do).
     let o = remedy(&[], dir.path());
-    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
-    assert_eq!(stdout(&o), "");
-    assert!(stderr(&o).starts_with("Remediation orchestrator for Apache CloudStack operators\n"));
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert_eq!(stderr(&o), "");
+    assert!(stdout(&o).starts_with("Remediation orchestrator for Apache CloudStack operators\n"));
     assert!(
-        stderr(&o).contains("\nUsage: remedy <COMMAND>\n"),
+        stdout(&o).contains("\nUsage: remedy <COMMAND>\n"),
         "{}",
         text(&o)
     );
-    assert!(stderr(&o).contains("\n  completions  "), "{}", text(&o));
-    // An unknown flag, a missing argument: 2, nothing ran.
+    assert!(stdout(&o).contains("\n  completions  "), "{}", text(&o));
+    // An unknown flag, a missing argument: invalid input (4), nothing ran; never 2, which
+    // means "failed and rolled back".
     let o = remedy(&["apply", "--bogus"], dir.path());
-    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert_eq!(o.status.code(), Some(4), "{}", text(&o));
     assert!(
         stderr(&o).contains("unexpected argument '--bogus'"),
         "{}",
         text(&o)
     );
     let o = remedy(&["rollback"], dir.path());
-    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert_eq!(o.status.code(), Some(4), "{}", text(&o));
     assert!(stderr(&o).contains("<RUN>"), "{}", text(&o));
     // --help and --version: 0, on stdout.
     let o = remedy(&["rollback", "--help"], dir.path());
