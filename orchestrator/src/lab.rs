@@ -355,10 +355,14 @@ mod tests {
         let files_only = Inventory::load(&paths).unwrap();
         let spec = files_only.cloudstack_source().unwrap().clone();
         let snap = Snapshot {
-            hosts: vec![json!({"id": "h1", "name": "kvm01", "ipaddress": "10.0.0.11",
-                               "hypervisor": "KVM", "zonename": "Zone-1"})],
-            routers: vec![json!({"id": "r1", "name": "r-10-VM", "linklocalip": "169.254.3.10",
-                                 "hostid": "h1", "vpcname": "web-vpc", "zonename": "Zone-1"})],
+            hosts: vec![
+                json!({"id": "h1", "name": "kvm01", "ipaddress": "10.0.0.11",
+                               "hypervisor": "KVM", "zonename": "Zone-1"}),
+            ],
+            routers: vec![
+                json!({"id": "r1", "name": "r-10-VM", "linklocalip": "169.254.3.10",
+                                 "hostid": "h1", "vpcname": "web-vpc", "zonename": "Zone-1"}),
+            ],
             system_vms: vec![json!({"id": "s1", "name": "s-1-VM",
                                     "systemvmtype": "secondarystoragevm",
                                     "linklocalip": "169.254.0.5", "hostid": "h1"})],
@@ -368,13 +372,23 @@ mod tests {
         let inv = Inventory::load_with_generated(&paths, Some(&generated.to_yaml())).unwrap();
         let mut groups = inv.group_names();
         groups.sort();
-        for g in ["hypervisors", "management", "routers", "ssvm", "system_vms", "vpc_web_vpc"] {
+        for g in [
+            "hypervisors",
+            "management",
+            "routers",
+            "ssvm",
+            "system_vms",
+            "vpc_web_vpc",
+        ] {
             assert!(groups.contains(&g), "{g} in {groups:?}");
         }
         assert!(!groups.contains(&"systemvms"), "{groups:?}");
 
         let kvm = inv.host("kvm01").unwrap();
-        assert_eq!((kvm.conn.address.as_str(), kvm.conn.port), ("127.0.0.1", 4001));
+        assert_eq!(
+            (kvm.conn.address.as_str(), kvm.conn.port),
+            ("127.0.0.1", 4001)
+        );
         assert_eq!(kvm.conn.host_key, HostKeyPolicy::Pinned(FP.into()));
         assert_eq!(kvm.vars["cs"]["ipaddress"], "10.0.0.11");
         assert_eq!(kvm.conn.key_file.as_ref(), Some(&files.client_key));
@@ -391,7 +405,10 @@ mod tests {
             assert_eq!(h.conn.host_key, HostKeyPolicy::AcceptNew, "{vm}");
             assert_eq!(h.conn.known_hosts_file.as_ref(), Some(&files.known_hosts));
         }
-        assert_eq!(inv.host("r-10-VM").unwrap().vars["cs"]["vpcname"], "web-vpc");
+        assert_eq!(
+            inv.host("r-10-VM").unwrap().vars["cs"]["vpcname"],
+            "web-vpc"
+        );
         // The secret is referenced by its absolute path, never written inline.
         assert!(text.contains(&format!(
             "secret_key: {{ file: {} }}",

@@ -39,13 +39,15 @@ fn vms(w: &Value) -> impl Iterator<Item = &Value> {
 fn backup_loop_fixed(w: &Value) -> bool {
     let r = router_states(w);
     r.len() == 2
-        && r.iter().all(|(_, _, keepalived, conf)| *keepalived && *conf)
+        && r.iter()
+            .all(|(_, _, keepalived, conf)| *keepalived && *conf)
         && r.iter().filter(|(_, eth1, _, _)| *eth1).count() == 1
         && guest_vlan(w) == "1000-1099"
 }
 
 fn dnsmasq_active(w: &Value) -> bool {
-    vms(w).any(|v| v["name"] == "r-930-VM" && v["guest"]["services"]["dnsmasq"]["state"] == "active")
+    vms(w)
+        .any(|v| v["name"] == "r-930-VM" && v["guest"]["services"]["dnsmasq"]["state"] == "active")
 }
 
 fn public_links_restored(w: &Value) -> bool {
@@ -305,7 +307,10 @@ fn every_shipped_playbook_fixes_its_scenario_through_the_written_inventory() {
         // One group vocabulary: the API's.
         let written = std::fs::read_to_string(&inv).unwrap();
         assert!(!written.contains("systemvms"), "{written}");
-        assert!(written.contains("remedy_cloudstack_inventory:"), "{written}");
+        assert!(
+            written.contains("remedy_cloudstack_inventory:"),
+            "{written}"
+        );
         let o = remedy(&["inventory", "-i", inv_arg, "--graph"], &home, &state);
         let graph = text(&o);
         assert_eq!(o.status.code(), Some(0), "{name}: {graph}");
@@ -343,7 +348,10 @@ fn every_shipped_playbook_fixes_its_scenario_through_the_written_inventory() {
         let out = text(&o);
         assert_eq!(o.status.code(), Some(0), "{name}: {out}");
         assert!(out.contains("ok (exit 0)"), "{name}: {out}");
-        assert!((case.healthy)(&lab.world()), "{name}: the zone is fixed\n{out}");
+        assert!(
+            (case.healthy)(&lab.world()),
+            "{name}: the zone is fixed\n{out}"
+        );
         remedy::audit::verify(&audit).expect("the audit log verifies");
 
         // A system VM deployed by the fix is recorded in the lab's known_hosts, on first

@@ -2603,7 +2603,8 @@ impl Builder {
         host: &str,
         vars: &VarLayer,
     ) -> Result<Option<PathBuf>, InventoryError> {
-        let Some((text, origin, name)) = self.conn_string(host, vars, &["remedy_known_hosts_file"])?
+        let Some((text, origin, name)) =
+            self.conn_string(host, vars, &["remedy_known_hosts_file"])?
         else {
             return Ok(None);
         };
@@ -3790,7 +3791,10 @@ g:
             Some(inv_dir.join("lab.known_hosts"))
         );
         assert_eq!(conn("s1").host_key, HostKeyPolicy::AcceptNew);
-        assert_eq!(conn("r1").host_key, HostKeyPolicy::Pinned("SHA256:abc".into()));
+        assert_eq!(
+            conn("r1").host_key,
+            HostKeyPolicy::Pinned("SHA256:abc".into())
+        );
         assert_eq!(
             conn("d").known_hosts_file,
             Some(inv_dir.join("group_vars/kh/other"))
