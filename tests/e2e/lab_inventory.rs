@@ -202,24 +202,13 @@ impl Lab {
     fn world(&self) -> Value {
         let addr = self.base.trim_start_matches("http://");
         let mut stream = std::net::TcpStream::connect(addr).expect("connect to the lab");
-        write!(
-            stream,
-            "GET /sim/state HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-        )
-        .unwrap();
+        // HTTP/1.0: the whole body, not chunked, then the server closes.
+        write!(stream, "GET /sim/state HTTP/1.0\r\nHost: {addr}\r\n\r\n").unwrap();
         let mut reply = String::new();
         stream.read_to_string(&mut reply).unwrap();
         let (head, body) = reply.split_once("\r\n\r\n").expect("an HTTP reply");
-        assert!(head.starts_with("HTTP/1.1 200"), "{head}");
-        let body = if head
-            .to_ascii_lowercase()
-            .contains("transfer-encoding: chunked")
-        {
-            dechunk(body)
-        } else {
-            body.to_string()
-        };
-        let state: Value = serde_json::from_str(&body).expect("JSON state");
+        assert!(head.starts_with("HTTP/1.0 200"), "{head}");
+        let state: Value = serde_json::from_str(body).expect("JSON state");
         state["world"].clone()
     }
 
@@ -244,20 +233,6 @@ impl Drop for Lab {
     fn drop(&mut self) {
         self.terminate();
     }
-}
-
-fn dechunk(body: &str) -> String {
-    let mut out = String::new();
-    let mut rest = body;
-    while let Some((size, after)) = rest.split_once("\r\n") {
-        let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
-        if n == 0 {
-            break;
-        }
-        out.push_str(&after[..n]);
-        rest = &after[n..].trim_start_matches("\r\n");
-    }
-    out
 }
 
 fn remedy(args: &[&str], home: &Path, state: &Path) -> Output {
