@@ -4,7 +4,7 @@
 Writes a scenario (bench/results/ says which) with HOSTS hypervisors and VPCS redundant VPCs whose
 2 x VPCS routers run on the first JUMPS hypervisors, every machine with a log file in the wrong
 mode; starts the simulator in its own process (`remedy lab`, API and SSH hosts on loopback, an
-inventory with pinned host keys, routers reached through their hypervisor); then runs the
+inventory whose machines come from its API, routers reached through their hypervisor); then runs the
 workload (bench/workload/sim-fleet.yml: five steps per machine, one of them a `file` fix) with
 `remedy apply`, and `--dry-run`, on a fresh zone each run; and the same commands with the floor
 (tests/src/bin/ssh-floor.rs `--workload sim`: plain russh, one connection per machine, routers
@@ -17,7 +17,9 @@ Also times `remedy validate` on every shipped playbook. Writes a Markdown table 
 """
 
 import argparse
+import base64
 import datetime
+import hashlib
 import json
 import os
 import re
@@ -106,22 +108,32 @@ class Lab:
                 self.proc.wait()
 
 
-def floor_hosts(inventory, out):
-    """The floor's host list (hypervisors and routers, routers via their hypervisor) from the
-    inventory `remedy lab` wrote; returns how many hosts it lists."""
-    pattern = re.compile(r'^\s+(\S+): \{ ansible_host: "([^"]+)", ansible_port: (\d+),'
-                         r'(?: remedy_jump: (\S+),)? remedy_host_key_policy: pinned, '
-                         r'remedy_host_key_fingerprint: "([^"]+)" \}$')
-    group, lines = None, []
-    for line in inventory.read_text().splitlines():
-        g = re.match(r"^    (\w+):$", line)
-        if g:
-            group = g.group(1)
-            continue
-        m = pattern.match(line)
-        if m and group in ("hypervisors", "routers"):
-            name, addr, port, jump, fp = m.groups()
-            lines.append(f"{name} {addr} {port} {fp}" + (f" via={jump}" if jump else ""))
+def floor_hosts(remedy, inventory, out):
+    """The floor's host list (hypervisors and routers, routers via their hypervisor), as
+    `remedy inventory --list` resolves the inventory `remedy lab` wrote (its machines come from
+    the zone's API). Each host's key: its pinned fingerprint, or else the key the lab recorded
+    for its address in its own known_hosts file. Returns how many hosts it lists."""
+    listed = subprocess.run([str(remedy), "inventory", "-i", str(inventory), "--list"],
+                            capture_output=True, text=True)
+    if listed.returncode != 0:
+        raise SystemExit(f"remedy inventory --list exited {listed.returncode}:\n{listed.stderr}")
+    inv = json.loads(listed.stdout)
+    known = {}
+    for line in Path(f"{inventory}.known_hosts").read_text().splitlines():
+        fields = line.split()
+        if len(fields) >= 3 and not line.startswith("#"):
+            digest = hashlib.sha256(base64.b64decode(fields[2])).digest()
+            known[fields[0]] = "SHA256:" + base64.b64encode(digest).decode().rstrip("=")
+    lines = []
+    for group in ("hypervisors", "routers"):
+        for name in inv.get(group, {}).get("hosts", []):
+            conn = inv["_meta"]["hostvars"][name]["remedy_connection"]
+            addr, port = conn["address"], conn["port"]
+            policy = conn["host_key"]
+            fp = policy.split(" ", 1)[1] if policy.startswith("pinned ") \
+                else known[f"[{addr}]:{port}"]
+            jump = conn.get("jump", [])
+            lines.append(f"{name} {addr} {port} {fp}" + (f" via={jump[-1]}" if jump else ""))
     out.write_text("\n".join(lines) + "\n")
     return len(lines)
 
@@ -231,9 +243,9 @@ def run_remedy_once(args, mode, r, lab, work, remedy, _floor, machines):
     return wall, cpu, rss, sim
 
 
-def run_floor_once(args, mode, r, lab, work, _remedy, floor, machines):
+def run_floor_once(args, mode, r, lab, work, remedy, floor, machines):
     hosts = work / "floor-hosts.txt"
-    listed = floor_hosts(lab.inventory, hosts)
+    listed = floor_hosts(remedy, lab.inventory, hosts)
     if listed != machines:
         raise SystemExit(f"the lab's inventory lists {listed} of {machines} machines")
     cmd = [str(floor), "--hosts", str(hosts), "--key", f"{lab.inventory}.id_ed25519",

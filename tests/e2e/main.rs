@@ -5,6 +5,7 @@ mod cloudstack;
 mod daemon;
 mod engine;
 mod features;
+mod lab_inventory;
 mod plans;
 mod refresh;
 mod shipped;

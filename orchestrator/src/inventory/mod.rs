@@ -146,6 +146,11 @@ pub struct Connection {
     /// name an inventory host.
     pub jump: Vec<String>,
     pub host_key: HostKeyPolicy,
+    /// `remedy_known_hosts_file`: the `known_hosts` file checked (and appended to under
+    /// `accept-new`) for this host instead of the transport's default (`~/.ssh/known_hosts`);
+    /// `~` expanded, a relative path taken from the directory of the file that set it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub known_hosts_file: Option<PathBuf>,
     /// `ansible_become`.
     pub become_: bool,
 }
@@ -2517,6 +2522,7 @@ impl Builder {
             })?,
         };
         let host_key = self.host_key_policy(host, vars)?;
+        let known_hosts_file = self.known_hosts_file(host, vars)?;
         let jump = if kind == ConnectionKind::Local {
             JumpSpec::Direct
         } else {
@@ -2531,6 +2537,7 @@ impl Builder {
                 key_file,
                 jump: Vec::new(),
                 host_key,
+                known_hosts_file,
                 become_,
             },
             jump,
@@ -2587,6 +2594,33 @@ impl Builder {
                 )),
             },
         }
+    }
+
+    /// `remedy_known_hosts_file`: `~` expanded; a relative path is taken from the directory of
+    /// the inventory file that set it, so the inventory works whatever the current directory.
+    fn known_hosts_file(
+        &self,
+        host: &str,
+        vars: &VarLayer,
+    ) -> Result<Option<PathBuf>, InventoryError> {
+        let Some((text, origin, name)) =
+            self.conn_string(host, vars, &["remedy_known_hosts_file"])?
+        else {
+            return Ok(None);
+        };
+        if text.trim().is_empty() {
+            return Err(self.var_error(host, name, origin, "empty path".into()));
+        }
+        let path = expand_tilde(text.trim());
+        if path.is_absolute() || origin == usize::MAX {
+            return Ok(Some(path));
+        }
+        let base = self
+            .origin_path(origin)
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_default();
+        Ok(Some(base.join(path)))
     }
 
     fn jump_spec(&self, host: &str, vars: &VarLayer) -> Result<JumpSpec, InventoryError> {
@@ -3706,6 +3740,72 @@ g:
         assert!(e.contains("SHA256 fingerprint"), "{e}");
         let e = err("g:\n  hosts:\n    a: { remedy_host_key_policy: yolo }\n");
         assert!(e.contains("unknown policy \"yolo\""), "{e}");
+    }
+
+    /// `remedy_known_hosts_file`: relative to the file that set it (here a group's vars in
+    /// the inventory file, and a `group_vars/` file), absolute and `~` paths as written; a
+    /// host's pinned fingerprint beats its group's `accept-new`.
+    #[test]
+    fn known_hosts_file_per_host_and_group() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let inv_dir = dir.path().join("inv");
+        std::fs::create_dir_all(inv_dir.join("group_vars")).expect("mkdir");
+        let path = inv_dir.join("lab.yml");
+        std::fs::write(
+            &path,
+            r#"all:
+  hosts:
+    a: { remedy_known_hosts_file: /etc/ssh/lab_known_hosts }
+    b:
+    r1: { remedy_host_key_policy: pinned, remedy_host_key_fingerprint: "SHA256:abc" }
+    d:
+  children:
+    system_vms:
+      vars:
+        remedy_host_key_policy: accept-new
+        remedy_known_hosts_file: lab.known_hosts
+      hosts:
+        r1:
+        s1:
+    other:
+      hosts:
+        d:
+"#,
+        )
+        .expect("write");
+        std::fs::write(
+            inv_dir.join("group_vars/other.yml"),
+            "remedy_known_hosts_file: kh/other\n",
+        )
+        .expect("write");
+        let inv = Inventory::load(&[path]).expect("load");
+        let conn = |h: &str| inv.host(h).expect(h).conn.clone();
+        assert_eq!(
+            conn("a").known_hosts_file,
+            Some(PathBuf::from("/etc/ssh/lab_known_hosts"))
+        );
+        assert_eq!(conn("b").known_hosts_file, None);
+        assert_eq!(conn("b").host_key, HostKeyPolicy::Strict);
+        assert_eq!(
+            conn("s1").known_hosts_file,
+            Some(inv_dir.join("lab.known_hosts"))
+        );
+        assert_eq!(conn("s1").host_key, HostKeyPolicy::AcceptNew);
+        assert_eq!(
+            conn("r1").host_key,
+            HostKeyPolicy::Pinned("SHA256:abc".into())
+        );
+        assert_eq!(
+            conn("d").known_hosts_file,
+            Some(inv_dir.join("group_vars/kh/other"))
+        );
+        let e = err("g:\n  hosts:\n    a: { remedy_known_hosts_file: \"\" }\n");
+        assert_eq!(
+            e,
+            "test.yml: host \"a\": remedy_known_hosts_file: empty path"
+        );
+        let e = err("g:\n  hosts:\n    a: { remedy_known_hosts_file: [x] }\n");
+        assert!(e.contains("expected a string"), "{e}");
     }
 
     #[test]

@@ -72,6 +72,9 @@ pub struct Hop {
     pub user: String,
     pub key_file: Option<PathBuf>,
     pub host_key: HostKeyPolicy,
+    /// The `known_hosts` file for this hop (`remedy_known_hosts_file`); `None`: the
+    /// transport's default.
+    pub known_hosts: Option<PathBuf>,
 }
 
 impl Hop {
@@ -83,6 +86,7 @@ impl Hop {
             user: host.conn.user.clone(),
             key_file: host.conn.key_file.clone(),
             host_key: host.conn.host_key.clone(),
+            known_hosts: host.conn.known_hosts_file.clone(),
         }
     }
 
@@ -117,9 +121,9 @@ pub fn chain(host: &Host, inventory: &Inventory) -> Result<Vec<Hop>, String> {
 
 /// One jump entry: an inventory host (by name, or by the host part of `user@host:port`, with
 /// the written user and port taking precedence), or else the entry itself with the target's
-/// user and key. A jump host that is not in the inventory is checked against `known_hosts`
-/// (`accept-new` if the target is `accept-new`; a target's pinned fingerprint is not the jump
-/// host's, so a pinned target's jump host is checked strictly).
+/// user and key. A jump host that is not in the inventory is checked against the target's
+/// `known_hosts` file (`accept-new` if the target is `accept-new`; a target's pinned
+/// fingerprint is not the jump host's, so a pinned target's jump host is checked strictly).
 fn jump_hop(entry: &str, target: &Host, inventory: &Inventory) -> Result<Hop, String> {
     // Only SSH hosts count: `127.0.0.1` would otherwise find the implicit local host.
     let ssh_host = |name: &str| {
@@ -148,6 +152,7 @@ fn jump_hop(entry: &str, target: &Host, inventory: &Inventory) -> Result<Hop, St
             HostKeyPolicy::AcceptNew => HostKeyPolicy::AcceptNew,
             _ => HostKeyPolicy::Strict,
         },
+        known_hosts: target.conn.known_hosts_file.clone(),
     })
 }
 
@@ -253,6 +258,36 @@ all:
         assert_eq!(bastion.host_key, HostKeyPolicy::Strict);
         assert_eq!(hops[1].label, "hv1");
         assert_eq!(hops[1].user, "admin");
+    }
+
+    /// Each hop checks its own host's `known_hosts` file; a jump host outside the inventory
+    /// uses the target's.
+    #[test]
+    fn hops_carry_their_own_known_hosts_file() {
+        let text = format!(
+            "{INVENTORY}    vr3:\n      ansible_host: 169.254.0.13\n      remedy_jump: hv1\n      \
+             remedy_known_hosts_file: /lab/known_hosts\n      \
+             ansible_ssh_common_args: \"-J bastion.example\"\n"
+        );
+        let inv = Inventory::from_str("inv.yml", &text).unwrap();
+        let hops = chain(inv.host("vr1").unwrap(), &inv).unwrap();
+        assert_eq!(hops[0].known_hosts, None);
+        assert_eq!(hops[1].known_hosts, None);
+        let vr3 = inv.host("vr3").unwrap();
+        let hops = chain(vr3, &inv).unwrap();
+        let files: Vec<(&str, Option<PathBuf>)> = hops
+            .iter()
+            .map(|h| (h.label.as_str(), h.known_hosts.clone()))
+            .collect();
+        assert_eq!(
+            files,
+            [
+                ("hv1", None),
+                ("vr3", Some(PathBuf::from("/lab/known_hosts")))
+            ]
+        );
+        let bastion = jump_hop("bastion.example", vr3, &inv).unwrap();
+        assert_eq!(bastion.known_hosts, Some(PathBuf::from("/lab/known_hosts")));
     }
 
     #[test]

@@ -112,12 +112,18 @@ impl Connection {
     }
 }
 
+/// The `known_hosts` file checked for `hop`: its own (`remedy_known_hosts_file`), else the
+/// transport's.
+fn known_hosts_of<'a>(hop: &'a Hop, settings: &'a Settings) -> &'a std::path::Path {
+    hop.known_hosts.as_deref().unwrap_or(&settings.known_hosts)
+}
+
 /// Host key algorithms to ask for: those `known_hosts` already has for this hop first (so a
 /// host known by its RSA key is not refused for presenting ed25519), then russh's defaults.
 fn preferred_for(hop: &Hop, settings: &Settings) -> Preferred {
     let mut preferred = Preferred::default();
     if hop.host_key == HostKeyPolicy::AcceptNew || hop.host_key == HostKeyPolicy::Strict {
-        let known = KnownHosts::load(&settings.known_hosts).unwrap_or_default();
+        let known = KnownHosts::load(known_hosts_of(hop, settings)).unwrap_or_default();
         let mut first: Vec<Algorithm> = Vec::new();
         for alg in known.algorithms_for(&hop.address, hop.port) {
             let expanded = if alg.clone().is_rsa() {
@@ -196,7 +202,7 @@ where
         address: hop.address.clone(),
         port: hop.port,
         policy: hop.host_key.clone(),
-        known_hosts: settings.known_hosts.clone(),
+        known_hosts: known_hosts_of(hop, settings).to_path_buf(),
     };
     let mut handle = russh::client::connect_stream(config_for(hop, settings), stream, client)
         .await

@@ -1,0 +1,8 @@
+//! The `remedy` command line, built inside this crate so that its tests can run it as a real
+//! child process (`env!("CARGO_BIN_EXE_remedy-cli")`; Cargo gives a crate's tests only its own
+//! binaries). Its `main` is the `remedy` binary's (`orchestrator/src/main.rs`), line for line.
+
+fn main() {
+    let code = remedy::cli::main(std::env::args().collect());
+    std::process::exit(code.code());
+}
