@@ -34,6 +34,9 @@ pub fn connection(host: &Host) -> Value {
                 m.insert("nested_ssh_key".into(), k.clone());
             }
             m.insert("host_key".into(), json!(policy));
+            if let Some(f) = &c.known_hosts_file {
+                m.insert("known_hosts_file".into(), json!(f.display().to_string()));
+            }
         }
     }
     Value::Object(m)

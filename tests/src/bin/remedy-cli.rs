@@ -3,6 +3,5 @@
 //! binaries). Its `main` is the `remedy` binary's (`orchestrator/src/main.rs`), line for line.
 
 fn main() {
-    let code = remedy::cli::main(std::env::args().collect());
-    std::process::exit(code.code());
+    std::process::exit(remedy::cli::main(std::env::args().collect()));
 }
