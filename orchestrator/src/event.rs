@@ -422,6 +422,36 @@ mod tests {
         }
     }
 
+    fn step_start(mutating: bool) -> Event {
+        Event::StepStart {
+            run: "r1".into(),
+            step: "fix".into(),
+            target: "kvm1".into(),
+            phase: Phase::Steps,
+            kind: "ssh".into(),
+            mutating,
+            action: Some("true".into()),
+            pre: None,
+            diff: None,
+            undo: None,
+        }
+    }
+
+    #[test]
+    fn only_a_changes_start_is_audited() {
+        assert!(step_start(true).audited() && step_start(true).announces_change());
+        assert!(!step_start(false).audited() && !step_start(false).announces_change());
+        assert!(!progress("waiting 5s").audited());
+        let still = Event::StillRunning {
+            run: "r1".into(),
+            elapsed_s: 30,
+            running: vec![],
+            done: 0,
+            failed: 0,
+        };
+        assert!(!still.audited());
+    }
+
     #[test]
     fn the_terminal_gets_events_redacted() {
         let mut redactor = Redactor::new();

@@ -86,7 +86,8 @@ pub fn shorten(text: &str, max: usize) -> String {
     if one_line.chars().count() <= max {
         return one_line;
     }
-    let mut cut: String = one_line.chars().take(max.saturating_sub(1)).collect();
+    let cut: String = one_line.chars().take(max.saturating_sub(1)).collect();
+    let mut cut = cut.trim_end().to_string();
     cut.push('…');
     cut
 }
@@ -745,4 +746,327 @@ pub fn plan_text(plan: &crate::plan::Plan) -> String {
             .count()
     );
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::playbook::Phase;
+
+    fn argv(words: &str) -> Vec<String> {
+        words.split(' ').map(str::to_string).collect()
+    }
+
+    fn start(step: &str, target: &str, action: &str, mutating: bool) -> Event {
+        Event::StepStart {
+            run: "r1".into(),
+            step: step.into(),
+            target: target.into(),
+            phase: Phase::Steps,
+            kind: "api".into(),
+            mutating,
+            action: Some(action.into()),
+            pre: None,
+            diff: None,
+            undo: None,
+        }
+    }
+
+    fn progress(step: &str, target: &str, message: &str) -> Event {
+        Event::Progress {
+            run: "r1".into(),
+            step: step.into(),
+            target: target.into(),
+            message: message.into(),
+            jobid: None,
+        }
+    }
+
+    fn end(step: &str, target: &str, outcome: Outcome) -> Event {
+        Event::StepEnd {
+            run: "r1".into(),
+            step: step.into(),
+            target: target.into(),
+            outcome,
+            duration_ms: 0,
+            action: None,
+            rc: None,
+            diff: None,
+            output_sha256: None,
+            stdout_tail: None,
+            stderr_tail: None,
+            error: None,
+            undo: None,
+            irreversible: None,
+        }
+    }
+
+    fn run_start(mode: RunMode, words: &str) -> Event {
+        Event::RunStart {
+            run: "r1".into(),
+            playbook: "vr-backup-loop".into(),
+            mode,
+            operator: "op".into(),
+            host: "h".into(),
+            argv: argv(words),
+            files: vec![],
+            inventory: vec![],
+            inventory_sha256: String::new(),
+            params_sha256: String::new(),
+            params: Default::default(),
+            remedy_version: "0".into(),
+            rollback_of: None,
+            cloudstack_inventory: None,
+            plan: None,
+        }
+    }
+
+    #[test]
+    fn mode_words_are_the_clis() {
+        let w = |m, a: &str| mode_word(m, &argv(a));
+        assert_eq!(w(RunMode::Apply, "remedy apply vr-backup-loop"), "apply");
+        assert_eq!(
+            w(RunMode::DryRun, "remedy apply vr-backup-loop --dry-run"),
+            "dry-run"
+        );
+        assert_eq!(w(RunMode::Plan, "remedy plan vr-backup-loop"), "plan");
+        assert_eq!(w(RunMode::Rollback, "remedy rollback r1"), "rollback");
+        assert_eq!(w(RunMode::Apply, "remedy exec all --yes -- uptime"), "exec");
+        assert_eq!(
+            w(RunMode::Apply, "remedy exec all --read-only -- uptime"),
+            "exec --read-only"
+        );
+        assert_eq!(
+            w(RunMode::DryRun, "remedy exec all --dry-run -- touch x"),
+            "exec --dry-run"
+        );
+        // a global option's value is not the subcommand; words after `--` are the command's
+        assert_eq!(
+            w(RunMode::Apply, "remedy --audit-log exec apply exec"),
+            "apply"
+        );
+        assert_eq!(
+            w(RunMode::Apply, "remedy exec all --yes -- tool --read-only"),
+            "exec"
+        );
+    }
+
+    #[test]
+    fn a_running_steps_status_says_what_it_waits_for_and_how_long() {
+        assert_eq!(
+            node_status(
+                "implement",
+                "localhost",
+                "restartVPC job 4f2c",
+                Duration::from_secs(12)
+            ),
+            "  12s implement @ localhost: restartVPC job 4f2c"
+        );
+        assert_eq!(
+            node_status("pause", "kvm01", "", Duration::from_secs(185)),
+            "3m05s pause @ kvm01"
+        );
+        assert_eq!(elapsed(Duration::from_secs(3720)), "1h02m");
+        // commands are one line, cut with an ellipsis
+        assert_eq!(
+            shorten("systemctl restart\n   keepalived &&  sleep 5", 30),
+            "systemctl restart keepalived…"
+        );
+        assert_eq!(shorten("short", 30), "short");
+    }
+
+    #[test]
+    fn the_compact_line_counts_and_names_the_longest() {
+        assert_eq!(
+            compact_line(
+                37,
+                120,
+                2,
+                Some(("restartVPC", "localhost", Duration::from_secs(41)))
+            ),
+            "running 37 · done 120 · failed 2 · longest: restartVPC @ localhost 41s"
+        );
+        assert_eq!(compact_line(0, 3, 0, None), "running 0 · done 3 · failed 0");
+    }
+
+    #[test]
+    fn the_area_follows_the_events_and_turns_compact_with_many_running() {
+        let t0 = Instant::now();
+        let mut a = Activity::default();
+        a.see(&run_start(RunMode::Apply, "remedy apply x"), t0);
+        a.see(
+            &start(
+                "implement",
+                "localhost",
+                "restartVPC cleanup=true id=v1",
+                true,
+            ),
+            t0,
+        );
+        a.see(&start("check", "kvm01", "virsh list", false), t0);
+        let at = |s| t0 + Duration::from_secs(s);
+        assert_eq!(
+            a.area(at(3)),
+            vec![
+                "   3s implement @ localhost: restartVPC cleanup=true id=v1",
+                "   3s check @ kvm01: virsh list",
+            ]
+        );
+        // the job id replaces the call; a finished step leaves the area
+        a.see(&progress("implement", "localhost", "restartVPC job 4f2c"), at(4));
+        a.see(&end("check", "kvm01", Outcome::Ok), at(4));
+        assert_eq!(
+            a.area(at(9)),
+            vec!["   9s implement @ localhost: restartVPC job 4f2c"]
+        );
+        a.see(&end("gone", "kvm02", Outcome::Failed), at(9));
+        for i in 0..MAX_NODE_LINES {
+            a.see(&start("probe", &format!("kvm{i:02}"), "true", false), at(10));
+        }
+        assert_eq!(
+            a.area(at(41)),
+            vec!["running 9 · done 1 · failed 1 · longest: implement @ localhost 41s"]
+        );
+        a.see(
+            &Event::RunEnd {
+                run: "r1".into(),
+                status: "ok".into(),
+                exit_code: 0,
+                changed: 0,
+                failed: 0,
+                undone: 0,
+                not_undone: vec![],
+            },
+            at(42),
+        );
+        assert!(a.area(at(42)).is_empty());
+        assert!(a.still_running(at(42)).is_none());
+    }
+
+    #[test]
+    fn still_running_lists_the_longest_first() {
+        let text = still_running_text(
+            95,
+            &[
+                Running {
+                    step: "implement".into(),
+                    target: "localhost".into(),
+                    for_s: 41,
+                    waiting: "restartVPC job 4f2c".into(),
+                },
+                Running {
+                    step: "check".into(),
+                    target: "kvm01".into(),
+                    for_s: 2,
+                    waiting: String::new(),
+                },
+            ],
+            3,
+            1,
+        );
+        assert_eq!(
+            text,
+            concat!(
+                "  ... still running after 1m35s (done 3, failed 1):\n",
+                "      41s implement @ localhost: restartVPC job 4f2c\n",
+                "       2s check @ kvm01\n",
+            )
+        );
+    }
+
+    fn printed(output: Output, events: Vec<Event>, wait: Duration) -> String {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .start_paused(true)
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let (tx, rx) = mpsc::unbounded_channel();
+            let lines = Lines {
+                output,
+                color: false,
+                show_output: false,
+                live: false,
+                counts: BTreeMap::new(),
+            };
+            let printer = tokio::spawn(print_to(rx, lines, None, STILL_RUNNING_EVERY, Vec::new()));
+            let mut events = events.into_iter();
+            for e in events.by_ref().take(3) {
+                tx.send(e).unwrap();
+            }
+            tokio::time::sleep(wait).await;
+            for e in events {
+                tx.send(e).unwrap();
+            }
+            drop(tx);
+            String::from_utf8(printer.await.unwrap()).unwrap()
+        })
+    }
+
+    fn slow_run(mode: RunMode) -> Vec<Event> {
+        vec![
+            run_start(mode, "remedy apply vr-backup-loop"),
+            start(
+                "implement",
+                "localhost",
+                "restartVPC cleanup=true id=v1",
+                true,
+            ),
+            progress("implement", "localhost", "restartVPC job 4f2c"),
+            end("implement", "localhost", Outcome::Changed),
+        ]
+    }
+
+    #[test]
+    fn off_a_terminal_a_long_step_is_named_every_30s_and_nothing_else_is_drawn() {
+        let text = printed(Output::Human, slow_run(RunMode::Apply), Duration::from_secs(65));
+        assert_eq!(
+            text,
+            concat!(
+                "remedy vr-backup-loop (apply, run r1)\n",
+                "  ... implement @ localhost: restartVPC job 4f2c\n",
+                "  ... still running after 30s (done 0, failed 0):\n",
+                "      30s implement @ localhost: restartVPC job 4f2c\n",
+                "  ... still running after 1m00s (done 0, failed 0):\n",
+                "    1m00s implement @ localhost: restartVPC job 4f2c\n",
+                "  changed      implement @ localhost (0.0s)\n",
+            )
+        );
+        // a short step: no still-running text
+        let text = printed(Output::Human, slow_run(RunMode::DryRun), Duration::from_secs(5));
+        assert!(!text.contains("still running"), "{text}");
+        assert!(text.starts_with("remedy vr-backup-loop (dry-run, run r1)\n"), "{text}");
+    }
+
+    #[test]
+    fn json_output_stays_one_parseable_event_per_line_with_still_running_events() {
+        let text = printed(Output::Json, slow_run(RunMode::Apply), Duration::from_secs(35));
+        assert!(!text.contains('\x1b'), "{text}");
+        let events: Vec<Event> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+            .collect();
+        assert_eq!(events.len(), 5, "{text}");
+        match &events[3] {
+            Event::StillRunning {
+                run,
+                elapsed_s,
+                running,
+                done,
+                failed,
+            } => {
+                assert_eq!((run.as_str(), *elapsed_s, *done, *failed), ("r1", 30, 0, 0));
+                assert_eq!(
+                    running,
+                    &vec![Running {
+                        step: "implement".into(),
+                        target: "localhost".into(),
+                        for_s: 30,
+                        waiting: "restartVPC job 4f2c".into(),
+                    }]
+                );
+            }
+            other => panic!("not still_running: {other:?}"),
+        }
+    }
 }

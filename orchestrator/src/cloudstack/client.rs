@@ -631,6 +631,25 @@ mod tests {
 
     const S: Duration = Duration::from_secs(1);
 
+    #[tokio::test]
+    async fn a_submitted_job_is_told_to_the_tasks_notice_only() {
+        let seen: std::sync::Arc<Mutex<Vec<String>>> = Default::default();
+        let s = seen.clone();
+        let notice: JobNotice = std::sync::Arc::new(move |command: &str, jobid: &str| {
+            s.lock().unwrap().push(format!("{command} {jobid}"))
+        });
+        notifying_jobs(notice, async {
+            job_submitted("restartVPC", "4f2c");
+            // another task: not this run's node
+            tokio::spawn(async { job_submitted("stopRouter", "elsewhere") })
+                .await
+                .unwrap();
+        })
+        .await;
+        job_submitted("rebootRouter", "outside");
+        assert_eq!(*seen.lock().unwrap(), vec!["restartVPC 4f2c".to_string()]);
+    }
+
     #[tokio::test(start_paused = true)]
     async fn polling_succeeds_with_growing_capped_delays() {
         let (q, times) = script(6, 1);
