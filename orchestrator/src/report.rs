@@ -39,6 +39,10 @@ pub const MAX_NODE_LINES: usize = 8;
 /// On a terminal: how often the status area is drawn again (the elapsed seconds tick).
 const REDRAW_EVERY: Duration = Duration::from_millis(250);
 
+/// On a terminal: a step shows in the area once it has run this long (the many that take a
+/// moment would only flicker there).
+const SHOW_AFTER: Duration = Duration::from_millis(500);
+
 /// Waiting texts longer than this are cut (the terminal's width cuts the rest).
 const WAITING_CHARS: usize = 72;
 
@@ -241,8 +245,9 @@ impl Activity {
         }
     }
 
-    /// The status area's lines at `now`: one per running step (in the order they started), or
-    /// with more than [`MAX_NODE_LINES`] the one line of counts. Empty when nothing runs.
+    /// The status area's lines at `now`: one per step running for half a second or more (in
+    /// the order they started), or with more than [`MAX_NODE_LINES`] running the one line of
+    /// counts. Empty when nothing runs.
     pub fn area(&self, now: Instant) -> Vec<String> {
         if self.nodes.len() > MAX_NODE_LINES {
             let longest = self
@@ -259,6 +264,7 @@ impl Activity {
         }
         self.nodes
             .iter()
+            .filter(|(_, n)| now - n.since >= SHOW_AFTER)
             .map(|((step, target), n)| node_status(step, target, &n.waiting, now - n.since))
             .collect()
     }
@@ -905,6 +911,8 @@ mod tests {
         );
         a.see(&start("check", "kvm01", "virsh list", false), t0);
         let at = |s| t0 + Duration::from_secs(s);
+        // a step that has just started does not show yet
+        assert!(a.area(t0 + Duration::from_millis(300)).is_empty());
         assert_eq!(
             a.area(at(3)),
             vec![
