@@ -230,9 +230,7 @@ impl Activity {
             } => {
                 self.nodes.shift_remove(&(step.clone(), target.clone()));
                 match outcome {
-                    Outcome::Failed | Outcome::FailedIgnored | Outcome::Drifted => {
-                        self.failed += 1
-                    }
+                    Outcome::Failed | Outcome::FailedIgnored | Outcome::Drifted => self.failed += 1,
                     _ => self.done += 1,
                 }
             }
@@ -284,7 +282,7 @@ impl Activity {
                 waiting: n.waiting.clone(),
             })
             .collect();
-        running.sort_by(|a, b| b.for_s.cmp(&a.for_s));
+        running.sort_by_key(|r| std::cmp::Reverse(r.for_s));
         Some(Event::StillRunning {
             run: self.run.clone(),
             elapsed_s: self.started.map(|s| (now - s).as_secs()).unwrap_or(0),
@@ -366,8 +364,8 @@ pub async fn print_with(
     color: bool,
     show_output: bool,
 ) {
-    let terminal = std::io::stdout().is_terminal()
-        && std::env::var_os("TERM").is_none_or(|t| t != "dumb");
+    let terminal =
+        std::io::stdout().is_terminal() && std::env::var_os("TERM").is_none_or(|t| t != "dumb");
     let screen = (output == Output::Human && terminal).then(Screen::new);
     let lines = Lines {
         output,
@@ -921,7 +919,10 @@ mod tests {
             ]
         );
         // the job id replaces the call; a finished step leaves the area
-        a.see(&progress("implement", "localhost", "restartVPC job 4f2c"), at(4));
+        a.see(
+            &progress("implement", "localhost", "restartVPC job 4f2c"),
+            at(4),
+        );
         a.see(&end("check", "kvm01", Outcome::Ok), at(4));
         assert_eq!(
             a.area(at(9)),
@@ -929,7 +930,10 @@ mod tests {
         );
         a.see(&end("gone", "kvm02", Outcome::Failed), at(9));
         for i in 0..MAX_NODE_LINES {
-            a.see(&start("probe", &format!("kvm{i:02}"), "true", false), at(10));
+            a.see(
+                &start("probe", &format!("kvm{i:02}"), "true", false),
+                at(10),
+            );
         }
         assert_eq!(
             a.area(at(41)),
@@ -1027,7 +1031,11 @@ mod tests {
 
     #[test]
     fn off_a_terminal_a_long_step_is_named_every_30s_and_nothing_else_is_drawn() {
-        let text = printed(Output::Human, slow_run(RunMode::Apply), Duration::from_secs(65));
+        let text = printed(
+            Output::Human,
+            slow_run(RunMode::Apply),
+            Duration::from_secs(65),
+        );
         assert_eq!(
             text,
             concat!(
@@ -1041,14 +1049,25 @@ mod tests {
             )
         );
         // a short step: no still-running text
-        let text = printed(Output::Human, slow_run(RunMode::DryRun), Duration::from_secs(5));
+        let text = printed(
+            Output::Human,
+            slow_run(RunMode::DryRun),
+            Duration::from_secs(5),
+        );
         assert!(!text.contains("still running"), "{text}");
-        assert!(text.starts_with("remedy vr-backup-loop (dry-run, run r1)\n"), "{text}");
+        assert!(
+            text.starts_with("remedy vr-backup-loop (dry-run, run r1)\n"),
+            "{text}"
+        );
     }
 
     #[test]
     fn json_output_stays_one_parseable_event_per_line_with_still_running_events() {
-        let text = printed(Output::Json, slow_run(RunMode::Apply), Duration::from_secs(35));
+        let text = printed(
+            Output::Json,
+            slow_run(RunMode::Apply),
+            Duration::from_secs(35),
+        );
         assert!(!text.contains('\x1b'), "{text}");
         let events: Vec<Event> = text
             .lines()

@@ -137,8 +137,14 @@ fn a_terminal_shows_the_running_step_with_its_job_and_a_ticking_clock() {
     // The area is drawn with escape sequences and spinner frames: a terminal's, not a log's.
     assert!(before.contains('\x1b'), "{before}");
     // Finished lines and the recap print as ever; nothing is drawn after the recap.
-    assert!(screen.contains("remedy vr-backup-loop (apply, run "), "{screen}");
-    assert!(screen.contains("changed      implement @ localhost"), "{screen}");
+    assert!(
+        screen.contains("remedy vr-backup-loop (apply, run "),
+        "{screen}"
+    );
+    assert!(
+        screen.contains("changed      implement @ localhost"),
+        "{screen}"
+    );
     let recap = screen.find("recap:").expect("a recap");
     assert!(!screen[recap..].contains(" @ localhost: "), "{screen}");
     assert!(screen[recap..].contains("localhost                changed=2"));
@@ -179,10 +185,7 @@ fn json_on_a_terminal_is_one_event_per_line_and_draws_nothing() {
     let start = named("step_start", "vpcs");
     assert_eq!(start.len(), 1, "{text}");
     assert_eq!(start[0]["mutating"], false);
-    assert_eq!(
-        start[0]["action"],
-        "listVPCs listall=true name=web-vpc"
-    );
+    assert_eq!(start[0]["action"], "listVPCs listall=true name=web-vpc");
     assert_eq!(events.last().unwrap()["event"], "run_end", "{text}");
 }
 
