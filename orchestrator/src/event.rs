@@ -365,6 +365,9 @@ impl Sink {
 
     /// Record and show an event. An error means the audit log could not be written: do not act.
     pub fn emit(&self, event: Event) -> Result<(), String> {
+        if self.tx.is_none() && (self.audit.is_none() || !event.audited()) {
+            return Ok(()); // nobody to show it to, nothing to record
+        }
         let mut value = serde_json::to_value(&event).map_err(|e| e.to_string())?;
         let masked = self.redactor.redact_json(&mut value);
         // What the terminal gets: the event itself when nothing in it was a secret, else the
