@@ -115,6 +115,17 @@ pub struct FileHash {
     pub sha256: String,
 }
 
+/// One step still running on one target, as `still_running` lists it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Running {
+    pub step: String,
+    pub target: String,
+    /// Seconds since it started.
+    pub for_s: u64,
+    /// What it waits for: its command or API call, its async job, a retry.
+    pub waiting: String,
+}
+
 /// The events. Serialized with an `event` tag, e.g. `{"event":"step_end",...}`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "event", rename_all = "snake_case")]
@@ -141,6 +152,9 @@ pub enum Event {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         plan: Option<crate::planfile::PlanLink>,
     },
+    /// A step starts acting on a target. For a mutating step this is the change's announcement
+    /// (audited, durably, with the pre-state and the undo); a read-only step's (`mutating:
+    /// false`) only tells the terminal what it runs, and is not audited.
     StepStart {
         run: String,
         step: String,
@@ -184,12 +198,27 @@ pub enum Event {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         irreversible: Option<String>,
     },
-    /// A long wait or a retry; shown, not audited.
+    /// What a running step waits for: a long wait, a retry, an async job; shown, not audited.
     Progress {
         run: String,
         step: String,
         target: String,
         message: String,
+        /// The async job the step waits for, once the server has answered with its id.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        jobid: Option<String>,
+    },
+    /// Off a terminal (`--output json`, or output to a file or pipe): now and then, the steps
+    /// still running, so that the log of a long run is not silent. Made by the reporter from
+    /// the (redacted) events it was shown; not audited.
+    StillRunning {
+        run: String,
+        /// Seconds since the run started.
+        elapsed_s: u64,
+        running: Vec<Running>,
+        /// Nodes finished (not failed), and failed, so far.
+        done: usize,
+        failed: usize,
     },
     /// After a `refresh_inventory` step: the inventory's CloudStack source read again, and the
     /// later steps bound to what it found.
@@ -294,8 +323,19 @@ impl Event {
         )
     }
 
+    /// Whether the audit log records it. Progress, a read-only step's start and the reporter's
+    /// `still_running` are for the terminal only: the log records what changed and what each
+    /// node came to.
     pub fn audited(&self) -> bool {
-        !matches!(self, Event::Progress { .. })
+        !matches!(
+            self,
+            Event::Progress { .. }
+                | Event::StepStart {
+                    mutating: false,
+                    ..
+                }
+                | Event::StillRunning { .. }
+        )
     }
 }
 
@@ -325,6 +365,9 @@ impl Sink {
 
     /// Record and show an event. An error means the audit log could not be written: do not act.
     pub fn emit(&self, event: Event) -> Result<(), String> {
+        if self.tx.is_none() && (self.audit.is_none() || !event.audited()) {
+            return Ok(()); // nobody to show it to, nothing to record
+        }
         let mut value = serde_json::to_value(&event).map_err(|e| e.to_string())?;
         let masked = self.redactor.redact_json(&mut value);
         // What the terminal gets: the event itself when nothing in it was a secret, else the
@@ -378,7 +421,38 @@ mod tests {
             step: "fix".into(),
             target: "kvm1".into(),
             message: message.into(),
+            jobid: None,
         }
+    }
+
+    fn step_start(mutating: bool) -> Event {
+        Event::StepStart {
+            run: "r1".into(),
+            step: "fix".into(),
+            target: "kvm1".into(),
+            phase: Phase::Steps,
+            kind: "ssh".into(),
+            mutating,
+            action: Some("true".into()),
+            pre: None,
+            diff: None,
+            undo: None,
+        }
+    }
+
+    #[test]
+    fn only_a_changes_start_is_audited() {
+        assert!(step_start(true).audited() && step_start(true).announces_change());
+        assert!(!step_start(false).audited() && !step_start(false).announces_change());
+        assert!(!progress("waiting 5s").audited());
+        let still = Event::StillRunning {
+            run: "r1".into(),
+            elapsed_s: 30,
+            running: vec![],
+            done: 0,
+            failed: 0,
+        };
+        assert!(!still.audited());
     }
 
     #[test]

@@ -1,18 +1,452 @@
-//! The terminal side of the event stream: one line per step and target, progress on long waits,
-//! and a recap; or, with `--output json`, one JSON event per line. Colour only on a TTY (and
-//! never when NO_COLOR is set).
+//! The terminal side of the event stream: one line per step and target, and a recap; or, with
+//! `--output json`, one JSON event per line. Colour only on a TTY (and never when NO_COLOR is
+//! set).
+//!
+//! While steps run, a terminal (stdout a TTY, human output) also shows a status area under the
+//! lines: each running step with what it waits for (its command or API call, its async job,
+//! a retry) and for how long, or, with more than [`MAX_NODE_LINES`] running at once, one line
+//! of counts. The area is cleared when the run ends. Off a terminal (JSON, a pipe, a file)
+//! there is no area: every [`STILL_RUNNING_EVERY`] a `still running` line (or event) names the
+//! steps running, so the log of a long run is not silent.
+//!
+//! The wording is made by pure functions ([`Activity::area`], [`node_status`],
+//! [`compact_line`], [`still_running_text`]); indicatif only draws it. Everything shown comes
+//! from the events, which the sink has redacted.
 
 use std::collections::BTreeMap;
-use std::io::Write;
+use std::io::{IsTerminal, Write};
+use std::time::Duration;
 
+use indexmap::IndexMap;
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use tokio::sync::mpsc;
+use tokio::time::Instant;
 
-use crate::event::{Event, Outcome};
+use crate::event::{Event, Outcome, RunMode, Running};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Output {
     Human,
     Json,
+}
+
+/// Off a terminal: how often the steps still running are named.
+pub const STILL_RUNNING_EVERY: Duration = Duration::from_secs(30);
+
+/// On a terminal: with more steps running than this, one line of counts instead of one each.
+pub const MAX_NODE_LINES: usize = 8;
+
+/// On a terminal: how often the status area is drawn again (the elapsed seconds tick).
+const REDRAW_EVERY: Duration = Duration::from_millis(250);
+
+/// On a terminal: a step shows in the area once it has run this long (the many that take a
+/// moment would only flicker there).
+const SHOW_AFTER: Duration = Duration::from_millis(500);
+
+/// Waiting texts longer than this are cut (the terminal's width cuts the rest).
+const WAITING_CHARS: usize = 72;
+
+/// Lines are written in batches of at most this many bytes.
+const BATCH: usize = 64 * 1024;
+
+/// The word for a run's mode as the CLI says it: `apply`, `dry-run`, `plan`, `rollback`; for
+/// `remedy exec` (from its `argv`) `exec`, `exec --read-only` or `exec --dry-run`.
+pub fn mode_word(mode: RunMode, argv: &[String]) -> &'static str {
+    // Arguments before `--` (after it comes the command exec runs); the subcommand is the
+    // first that is neither an option nor the value of a global option.
+    let args: Vec<&str> = argv
+        .iter()
+        .skip(1)
+        .map(String::as_str)
+        .take_while(|a| *a != "--")
+        .collect();
+    let mut subcommand = None;
+    let mut after_option_with_value = false;
+    for a in &args {
+        if after_option_with_value {
+            after_option_with_value = false;
+        } else if matches!(*a, "--audit-log" | "--state-dir") {
+            after_option_with_value = true;
+        } else if !a.starts_with('-') {
+            subcommand = Some(*a);
+            break;
+        }
+    }
+    let exec = subcommand == Some("exec");
+    match mode {
+        _ if exec && args.contains(&"--read-only") => "exec --read-only",
+        RunMode::DryRun if exec => "exec --dry-run",
+        _ if exec => "exec",
+        RunMode::Apply => "apply",
+        RunMode::DryRun => "dry-run",
+        RunMode::Plan => "plan",
+        RunMode::Rollback => "rollback",
+    }
+}
+
+/// `text` on one line (runs of white space made one space), cut to `max` characters with `…`.
+pub fn shorten(text: &str, max: usize) -> String {
+    let one_line = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    if one_line.chars().count() <= max {
+        return one_line;
+    }
+    let cut: String = one_line.chars().take(max.saturating_sub(1)).collect();
+    let mut cut = cut.trim_end().to_string();
+    cut.push('…');
+    cut
+}
+
+/// A duration as the status area shows it: `7s`, `3m05s`, `1h02m`.
+pub fn elapsed(d: Duration) -> String {
+    let s = d.as_secs();
+    match s {
+        0..=59 => format!("{s}s"),
+        60..=3599 => format!("{}m{:02}s", s / 60, s % 60),
+        _ => format!("{}h{:02}m", s / 3600, s % 3600 / 60),
+    }
+}
+
+/// One running step's line: how long it has run, the step and target, what it waits for,
+/// e.g. `  12s implement @ localhost: restartVPC job 4f2c...`. The time comes first so that a
+/// terminal too narrow for the rest still shows it.
+pub fn node_status(step: &str, target: &str, waiting: &str, running_for: Duration) -> String {
+    let mut line = format!("{:>5} {step} @ {target}", elapsed(running_for));
+    if !waiting.is_empty() {
+        line.push_str(": ");
+        line.push_str(waiting);
+    }
+    line
+}
+
+/// The line shown instead of one per step when many run at once, e.g.
+/// `running 37 · done 120 · failed 2 · longest: restartVPC @ localhost 41s`.
+pub fn compact_line(
+    running: usize,
+    done: usize,
+    failed: usize,
+    longest: Option<(&str, &str, Duration)>,
+) -> String {
+    let mut line = format!("running {running} · done {done} · failed {failed}");
+    if let Some((step, target, d)) = longest {
+        line.push_str(&format!(" · longest: {step} @ {target} {}", elapsed(d)));
+    }
+    line
+}
+
+/// The `still running` text off a terminal: a heading, then each step still running (the
+/// longest first, at most [`MAX_NODE_LINES`], then how many more).
+pub fn still_running_text(
+    elapsed_s: u64,
+    running: &[Running],
+    done: usize,
+    failed: usize,
+) -> String {
+    let mut text = format!(
+        "  ... still running after {} (done {done}, failed {failed}):\n",
+        elapsed(Duration::from_secs(elapsed_s))
+    );
+    for r in running.iter().take(MAX_NODE_LINES) {
+        let line = node_status(&r.step, &r.target, &r.waiting, Duration::from_secs(r.for_s));
+        text.push_str(&format!("    {line}\n"));
+    }
+    if running.len() > MAX_NODE_LINES {
+        text.push_str(&format!(
+            "    and {} more\n",
+            running.len() - MAX_NODE_LINES
+        ));
+    }
+    text
+}
+
+/// One step running on one target.
+#[derive(Debug, Clone)]
+struct Node {
+    since: Instant,
+    waiting: String,
+}
+
+/// What the events say is running now, and how many nodes have finished.
+#[derive(Debug, Default)]
+pub struct Activity {
+    run: String,
+    started: Option<Instant>,
+    /// By (step, target), in the order they started. An undo is under `undo <step>`.
+    nodes: IndexMap<(String, String), Node>,
+    done: usize,
+    failed: usize,
+}
+
+impl Activity {
+    /// Takes in one event, seen at `now`.
+    pub fn see(&mut self, e: &Event, now: Instant) {
+        let mut waits = |step: String, target: &str, waiting: String| {
+            let node = self
+                .nodes
+                .entry((step, target.to_string()))
+                .or_insert(Node {
+                    since: now,
+                    waiting: String::new(),
+                });
+            node.waiting = shorten(&waiting, WAITING_CHARS);
+        };
+        match e {
+            Event::RunStart { run, .. } => {
+                *self = Activity {
+                    run: run.clone(),
+                    started: Some(now),
+                    ..Activity::default()
+                };
+            }
+            Event::StepStart {
+                step,
+                target,
+                action,
+                ..
+            } => waits(step.clone(), target, action.clone().unwrap_or_default()),
+            Event::Progress {
+                step,
+                target,
+                message,
+                ..
+            } => waits(step.clone(), target, message.clone()),
+            Event::UndoStart {
+                step,
+                target,
+                actions,
+                ..
+            } => {
+                let what = actions
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(" && ");
+                waits(format!("undo {step}"), target, what)
+            }
+            Event::StepEnd {
+                step,
+                target,
+                outcome,
+                ..
+            } => {
+                self.nodes.shift_remove(&(step.clone(), target.clone()));
+                match outcome {
+                    Outcome::Failed | Outcome::FailedIgnored | Outcome::Drifted => self.failed += 1,
+                    _ => self.done += 1,
+                }
+            }
+            Event::UndoEnd { step, target, .. } => {
+                self.nodes
+                    .shift_remove(&(format!("undo {step}"), target.clone()));
+            }
+            Event::RunEnd { .. } => self.nodes.clear(),
+            _ => {}
+        }
+    }
+
+    /// The status area's lines at `now`: one per step running for half a second or more (in
+    /// the order they started), or with more than [`MAX_NODE_LINES`] running the one line of
+    /// counts. Empty when nothing runs.
+    pub fn area(&self, now: Instant) -> Vec<String> {
+        if self.nodes.len() > MAX_NODE_LINES {
+            let longest = self
+                .nodes
+                .iter()
+                .min_by_key(|(_, n)| n.since)
+                .map(|((s, t), n)| (s.as_str(), t.as_str(), now - n.since));
+            return vec![compact_line(
+                self.nodes.len(),
+                self.done,
+                self.failed,
+                longest,
+            )];
+        }
+        self.nodes
+            .iter()
+            .filter(|(_, n)| now - n.since >= SHOW_AFTER)
+            .map(|((step, target), n)| node_status(step, target, &n.waiting, now - n.since))
+            .collect()
+    }
+
+    /// A `still_running` event at `now`, when anything runs: the steps, longest first.
+    pub fn still_running(&self, now: Instant) -> Option<Event> {
+        if self.nodes.is_empty() {
+            return None;
+        }
+        let mut running: Vec<Running> = self
+            .nodes
+            .iter()
+            .map(|((step, target), n)| Running {
+                step: step.clone(),
+                target: target.clone(),
+                for_s: (now - n.since).as_secs(),
+                waiting: n.waiting.clone(),
+            })
+            .collect();
+        running.sort_by_key(|r| std::cmp::Reverse(r.for_s));
+        Some(Event::StillRunning {
+            run: self.run.clone(),
+            elapsed_s: self.started.map(|s| (now - s).as_secs()).unwrap_or(0),
+            running,
+            done: self.done,
+            failed: self.failed,
+        })
+    }
+}
+
+/// The status area on a terminal: one indicatif line per [`Activity::area`] line.
+struct Screen {
+    bars: MultiProgress,
+    lines: Vec<ProgressBar>,
+    style: ProgressStyle,
+    frame: usize,
+}
+
+impl Screen {
+    const SPINNER: [char; 10] = ['⠋', '⠙', '⠹', '⠸', '⠼', '⠴', '⠦', '⠧', '⠇', '⠏'];
+
+    fn new() -> Screen {
+        Screen {
+            bars: MultiProgress::with_draw_target(ProgressDrawTarget::stdout()),
+            lines: Vec::new(),
+            style: ProgressStyle::with_template("{wide_msg}")
+                .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+            frame: 0,
+        }
+    }
+
+    /// Shows `text`, one bar per line; `tick` turns the spinner.
+    fn draw(&mut self, text: &[String], tick: bool) {
+        while self.lines.len() > text.len() {
+            if let Some(bar) = self.lines.pop() {
+                bar.finish_and_clear();
+                self.bars.remove(&bar);
+            }
+        }
+        while self.lines.len() < text.len() {
+            let bar = self
+                .bars
+                .add(ProgressBar::new_spinner().with_style(self.style.clone()));
+            self.lines.push(bar);
+        }
+        if tick {
+            self.frame = (self.frame + 1) % Self::SPINNER.len();
+        }
+        let spin = Self::SPINNER[self.frame];
+        for (bar, line) in self.lines.iter().zip(text) {
+            bar.set_message(format!("{spin} {line}"));
+        }
+    }
+
+    /// Writes finished lines above the area without tearing it.
+    fn write<W: Write>(&self, out: &mut W, buf: &[u8]) {
+        self.bars.suspend(|| {
+            let _ = out.write_all(buf);
+            let _ = out.flush();
+        });
+    }
+
+    fn clear(&mut self) {
+        self.draw(&[], false);
+        let _ = self.bars.clear();
+    }
+}
+
+/// Consume events until the channel closes; print them.
+pub async fn print(rx: mpsc::UnboundedReceiver<Event>, output: Output, color: bool) {
+    print_with(rx, output, color, false).await
+}
+
+/// [`print`], and with `show_output` the (tail of the) stdout and stderr of every step under
+/// its line: `remedy exec` shows each host's output grouped under that host.
+pub async fn print_with(
+    rx: mpsc::UnboundedReceiver<Event>,
+    output: Output,
+    color: bool,
+    show_output: bool,
+) {
+    let terminal =
+        std::io::stdout().is_terminal() && std::env::var_os("TERM").is_none_or(|t| t != "dumb");
+    let screen = (output == Output::Human && terminal).then(Screen::new);
+    let lines = Lines {
+        output,
+        color,
+        show_output,
+        live: screen.is_some(),
+        counts: BTreeMap::new(),
+    };
+    print_to(rx, lines, screen, STILL_RUNNING_EVERY, std::io::stdout()).await;
+}
+
+/// The printing loop: events to `out` in batches (whatever is queued, then one write before
+/// waiting for more: a run of 1,000 hosts does not cost a write(2) per line), the status
+/// area drawn again at each batch and tick, or off a terminal the `still running` text every
+/// `still_every`. Returns `out`.
+async fn print_to<W: Write>(
+    mut rx: mpsc::UnboundedReceiver<Event>,
+    mut lines: Lines,
+    mut screen: Option<Screen>,
+    still_every: Duration,
+    mut out: W,
+) -> W {
+    let mut activity = Activity::default();
+    let mut buf: Vec<u8> = Vec::new();
+    let period = if screen.is_some() {
+        REDRAW_EVERY
+    } else {
+        still_every
+    };
+    let mut tick = tokio::time::interval_at(Instant::now() + period, period);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut ticked = false;
+    let write = |out: &mut W, buf: &mut Vec<u8>, screen: &Option<Screen>| {
+        if !buf.is_empty() {
+            match screen {
+                Some(s) => s.write(out, buf),
+                None => {
+                    let _ = out.write_all(buf);
+                }
+            }
+            buf.clear();
+        }
+        let _ = out.flush();
+    };
+    loop {
+        let e = match rx.try_recv() {
+            Ok(e) => e,
+            Err(mpsc::error::TryRecvError::Empty) => {
+                if let Some(s) = screen.as_mut() {
+                    s.draw(&activity.area(Instant::now()), std::mem::take(&mut ticked));
+                }
+                write(&mut out, &mut buf, &screen);
+                tokio::select! {
+                    e = rx.recv() => match e {
+                        Some(e) => e,
+                        None => break,
+                    },
+                    _ = tick.tick() => {
+                        ticked = true;
+                        if screen.is_none() {
+                            if let Some(still) = activity.still_running(Instant::now()) {
+                                lines.render(&still, &mut buf);
+                            }
+                        }
+                        continue;
+                    }
+                }
+            }
+            Err(mpsc::error::TryRecvError::Disconnected) => break,
+        };
+        activity.see(&e, Instant::now());
+        lines.render(&e, &mut buf);
+        if buf.len() >= BATCH {
+            write(&mut out, &mut buf, &screen);
+        }
+    }
+    if let Some(s) = screen.as_mut() {
+        s.clear();
+    }
+    write(&mut out, &mut buf, &screen);
+    out
 }
 
 fn paint(color: bool, code: &str, text: &str) -> String {
@@ -33,54 +467,41 @@ fn outcome_color(o: Outcome) -> &'static str {
     }
 }
 
-/// Consume events until the channel closes; print them.
-pub async fn print(rx: mpsc::UnboundedReceiver<Event>, output: Output, color: bool) {
-    print_with(rx, output, color, false).await
-}
-
-/// [`print`], and with `show_output` the (tail of the) stdout and stderr of every step under
-/// its line: `remedy exec` shows each host's output grouped under that host.
-pub async fn print_with(
-    mut rx: mpsc::UnboundedReceiver<Event>,
+/// How events become text: JSON lines, or the human lines and the recap.
+struct Lines {
     output: Output,
     color: bool,
     show_output: bool,
-) {
-    let mut counts: BTreeMap<String, BTreeMap<&'static str, usize>> = BTreeMap::new();
-    // Lines are written in batches: whatever events are queued, then one flush before waiting
-    // for more. A terminal sees every line as soon as the fleet goes quiet; a run of 1,000
-    // hosts does not cost a write(2) and a wakeup of the reader per line.
-    let mut out = std::io::BufWriter::with_capacity(64 * 1024, std::io::stdout());
-    loop {
-        let e = match rx.try_recv() {
-            Ok(e) => e,
-            Err(mpsc::error::TryRecvError::Empty) => {
-                let _ = out.flush();
-                match rx.recv().await {
-                    Some(e) => e,
-                    None => break,
-                }
-            }
-            Err(mpsc::error::TryRecvError::Disconnected) => break,
-        };
-        if output == Output::Json {
-            if let Ok(line) = serde_json::to_string(&e) {
+    /// A status area shows what runs: progress is not written as lines too.
+    live: bool,
+    /// Per target, how many nodes came to each outcome (for the recap).
+    counts: BTreeMap<String, BTreeMap<&'static str, usize>>,
+}
+
+impl Lines {
+    /// Appends what `e` prints to `out`.
+    fn render(&mut self, e: &Event, out: &mut Vec<u8>) {
+        if self.output == Output::Json {
+            if let Ok(line) = serde_json::to_string(e) {
                 let _ = writeln!(out, "{line}");
             }
-            continue;
+            return;
         }
-        match &e {
+        let color = self.color;
+        match e {
             Event::RunStart {
                 run,
                 playbook,
                 mode,
+                argv,
                 plan,
                 ..
             } => {
                 let _ = writeln!(
                     out,
-                    "{} {playbook} ({mode:?}, run {run}{})",
+                    "{} {playbook} ({}, run {run}{})",
                     paint(color, "1", "remedy"),
+                    mode_word(*mode, argv),
                     plan.as_ref()
                         .map(|p| format!(", plan {}", crate::planfile::short(&p.id)))
                         .unwrap_or_default()
@@ -113,7 +534,8 @@ pub async fn print_with(
                 rc,
                 ..
             } => {
-                *counts
+                *self
+                    .counts
                     .entry(target.clone())
                     .or_default()
                     .entry(outcome.word())
@@ -132,7 +554,7 @@ pub async fn print_with(
                         }
                     }
                 }
-                if show_output {
+                if self.show_output {
                     if let Some(rc) = rc {
                         let _ = writeln!(out, "      rc={rc}");
                     }
@@ -154,7 +576,7 @@ pub async fn print_with(
                 target,
                 message,
                 ..
-            } => {
+            } if !self.live => {
                 let _ = writeln!(
                     out,
                     "  {} {step} @ {target}: {message}",
@@ -233,7 +655,7 @@ pub async fn print_with(
                 ..
             } => {
                 let _ = writeln!(out, "\nrecap:");
-                for (t, c) in &counts {
+                for (t, c) in &self.counts {
                     let parts: Vec<String> = c.iter().map(|(k, v)| format!("{k}={v}")).collect();
                     let _ = writeln!(out, "  {t:<24} {}", parts.join(" "));
                 }
@@ -242,10 +664,20 @@ pub async fn print_with(
                 }
                 let _ = writeln!(out, "{} (exit {exit_code})", status);
             }
+            Event::StillRunning {
+                elapsed_s,
+                running,
+                done,
+                failed,
+                ..
+            } => {
+                let text = still_running_text(*elapsed_s, running, *done, *failed);
+                out.extend_from_slice(paint(color, "2", text.trim_end()).as_bytes());
+                out.push(b'\n');
+            }
             _ => {}
         }
     }
-    let _ = out.flush();
 }
 
 /// What `apply` is about to do, before it asks: the read-only checks counted, every step that
@@ -318,4 +750,350 @@ pub fn plan_text(plan: &crate::plan::Plan) -> String {
             .count()
     );
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::playbook::Phase;
+
+    fn argv(words: &str) -> Vec<String> {
+        words.split(' ').map(str::to_string).collect()
+    }
+
+    fn start(step: &str, target: &str, action: &str, mutating: bool) -> Event {
+        Event::StepStart {
+            run: "r1".into(),
+            step: step.into(),
+            target: target.into(),
+            phase: Phase::Steps,
+            kind: "api".into(),
+            mutating,
+            action: Some(action.into()),
+            pre: None,
+            diff: None,
+            undo: None,
+        }
+    }
+
+    fn progress(step: &str, target: &str, message: &str) -> Event {
+        Event::Progress {
+            run: "r1".into(),
+            step: step.into(),
+            target: target.into(),
+            message: message.into(),
+            jobid: None,
+        }
+    }
+
+    fn end(step: &str, target: &str, outcome: Outcome) -> Event {
+        Event::StepEnd {
+            run: "r1".into(),
+            step: step.into(),
+            target: target.into(),
+            outcome,
+            duration_ms: 0,
+            action: None,
+            rc: None,
+            diff: None,
+            output_sha256: None,
+            stdout_tail: None,
+            stderr_tail: None,
+            error: None,
+            undo: None,
+            irreversible: None,
+        }
+    }
+
+    fn run_start(mode: RunMode, words: &str) -> Event {
+        Event::RunStart {
+            run: "r1".into(),
+            playbook: "vr-backup-loop".into(),
+            mode,
+            operator: "op".into(),
+            host: "h".into(),
+            argv: argv(words),
+            files: vec![],
+            inventory: vec![],
+            inventory_sha256: String::new(),
+            params_sha256: String::new(),
+            params: Default::default(),
+            remedy_version: "0".into(),
+            rollback_of: None,
+            cloudstack_inventory: None,
+            plan: None,
+        }
+    }
+
+    #[test]
+    fn mode_words_are_the_clis() {
+        let w = |m, a: &str| mode_word(m, &argv(a));
+        assert_eq!(w(RunMode::Apply, "remedy apply vr-backup-loop"), "apply");
+        assert_eq!(
+            w(RunMode::DryRun, "remedy apply vr-backup-loop --dry-run"),
+            "dry-run"
+        );
+        assert_eq!(w(RunMode::Plan, "remedy plan vr-backup-loop"), "plan");
+        assert_eq!(w(RunMode::Rollback, "remedy rollback r1"), "rollback");
+        assert_eq!(w(RunMode::Apply, "remedy exec all --yes -- uptime"), "exec");
+        assert_eq!(
+            w(RunMode::Apply, "remedy exec all --read-only -- uptime"),
+            "exec --read-only"
+        );
+        assert_eq!(
+            w(RunMode::DryRun, "remedy exec all --dry-run -- touch x"),
+            "exec --dry-run"
+        );
+        // a global option's value is not the subcommand; words after `--` are the command's
+        assert_eq!(
+            w(RunMode::Apply, "remedy --audit-log exec apply exec"),
+            "apply"
+        );
+        assert_eq!(
+            w(RunMode::Apply, "remedy exec all --yes -- tool --read-only"),
+            "exec"
+        );
+    }
+
+    #[test]
+    fn a_running_steps_status_says_what_it_waits_for_and_how_long() {
+        assert_eq!(
+            node_status(
+                "implement",
+                "localhost",
+                "restartVPC job 4f2c",
+                Duration::from_secs(12)
+            ),
+            "  12s implement @ localhost: restartVPC job 4f2c"
+        );
+        assert_eq!(
+            node_status("pause", "kvm01", "", Duration::from_secs(185)),
+            "3m05s pause @ kvm01"
+        );
+        assert_eq!(elapsed(Duration::from_secs(3720)), "1h02m");
+        // commands are one line, cut with an ellipsis
+        assert_eq!(
+            shorten("systemctl restart\n   keepalived &&  sleep 5", 30),
+            "systemctl restart keepalived…"
+        );
+        assert_eq!(shorten("short", 30), "short");
+    }
+
+    #[test]
+    fn the_compact_line_counts_and_names_the_longest() {
+        assert_eq!(
+            compact_line(
+                37,
+                120,
+                2,
+                Some(("restartVPC", "localhost", Duration::from_secs(41)))
+            ),
+            "running 37 · done 120 · failed 2 · longest: restartVPC @ localhost 41s"
+        );
+        assert_eq!(compact_line(0, 3, 0, None), "running 0 · done 3 · failed 0");
+    }
+
+    #[test]
+    fn the_area_follows_the_events_and_turns_compact_with_many_running() {
+        let t0 = Instant::now();
+        let mut a = Activity::default();
+        a.see(&run_start(RunMode::Apply, "remedy apply x"), t0);
+        a.see(
+            &start(
+                "implement",
+                "localhost",
+                "restartVPC cleanup=true id=v1",
+                true,
+            ),
+            t0,
+        );
+        a.see(&start("check", "kvm01", "virsh list", false), t0);
+        let at = |s| t0 + Duration::from_secs(s);
+        // a step that has just started does not show yet
+        assert!(a.area(t0 + Duration::from_millis(300)).is_empty());
+        assert_eq!(
+            a.area(at(3)),
+            vec![
+                "   3s implement @ localhost: restartVPC cleanup=true id=v1",
+                "   3s check @ kvm01: virsh list",
+            ]
+        );
+        // the job id replaces the call; a finished step leaves the area
+        a.see(
+            &progress("implement", "localhost", "restartVPC job 4f2c"),
+            at(4),
+        );
+        a.see(&end("check", "kvm01", Outcome::Ok), at(4));
+        assert_eq!(
+            a.area(at(9)),
+            vec!["   9s implement @ localhost: restartVPC job 4f2c"]
+        );
+        a.see(&end("gone", "kvm02", Outcome::Failed), at(9));
+        for i in 0..MAX_NODE_LINES {
+            a.see(
+                &start("probe", &format!("kvm{i:02}"), "true", false),
+                at(10),
+            );
+        }
+        assert_eq!(
+            a.area(at(41)),
+            vec!["running 9 · done 1 · failed 1 · longest: implement @ localhost 41s"]
+        );
+        a.see(
+            &Event::RunEnd {
+                run: "r1".into(),
+                status: "ok".into(),
+                exit_code: 0,
+                changed: 0,
+                failed: 0,
+                undone: 0,
+                not_undone: vec![],
+            },
+            at(42),
+        );
+        assert!(a.area(at(42)).is_empty());
+        assert!(a.still_running(at(42)).is_none());
+    }
+
+    #[test]
+    fn still_running_lists_the_longest_first() {
+        let text = still_running_text(
+            95,
+            &[
+                Running {
+                    step: "implement".into(),
+                    target: "localhost".into(),
+                    for_s: 41,
+                    waiting: "restartVPC job 4f2c".into(),
+                },
+                Running {
+                    step: "check".into(),
+                    target: "kvm01".into(),
+                    for_s: 2,
+                    waiting: String::new(),
+                },
+            ],
+            3,
+            1,
+        );
+        assert_eq!(
+            text,
+            concat!(
+                "  ... still running after 1m35s (done 3, failed 1):\n",
+                "      41s implement @ localhost: restartVPC job 4f2c\n",
+                "       2s check @ kvm01\n",
+            )
+        );
+    }
+
+    fn printed(output: Output, events: Vec<Event>, wait: Duration) -> String {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .start_paused(true)
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let (tx, rx) = mpsc::unbounded_channel();
+            let lines = Lines {
+                output,
+                color: false,
+                show_output: false,
+                live: false,
+                counts: BTreeMap::new(),
+            };
+            let printer = tokio::spawn(print_to(rx, lines, None, STILL_RUNNING_EVERY, Vec::new()));
+            let mut events = events.into_iter();
+            for e in events.by_ref().take(3) {
+                tx.send(e).unwrap();
+            }
+            tokio::time::sleep(wait).await;
+            for e in events {
+                tx.send(e).unwrap();
+            }
+            drop(tx);
+            String::from_utf8(printer.await.unwrap()).unwrap()
+        })
+    }
+
+    fn slow_run(mode: RunMode) -> Vec<Event> {
+        vec![
+            run_start(mode, "remedy apply vr-backup-loop"),
+            start(
+                "implement",
+                "localhost",
+                "restartVPC cleanup=true id=v1",
+                true,
+            ),
+            progress("implement", "localhost", "restartVPC job 4f2c"),
+            end("implement", "localhost", Outcome::Changed),
+        ]
+    }
+
+    #[test]
+    fn off_a_terminal_a_long_step_is_named_every_30s_and_nothing_else_is_drawn() {
+        let text = printed(
+            Output::Human,
+            slow_run(RunMode::Apply),
+            Duration::from_secs(65),
+        );
+        assert_eq!(
+            text,
+            concat!(
+                "remedy vr-backup-loop (apply, run r1)\n",
+                "  ... implement @ localhost: restartVPC job 4f2c\n",
+                "  ... still running after 30s (done 0, failed 0):\n",
+                "      30s implement @ localhost: restartVPC job 4f2c\n",
+                "  ... still running after 1m00s (done 0, failed 0):\n",
+                "    1m00s implement @ localhost: restartVPC job 4f2c\n",
+                "  changed      implement @ localhost (0.0s)\n",
+            )
+        );
+        // a short step: no still-running text
+        let text = printed(
+            Output::Human,
+            slow_run(RunMode::DryRun),
+            Duration::from_secs(5),
+        );
+        assert!(!text.contains("still running"), "{text}");
+        assert!(
+            text.starts_with("remedy vr-backup-loop (dry-run, run r1)\n"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn json_output_stays_one_parseable_event_per_line_with_still_running_events() {
+        let text = printed(
+            Output::Json,
+            slow_run(RunMode::Apply),
+            Duration::from_secs(35),
+        );
+        assert!(!text.contains('\x1b'), "{text}");
+        let events: Vec<Event> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+            .collect();
+        assert_eq!(events.len(), 5, "{text}");
+        match &events[3] {
+            Event::StillRunning {
+                run,
+                elapsed_s,
+                running,
+                done,
+                failed,
+            } => {
+                assert_eq!((run.as_str(), *elapsed_s, *done, *failed), ("r1", 30, 0, 0));
+                assert_eq!(
+                    running,
+                    &vec![Running {
+                        step: "implement".into(),
+                        target: "localhost".into(),
+                        for_s: 30,
+                        waiting: "restartVPC job 4f2c".into(),
+                    }]
+                );
+            }
+            other => panic!("not still_running: {other:?}"),
+        }
+    }
 }

@@ -185,6 +185,52 @@ impl Ctx {
         self.sink.emit(e)
     }
 
+    /// What a running node waits for now (shown, not audited).
+    fn progress(&self, step: &Step, target: &str, message: String, jobid: Option<String>) {
+        let _ = self.emit(Event::Progress {
+            run: self.run.clone(),
+            step: step.id.clone(),
+            target: target.to_string(),
+            message,
+            jobid,
+        });
+    }
+
+    /// A read-only step starts `action` (shown, not audited: see [`Event::audited`]).
+    fn starting(&self, step: &Step, target: &str, action: &str) {
+        let _ = self.emit(Event::StepStart {
+            run: self.run.clone(),
+            step: step.id.clone(),
+            target: target.to_string(),
+            phase: step.phase,
+            kind: step.kind.name().into(),
+            mutating: false,
+            action: Some(action.to_string()),
+            pre: None,
+            diff: None,
+            undo: None,
+        });
+    }
+
+    /// Tells the terminal each async job a node's API calls submit (`restartVPC job 4f2c...`).
+    fn job_notice(&self, step: &Step, target: &str) -> crate::cloudstack::client::JobNotice {
+        let (sink, run, step, target) = (
+            self.sink.clone(),
+            self.run.clone(),
+            step.id.clone(),
+            target.to_string(),
+        );
+        Arc::new(move |command: &str, jobid: &str| {
+            let _ = sink.emit(Event::Progress {
+                run: run.clone(),
+                step: step.clone(),
+                target: target.clone(),
+                message: format!("{command} job {jobid}"),
+                jobid: Some(jobid.to_string()),
+            });
+        })
+    }
+
     async fn act(
         &self,
         host: &Host,
@@ -249,7 +295,10 @@ pub async fn run_node(cx: &Ctx, step: &Step, target: &str, ctx_value: Value) -> 
         Ok(h) => h,
         Err(e) => return NodeResult::failed(e, json!({"failed": true})),
     };
-    let work = run_kind(cx, step, &host, &ctx_value, timeout);
+    let work = crate::cloudstack::client::notifying_jobs(
+        cx.job_notice(step, target),
+        run_kind(cx, step, &host, &ctx_value, timeout),
+    );
     let mut result = match tokio::time::timeout(timeout + Duration::from_secs(1), work).await {
         Ok(r) => r,
         Err(_) => NodeResult::failed(
@@ -331,12 +380,8 @@ async fn run_kind(
                 return NodeResult::simple(Outcome::Ok);
             }
             if *d >= Duration::from_secs(5) {
-                let _ = cx.emit(Event::Progress {
-                    run: cx.run.clone(),
-                    step: step.id.clone(),
-                    target: host.name.clone(),
-                    message: format!("waiting {}", humantime::format_duration(*d)),
-                });
+                let message = format!("waiting {}", humantime::format_duration(*d));
+                cx.progress(step, &host.name, message, None);
             }
             if cx.pause(*d).await {
                 NodeResult::simple(Outcome::Ok)
@@ -388,6 +433,7 @@ async fn run_kind(
             };
             let action = Action::ssh(command.clone());
             if !step.mutating() {
+                cx.starting(step, &host.name, &command);
                 let mut r = attempts(cx, step, host, ctx, &action, Access::ReadOnly, timeout).await;
                 r.action = Some(command);
                 return r;
@@ -448,6 +494,7 @@ async fn run_kind(
                 args: rendered,
             });
             if !step.mutating() {
+                cx.starting(step, &host.name, &action.to_string());
                 let mut r = attempts(cx, step, host, ctx, &action, Access::ReadOnly, timeout).await;
                 r.action = Some(action.to_string());
                 return r;
@@ -503,15 +550,12 @@ async fn attempts(
             return last;
         }
         if attempt < total {
-            let _ = cx.emit(Event::Progress {
-                run: cx.run.clone(),
-                step: step.id.clone(),
-                target: host.name.clone(),
-                message: format!(
-                    "attempt {attempt}/{total} not yet; retrying in {}",
-                    humantime::format_duration(step.delay)
-                ),
-            });
+            let message = format!(
+                "not yet; waiting {} (retry {attempt}/{})",
+                humantime::format_duration(step.delay),
+                step.retries
+            );
+            cx.progress(step, &host.name, message, None);
             if !cx.pause(step.delay).await {
                 return NodeResult::failed(
                     "retries interrupted by a signal".into(),

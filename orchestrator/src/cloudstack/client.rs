@@ -18,6 +18,25 @@ use tokio::time::Instant;
 use super::reply::{self, CsError, JobState};
 use super::sign;
 
+/// Told the command and job id of each async job as soon as the server has answered with it,
+/// while the job is then polled: see [`notifying_jobs`].
+pub type JobNotice = std::sync::Arc<dyn Fn(&str, &str) + Send + Sync>;
+
+tokio::task_local! {
+    static ON_JOB: JobNotice;
+}
+
+/// Runs `work` with `notice` told of every async job that an API call made within it (on the
+/// same task) submits. The runner uses it to show what a step waits for; nothing else changes.
+pub async fn notifying_jobs<F: Future>(notice: JobNotice, work: F) -> F::Output {
+    ON_JOB.scope(notice, work).await
+}
+
+/// Tells the task's [`JobNotice`], if it has one, that `command` is now the job `jobid`.
+fn job_submitted(command: &str, jobid: &str) {
+    let _ = ON_JOB.try_with(|notice| notice(command, jobid));
+}
+
 /// Where the API is and the key pair to sign with. `Debug` never shows the secret.
 #[derive(Clone)]
 pub struct Credentials {
@@ -340,6 +359,7 @@ impl Client {
             });
         };
         tracing::debug!(command, jobid, "waiting for async job");
+        job_submitted(command, &jobid);
         let mut query = BTreeMap::new();
         query.insert("jobid".to_string(), jobid.clone());
         poll_job(
@@ -610,6 +630,25 @@ mod tests {
     }
 
     const S: Duration = Duration::from_secs(1);
+
+    #[tokio::test]
+    async fn a_submitted_job_is_told_to_the_tasks_notice_only() {
+        let seen: std::sync::Arc<Mutex<Vec<String>>> = Default::default();
+        let s = seen.clone();
+        let notice: JobNotice = std::sync::Arc::new(move |command: &str, jobid: &str| {
+            s.lock().unwrap().push(format!("{command} {jobid}"))
+        });
+        notifying_jobs(notice, async {
+            job_submitted("restartVPC", "4f2c");
+            // another task: not this run's node
+            tokio::spawn(async { job_submitted("stopRouter", "elsewhere") })
+                .await
+                .unwrap();
+        })
+        .await;
+        job_submitted("rebootRouter", "outside");
+        assert_eq!(*seen.lock().unwrap(), vec!["restartVPC 4f2c".to_string()]);
+    }
 
     #[tokio::test(start_paused = true)]
     async fn polling_succeeds_with_growing_capped_delays() {
