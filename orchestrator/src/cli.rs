@@ -2,15 +2,14 @@
 //! `main` only calls [`main`] here.
 //!
 //! Exit codes: remedy's own ([`ExitCode`], documented in the README) for everything a command
-//! decides; for a command line clap cannot parse, clap's convention: 0 for `--help` and
-//! `--version`, 2 for a usage error (unknown flag, missing or malformed argument, no
-//! subcommand), before anything ran.
+//! decides; for a command line clap cannot parse: 0 for `--help` and `--version` and for
+//! `remedy` alone (it prints the help), and 4 (invalid input) for a usage error (unknown flag,
+//! missing or malformed argument), before anything ran. Not clap's 2: that is remedy's "failed
+//! and rolled back cleanly".
 
 use std::io::IsTerminal;
 
 mod fit;
-pub mod words;
-pub use words::{mode_word, run_mode_word};
 
 /// `print!`/`println!` for a command's output, which is often piped into `head` or `less`: a
 /// reader that went away ends the command quietly instead of a panic with a backtrace.
@@ -1747,7 +1746,7 @@ async fn rollback_run(
 }
 
 /// `remedy audit list`'s lines: a header, then one row per run in log order, its mode in the
-/// command line's words ([`mode_word`]) and its result from the `run_end` record. Columns are
+/// command line's words ([`crate::event::mode_word`]) and its result from the `run_end` record. Columns are
 /// as wide as their widest cell; the result, last, is never padded.
 fn audit_list_lines(records: &[&serde_json::Value]) -> Vec<String> {
     let str_of = |v: &serde_json::Value| v.as_str().unwrap_or("").to_string();
@@ -1774,7 +1773,7 @@ fn audit_list_lines(records: &[&serde_json::Value]) -> Vec<String> {
             .unwrap_or_else(|| "(no end record: interrupted?)".into());
         rows.push([
             run,
-            mode_word(r["mode"].as_str().unwrap_or(""), &argv).to_string(),
+            crate::event::mode_word(r["mode"].as_str().unwrap_or(""), &argv).to_string(),
             str_of(&r["playbook"]),
             str_of(&r["operator"]),
             result,

@@ -81,6 +81,71 @@ pub enum RunMode {
     Plan,
 }
 
+impl RunMode {
+    /// How the audit log writes the mode (`apply`, `dry-run`, `plan`, `rollback`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunMode::Apply => "apply",
+            RunMode::DryRun => "dry-run",
+            RunMode::Plan => "plan",
+            RunMode::Rollback => "rollback",
+        }
+    }
+
+    /// The run's mode in the command line's words: see [`mode_word`].
+    pub fn word(self, argv: &[String]) -> &'static str {
+        mode_word(self.as_str(), argv)
+    }
+}
+
+/// The words the command line uses for a run, shared by the terminal's run header and
+/// `remedy audit list`, so an operator reads one vocabulary everywhere: the command they typed
+/// (`apply`, `dry-run`, `plan`, `rollback`, `exec`, `exec --read-only`, `exec --dry-run`), not
+/// the engine's mode names. Built from what a `run_start` record holds: `mode` as the audit log
+/// writes it, and the recorded `argv`.
+///
+/// `remedy exec` runs through `apply`, so its mode alone says `apply` or `dry-run`; its argv
+/// tells it apart. Only the part before `--` is read (the remote command may contain
+/// `--read-only` itself), and the value of an option such as `--audit-log` is not taken for the
+/// subcommand. Old logs hold the same fields and read the same; a mode this release does not
+/// know (a log written by a newer one) reads `unknown`.
+pub fn mode_word(mode: &str, argv: &[String]) -> &'static str {
+    let own: Vec<&str> = argv
+        .iter()
+        .skip(1)
+        .map(String::as_str)
+        .take_while(|a| *a != "--")
+        .collect();
+    let mut subcommand = None;
+    let mut value_next = false;
+    for a in &own {
+        if value_next {
+            value_next = false;
+        } else if matches!(*a, "--audit-log" | "--state-dir") {
+            value_next = true;
+        } else if !a.starts_with('-') {
+            subcommand = Some(*a);
+            break;
+        }
+    }
+    if subcommand == Some("exec") {
+        return if own.contains(&"--read-only") {
+            "exec --read-only"
+        } else if mode == "dry-run" || own.contains(&"--dry-run") {
+            "exec --dry-run"
+        } else {
+            "exec"
+        };
+    }
+    match mode {
+        "apply" => "apply",
+        "dry-run" => "dry-run",
+        "plan" => "plan",
+        "rollback" => "rollback",
+        _ => "unknown",
+    }
+}
+
 /// What came of a `refresh_inventory`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -468,6 +533,97 @@ mod tests {
         assert_eq!(
             shown(rx.try_recv().unwrap()),
             format!("the key is {}", Redactor::MASK)
+        );
+    }
+
+    fn words_argv(s: &str) -> Vec<String> {
+        s.split_whitespace().map(String::from).collect()
+    }
+
+    #[test]
+    fn plain_modes_read_as_their_command() {
+        let apply = words_argv("remedy apply vr-backup-loop -i inventories/lab.yml --yes");
+        assert_eq!(mode_word("apply", &apply), "apply");
+        assert_eq!(
+            mode_word(
+                "dry-run",
+                &words_argv("remedy apply vr-backup-loop --dry-run")
+            ),
+            "dry-run"
+        );
+        assert_eq!(
+            mode_word("plan", &words_argv("remedy plan x -o p.json")),
+            "plan"
+        );
+        assert_eq!(
+            mode_word("rollback", &words_argv("remedy rollback r1 --yes")),
+            "rollback"
+        );
+        // The daemon records its own argv; its runs read as the mode.
+        assert_eq!(
+            mode_word("apply", &words_argv("remedy daemon job-a")),
+            "apply"
+        );
+        assert_eq!(mode_word("plan", &[]), "plan");
+        assert_eq!(mode_word("something-new", &apply), "unknown");
+    }
+
+    #[test]
+    fn exec_runs_read_as_exec_with_their_flag() {
+        assert_eq!(
+            mode_word(
+                "apply",
+                &words_argv("remedy exec routers -i lab.yml --yes -- systemctl restart x")
+            ),
+            "exec"
+        );
+        assert_eq!(
+            mode_word(
+                "apply",
+                &words_argv("remedy exec all --read-only -- uptime")
+            ),
+            "exec --read-only"
+        );
+        assert_eq!(
+            mode_word(
+                "dry-run",
+                &words_argv("remedy exec all --read-only --dry-run -- uptime")
+            ),
+            "exec --read-only"
+        );
+        assert_eq!(
+            mode_word(
+                "dry-run",
+                &words_argv("remedy exec all --dry-run -- touch /x")
+            ),
+            "exec --dry-run"
+        );
+        // `--read-only` after `--` belongs to the remote command.
+        assert_eq!(
+            mode_word(
+                "apply",
+                &words_argv("remedy exec all --yes -- mount -o remount --read-only /")
+            ),
+            "exec"
+        );
+    }
+
+    #[test]
+    fn run_modes_map_to_the_same_words() {
+        let a = words_argv("remedy apply x");
+        assert_eq!(RunMode::Apply.word(&a), "apply");
+        assert_eq!(RunMode::DryRun.word(&a), "dry-run");
+        assert_eq!(RunMode::Plan.word(&a), "plan");
+        assert_eq!(RunMode::Rollback.word(&a), "rollback");
+        let e = words_argv("remedy exec all --read-only -- uptime");
+        assert_eq!(RunMode::DryRun.word(&e), "exec --read-only");
+    }
+
+    #[test]
+    fn an_options_value_is_not_the_subcommand() {
+        assert_eq!(
+            mode_word("apply", &words_argv("remedy --audit-log exec apply exec")),
+            "apply"
         );
     }
 }

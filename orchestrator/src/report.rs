@@ -22,7 +22,7 @@ use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-use crate::event::{Event, Outcome, RunMode, Running};
+use crate::event::{Event, Outcome, Running};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Output {
@@ -48,41 +48,6 @@ const WAITING_CHARS: usize = 72;
 
 /// Lines are written in batches of at most this many bytes.
 const BATCH: usize = 64 * 1024;
-
-/// The word for a run's mode as the CLI says it: `apply`, `dry-run`, `plan`, `rollback`; for
-/// `remedy exec` (from its `argv`) `exec`, `exec --read-only` or `exec --dry-run`.
-pub fn mode_word(mode: RunMode, argv: &[String]) -> &'static str {
-    // Arguments before `--` (after it comes the command exec runs); the subcommand is the
-    // first that is neither an option nor the value of a global option.
-    let args: Vec<&str> = argv
-        .iter()
-        .skip(1)
-        .map(String::as_str)
-        .take_while(|a| *a != "--")
-        .collect();
-    let mut subcommand = None;
-    let mut after_option_with_value = false;
-    for a in &args {
-        if after_option_with_value {
-            after_option_with_value = false;
-        } else if matches!(*a, "--audit-log" | "--state-dir") {
-            after_option_with_value = true;
-        } else if !a.starts_with('-') {
-            subcommand = Some(*a);
-            break;
-        }
-    }
-    let exec = subcommand == Some("exec");
-    match mode {
-        _ if exec && args.contains(&"--read-only") => "exec --read-only",
-        RunMode::DryRun if exec => "exec --dry-run",
-        _ if exec => "exec",
-        RunMode::Apply => "apply",
-        RunMode::DryRun => "dry-run",
-        RunMode::Plan => "plan",
-        RunMode::Rollback => "rollback",
-    }
-}
 
 /// `text` on one line (runs of white space made one space), cut to `max` characters with `…`.
 pub fn shorten(text: &str, max: usize) -> String {
@@ -501,7 +466,7 @@ impl Lines {
                     out,
                     "{} {playbook} ({}, run {run}{})",
                     paint(color, "1", "remedy"),
-                    mode_word(*mode, argv),
+                    mode.word(argv),
                     plan.as_ref()
                         .map(|p| format!(", plan {}", crate::planfile::short(&p.id)))
                         .unwrap_or_default()
@@ -755,6 +720,7 @@ pub fn plan_text(plan: &crate::plan::Plan) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::event::RunMode;
     use crate::playbook::Phase;
 
     fn argv(words: &str) -> Vec<String> {
@@ -823,36 +789,6 @@ mod tests {
             cloudstack_inventory: None,
             plan: None,
         }
-    }
-
-    #[test]
-    fn mode_words_are_the_clis() {
-        let w = |m, a: &str| mode_word(m, &argv(a));
-        assert_eq!(w(RunMode::Apply, "remedy apply vr-backup-loop"), "apply");
-        assert_eq!(
-            w(RunMode::DryRun, "remedy apply vr-backup-loop --dry-run"),
-            "dry-run"
-        );
-        assert_eq!(w(RunMode::Plan, "remedy plan vr-backup-loop"), "plan");
-        assert_eq!(w(RunMode::Rollback, "remedy rollback r1"), "rollback");
-        assert_eq!(w(RunMode::Apply, "remedy exec all --yes -- uptime"), "exec");
-        assert_eq!(
-            w(RunMode::Apply, "remedy exec all --read-only -- uptime"),
-            "exec --read-only"
-        );
-        assert_eq!(
-            w(RunMode::DryRun, "remedy exec all --dry-run -- touch x"),
-            "exec --dry-run"
-        );
-        // a global option's value is not the subcommand; words after `--` are the command's
-        assert_eq!(
-            w(RunMode::Apply, "remedy --audit-log exec apply exec"),
-            "apply"
-        );
-        assert_eq!(
-            w(RunMode::Apply, "remedy exec all --yes -- tool --read-only"),
-            "exec"
-        );
     }
 
     #[test]
