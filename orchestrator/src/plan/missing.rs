@@ -220,9 +220,7 @@ fn api_words(
     let help = match (param, did_you_mean(&suggestions)) {
         (Some(p), Some(hint)) => Some(format!(
             "{hint} (pass -e {})",
-            shlex::try_quote(&format!("{p}={}", suggestions[0]))
-                .map(|q| q.into_owned())
-                .unwrap_or_else(|_| format!("{p}={}", suggestions[0]))
+            shell_word(&format!("{p}={}", suggestions[0]))
         )),
         (Some(p), None) => Some(format!(
             "pass -e {p}=NAME with one of the {} listed",
@@ -281,4 +279,221 @@ fn value_behind(
         }
     }
     found
+}
+
+/// `word` as typed in a shell: as is when it is plain, else in single quotes.
+fn shell_word(word: &str) -> String {
+    let plain = |c: char| c.is_ascii_alphanumeric() || "-_.,=:/@%+".contains(c);
+    if word.chars().all(plain) {
+        word.to_string()
+    } else {
+        format!("'{}'", word.replace('\'', r"'\''"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::{Path, PathBuf};
+
+    use super::*;
+    use crate::plan::{build, Options};
+
+    fn program(text: &str) -> Program {
+        let file = crate::playbook::load::parse(Path::new("t.yml"), text, text.as_bytes())
+            .expect("parses");
+        let mut files = BTreeMap::new();
+        files.insert(PathBuf::from("t.yml"), file);
+        crate::playbook::compile(&crate::playbook::Loaded {
+            root: PathBuf::from("t.yml"),
+            files,
+        })
+        .expect("compiles")
+    }
+
+    /// The zone as the CloudStack source generates it: two routers of VPC `web-vpc`.
+    fn zone() -> Inventory {
+        let yaml = "all:\n  children:\n    routers:\n      hosts:\n        \
+                    r-1-VM: { cs: { vpcname: web-vpc, zonename: zone1 } }\n        \
+                    r-2-VM: { cs: { vpcname: web-vpc, zonename: zone1 } }\n    \
+                    vpc_web_vpc:\n      hosts: { r-1-VM: {}, r-2-VM: {} }\n    \
+                    zone_zone1:\n      hosts: { r-1-VM: {}, r-2-VM: {} }\n";
+        Inventory::load_with_generated(&[], Some(yaml)).expect("loads")
+    }
+
+    fn opts(extra: &[(&str, &str)]) -> Options {
+        Options {
+            extra: extra
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            ..Options::default()
+        }
+    }
+
+    fn errors(text: &str, inventory: Inventory, extra: &[(&str, &str)]) -> Vec<Diagnostic> {
+        match build(program(text), inventory, &opts(extra)) {
+            Ok(p) => panic!("plans without error: {:?}", (&p.targets, &p.bindings)),
+            Err(d) => d.0,
+        }
+    }
+
+    const VPC: &str = "name: t
+params:
+  vpc: { required: true }
+vars:
+  group: \"{{ vpc | group_name('vpc') }}\"
+detect:
+  - id: vpcs
+    api: { command: listVPCs }
+  - id: conf
+    on: \"{{ group }}\"
+    ssh: cat /etc/keepalived/keepalived.conf
+    changes: none
+steps:
+  - id: restart
+    on: \"{{ group }}\"
+    ssh: systemctl restart keepalived
+    no_rollback: a restart leaves nothing to undo
+verify:
+  - id: state
+    on: \"{{ group }}\"
+    ssh: checkrouter.sh
+    changes: none
+";
+
+    #[test]
+    fn no_inventory_is_one_error_with_the_fix() {
+        let e = errors(VPC, Inventory::empty(), &[("vpc", "web-vpc")]);
+        assert_eq!(e.len(), 1, "{e:?}");
+        assert_eq!(
+            e[0].headline(),
+            "t.yml:10:9: no inventory given (pass -i or set REMEDY_INVENTORY): 3 steps \
+             (conf, restart, state) run on \"vpc_web_vpc\""
+        );
+        let limited = Options {
+            limit: Some("routers".into()),
+            ..opts(&[("vpc", "web-vpc")])
+        };
+        let e = build(program(VPC), Inventory::empty(), &limited).unwrap_err().0;
+        assert_eq!(e.len(), 1, "{e:?}");
+        assert_eq!(
+            e[0].message,
+            "no inventory given (pass -i or set REMEDY_INVENTORY): --limit routers names hosts of one"
+        );
+    }
+
+    #[test]
+    fn no_inventory_is_fine_for_the_controller_and_localhost() {
+        let text = "name: t
+steps:
+  - id: zones
+    api: { command: listZones }
+  - id: here
+    on: localhost
+    ssh: uptime
+    changes: none
+";
+        let plan = build(program(text), Inventory::empty(), &Options::default())
+            .expect("plans without an inventory");
+        assert_eq!(plan.targets, [vec!["localhost"], vec!["localhost"]]);
+        // `all` of no inventory selects nothing: that needs one too.
+        let all = text.replace("on: localhost", "on: all");
+        let e = errors(&all, Inventory::empty(), &[]);
+        assert_eq!(e.len(), 1, "{e:?}");
+        assert_eq!(
+            e[0].message,
+            format!("{NO_INVENTORY}: step here runs on \"all\"")
+        );
+    }
+
+    #[test]
+    fn an_unknown_vpc_is_one_error_in_cloudstack_words() {
+        let e = errors(VPC, zone(), &[("vpc", "nope")]);
+        assert_eq!(e.len(), 1, "{e:?}");
+        assert_eq!(
+            e[0].headline(),
+            "t.yml:10:9: 3 steps (conf, restart, state): no VPC named \"nope\" in the zone \
+             (VPCs: web-vpc)"
+        );
+        assert_eq!(
+            e[0].help.as_deref(),
+            Some("pass -e vpc=NAME with one of the VPCs listed")
+        );
+        let e = errors(VPC, zone(), &[("vpc", "web-vcp")]);
+        assert_eq!(e.len(), 1, "{e:?}");
+        assert_eq!(
+            e[0].help.as_deref(),
+            Some("did you mean \"web-vpc\"? (pass -e vpc=web-vpc)")
+        );
+    }
+
+    #[test]
+    fn a_generated_group_written_by_name_is_compared_with_the_groups() {
+        let text = "name: t
+steps:
+  - id: a
+    on: zone_zone2
+    ssh: uptime
+    changes: none
+";
+        let e = errors(text, zone(), &[]);
+        assert_eq!(e.len(), 1, "{e:?}");
+        assert_eq!(
+            e[0].message,
+            "step a: group \"zone_zone2\" names no zone (zones: zone1)"
+        );
+        assert_eq!(
+            e[0].help.as_deref(),
+            Some("did you mean \"zone_zone1\"?")
+        );
+    }
+
+    #[test]
+    fn an_unknown_group_used_by_many_steps_is_one_error_with_suggestions() {
+        let text = "name: t
+detect:
+  - id: a
+    on: rooters
+    ssh: uptime
+    changes: none
+steps:
+  - id: b
+    on: rooters
+    ssh: uptime
+    changes: none
+  - id: c
+    on: r-1-VM
+    ssh: uptime
+    changes: none
+  - id: d
+    on: \"routers:nope\"
+    ssh: uptime
+    changes: none
+";
+        let e = errors(text, zone(), &[]);
+        assert_eq!(e.len(), 2, "{e:?}");
+        assert_eq!(
+            e[0].headline(),
+            "t.yml:4:9: 2 steps (a, b): unknown host or group \"rooters\"; did you mean \
+             \"routers\"? (inventory has groups: routers, vpc_web_vpc, zone_zone1)"
+        );
+        assert_eq!(
+            e[1].headline(),
+            "t.yml:17:9: step d: unknown host or group \"nope\" (inventory has groups: routers, \
+             vpc_web_vpc, zone_zone1)"
+        );
+    }
+
+    #[test]
+    fn helpers_list_and_quote() {
+        let names: Vec<String> = (1..=12).map(|i| format!("v{i}")).collect();
+        assert_eq!(
+            listing(&names),
+            "v1, v2, v3, v4, v5, v6, v7, v8, v9, v10 and 2 more"
+        );
+        assert_eq!(listing(&[]), "none");
+        assert_eq!(shell_word("vpc=web-vpc"), "vpc=web-vpc");
+        assert_eq!(shell_word("vpc=VPC Prod"), "'vpc=VPC Prod'");
+        assert_eq!(shell_word("vpc=it's"), r"'vpc=it'\''s'");
+    }
 }

@@ -361,8 +361,10 @@ pub fn build(program: Program, inventory: Inventory, opts: &Options) -> Result<P
     let no_inventory = missing::no_inventory_given(&inventory);
     let limit_names = match limited(&inventory, limit.as_deref()) {
         Ok(l) => l,
-        Err(e) if no_inventory => {
-            return Err(Diagnostic::new(format!("{}: --limit {e}", missing::NO_INVENTORY)).into())
+        Err(_) if no_inventory => {
+            let l = limit.as_deref().unwrap_or_default();
+            let msg = format!("{}: --limit {l} names hosts of one", missing::NO_INVENTORY);
+            return Err(Diagnostic::new(msg).into());
         }
         Err(e) => return Err(Diagnostic::new(e).into()),
     };
@@ -937,6 +939,135 @@ verify:
                 "step early needs after, which runs after step replacement refreshes the inventory"
             ),
             "{msg}"
+        );
+    }
+
+    /// A root playbook that derives a group from its parameters and passes it, and another
+    /// parameter, to an include: written to a temporary directory and loaded from there.
+    fn with_include() -> (tempfile::TempDir, Program) {
+        let dir = tempfile::tempdir().expect("temp dir");
+        std::fs::write(
+            dir.path().join("root.yml"),
+            "name: root
+params:
+  vpc: { required: true }
+  vlan_range: { required: true, pattern: \"[0-9]+(-[0-9]+)?\" }
+vars:
+  router_group: \"{{ vpc | group_name('vpc') }}\"
+  label: fixed
+steps:
+  - id: child
+    include: child
+    params:
+      routers: \"{{ router_group }}\"
+      range: \"{{ vlan_range }}\"
+      note: \"{{ label }}\"
+",
+        )
+        .expect("write");
+        std::fs::write(
+            dir.path().join("child.yml"),
+            "name: child
+params:
+  routers: { required: true }
+  range: { required: true }
+  note: { required: true }
+vars:
+  shown: \"{{ note | upper }}\"
+steps:
+  - id: up
+    on: \"{{ routers }}\"
+    ssh: ip link set eth1 up
+    rollback: ip link set eth1 down
+",
+        )
+        .expect("write");
+        let root = dir.path().join("root.yml");
+        let loaded = crate::playbook::load(root.to_str().expect("utf-8")).expect("loads");
+        let program = crate::playbook::compile(&loaded).expect("compiles");
+        (dir, program)
+    }
+
+    fn extra(pairs: &[(&str, &str)]) -> Options {
+        Options {
+            extra: pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn missing_parameters_stop_before_templates_that_read_them() {
+        let (dir, program) = with_include();
+        let e = build(program, inventory("s-1-VM"), &Options::default()).unwrap_err();
+        let root = dir.path().join("root.yml");
+        let headlines: Vec<String> = e.0.iter().map(Diagnostic::headline).collect();
+        assert_eq!(
+            headlines,
+            [
+                format!(
+                    "{}:3:3: missing required parameter \"vpc\" of root",
+                    root.display()
+                ),
+                format!(
+                    "{}:4:3: missing required parameter \"vlan_range\" of root",
+                    root.display()
+                ),
+            ],
+            "only the parameters: not vars.router_group, nor the include's routers and range"
+        );
+    }
+
+    #[test]
+    fn an_invalid_parameter_is_its_only_error() {
+        let (_dir, program) = with_include();
+        let e = build(
+            program,
+            inventory("s-1-VM"),
+            &extra(&[("vpc", "web-vpc"), ("vlan_range", "lots")]),
+        )
+        .unwrap_err();
+        assert_eq!(e.0.len(), 1, "{:?}", e.0);
+        assert!(
+            e.0[0].message.starts_with("-e parameter vlan_range: "),
+            "{}",
+            e.0[0].message
+        );
+    }
+
+    #[test]
+    fn a_misspelt_parameter_is_one_error_with_a_suggestion() {
+        let (_dir, program) = with_include();
+        let e = build(
+            program,
+            inventory("s-1-VM"),
+            &extra(&[("vpc", "web-vpc"), ("vlan_rang", "1000-1099")]),
+        )
+        .unwrap_err();
+        assert_eq!(e.0.len(), 1, "{:?}", e.0);
+        assert_eq!(
+            e.0[0].message,
+            "-e vlan_rang: root has no parameter \"vlan_rang\"; did you mean \"vlan_range\"? \
+             (it has: vpc, vlan_range)",
+            "and no \"missing vlan_range\" besides"
+        );
+        // Nothing close: no guess, and the missing one is its own error.
+        let (_dir, program) = with_include();
+        let e = build(
+            program,
+            inventory("s-1-VM"),
+            &extra(&[("vpc", "web-vpc"), ("range", "1000-1099")]),
+        )
+        .unwrap_err();
+        let messages: Vec<&str> = e.0.iter().map(|d| d.message.as_str()).collect();
+        assert_eq!(
+            messages,
+            [
+                "-e range: root has no parameter \"range\" (it has: vpc, vlan_range)",
+                "missing required parameter \"vlan_range\" of root",
+            ]
         );
     }
 }
