@@ -336,7 +336,14 @@ mod tests {
 
     #[test]
     fn similar_names_closest_first_and_at_most_three() {
-        let names = ["routes", "routers", "hypervisors", "ssvm", "Routers", "rooter"];
+        let names = [
+            "routes",
+            "routers",
+            "hypervisors",
+            "ssvm",
+            "Routers",
+            "rooter",
+        ];
         assert_eq!(
             similar("rooters", names),
             ["routers", "Routers", "rooter"],

@@ -85,7 +85,13 @@ const ROUTER_STEPS: &str = "13 steps (keepalived_conf, checkrouter, public_link.
 fn no_inventory_is_one_error_saying_to_pass_one() {
     let scratch = tempfile::tempdir().expect("temp dir");
     let o = apply(
-        &["vr-backup-loop", "-e", "vpc=web-vpc", "-e", "vlan_range=1000-1099"],
+        &[
+            "vr-backup-loop",
+            "-e",
+            "vpc=web-vpc",
+            "-e",
+            "vlan_range=1000-1099",
+        ],
         scratch.path(),
     );
     one_error(
@@ -139,10 +145,7 @@ fn a_wrong_vpc_is_one_error_in_cloudstack_words() {
              zone (VPCs: web-vpc)"
         ),
     );
-    assert_eq!(
-        helps(&o),
-        ["pass -e vpc=NAME with one of the VPCs listed"]
-    );
+    assert_eq!(helps(&o), ["pass -e vpc=NAME with one of the VPCs listed"]);
 }
 
 #[test]
@@ -178,7 +181,13 @@ fn a_misspelt_vpc_gets_a_suggestion() {
 fn missing_parameters_are_the_only_errors() {
     let scratch = tempfile::tempdir().expect("temp dir");
     let o = apply(
-        &["vr-backup-loop", "-i", "inventories/lab.yml", "-e", "vpc=web-vpc"],
+        &[
+            "vr-backup-loop",
+            "-i",
+            "inventories/lab.yml",
+            "-e",
+            "vpc=web-vpc",
+        ],
         scratch.path(),
     );
     one_error(
@@ -189,8 +198,10 @@ fn missing_parameters_are_the_only_errors() {
     );
     assert_eq!(
         helps(&o),
-        ["pass -e vlan_range=... (the guest VLANs to add if the Guest physical network has \
-          none, e.g. 1000-1099)"]
+        [
+            "pass -e vlan_range=... (the guest VLANs to add if the Guest physical network has \
+          none, e.g. 1000-1099)"
+        ]
     );
     // Both missing: the two parameters, and nothing that follows from them (the VPC's group,
     // the include's bindings).
@@ -253,7 +264,12 @@ fn a_misspelt_playbook_is_one_error_with_a_suggestion_and_the_search_path() {
     // `plan`, `show` and `validate` share the loader, and its error.
     let log = scratch.path().join("audit.log");
     for args in [
-        vec!["plan", "vr-backup-lop", "--audit-log", log.to_str().expect("utf-8")],
+        vec![
+            "plan",
+            "vr-backup-lop",
+            "--audit-log",
+            log.to_str().expect("utf-8"),
+        ],
         vec!["show", "vr-backup-lop"],
     ] {
         let o = remedy(&args, &root(), scratch.path(), &[]);

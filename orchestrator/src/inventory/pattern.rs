@@ -79,7 +79,10 @@ pub enum PatternError {
         "host pattern term \"{term}\": subscript out of range (the selection has {len} hosts)"
     )]
     SubscriptOutOfRange { term: String, len: usize },
-    #[error("unknown host or group \"{name}\"{}", unknown_tail(suggestions, known_groups))]
+    #[error(
+        "unknown host or group \"{name}\"{}",
+        unknown_tail(suggestions, known_groups)
+    )]
     UnknownName {
         name: String,
         /// Host and group names close to `name` (a likely typo), closest first.
@@ -645,7 +648,11 @@ all:
         else {
             panic!("not an unknown name");
         };
-        assert_eq!(suggestions, ["r-12-VM", "r-15-VM"], "hosts too; case ignored");
+        assert_eq!(
+            suggestions,
+            ["r-12-VM", "r-15-VM"],
+            "hosts too; case ignored"
+        );
         let PatternError::UnknownName { suggestions, .. } = sel_err(&inv, "mgmt3") else {
             panic!("not an unknown name");
         };

@@ -109,7 +109,9 @@ pub fn no_inventory(program: &Program, steps: &[usize], patterns: &[String]) -> 
         ),
     )
     .with_label("needs hosts from an inventory")
-    .with_help("only steps on the controller (API calls, steps without `on:`) run without an inventory")
+    .with_help(
+        "only steps on the controller (API calls, steps without `on:`) run without an inventory",
+    )
 }
 
 /// One error per distinct pattern failure among `failures` (step index, error), each naming
@@ -374,7 +376,9 @@ verify:
             limit: Some("routers".into()),
             ..opts(&[("vpc", "web-vpc")])
         };
-        let e = build(program(VPC), Inventory::empty(), &limited).unwrap_err().0;
+        let e = build(program(VPC), Inventory::empty(), &limited)
+            .unwrap_err()
+            .0;
         assert_eq!(e.len(), 1, "{e:?}");
         assert_eq!(
             e[0].message,
@@ -442,10 +446,7 @@ steps:
             e[0].message,
             "step a: group \"zone_zone2\" names no zone (zones: zone1)"
         );
-        assert_eq!(
-            e[0].help.as_deref(),
-            Some("did you mean \"zone_zone1\"?")
-        );
+        assert_eq!(e[0].help.as_deref(), Some("did you mean \"zone_zone1\"?"));
     }
 
     #[test]

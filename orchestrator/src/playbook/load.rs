@@ -514,6 +514,9 @@ mod tests {
             dir.path().display(),
         );
         assert!(d.headline().starts_with(&start), "{}", d.headline());
-        assert!(d.help.as_deref().is_some_and(|h| h.contains("REMEDY_PLAYBOOK_PATH")));
+        assert!(d
+            .help
+            .as_deref()
+            .is_some_and(|h| h.contains("REMEDY_PLAYBOOK_PATH")));
     }
 }
