@@ -171,7 +171,7 @@ fn one_cause(
 }
 
 /// `step a`, `2 steps (a, b)`.
-fn who(program: &Program, steps: &[usize]) -> String {
+pub(super) fn who(program: &Program, steps: &[usize]) -> String {
     match steps {
         [one] => format!("step {}", program.steps[*one].id),
         _ => format!("{} steps ({})", steps.len(), ids(program, steps)),

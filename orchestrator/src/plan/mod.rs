@@ -453,10 +453,18 @@ pub fn build(program: Program, inventory: Inventory, opts: &Options) -> Result<P
     }
 
     // --- host variables read by templates must exist on every target ---
+    // (The same variable missing on the same hosts is one cause, however many steps read it.)
+    let mut lacking: Vec<((String, Vec<String>), Vec<usize>)> = Vec::new();
     for i in 0..program.steps.len() {
-        if let Some(d) = missing_host_vars(&program, &inventory, &targets, i) {
-            diags.push(d);
+        if let Some(cause) = missing_host_var(&program, &inventory, &targets, i) {
+            match lacking.iter_mut().find(|(seen, _)| *seen == cause) {
+                Some((_, steps)) => steps.push(i),
+                None => lacking.push((cause, vec![i])),
+            }
         }
+    }
+    for ((var, missing), steps) in lacking {
+        diags.push(host_var_error(&program, &steps, &var, &missing));
     }
     if !diags.is_empty() {
         return Err(diags);
@@ -536,31 +544,54 @@ fn missing_host_vars(
     targets: &[Vec<String>],
     i: usize,
 ) -> Option<Diagnostic> {
+    let (var, missing) = missing_host_var(program, inventory, targets, i)?;
+    Some(host_var_error(program, &[i], &var, &missing))
+}
+
+/// The first host variable step `i` reads that some of its targets lack, and those targets.
+fn missing_host_var(
+    program: &Program,
+    inventory: &Inventory,
+    targets: &[Vec<String>],
+    i: usize,
+) -> Option<(String, Vec<String>)> {
     let step = &program.steps[i];
-    for var in &step.host_vars {
-        let missing: Vec<&String> = targets[i]
+    step.host_vars.iter().find_map(|var| {
+        let missing: Vec<String> = targets[i]
             .iter()
             .filter(|t| inventory.host(t).is_none_or(|h| !h.vars.contains_key(var)))
+            .cloned()
             .collect();
-        if !missing.is_empty() {
-            let loc = first_loc_of(step, var).unwrap_or(step.loc.clone());
-            return Some(
-                diag_at_loc(program, step.scope, &loc, format!(
-                    "step {}: undefined variable {var:?}: not a parameter, var or registered result, and {} {} no such variable",
-                    step.id,
-                    missing.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", "),
-                    if missing.len() == 1 { "has" } else { "have" }
-                ))
-                .with_label("undefined")
-                .with_help(format!(
-                    "parameters of {}: {}",
-                    program.scopes[step.scope].playbook,
-                    program.scopes[step.scope].params.keys().cloned().collect::<Vec<_>>().join(", ")
-                )),
-            );
-        }
-    }
-    None
+        (!missing.is_empty()).then(|| (var.clone(), missing))
+    })
+}
+
+/// Steps reading a host variable that the same targets lack: one error, at the first step.
+fn host_var_error(program: &Program, steps: &[usize], var: &str, missing: &[String]) -> Diagnostic {
+    let step = &program.steps[steps[0]];
+    let loc = first_loc_of(step, var).unwrap_or(step.loc.clone());
+    diag_at_loc(
+        program,
+        step.scope,
+        &loc,
+        format!(
+            "{}: undefined variable {var:?}: not a parameter, var or registered result, and {} {} no such variable",
+            missing::who(program, steps),
+            missing.join(", "),
+            if missing.len() == 1 { "has" } else { "have" }
+        ),
+    )
+    .with_label("undefined")
+    .with_help(format!(
+        "parameters of {}: {}",
+        program.scopes[step.scope].playbook,
+        program.scopes[step.scope]
+            .params
+            .keys()
+            .cloned()
+            .collect::<Vec<_>>()
+            .join(", ")
+    ))
 }
 
 /// The step x target nodes and their edges.
@@ -1069,5 +1100,36 @@ steps:
                 "missing required parameter \"vlan_range\" of root",
             ]
         );
+    }
+
+    #[test]
+    fn a_host_variable_missing_for_several_steps_is_one_error() {
+        let text = "name: t
+steps:
+  - id: a
+    on: hypervisors
+    ssh: echo {{ cs.id }}
+    changes: none
+  - id: b
+    on: hypervisors
+    ssh: echo {{ cs.name }}
+    changes: none
+  - id: c
+    on: ssvm
+    ssh: echo {{ cs.id }}
+    changes: none
+";
+        let e = build(program(text), inventory("s-1-VM"), &Options::default()).unwrap_err();
+        let messages: Vec<&str> = e.0.iter().map(|d| d.message.as_str()).collect();
+        assert_eq!(
+            messages,
+            [
+                "2 steps (a, b): undefined variable \"cs\": not a parameter, var or registered \
+                 result, and kvm01 has no such variable",
+                "step c: undefined variable \"cs\": not a parameter, var or registered result, \
+                 and s-1-VM has no such variable",
+            ]
+        );
+        assert_eq!(e.0[0].loc.as_ref().map(|l| l.pos.line), Some(5));
     }
 }
