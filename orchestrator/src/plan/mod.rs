@@ -454,7 +454,7 @@ pub fn build(program: Program, inventory: Inventory, opts: &Options) -> Result<P
 
     // --- host variables read by templates must exist on every target ---
     // (The same variable missing on the same hosts is one cause, however many steps read it.)
-    let mut lacking: Vec<((String, Vec<String>), Vec<usize>)> = Vec::new();
+    let mut lacking: Vec<(MissingVar, Vec<usize>)> = Vec::new();
     for i in 0..program.steps.len() {
         if let Some(cause) = missing_host_var(&program, &inventory, &targets, i) {
             match lacking.iter_mut().find(|(seen, _)| *seen == cause) {
@@ -548,13 +548,16 @@ fn missing_host_vars(
     Some(host_var_error(program, &[i], &var, &missing))
 }
 
+/// A host variable and the targets that lack it.
+type MissingVar = (String, Vec<String>);
+
 /// The first host variable step `i` reads that some of its targets lack, and those targets.
 fn missing_host_var(
     program: &Program,
     inventory: &Inventory,
     targets: &[Vec<String>],
     i: usize,
-) -> Option<(String, Vec<String>)> {
+) -> Option<MissingVar> {
     let step = &program.steps[i];
     step.host_vars.iter().find_map(|var| {
         let missing: Vec<String> = targets[i]
