@@ -191,6 +191,47 @@ impl miette::Diagnostic for Snippet {
     }
 }
 
+/// How alike two names must be (normalised Damerau-Levenshtein, 0..1) to be suggested: one
+/// slip in a short name (`rooters`, `web-vcp`) passes, a different name (`nope`) does not.
+const SIMILAR_ENOUGH: f64 = 0.7;
+
+/// How many suggestions a message lists at most.
+const MAX_SUGGESTIONS: usize = 3;
+
+/// The names among `candidates` that `word` is probably a misspelling of, closest first
+/// (ties in the candidates' order), at most three, without duplicates. Case is ignored.
+pub fn similar<'a>(original: &str, candidates: impl IntoIterator<Item = &'a str>) -> Vec<String> {
+    let word = original.to_lowercase();
+    let mut scored: Vec<(f64, &str)> = Vec::new();
+    for c in candidates {
+        if c == original || scored.iter().any(|(_, seen)| *seen == c) {
+            continue;
+        }
+        let score = strsim::normalized_damerau_levenshtein(&word, &c.to_lowercase());
+        if score >= SIMILAR_ENOUGH {
+            scored.push((score, c));
+        }
+    }
+    // Stable: equal scores keep the candidates' order.
+    scored.sort_by(|a, b| b.0.total_cmp(&a.0));
+    scored
+        .into_iter()
+        .take(MAX_SUGGESTIONS)
+        .map(|(_, c)| c.to_string())
+        .collect()
+}
+
+/// `did you mean "a"?`, `did you mean "a" or "b"?`, `did you mean "a", "b" or "c"?`; `None`
+/// without suggestions.
+pub fn did_you_mean(suggestions: &[String]) -> Option<String> {
+    let quoted: Vec<String> = suggestions.iter().map(|s| format!("{s:?}")).collect();
+    match quoted.as_slice() {
+        [] => None,
+        [one] => Some(format!("did you mean {one}?")),
+        [rest @ .., last] => Some(format!("did you mean {} or {last}?", rest.join(", "))),
+    }
+}
+
 /// Several diagnostics from one input: everything wrong is reported at once.
 #[derive(Debug, Clone, Default)]
 pub struct Diagnostics(pub Vec<Diagnostic>);
@@ -291,6 +332,35 @@ mod tests {
         assert!(text.contains("not in inventory"), "{text}");
         assert!(text.contains("on: web"), "{text}");
         assert!(text.contains("help: inventory has: db, lb"), "{text}");
+    }
+
+    #[test]
+    fn similar_names_closest_first_and_at_most_three() {
+        let names = [
+            "routes",
+            "routers",
+            "hypervisors",
+            "ssvm",
+            "Routers",
+            "rooter",
+        ];
+        assert_eq!(
+            similar("rooters", names),
+            ["routers", "Routers", "rooter"],
+            "one slip each; case ignored; ties keep the order given"
+        );
+        assert_eq!(similar("web-vcp", ["web-vpc", "db-vpc"]), ["web-vpc"]);
+        assert!(similar("nope", ["web-vpc", "vpc_web_vpc"]).is_empty());
+        assert!(similar("routers", ["routers"]).is_empty(), "not itself");
+        assert_eq!(did_you_mean(&[]), None);
+        assert_eq!(
+            did_you_mean(&["a".into()]).as_deref(),
+            Some("did you mean \"a\"?")
+        );
+        assert_eq!(
+            did_you_mean(&["a".into(), "b".into(), "c".into()]).as_deref(),
+            Some("did you mean \"a\", \"b\" or \"c\"?")
+        );
     }
 
     #[test]

@@ -79,11 +79,25 @@ pub enum PatternError {
         "host pattern term \"{term}\": subscript out of range (the selection has {len} hosts)"
     )]
     SubscriptOutOfRange { term: String, len: usize },
-    #[error("unknown host or group \"{name}\" ({})", known_list(known_groups))]
+    #[error(
+        "unknown host or group \"{name}\"{}",
+        unknown_tail(suggestions, known_groups)
+    )]
     UnknownName {
         name: String,
+        /// Host and group names close to `name` (a likely typo), closest first.
+        suggestions: Vec<String>,
         known_groups: Vec<String>,
     },
+}
+
+/// What follows "unknown host or group": a suggestion, then the groups there are.
+fn unknown_tail(suggestions: &[String], groups: &[String]) -> String {
+    let groups = known_list(groups);
+    match crate::error::did_you_mean(suggestions) {
+        Some(hint) => format!("; {hint} ({groups})"),
+        None => format!(" ({groups})"),
+    }
 }
 
 fn known_list(groups: &[String]) -> String {
@@ -92,6 +106,13 @@ fn known_list(groups: &[String]) -> String {
     } else {
         format!("inventory has groups: {}", groups.join(", "))
     }
+}
+
+/// Host and group names of `inv` that `name` is probably a misspelling of.
+pub fn similar_names(inv: &Inventory, name: &str) -> Vec<String> {
+    let groups = inv.user_group_names();
+    let hosts = inv.hosts().map(|h| h.name.as_str());
+    crate::error::similar(name, groups.iter().map(String::as_str).chain(hosts))
 }
 
 impl Pattern {
@@ -316,6 +337,11 @@ impl Term {
     fn unknown(&self, inv: &Inventory) -> PatternError {
         PatternError::UnknownName {
             name: self.text.clone(),
+            suggestions: match self.matcher {
+                // A wildcard or regex is not a misspelt name.
+                Matcher::Name(_) => similar_names(inv, &self.text),
+                _ => Vec::new(),
+            },
             known_groups: inv.user_group_names(),
         }
     }
@@ -607,6 +633,34 @@ all:
             sel_err(&Inventory::empty(), "web").to_string(),
             "unknown host or group \"web\" (inventory has no groups besides all)"
         );
+    }
+
+    #[test]
+    fn unknown_names_suggest_close_hosts_and_groups() {
+        let inv = inv();
+        let e = sel_err(&inv, "rooters");
+        assert_eq!(
+            e.to_string(),
+            "unknown host or group \"rooters\"; did you mean \"routers\"? (inventory has groups: \
+             cloudstack, db, hypervisors, lb, management, monitored, routers)"
+        );
+        let PatternError::UnknownName { suggestions, .. } = sel_err(&inv, "routers:r-12-vm:!mgmt3")
+        else {
+            panic!("not an unknown name");
+        };
+        assert_eq!(
+            suggestions,
+            ["r-12-VM", "r-15-VM"],
+            "hosts too; case ignored"
+        );
+        let PatternError::UnknownName { suggestions, .. } = sel_err(&inv, "mgmt3") else {
+            panic!("not an unknown name");
+        };
+        assert_eq!(suggestions, ["mgmt1", "mgmt2"]);
+        let PatternError::UnknownName { suggestions, .. } = sel_err(&inv, "rooters*") else {
+            panic!("not an unknown name");
+        };
+        assert!(suggestions.is_empty(), "no guesses for a wildcard");
     }
 
     #[test]

@@ -7,7 +7,7 @@
 //! every node of A otherwise; `serial: N` makes each batch of a step wait for the one before.
 //! Not here: running anything (runner).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use indexmap::IndexMap;
 use minijinja::value::Value;
@@ -15,11 +15,15 @@ use petgraph::graph::{DiGraph, NodeIndex};
 use serde_json::Value as J;
 
 use crate::error::{Diagnostic, Diagnostics};
-use crate::inventory::Inventory;
+use crate::inventory::{Inventory, PatternError};
 use crate::playbook::compile::json_text;
 use crate::playbook::{Phase, Program};
 use crate::redact::Redactor;
 use crate::source::Source;
+
+mod missing;
+
+pub use missing::NO_INVENTORY;
 
 /// The name of the controller pseudo-target (API calls, and `assert`/`set`/`wait` without `on`).
 pub const CONTROLLER: &str = "localhost";
@@ -170,6 +174,62 @@ pub fn scope_context(values: &BTreeMap<String, J>) -> Value {
     Value::from_serialize(values)
 }
 
+/// Whether `tpl` reads any of `names`.
+fn reads_any(tpl: &crate::template::Tpl, names: &BTreeSet<String>) -> bool {
+    tpl.vars.iter().any(|v| names.contains(v))
+}
+
+/// One error per `-e NAME` the playbook does not declare, with the declared names it is
+/// probably a misspelling of. Returns the required parameters such an error suggests and
+/// that were not given: their own "missing" error would repeat it.
+fn unknown_extra(
+    program: &Program,
+    extra: &IndexMap<String, String>,
+    diags: &mut Diagnostics,
+) -> BTreeSet<String> {
+    let root = &program.scopes[0];
+    let declared: Vec<&str> = root.params.keys().map(String::as_str).collect();
+    let mut explained = BTreeSet::new();
+    for k in extra.keys().filter(|k| !root.params.contains_key(*k)) {
+        let suggestions = crate::error::similar(k, declared.iter().copied());
+        let mut msg = format!("-e {k}: {} has no parameter {k:?}", program.name);
+        if let Some(hint) = crate::error::did_you_mean(&suggestions) {
+            msg.push_str(&format!("; {hint}"));
+        }
+        msg.push_str(&format!(" (it has: {})", declared.join(", ")));
+        diags.push(Diagnostic::new(msg));
+        if let Some(first) = suggestions.first() {
+            let p = &root.params[first];
+            if p.required && p.default.is_none() && !extra.contains_key(first) {
+                explained.insert(first.clone());
+            }
+        }
+    }
+    explained
+}
+
+/// A required parameter without a value.
+fn missing_param(program: &Program, scope: usize, p: &crate::playbook::Param) -> Diagnostic {
+    let name = &p.name;
+    diag_at_loc(
+        program,
+        scope,
+        &p.loc,
+        format!(
+            "missing required parameter {name:?} of {}",
+            program.scopes[scope].playbook
+        ),
+    )
+    .with_help(format!(
+        "pass -e {name}=...{}",
+        if p.help.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", p.help)
+        }
+    ))
+}
+
 /// Bind a program to an inventory and parameters.
 pub fn build(program: Program, inventory: Inventory, opts: &Options) -> Result<Plan, Diagnostics> {
     let mut diags = Diagnostics::default();
@@ -177,33 +237,36 @@ pub fn build(program: Program, inventory: Inventory, opts: &Options) -> Result<P
 
     // --- parameters, scope by scope (parents come before children) ---
     let mut scope_values: Vec<BTreeMap<String, J>> = Vec::new();
+    // Per scope, the parameters and vars without a value because of an error already
+    // reported: templates reading them are not evaluated (their errors would only repeat it).
+    let mut unknown: Vec<BTreeSet<String>> = Vec::new();
     let extra: IndexMap<String, String> = opts.extra.iter().cloned().collect();
+    let explained = unknown_extra(&program, &extra, &mut diags);
     for (si, scope) in program.scopes.iter().enumerate() {
         let mut values = BTreeMap::new();
-        if si == 0 {
-            for k in extra.keys() {
-                if !scope.params.contains_key(k) {
-                    diags.push(Diagnostic::new(format!(
-                        "-e {k}: {} has no parameter {k:?} (it has: {})",
-                        program.name,
-                        scope.params.keys().cloned().collect::<Vec<_>>().join(", ")
-                    )));
-                }
-            }
-        }
+        let mut missing = BTreeSet::new();
         for (name, p) in &scope.params {
+            let parent = scope.parent.unwrap_or(0);
             let given: Option<Result<J, String>> = if si == 0 {
                 extra.get(name).map(|v| Ok(J::String(v.clone())))
             } else {
-                scope.bindings.get(name).map(|tpl| {
-                    let parent = scope.parent.unwrap_or(0);
-                    let ctx = scope_context(&scope_values[parent]);
-                    program
-                        .templates
-                        .render(tpl, &ctx)
-                        .map(J::String)
-                        .map_err(|e| e.message)
-                })
+                match scope.bindings.get(name) {
+                    Some(tpl) if reads_any(tpl, &unknown[parent]) => {
+                        missing.insert(name.clone());
+                        continue;
+                    }
+                    Some(tpl) => {
+                        let ctx = scope_context(&scope_values[parent]);
+                        Some(
+                            program
+                                .templates
+                                .render(tpl, &ctx)
+                                .map(J::String)
+                                .map_err(|e| e.message),
+                        )
+                    }
+                    None => None,
+                }
             };
             let value = match given {
                 Some(Ok(J::String(v))) if opts.validating && v == PLACEHOLDER => Some(J::String(v)),
@@ -230,57 +293,54 @@ pub fn build(program: Program, inventory: Inventory, opts: &Options) -> Result<P
                 }
                 None => match &p.default {
                     Some(d) => Some(d.clone()),
+                    // A misspelt -e already said it.
+                    None if p.required && si == 0 && explained.contains(name) => None,
                     None if p.required => {
-                        diags.push(
-                            diag_at_loc(
-                                &program,
-                                si,
-                                &p.loc,
-                                format!(
-                                    "missing required parameter {name:?} of {}",
-                                    scope.playbook
-                                ),
-                            )
-                            .with_help(format!(
-                                "pass -e {name}=...{}",
-                                if p.help.is_empty() {
-                                    String::new()
-                                } else {
-                                    format!(" ({})", p.help)
-                                }
-                            )),
-                        );
+                        diags.push(missing_param(&program, si, p));
                         None
                     }
                     None => Some(J::Null),
                 },
             };
-            if let Some(v) = value {
-                // Declared secret, or named like one (`api_password`): kept out of every
-                // output. (Not a flag's `true`, which would be masked everywhere.)
-                let named = crate::redact::is_secret_name(name) && !v.is_boolean();
-                if p.secret || named {
-                    redactor.add(json_text(&v));
+            match value {
+                Some(v) => {
+                    // Declared secret, or named like one (`api_password`): kept out of every
+                    // output. (Not a flag's `true`, which would be masked everywhere.)
+                    let named = crate::redact::is_secret_name(name) && !v.is_boolean();
+                    if p.secret || named {
+                        redactor.add(json_text(&v));
+                    }
+                    values.insert(name.clone(), v);
                 }
-                values.insert(name.clone(), v);
+                None => {
+                    missing.insert(name.clone());
+                }
             }
         }
         // vars render with the scope's params
         for (k, tpl) in &scope.vars {
+            if reads_any(tpl, &missing) {
+                missing.insert(k.clone());
+                continue;
+            }
             let ctx = scope_context(&values);
             match program.templates.render(tpl, &ctx) {
                 Ok(v) => {
                     values.insert(k.clone(), J::String(v));
                 }
-                Err(e) => diags.push(diag_at_loc(
-                    &program,
-                    si,
-                    &e.loc,
-                    format!("vars.{k}: {}", e.message),
-                )),
+                Err(e) => {
+                    missing.insert(k.clone());
+                    diags.push(diag_at_loc(
+                        &program,
+                        si,
+                        &e.loc,
+                        format!("vars.{k}: {}", e.message),
+                    ))
+                }
             }
         }
         scope_values.push(values);
+        unknown.push(missing);
     }
     if !diags.is_empty() {
         return Err(diags);
@@ -298,8 +358,14 @@ pub fn build(program: Program, inventory: Inventory, opts: &Options) -> Result<P
 
     // --- targets ---
     let limit = opts.limit.clone();
+    let no_inventory = missing::no_inventory_given(&inventory);
     let limit_names = match limited(&inventory, limit.as_deref()) {
         Ok(l) => l,
+        Err(_) if no_inventory => {
+            let l = limit.as_deref().unwrap_or_default();
+            let msg = format!("{}: --limit {l} names hosts of one", missing::NO_INVENTORY);
+            return Err(Diagnostic::new(msg).into());
+        }
         Err(e) => return Err(Diagnostic::new(e).into()),
     };
     let mut bindings: Vec<Binding> = Vec::new();
@@ -330,22 +396,41 @@ pub fn build(program: Program, inventory: Inventory, opts: &Options) -> Result<P
         }
     }
     let mut targets: Vec<Vec<String>> = Vec::new();
-    for (i, step) in program.steps.iter().enumerate() {
-        match select(&inventory, &bindings[i], limit_names.as_deref()) {
+    let mut failures: Vec<(usize, PatternError)> = Vec::new();
+    // With no inventory, steps on hosts: (step, pattern).
+    let mut hostless: Vec<(usize, String)> = Vec::new();
+    for (i, binding) in bindings.iter().enumerate() {
+        let selected = select(&inventory, binding, limit_names.as_deref());
+        if let (true, Binding::Pattern(p)) = (no_inventory, binding) {
+            if selected.as_ref().is_ok_and(|names| !names.is_empty()) {
+                // Only the implicit localhost resolves without an inventory.
+            } else {
+                hostless.push((i, p.clone()));
+                targets.push(Vec::new());
+                continue;
+            }
+        }
+        match selected {
             Ok(names) => targets.push(names),
             Err(e) => {
-                let loc = step
-                    .on
-                    .as_ref()
-                    .map(|t| t.loc.clone())
-                    .unwrap_or(step.loc.clone());
-                diags.push(
-                    diag_at_loc(&program, step.scope, &loc, format!("step {}: {e}", step.id))
-                        .with_label("not in the inventory"),
-                );
+                failures.push((i, e));
                 targets.push(Vec::new());
             }
         }
+    }
+    if !hostless.is_empty() {
+        let steps: Vec<usize> = hostless.iter().map(|(i, _)| *i).collect();
+        let mut patterns: Vec<String> = Vec::new();
+        for (_, p) in hostless {
+            if !patterns.contains(&p) {
+                patterns.push(p);
+            }
+        }
+        // The one thing to fix; anything else reported now could be its consequence.
+        return Err(missing::no_inventory(&program, &steps, &patterns).into());
+    }
+    for d in missing::unknown_targets(&program, &inventory, &scope_values, failures) {
+        diags.push(d);
     }
 
     // --- refresh_inventory splits the run into segments ---
@@ -368,10 +453,18 @@ pub fn build(program: Program, inventory: Inventory, opts: &Options) -> Result<P
     }
 
     // --- host variables read by templates must exist on every target ---
+    // (The same variable missing on the same hosts is one cause, however many steps read it.)
+    let mut lacking: Vec<(MissingVar, Vec<usize>)> = Vec::new();
     for i in 0..program.steps.len() {
-        if let Some(d) = missing_host_vars(&program, &inventory, &targets, i) {
-            diags.push(d);
+        if let Some(cause) = missing_host_var(&program, &inventory, &targets, i) {
+            match lacking.iter_mut().find(|(seen, _)| *seen == cause) {
+                Some((_, steps)) => steps.push(i),
+                None => lacking.push((cause, vec![i])),
+            }
         }
+    }
+    for ((var, missing), steps) in lacking {
+        diags.push(host_var_error(&program, &steps, &var, &missing));
     }
     if !diags.is_empty() {
         return Err(diags);
@@ -409,12 +502,12 @@ fn select(
     inventory: &Inventory,
     binding: &Binding,
     limit: Option<&[String]>,
-) -> Result<Vec<String>, String> {
+) -> Result<Vec<String>, PatternError> {
     match binding {
         Binding::TaggedOut => Ok(Vec::new()),
         Binding::Controller => Ok(vec![CONTROLLER.to_string()]),
         Binding::Pattern(pattern) => {
-            let hosts = inventory.select(pattern).map_err(|e| e.to_string())?;
+            let hosts = inventory.select(pattern)?;
             let mut names: Vec<String> = hosts.into_iter().map(|h| h.name.clone()).collect();
             if let Some(l) = limit {
                 names.retain(|n| l.contains(n));
@@ -451,31 +544,57 @@ fn missing_host_vars(
     targets: &[Vec<String>],
     i: usize,
 ) -> Option<Diagnostic> {
+    let (var, missing) = missing_host_var(program, inventory, targets, i)?;
+    Some(host_var_error(program, &[i], &var, &missing))
+}
+
+/// A host variable and the targets that lack it.
+type MissingVar = (String, Vec<String>);
+
+/// The first host variable step `i` reads that some of its targets lack, and those targets.
+fn missing_host_var(
+    program: &Program,
+    inventory: &Inventory,
+    targets: &[Vec<String>],
+    i: usize,
+) -> Option<MissingVar> {
     let step = &program.steps[i];
-    for var in &step.host_vars {
-        let missing: Vec<&String> = targets[i]
+    step.host_vars.iter().find_map(|var| {
+        let missing: Vec<String> = targets[i]
             .iter()
             .filter(|t| inventory.host(t).is_none_or(|h| !h.vars.contains_key(var)))
+            .cloned()
             .collect();
-        if !missing.is_empty() {
-            let loc = first_loc_of(step, var).unwrap_or(step.loc.clone());
-            return Some(
-                diag_at_loc(program, step.scope, &loc, format!(
-                    "step {}: undefined variable {var:?}: not a parameter, var or registered result, and {} {} no such variable",
-                    step.id,
-                    missing.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", "),
-                    if missing.len() == 1 { "has" } else { "have" }
-                ))
-                .with_label("undefined")
-                .with_help(format!(
-                    "parameters of {}: {}",
-                    program.scopes[step.scope].playbook,
-                    program.scopes[step.scope].params.keys().cloned().collect::<Vec<_>>().join(", ")
-                )),
-            );
-        }
-    }
-    None
+        (!missing.is_empty()).then(|| (var.clone(), missing))
+    })
+}
+
+/// Steps reading a host variable that the same targets lack: one error, at the first step.
+fn host_var_error(program: &Program, steps: &[usize], var: &str, missing: &[String]) -> Diagnostic {
+    let step = &program.steps[steps[0]];
+    let loc = first_loc_of(step, var).unwrap_or(step.loc.clone());
+    diag_at_loc(
+        program,
+        step.scope,
+        &loc,
+        format!(
+            "{}: undefined variable {var:?}: not a parameter, var or registered result, and {} {} no such variable",
+            missing::who(program, steps),
+            missing.join(", "),
+            if missing.len() == 1 { "has" } else { "have" }
+        ),
+    )
+    .with_label("undefined")
+    .with_help(format!(
+        "parameters of {}: {}",
+        program.scopes[step.scope].playbook,
+        program.scopes[step.scope]
+            .params
+            .keys()
+            .cloned()
+            .collect::<Vec<_>>()
+            .join(", ")
+    ))
 }
 
 /// The step x target nodes and their edges.
@@ -855,5 +974,165 @@ verify:
             ),
             "{msg}"
         );
+    }
+
+    /// A root playbook that derives a group from its parameters and passes it, and another
+    /// parameter, to an include: written to a temporary directory and loaded from there.
+    fn with_include() -> (tempfile::TempDir, Program) {
+        let dir = tempfile::tempdir().expect("temp dir");
+        std::fs::write(
+            dir.path().join("root.yml"),
+            "name: root
+params:
+  vpc: { required: true }
+  vlan_range: { required: true, pattern: \"[0-9]+(-[0-9]+)?\" }
+vars:
+  router_group: \"{{ vpc | group_name('vpc') }}\"
+  label: fixed
+steps:
+  - id: child
+    include: child
+    params:
+      routers: \"{{ router_group }}\"
+      range: \"{{ vlan_range }}\"
+      note: \"{{ label }}\"
+",
+        )
+        .expect("write");
+        std::fs::write(
+            dir.path().join("child.yml"),
+            "name: child
+params:
+  routers: { required: true }
+  range: { required: true }
+  note: { required: true }
+vars:
+  shown: \"{{ note | upper }}\"
+steps:
+  - id: up
+    on: \"{{ routers }}\"
+    ssh: ip link set eth1 up
+    rollback: ip link set eth1 down
+",
+        )
+        .expect("write");
+        let root = dir.path().join("root.yml");
+        let loaded = crate::playbook::load(root.to_str().expect("utf-8")).expect("loads");
+        let program = crate::playbook::compile(&loaded).expect("compiles");
+        (dir, program)
+    }
+
+    fn extra(pairs: &[(&str, &str)]) -> Options {
+        Options {
+            extra: pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn missing_parameters_stop_before_templates_that_read_them() {
+        let (dir, program) = with_include();
+        let e = build(program, inventory("s-1-VM"), &Options::default()).unwrap_err();
+        let root = dir.path().join("root.yml");
+        let headlines: Vec<String> = e.0.iter().map(Diagnostic::headline).collect();
+        assert_eq!(
+            headlines,
+            [
+                format!(
+                    "{}:3:3: missing required parameter \"vpc\" of root",
+                    root.display()
+                ),
+                format!(
+                    "{}:4:3: missing required parameter \"vlan_range\" of root",
+                    root.display()
+                ),
+            ],
+            "only the parameters: not vars.router_group, nor the include's routers and range"
+        );
+    }
+
+    #[test]
+    fn an_invalid_parameter_is_its_only_error() {
+        let (_dir, program) = with_include();
+        let e = build(
+            program,
+            inventory("s-1-VM"),
+            &extra(&[("vpc", "web-vpc"), ("vlan_range", "lots")]),
+        )
+        .unwrap_err();
+        assert_eq!(e.0.len(), 1, "{:?}", e.0);
+        assert!(
+            e.0[0].message.starts_with("-e parameter vlan_range: "),
+            "{}",
+            e.0[0].message
+        );
+    }
+
+    #[test]
+    fn a_misspelt_parameter_is_one_error_with_a_suggestion() {
+        let (_dir, program) = with_include();
+        let e = build(
+            program,
+            inventory("s-1-VM"),
+            &extra(&[("vpc", "web-vpc"), ("vlan_rang", "1000-1099")]),
+        )
+        .unwrap_err();
+        assert_eq!(e.0.len(), 1, "{:?}", e.0);
+        assert_eq!(
+            e.0[0].message,
+            "-e vlan_rang: root has no parameter \"vlan_rang\"; did you mean \"vlan_range\"? \
+             (it has: vpc, vlan_range)",
+            "and no \"missing vlan_range\" besides"
+        );
+        // Nothing close: no guess, and the missing one is its own error.
+        let (_dir, program) = with_include();
+        let e = build(
+            program,
+            inventory("s-1-VM"),
+            &extra(&[("vpc", "web-vpc"), ("range", "1000-1099")]),
+        )
+        .unwrap_err();
+        let messages: Vec<&str> = e.0.iter().map(|d| d.message.as_str()).collect();
+        assert_eq!(
+            messages,
+            [
+                "-e range: root has no parameter \"range\" (it has: vpc, vlan_range)",
+                "missing required parameter \"vlan_range\" of root",
+            ]
+        );
+    }
+
+    #[test]
+    fn a_host_variable_missing_for_several_steps_is_one_error() {
+        let text = "name: t
+steps:
+  - id: a
+    on: hypervisors
+    ssh: echo {{ cs.id }}
+    changes: none
+  - id: b
+    on: hypervisors
+    ssh: echo {{ cs.name }}
+    changes: none
+  - id: c
+    on: ssvm
+    ssh: echo {{ cs.id }}
+    changes: none
+";
+        let e = build(program(text), inventory("s-1-VM"), &Options::default()).unwrap_err();
+        let messages: Vec<&str> = e.0.iter().map(|d| d.message.as_str()).collect();
+        assert_eq!(
+            messages,
+            [
+                "2 steps (a, b): undefined variable \"cs\": not a parameter, var or registered \
+                 result, and kvm01 has no such variable",
+                "step c: undefined variable \"cs\": not a parameter, var or registered result, \
+                 and s-1-VM has no such variable",
+            ]
+        );
+        assert_eq!(e.0[0].loc.as_ref().map(|l| l.pos.line), Some(5));
     }
 }

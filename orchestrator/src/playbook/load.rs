@@ -40,10 +40,35 @@ pub fn search_path() -> Vec<PathBuf> {
     dirs
 }
 
+/// A playbook that is not where its name or path says, with what was searched.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NotFound {
+    /// `no playbook named "x"; did you mean "y"? (searched /abs/playbooks)`.
+    pub message: String,
+    /// How to make remedy find it (`REMEDY_PLAYBOOK_PATH`); `None` for a path.
+    pub help: Option<String>,
+}
+
+impl NotFound {
+    /// As a diagnostic of its own (a playbook named on the command line).
+    pub fn diagnostic(self) -> Diagnostic {
+        let d = Diagnostic::new(self.message.clone());
+        self.attach(d)
+    }
+
+    /// Its hint on a diagnostic pointing at where the name was written (an `include`).
+    pub fn attach(self, d: Diagnostic) -> Diagnostic {
+        match self.help {
+            Some(help) => d.with_help(help),
+            None => d,
+        }
+    }
+}
+
 /// Resolve a playbook argument: an existing path is used as is; a name is looked up as
 /// `NAME.yml` / `NAME.yaml` in the search path (and, for includes, beside the including file
 /// first).
-pub fn find(name: &str, beside: Option<&Path>) -> Result<PathBuf, String> {
+pub fn find(name: &str, beside: Option<&Path>) -> Result<PathBuf, NotFound> {
     let as_path = Path::new(name);
     if name.contains('/') || name.ends_with(".yml") || name.ends_with(".yaml") {
         let candidate = match beside {
@@ -56,10 +81,18 @@ pub fn find(name: &str, beside: Option<&Path>) -> Result<PathBuf, String> {
         if as_path.is_file() {
             return Ok(as_path.to_path_buf());
         }
-        return Err(format!("no playbook file {}", candidate.display()));
+        return Err(NotFound {
+            message: format!("no playbook file {}", absolute(&candidate).display()),
+            help: None,
+        });
     }
     let mut dirs: Vec<PathBuf> = beside.map(Path::to_path_buf).into_iter().collect();
-    dirs.extend(search_path());
+    for dir in search_path() {
+        // An include beside a file in ./playbooks would search it twice.
+        if !dirs.iter().any(|d| absolute(d) == absolute(&dir)) {
+            dirs.push(dir);
+        }
+    }
     for dir in &dirs {
         for ext in ["yml", "yaml"] {
             let p = dir.join(format!("{name}.{ext}"));
@@ -68,13 +101,63 @@ pub fn find(name: &str, beside: Option<&Path>) -> Result<PathBuf, String> {
             }
         }
     }
-    Err(format!(
-        "no playbook named {name:?} (searched {})",
-        dirs.iter()
-            .map(|d| d.display().to_string())
-            .collect::<Vec<_>>()
-            .join(", ")
-    ))
+    Err(not_found(name, &dirs))
+}
+
+/// The error for a playbook name found in none of `dirs`: the closest names there are, every
+/// directory searched (absolute: the search path is relative to the working directory), and
+/// how to search more.
+fn not_found(name: &str, dirs: &[PathBuf]) -> NotFound {
+    let known: Vec<String> = dirs.iter().flat_map(|d| playbook_names(d)).collect();
+    let suggestions = crate::error::similar(name, known.iter().map(String::as_str));
+    let searched: Vec<String> = dirs
+        .iter()
+        .map(|d| {
+            let shown = absolute(d).display().to_string();
+            if d.is_dir() {
+                shown
+            } else {
+                format!("{shown} (no such directory)")
+            }
+        })
+        .collect();
+    let mut message = format!("no playbook named {name:?}");
+    if let Some(hint) = crate::error::did_you_mean(&suggestions) {
+        message.push_str(&format!("; {hint}"));
+    }
+    message.push_str(&format!(" (searched {})", searched.join(", ")));
+    NotFound {
+        message,
+        help: Some(format!(
+            "give the playbook's path, or add the directory that holds it to {PATH_VAR} \
+             (colon-separated; ./playbooks is always searched)"
+        )),
+    }
+}
+
+/// The names of the playbooks in `dir` (file names without `.yml` / `.yaml`), sorted.
+fn playbook_names(dir: &Path) -> Vec<String> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut names: Vec<String> = entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.is_file())
+        .filter_map(|p| {
+            let ext = p.extension()?.to_str()?;
+            if ext != "yml" && ext != "yaml" {
+                return None;
+            }
+            Some(p.file_stem()?.to_str()?.to_string())
+        })
+        .collect();
+    names.sort();
+    names
+}
+
+/// `path` made absolute against the working directory, for messages (unchanged if that fails).
+fn absolute(path: &Path) -> PathBuf {
+    std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf())
 }
 
 /// Read and parse one file.
@@ -231,7 +314,7 @@ impl Loaded {
 
 /// Load a playbook (by name or path) and, transitively, its includes.
 pub fn load(name: &str) -> Result<Loaded, Diagnostics> {
-    let root = find(name, None).map_err(|m| Diagnostics::from(Diagnostic::new(m)))?;
+    let root = find(name, None).map_err(|e| Diagnostics::from(e.diagnostic()))?;
     let mut loaded = Loaded {
         root: root.clone(),
         files: BTreeMap::new(),
@@ -293,7 +376,10 @@ fn visit(path: &Path, loaded: &mut Loaded, stack: &mut Vec<PathBuf>, diags: &mut
                 visit(&child, loaded, stack, diags);
                 stack.pop();
             }
-            Err(m) => diags.push(Diagnostic::at(&source, &at, m).with_label("not found")),
+            Err(e) => {
+                let d = Diagnostic::at(&source, &at, e.message.clone()).with_label("not found");
+                diags.push(e.attach(d));
+            }
         }
     }
 }
@@ -340,5 +426,97 @@ mod tests {
             d.message
         );
         assert_eq!(edit_distance("servce", "service"), 1);
+    }
+
+    /// A directory with these (empty) playbook files.
+    fn shelf(names: &[&str]) -> tempfile::TempDir {
+        let dir = tempfile::tempdir().expect("temp dir");
+        for n in names {
+            std::fs::write(dir.path().join(n), "name: x\n").expect("write");
+        }
+        dir
+    }
+
+    #[test]
+    fn unknown_playbook_suggests_names_from_every_directory_searched() {
+        let a = shelf(&["vr-backup-loop.yml", "fix-vlan-range.yml", "notes.txt"]);
+        let b = shelf(&["vr-backup-loop2.yaml"]);
+        let gone = a.path().join("missing");
+        let e = not_found(
+            "vr-backup-lop",
+            &[a.path().to_path_buf(), b.path().to_path_buf(), gone.clone()],
+        );
+        assert_eq!(
+            e.message,
+            format!(
+                "no playbook named \"vr-backup-lop\"; did you mean \"vr-backup-loop\" or \
+                 \"vr-backup-loop2\"? (searched {}, {}, {} (no such directory))",
+                a.path().display(),
+                b.path().display(),
+                gone.display()
+            )
+        );
+        assert_eq!(
+            e.help.as_deref(),
+            Some(
+                "give the playbook's path, or add the directory that holds it to \
+                 REMEDY_PLAYBOOK_PATH (colon-separated; ./playbooks is always searched)"
+            )
+        );
+        let d = e.diagnostic();
+        assert!(d.loc.is_none());
+        assert!(d.help.is_some_and(|h| h.contains("REMEDY_PLAYBOOK_PATH")));
+    }
+
+    #[test]
+    fn unknown_playbook_with_nothing_close_lists_no_guess() {
+        let a = shelf(&["vr-backup-loop.yml"]);
+        let e = not_found("recreate-ssvm", &[a.path().to_path_buf()]);
+        assert_eq!(
+            e.message,
+            format!(
+                "no playbook named \"recreate-ssvm\" (searched {})",
+                a.path().display()
+            )
+        );
+    }
+
+    #[test]
+    fn searched_directories_are_shown_absolute() {
+        let e = not_found("x", &[PathBuf::from("no-such-playbooks-dir")]);
+        let cwd = std::env::current_dir().expect("cwd");
+        assert_eq!(
+            e.message,
+            format!(
+                "no playbook named \"x\" (searched {} (no such directory))",
+                cwd.join("no-such-playbooks-dir").display()
+            )
+        );
+    }
+
+    #[test]
+    fn a_misspelt_include_is_one_error_at_the_include_with_a_suggestion() {
+        let dir = shelf(&["fix-vlan-range.yml"]);
+        let root = dir.path().join("root.yml");
+        std::fs::write(
+            &root,
+            "name: root\nsteps:\n  - id: vlans\n    include: fix-vlan-rang\n",
+        )
+        .expect("write");
+        let e = load(root.to_str().expect("utf-8")).unwrap_err();
+        assert_eq!(e.0.len(), 1, "{:?}", e.0);
+        let d = &e.0[0];
+        // Then ./playbooks and $REMEDY_PLAYBOOK_PATH, which depend on where the test runs.
+        let start = format!(
+            "{}:4:14: no playbook named \"fix-vlan-rang\"; did you mean \"fix-vlan-range\"? \
+             (searched {}, ",
+            root.display(),
+            dir.path().display(),
+        );
+        assert!(d.headline().starts_with(&start), "{}", d.headline());
+        assert!(d
+            .help
+            .as_deref()
+            .is_some_and(|h| h.contains("REMEDY_PLAYBOOK_PATH")));
     }
 }
