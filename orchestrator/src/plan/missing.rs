@@ -298,19 +298,8 @@ mod tests {
     use std::path::{Path, PathBuf};
 
     use super::*;
+    use crate::plan::tests::program;
     use crate::plan::{build, Options};
-
-    fn program(text: &str) -> Program {
-        let file = crate::playbook::load::parse(Path::new("t.yml"), text, text.as_bytes())
-            .expect("parses");
-        let mut files = BTreeMap::new();
-        files.insert(PathBuf::from("t.yml"), file);
-        crate::playbook::compile(&crate::playbook::Loaded {
-            root: PathBuf::from("t.yml"),
-            files,
-        })
-        .expect("compiles")
-    }
 
     /// The zone as the CloudStack source generates it: two routers of VPC `web-vpc`.
     fn zone() -> Inventory {

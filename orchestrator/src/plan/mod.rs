@@ -824,7 +824,8 @@ mod tests {
     use super::*;
     use std::path::{Path, PathBuf};
 
-    fn program(text: &str) -> Program {
+    /// A one-file playbook, compiled (shared with the tests of [`super::missing`]).
+    pub(super) fn program(text: &str) -> Program {
         let file = crate::playbook::load::parse(Path::new("t.yml"), text, text.as_bytes())
             .expect("parses");
         let mut files = BTreeMap::new();
