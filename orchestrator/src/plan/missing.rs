@@ -295,7 +295,6 @@ fn shell_word(word: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    use std::path::{Path, PathBuf};
 
     use super::*;
     use crate::plan::tests::program;
