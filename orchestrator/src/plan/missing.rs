@@ -295,7 +295,6 @@ fn shell_word(word: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-
     use super::*;
     use crate::plan::tests::program;
     use crate::plan::{build, Options};
