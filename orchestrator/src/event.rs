@@ -273,6 +273,9 @@ pub enum Event {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         jobid: Option<String>,
     },
+    /// The scheduler queued a phase's (or a segment's) nodes: the reporter's total, for the
+    /// terminal's compact line (`... of 400`). Not audited, not in `--output json`.
+    Queued { run: String, nodes: usize },
     /// Off a terminal (`--output json`, or output to a file or pipe): now and then, the steps
     /// still running, so that the log of a long run is not silent. Made by the reporter from
     /// the (redacted) events it was shown; not audited.
@@ -400,6 +403,7 @@ impl Event {
                     ..
                 }
                 | Event::StillRunning { .. }
+                | Event::Queued { .. }
         )
     }
 }

@@ -84,14 +84,18 @@ pub fn node_status(step: &str, target: &str, waiting: &str, running_for: Duratio
 }
 
 /// The line shown instead of one per step when many run at once, e.g.
-/// `running 37 · done 120 · failed 2 · longest: restartVPC @ localhost 41s`.
+/// `running 37 · done 120 · failed 2 of 400 · longest: restartVPC @ localhost 41s`; the total
+/// counts the nodes of the phases queued so far (later phases, and steps that turn out not to
+/// apply, are not known yet).
 pub fn compact_line(
     running: usize,
     done: usize,
     failed: usize,
+    total: usize,
     longest: Option<(&str, &str, Duration)>,
 ) -> String {
-    let mut line = format!("running {running} · done {done} · failed {failed}");
+    let total = total.max(running + done + failed);
+    let mut line = format!("running {running} · done {done} · failed {failed} of {total}");
     if let Some((step, target, d)) = longest {
         line.push_str(&format!(" · longest: {step} @ {target} {}", elapsed(d)));
     }
@@ -139,6 +143,8 @@ pub struct Activity {
     nodes: IndexMap<(String, String), Node>,
     done: usize,
     failed: usize,
+    /// Nodes queued so far ([`Event::Queued`]).
+    total: usize,
 }
 
 impl Activity {
@@ -203,6 +209,7 @@ impl Activity {
                 self.nodes
                     .shift_remove(&(format!("undo {step}"), target.clone()));
             }
+            Event::Queued { nodes, .. } => self.total += nodes,
             Event::RunEnd { .. } => self.nodes.clear(),
             _ => {}
         }
@@ -222,6 +229,7 @@ impl Activity {
                 self.nodes.len(),
                 self.done,
                 self.failed,
+                self.total,
                 longest,
             )];
         }
@@ -447,6 +455,9 @@ impl Lines {
     /// Appends what `e` prints to `out`.
     fn render(&mut self, e: &Event, out: &mut Vec<u8>) {
         if self.output == Output::Json {
+            if matches!(e, Event::Queued { .. }) {
+                return; // the terminal's count only
+            }
             if let Ok(line) = serde_json::to_string(e) {
                 let _ = writeln!(out, "{line}");
             }
@@ -822,11 +833,20 @@ mod tests {
                 37,
                 120,
                 2,
+                400,
                 Some(("restartVPC", "localhost", Duration::from_secs(41)))
             ),
-            "running 37 · done 120 · failed 2 · longest: restartVPC @ localhost 41s"
+            "running 37 · done 120 · failed 2 of 400 · longest: restartVPC @ localhost 41s"
         );
-        assert_eq!(compact_line(0, 3, 0, None), "running 0 · done 3 · failed 0");
+        assert_eq!(
+            compact_line(0, 3, 0, 10, None),
+            "running 0 · done 3 · failed 0 of 10"
+        );
+        // a total that is not known yet is never below what was seen
+        assert_eq!(
+            compact_line(2, 3, 1, 0, None),
+            "running 2 · done 3 · failed 1 of 6"
+        );
     }
 
     #[test]
@@ -834,6 +854,13 @@ mod tests {
         let t0 = Instant::now();
         let mut a = Activity::default();
         a.see(&run_start(RunMode::Apply, "remedy apply x"), t0);
+        a.see(
+            &Event::Queued {
+                run: "r1".into(),
+                nodes: 12,
+            },
+            t0,
+        );
         a.see(
             &start(
                 "implement",
@@ -873,7 +900,7 @@ mod tests {
         }
         assert_eq!(
             a.area(at(41)),
-            vec!["running 9 · done 1 · failed 1 · longest: implement @ localhost 41s"]
+            vec!["running 9 · done 1 · failed 1 of 12 · longest: implement @ localhost 41s"]
         );
         a.see(
             &Event::RunEnd {

@@ -268,6 +268,12 @@ impl Scheduler {
                 ready.push_back(ix);
             }
         }
+        if !indeg.is_empty() {
+            let _ = self.cx.sink.emit(Event::Queued {
+                run: self.cx.run.clone(),
+                nodes: indeg.len(),
+            });
+        }
         let mut set: JoinSet<(NodeIndex, NodeResult)> = JoinSet::new();
         let mut failure: Option<String> = None;
         loop {
