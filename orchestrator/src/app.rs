@@ -286,6 +286,7 @@ pub async fn execute(
         cancel: Some(cancel.clone()),
         reload: opts.reload.clone(),
         expect,
+        halt: Default::default(),
     };
     let summary = Scheduler::new(cx, opts.forks, cancel)
         .refusing(refused)
@@ -314,6 +315,7 @@ async fn check_plan(
         cancel: Some(cancel.clone()),
         reload: opts.reload.clone(),
         expect: None,
+        halt: Default::default(),
     };
     let summary = Scheduler::new(cx, opts.forks, cancel.clone()).run().await;
     // The check may have read the inventory again: the run starts from the plan's.
@@ -346,17 +348,7 @@ fn refuse(sink: &Sink, run: &str, saved: &SavedPlan, drift: Vec<Drift>) -> Summa
         crate::planfile::short(&saved.id),
         drift.len()
     );
-    let _ = sink.emit(Event::RunEnd {
-        run: run.to_string(),
-        status: status.clone(),
-        exit_code: ExitCode::PlanRefused.code(),
-        changed: 0,
-        failed: 0,
-        undone: 0,
-        not_undone: Vec::new(),
-    });
-    let _ = sink.sync();
-    Summary {
+    let summary = Summary {
         exit: ExitCode::PlanRefused,
         status,
         outcomes: Default::default(),
@@ -364,8 +356,14 @@ fn refuse(sink: &Sink, run: &str, saved: &SavedPlan, drift: Vec<Drift>) -> Summa
         failed: 0,
         undone: 0,
         not_undone: Vec::new(),
+        maybe_changed: 0,
+        unchanged: 0,
+        left: Vec::new(),
         applies: saved.plan.applies,
         nodes: Vec::new(),
         drift,
-    }
+    };
+    let _ = sink.emit(summary.end_event(run));
+    let _ = sink.sync();
+    summary
 }

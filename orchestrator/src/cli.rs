@@ -1713,6 +1713,7 @@ async fn rollback_run(
         cancel: None,
         reload: None,
         expect: None,
+        halt: Default::default(),
     };
     let report = crate::rollback::rollback(
         &cx,
@@ -1737,6 +1738,9 @@ async fn rollback_run(
         failed: report.not_undone.len(),
         undone: report.undone,
         not_undone: report.not_undone,
+        maybe_changed: 0,
+        unchanged: report.unchanged,
+        left: report.left,
     });
     let _ = sink.sync();
     drop(cx);

@@ -32,6 +32,9 @@ pub enum ExitCode {
     PlanRefused = 5,
     /// A lock is held by another run.
     LockHeld = 6,
+    /// The remediation failed before it changed anything: nothing to undo (every change it
+    /// may have made was read again and found as before).
+    FailedUnchanged = 7,
 }
 
 impl ExitCode {

@@ -39,6 +39,53 @@ pub enum Outcome {
     Drifted,
 }
 
+/// Whether a mutating node that started may have changed its target: the one model of "what
+/// may have changed" that the run's own rollback and `remedy rollback RUN` share
+/// ([`Touched::undo_candidate`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Touched {
+    /// Nothing changed: the change was refused before it ran, or the target was read again
+    /// and is as it was before.
+    No,
+    /// Unknown: the reply was lost, the connection dropped mid-command, the step timed out
+    /// after sending, or the run was killed; and the state could not be read again. Rollback
+    /// reads it first and undoes only what moved.
+    Maybe,
+    /// It changed (the change ran, or the target was read again and moved).
+    Yes,
+}
+
+/// Why an undo ended `ok` without running anything.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum UndoNote {
+    /// Read first: the target was as before (a change that did not land, or was put back).
+    Unchanged,
+    /// The step declared that its change needs no undo (`no_rollback:`): left in place.
+    Left,
+}
+
+impl Touched {
+    /// Whether a node that came to `outcome` is one rollback must look at, and if so whether
+    /// it certainly changed (`Some(true)`) or may have (`Some(false)`). `touched` is what the
+    /// node's end recorded (`None`: no end record, as after a kill, or a log written before
+    /// this was recorded; then a failure with an undo counts as "may have").
+    pub fn undo_candidate(
+        outcome: Outcome,
+        touched: Option<Touched>,
+        has_undo: bool,
+    ) -> Option<bool> {
+        match (outcome, touched) {
+            (Outcome::Changed, _) => Some(true),
+            (Outcome::Failed | Outcome::FailedIgnored, Some(Touched::Yes)) => Some(true),
+            (Outcome::Failed | Outcome::FailedIgnored, Some(Touched::Maybe)) => Some(false),
+            (Outcome::Failed | Outcome::FailedIgnored, None) if has_undo => Some(false),
+            _ => None,
+        }
+    }
+}
+
 impl Outcome {
     pub fn word(self) -> &'static str {
         match self {
@@ -262,6 +309,9 @@ pub enum Event {
         undo: Option<UndoRecord>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         irreversible: Option<String>,
+        /// For a mutating step that announced its change: whether it changed its target.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        touched: Option<Touched>,
     },
     /// What a running step waits for: a long wait, a retry, an async job; shown, not audited.
     Progress {
@@ -367,15 +417,30 @@ pub enum Event {
         restored: Option<bool>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         error: Option<String>,
+        /// Why nothing ran although `ok`: the target was already as before (`unchanged`), or
+        /// the step declared that it needs no undo (`left`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        note: Option<UndoNote>,
     },
     RunEnd {
         run: String,
         status: String,
         exit_code: i32,
+        /// Nodes that changed their target.
         changed: usize,
         failed: usize,
+        /// Changes undone by the run's rollback.
         undone: usize,
         not_undone: Vec<String>,
+        /// Nodes whose change may have landed (a lost reply, a timeout after sending).
+        #[serde(default)]
+        maybe_changed: usize,
+        /// Changes the rollback found were not there (read again: as before).
+        #[serde(default)]
+        unchanged: usize,
+        /// Changes left in place by declaration (`no_rollback:`), as `step@target`.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        left: Vec<String>,
     },
 }
 

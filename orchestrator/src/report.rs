@@ -597,28 +597,41 @@ impl Lines {
                 }
             }
             Event::RollbackStart { reason, steps, .. } => {
-                let _ = writeln!(
-                    out,
-                    "{} {reason}; undoing {steps} change(s)",
-                    paint(color, "31;1", "ROLLBACK")
-                );
+                let what = if *steps == 0 {
+                    "no change was made, nothing to undo".to_string()
+                } else {
+                    format!("undoing {steps} change(s), newest first")
+                };
+                let _ = writeln!(out, "{} {reason}; {what}", paint(color, "31;1", "ROLLBACK"));
             }
             Event::UndoEnd {
                 step,
                 target,
                 ok,
                 error,
+                note,
                 ..
             } => {
-                let word = if *ok { "undone" } else { "NOT UNDONE" };
+                use crate::event::UndoNote;
+                let (word, detail) = match (ok, note) {
+                    (true, Some(UndoNote::Unchanged)) => {
+                        ("as before", Some("read first: nothing to undo"))
+                    }
+                    (true, Some(UndoNote::Left)) => {
+                        ("left", Some("declared as needing no undo (no_rollback)"))
+                    }
+                    (true, None) => ("undone", None),
+                    (false, _) => ("NOT UNDONE", None),
+                };
                 let _ = writeln!(
                     out,
-                    "  {} {step} @ {target}",
+                    "  {} {step} @ {target}{}",
                     paint(
                         color,
                         if *ok { "32" } else { "31;1" },
                         &format!("{word:<12}")
-                    )
+                    ),
+                    detail.map(|d| format!(" ({d})")).unwrap_or_default()
                 );
                 if let Some(err) = error {
                     let _ = writeln!(out, "      {err}");
@@ -779,6 +792,7 @@ mod tests {
             error: None,
             undo: None,
             irreversible: None,
+            touched: None,
         }
     }
 
@@ -911,6 +925,9 @@ mod tests {
                 failed: 0,
                 undone: 0,
                 not_undone: vec![],
+                maybe_changed: 0,
+                unchanged: 0,
+                left: vec![],
             },
             at(42),
         );

@@ -1,26 +1,43 @@
 //! Undoing completed changes, newest first, from recorded undo data.
 //!
 //! Used by a failing run (its own changes) and by `remedy rollback RUN` (changes read back from
-//! the audit log). Each undo is announced durably, performed, and — for structured modules —
-//! verified by probing again and comparing with the captured pre-state. Anything that could not
-//! be undone or verified is reported by name: that is exit code 3, a human must look.
+//! the audit log, including nodes that started and never ended, as after a kill). Both use one
+//! model of what may have changed ([`crate::event::Touched::undo_candidate`]), so they agree.
+//!
+//! For a structured module the target is read first: a change that did not land (or was put
+//! back) needs no undo, and a change whose outcome was unknown is undone only if the target
+//! moved. Each undo is announced durably, performed, and verified by probing again and
+//! comparing with the captured pre-state. Anything that could not be undone or verified is
+//! reported by name with what to check: that is exit code 3, a human must look.
 
 use std::time::Duration;
 
-use crate::event::{Event, UndoRecord};
-use crate::modules::ModuleSpec;
+use crate::event::{Event, UndoNote};
+use crate::modules::{Module, ModuleSpec};
 use crate::runner::{probe, Ctx};
 use crate::scheduler::Done;
 use crate::transport::{Access, Action, ActionResult};
 
 #[derive(Debug, Clone, Default)]
 pub struct Report {
+    /// Changes undone (and verified, for modules).
     pub undone: usize,
-    /// `step@target: why` for each change left in place.
+    /// Changes that were not there to undo: read first, the target was as before.
+    pub unchanged: usize,
+    /// `step@target` of changes left in place by declaration (`no_rollback:`).
+    pub left: Vec<String>,
+    /// `step@target: why` for each change left in place, or whose state is unknown.
     pub not_undone: Vec<String>,
 }
 
 const UNDO_TIMEOUT: Duration = Duration::from_secs(600);
+
+/// How one recorded change came out of the rollback.
+enum Settled {
+    Undone,
+    Unchanged,
+    Left,
+}
 
 /// Undo `done` in reverse order.
 pub async fn rollback(cx: &Ctx, done: &[Done], reason: &str) -> Report {
@@ -32,45 +49,108 @@ pub async fn rollback(cx: &Ctx, done: &[Done], reason: &str) -> Report {
     });
     for d in done.iter().rev() {
         let label = format!("{}@{}", d.step, d.target);
-        let Some(undo) = &d.undo else {
-            // Record the verdict too, so a later `remedy rollback` does not list it again.
-            let error = d
-                .irreversible
-                .as_ref()
-                .map(|why| format!("irreversible ({why})"));
-            match &error {
-                Some(e) => report.not_undone.push(format!("{label}: {e}")),
-                None => report.undone += 1, // declared as needing no undo
-            }
-            let _ = cx.sink.emit(Event::UndoEnd {
-                run: cx.run.clone(),
-                step: d.step.clone(),
-                target: d.target.clone(),
-                ok: error.is_none(),
-                restored: None,
-                error,
-            });
-            continue;
-        };
-        match undo_one(cx, &d.step, &d.target, undo).await {
-            Ok(()) => report.undone += 1,
+        match undo_one(cx, d).await {
+            Ok(Settled::Undone) => report.undone += 1,
+            Ok(Settled::Unchanged) => report.unchanged += 1,
+            Ok(Settled::Left) => report.left.push(label),
             Err(e) => report.not_undone.push(format!("{label}: {e}")),
         }
     }
     report
 }
 
-async fn undo_one(cx: &Ctx, step: &str, target: &str, undo: &UndoRecord) -> Result<(), String> {
-    let host = cx
-        .plan
-        .host(target)
-        .cloned()
-        .ok_or_else(|| format!("host {target} is not in the inventory"))?;
+/// Records the end of one undo (also when nothing ran, so that a later `remedy rollback`
+/// does not list it again).
+fn end(cx: &Ctx, d: &Done, result: &Result<Settled, String>, restored: Option<bool>) {
+    let _ = cx.sink.emit(Event::UndoEnd {
+        run: cx.run.clone(),
+        step: d.step.clone(),
+        target: d.target.clone(),
+        ok: result.is_ok(),
+        restored,
+        error: result.as_ref().err().cloned(),
+        note: match result {
+            Ok(Settled::Unchanged) => Some(UndoNote::Unchanged),
+            Ok(Settled::Left) => Some(UndoNote::Left),
+            _ => None,
+        },
+    });
+}
+
+async fn undo_one(cx: &Ctx, d: &Done) -> Result<Settled, String> {
+    let may = if d.certain {
+        "changed"
+    } else {
+        "may have changed"
+    };
+    let undo = match (&d.undo, &d.irreversible) {
+        (Some(u), _) => u,
+        (None, Some(why)) => {
+            let r = Err(format!("irreversible ({why}): left in place"));
+            end(cx, d, &r, None);
+            return r;
+        }
+        (None, None) => {
+            let r = Err(format!(
+                "{may}, and no undo was recorded for it (its rollback could not be rendered, or \
+                 the run ended before its result was known): check {} on {} by hand",
+                d.step, d.target
+            ));
+            end(cx, d, &r, None);
+            return r;
+        }
+    };
+    if undo.actions.is_empty() && undo.verify.is_none() {
+        let r = Ok(Settled::Left);
+        end(cx, d, &r, None);
+        return r;
+    }
+    let Some(host) = cx.plan.host(&d.target).cloned() else {
+        let r = Err(format!(
+            "{may}, but host {} is not in the inventory now, so it cannot be reached to undo it",
+            d.target
+        ));
+        end(cx, d, &r, None);
+        return r;
+    };
+    let module = match &undo.verify {
+        Some(v) => match ModuleSpec::from_json(v.kind, v.spec.clone()).and_then(|s| s.build()) {
+            Ok(m) => Some((m, &v.before)),
+            Err(e) => {
+                let r = Err(format!("cannot rebuild the module to read its state: {e}"));
+                end(cx, d, &r, None);
+                return r;
+            }
+        },
+        None => None,
+    };
+    // Read first: undo only what is not already as before.
+    if let Some((m, before)) = &module {
+        match probe(cx, &host, m.as_ref(), UNDO_TIMEOUT).await {
+            Ok(now) if m.restored(before, &now) => {
+                let r = Ok(Settled::Unchanged);
+                end(cx, d, &r, Some(true));
+                return r;
+            }
+            Ok(_) => {}
+            Err(e) if !d.certain => {
+                let r = Err(format!(
+                    "may have changed, but its state cannot be read ({e}): check {} on {} \
+                     against the state before, {before}",
+                    d.step, d.target
+                ));
+                end(cx, d, &r, None);
+                return r;
+            }
+            // It changed for certain: undo it anyway, then verify.
+            Err(_) => {}
+        }
+    }
     cx.sink
         .emit(Event::UndoStart {
             run: cx.run.clone(),
-            step: step.to_string(),
-            target: target.to_string(),
+            step: d.step.clone(),
+            target: d.target.clone(),
             actions: undo.actions.clone(),
         })
         .map_err(|e| format!("not undone: audit log: {e}"))?;
@@ -97,46 +177,49 @@ async fn undo_one(cx: &Ctx, step: &str, target: &str, undo: &UndoRecord) -> Resu
         }
     }
     let mut restored = None;
-    if error.is_none() {
-        if let Some(v) = &undo.verify {
-            let check = ModuleSpec::from_json(v.kind, v.spec.clone()).and_then(|s| s.build());
-            match check {
-                Ok(m) => match probe(cx, &host, m.as_ref(), UNDO_TIMEOUT).await {
-                    Ok(now) => {
-                        let ok = m.restored(&v.before, &now);
-                        restored = Some(ok);
-                        if !ok {
-                            error =
-                                Some(format!("undo ran but the state is {now}, not {}", v.before));
-                        }
-                    }
-                    Err(e) => error = Some(format!("undo ran but could not be verified: {e}")),
-                },
-                Err(e) => error = Some(format!("cannot rebuild the module to verify: {e}")),
-            }
-        }
+    if let (None, Some((m, before))) = (&error, &module) {
+        let (ok, e) = verify(cx, &host, m.as_ref(), before).await;
+        restored = Some(ok);
+        error = e;
     }
-    let _ = cx.sink.emit(Event::UndoEnd {
-        run: cx.run.clone(),
-        step: step.to_string(),
-        target: target.to_string(),
-        ok: error.is_none(),
-        restored,
-        error: error.clone(),
-    });
-    match error {
-        None => Ok(()),
+    let r = match error {
+        None => Ok(Settled::Undone),
         Some(e) => Err(e),
+    };
+    end(cx, d, &r, restored);
+    r
+}
+
+/// After an undo: whether the target is as before, and if not, exactly what differs.
+async fn verify(
+    cx: &Ctx,
+    host: &crate::inventory::Host,
+    m: &dyn Module,
+    before: &serde_json::Value,
+) -> (bool, Option<String>) {
+    match probe(cx, host, m, UNDO_TIMEOUT).await {
+        Ok(now) if m.restored(before, &now) => (true, None),
+        Ok(now) => (
+            false,
+            Some(format!("undo ran but the state is {now}, not {before}")),
+        ),
+        Err(e) => (
+            false,
+            Some(format!("undo ran but could not be verified: {e}")),
+        ),
     }
 }
 
-/// The changes a recorded run left in place, oldest first: every `step_end` of `run` that
-/// changed something, minus those already undone (by the run itself or an earlier
-/// `remedy rollback`). Read back from the audit log.
+/// The changes a recorded run may have left in place, oldest first, read back from the audit
+/// log with the same model as the run's own rollback: every node of `run` that announced a
+/// change (`step_start`) and changed, or may have (its `step_end` says so, or it has no
+/// `step_end` at all: the run was killed while it ran), minus those an undo already settled
+/// (the run's own rollback, or an earlier `remedy rollback`, even one that was killed itself).
 pub fn pending_from_audit(
     records: &[crate::audit::Record],
     run: &str,
 ) -> Result<Vec<Done>, String> {
+    use crate::event::{Outcome, Touched};
     use serde_json::Value as J;
     if !records
         .iter()
@@ -153,45 +236,84 @@ pub fn pending_from_audit(
             }
         }
     }
-    let undone: std::collections::HashSet<(String, String)> = records
+    let key = |v: &J| {
+        (
+            v["step"].as_str().unwrap_or("").to_string(),
+            v["target"].as_str().unwrap_or("").to_string(),
+        )
+    };
+    let settled: std::collections::HashSet<(String, String)> = records
         .iter()
         .filter(|r| r.value["event"] == "undo_end" && r.value["ok"] == true)
         .filter(|r| r.value["run"].as_str().is_some_and(|x| runs.contains(&x)))
-        .map(|r| {
-            (
-                r.value["step"].as_str().unwrap_or("").to_string(),
-                r.value["target"].as_str().unwrap_or("").to_string(),
-            )
-        })
+        .map(|r| key(&r.value))
         .collect();
-    let mut out = Vec::new();
-    for r in records
-        .iter()
-        .filter(|r| r.value["event"] == "step_end" && r.value["run"] == run)
-    {
+    let undo_of = |v: &J, line: usize| -> Result<Option<crate::event::UndoRecord>, String> {
+        match v.get("undo") {
+            Some(J::Null) | None => Ok(None),
+            Some(u) => serde_json::from_value(u.clone())
+                .map(Some)
+                .map_err(|e| format!("line {line}: unreadable undo record: {e}")),
+        }
+    };
+    fn mine<'a>(
+        records: &'a [crate::audit::Record],
+        run: &'a str,
+        event: &'static str,
+    ) -> impl Iterator<Item = &'a crate::audit::Record> {
+        records
+            .iter()
+            .filter(move |r| r.value["event"] == event && r.value["run"] == run)
+    }
+    let ends: std::collections::HashMap<(String, String), &crate::audit::Record> =
+        mine(records, run, "step_end")
+            .map(|r| (key(&r.value), r))
+            .collect();
+    let mut out: Vec<Done> = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    // Nodes that announced a change, in the order they started; then any change recorded only
+    // by its end (logs written before every change was announced).
+    let starts = mine(records, run, "step_start").filter(|r| r.value["mutating"] == true);
+    let ended_only = mine(records, run, "step_end").filter(|r| {
         let v = &r.value;
-        let changed = v["outcome"] == "changed"
-            || (v["outcome"] == "failed" && v.get("undo").is_some_and(|u| !u.is_null()));
-        if !changed {
+        v["outcome"] == "changed" || v.get("undo").is_some_and(|u| !u.is_null())
+    });
+    for r in starts.chain(ended_only) {
+        let k = key(&r.value);
+        if !seen.insert(k.clone()) || settled.contains(&k) {
             continue;
         }
-        let step = v["step"].as_str().unwrap_or("").to_string();
-        let target = v["target"].as_str().unwrap_or("").to_string();
-        if undone.contains(&(step.clone(), target.clone())) {
-            continue;
-        }
-        let undo: Option<UndoRecord> = match v.get("undo") {
-            Some(J::Null) | None => None,
-            Some(u) => Some(
-                serde_json::from_value(u.clone())
-                    .map_err(|e| format!("line {}: unreadable undo record: {e}", r.line))?,
-            ),
+        let start_undo = if r.value["event"] == "step_start" {
+            undo_of(&r.value, r.line)?
+        } else {
+            None
+        };
+        let (certain, undo, irreversible) = match ends.get(&k) {
+            None => (false, start_undo, None),
+            Some(e) => {
+                let v = &e.value;
+                let outcome: Outcome = match serde_json::from_value(v["outcome"].clone()) {
+                    Ok(o) => o,
+                    Err(_) => continue,
+                };
+                let touched: Option<Touched> = serde_json::from_value(v["touched"].clone()).ok();
+                let undo = undo_of(v, e.line)?.or(start_undo);
+                match Touched::undo_candidate(outcome, touched, undo.is_some()) {
+                    None => continue,
+                    Some(certain) => (
+                        certain,
+                        undo,
+                        v["irreversible"].as_str().map(str::to_string),
+                    ),
+                }
+            }
         };
         out.push(Done {
-            step,
-            target,
+            step: k.0,
+            target: k.1,
             undo,
-            irreversible: v["irreversible"].as_str().map(str::to_string),
+            irreversible,
+            certain,
         });
     }
     Ok(out)

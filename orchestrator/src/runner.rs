@@ -15,13 +15,15 @@ use minijinja::value::Value;
 use serde_json::{json, Value as J};
 use sha2::{Digest, Sha256};
 
-use crate::event::{Event, ModuleVerify, Outcome, Sink, UndoRecord};
+use crate::event::{Event, ModuleVerify, Outcome, Sink, Touched, UndoRecord};
 use crate::inventory::Host;
 use crate::modules::{ModuleKind, ModuleSpec};
 use crate::plan::Plan;
 use crate::planfile::Prediction;
 use crate::playbook::{Kind, Step, Undo};
-use crate::transport::{Access, Action, ActionResult, ApiCall, CmdOutput, Transport};
+use crate::transport::{
+    Access, Action, ActionResult, ApiCall, CmdOutput, Transport, TransportError,
+};
 
 /// Default per-step deadline when a step sets no `timeout`.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(600);
@@ -40,6 +42,17 @@ pub struct Ctx {
     /// `apply --plan`: what the plan predicted for each node; a node whose state or action
     /// differs is refused instead of acted on.
     pub expect: Option<Arc<crate::planfile::Expect>>,
+    /// Set by the scheduler once the run fails: a node that has not announced its change yet
+    /// does not start it (its check may still have been in flight).
+    pub halt: Arc<std::sync::atomic::AtomicBool>,
+}
+
+/// What a node announced before it acted (its undo, if it has one), kept outside the node's
+/// future so that the node's deadline, which drops that future, cannot lose it.
+type Announced = Arc<std::sync::Mutex<Option<Option<UndoRecord>>>>;
+
+tokio::task_local! {
+    static ANNOUNCED: Announced;
 }
 
 /// The result of one node.
@@ -57,6 +70,8 @@ pub struct NodeResult {
     /// A mutating step's decision before acting: what it would do and the state it saw
     /// (recorded by a dry-run for a plan; compared with the plan by `apply --plan`).
     pub prediction: Option<Prediction>,
+    /// Once a mutating step announced its change: whether its target changed.
+    pub touched: Option<Touched>,
 }
 
 impl NodeResult {
@@ -69,6 +84,7 @@ impl NodeResult {
             error: None,
             action: None,
             prediction: None,
+            touched: None,
         }
     }
 
@@ -81,7 +97,15 @@ impl NodeResult {
             error: Some(error),
             action: None,
             prediction: None,
+            touched: None,
         }
+    }
+
+    /// A failure after the change was announced, with what is known of the target.
+    fn failed_touched(error: String, registered: J, touched: Touched) -> Self {
+        let mut r = NodeResult::failed(error, registered);
+        r.touched = Some(touched);
+        r
     }
 
     /// `apply --plan`: refused, the plan predicted something else.
@@ -94,6 +118,7 @@ impl NodeResult {
             error: Some(why),
             action: None,
             prediction: Some(now),
+            touched: None,
         }
     }
 }
@@ -185,6 +210,52 @@ impl Ctx {
         self.sink.emit(e)
     }
 
+    /// Whether the run is stopping (a failure elsewhere, or a signal): no change may start.
+    fn stopping(&self) -> bool {
+        self.halt.load(std::sync::atomic::Ordering::SeqCst)
+            || self.cancel.as_ref().is_some_and(|c| *c.borrow())
+    }
+
+    /// Announces a change durably (`step_start` with its action, pre-state and undo), unless
+    /// the run is stopping: then the node ends skipped, before it acted. Once announced, the
+    /// node's undo is kept where its deadline cannot lose it.
+    #[allow(clippy::too_many_arguments)]
+    fn announce(
+        &self,
+        step: &Step,
+        target: &str,
+        kind: &str,
+        action: String,
+        pre: Option<J>,
+        diff: Option<String>,
+        undo: Option<UndoRecord>,
+    ) -> Result<(), NodeResult> {
+        if self.stopping() {
+            let mut r = NodeResult::simple(Outcome::Skipped);
+            r.error = Some("not started: the run is stopping (a failure or a signal)".into());
+            return Err(r);
+        }
+        self.emit(Event::StepStart {
+            run: self.run.clone(),
+            step: step.id.clone(),
+            target: target.to_string(),
+            phase: step.phase,
+            kind: kind.into(),
+            mutating: true,
+            action: Some(action),
+            pre,
+            diff,
+            undo: undo.clone(),
+        })
+        .map_err(|e| {
+            NodeResult::failed(format!("not run: audit log: {e}"), json!({"failed": true}))
+        })?;
+        let _ = ANNOUNCED.try_with(|a| {
+            *a.lock().unwrap_or_else(|p| p.into_inner()) = Some(undo);
+        });
+        Ok(())
+    }
+
     /// What a running node waits for now (shown, not audited).
     fn progress(&self, step: &Step, target: &str, message: String, jobid: Option<String>) {
         let _ = self.emit(Event::Progress {
@@ -238,6 +309,19 @@ impl Ctx {
         access: Access,
         timeout: Duration,
     ) -> Result<ActionResult, String> {
+        self.act_typed(host, action, access, timeout)
+            .await
+            .map_err(|e| e.to_string())
+    }
+
+    /// [`Ctx::act`], keeping the error's kind (whether the action can have run).
+    async fn act_typed(
+        &self,
+        host: &Host,
+        action: &Action,
+        access: Access,
+        timeout: Duration,
+    ) -> Result<ActionResult, TransportError> {
         // API calls go to the CloudStack endpoint from the controller, whatever the target.
         let controller;
         let via = match action {
@@ -247,10 +331,7 @@ impl Ctx {
             }
             Action::Ssh { .. } => host,
         };
-        self.transport
-            .run(via, action, access, timeout)
-            .await
-            .map_err(|e| e.to_string())
+        self.transport.run(via, action, access, timeout).await
     }
 
     /// Before a mutating action: in a dry-run, the decision is the result (`prediction`);
@@ -295,16 +376,32 @@ pub async fn run_node(cx: &Ctx, step: &Step, target: &str, ctx_value: Value) -> 
         Ok(h) => h,
         Err(e) => return NodeResult::failed(e, json!({"failed": true})),
     };
-    let work = crate::cloudstack::client::notifying_jobs(
-        cx.job_notice(step, target),
-        run_kind(cx, step, &host, &ctx_value, timeout),
+    let announced: Announced = Arc::default();
+    let work = ANNOUNCED.scope(
+        announced.clone(),
+        crate::cloudstack::client::notifying_jobs(
+            cx.job_notice(step, target),
+            run_kind(cx, step, &host, &ctx_value, timeout),
+        ),
     );
     let mut result = match tokio::time::timeout(timeout + Duration::from_secs(1), work).await {
         Ok(r) => r,
-        Err(_) => NodeResult::failed(
-            format!("timed out after {}", humantime::format_duration(timeout)),
-            json!({"failed": true}),
-        ),
+        Err(_) => {
+            let why = format!("timed out after {}", humantime::format_duration(timeout));
+            match announced.lock().unwrap_or_else(|p| p.into_inner()).take() {
+                // The change was announced, perhaps sent: it may have landed.
+                Some(undo) => {
+                    let mut r = NodeResult::failed_touched(
+                        format!("{why}, after its change was sent: it may or may not have landed"),
+                        json!({"failed": true}),
+                        Touched::Maybe,
+                    );
+                    r.undo = undo;
+                    r
+                }
+                None => NodeResult::failed(why, json!({"failed": true})),
+            }
+        }
     };
     if result.outcome == Outcome::Failed && step.ignore_errors {
         result.outcome = Outcome::FailedIgnored;
@@ -357,6 +454,7 @@ pub async fn run_node(cx: &Ctx, step: &Step, target: &str, ctx_value: Value) -> 
         action: result.action.clone(),
         undo: result.undo.clone(),
         irreversible,
+        touched: result.touched,
     };
     if let Err(e) = cx.emit(end) {
         // The change (if any) happened; its record did not make it. Keep the undo data so the
@@ -648,6 +746,7 @@ fn judge(cx: &Ctx, step: &Step, ctx: &Value, res: &ActionResult, mutating: bool)
         error: None,
         action: None,
         prediction: None,
+        touched: None,
     }
 }
 
@@ -663,66 +762,106 @@ async fn mutate(
     diff: Option<String>,
     timeout: Duration,
 ) -> NodeResult {
-    if let Err(e) = cx.emit(Event::StepStart {
-        run: cx.run.clone(),
-        step: step.id.clone(),
-        target: host.name.clone(),
-        phase: step.phase,
-        kind: step.kind.name().into(),
-        mutating: true,
-        action: Some(action.to_string()),
-        pre,
-        diff,
-        undo: None,
-    }) {
-        return NodeResult::failed(format!("not run: audit log: {e}"), json!({"failed": true}));
+    let kind = step.kind.name();
+    if let Err(r) = cx.announce(step, &host.name, kind, action.to_string(), pre, diff, None) {
+        return r;
     }
-    let res = match cx.act(host, &action, Access::Mutating, timeout).await {
+    let res = match cx.act_typed(host, &action, Access::Mutating, timeout).await {
         Ok(r) => r,
-        Err(e) => return NodeResult::failed(e, json!({"failed": true, "unreachable": true})),
+        Err(e) => {
+            // Refused before it could run: nothing changed. Otherwise (a lost reply, a
+            // connection dropped mid-command, a timeout after sending) it may have run, and
+            // a raw step has no probe to tell: its rollback runs if it can be rendered.
+            if e.never_ran() {
+                return NodeResult::failed_touched(
+                    e.to_string(),
+                    json!({"failed": true, "unreachable": true}),
+                    Touched::No,
+                );
+            }
+            let registered = json!({"failed": true, "unknown": true});
+            let text = e.to_string();
+            let text = if text.contains("may or may not") {
+                text
+            } else {
+                format!("{text} (it may or may not have run)")
+            };
+            let mut r =
+                NodeResult::failed_touched(text.clone(), registered.clone(), Touched::Maybe);
+            match render_undo(cx, step, ctx, &registered) {
+                Ok(u) => r.undo = u,
+                Err(why) => {
+                    r.error = Some(format!(
+                        "{text}; its rollback cannot be rendered without the step's result: {why}"
+                    ))
+                }
+            }
+            return r;
+        }
     };
     let mut r = judge(cx, step, ctx, &res, true);
-    if r.outcome == Outcome::Changed {
-        let c = with_result(ctx, &step.register, &r.registered);
-        r.undo = match &step.undo {
-            Undo::Ssh(t) => match cx.render(t, &c) {
-                Ok(cmd) => Some(UndoRecord {
-                    actions: vec![Action::ssh(cmd)],
-                    verify: None,
-                }),
-                Err(e) => {
-                    r.error = Some(format!(
-                        "changed, but its rollback command could not be rendered: {e}"
-                    ));
-                    None
-                }
-            },
-            Undo::Api { command, args } => {
-                let mut rendered = std::collections::BTreeMap::new();
-                for (k, t) in args {
-                    match cx.render(t, &c) {
-                        Ok(v) => {
-                            rendered.insert(k.clone(), v);
-                        }
-                        Err(e) => {
-                            r.error = Some(format!(
-                                "changed, but its rollback call could not be rendered: {e}"
-                            ))
-                        }
-                    }
-                }
-                Some(UndoRecord {
-                    actions: vec![Action::Api(ApiCall {
-                        command: command.clone(),
-                        args: rendered,
-                    })],
-                    verify: None,
-                })
+    // Whether the action ran to its end: an API reply, or a command that exited 0 (a step
+    // failed by `failed_when` still ran its change). A command that exited non-zero is taken
+    // to have changed nothing.
+    let ran = match &res {
+        ActionResult::Ssh(out) => out.rc == Some(0),
+        ActionResult::Api(_) => true,
+    };
+    match r.outcome {
+        Outcome::Changed => r.touched = Some(Touched::Yes),
+        Outcome::Failed if ran => r.touched = Some(Touched::Yes),
+        Outcome::NoChange => r.touched = Some(Touched::No),
+        _ => r.touched = Some(Touched::No),
+    }
+    if r.touched == Some(Touched::Yes) {
+        match render_undo(cx, step, ctx, &r.registered) {
+            Ok(u) => r.undo = u,
+            Err(e) => {
+                let prefix = r.error.take().map(|e| format!("{e}; ")).unwrap_or_default();
+                r.error = Some(format!(
+                    "{prefix}changed, but its rollback could not be rendered: {e}"
+                ));
             }
-            _ => None,
-        };
+        }
     }
     r
+}
+
+/// A raw step's rollback (`rollback:` command or API call), rendered against `ctx` with the
+/// step's result `registered`; `Ok(None)` for steps whose undo is not a rollback action.
+fn render_undo(
+    cx: &Ctx,
+    step: &Step,
+    ctx: &Value,
+    registered: &J,
+) -> Result<Option<UndoRecord>, String> {
+    let c = with_result(ctx, &step.register, registered);
+    match &step.undo {
+        Undo::Ssh(t) => Ok(Some(UndoRecord {
+            actions: vec![Action::ssh(cx.render(t, &c)?)],
+            verify: None,
+        })),
+        Undo::Api { command, args } => {
+            let mut rendered = std::collections::BTreeMap::new();
+            for (k, t) in args {
+                rendered.insert(k.clone(), cx.render(t, &c)?);
+            }
+            Ok(Some(UndoRecord {
+                actions: vec![Action::Api(ApiCall {
+                    command: command.clone(),
+                    args: rendered,
+                })],
+                verify: None,
+            }))
+        }
+        // Declared as needing none (`no_rollback:`): an undo with nothing to do, which
+        // rollback reports as left in place.
+        Undo::NotNeeded(_) => Ok(Some(UndoRecord {
+            actions: Vec::new(),
+            verify: None,
+        })),
+        _ => Ok(None),
+    }
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -805,27 +944,23 @@ async fn module(
             before: before.clone(),
         }),
     };
-    if let Err(e) = cx.emit(Event::StepStart {
-        run: cx.run.clone(),
-        step: step.id.clone(),
-        target: host.name.clone(),
-        phase: step.phase,
-        kind: kind.key().into(),
-        mutating: true,
-        action: Some(
-            changes
-                .iter()
-                .map(|a| a.to_string())
-                .collect::<Vec<_>>()
-                .join(" && "),
-        ),
-        pre: Some(before.clone()),
-        diff: Some(diff_text.clone()),
-        undo: Some(undo.clone()),
-    }) {
-        return NodeResult::failed(format!("not run: audit log: {e}"), json!({"failed": true}));
+    let action = changes
+        .iter()
+        .map(|a| a.to_string())
+        .collect::<Vec<_>>()
+        .join(" && ");
+    if let Err(r) = cx.announce(
+        step,
+        &host.name,
+        kind.key(),
+        action,
+        Some(before.clone()),
+        Some(diff_text.clone()),
+        Some(undo.clone()),
+    ) {
+        return r;
     }
-    for (i, a) in changes.iter().enumerate() {
+    for a in &changes {
         let res = cx.act(host, a, Access::Mutating, timeout).await;
         let failure = match res {
             Ok(ActionResult::Ssh(out)) if out.rc != Some(0) => Some(format!(
@@ -843,19 +978,33 @@ async fn module(
             Err(e) => Some(e),
         };
         if let Some(f) = failure {
-            // Part of the change may have happened (earlier actions): keep the undo.
-            let mut r = NodeResult::failed(
-                f,
-                json!({"failed": true, "changed": i > 0, "before": before}),
+            // What happened is read, not guessed: the module's own probe says whether the
+            // target moved (a lost reply may hide a change that landed; an earlier action of
+            // this change may have run).
+            let (touched, seen) = reobserve(cx, host, m.as_ref(), &before, timeout).await;
+            let mut r = NodeResult::failed_touched(
+                format!("{f}; {seen}"),
+                json!({"failed": true, "changed": touched != Touched::No, "before": before}),
+                touched,
             );
             r.undo = Some(undo);
             return r;
         }
     }
-    // Confirm the change took.
-    let after = probe(cx, host, m.as_ref(), timeout)
-        .await
-        .unwrap_or(J::Null);
+    // Confirm the change took. A confirmation that cannot be read is a failure: the change
+    // ran, so it is undone with the rest.
+    let after = match probe(cx, host, m.as_ref(), timeout).await {
+        Ok(a) => a,
+        Err(e) => {
+            let mut r = NodeResult::failed_touched(
+                format!("changed, but the read that confirms it failed: {e}"),
+                json!({"failed": true, "changed": true, "before": before, "diff": diff_text}),
+                Touched::Yes,
+            );
+            r.undo = Some(undo);
+            return r;
+        }
+    };
     let still = m.remaining(&after).ok().flatten();
     let mut r = NodeResult {
         outcome: Outcome::Changed,
@@ -865,12 +1014,37 @@ async fn module(
         error: None,
         action: None,
         prediction: None,
+        touched: Some(Touched::Yes),
     };
     if let Some(left) = still {
         r.outcome = Outcome::Failed;
         r.error = Some(format!("the change did not take; still differs: {left}"));
     }
     r
+}
+
+/// After a change action failed: the target read again with the module's probe. Unchanged
+/// (as `before`), moved, or unreadable (then it may have changed), with words for the error.
+async fn reobserve(
+    cx: &Ctx,
+    host: &Host,
+    m: &dyn crate::modules::Module,
+    before: &J,
+    timeout: Duration,
+) -> (Touched, String) {
+    match probe(cx, host, m, timeout).await {
+        Ok(now) if m.restored(before, &now) => {
+            (Touched::No, "read again: unchanged, nothing to undo".into())
+        }
+        Ok(_) => (
+            Touched::Yes,
+            "read again: it changed, so it is undone".into(),
+        ),
+        Err(e) => (
+            Touched::Maybe,
+            format!("could not read it again ({e}): it may or may not have changed"),
+        ),
+    }
 }
 
 /// Run a module's read-only probes and interpret them.

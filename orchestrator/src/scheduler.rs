@@ -20,7 +20,7 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use crate::error::ExitCode;
-use crate::event::{Event, Outcome, RefreshStatus, UndoRecord};
+use crate::event::{Event, Outcome, RefreshStatus, Touched, UndoRecord};
 use crate::plan::{Plan, CONTROLLER};
 use crate::playbook::{Phase, Undo};
 use crate::runner::{run_node, Ctx, NodeResult};
@@ -35,11 +35,57 @@ pub struct Summary {
     pub failed: usize,
     pub undone: usize,
     pub not_undone: Vec<String>,
+    /// Nodes whose change may have landed (outcome unknown when they ended).
+    pub maybe_changed: usize,
+    /// Changes the rollback read again and found not there.
+    pub unchanged: usize,
+    /// Changes left in place by declaration (`no_rollback:`), as `step@target`.
+    pub left: Vec<String>,
     pub applies: bool,
     /// Every node that came to an outcome, in that order (what a plan file is made from).
     pub nodes: Vec<NodeRecord>,
     /// `apply --plan`: the nodes refused because they differ from the plan.
     pub drift: Vec<crate::planfile::Drift>,
+}
+
+/// What a clean rollback did, in words: `rolled back: 2 change(s) undone; 1 left in place
+/// (no undo needed: implement@localhost)`.
+fn undone_words(report: &crate::rollback::Report) -> String {
+    let mut words = format!("rolled back: {} change(s) undone", report.undone);
+    if !report.left.is_empty() {
+        words.push_str(&format!(
+            "; {} left in place (no undo needed: {})",
+            report.left.len(),
+            report.left.join(", ")
+        ));
+    }
+    words
+}
+
+impl Summary {
+    /// Takes in what a rollback did.
+    fn take(&mut self, report: &crate::rollback::Report) {
+        self.undone = report.undone;
+        self.unchanged = report.unchanged;
+        self.left = report.left.clone();
+        self.not_undone = report.not_undone.clone();
+    }
+
+    /// The run's end record: its status, exit code and what changed, was undone, or left.
+    pub fn end_event(&self, run: &str) -> Event {
+        Event::RunEnd {
+            run: run.to_string(),
+            status: self.status.clone(),
+            exit_code: self.exit.code(),
+            changed: self.changed,
+            failed: self.failed,
+            undone: self.undone,
+            not_undone: self.not_undone.clone(),
+            maybe_changed: self.maybe_changed,
+            unchanged: self.unchanged,
+            left: self.left.clone(),
+        }
+    }
 }
 
 /// What one node came to, kept for the plan file and the plan check.
@@ -61,6 +107,10 @@ pub struct Done {
     pub target: String,
     pub undo: Option<UndoRecord>,
     pub irreversible: Option<String>,
+    /// It changed (`true`), or it may have (`false`: the outcome of its change is unknown;
+    /// rollback reads the target first and undoes only what moved). See
+    /// [`crate::event::Touched::undo_candidate`].
+    pub certain: bool,
 }
 
 pub struct Scheduler {
@@ -213,11 +263,7 @@ impl Scheduler {
             },
             error: r.error.clone(),
         });
-        let changed = r.outcome == Outcome::Changed
-            || (r.outcome == Outcome::Failed
-                && r.undo.is_some()
-                && r.registered.get("changed") == Some(&J::Bool(true)));
-        if changed {
+        if let Some(certain) = Touched::undo_candidate(r.outcome, r.touched, r.undo.is_some()) {
             self.done.push(Done {
                 step: step.id.clone(),
                 target: node.target.clone(),
@@ -226,6 +272,7 @@ impl Scheduler {
                     Undo::Irreversible(w) => Some(w.clone()),
                     _ => None,
                 },
+                certain,
             });
         }
     }
@@ -338,6 +385,7 @@ impl Scheduler {
                                     error: Some(format!("when: {e}")),
                                     action: None,
                                     prediction: None,
+                                    touched: None,
                                 };
                                 self.finish_now(
                                     ix,
@@ -389,6 +437,7 @@ impl Scheduler {
             if set.is_empty() {
                 break;
             }
+            self.halt_on(&failure);
             let mut cancel = self.cancel.clone();
             tokio::select! {
                 joined = set.join_next() => {
@@ -409,6 +458,7 @@ impl Scheduler {
         if *self.cancel.borrow() {
             failure = Some("cancelled by signal".into());
         }
+        self.halt_on(&failure);
         match failure {
             Some(f) => Err(f),
             None => Ok(()),
@@ -439,6 +489,7 @@ impl Scheduler {
             error: error.clone(),
             undo: None,
             irreversible: None,
+            touched: None,
         });
         let failed = outcome == Outcome::Drifted;
         NodeResult {
@@ -449,6 +500,7 @@ impl Scheduler {
             error,
             action: None,
             prediction: None,
+            touched: None,
         }
     }
 
@@ -544,6 +596,16 @@ impl Scheduler {
             targets,
             error: None,
         })
+    }
+
+    /// Once the run has failed, no node that has not announced its change yet may start it:
+    /// nodes in flight (their checks running) end skipped instead of acting.
+    fn halt_on(&self, failure: &Option<String>) {
+        if failure.is_some() {
+            self.cx
+                .halt
+                .store(true, std::sync::atomic::Ordering::SeqCst);
+        }
     }
 
     fn finish_now(
@@ -675,7 +737,10 @@ impl Scheduler {
                     )
                 })
                 .collect(),
-            changed: self.done.len(),
+            changed: self.done.iter().filter(|d| d.certain).count(),
+            maybe_changed: self.done.iter().filter(|d| !d.certain).count(),
+            unchanged: 0,
+            left: Vec::new(),
             failed: self
                 .outcomes
                 .values()
@@ -709,8 +774,7 @@ impl Scheduler {
                 )
             };
             let report = crate::rollback::rollback(&self.cx, &theirs, &reason).await;
-            summary.undone = report.undone;
-            summary.not_undone = report.not_undone.clone();
+            summary.take(&report);
             summary.exit = if !report.not_undone.is_empty() {
                 ExitCode::RollbackIncomplete
             } else if !self.drift.is_empty() {
@@ -730,32 +794,35 @@ impl Scheduler {
         }
         if let Err(reason) = result {
             let report = crate::rollback::rollback(&self.cx, &self.done, &reason).await;
-            summary.undone = report.undone;
-            summary.not_undone = report.not_undone.clone();
+            summary.take(&report);
+            // Whether anything was changed and then undone, or left by declaration; or
+            // nothing was changed at all (what may have changed was read again: as before).
+            let touched = report.undone > 0 || !report.left.is_empty();
             if report.not_undone.is_empty() && self.refused {
                 summary.exit = ExitCode::PlanRefused;
-                summary.status = if self.done.is_empty() {
-                    format!("refused ({reason}); nothing was changed")
+                summary.status = if touched {
+                    format!("refused ({reason}); {}", undone_words(&report))
                 } else {
-                    format!("refused ({reason}); rolled back")
+                    format!("refused ({reason}); nothing was changed")
                 };
-            } else if report.not_undone.is_empty() {
+            } else if report.not_undone.is_empty() && touched {
                 summary.exit = ExitCode::RolledBack;
-                summary.status = format!("failed ({reason}); rolled back");
+                summary.status = format!("failed ({reason}); {}", undone_words(&report));
+            } else if report.not_undone.is_empty() {
+                summary.exit = ExitCode::FailedUnchanged;
+                summary.status = format!("failed ({reason}); nothing was changed");
+                if report.unchanged > 0 {
+                    summary.status.push_str(&format!(
+                        " ({} change(s) whose outcome was unknown were read again: as before)",
+                        report.unchanged
+                    ));
+                }
             } else {
                 summary.exit = ExitCode::RollbackIncomplete;
                 summary.status = format!("failed ({reason}); ROLLBACK INCOMPLETE");
             }
         }
-        let _ = self.cx.sink.emit(Event::RunEnd {
-            run: self.cx.run.clone(),
-            status: summary.status.clone(),
-            exit_code: summary.exit.code(),
-            changed: summary.changed,
-            failed: summary.failed,
-            undone: summary.undone,
-            not_undone: summary.not_undone.clone(),
-        });
+        let _ = self.cx.sink.emit(summary.end_event(&self.cx.run));
         let _ = self.cx.sink.sync();
         summary
     }

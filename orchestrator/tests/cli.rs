@@ -448,8 +448,10 @@ fn a_step_that_outlives_its_timeout_fails_the_run() {
         ],
         dir.path(),
     );
-    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    // A read-only step failed: nothing was changed (7), not "changed, then undone" (2).
+    assert_eq!(o.status.code(), Some(7), "{}", text(&o));
     assert!(text(&o).contains("timed out"), "{}", text(&o));
+    assert!(text(&o).contains("nothing was changed"), "{}", text(&o));
     assert!(started.elapsed() < std::time::Duration::from_secs(4));
 }
 

@@ -587,10 +587,27 @@ async fn a_fix_that_fails_every_time_cools_down_and_trips_the_circuit() {
         sample(&m, "remedy_job_failures_total", &[("job", "dns")]),
         Some(2.0)
     );
+    // The restart never ran, and dnsmasq read again was as before: each attempt failed
+    // without changing anything (exit 7), so there was nothing to roll back.
     assert_eq!(
         sample(&m, "remedy_job_rollbacks_total", &[("job", "dns")]),
-        Some(2.0)
+        Some(0.0)
     );
+    let ends: Vec<serde_json::Value> = remedy::audit::read(&zone.audit())
+        .unwrap()
+        .into_iter()
+        .map(|r| r.value)
+        .filter(|v| v["event"] == "run_end")
+        .collect();
+    assert_eq!(ends.len(), 2, "{ends:?}");
+    for end in &ends {
+        assert_eq!(end["exit_code"], 7, "{end}");
+        assert_eq!(
+            (end["changed"].as_u64(), end["undone"].as_u64()),
+            (Some(0), Some(0))
+        );
+    }
+
     assert_eq!(
         sample(&m, "remedy_job_fixes_total", &[("job", "dns")]),
         Some(0.0)

@@ -450,6 +450,7 @@ async fn run_held_to(zone: &ApiZone, saved: &SavedPlan) -> remedy::scheduler::Su
         cancel: Some(cancel.clone()),
         reload: None,
         expect: Some(Arc::new(saved.expect(OnDrift::Abort))),
+        halt: Default::default(),
     };
     Scheduler::new(cx, 4, cancel).run().await
 }

@@ -165,7 +165,14 @@ async fn check(case: Case) {
         let before = zone.world();
         let s = apply(&zone, name, case.params, false).await;
         let what = format!("{name} with {kind:?} `{command}` failing");
-        assert_eq!(s.exit, ExitCode::RolledBack, "{what}: {}", s.status);
+        // A failure before anything changed is told apart from a change undone.
+        let expected = if s.undone > 0 || !s.left.is_empty() {
+            ExitCode::RolledBack
+        } else {
+            ExitCode::FailedUnchanged
+        };
+        assert_eq!(s.exit, expected, "{what}: {}", s.status);
+        assert!(s.not_undone.is_empty(), "{what}: {:?}", s.not_undone);
         let said = if kind == Fault::Ssh {
             "sim: injected failure"
         } else {

@@ -85,8 +85,22 @@ pub struct Report {
     pub circuits_opened: Vec<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub plan_file: Option<String>,
-    /// The run was rolled back (or tried to be).
+    /// The run was rolled back (or tried to be): it changed something and undid it.
     pub rolled_back: bool,
+    /// What the run changed and undid (from its end record): a failure that changed nothing
+    /// (exit 7) is told apart from one that changed and undid (exit 2).
+    pub changes: Changes,
+}
+
+/// A run's changes, as its end record counts them.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Changes {
+    pub changed: usize,
+    pub maybe_changed: usize,
+    pub undone: usize,
+    pub unchanged: usize,
+    pub left: usize,
+    pub not_undone: usize,
 }
 
 impl Report {
@@ -103,6 +117,7 @@ impl Report {
             circuits_opened: Vec::new(),
             plan_file: None,
             rolled_back: false,
+            changes: Changes::default(),
         }
     }
 
@@ -456,6 +471,14 @@ async fn fix(
         summary.exit,
         ExitCode::RolledBack | ExitCode::RollbackIncomplete
     );
+    r.changes = Changes {
+        changed: summary.changed,
+        maybe_changed: summary.maybe_changed,
+        undone: summary.undone,
+        unchanged: summary.unchanged,
+        left: summary.left.len(),
+        not_undone: summary.not_undone.len(),
+    };
     // A failed fix that was rolled back changed nothing; one that was not still counts.
     if ok || summary.exit == ExitCode::RollbackIncomplete {
         r.fixed = fixed;

@@ -79,6 +79,13 @@ impl From<cloudstack::CsError> for TransportError {
     fn from(e: cloudstack::CsError) -> Self {
         use cloudstack::CsError as E;
         match e {
+            // Never sent: the server cannot have acted.
+            E::Transport { sent: false, .. } | E::Deadline { sent: false, .. } => {
+                TransportError::Unreachable {
+                    host: "the CloudStack API".into(),
+                    reason: e.to_string(),
+                }
+            }
             E::Transport { timeout: true, .. } => TransportError::Other(e.to_string()),
             E::Config(text) => TransportError::Other(text),
             other => match other.code() {

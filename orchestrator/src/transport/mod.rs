@@ -177,6 +177,22 @@ pub enum TransportError {
     Other(String),
 }
 
+impl TransportError {
+    /// Whether the action certainly did not run: it was refused before it reached the host or
+    /// the management server (unreachable, not sent, refused by remedy itself), or CloudStack
+    /// answered that it failed. Everything else (a timeout after sending, a connection lost
+    /// mid-command, a reply that never came) leaves its outcome unknown.
+    pub fn never_ran(&self) -> bool {
+        matches!(
+            self,
+            TransportError::Unreachable { .. }
+                | TransportError::Api { .. }
+                | TransportError::DryRunViolation(_)
+                | TransportError::Unsupported(_)
+        )
+    }
+}
+
 /// Carries actions to hosts. One implementation per way of reaching a host; the runner never
 /// knows which one it talks to.
 #[async_trait]
