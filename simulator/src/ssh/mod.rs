@@ -43,6 +43,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use crate::faults::SshFault;
 use crate::zone::Zone;
 pub use server::SYSTEM_VM_PORT;
 use server::{lock, Shared};
@@ -83,7 +84,6 @@ impl SshSim {
             stop: stopped,
             down: watch::channel(BTreeSet::new()).0,
             running: Mutex::new(BTreeMap::new()),
-            failing: Mutex::new(Vec::new()),
         });
         let mut addrs = BTreeMap::new();
         let mut tasks = Vec::new();
@@ -198,9 +198,14 @@ impl SshSim {
     /// Makes the next command starting with each of `prefixes` (its words joined by spaces,
     /// e.g. `systemctl restart dnsmasq`) fail, once, on whichever machine runs it: exit 1,
     /// `sim: injected failure` on stderr, and nothing done. Later commands, an undo among
-    /// them, run normally. An empty list clears what is left.
+    /// them, run normally.
+    ///
+    /// This replaces the zone's SSH fault rules ([`crate::faults::Faults::ssh`], the ones
+    /// `/sim/faults` sets too) with one [`SshFault::fail_once`] rule per prefix; an empty list
+    /// clears them.
     pub fn fail_commands(&self, prefixes: Vec<String>) {
-        *lock(&self.shared.failing) = prefixes;
+        lock(&self.shared.zone).faults_mut().ssh =
+            prefixes.into_iter().map(SshFault::fail_once).collect();
     }
 
     /// How many command lines are running on `machine` now: started, and their channel not
