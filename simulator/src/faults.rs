@@ -249,7 +249,11 @@ impl Faults {
     /// The line effect for a command line on `machine` whose simple commands are `commands`
     /// (each one's words joined by single spaces), if a rule has one for it: the first such
     /// rule in order fires (counts down, and goes at 0).
-    pub fn take_ssh_line_effect(&mut self, machine: &str, commands: &[String]) -> Option<SshEffect> {
+    pub fn take_ssh_line_effect(
+        &mut self,
+        machine: &str,
+        commands: &[String],
+    ) -> Option<SshEffect> {
         self.take_ssh(|rule| {
             rule.is_line_effect() && commands.iter().any(|c| rule.matches(machine, c))
         })
@@ -400,7 +404,11 @@ mod tests {
             json!({"command": "systemctl", "effect": "fail", "exit": 4, "stderr": "no"}),
         ]);
         let line = words(&["true", "systemctl restart dnsmasq"]);
-        assert_eq!(f.take_ssh_line_effect("r-931-VM", &line), None, "another host");
+        assert_eq!(
+            f.take_ssh_line_effect("r-931-VM", &line),
+            None,
+            "another host"
+        );
         assert_eq!(
             f.take_ssh_line_effect("r-930-VM", &words(&["echo systemctl restart"])),
             None,
@@ -490,6 +498,30 @@ mod tests {
         assert_eq!(
             base.patched(&json!([1])).unwrap_err(),
             "a JSON object of fault settings is needed"
+        );
+    }
+
+    #[test]
+    fn the_documented_example_is_a_fault_setting() {
+        let doc = include_str!("../../docs/cloudstack.md");
+        let start = doc
+            .find("```json\n{\"ssh\"")
+            .expect("the example in docs/cloudstack.md");
+        let block = &doc[start + "```json\n".len()..];
+        let block = &block[..block.find("```").unwrap()];
+        let faults: Faults = serde_json::from_str(block).unwrap();
+        let effects: Vec<SshEffect> = faults.ssh.into_iter().map(|r| r.effect).collect();
+        assert_eq!(
+            effects,
+            vec![
+                SshEffect::Fail {
+                    exit: 1,
+                    stderr: "Job for dnsmasq.service failed".into()
+                },
+                SshEffect::DropAfter,
+                SshEffect::DropBefore,
+                SshEffect::Hang { ms: 30_000 },
+            ]
         );
     }
 }

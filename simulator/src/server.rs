@@ -22,13 +22,25 @@
 //! says (the simulator does not speak XML). Methods other than GET and POST on the API path get
 //! 405 (what the servlet container answers); any other path 404.
 //!
-//! Faults ([`Faults`]) are applied first: latency, a 503 before the zone is reached, or a
-//! dropped connection (no reply at all); `drop_after_apply_next` lets the zone carry out a
-//! mutating call and then drops the connection, so the client cannot know it happened.
+//! Faults ([`Faults`], kept in the zone so the SSH hosts share them) are applied first:
+//! latency, a 503 before the zone is reached, or a dropped connection (no reply at all);
+//! `drop_after_apply_next` lets the zone carry out a mutating call and then drops the
+//! connection, so the client cannot know it happened; `slow_calls` lets the zone carry out a
+//! call and then holds its reply.
 //!
 //! Admin endpoints, for labs and tests, with no credentials (which is why `remedy lab` listens
-//! on loopback only): `GET /sim/state` (the zone as JSON), `GET`/`PUT /sim/faults`,
-//! `GET /sim/requests`.
+//! on loopback only):
+//! - `GET /sim/state`: the zone as JSON, after advancing its clock to now as an API request
+//!   would (jobs whose end has passed show their result);
+//! - `GET /sim/faults`: the fault settings in force, counters as they have counted down;
+//! - `PUT /sim/faults`: replaces the whole set with the body ([`Faults`] as JSON; a field left
+//!   out is "no fault", so `{}` clears them);
+//! - `PATCH /sim/faults`: replaces only the fields the body (a JSON object) names; a list given
+//!   replaces the list, rules of `ssh` included ([`Faults::patched`]);
+//! - `DELETE /sim/faults`: clears them.
+//!
+//! The three that change the faults answer with the new set, or 400 and `not a fault setting:
+//! ...` (and nothing changed). `GET /sim/requests`: every API request seen.
 //!
 //! Nothing here logs a signature, an API key's secret or a query string.
 

@@ -713,7 +713,11 @@ async fn patch_merges_put_replaces_and_delete_clears_the_faults() {
     let put = exchange(&sim, "PUT /sim/faults HTTP/1.1", r#"{"drop_next": 0}"#)
         .await
         .unwrap();
-    assert_eq!(faults(&put), Faults::default(), "PUT replaces the whole set");
+    assert_eq!(
+        faults(&put),
+        Faults::default(),
+        "PUT replaces the whole set"
+    );
 
     sim.set_faults(merged);
     let deleted = exchange(&sim, "DELETE /sim/faults HTTP/1.1", "")
@@ -777,9 +781,16 @@ async fn a_slow_call_is_carried_out_at_once_and_its_reply_held() {
     .unwrap();
     assert_eq!(patch.status, 200, "{}", patch.body);
     let started = Instant::now();
-    let list = call(&sim, "listConfigurations", &[("name", "network.gc.interval")]);
+    let list = call(
+        &sim,
+        "listConfigurations",
+        &[("name", "network.gc.interval")],
+    );
     assert_eq!(get(&sim, &list).await.unwrap().status, 200);
-    assert!(started.elapsed() < Duration::from_millis(400), "other calls are not held");
+    assert!(
+        started.elapsed() < Duration::from_millis(400),
+        "other calls are not held"
+    );
 
     let change = |value: &str| {
         call(
@@ -794,7 +805,11 @@ async fn a_slow_call_is_carried_out_at_once_and_its_reply_held() {
     assert_eq!(setting(&sim, "network.gc.interval").as_deref(), Some("900"));
 
     // a client that gives up while the reply is held: the change is made all the same
-    let waited = tokio::time::timeout(Duration::from_millis(150), post(&sim, &change("1200"))).await;
+    let waited =
+        tokio::time::timeout(Duration::from_millis(150), post(&sim, &change("1200"))).await;
     assert!(waited.is_err(), "still held after 150 ms");
-    assert_eq!(setting(&sim, "network.gc.interval").as_deref(), Some("1200"));
+    assert_eq!(
+        setting(&sim, "network.gc.interval").as_deref(),
+        Some("1200")
+    );
 }

@@ -11,7 +11,9 @@ use cloudstack_sim::scenario::Scenario;
 use cloudstack_sim::server::{Sim, SimConfig};
 use cloudstack_sim::ssh::{SshSim, SYSTEM_VM_PORT};
 use russh::client::{self, Config, Handle};
-use russh::keys::{Algorithm, PrivateKey, PrivateKeyWithHashAlg, PublicKey, PublicKeyOrCertificate};
+use russh::keys::{
+    Algorithm, PrivateKey, PrivateKeyWithHashAlg, PublicKey, PublicKeyOrCertificate,
+};
 use russh::{ChannelMsg, Sig};
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -113,7 +115,10 @@ struct Pinned(PublicKey);
 impl client::Handler for Pinned {
     type Error = russh::Error;
 
-    async fn check_server_key(&mut self, key: &PublicKeyOrCertificate) -> Result<bool, Self::Error> {
+    async fn check_server_key(
+        &mut self,
+        key: &PublicKeyOrCertificate,
+    ) -> Result<bool, Self::Error> {
         Ok(matches!(key, PublicKeyOrCertificate::PublicKey { key, .. }
             if key.key_data() == self.0.key_data()))
     }
@@ -266,9 +271,16 @@ async fn a_fail_rule_fails_the_command_on_its_host_only_and_once() {
     .await;
 
     let on_b = connect(&lab, &b).await;
-    assert_eq!(exec(&on_b, "systemctl stop keepalived").await, ran("", "", 0));
+    assert_eq!(
+        exec(&on_b, "systemctl stop keepalived").await,
+        ran("", "", 0)
+    );
     assert!(!active(&lab, &b, "keepalived"), "another host: it ran");
-    assert_eq!(rules(&lab).await.as_array().unwrap().len(), 1, "not used up");
+    assert_eq!(
+        rules(&lab).await.as_array().unwrap().len(),
+        1,
+        "not used up"
+    );
 
     let on_a = connect(&lab, &a).await;
     assert_eq!(
@@ -348,7 +360,10 @@ async fn drop_before_loses_the_connection_and_runs_nothing() {
     assert_eq!(collect(&mut channel).await, ran(&format!("{hv}\n"), "", 0));
     // and a new session to the router works
     let again = connect(&lab, &router).await;
-    assert_eq!(exec(&again, "systemctl stop keepalived").await, ran("", "", 0));
+    assert_eq!(
+        exec(&again, "systemctl stop keepalived").await,
+        ran("", "", 0)
+    );
     assert!(!active(&lab, &router, "keepalived"));
 }
 
@@ -361,7 +376,10 @@ async fn drop_after_runs_the_line_then_loses_the_connection() {
     )
     .await;
     let kvm02 = connect(&lab, "kvm02").await;
-    let up = |lab: &Lab| lab.sim.with_zone(|z| z.guest("kvm02").unwrap().link_up("eth0"));
+    let up = |lab: &Lab| {
+        lab.sim
+            .with_zone(|z| z.guest("kvm02").unwrap().link_up("eth0"))
+    };
     assert!(up(&lab));
     let out = exec(&kvm02, "ip link set eth0 down; echo done").await;
     assert!(out.lost(), "{out:?}");
@@ -416,7 +434,10 @@ async fn a_hung_line_still_runs_when_its_client_goes_away() {
     assert!(active(&lab, &router, "keepalived"));
     let conn = connect(&lab, &router).await;
     let channel = conn.handle.channel_open_session().await.unwrap();
-    channel.exec(true, "systemctl stop keepalived").await.unwrap();
+    channel
+        .exec(true, "systemctl stop keepalived")
+        .await
+        .unwrap();
     eventually("the line is running", || lab.ssh.running(&router) == 1).await;
     // the client dies: its connections (the hypervisor's, carrying the router's) go
     drop(channel);
@@ -446,7 +467,8 @@ async fn a_signal_during_a_hang_kills_the_line_before_it_runs() {
     assert_eq!(out.exit, None);
     tokio::time::sleep(Duration::from_millis(700)).await;
     assert!(
-        lab.sim.with_zone(|z| z.guest("kvm01").unwrap().link_up("eth0")),
+        lab.sim
+            .with_zone(|z| z.guest("kvm01").unwrap().link_up("eth0")),
         "killed before it ran"
     );
     assert_eq!(lab.ssh.running("kvm01"), 0);

@@ -20,8 +20,14 @@
 //!   per command after advancing its clock to now (so finished jobs show). A change is visible
 //!   through the API in the next reply. `sleep` really sleeps and `head -c N /dev/zero`
 //!   streams N zero bytes in 32 KiB chunks; both stop when the client closes the channel or
-//!   signals it. Every command line is logged per machine ([`SshSim::commands`]), and
-//!   [`SshSim::running`] counts the lines still running (a line ends when its channel does).
+//!   signals it. Every command line received is logged per machine ([`SshSim::commands`]),
+//!   and [`SshSim::running`] counts the lines still running (a line ends when its channel
+//!   does, or, held by a `hang` fault, when it has run).
+//! - **Faults**: the zone's SSH fault rules ([`crate::faults::Faults::ssh`], set with
+//!   `/sim/faults` over HTTP, a scenario's `faults:`, or [`SshSim::fail_commands`]) fail a
+//!   command, close the connection before a line runs or after it ran (no exit status: the
+//!   client has lost the connection mid-command; the connection is cut without an SSH
+//!   `disconnect`), or hold a line before it starts. See [`crate::faults::SshFault`].
 //! - **Machines changing under a client**: [`SshSim::new_host_key`] gives a machine a fresh
 //!   host key for its next sessions (what re-creating a system VM does; open sessions stay);
 //!   [`SshSim::stop_sshd`] is its sshd dying: every session to it, tunnelled ones included, is
@@ -209,7 +215,8 @@ impl SshSim {
     }
 
     /// How many command lines are running on `machine` now: started, and their channel not
-    /// yet ended (by the command finishing, or by the client closing or signalling it).
+    /// yet ended (by the command finishing, or by the client closing or signalling it). A
+    /// line held by a `hang` fault counts until it has run, even once its client is gone.
     pub fn running(&self, machine: &str) -> usize {
         lock(&self.shared.running)
             .get(machine)
@@ -217,7 +224,7 @@ impl SshSim {
             .unwrap_or_default()
     }
 
-    /// Every command line executed on `machine`, in order.
+    /// Every command line sent to `machine`, in order (one a fault stopped included).
     pub fn commands(&self, machine: &str) -> Vec<String> {
         lock(&self.shared.log)
             .get(machine)

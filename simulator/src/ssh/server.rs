@@ -29,8 +29,8 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::watch;
 
 use super::commands::{self, Output, Step};
-use crate::faults::SshEffect;
 use super::shell::{self, Sink};
+use crate::faults::SshEffect;
 use crate::zone::Zone;
 
 /// The port system VMs' sshd listens on, on their link-local address.
@@ -580,10 +580,7 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Severable<S> {
         Pin::new(&mut self.inner).poll_flush(cx)
     }
 
-    fn poll_shutdown(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<std::io::Result<()>> {
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }
