@@ -402,7 +402,7 @@ async fn a_hang_holds_the_line_then_runs_it() {
     let (router, _, _) = routers(&lab).remove(0);
     set_rules(
         &lab,
-        json!([{"command": "systemctl stop keepalived", "effect": "hang", "hang_ms": 400}]),
+        json!([{"command": "systemctl stop keepalived", "effect": "hang", "hang_ms": 1000}]),
     )
     .await;
     assert!(active(&lab, &router, "keepalived"));
@@ -412,14 +412,14 @@ async fn a_hang_holds_the_line_then_runs_it() {
         exec(&conn, "systemctl stop keepalived; echo ok").await,
         ran("ok\n", "", 0)
     );
-    assert!(started.elapsed() >= Duration::from_millis(400));
+    assert!(started.elapsed() >= Duration::from_millis(1000));
     assert!(!active(&lab, &router, "keepalived"));
     let started = Instant::now();
     assert_eq!(
         exec(&conn, "systemctl start keepalived").await,
         ran("", "", 0)
     );
-    assert!(started.elapsed() < Duration::from_millis(400), "once only");
+    assert!(started.elapsed() < Duration::from_millis(1000), "once only");
 }
 
 #[tokio::test]
@@ -428,7 +428,7 @@ async fn a_hung_line_still_runs_when_its_client_goes_away() {
     let (router, _, _) = routers(&lab).remove(0);
     set_rules(
         &lab,
-        json!([{"command": "systemctl stop keepalived", "host": router, "effect": "hang", "hang_ms": 600}]),
+        json!([{"command": "systemctl stop keepalived", "host": router, "effect": "hang", "hang_ms": 1500}]),
     )
     .await;
     assert!(active(&lab, &router, "keepalived"));
@@ -454,18 +454,20 @@ async fn a_signal_during_a_hang_kills_the_line_before_it_runs() {
     let lab = lab().await;
     set_rules(
         &lab,
-        json!([{"command": "ip link set eth0 down", "effect": "hang", "hang_ms": 500}]),
+        json!([{"command": "ip link set eth0 down", "effect": "hang", "hang_ms": 1500}]),
     )
     .await;
     let kvm01 = connect(&lab, "kvm01").await;
     let mut channel = kvm01.handle.channel_open_session().await.unwrap();
+    let sent = Instant::now();
     channel.exec(true, "ip link set eth0 down").await.unwrap();
     eventually("the line is running", || lab.ssh.running("kvm01") == 1).await;
     channel.signal(Sig::TERM).await.unwrap();
     let out = collect(&mut channel).await;
     assert_eq!(out.signal.as_deref(), Some("TERM"), "{out:?}");
     assert_eq!(out.exit, None);
-    tokio::time::sleep(Duration::from_millis(700)).await;
+    // past the time the hold would have ended
+    tokio::time::sleep(Duration::from_millis(1800).saturating_sub(sent.elapsed())).await;
     assert!(
         lab.sim
             .with_zone(|z| z.guest("kvm01").unwrap().link_up("eth0")),
