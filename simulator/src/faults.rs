@@ -69,7 +69,7 @@ pub struct Faults {
 /// start with [`SshFault::command`] (a prefix, as `SshSim::fail_commands` always matched;
 /// empty matches every command), on the machine named [`SshFault::host`] (a router or system
 /// VM by its name, a hypervisor, the management server; absent: any machine). A line matches
-/// when one of its simple commands does.
+/// when one of its simple commands does; a line the shell refuses (exit 2) matches none.
 ///
 /// **Firing.** Each firing counts [`SshFault::next`] down; a rule at 0 is removed. A line gets
 /// at most one of the line effects (`drop_before`, `drop_after`, `hang`): the first matching

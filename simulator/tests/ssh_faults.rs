@@ -439,14 +439,43 @@ async fn a_hung_line_still_runs_when_its_client_goes_away() {
         .await
         .unwrap();
     eventually("the line is running", || lab.ssh.running(&router) == 1).await;
-    // the client dies: its connections (the hypervisor's, carrying the router's) go
+    // the client dies: its connection to the hypervisor, carrying the router's, goes
     drop(channel);
-    drop(conn);
+    let jump = conn.jump.as_ref().unwrap();
+    jump.disconnect(russh::Disconnect::ByApplication, "", "en")
+        .await
+        .unwrap();
+    eventually("the router's session is gone", || conn.handle.is_closed()).await;
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert!(active(&lab, &router, "keepalived"), "still held");
     assert_eq!(lab.ssh.running(&router), 1);
     eventually("the held line ran", || !active(&lab, &router, "keepalived")).await;
     eventually("and ended", || lab.ssh.running(&router) == 0).await;
+}
+
+#[tokio::test]
+async fn a_hung_line_whose_channel_is_closed_runs_and_the_connection_carries_on() {
+    let lab = lab().await;
+    set_rules(
+        &lab,
+        json!([{"command": "ip link set eth0 down", "effect": "hang", "hang_ms": 1000}]),
+    )
+    .await;
+    let kvm01 = connect(&lab, "kvm01").await;
+    let channel = kvm01.handle.channel_open_session().await.unwrap();
+    channel
+        .exec(true, "ip link set eth0 down; echo done")
+        .await
+        .unwrap();
+    eventually("the line is running", || lab.ssh.running("kvm01") == 1).await;
+    channel.close().await.unwrap();
+    let down = || {
+        !lab.sim
+            .with_zone(|z| z.guest("kvm01").unwrap().link_up("eth0"))
+    };
+    eventually("the held line ran", down).await;
+    eventually("and ended", || lab.ssh.running("kvm01") == 0).await;
+    assert_eq!(exec(&kvm01, "hostname").await, ran("kvm01\n", "", 0));
 }
 
 #[tokio::test]
