@@ -25,7 +25,9 @@
 //!     ovs_missing_ports: { cloudbr1: [vnet3] }
 //!     ovs_missing_flows: { cloudbr1: ["table=0,priority=100,in_port=vnet3,actions=NORMAL"] }
 //! job_ms: 1500                    # async job duration unless faults say otherwise
-//! faults: { fail_jobs: [restartVPC] }
+//! faults:                        # see crate::faults
+//!   fail_jobs: [restartVPC]
+//!   ssh: [{ command: systemctl restart keepalived, host: r-930-VM, effect: fail }]
 //! ```
 //! Unknown keys are errors with file:line:column. A scenario is also built once when parsed:
 //! a setting, host or machine that does not exist, or an override that removes something

@@ -22,13 +22,25 @@
 //! says (the simulator does not speak XML). Methods other than GET and POST on the API path get
 //! 405 (what the servlet container answers); any other path 404.
 //!
-//! Faults ([`Faults`]) are applied first: latency, a 503 before the zone is reached, or a
-//! dropped connection (no reply at all); `drop_after_apply_next` lets the zone carry out a
-//! mutating call and then drops the connection, so the client cannot know it happened.
+//! Faults ([`Faults`], kept in the zone so the SSH hosts share them) are applied first:
+//! latency, a 503 before the zone is reached, or a dropped connection (no reply at all);
+//! `drop_after_apply_next` lets the zone carry out a mutating call and then drops the
+//! connection, so the client cannot know it happened; `slow_calls` lets the zone carry out a
+//! call and then holds its reply.
 //!
 //! Admin endpoints, for labs and tests, with no credentials (which is why `remedy lab` listens
-//! on loopback only): `GET /sim/state` (the zone as JSON), `GET`/`PUT /sim/faults`,
-//! `GET /sim/requests`.
+//! on loopback only):
+//! - `GET /sim/state`: the zone as JSON, after advancing its clock to now as an API request
+//!   would (jobs whose end has passed show their result);
+//! - `GET /sim/faults`: the fault settings in force, counters as they have counted down;
+//! - `PUT /sim/faults`: replaces the whole set with the body ([`Faults`] as JSON; a field left
+//!   out is "no fault", so `{}` clears them);
+//! - `PATCH /sim/faults`: replaces only the fields the body (a JSON object) names; a list given
+//!   replaces the list, rules of `ssh` included ([`Faults::patched`]);
+//! - `DELETE /sim/faults`: clears them.
+//!
+//! The three that change the faults answer with the new set, or 400 and `not a fault setting:
+//! ...` (and nothing changed). `GET /sim/requests`: every API request seen.
 //!
 //! Nothing here logs a signature, an API key's secret or a query string.
 
@@ -87,24 +99,23 @@ pub struct RequestRecord {
     pub status: Option<u16>,
 }
 
-struct FaultState {
-    faults: Faults,
-    rng: u64,
-}
+/// The dice for fault rates.
+struct Dice(u64);
 
-impl FaultState {
+impl Dice {
     /// xorshift64*: enough randomness for fault rates, no dependency; a number in `[0, 1)`.
     fn roll(&mut self) -> f64 {
-        let mut x = self.rng;
+        let mut x = self.0;
         x ^= x >> 12;
         x ^= x << 25;
         x ^= x >> 27;
-        self.rng = x;
+        self.0 = x;
         (x.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 11) as f64 / (1u64 << 53) as f64
     }
 
-    fn hit(&mut self, next: fn(&mut Faults) -> &mut u32, rate: f64) -> bool {
-        let counter = next(&mut self.faults);
+    /// Whether a fault with a "next n" `counter` and a `rate` fires: the counter first
+    /// (counting down), then the dice.
+    fn hit(&mut self, counter: &mut u32, rate: f64) -> bool {
         if *counter > 0 {
             *counter -= 1;
             return true;
@@ -123,8 +134,9 @@ fn rng_seed(scenario: &str) -> u64 {
 }
 
 struct Shared {
+    /// The zone, with its fault settings ([`Zone::faults`]).
     zone: Arc<Mutex<Zone>>,
-    faults: Mutex<FaultState>,
+    dice: Mutex<Dice>,
     requests: Mutex<Vec<RequestRecord>>,
     api_key: String,
     secret_key: String,
@@ -174,10 +186,7 @@ impl Sim {
         let seed = rng_seed(&cfg.scenario.name);
         let shared = Arc::new(Shared {
             zone: Arc::new(Mutex::new(Zone::new(&cfg.scenario))),
-            faults: Mutex::new(FaultState {
-                faults: cfg.scenario.faults.clone(),
-                rng: seed,
-            }),
+            dice: Mutex::new(Dice(seed)),
             requests: Mutex::new(Vec::new()),
             api_key,
             secret_key,
@@ -235,13 +244,15 @@ impl Sim {
         &self.shared.secret_key
     }
 
-    /// Replaces the fault settings (counters start afresh).
+    /// Replaces the fault settings (counters start afresh), for the HTTP front and the SSH
+    /// hosts alike. SSH rules with `next: 0` are dropped.
     pub fn set_faults(&self, faults: Faults) {
-        lock(&self.shared.faults).faults = faults;
+        *lock(&self.shared.zone).faults_mut() = faults.without_spent_rules();
     }
 
+    /// The fault settings in force, counters as they stand.
     pub fn faults(&self) -> Faults {
-        lock(&self.shared.faults).faults.clone()
+        lock(&self.shared.zone).faults().clone()
     }
 
     /// Runs `f` on the zone, under its lock.
@@ -346,13 +357,12 @@ async fn handle(shared: &Shared, req: Request<Incoming>) -> Result<Reply, Droppe
 
     // --- faults, before anything is looked at ---
     let (latency, dropped, unavailable) = {
-        let mut f = lock(&shared.faults);
-        let latency = f.faults.latency_ms;
-        let drop_rate = f.faults.drop_rate;
-        let drop_it = f.hit(|f| &mut f.drop_next, drop_rate);
-        let rate = f.faults.http_5xx_rate;
-        let unavailable = !drop_it && f.hit(|f| &mut f.http_5xx_next, rate);
-        (latency, drop_it, unavailable)
+        let mut zone = lock(&shared.zone);
+        let f = zone.faults_mut();
+        let mut dice = lock(&shared.dice);
+        let drop_it = dice.hit(&mut f.drop_next, f.drop_rate);
+        let unavailable = !drop_it && dice.hit(&mut f.http_5xx_next, f.http_5xx_rate);
+        (f.latency_ms, drop_it, unavailable)
     };
     if latency > 0 {
         tokio::time::sleep(Duration::from_millis(latency)).await;
@@ -375,8 +385,8 @@ async fn handle(shared: &Shared, req: Request<Incoming>) -> Result<Reply, Droppe
     }
 
     let refused = decoded.is_ok() && {
-        let mut f = lock(&shared.faults);
-        let list = &mut f.faults.fail_calls_next;
+        let mut zone = lock(&shared.zone);
+        let list = &mut zone.faults_mut().fail_calls_next;
         match list.iter().position(|c| c.eq_ignore_ascii_case(&command)) {
             Some(i) => {
                 list.remove(i);
@@ -386,8 +396,8 @@ async fn handle(shared: &Shared, req: Request<Incoming>) -> Result<Reply, Droppe
         }
     };
     if refused {
-        let text = lock(&shared.faults)
-            .faults
+        let text = lock(&shared.zone)
+            .faults()
             .job_error_text
             .clone()
             .unwrap_or_else(|| format!("{command} failed (injected)"));
@@ -400,14 +410,24 @@ async fn handle(shared: &Shared, req: Request<Incoming>) -> Result<Reply, Droppe
         Err(_) => (401, error_reply(401, "errorresponse", UNAUTHORIZED)),
     };
     if status == 200 && is_mutating(&command) {
-        let mut f = lock(&shared.faults);
-        if f.faults.drop_after_apply_next > 0 {
-            f.faults.drop_after_apply_next -= 1;
-            drop(f);
+        let mut zone = lock(&shared.zone);
+        let f = zone.faults_mut();
+        if f.drop_after_apply_next > 0 {
+            f.drop_after_apply_next -= 1;
+            drop(zone);
             record(None);
             tracing::debug!(%method, command, "applied, then dropping the connection (fault)");
             return Err(Dropped);
         }
+    }
+    let hold = {
+        let zone = lock(&shared.zone);
+        let f = zone.faults();
+        Faults::matches(&f.slow_calls, &command).then_some(f.slow_call_ms)
+    };
+    if let Some(ms) = hold.filter(|&ms| ms > 0) {
+        tracing::debug!(%method, command, ms, "holding the reply (fault)");
+        tokio::time::sleep(Duration::from_millis(ms)).await;
     }
     record(Some(status));
     tracing::debug!(%method, command, status, "api request");
@@ -502,8 +522,11 @@ fn api_call(shared: &Shared, pairs: Vec<(String, String)>, command: &str) -> (u1
         .into_iter()
         .filter(|(k, _)| !SIGNING_PARAMS.contains(&k.to_ascii_lowercase().as_str()))
         .collect();
-    let faults = lock(&shared.faults).faults.clone();
-    let reply = lock(&shared.zone).handle(command, &args, &faults, jiff::Timestamp::now());
+    let reply = {
+        let mut zone = lock(&shared.zone);
+        let faults = zone.faults().clone();
+        zone.handle(command, &args, &faults, jiff::Timestamp::now())
+    };
     let description = if reply.status == 200 {
         None
     } else {
@@ -518,28 +541,50 @@ fn api_call(shared: &Shared, pairs: Vec<(String, String)>, command: &str) -> (u1
 async fn admin_endpoint(shared: &Shared, what: &str, req: Request<Incoming>) -> Reply {
     let ok = |v: Value| json_reply(200, &v, None);
     match (req.method().clone(), what) {
-        (Method::GET, "state") => ok(lock(&shared.zone).snapshot()),
-        (Method::GET, "faults") => {
-            ok(serde_json::to_value(&lock(&shared.faults).faults).unwrap_or(Value::Null))
+        (Method::GET, "state") => {
+            let mut zone = lock(&shared.zone);
+            zone.advance(jiff::Timestamp::now());
+            ok(zone.snapshot())
         }
-        (Method::PUT, "faults") => {
+        (Method::GET, "faults") => ok(faults_json(lock(&shared.zone).faults())),
+        (Method::PUT | Method::PATCH, "faults") => {
+            let put = req.method() == Method::PUT;
             let body = match req.into_body().collect().await {
                 Ok(b) => b.to_bytes(),
                 Err(_) => return error_reply(400, "simresponse", "could not read the body"),
             };
-            match serde_json::from_slice::<Faults>(&body) {
+            let mut zone = lock(&shared.zone);
+            let new = if put {
+                serde_json::from_slice::<Faults>(&body)
+                    .map(Faults::without_spent_rules)
+                    .map_err(|e| e.to_string())
+            } else {
+                serde_json::from_slice::<Value>(&body)
+                    .map_err(|e| e.to_string())
+                    .and_then(|patch| zone.faults().patched(&patch))
+            };
+            match new {
                 Ok(f) => {
-                    lock(&shared.faults).faults = f.clone();
-                    ok(serde_json::to_value(f).unwrap_or(Value::Null))
+                    *zone.faults_mut() = f;
+                    ok(faults_json(zone.faults()))
                 }
                 Err(e) => error_reply(400, "simresponse", &format!("not a fault setting: {e}")),
             }
+        }
+        (Method::DELETE, "faults") => {
+            let mut zone = lock(&shared.zone);
+            *zone.faults_mut() = Faults::default();
+            ok(faults_json(zone.faults()))
         }
         (Method::GET, "requests") => {
             ok(serde_json::to_value(&*lock(&shared.requests)).unwrap_or(Value::Null))
         }
         _ => error_reply(404, "simresponse", "unknown admin endpoint"),
     }
+}
+
+fn faults_json(faults: &Faults) -> Value {
+    serde_json::to_value(faults).unwrap_or(Value::Null)
 }
 
 /// The `errortext` inside an error envelope, for the `X-Description` header.
@@ -556,11 +601,8 @@ fn error_text(body: &Value) -> Option<String> {
 mod tests {
     use super::*;
 
-    fn dice(scenario: &str) -> FaultState {
-        FaultState {
-            faults: Faults::default(),
-            rng: rng_seed(scenario),
-        }
+    fn dice(scenario: &str) -> Dice {
+        Dice(rng_seed(scenario))
     }
 
     #[test]
@@ -572,26 +614,20 @@ mod tests {
         assert_ne!(rolls[0], dice("vr-backup-loop").roll());
 
         let mut d = dice("healthy");
-        let hits = (0..10_000)
-            .filter(|_| d.hit(|f| &mut f.drop_next, 0.25))
-            .count();
+        let mut none = 0;
+        let hits = (0..10_000).filter(|_| d.hit(&mut none, 0.25)).count();
         assert!((2_200..2_800).contains(&hits), "{hits}");
-        assert_eq!(
-            (0..100)
-                .filter(|_| d.hit(|f| &mut f.drop_next, 0.0))
-                .count(),
-            0
-        );
+        assert_eq!((0..100).filter(|_| d.hit(&mut none, 0.0)).count(), 0);
     }
 
     #[test]
     fn counters_come_before_rates_and_count_down() {
         let mut d = dice("healthy");
-        d.faults.http_5xx_next = 2;
-        assert!(d.hit(|f| &mut f.http_5xx_next, 0.0));
-        assert!(d.hit(|f| &mut f.http_5xx_next, 0.0));
-        assert!(!d.hit(|f| &mut f.http_5xx_next, 0.0));
-        assert_eq!(d.faults.http_5xx_next, 0);
+        let mut next = 2;
+        assert!(d.hit(&mut next, 0.0));
+        assert!(d.hit(&mut next, 0.0));
+        assert!(!d.hit(&mut next, 0.0));
+        assert_eq!(next, 0);
     }
 
     #[test]

@@ -20,6 +20,9 @@ use sha1::Sha1;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+/// How long anything may take before a test gives up.
+const T: Duration = Duration::from_secs(10);
+
 // --- a test-only client ----------------------------------------------------------------------
 
 /// `URLEncoder`-style escaping for the string to sign: keep `A-Z a-z 0-9 . - * _`, space as
@@ -654,4 +657,163 @@ async fn shutdown_stops_accepting() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     assert!(refused, "dropping the handle stops the server");
+}
+
+#[tokio::test]
+async fn patch_merges_put_replaces_and_delete_clears_the_faults() {
+    let sim = start().await;
+    let faults = |body: &HttpReply| -> Faults { serde_json::from_str(&body.body).unwrap() };
+    let put = exchange(
+        &sim,
+        "PUT /sim/faults HTTP/1.1",
+        r#"{"latency_ms": 1, "fail_jobs": ["restartVPC", "rebootRouter"], "http_5xx_next": 1}"#,
+    )
+    .await
+    .unwrap();
+    assert_eq!(put.status, 200, "{}", put.body);
+    let patch = exchange(
+        &sim,
+        "PATCH /sim/faults HTTP/1.1",
+        r#"{"http_5xx_next": 3, "fail_jobs": ["stopRouter"]}"#,
+    )
+    .await
+    .unwrap();
+    assert_eq!(patch.status, 200, "{}", patch.body);
+    let merged = Faults {
+        latency_ms: 1,
+        fail_jobs: vec!["stopRouter".into()],
+        http_5xx_next: 3,
+        ..Faults::default()
+    };
+    assert_eq!(faults(&patch), merged, "named fields replaced, lists too");
+    assert_eq!(sim.faults(), merged);
+
+    // GET shows the counters as they count down
+    let list = call(&sim, "listZones", &[]);
+    assert_eq!(get(&sim, &list).await.unwrap().status, 503);
+    let got = exchange(&sim, "GET /sim/faults HTTP/1.1", "")
+        .await
+        .unwrap();
+    assert_eq!(got.json()["http_5xx_next"], 2);
+
+    for bad in [r#"{"latency": 1}"#, r#"{"latency_ms": "soon"}"#, "[1]", "{"] {
+        let reply = exchange(&sim, "PATCH /sim/faults HTTP/1.1", bad)
+            .await
+            .unwrap();
+        assert_eq!(reply.status, 400, "{bad}: {}", reply.body);
+        assert!(
+            reply.json()["simresponse"]["errortext"]
+                .as_str()
+                .unwrap()
+                .starts_with("not a fault setting: "),
+            "{}",
+            reply.body
+        );
+    }
+    assert_eq!(sim.faults().http_5xx_next, 2, "unchanged by bad bodies");
+    assert_eq!(sim.faults().latency_ms, 1);
+
+    let put = exchange(&sim, "PUT /sim/faults HTTP/1.1", r#"{"drop_next": 0}"#)
+        .await
+        .unwrap();
+    assert_eq!(
+        faults(&put),
+        Faults::default(),
+        "PUT replaces the whole set"
+    );
+
+    sim.set_faults(merged);
+    let deleted = exchange(&sim, "DELETE /sim/faults HTTP/1.1", "")
+        .await
+        .unwrap();
+    assert_eq!(deleted.status, 200);
+    assert_eq!(faults(&deleted), Faults::default());
+    assert_eq!(sim.faults(), Faults::default());
+    assert_eq!(get(&sim, &list).await.unwrap().status, 200);
+}
+
+#[tokio::test]
+async fn a_state_read_completes_the_jobs_that_are_due() {
+    let sim = start().await;
+    sim.set_faults(Faults {
+        job_ms: Some(1000),
+        ..Faults::default()
+    });
+    let (id, name) = sim.with_zone(|z| {
+        let r = z.world().vms.iter().find(|v| v.vpcid().is_some()).unwrap();
+        (r.id.clone(), r.name.clone())
+    });
+    let reply = get(&sim, &call(&sim, "stopRouter", &[("id", &id)]))
+        .await
+        .unwrap();
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    let state = || async {
+        exchange(&sim, "GET /sim/state HTTP/1.1", "")
+            .await
+            .unwrap()
+            .json()
+    };
+    let router_state = |s: &Value| {
+        s["world"]["vms"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|v| v["name"] == name.as_str())
+            .unwrap()["state"]
+            .clone()
+    };
+    let before = state().await;
+    assert_eq!(before["jobs"][0]["status"], 0, "pending");
+    assert_eq!(router_state(&before), "Stopping");
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    // no API request in between: the read itself advances the clock
+    let after = state().await;
+    assert_eq!(after["jobs"][0]["status"], 1, "{}", after["jobs"]);
+    assert_eq!(router_state(&after), "Stopped");
+}
+
+#[tokio::test]
+async fn a_slow_call_is_carried_out_at_once_and_its_reply_held() {
+    let sim = start().await;
+    let patch = exchange(
+        &sim,
+        "PATCH /sim/faults HTTP/1.1",
+        r#"{"slow_calls": ["updateConfiguration"], "slow_call_ms": 1000}"#,
+    )
+    .await
+    .unwrap();
+    assert_eq!(patch.status, 200, "{}", patch.body);
+    let started = Instant::now();
+    let list = call(
+        &sim,
+        "listConfigurations",
+        &[("name", "network.gc.interval")],
+    );
+    assert_eq!(get(&sim, &list).await.unwrap().status, 200);
+    assert!(
+        started.elapsed() < Duration::from_millis(1000),
+        "other calls are not held"
+    );
+
+    let change = |value: &str| {
+        call(
+            &sim,
+            "updateConfiguration",
+            &[("name", "network.gc.interval"), ("value", value)],
+        )
+    };
+    let started = Instant::now();
+    assert_eq!(post(&sim, &change("900")).await.unwrap().status, 200);
+    assert!(started.elapsed() >= Duration::from_millis(1000));
+    assert_eq!(setting(&sim, "network.gc.interval").as_deref(), Some("900"));
+
+    // a client that gives up while the reply is held: the change is made all the same
+    let waited =
+        tokio::time::timeout(Duration::from_millis(300), post(&sim, &change("1200"))).await;
+    assert!(waited.is_err(), "still held after 300 ms");
+    let gave_up = Instant::now();
+    while setting(&sim, "network.gc.interval").as_deref() != Some("1200") {
+        assert!(gave_up.elapsed() < T, "the change was not made");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }

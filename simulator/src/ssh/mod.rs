@@ -20,8 +20,14 @@
 //!   per command after advancing its clock to now (so finished jobs show). A change is visible
 //!   through the API in the next reply. `sleep` really sleeps and `head -c N /dev/zero`
 //!   streams N zero bytes in 32 KiB chunks; both stop when the client closes the channel or
-//!   signals it. Every command line is logged per machine ([`SshSim::commands`]), and
-//!   [`SshSim::running`] counts the lines still running (a line ends when its channel does).
+//!   signals it. Every command line received is logged per machine ([`SshSim::commands`]),
+//!   and [`SshSim::running`] counts the lines still running (a line ends when its channel
+//!   does, or, held by a `hang` fault, when it has run).
+//! - **Faults**: the zone's SSH fault rules ([`crate::faults::Faults::ssh`], set with
+//!   `/sim/faults` over HTTP, a scenario's `faults:`, or [`SshSim::fail_commands`]) fail a
+//!   command, close the connection before a line runs or after it ran (no exit status: the
+//!   client has lost the connection mid-command; the connection is cut without an SSH
+//!   `disconnect`), or hold a line before it starts. See [`crate::faults::SshFault`].
 //! - **Machines changing under a client**: [`SshSim::new_host_key`] gives a machine a fresh
 //!   host key for its next sessions (what re-creating a system VM does; open sessions stay);
 //!   [`SshSim::stop_sshd`] is its sshd dying: every session to it, tunnelled ones included, is
@@ -43,6 +49,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use crate::faults::SshFault;
 use crate::zone::Zone;
 pub use server::SYSTEM_VM_PORT;
 use server::{lock, Shared};
@@ -83,7 +90,6 @@ impl SshSim {
             stop: stopped,
             down: watch::channel(BTreeSet::new()).0,
             running: Mutex::new(BTreeMap::new()),
-            failing: Mutex::new(Vec::new()),
         });
         let mut addrs = BTreeMap::new();
         let mut tasks = Vec::new();
@@ -198,13 +204,19 @@ impl SshSim {
     /// Makes the next command starting with each of `prefixes` (its words joined by spaces,
     /// e.g. `systemctl restart dnsmasq`) fail, once, on whichever machine runs it: exit 1,
     /// `sim: injected failure` on stderr, and nothing done. Later commands, an undo among
-    /// them, run normally. An empty list clears what is left.
+    /// them, run normally.
+    ///
+    /// This replaces the zone's SSH fault rules ([`crate::faults::Faults::ssh`], the ones
+    /// `/sim/faults` sets too) with one [`SshFault::fail_once`] rule per prefix; an empty list
+    /// clears them.
     pub fn fail_commands(&self, prefixes: Vec<String>) {
-        *lock(&self.shared.failing) = prefixes;
+        lock(&self.shared.zone).faults_mut().ssh =
+            prefixes.into_iter().map(SshFault::fail_once).collect();
     }
 
     /// How many command lines are running on `machine` now: started, and their channel not
-    /// yet ended (by the command finishing, or by the client closing or signalling it).
+    /// yet ended (by the command finishing, or by the client closing or signalling it). A
+    /// line held by a `hang` fault counts until it has run, even once its client is gone.
     pub fn running(&self, machine: &str) -> usize {
         lock(&self.shared.running)
             .get(machine)
@@ -212,7 +224,7 @@ impl SshSim {
             .unwrap_or_default()
     }
 
-    /// Every command line executed on `machine`, in order.
+    /// Every command line sent to `machine`, in order (one a fault stopped included).
     pub fn commands(&self, machine: &str) -> Vec<String> {
         lock(&self.shared.log)
             .get(machine)

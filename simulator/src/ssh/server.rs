@@ -6,11 +6,15 @@
 //! Running system VM whose `hostid` is that hypervisor), exec channels (the command line runs
 //! in its own task; `sleep` really waits and `head -c N /dev/zero` streams in chunks, both
 //! ending early when the client closes the channel or sends a signal), the command log, the
-//! count of command lines still running per machine, and a machine's sshd going down (its
-//! sessions disconnected, new ones refused).
+//! count of command lines still running per machine, a machine's sshd going down (its
+//! sessions disconnected, new ones refused), and the SSH fault rules of the zone's
+//! [`crate::faults::Faults`] applied to each command line ([`run`]).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use russh::keys::{Algorithm, PrivateKey, PublicKey};
@@ -21,10 +25,12 @@ use russh::{
     Channel, ChannelId, ChannelMsg, ChannelOpenFailure, ChannelReadHalf, ChannelWriteHalf,
     MethodKind, MethodSet,
 };
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::watch;
 
 use super::commands::{self, Output, Step};
 use super::shell::{self, Sink};
+use crate::faults::SshEffect;
 use crate::zone::Zone;
 
 /// The port system VMs' sshd listens on, on their link-local address.
@@ -51,8 +57,6 @@ pub(crate) struct Shared {
     pub down: watch::Sender<BTreeSet<String>>,
     /// Command lines running now, by machine (a line ends when its channel is closed).
     pub running: Mutex<BTreeMap<String, usize>>,
-    /// Commands made to fail once each ([`super::SshSim::fail_commands`]).
-    pub failing: Mutex<Vec<String>>,
 }
 
 impl Shared {
@@ -129,11 +133,14 @@ where
         return;
     }
     let config = shared.config(&machine);
+    let cut = Arc::new(Cut::default());
     let handler = Handler {
         shared: shared.clone(),
         machine: machine.clone(),
         channels: HashMap::new(),
+        cut: cut.clone(),
     };
+    let stream = Severable { inner: stream, cut };
     let session = match russh::server::run_stream(config, stream, handler).await {
         Ok(s) => s,
         Err(e) => {
@@ -161,6 +168,8 @@ struct Handler {
     machine: String,
     /// Session channels opened and not yet given a command.
     channels: HashMap<ChannelId, Channel<Msg>>,
+    /// Severs this session's connection (the `drop_*` SSH faults).
+    cut: Arc<Cut>,
 }
 
 impl Handler {
@@ -278,9 +287,12 @@ impl russh::server::Handler for Handler {
         session.channel_success(channel)?;
         let handle = session.handle();
         tokio::spawn(run(
-            self.shared.clone(),
-            self.machine.clone(),
-            line,
+            Line {
+                shared: self.shared.clone(),
+                machine: self.machine.clone(),
+                line,
+                cut: self.cut.clone(),
+            },
             ch,
             handle,
         ));
@@ -362,14 +374,25 @@ async fn stream_zeros(
     Ok(())
 }
 
-/// Runs one command line on an exec channel and reports its output and status.
-async fn run(
+/// One command line to run, and where.
+struct Line {
     shared: Arc<Shared>,
     machine: String,
     line: String,
-    channel: Channel<Msg>,
-    handle: russh::server::Handle,
-) {
+    /// Severs the connection the line came on.
+    cut: Arc<Cut>,
+}
+
+/// Runs one command line on an exec channel and reports its output and status, applying the
+/// zone's SSH fault rules (see [`crate::faults::SshFault`]): the line's effect is decided
+/// when it arrives, a `fail` rule as each simple command is reached.
+async fn run(line: Line, channel: Channel<Msg>, handle: russh::server::Handle) {
+    let Line {
+        shared,
+        machine,
+        line,
+        cut,
+    } = line;
     let _running = Running::new(shared.clone(), machine.clone());
     let (mut rx, tx) = channel.split();
     let script = match shell::parse(&line) {
@@ -384,42 +407,54 @@ async fn run(
             return;
         }
     };
+    let simple: Vec<String> = script.iter().map(|s| s.words.join(" ")).collect();
+    let effect = lock(&shared.zone)
+        .faults_mut()
+        .take_ssh_line_effect(&machine, &simple);
+    match effect {
+        Some(SshEffect::DropBefore) => {
+            tracing::debug!(%machine, "dropping the connection before the command (fault)");
+            cut.sever();
+            return;
+        }
+        Some(SshEffect::Hang { ms }) => {
+            tracing::debug!(%machine, ms, "holding the command (fault)");
+            if let Err(sig) = hold(Duration::from_millis(ms), &mut rx).await {
+                return end_early(&tx, &handle, Ended::Signal(sig)).await;
+            }
+        }
+        _ => {}
+    }
     let mut status = 0;
-    for simple in &script {
+    for (simple, text) in script.iter().zip(&simple) {
         if !commands::runs(simple.join, status) {
             continue;
         }
-        let out = match commands::step(&simple.words) {
-            Err(out) => out,
-            Ok(Step::Exit(n)) => {
+        let injected = lock(&shared.zone)
+            .faults_mut()
+            .take_ssh_failure(&machine, text);
+        let out = match (injected, commands::step(&simple.words)) {
+            (Some(SshEffect::Fail { exit, stderr }), _) => Output::failed(exit, &stderr),
+            (_, Err(out)) => out,
+            (_, Ok(Step::Exit(n))) => {
                 status = n;
                 break;
             }
-            Ok(Step::Sleep(d)) => {
+            (_, Ok(Step::Sleep(d))) => {
                 tokio::select! {
                     _ = tokio::time::sleep(d) => Output::default(),
                     why = ended(&mut rx) => return end_early(&tx, &handle, why).await,
                 }
             }
-            Ok(Step::Zeros(n)) => match stream_zeros(&tx, &mut rx, simple.stdout, n).await {
+            (_, Ok(Step::Zeros(n))) => match stream_zeros(&tx, &mut rx, simple.stdout, n).await {
                 Ok(()) => Output::default(),
                 Err(Some(why)) => return end_early(&tx, &handle, why).await,
                 Err(None) => return,
             },
-            Ok(Step::Run) => {
-                let line = simple.words.join(" ");
-                let injected = {
-                    let mut failing = lock(&shared.failing);
-                    let hit = failing.iter().position(|p| line.starts_with(p.as_str()));
-                    hit.map(|i| failing.remove(i)).is_some()
-                };
-                if injected {
-                    commands::Output::failed(1, "sim: injected failure")
-                } else {
-                    let mut zone = lock(&shared.zone);
-                    zone.advance(jiff::Timestamp::now());
-                    commands::exec(&mut zone, &machine, &simple.words)
-                }
+            (_, Ok(Step::Run)) => {
+                let mut zone = lock(&shared.zone);
+                zone.advance(jiff::Timestamp::now());
+                commands::exec(&mut zone, &machine, &simple.words)
             }
         };
         let mut routed = Output::default();
@@ -429,7 +464,30 @@ async fn run(
             return;
         }
     }
+    if effect == Some(SshEffect::DropAfter) {
+        tracing::debug!(%machine, "dropping the connection before the exit status (fault)");
+        cut.sever();
+        return;
+    }
     finish(&tx, &Output::default(), status).await;
+}
+
+/// Holds a line for `d` before it starts (the `hang` SSH fault). A signal from the client
+/// ends the hold and the line (`Err`); a closed channel or a lost connection does not, as a
+/// real sshd does not stop a command without a terminal when its client goes away.
+async fn hold(d: Duration, rx: &mut ChannelReadHalf) -> Result<(), russh::Sig> {
+    let until = tokio::time::sleep(d);
+    tokio::pin!(until);
+    tokio::select! {
+        _ = &mut until => Ok(()),
+        why = ended(rx) => match why {
+            Ended::Signal(sig) => Err(sig),
+            Ended::Closed => {
+                until.await;
+                Ok(())
+            }
+        },
+    }
 }
 
 async fn send(tx: &Writer, out: &Output) -> Result<(), russh::Error> {
@@ -447,4 +505,82 @@ async fn finish(tx: &Writer, out: &Output, status: u32) {
     let _ = tx.exit_status(status).await;
     let _ = tx.eof().await;
     let _ = tx.close().await;
+}
+
+/// The switch that severs one SSH connection: once thrown, its stream fails every read and
+/// write, so the session ends and the stream is dropped without a word to the client (no
+/// `disconnect` message, no exit status): a connection lost, as the client sees it.
+#[derive(Default)]
+pub(crate) struct Cut {
+    severed: AtomicBool,
+    /// The task waiting to read, woken when the switch is thrown.
+    reader: Mutex<Option<Waker>>,
+}
+
+impl Cut {
+    pub fn sever(&self) {
+        self.severed.store(true, Ordering::SeqCst);
+        if let Some(w) = lock(&self.reader).take() {
+            w.wake();
+        }
+    }
+
+    fn severed(&self) -> bool {
+        self.severed.load(Ordering::SeqCst)
+    }
+}
+
+fn severed_error() -> std::io::Error {
+    std::io::Error::new(
+        std::io::ErrorKind::ConnectionAborted,
+        "connection severed (fault)",
+    )
+}
+
+/// A connection's stream with a [`Cut`] in it.
+struct Severable<S> {
+    inner: S,
+    cut: Arc<Cut>,
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Severable<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        if self.cut.severed() {
+            return Poll::Ready(Err(severed_error()));
+        }
+        *lock(&self.cut.reader) = Some(cx.waker().clone());
+        // thrown between the check and the registration: nobody would wake us
+        if self.cut.severed() {
+            return Poll::Ready(Err(severed_error()));
+        }
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Severable<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        if self.cut.severed() {
+            return Poll::Ready(Err(severed_error()));
+        }
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        if self.cut.severed() {
+            return Poll::Ready(Err(severed_error()));
+        }
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
 }

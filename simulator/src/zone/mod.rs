@@ -75,6 +75,11 @@ pub struct Zone {
     timers: Vec<jobs::Timer>,
     /// Jobs started so far (job ids derive from it, so runs are reproducible).
     seq: u64,
+    /// The zone's fault settings, seeded from the scenario's `faults:`. They live here, under
+    /// the zone's lock, so the HTTP front and the SSH hosts, which share only the zone, apply
+    /// one set (see [`crate::faults`]).
+    #[serde(default)]
+    faults: Faults,
 }
 
 /// A CloudStack error reply: `{"<key>": {"uuidList": [], "errorcode", "cserrorcode", "errortext"}}`
@@ -127,7 +132,18 @@ impl Zone {
             jobs: Vec::new(),
             timers: Vec::new(),
             seq: 0,
+            faults: scenario.faults.clone(),
         })
+    }
+
+    /// The fault settings in force.
+    pub fn faults(&self) -> &Faults {
+        &self.faults
+    }
+
+    /// The fault settings, to change them or count one down.
+    pub fn faults_mut(&mut self) -> &mut Faults {
+        &mut self.faults
     }
 
     /// The zone's contents (read-only), e.g. for assertions.
