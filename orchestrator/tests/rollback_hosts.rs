@@ -409,3 +409,109 @@ fn a_host_missing_from_the_inventory_is_named_with_what_to_do() {
     d.verify();
     lab.stop();
 }
+
+/// Recreates the SSVM, reads the inventory again, and changes a file on the new SSVM: a host
+/// the run found only after its refresh.
+const RECREATE_THEN_CHANGE: &str = r#"
+name: recreate-then-change
+description: recreate the SSVM, then change a file on the new one
+detect:
+  - id: ssvms
+    api: { command: listSystemVms, args: { systemvmtype: secondarystoragevm } }
+steps:
+  - id: destroy
+    api: { command: destroySystemVm, args: { id: "{{ ssvms.items[0].id }}" } }
+    irreversible: CloudStack deploys a new SSVM in its place
+  - id: replacement
+    api: { command: listSystemVms, args: { systemvmtype: secondarystoragevm } }
+    retries: 120
+    delay: 500ms
+    until: >-
+      result.items | length == 1 and result.items[0].id != ssvms.items[0].id
+      and result.items[0].agentstate == "Up"
+    refresh_inventory: true
+  - id: cmdline_mode
+    on: ssvm
+    file: { path: /var/cache/cloud/cmdline, mode: "0600" }
+"#;
+
+/// The running SSVMs: name, and the mode of `/var/cache/cloud/cmdline`.
+fn ssvm_cmdline_modes(world: &Value) -> Vec<(String, Value)> {
+    world["vms"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|v| {
+            v["kind"]["systemvmtype"] == "secondarystoragevm" && v["state"] == "Running"
+        })
+        .map(|v| {
+            (
+                v["name"].as_str().unwrap().to_string(),
+                v["guest"]["files"]["/var/cache/cloud/cmdline"]["mode"].clone(),
+            )
+        })
+        .collect()
+}
+
+/// A change on a host that existed only after the run's mid-run refresh (a new SSVM) is undone:
+/// the rollback reads the CloudStack source again, so the new SSVM is found (with `-i` as
+/// without). The SSVM's destruction itself is irreversible: exit 3 for that one alone.
+#[test]
+fn rollback_finds_a_host_that_appeared_after_a_refresh() {
+    let d = Dirs::new();
+    let lab = Lab::start("ssvm-broken", &d.inventory(), &d.home);
+    std::fs::write(d.apply_dir.join("recreate-then-change.yml"), RECREATE_THEN_CHANGE).unwrap();
+    let inv = d.inventory();
+    let inv = inv.to_str().unwrap();
+    for with_inventory in [false, true] {
+        let before = ssvm_cmdline_modes(&lab.world());
+        assert_eq!(before.len(), 1, "{before:?}");
+        assert_eq!(before[0].1, 0o644, "{before:?}");
+        let o = d.remedy(
+            &d.apply_dir,
+            &[
+                "apply",
+                "./recreate-then-change.yml",
+                "-i",
+                "lab-live.yml",
+                "--allow-irreversible",
+                "--yes",
+            ],
+        );
+        assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+        let run = d.last_run("recreate-then-change");
+        let after = ssvm_cmdline_modes(&lab.world());
+        assert_eq!(after.len(), 1, "{after:?}");
+        let new_ssvm = after[0].0.clone();
+        assert_ne!(new_ssvm, before[0].0, "a new SSVM");
+        assert_eq!(after[0].1, 0o600, "{after:?}");
+
+        let o = if with_inventory {
+            d.rollback(&run, &["-i", inv])
+        } else {
+            d.rollback(&run, &[])
+        };
+        let out = text(&o);
+        assert_eq!(o.status.code(), Some(3), "-i: {with_inventory}: {out}");
+        assert!(
+            out.contains(&format!("undone       cmdline_mode @ {new_ssvm}")),
+            "{out}"
+        );
+        let left: Vec<&str> = out
+            .lines()
+            .filter(|l| l.contains("left in place:"))
+            .collect();
+        assert_eq!(
+            left,
+            ["  left in place: destroy@localhost: irreversible (CloudStack deploys a new SSVM in its place)"],
+            "{out}"
+        );
+        assert_eq!(
+            ssvm_cmdline_modes(&lab.world()),
+            [(new_ssvm, Value::from(0o644))],
+            "{out}"
+        );
+        d.verify();
+    }
+    lab.stop();
+}
