@@ -429,3 +429,64 @@ fn refuse(sink: &Sink, run: &str, saved: &SavedPlan, drift: Vec<Drift>) -> Summa
         drift,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn keys(endpoint: &str) -> CloudStackEndpoint {
+        CloudStackEndpoint {
+            source: CloudStackSource::Keys {
+                endpoint: endpoint.into(),
+                api_key: crate::inventory::ApiKey::Inline("k".into()),
+                secret_key: crate::inventory::SecretRef::Env("CS_SECRET".into()),
+            },
+            verify_tls: true,
+            ca_file: None,
+        }
+    }
+
+    #[test]
+    fn an_endpoint_is_recorded_without_credentials() {
+        assert_eq!(
+            endpoint_words(&keys("https://admin:pw@cs.example:8443/client/api")),
+            "https://cs.example:8443/client/api"
+        );
+        assert_eq!(
+            endpoint_words(&keys("http://127.0.0.1:8096/client/api")),
+            "http://127.0.0.1:8096/client/api"
+        );
+        let cmk = CloudStackEndpoint {
+            source: CloudStackSource::Cmk {
+                config: None,
+                profile: Some("prod".into()),
+            },
+            verify_tls: true,
+            ca_file: None,
+        };
+        assert_eq!(
+            endpoint_words(&cmk),
+            "cloudmonkey profile prod in ~/.cmk/config"
+        );
+    }
+
+    #[test]
+    fn the_origin_holds_the_paths_as_given_and_absolute_and_the_files_digest() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("hosts.yml");
+        std::fs::write(&file, "all:\n  hosts:\n    kvm01:\n").unwrap();
+        let inv = Inventory::load(std::slice::from_ref(&file)).unwrap();
+        let origin = inventory_origin(std::slice::from_ref(&file), &inv).unwrap();
+        assert_eq!(
+            origin.paths,
+            [InventoryPath {
+                given: file.display().to_string(),
+                absolute: file.display().to_string(),
+            }]
+        );
+        assert_eq!(origin.files_sha256, inv.digest());
+        assert!(!origin.cloudstack_source);
+        assert_eq!(origin.cloudstack_endpoint, None);
+        assert_eq!(inventory_origin(&[], &inv), None);
+    }
+}

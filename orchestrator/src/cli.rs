@@ -2265,6 +2265,61 @@ mod tests {
     }
 
     #[test]
+    fn a_recorded_inventory_is_read_from_its_absolute_paths() {
+        let start = serde_json::json!({
+            "event": "run_start", "run": "r1",
+            "inventory": ["<cloudstack api>", "lab.yml"],
+            "inventory_sha256": "with-generated",
+            "cloudstack_inventory": {"hosts": 9},
+            "inventory_origin": {
+                "paths": [{"given": "lab.yml", "absolute": "/ops/lab.yml"}],
+                "files_sha256": "files",
+                "cloudstack_source": true,
+            },
+        });
+        assert_eq!(
+            RecordedInventory::of(&start),
+            RecordedInventory {
+                paths: vec![PathBuf::from("/ops/lab.yml")],
+                files_sha256: Some("files".into()),
+                cloudstack_source: true,
+            }
+        );
+    }
+
+    #[test]
+    fn an_older_record_gives_its_files_without_generated_hosts_or_vars_files() {
+        let generated = serde_json::json!({
+            "event": "run_start", "run": "r1",
+            "inventory": ["<cloudstack api>", "inv/lab.yml", "inv/group_vars/all.yml",
+                "inv/host_vars/kvm01.yml"],
+            "inventory_sha256": "covers the generated hosts too",
+            "cloudstack_inventory": {"hosts": 9},
+        });
+        assert_eq!(
+            RecordedInventory::of(&generated),
+            RecordedInventory {
+                paths: vec![PathBuf::from("inv/lab.yml")],
+                files_sha256: None,
+                cloudstack_source: true,
+            }
+        );
+        let files = serde_json::json!({
+            "event": "run_start", "run": "r2",
+            "inventory": ["hosts.yml"],
+            "inventory_sha256": "abc",
+        });
+        assert_eq!(
+            RecordedInventory::of(&files),
+            RecordedInventory {
+                paths: vec![PathBuf::from("hosts.yml")],
+                files_sha256: Some("abc".into()),
+                cloudstack_source: false,
+            }
+        );
+    }
+
+    #[test]
     fn extra_vars_parse() {
         assert_eq!(
             parse_kv("vpc=web vpc").unwrap(),
