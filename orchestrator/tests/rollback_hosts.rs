@@ -187,13 +187,15 @@ impl Dirs {
     fn run_start(&self, playbook: &str) -> Value {
         self.records()
             .into_iter()
-            .filter(|r| r["event"] == "run_start" && r["playbook"] == playbook)
-            .last()
+            .rfind(|r| r["event"] == "run_start" && r["playbook"] == playbook)
             .unwrap_or_else(|| panic!("no run of {playbook} in the audit log"))
     }
 
     fn last_run(&self, playbook: &str) -> String {
-        self.run_start(playbook)["run"].as_str().unwrap().to_string()
+        self.run_start(playbook)["run"]
+            .as_str()
+            .unwrap()
+            .to_string()
     }
 
     /// `remedy audit verify` passes.
@@ -263,7 +265,10 @@ fn rollback_finds_the_routers_the_cloudstack_source_generated() {
         };
         let out = text(&o);
         assert_eq!(o.status.code(), Some(0), "-i: {with_inventory}: {out}");
-        assert!(out.contains(&format!("run {run} rolled back (exit 0)")), "{out}");
+        assert!(
+            out.contains(&format!("run {run} rolled back (exit 0)")),
+            "{out}"
+        );
         assert!(!out.contains("NOT UNDONE"), "{out}");
         assert_eq!(
             public_links(&lab.world()),
@@ -316,7 +321,10 @@ fn rollback_undoes_an_api_change_with_and_without_the_inventory() {
         };
         let out = text(&o);
         assert_eq!(o.status.code(), Some(0), "-i: {with_inventory}: {out}");
-        assert!(out.contains(&format!("run {run} rolled back (exit 0)")), "{out}");
+        assert!(
+            out.contains(&format!("run {run} rolled back (exit 0)")),
+            "{out}"
+        );
         assert_eq!(guest_vlan(&lab.world()), before, "{out}");
         d.verify();
     }
@@ -399,7 +407,10 @@ fn a_host_missing_from_the_inventory_is_named_with_what_to_do() {
             "{router}: {out}"
         );
     }
-    assert!(out.contains(&format!("rollback of {run} INCOMPLETE (exit 3)")), "{out}");
+    assert!(
+        out.contains(&format!("rollback of {run} INCOMPLETE (exit 3)")),
+        "{out}"
+    );
     assert_ne!(public_links(&lab.world()), before, "nothing was undone");
 
     let o = d.rollback(&run, &[]);
@@ -441,9 +452,7 @@ fn ssvm_cmdline_modes(world: &Value) -> Vec<(String, Value)> {
         .as_array()
         .unwrap()
         .iter()
-        .filter(|v| {
-            v["kind"]["systemvmtype"] == "secondarystoragevm" && v["state"] == "Running"
-        })
+        .filter(|v| v["kind"]["systemvmtype"] == "secondarystoragevm" && v["state"] == "Running")
         .map(|v| {
             (
                 v["name"].as_str().unwrap().to_string(),
@@ -460,7 +469,11 @@ fn ssvm_cmdline_modes(world: &Value) -> Vec<(String, Value)> {
 fn rollback_finds_a_host_that_appeared_after_a_refresh() {
     let d = Dirs::new();
     let lab = Lab::start("ssvm-broken", &d.inventory(), &d.home);
-    std::fs::write(d.apply_dir.join("recreate-then-change.yml"), RECREATE_THEN_CHANGE).unwrap();
+    std::fs::write(
+        d.apply_dir.join("recreate-then-change.yml"),
+        RECREATE_THEN_CHANGE,
+    )
+    .unwrap();
     let inv = d.inventory();
     let inv = inv.to_str().unwrap();
     for with_inventory in [false, true] {
