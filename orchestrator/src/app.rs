@@ -9,7 +9,8 @@ use tokio::sync::{mpsc, watch};
 use crate::audit::AuditLog;
 use crate::error::Error;
 use crate::error::ExitCode;
-use crate::event::{Event, FileHash, RunMode, Sink};
+use crate::event::{Event, FileHash, InventoryOrigin, InventoryPath, RunMode, Sink};
+use crate::inventory::{CloudStackEndpoint, CloudStackSource, Inventory};
 use crate::plan::Plan;
 use crate::planfile::{Drift, OnDrift, PlanLink, SavedPlan};
 use crate::playbook::{Phase, Undo};
@@ -37,6 +38,9 @@ pub struct RunOptions {
     pub from_plan: Option<Arc<FromPlan>>,
     /// Per-target locks to hold for the run (none in a dry-run): see [`crate::lock`].
     pub locks: Option<Locks>,
+    /// The inventory paths as given (`-i`), recorded with the run so that its hosts can be
+    /// found again ([`inventory_origin`]); empty: not recorded.
+    pub inventory_paths: Vec<PathBuf>,
 }
 
 /// Where the run's per-target locks live, how long to wait for them, and who takes them.
@@ -69,6 +73,7 @@ impl Default for RunOptions {
             planning: false,
             from_plan: None,
             locks: None,
+            inventory_paths: Vec::new(),
         }
     }
 }
@@ -143,6 +148,60 @@ pub fn operator() -> String {
             })
         })
         .unwrap_or_else(|| format!("uid {uid}"))
+}
+
+/// How to read `inventory` again from `paths` (the `-i` paths it was loaded from), for the
+/// run's `run_start` record; `None` without paths. The files' digest is taken over the files
+/// read again from the absolute paths, as `remedy rollback RUN` reads them (a digest covers
+/// each file's path, and the inventory's own covers the hosts the API added as well).
+pub fn inventory_origin(paths: &[PathBuf], inventory: &Inventory) -> Option<InventoryOrigin> {
+    if paths.is_empty() {
+        return None;
+    }
+    let absolute: Vec<PathBuf> = paths
+        .iter()
+        .map(|p| std::path::absolute(p).unwrap_or_else(|_| p.clone()))
+        .collect();
+    Some(InventoryOrigin {
+        paths: paths
+            .iter()
+            .zip(&absolute)
+            .map(|(given, absolute)| InventoryPath {
+                given: given.display().to_string(),
+                absolute: absolute.display().to_string(),
+            })
+            .collect(),
+        files_sha256: Inventory::load(&absolute)
+            .map(|i| i.digest())
+            .unwrap_or_default(),
+        cloudstack_source: inventory.has_generated_hosts(),
+        cloudstack_endpoint: inventory.cloudstack().map(endpoint_words),
+    })
+}
+
+/// Where an endpoint reaches the API, without credentials: the URL (any `user:password@`
+/// left out), the cloudmonkey profile, or the simulator's scenario.
+fn endpoint_words(endpoint: &CloudStackEndpoint) -> String {
+    match &endpoint.source {
+        CloudStackSource::Keys { endpoint, .. } => match endpoint.split_once("://") {
+            Some((scheme, rest)) => {
+                let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+                let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+                format!("{scheme}://{host}{path}")
+            }
+            None => endpoint.clone(),
+        },
+        CloudStackSource::Cmk { config, profile } => format!(
+            "cloudmonkey profile {} in {}",
+            profile.as_deref().unwrap_or("(the default)"),
+            config
+                .as_ref()
+                .map_or("~/.cmk/config".to_string(), |c| c.display().to_string())
+        ),
+        CloudStackSource::Simulator { scenario } => {
+            format!("the embedded simulator (scenario {scenario})")
+        }
+    }
 }
 
 /// This machine's name.
@@ -241,6 +300,7 @@ pub async fn execute(
         rollback_of: None,
         cloudstack_inventory: opts.cloudstack_inventory.clone(),
         plan: opts.from_plan.as_ref().map(|f| f.link.clone()),
+        inventory_origin: inventory_origin(&opts.inventory_paths, &plan.inventory),
     })
     .map_err(|e| Error::Audit(format!("{e}; refusing to act")))?;
     let mut refused = Vec::new();
@@ -366,4 +426,65 @@ fn refuse(sink: &Sink, run: &str, saved: &SavedPlan, drift: Vec<Drift>) -> Summa
     let _ = sink.emit(summary.end_event(run));
     let _ = sink.sync();
     summary
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn keys(endpoint: &str) -> CloudStackEndpoint {
+        CloudStackEndpoint {
+            source: CloudStackSource::Keys {
+                endpoint: endpoint.into(),
+                api_key: crate::inventory::ApiKey::Inline("k".into()),
+                secret_key: crate::inventory::SecretRef::Env("CS_SECRET".into()),
+            },
+            verify_tls: true,
+            ca_file: None,
+        }
+    }
+
+    #[test]
+    fn an_endpoint_is_recorded_without_credentials() {
+        assert_eq!(
+            endpoint_words(&keys("https://admin:pw@cs.example:8443/client/api")),
+            "https://cs.example:8443/client/api"
+        );
+        assert_eq!(
+            endpoint_words(&keys("http://127.0.0.1:8096/client/api")),
+            "http://127.0.0.1:8096/client/api"
+        );
+        let cmk = CloudStackEndpoint {
+            source: CloudStackSource::Cmk {
+                config: None,
+                profile: Some("prod".into()),
+            },
+            verify_tls: true,
+            ca_file: None,
+        };
+        assert_eq!(
+            endpoint_words(&cmk),
+            "cloudmonkey profile prod in ~/.cmk/config"
+        );
+    }
+
+    #[test]
+    fn the_origin_holds_the_paths_as_given_and_absolute_and_the_files_digest() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("hosts.yml");
+        std::fs::write(&file, "all:\n  hosts:\n    kvm01:\n").unwrap();
+        let inv = Inventory::load(std::slice::from_ref(&file)).unwrap();
+        let origin = inventory_origin(std::slice::from_ref(&file), &inv).unwrap();
+        assert_eq!(
+            origin.paths,
+            [InventoryPath {
+                given: file.display().to_string(),
+                absolute: file.display().to_string(),
+            }]
+        );
+        assert_eq!(origin.files_sha256, inv.digest());
+        assert!(!origin.cloudstack_source);
+        assert_eq!(origin.cloudstack_endpoint, None);
+        assert_eq!(inventory_origin(&[], &inv), None);
+    }
 }

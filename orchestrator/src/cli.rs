@@ -634,20 +634,23 @@ fn load_inventory(paths: &[PathBuf]) -> Result<Inventory, Error> {
     Inventory::load(paths).map_err(|e| Error::invalid(e.to_string()))
 }
 
+/// A resolved inventory: the hosts, the API transport that read the zone (the run keeps using
+/// it), and what the CloudStack source read, for the audit log.
+type Resolved = (
+    Inventory,
+    Arc<crate::transport::api::ApiTransport>,
+    Option<serde_json::Value>,
+);
+
 /// Loads the inventory and, when it declares `remedy_cloudstack_inventory`, adds the zone's
 /// machines read through the returned API transport (which the run then keeps using: with the
 /// embedded simulator, it is the same zone).
-async fn resolve_inventory(
-    paths: &[PathBuf],
-) -> Result<
-    (
-        Inventory,
-        Arc<crate::transport::api::ApiTransport>,
-        Option<serde_json::Value>,
-    ),
-    Error,
-> {
-    let inv = load_inventory(paths)?;
+async fn resolve_inventory(paths: &[PathBuf]) -> Result<Resolved, Error> {
+    resolve_loaded(load_inventory(paths)?, paths).await
+}
+
+/// [`resolve_inventory`] for an inventory already loaded from `paths`.
+async fn resolve_loaded(inv: Inventory, paths: &[PathBuf]) -> Result<Resolved, Error> {
     let api = Arc::new(crate::transport::api::ApiTransport::new(
         inv.cloudstack().cloned(),
         crate::cloudstack::Options::default(),
@@ -1267,6 +1270,7 @@ async fn apply(req: ApplyArgs, argv: Vec<String>, show_output: bool) -> ExitCode
                 plan.program.name
             ),
         }),
+        inventory_paths: inv_paths.clone(),
     };
     let router = Arc::new(Router::with_api(&plan.inventory, api));
     let result = execute(plan, router, run_opts, Some(tx), cancel).await;
@@ -1333,6 +1337,7 @@ async fn make_plan(req: PlanArgs, argv: Vec<String>) -> ExitCode {
         cloudstack_inventory,
         reload,
         planning: true,
+        inventory_paths: req.inventory.clone(),
         ..RunOptions::default()
     };
     eprintln!(
@@ -1658,22 +1663,16 @@ async fn rollback_run(
     if !yes {
         return fail(&Error::Other("pass --yes to undo these changes".into()));
     }
-    let inv_paths: Vec<PathBuf> = if inventory.is_empty() {
-        records
-            .iter()
-            .find(|r| r.value["event"] == "run_start" && r.value["run"] == run.as_str())
-            .and_then(|r| r.value["inventory"].as_array().cloned())
-            .unwrap_or_default()
-            .iter()
-            .filter_map(|v| v.as_str().map(PathBuf::from))
-            .collect()
-    } else {
-        inventory
-    };
-    let inv = match load_inventory(&inv_paths) {
-        Ok(i) => i,
-        Err(e) => return fail(&e),
-    };
+    let start = records
+        .iter()
+        .find(|r| r.value["event"] == "run_start" && r.value["run"] == run.as_str())
+        .map(|r| r.value.clone())
+        .unwrap_or_default();
+    let (inv_paths, (inv, api, cloudstack_inventory)) =
+        match rollback_inventory(&run, &start, inventory).await {
+            Ok(found) => found,
+            Err(e) => return fail(&e),
+        };
     let mut redactor = crate::redact::Redactor::new();
     crate::cloudstack::register_secrets(&inv, &mut redactor);
     let log = match AuditLog::open(&path) {
@@ -1685,27 +1684,36 @@ async fn rollback_run(
     let sink = Sink::new(Some(log), redactor.clone(), Some(tx));
     let id = crate::app::new_run_id();
     let plan = crate::plan::Plan::for_inventory(inv, redactor);
+    let (reachable, missing): (Vec<_>, Vec<_>) = pending
+        .into_iter()
+        .partition(|d| d.undo.is_none() || plan.host(&d.target).is_some());
     if let Err(e) = sink.emit(Event::RunStart {
         run: id.clone(),
         playbook: format!("rollback of {run}"),
         mode: RunMode::Rollback,
         operator: crate::app::operator(),
-        host: String::new(),
+        host: crate::app::hostname(),
         argv,
         files: Vec::new(),
-        inventory: inv_paths.iter().map(|p| p.display().to_string()).collect(),
+        inventory: plan
+            .inventory
+            .sources()
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect(),
         inventory_sha256: plan.inventory.digest(),
         params_sha256: String::new(),
         params: Default::default(),
         remedy_version: env!("CARGO_PKG_VERSION").into(),
         rollback_of: Some(run.clone()),
         plan: None,
-        cloudstack_inventory: None,
+        cloudstack_inventory,
+        inventory_origin: crate::app::inventory_origin(&inv_paths, &plan.inventory),
     }) {
         return fail(&Error::Audit(format!("{e}; refusing to act")));
     }
     let cx = crate::runner::Ctx {
-        transport: Arc::new(Router::for_inventory(&plan.inventory)),
+        transport: Arc::new(Router::with_api(&plan.inventory, api)),
         plan: Arc::new(plan),
         sink: sink.clone(),
         run: id.clone(),
@@ -1715,12 +1723,30 @@ async fn rollback_run(
         expect: None,
         halt: Default::default(),
     };
-    let report = crate::rollback::rollback(
-        &cx,
-        &pending,
-        &format!("operator asked to roll back run {run}"),
-    )
-    .await;
+    let mut report = if reachable.is_empty() {
+        crate::rollback::Report::default()
+    } else {
+        crate::rollback::rollback(
+            &cx,
+            &reachable,
+            &format!("operator asked to roll back run {run}"),
+        )
+        .await
+    };
+    for d in &missing {
+        let why = host_missing(&run, &d.target, &inv_paths);
+        let _ = sink.emit(Event::UndoEnd {
+            run: id.clone(),
+            step: d.step.clone(),
+            target: d.target.clone(),
+            ok: false,
+            restored: None,
+            error: Some(why.clone()),
+        });
+        report
+            .not_undone
+            .push(format!("{}@{}: {why}", d.step, d.target));
+    }
     let exit = if report.not_undone.is_empty() {
         ExitCode::Success
     } else {
@@ -1747,6 +1773,144 @@ async fn rollback_run(
     drop(sink);
     let _ = printer.await;
     exit
+}
+
+/// The inventory `remedy rollback RUN` reaches the run's hosts with: the paths given (`-i`),
+/// else the ones the run recorded. Either way resolved as `apply` resolves it
+/// ([`resolve_inventory`]): the hosts the CloudStack source generates are read from the zone
+/// now, so a host that appeared during the run (after a `refresh_inventory`) is found too.
+/// Recorded files that are gone are an error that says to pass `-i`; files changed since the run
+/// are a warning.
+async fn rollback_inventory(
+    run: &str,
+    start: &serde_json::Value,
+    given: Vec<PathBuf>,
+) -> Result<(Vec<PathBuf>, Resolved), Error> {
+    if !given.is_empty() {
+        let resolved = resolve_inventory(&given).await?;
+        return Ok((given, resolved));
+    }
+    let recorded = RecordedInventory::of(start);
+    if let Some(gone) = recorded.paths.iter().find(|p| !p.exists()) {
+        return Err(Error::Invalid(
+            crate::error::Diagnostic::new(format!(
+                "run {run} read its inventory from {}, which is gone",
+                gone.display()
+            ))
+            .with_help(format!(
+                "pass the inventory that reaches the run's hosts: remedy rollback {run} -i FILE --yes"
+            ))
+            .into(),
+        ));
+    }
+    let inv = load_inventory(&recorded.paths).map_err(|e| {
+        Error::Invalid(
+            crate::error::Diagnostic::new(format!(
+                "run {run}'s inventory cannot be read again: {e}"
+            ))
+            .with_help(format!(
+                "pass the inventory that reaches the run's hosts: remedy rollback {run} -i FILE --yes"
+            ))
+            .into(),
+        )
+    })?;
+    if let Some(was) = recorded.files_sha256.as_deref() {
+        if inv.digest() != was {
+            eprintln!(
+                "warning: the inventory of run {run} changed since the run ({}): its hosts are \
+                 looked up as the files say now",
+                recorded
+                    .paths
+                    .iter()
+                    .map(|p| p.display().to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+        }
+    }
+    if recorded.cloudstack_source && inv.cloudstack_source().is_none() {
+        eprintln!(
+            "warning: run {run} found hosts through the CloudStack API \
+             (remedy_cloudstack_inventory), which its inventory no longer declares"
+        );
+    }
+    let resolved = resolve_loaded(inv, &recorded.paths).await?;
+    Ok((recorded.paths, resolved))
+}
+
+/// A run's inventory, as its `run_start` record tells it.
+#[derive(Debug, Default, PartialEq)]
+struct RecordedInventory {
+    /// The paths to read again.
+    paths: Vec<PathBuf>,
+    /// The files' digest at the run, when it can be compared with the files alone.
+    files_sha256: Option<String>,
+    /// The hosts were completed from the CloudStack API.
+    cloudstack_source: bool,
+}
+
+impl RecordedInventory {
+    /// From `inventory_origin` (the absolute paths); in a record written before remedy kept it,
+    /// from `inventory`, the files the run read, less the hosts the API generated (`<cloudstack
+    /// api>`) and the `group_vars`/`host_vars` files (read again beside the others).
+    fn of(start: &serde_json::Value) -> RecordedInventory {
+        let origin = start
+            .get("inventory_origin")
+            .cloned()
+            .and_then(|o| serde_json::from_value::<crate::event::InventoryOrigin>(o).ok());
+        if let Some(o) = origin {
+            return RecordedInventory {
+                paths: o.paths.iter().map(|p| PathBuf::from(&p.absolute)).collect(),
+                files_sha256: Some(o.files_sha256).filter(|d| !d.is_empty()),
+                cloudstack_source: o.cloudstack_source,
+            };
+        }
+        let generated = !start["cloudstack_inventory"].is_null();
+        let read: Vec<PathBuf> = start["inventory"]
+            .as_array()
+            .map(Vec::as_slice)
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|v| v.as_str().map(PathBuf::from))
+            .collect();
+        let vars_file = |p: &PathBuf| {
+            p.components()
+                .any(|c| c.as_os_str() == "group_vars" || c.as_os_str() == "host_vars")
+        };
+        let paths: Vec<PathBuf> = read
+            .iter()
+            .filter(|p| !p.to_string_lossy().starts_with('<') && !vars_file(p))
+            .cloned()
+            .collect();
+        RecordedInventory {
+            paths,
+            // With generated hosts the record's digest covers them too: nothing to compare.
+            files_sha256: start["inventory_sha256"]
+                .as_str()
+                .filter(|d| !generated && !d.is_empty())
+                .map(str::to_string),
+            cloudstack_source: generated,
+        }
+    }
+}
+
+/// Why a change on `host` is left in place: the host is not in the inventory read again.
+fn host_missing(run: &str, host: &str, paths: &[PathBuf]) -> String {
+    let read = if paths.is_empty() {
+        "no inventory (the run had none; pass -i FILE)".to_string()
+    } else {
+        paths
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    format!(
+        "not undone: host {host}, changed by run {run}, is not in the inventory now (read from \
+         {read}); it may have been removed or renamed since the run. If it still exists, run \
+         `remedy rollback {run} -i FILE --yes` with an inventory that has it; otherwise undo the \
+         change by hand (`remedy audit show {run}` has its undo)"
+    )
 }
 
 /// `remedy audit list`'s lines: a header, then one row per run in log order, its mode in the
@@ -2101,6 +2265,61 @@ mod tests {
                 "r2   exec --read-only  exec            ops       failed",
                 "r3   rollback          rollback of r1  ops       (no end record: interrupted?)",
             ]
+        );
+    }
+
+    #[test]
+    fn a_recorded_inventory_is_read_from_its_absolute_paths() {
+        let start = serde_json::json!({
+            "event": "run_start", "run": "r1",
+            "inventory": ["<cloudstack api>", "lab.yml"],
+            "inventory_sha256": "with-generated",
+            "cloudstack_inventory": {"hosts": 9},
+            "inventory_origin": {
+                "paths": [{"given": "lab.yml", "absolute": "/ops/lab.yml"}],
+                "files_sha256": "files",
+                "cloudstack_source": true,
+            },
+        });
+        assert_eq!(
+            RecordedInventory::of(&start),
+            RecordedInventory {
+                paths: vec![PathBuf::from("/ops/lab.yml")],
+                files_sha256: Some("files".into()),
+                cloudstack_source: true,
+            }
+        );
+    }
+
+    #[test]
+    fn an_older_record_gives_its_files_without_generated_hosts_or_vars_files() {
+        let generated = serde_json::json!({
+            "event": "run_start", "run": "r1",
+            "inventory": ["<cloudstack api>", "inv/lab.yml", "inv/group_vars/all.yml",
+                "inv/host_vars/kvm01.yml"],
+            "inventory_sha256": "covers the generated hosts too",
+            "cloudstack_inventory": {"hosts": 9},
+        });
+        assert_eq!(
+            RecordedInventory::of(&generated),
+            RecordedInventory {
+                paths: vec![PathBuf::from("inv/lab.yml")],
+                files_sha256: None,
+                cloudstack_source: true,
+            }
+        );
+        let files = serde_json::json!({
+            "event": "run_start", "run": "r2",
+            "inventory": ["hosts.yml"],
+            "inventory_sha256": "abc",
+        });
+        assert_eq!(
+            RecordedInventory::of(&files),
+            RecordedInventory {
+                paths: vec![PathBuf::from("hosts.yml")],
+                files_sha256: Some("abc".into()),
+                cloudstack_source: false,
+            }
         );
     }
 

@@ -227,6 +227,35 @@ pub struct FileHash {
     pub sha256: String,
 }
 
+/// How a run's inventory can be read again, so that `remedy rollback RUN` reaches the hosts
+/// the run changed, from any directory: the inventory paths as given and made absolute, the
+/// digest of the files alone (without the hosts the CloudStack API added), and whether the
+/// CloudStack inventory source was used, with its endpoint. Never a secret: the keys stay
+/// referenced from the files, which are read again.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InventoryOrigin {
+    /// The `-i` paths, in order.
+    pub paths: Vec<InventoryPath>,
+    /// SHA-256 over the files read from `paths` (as [`crate::inventory::Inventory::digest`],
+    /// without the generated hosts): a later read tells whether they changed.
+    pub files_sha256: String,
+    /// The hosts were completed from the CloudStack API (`remedy_cloudstack_inventory`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub cloudstack_source: bool,
+    /// Where the API was reached (`remedy_cloudstack`): a URL without credentials, a
+    /// cloudmonkey profile, or the embedded simulator's scenario.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cloudstack_endpoint: Option<String>,
+}
+
+/// One inventory path of a run: as the operator gave it, and made absolute against the
+/// directory the run started in.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InventoryPath {
+    pub given: String,
+    pub absolute: String,
+}
+
 /// One step still running on one target, as `still_running` lists it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Running {
@@ -263,6 +292,10 @@ pub enum Event {
         /// `apply --plan`: the plan this run applies, who made it, and its approvals.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         plan: Option<crate::planfile::PlanLink>,
+        /// How to read the inventory again (`remedy rollback RUN`); absent in records written
+        /// before remedy kept it, and for runs given no inventory paths.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        inventory_origin: Option<InventoryOrigin>,
     },
     /// A step starts acting on a target. For a mutating step this is the change's announcement
     /// (audited, durably, with the pre-state and the undo); a read-only step's (`mutating:

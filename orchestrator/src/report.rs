@@ -813,6 +813,7 @@ mod tests {
             rollback_of: None,
             cloudstack_inventory: None,
             plan: None,
+            inventory_origin: None,
         }
     }
 
