@@ -1742,6 +1742,8 @@ async fn rollback_run(
             ok: false,
             restored: None,
             error: Some(why.clone()),
+            note: None,
+            caveat: None,
         });
         report
             .not_undone
@@ -1755,7 +1757,13 @@ async fn rollback_run(
     let _ = sink.emit(Event::RunEnd {
         run: id,
         status: if report.not_undone.is_empty() {
-            format!("run {run} rolled back")
+            format!(
+                "run {run} rolled back: {} change(s) undone, {} found as before, {} left in \
+                 place (no undo needed)",
+                report.undone,
+                report.unchanged,
+                report.left.len()
+            )
         } else {
             format!("rollback of {run} INCOMPLETE")
         },
@@ -1965,6 +1973,27 @@ fn audit_list_lines(records: &[&serde_json::Value]) -> Vec<String> {
         .collect()
 }
 
+/// An `undo_start` record's actions, as the commands and calls they are.
+fn undo_actions(actions: &serde_json::Value) -> String {
+    let list: Vec<String> = actions
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|x| {
+                    serde_json::from_value::<crate::transport::Action>(x.clone())
+                        .map(|a| a.to_string())
+                        .unwrap_or_else(|_| x.to_string())
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    if list.is_empty() {
+        "nothing".into()
+    } else {
+        list.join(" && ")
+    }
+}
+
 fn audit_cmd(cmd: AuditCommand, path: Option<PathBuf>) -> ExitCode {
     let path = path.unwrap_or_else(AuditLog::default_path);
     match cmd {
@@ -2089,15 +2118,30 @@ fn audit_cmd(cmd: AuditCommand, path: Option<PathBuf>) -> ExitCode {
                         "rollback_start" => {
                             format!("  ROLLBACK: {}", v["reason"].as_str().unwrap_or(""))
                         }
-                        "undo_end" => format!(
-                            "  undo   {} @ {}: {}",
+                        "undo_start" => format!(
+                            "  undo   {} @ {}: runs {}",
                             v["step"].as_str().unwrap_or(""),
                             v["target"].as_str().unwrap_or(""),
-                            if v["ok"] == true {
-                                "ok".to_string()
-                            } else {
-                                v["error"].as_str().unwrap_or("failed").to_string()
-                            }
+                            undo_actions(&v["actions"])
+                        ),
+                        "undo_end" => format!(
+                            "  undo   {} @ {}: {}{}",
+                            v["step"].as_str().unwrap_or(""),
+                            v["target"].as_str().unwrap_or(""),
+                            match (v["ok"] == true, v["note"].as_str()) {
+                                (true, Some("unchanged")) => {
+                                    "as before, nothing to undo".to_string()
+                                }
+                                (true, Some("left")) => {
+                                    "left in place (declared as needing no undo)".to_string()
+                                }
+                                (true, _) => "ok".to_string(),
+                                (false, _) => v["error"].as_str().unwrap_or("failed").to_string(),
+                            },
+                            v["caveat"]
+                                .as_str()
+                                .map(|c| format!("; not exactly as before: {c}"))
+                                .unwrap_or_default()
                         ),
                         "run_end" => format!(
                             "end: {} (exit {})",

@@ -454,6 +454,10 @@ pub enum Event {
         /// the step declared that it needs no undo (`left`).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         note: Option<UndoNote>,
+        /// Restored, but not exactly: what the undo could not put back (see
+        /// [`crate::modules::Module::caveat`]).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        caveat: Option<String>,
     },
     RunEnd {
         run: String,

@@ -104,7 +104,10 @@ pub async fn run(args: LabArgs) -> ExitCode {
         "                (lab-only credentials, new at every start)"
     );
     let _ = writeln!(out, "  zone state    GET {base}/sim/state");
-    let _ = writeln!(out, "  faults        GET/PUT {base}/sim/faults (JSON)");
+    let _ = writeln!(
+        out,
+        "  faults        GET/PUT/PATCH/DELETE {base}/sim/faults (JSON; SSH faults too)"
+    );
     for machine in ssh.listening() {
         if let Some(addr) = ssh.addr(&machine) {
             let _ = writeln!(out, "  ssh           {machine:<8} root@{addr}");

@@ -610,6 +610,7 @@ impl Lines {
                 ok,
                 error,
                 note,
+                caveat,
                 ..
             } => {
                 use crate::event::UndoNote;
@@ -635,6 +636,9 @@ impl Lines {
                 );
                 if let Some(err) = error {
                     let _ = writeln!(out, "      {err}");
+                }
+                if let Some(c) = caveat {
+                    let _ = writeln!(out, "      not exactly as before: {c}");
                 }
             }
             Event::RunEnd {

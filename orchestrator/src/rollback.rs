@@ -62,6 +62,17 @@ pub async fn rollback(cx: &Ctx, done: &[Done], reason: &str) -> Report {
 /// Records the end of one undo (also when nothing ran, so that a later `remedy rollback`
 /// does not list it again).
 fn end(cx: &Ctx, d: &Done, result: &Result<Settled, String>, restored: Option<bool>) {
+    end_with(cx, d, result, restored, None)
+}
+
+/// [`end`], with what a restored undo could not put back exactly.
+fn end_with(
+    cx: &Ctx,
+    d: &Done,
+    result: &Result<Settled, String>,
+    restored: Option<bool>,
+    caveat: Option<String>,
+) {
     let _ = cx.sink.emit(Event::UndoEnd {
         run: cx.run.clone(),
         step: d.step.clone(),
@@ -74,6 +85,7 @@ fn end(cx: &Ctx, d: &Done, result: &Result<Settled, String>, restored: Option<bo
             Ok(Settled::Left) => Some(UndoNote::Left),
             _ => None,
         },
+        caveat,
     });
 }
 
@@ -86,7 +98,7 @@ async fn undo_one(cx: &Ctx, d: &Done) -> Result<Settled, String> {
     let undo = match (&d.undo, &d.irreversible) {
         (Some(u), _) => u,
         (None, Some(why)) => {
-            let r = Err(format!("irreversible ({why}): left in place"));
+            let r = Err(format!("irreversible ({why})"));
             end(cx, d, &r, None);
             return r;
         }
@@ -127,6 +139,23 @@ async fn undo_one(cx: &Ctx, d: &Done) -> Result<Settled, String> {
     // Read first: undo only what is not already as before.
     if let Some((m, before)) = &module {
         match probe(cx, &host, m.as_ref(), UNDO_TIMEOUT).await {
+            // A change made through the API whose outcome was unknown may be a job that is
+            // still running: "as before" now does not mean it will stay so.
+            Ok(now)
+                if m.restored(before, &now)
+                    && !d.certain
+                    && undo.actions.iter().any(|a| matches!(a, Action::Api(_))) =>
+            {
+                let r = Err(
+                    "may still change: the outcome of its CloudStack call was unknown \
+                             and the target is as before for now, but a job it started may \
+                             still be running; check listAsyncJobs, then run `remedy rollback` \
+                             for this run again"
+                        .to_string(),
+                );
+                end(cx, d, &r, Some(true));
+                return r;
+            }
             Ok(now) if m.restored(before, &now) => {
                 let r = Ok(Settled::Unchanged);
                 end(cx, d, &r, Some(true));
@@ -177,35 +206,40 @@ async fn undo_one(cx: &Ctx, d: &Done) -> Result<Settled, String> {
         }
     }
     let mut restored = None;
+    let mut caveat = None;
     if let (None, Some((m, before))) = (&error, &module) {
-        let (ok, e) = verify(cx, &host, m.as_ref(), before).await;
+        let (ok, e, c) = verify(cx, &host, m.as_ref(), before).await;
         restored = Some(ok);
         error = e;
+        caveat = c;
     }
     let r = match error {
         None => Ok(Settled::Undone),
         Some(e) => Err(e),
     };
-    end(cx, d, &r, restored);
+    end_with(cx, d, &r, restored, caveat);
     r
 }
 
-/// After an undo: whether the target is as before, and if not, exactly what differs.
+/// After an undo: whether the target is as before; if not, exactly what differs; if so, what
+/// the module could not put back exactly (its caveat).
 async fn verify(
     cx: &Ctx,
     host: &crate::inventory::Host,
     m: &dyn Module,
     before: &serde_json::Value,
-) -> (bool, Option<String>) {
+) -> (bool, Option<String>, Option<String>) {
     match probe(cx, host, m, UNDO_TIMEOUT).await {
-        Ok(now) if m.restored(before, &now) => (true, None),
+        Ok(now) if m.restored(before, &now) => (true, None, m.caveat(before, &now)),
         Ok(now) => (
             false,
             Some(format!("undo ran but the state is {now}, not {before}")),
+            None,
         ),
         Err(e) => (
             false,
             Some(format!("undo ran but could not be verified: {e}")),
+            None,
         ),
     }
 }

@@ -961,7 +961,10 @@ async fn module(
         return r;
     }
     for a in &changes {
-        let res = cx.act(host, a, Access::Mutating, timeout).await;
+        let res = cx.act_typed(host, a, Access::Mutating, timeout).await;
+        // An API call whose outcome is unknown (its reply lost and its job not found, or its
+        // job still running at the deadline) may yet change the target after it is read.
+        let mut pending_job = false;
         let failure = match res {
             Ok(ActionResult::Ssh(out)) if out.rc != Some(0) => Some(format!(
                 "`{a}` exited {} {}",
@@ -975,13 +978,23 @@ async fn module(
                 }
             )),
             Ok(_) => None,
-            Err(e) => Some(e),
+            Err(e) => {
+                pending_job = matches!(a, Action::Api(_)) && !e.never_ran();
+                Some(e.to_string())
+            }
         };
         if let Some(f) = failure {
             // What happened is read, not guessed: the module's own probe says whether the
             // target moved (a lost reply may hide a change that landed; an earlier action of
             // this change may have run).
-            let (touched, seen) = reobserve(cx, host, m.as_ref(), &before, timeout).await;
+            let (mut touched, mut seen) = reobserve(cx, host, m.as_ref(), &before, timeout).await;
+            if pending_job && touched == Touched::No {
+                touched = Touched::Maybe;
+                seen = format!(
+                    "read again: unchanged for now, but a job of `{a}` may still be running \
+                     (check listAsyncJobs)"
+                );
+            }
             let mut r = NodeResult::failed_touched(
                 format!("{f}; {seen}"),
                 json!({"failed": true, "changed": touched != Touched::No, "before": before}),

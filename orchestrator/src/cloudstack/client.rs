@@ -295,6 +295,54 @@ impl Client {
     /// account-scoped lists with `listall=true`), mutating calls by POST exactly once, and an
     /// async job followed to its end. `deadline` bounds the whole call: every request, list
     /// walk, retry and poll.
+    /// After a lost reply: the one job of `command` that this account started at or after
+    /// `since` (a minute of clock skew allowed), on the object the call named (`id`), from
+    /// `listAsyncJobs`; `None` when there is none or more than one (then the outcome stays
+    /// unknown).
+    async fn find_job(
+        &self,
+        command: &str,
+        args: &BTreeMap<String, String>,
+        since: jiff::Timestamp,
+        deadline: Instant,
+    ) -> Option<String> {
+        let class = format!("{command}cmd").to_ascii_lowercase();
+        let from = since - jiff::SignedDuration::from_secs(60);
+        let jobs = Box::pin(self.call(
+            "listAsyncJobs",
+            &BTreeMap::new(),
+            Method::Get,
+            deadline,
+            None,
+        ))
+        .await
+        .ok()?;
+        let items = jobs.get("asyncjobs").and_then(Value::as_array)?;
+        let found: Vec<&str> = items
+            .iter()
+            .filter(|j| {
+                let cmd = j.get("cmd").and_then(Value::as_str).unwrap_or("");
+                let name = cmd.rsplit('.').next().unwrap_or(cmd).to_ascii_lowercase();
+                let created = j
+                    .get("created")
+                    .and_then(Value::as_str)
+                    .and_then(|c| jiff::fmt::strtime::parse("%Y-%m-%dT%H:%M:%S%z", c).ok())
+                    .and_then(|t| t.to_timestamp().ok());
+                let on = j.get("jobinstanceid").and_then(Value::as_str).unwrap_or("");
+                let same_object = match args.get("id") {
+                    Some(id) if !on.is_empty() => on == id,
+                    _ => true,
+                };
+                name == class && same_object && created.is_some_and(|t| t >= from)
+            })
+            .filter_map(|j| j.get("jobid").and_then(Value::as_str))
+            .collect();
+        match found.as_slice() {
+            [one] => Some(one.to_string()),
+            _ => None,
+        }
+    }
+
     pub async fn call(
         &self,
         command: &str,
@@ -340,11 +388,25 @@ impl Client {
             }
             return self.read(command, &args, deadline).await;
         }
-        let reply = self
-            .request_by(command, args, Method::Post, deadline)
-            .await?;
-        let is_async = spec.map(|s| s.isasync).unwrap_or(false)
-            || (spec.is_none() && reply.get("jobid").is_some());
+        let sent_at = jiff::Timestamp::now();
+        let known_async = spec.map(|s| s.isasync).unwrap_or(false);
+        let reply = match self.request_by(command, args, Method::Post, deadline).await {
+            Ok(r) => r,
+            // The request went out, but its reply was lost: an async command may have started
+            // a job. Look for it, and follow it as if its jobid had come back.
+            Err(
+                lost @ (CsError::Transport { sent: true, .. }
+                | CsError::Deadline { sent: true, .. }),
+            ) if known_async => match self.find_job(command, args, sent_at, deadline).await {
+                Some(jobid) => {
+                    tracing::warn!(command, jobid, "reply lost; following the job it started");
+                    json!({ "jobid": jobid })
+                }
+                None => return Err(lost),
+            },
+            Err(e) => return Err(e),
+        };
+        let is_async = known_async || (spec.is_none() && reply.get("jobid").is_some());
         if !is_async {
             return Ok(reply);
         }

@@ -252,6 +252,8 @@ fn audited(
             "daemon".into(),
             format!("job {}", job.name),
         ],
+        // Recorded, so that `remedy rollback RUN` reads the job's inventory again.
+        inventory_paths: job.inventory.clone(),
         ..RunOptions::default()
     }
 }

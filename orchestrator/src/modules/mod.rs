@@ -171,6 +171,11 @@ pub trait Module: Send + Sync + fmt::Debug {
     /// Whether an observed state counts as restored after undo: equality with `before` on the
     /// fields the module manages. Used to verify a rollback.
     fn restored(&self, before: &Value, now: &Value) -> bool;
+    /// After a restored undo: what of `before` an undo cannot put back exactly, in words (a
+    /// `failed` unit comes back `inactive`). `None`: restored exactly. Reported with the undo.
+    fn caveat(&self, _before: &Value, _now: &Value) -> Option<String> {
+        None
+    }
 }
 
 /// The kinds of structured module; `key()` is the YAML key of each.

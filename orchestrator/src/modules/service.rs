@@ -175,6 +175,17 @@ impl Module for Service {
     fn restored(&self, before: &Value, now: &Value) -> bool {
         same_fields(before, now, &["active"])
     }
+
+    fn caveat(&self, before: &Value, now: &Value) -> Option<String> {
+        let (was, is) = (before["status"].as_str()?, now["status"].as_str()?);
+        (was != is && was == "failed").then(|| {
+            format!(
+                "{} was `failed` and is `{is}` now: stopped again, as it was not running, but \
+                 systemd's failed state (and its reason) cannot be put back",
+                self.spec.name
+            )
+        })
+    }
 }
 
 #[cfg(test)]
@@ -204,6 +215,20 @@ mod tests {
         let m = svc("dnsmasq", ServiceState::Restarted);
         assert_eq!(cmds(&m.check()), ["systemctl is-active dnsmasq"]);
         assert_eq!(m.describe(), "service dnsmasq restarted");
+    }
+
+    #[test]
+    fn an_undone_start_of_a_failed_unit_says_it_is_inactive_now() {
+        let m = svc("dnsmasq", ServiceState::Started);
+        let failed = json!({"active": false, "status": "failed"});
+        assert!(m.restored(&failed, &inactive()));
+        let caveat = m.caveat(&failed, &inactive()).expect("a caveat");
+        assert!(
+            caveat.starts_with("dnsmasq was `failed` and is `inactive` now"),
+            "{caveat}"
+        );
+        assert_eq!(m.caveat(&inactive(), &inactive()), None);
+        assert_eq!(m.caveat(&failed, &failed), None);
     }
 
     #[test]

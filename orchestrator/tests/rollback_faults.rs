@@ -1,0 +1,211 @@
+//! Rollback that never lies (issue 18), through the real binary against `remedy lab` in its own
+//! process, with faults set over the lab's `/sim/faults`: a lost reply after a change landed
+//! (F1), `kill -9` during an async job and `remedy rollback RUN` afterwards (F2), and the exit
+//! codes that tell "failed, nothing was changed" from "changed, then undone" (F8). The zone's
+//! `GET /sim/state` says whether it is back as it was; `remedy audit verify` checks the log.
+
+mod support;
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use support::{repo_root, text, Dirs, Lab};
+
+fn guest_vlan(world: &Value) -> String {
+    world["physnets"][0]["vlan"].as_str().unwrap().to_string()
+}
+
+/// What the run changed: the guest VLANs and each router's public link.
+fn zone_state(world: &Value) -> (String, Vec<(String, Value)>) {
+    let links = world["vms"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|v| v["kind"]["type"] == "router")
+        .map(|r| {
+            (
+                r["name"].as_str().unwrap().to_string(),
+                r["guest"]["links"]["eth1"]["up"].clone(),
+            )
+        })
+        .collect();
+    (guest_vlan(world), links)
+}
+
+/// `remedy apply ... --yes` in the apply directory; its exit code and output.
+fn apply(d: &Dirs, playbook: &str, extra: &[&str], more: &[&str]) -> std::process::Output {
+    let mut args = vec!["apply", playbook, "-i", "lab-live.yml", "--yes"];
+    for e in extra {
+        args.extend(["-e", e]);
+    }
+    args.extend(more);
+    d.remedy(&d.apply_dir, &args)
+}
+
+const VR: [&str; 2] = ["vpc=web-vpc", "vlan_range=1000-1099"];
+
+/// F1: the reply to `updatePhysicalNetwork` is lost after the zone carried it out. The client
+/// finds the job it started (`listAsyncJobs`) and follows it: the run knows the change landed.
+/// When a later step fails, the run's own rollback undoes it, and a later `remedy rollback
+/// RUN` agrees that nothing is left.
+#[test]
+fn a_lost_reply_after_the_change_landed_is_known_and_undone() {
+    let d = Dirs::new();
+    let lab = Lab::start("vr-backup-loop", &d.inventory(), &d.home);
+    let before = zone_state(&lab.world());
+    assert_eq!(before.0, "", "the scenario starts without a range");
+
+    // The change's reply is lost; the run goes on knowing it landed.
+    lab.faults("PATCH", r#"{"drop_after_apply_next": 1}"#);
+    let o = apply(&d, "fix-vlan-range", &["range=1000-1099"], &[]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert!(
+        text(&o).contains("changed      guest_vlans @ localhost"),
+        "{}",
+        text(&o)
+    );
+    assert_eq!(guest_vlan(&lab.world()), "1000-1099");
+    lab.stop();
+
+    // A lost reply, then a failure later in the run: everything is undone, newest first.
+    let d = Dirs::new();
+    let lab = Lab::start("vr-backup-loop", &d.inventory(), &d.home);
+    let before = zone_state(&lab.world());
+    lab.faults(
+        "PATCH",
+        r#"{"drop_after_apply_next": 1, "fail_jobs": ["restartVPC"]}"#,
+    );
+    let o = apply(&d, "vr-backup-loop", &VR, &[]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    let out = text(&o);
+    assert!(out.contains("rolled back: "), "{out}");
+    assert!(!out.contains("undoing 0 change(s)"), "{out}");
+    assert_eq!(zone_state(&lab.world()), before, "{out}");
+    // The audit log tells the undo with what it ran.
+    let run = d.last_run("vr-backup-loop");
+    let o = d.remedy(&d.apply_dir, &["audit", "show", &run]);
+    let story = text(&o);
+    assert!(
+        story.contains("undo   vlans.guest_vlans @ localhost: runs updatePhysicalNetwork "),
+        "{story}"
+    );
+    assert!(
+        story.contains("undo   vlans.guest_vlans @ localhost: ok"),
+        "{story}"
+    );
+    // The later rollback and the run's own agree: nothing is left.
+    let o = d.rollback(&run, &[]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert!(text(&o).contains("nothing left to undo"), "{}", text(&o));
+    d.verify();
+    lab.stop();
+}
+
+/// F2: `kill -9` while the VLAN job runs. `remedy rollback RUN` finds the node that started and
+/// never ended and reads the zone: while the job still runs it says the change may still land
+/// (exit 3, nothing to undo yet); once it landed, it undoes it.
+#[test]
+fn kill_9_during_an_async_job_then_rollback_run_undoes_it() {
+    let d = Dirs::new();
+    let lab = Lab::start("vr-backup-loop", &d.inventory(), &d.home);
+    lab.faults(
+        "PATCH",
+        r#"{"slow_jobs": ["updatePhysicalNetwork"], "slow_job_ms": 8000}"#,
+    );
+    let mut child = Command::new(env!("CARGO_BIN_EXE_remedy"))
+        .args(["apply", "fix-vlan-range", "-i", "lab-live.yml", "--yes"])
+        .args(["-e", "range=1000-1099"])
+        .args(["--audit-log", d.audit.to_str().unwrap()])
+        .current_dir(&d.apply_dir)
+        .env("HOME", &d.home)
+        .env("REMEDY_STATE_DIR", &d.state)
+        .env("REMEDY_PLAYBOOK_PATH", repo_root().join("playbooks"))
+        .env_remove("REMEDY_AUDIT_LOG")
+        .env_remove("REMEDY_INVENTORY")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Wait until the change is announced (durably, before it is sent), then for the request.
+    let until = Instant::now() + Duration::from_secs(30);
+    while !std::fs::read_to_string(&d.audit)
+        .unwrap_or_default()
+        .lines()
+        .any(|l| l.contains("\"step_start\"") && l.contains("\"mutating\":true"))
+    {
+        assert!(Instant::now() < until, "the change never started");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let _ = Command::new("kill")
+        .args(["-KILL", &child.id().to_string()])
+        .status();
+    let _ = child.wait();
+    let run = d.last_run("fix-vlan-range");
+    // The job still runs on the server: nothing to undo yet, and the rollback says why.
+    let o = d.rollback(&run, &[]);
+    assert_eq!(o.status.code(), Some(3), "{}", text(&o));
+    assert!(text(&o).contains("may still change"), "{}", text(&o));
+    assert_eq!(guest_vlan(&lab.world()), "", "{}", text(&o));
+    // The job ends on the server: the change is there.
+    let until = Instant::now() + Duration::from_secs(20);
+    while guest_vlan(&lab.world()) != "1000-1099" {
+        assert!(Instant::now() < until, "the job never landed");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let o = d.rollback(&run, &[]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert!(text(&o).contains("1 change(s) to undo"), "{}", text(&o));
+    assert_eq!(guest_vlan(&lab.world()), "", "{}", text(&o));
+    // Once undone, it is not listed again.
+    let o = d.rollback(&run, &[]);
+    assert!(text(&o).contains("nothing left to undo"), "{}", text(&o));
+    d.verify();
+    lab.stop();
+}
+
+/// F8: a failure before anything changed exits 7 and says "nothing was changed"; one after a
+/// change exits 2 and says what was undone. The JSON end record carries the counts.
+#[test]
+fn nothing_changed_is_told_apart_from_changed_and_undone() {
+    let d = Dirs::new();
+    let lab = Lab::start("vr-backup-loop", &d.inventory(), &d.home);
+    lab.faults("PATCH", r#"{"fail_jobs": ["updatePhysicalNetwork"]}"#);
+    let o = apply(
+        &d,
+        "fix-vlan-range",
+        &["range=1000-1099"],
+        &["--output", "json"],
+    );
+    assert_eq!(o.status.code(), Some(7), "{}", text(&o));
+    let end: Value = String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .rfind(|e| e["event"] == "run_end")
+        .expect("a run_end event");
+    assert_eq!(end["exit_code"], 7, "{end}");
+    assert_eq!(
+        (&end["changed"], &end["undone"]),
+        (&0.into(), &0.into()),
+        "{end}"
+    );
+    assert!(
+        end["status"]
+            .as_str()
+            .unwrap()
+            .ends_with("nothing was changed"),
+        "{end}"
+    );
+    assert!(!String::from_utf8_lossy(&o.stdout).contains("\"undo_start\""));
+
+    // The same kind of failure after changes: they are undone, and it says so.
+    lab.faults("PUT", r#"{"fail_jobs": ["restartVPC"]}"#);
+    let before = zone_state(&lab.world());
+    let o = apply(&d, "vr-backup-loop", &VR, &[]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(text(&o).contains("rolled back: "), "{}", text(&o));
+    assert_eq!(zone_state(&lab.world()), before);
+    d.verify();
+    lab.stop();
+}
