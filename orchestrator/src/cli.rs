@@ -1210,6 +1210,13 @@ async fn apply(req: ApplyArgs, argv: Vec<String>, show_output: bool) -> ExitCode
         Ok(r) => r,
         Err(e) => return fail(&e),
     };
+    if !req.dry_run {
+        let state_dir = req
+            .state_dir
+            .clone()
+            .unwrap_or_else(crate::lock::default_state_dir);
+        warn_interrupted(&audit_path, &state_dir, &plan);
+    }
     if !req.dry_run && !show_output && req.output == Output::Human {
         match &opened {
             Some(o) => eprint!(
@@ -1300,6 +1307,38 @@ async fn apply(req: ApplyArgs, argv: Vec<String>, show_output: bool) -> ExitCode
             summary.exit
         }
         Err(e) => fail(&e),
+    }
+}
+
+/// Before a run changes anything: a run that ended without an end record (killed) and left
+/// changes on some of the same targets is named, with the command that finishes its undo.
+fn warn_interrupted(audit_path: &std::path::Path, state_dir: &std::path::Path, plan: &plan::Plan) {
+    let Ok(records) = audit::read(audit_path) else {
+        return;
+    };
+    let targets: std::collections::BTreeSet<String> =
+        plan.targets.iter().flatten().cloned().collect();
+    // A run that is still going holds its targets' locks (the controller's API changes: the
+    // CloudStack API lock).
+    let alive = |t: &str| {
+        let lock = if t == plan::CONTROLLER {
+            crate::app::CLOUDSTACK_LOCK
+        } else {
+            t
+        };
+        matches!(crate::lock::probe(state_dir, lock), Ok(Some(_)))
+    };
+    for i in crate::rollback::interrupted(&records, &targets, &alive) {
+        eprintln!(
+            "warning: run {} ({}) ended without an end record (killed?) and may have left \
+             changes on {}; see them with `remedy rollback {} --dry-run`, undo them with \
+             `remedy rollback {} --yes`",
+            i.run,
+            i.playbook,
+            i.targets.join(", "),
+            i.run,
+            i.run
+        );
     }
 }
 

@@ -352,3 +352,60 @@ pub fn pending_from_audit(
     }
     Ok(out)
 }
+
+/// A run that ended without an end record (killed, or its machine lost) and left changes that
+/// may need undoing, on some of the targets a new run is about to change.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Interrupted {
+    pub run: String,
+    pub playbook: String,
+    /// Its unsettled changes' targets that the new run shares.
+    pub targets: Vec<String>,
+}
+
+/// The runs in `records` with no `run_end`, none of whose targets is locked now (`alive`:
+/// whether a target's lock is held, i.e. that run may still be going), that left changes
+/// `pending_from_audit` still lists on any of `targets`. Rollback runs are not listed.
+pub fn interrupted(
+    records: &[crate::audit::Record],
+    targets: &std::collections::BTreeSet<String>,
+    alive: &dyn Fn(&str) -> bool,
+) -> Vec<Interrupted> {
+    let ended: std::collections::HashSet<&str> = records
+        .iter()
+        .filter(|r| r.value["event"] == "run_end")
+        .filter_map(|r| r.value["run"].as_str())
+        .collect();
+    let mut out = Vec::new();
+    for start in records.iter().filter(|r| r.value["event"] == "run_start") {
+        let v = &start.value;
+        let Some(run) = v["run"].as_str() else {
+            continue;
+        };
+        if ended.contains(run)
+            || v["mode"] != "apply"
+            || v.get("rollback_of").is_some_and(|r| !r.is_null())
+        {
+            continue;
+        }
+        let Ok(pending) = pending_from_audit(records, run) else {
+            continue;
+        };
+        let mut shared: Vec<String> = pending
+            .iter()
+            .map(|d| d.target.clone())
+            .filter(|t| targets.contains(t))
+            .collect();
+        shared.sort();
+        shared.dedup();
+        if shared.is_empty() || pending.iter().any(|d| alive(&d.target)) {
+            continue;
+        }
+        out.push(Interrupted {
+            run: run.to_string(),
+            playbook: v["playbook"].as_str().unwrap_or("").to_string(),
+            targets: shared,
+        });
+    }
+    out
+}

@@ -154,6 +154,17 @@ fn kill_9_during_an_async_job_then_rollback_run_undoes_it() {
         assert!(Instant::now() < until, "the job never landed");
         std::thread::sleep(Duration::from_millis(200));
     }
+    // A later apply on the same target names the killed run and how to finish its undo.
+    let o = apply(&d, "fix-vlan-range", &["range=1000-1099"], &[]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert!(
+        text(&o).contains(&format!(
+            "warning: run {run} (fix-vlan-range) ended without an end record (killed?) and may \
+             have left changes on localhost; see them with `remedy rollback {run} --dry-run`"
+        )),
+        "{}",
+        text(&o)
+    );
     let o = d.rollback(&run, &[]);
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
     assert!(text(&o).contains("1 change(s) to undo"), "{}", text(&o));
