@@ -30,6 +30,7 @@ pub mod modules;
 pub mod plan;
 pub mod planfile;
 pub mod playbook;
+pub mod preflight;
 pub mod redact;
 pub mod report;
 pub mod rollback;

@@ -645,6 +645,7 @@ impl Lines {
                 status,
                 exit_code,
                 not_undone,
+                left,
                 ..
             } => {
                 let _ = writeln!(out, "\nrecap:");
@@ -654,6 +655,9 @@ impl Lines {
                 }
                 for n in not_undone {
                     let _ = writeln!(out, "  {} {n}", paint(color, "31;1", "left in place:"));
+                }
+                for n in left {
+                    let _ = writeln!(out, "  kept, not undone: {n}");
                 }
                 let _ = writeln!(out, "{} (exit {exit_code})", status);
             }

@@ -52,7 +52,10 @@ pub async fn rollback(cx: &Ctx, done: &[Done], reason: &str) -> Report {
         match undo_one(cx, d).await {
             Ok(Settled::Undone) => report.undone += 1,
             Ok(Settled::Unchanged) => report.unchanged += 1,
-            Ok(Settled::Left) => report.left.push(label),
+            Ok(Settled::Left) => report.left.push(match &d.consumed_by {
+                Some(by) => format!("{label}, consumed by the irreversible step {by}"),
+                None => label,
+            }),
             Err(e) => report.not_undone.push(format!("{label}: {e}")),
         }
     }
@@ -90,6 +93,11 @@ fn end_with(
 }
 
 async fn undo_one(cx: &Ctx, d: &Done) -> Result<Settled, String> {
+    if d.consumed_by.is_some() {
+        let r = Ok(Settled::Left);
+        end(cx, d, &r, None);
+        return r;
+    }
     let may = if d.certain {
         "changed"
     } else {
@@ -348,8 +356,10 @@ pub fn pending_from_audit(
             undo,
             irreversible,
             certain,
+            consumed_by: None,
         });
     }
+    crate::preflight::consumed(&mut out);
     Ok(out)
 }
 

@@ -376,6 +376,13 @@ pub async fn run_node(cx: &Ctx, step: &Step, target: &str, ctx_value: Value) -> 
         Ok(h) => h,
         Err(e) => return NodeResult::failed(e, json!({"failed": true})),
     };
+    // A point of no return: what comes after it must be able to run (`preflight`).
+    let mut refused = None;
+    if !cx.dry_run && matches!(step.undo, Undo::Irreversible(_)) && !cx.stopping() {
+        if let Some(i) = cx.plan.program.steps.iter().position(|s| s.id == step.id) {
+            refused = crate::preflight::check(cx, i).await.err();
+        }
+    }
     let announced: Announced = Arc::default();
     let work = ANNOUNCED.scope(
         announced.clone(),
@@ -384,7 +391,15 @@ pub async fn run_node(cx: &Ctx, step: &Step, target: &str, ctx_value: Value) -> 
             run_kind(cx, step, &host, &ctx_value, timeout),
         ),
     );
-    let mut result = match tokio::time::timeout(timeout + Duration::from_secs(1), work).await {
+    let outcome = match refused {
+        Some(e) => Ok(NodeResult::failed_touched(
+            e,
+            json!({"failed": true}),
+            Touched::No,
+        )),
+        None => tokio::time::timeout(timeout + Duration::from_secs(1), work).await,
+    };
+    let mut result = match outcome {
         Ok(r) => r,
         Err(_) => {
             let why = format!("timed out after {}", humantime::format_duration(timeout));

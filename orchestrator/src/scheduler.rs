@@ -111,6 +111,9 @@ pub struct Done {
     /// rollback reads the target first and undoes only what moved). See
     /// [`crate::event::Touched::undo_candidate`].
     pub certain: bool,
+    /// A later irreversible step that may have consumed this change (`preflight::consumed`):
+    /// it is left in place, not undone.
+    pub consumed_by: Option<String>,
 }
 
 pub struct Scheduler {
@@ -273,6 +276,7 @@ impl Scheduler {
                     _ => None,
                 },
                 certain,
+                consumed_by: None,
             });
         }
     }
@@ -773,6 +777,8 @@ impl Scheduler {
                     failed.join(", ")
                 )
             };
+            let mut theirs = theirs;
+            crate::preflight::consumed(&mut theirs);
             let report = crate::rollback::rollback(&self.cx, &theirs, &reason).await;
             summary.take(&report);
             summary.exit = if !report.not_undone.is_empty() {
@@ -793,6 +799,7 @@ impl Scheduler {
             );
         }
         if let Err(reason) = result {
+            crate::preflight::consumed(&mut self.done);
             let report = crate::rollback::rollback(&self.cx, &self.done, &reason).await;
             summary.take(&report);
             // Whether anything was changed and then undone, or left by declaration; or

@@ -220,3 +220,135 @@ fn nothing_changed_is_told_apart_from_changed_and_undone() {
     d.verify();
     lab.stop();
 }
+
+/// The SSVM and its setting: the SSVMs' names and states, and the allowed sites.
+fn ssvm_state(world: &Value) -> (Vec<(String, String)>, String) {
+    let vms: Vec<&Value> = world["vms"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|v| v["kind"]["systemvmtype"] == "secondarystoragevm")
+        .collect();
+    let sites = vms
+        .iter()
+        .find(|v| v["state"] == "Running")
+        .and_then(|v| v["kind"]["allowed_sites"].as_str())
+        .unwrap_or("")
+        .to_string();
+    let names = vms
+        .iter()
+        .map(|v| {
+            (
+                v["name"].as_str().unwrap().to_string(),
+                v["state"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    (names, sites)
+}
+
+/// F6, before the point of no return: the new SSVM would come with a new host key, which a
+/// strict policy refuses, so the steps after the destroy could not run. The destroy is not
+/// attempted; the setting changed before it is undone; the SSVM is the one it was.
+#[test]
+fn an_irreversible_step_is_not_taken_when_what_follows_it_cannot_run() {
+    let d = Dirs::new();
+    let lab = Lab::start("ssvm-broken", &d.inventory(), &d.home);
+    let written = std::fs::read_to_string(d.inventory()).unwrap();
+    assert!(
+        written.contains("remedy_host_key_policy: accept-new"),
+        "{written}"
+    );
+    std::fs::write(
+        d.inventory(),
+        written.replace(
+            "remedy_host_key_policy: accept-new",
+            "remedy_host_key_policy: strict",
+        ),
+    )
+    .unwrap();
+    let before = ssvm_state(&lab.world());
+    let o = apply(
+        &d,
+        "recreate-ssvm",
+        &["add_site=10.20.0.0/16"],
+        &["--allow-irreversible"],
+    );
+    let out = text(&o);
+    assert_eq!(o.status.code(), Some(2), "{out}");
+    assert!(
+        out.contains("not run: destroy is irreversible, and what comes after it could not run: step new_selfcheck runs on "),
+        "{out}"
+    );
+    assert!(out.contains("strict refuses"), "{out}");
+    assert_eq!(ssvm_state(&lab.world()), before, "{out}");
+    d.verify();
+    lab.stop();
+}
+
+/// F6, past the point of no return: the SSVM was destroyed and its replacement booted with the
+/// new setting; then the replacement's self-check fails. The destroy cannot be undone, and the
+/// setting it consumed is kept (putting it back would leave the new SSVM inconsistent): both
+/// are named, exit 3.
+#[test]
+fn a_change_the_irreversible_step_consumed_is_kept_and_named() {
+    let d = Dirs::new();
+    let lab = Lab::start("ssvm-broken", &d.inventory(), &d.home);
+    let (old, sites_before) = ssvm_state(&lab.world());
+    assert_eq!(old.len(), 1, "{old:?}");
+    // The new SSVM's self-check cannot run: its connection drops. The rule is set once the
+    // old SSVM's self-check (in detection) is done: when the destroy is announced.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_remedy"))
+        .args(["apply", "recreate-ssvm", "-i", "lab-live.yml", "--yes"])
+        .args(["-e", "add_site=10.20.0.0/16", "--allow-irreversible"])
+        .args(["--audit-log", d.audit.to_str().unwrap()])
+        .current_dir(&d.apply_dir)
+        .env("HOME", &d.home)
+        .env("REMEDY_STATE_DIR", &d.state)
+        .env("REMEDY_PLAYBOOK_PATH", repo_root().join("playbooks"))
+        .env_remove("REMEDY_AUDIT_LOG")
+        .env_remove("REMEDY_INVENTORY")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let until = Instant::now() + Duration::from_secs(60);
+    while !std::fs::read_to_string(&d.audit)
+        .unwrap_or_default()
+        .lines()
+        .any(|l| l.contains("\"step_start\"") && l.contains("\"step\":\"destroy\""))
+    {
+        assert!(Instant::now() < until, "the destroy never started");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    lab.faults(
+        "PATCH",
+        r#"{"ssh": [{"command": "/usr/local/cloud/systemvm/ssvm-check.sh", "effect": "drop_before", "next": 5}]}"#,
+    );
+    let o = child.wait_with_output().unwrap();
+    let out = text(&o);
+    assert_eq!(o.status.code(), Some(3), "{out}");
+    assert!(
+        out.contains(
+            "kept, not undone: allow_site@localhost, consumed by the irreversible step destroy"
+        ),
+        "{out}"
+    );
+    assert!(
+        out.contains("left in place: destroy@localhost: irreversible"),
+        "{out}"
+    );
+    // The zone is consistent: the new SSVM runs with the setting it booted with.
+    let (now, sites) = ssvm_state(&lab.world());
+    assert!(
+        now.iter()
+            .any(|(n, s)| !old.iter().any(|(o, _)| o == n) && s == "Running"),
+        "{now:?}"
+    );
+    assert!(
+        sites.split(',').any(|c| c == "10.20.0.0/16"),
+        "{sites} (was {sites_before})"
+    );
+    d.verify();
+    lab.stop();
+}
