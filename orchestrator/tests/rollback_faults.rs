@@ -298,7 +298,7 @@ fn a_change_the_irreversible_step_consumed_is_kept_and_named() {
     assert_eq!(old.len(), 1, "{old:?}");
     // The new SSVM's self-check cannot run: its connection drops. The rule is set once the
     // old SSVM's self-check (in detection) is done: when the destroy is announced.
-    let mut child = Command::new(env!("CARGO_BIN_EXE_remedy"))
+    let child = Command::new(env!("CARGO_BIN_EXE_remedy"))
         .args(["apply", "recreate-ssvm", "-i", "lab-live.yml", "--yes"])
         .args(["-e", "add_site=10.20.0.0/16", "--allow-irreversible"])
         .args(["--audit-log", d.audit.to_str().unwrap()])
