@@ -315,6 +315,10 @@ pub enum Event {
         diff: Option<String>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         undo: Option<UndoRecord>,
+        /// A change's command may run on until this time (its start plus the step's timeout):
+        /// after a kill, a target read "as before" earlier may still change.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        settles_by: Option<String>,
     },
     StepEnd {
         run: String,
@@ -608,6 +612,7 @@ mod tests {
             pre: None,
             diff: None,
             undo: None,
+            settles_by: None,
         }
     }
 

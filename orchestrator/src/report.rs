@@ -771,6 +771,7 @@ mod tests {
             pre: None,
             diff: None,
             undo: None,
+            settles_by: None,
         }
     }
 

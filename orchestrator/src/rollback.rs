@@ -133,6 +133,24 @@ async fn undo_one(cx: &Ctx, d: &Done) -> Result<Settled, String> {
         end(cx, d, &r, None);
         return r;
     };
+    // A killed run's command may still be running on the host until `settles_by`: what reads
+    // "as before" now may yet change, and a raw rollback run now could come before it.
+    let running_until = d
+        .settles_by
+        .filter(|t| !d.certain && jiff::Timestamp::now() < *t);
+    let still_running = |t: jiff::Timestamp| {
+        format!(
+            "may still change: the run was killed while this change ran, and its command may \
+             still be running on {} until {t} (the step's timeout); check the host, then run \
+             `remedy rollback` for this run again",
+            d.target
+        )
+    };
+    if let (Some(t), None) = (running_until, &undo.verify) {
+        let r = Err(still_running(t));
+        end(cx, d, &r, None);
+        return r;
+    }
     let module = match &undo.verify {
         Some(v) => match ModuleSpec::from_json(v.kind, v.spec.clone()).and_then(|s| s.build()) {
             Ok(m) => Some((m, &v.before)),
@@ -161,6 +179,11 @@ async fn undo_one(cx: &Ctx, d: &Done) -> Result<Settled, String> {
                              for this run again"
                         .to_string(),
                 );
+                end(cx, d, &r, Some(true));
+                return r;
+            }
+            Ok(now) if m.restored(before, &now) && running_until.is_some() => {
+                let r = Err(still_running(running_until.unwrap_or_default()));
                 end(cx, d, &r, Some(true));
                 return r;
             }
@@ -330,6 +353,14 @@ pub fn pending_from_audit(
         } else {
             None
         };
+        // A node with no end: its command may still run until its start plus its timeout.
+        let settles_by = if ends.contains_key(&k) {
+            None
+        } else {
+            r.value["settles_by"]
+                .as_str()
+                .and_then(|t| t.parse::<jiff::Timestamp>().ok())
+        };
         let (certain, undo, irreversible) = match ends.get(&k) {
             None => (false, start_undo, None),
             Some(e) => {
@@ -357,6 +388,7 @@ pub fn pending_from_audit(
             irreversible,
             certain,
             consumed_by: None,
+            settles_by,
         });
     }
     crate::preflight::consumed(&mut out);

@@ -246,6 +246,12 @@ impl Ctx {
             pre,
             diff,
             undo: undo.clone(),
+            settles_by: Some(
+                (jiff::Timestamp::now()
+                    + jiff::SignedDuration::try_from(step.timeout.unwrap_or(DEFAULT_TIMEOUT))
+                        .unwrap_or(jiff::SignedDuration::MAX))
+                .to_string(),
+            ),
         })
         .map_err(|e| {
             NodeResult::failed(format!("not run: audit log: {e}"), json!({"failed": true}))
@@ -280,6 +286,7 @@ impl Ctx {
             pre: None,
             diff: None,
             undo: None,
+            settles_by: None,
         });
     }
 
@@ -778,7 +785,18 @@ async fn mutate(
     timeout: Duration,
 ) -> NodeResult {
     let kind = step.kind.name();
-    if let Err(r) = cx.announce(step, &host.name, kind, action.to_string(), pre, diff, None) {
+    // A rollback that does not read the step's result is recorded with the announcement, so
+    // that a run killed mid-command can still be undone (`remedy rollback RUN`).
+    let early_undo = render_undo(cx, step, ctx, &json!({})).ok().flatten();
+    if let Err(r) = cx.announce(
+        step,
+        &host.name,
+        kind,
+        action.to_string(),
+        pre,
+        diff,
+        early_undo,
+    ) {
         return r;
     }
     let res = match cx.act_typed(host, &action, Access::Mutating, timeout).await {

@@ -114,6 +114,9 @@ pub struct Done {
     /// A later irreversible step that may have consumed this change (`preflight::consumed`):
     /// it is left in place, not undone.
     pub consumed_by: Option<String>,
+    /// A node of a killed run (no end record): until this time its command may still be
+    /// running on the host, so a target that reads "as before" may yet change.
+    pub settles_by: Option<jiff::Timestamp>,
 }
 
 pub struct Scheduler {
@@ -277,6 +280,7 @@ impl Scheduler {
                 },
                 certain,
                 consumed_by: None,
+                settles_by: None,
             });
         }
     }
