@@ -710,13 +710,16 @@ fn run_case(case: &Case) {
     };
     // A held node may land after the run: the state is read once the hold is over.
     let hold_over = held_since + Duration::from_millis(HOLD_MS + 1500);
-    let mut exit = exit;
+    let (mut exit, mut end, mut by_rollback) = (exit, end, killed);
     if exit == Some(3) && story.contains("may still change") {
         std::thread::sleep(hold_over.saturating_duration_since(Instant::now()));
         let o = d.rollback(&run, &[]);
-        story = format!("{story}\n--- rollback again:\n{}", text(&o));
+        story = format!("{story}\n--- rollback once the hold is over:\n{}", text(&o));
         exit = o.status.code();
-        assert_eq!(exit, Some(0), "the second rollback restores\n{story}");
+        assert_eq!(exit, Some(0), "the later rollback restores\n{story}");
+        end = run_end(&d.records(), &d.last_run(&format!("rollback of {run}")))
+            .unwrap_or(Value::Null);
+        by_rollback = true;
     }
     std::thread::sleep(hold_over.saturating_duration_since(Instant::now()));
     let now = normalise(&lab.world());
@@ -728,14 +731,15 @@ fn run_case(case: &Case) {
         &now,
         &d.records(),
         &run,
-        killed,
+        by_rollback,
         &story,
     );
     d.verify();
     lab.stop();
 }
 
-/// The exit code, the state and the run's counts against the rollback model.
+/// The exit code, the state and the run's counts against the rollback model. `exit` and `end`
+/// are the apply's, or (`by_rollback`) those of the `remedy rollback RUN` that came after it.
 #[allow(clippy::too_many_arguments)]
 fn judge(
     case: &Case,
@@ -745,12 +749,12 @@ fn judge(
     now: &Value,
     records: &[Value],
     run: &str,
-    killed: bool,
+    by_rollback: bool,
     story: &str,
 ) {
     let p = case.profile;
     let count = |k: &str| end[k].as_u64().unwrap_or(0);
-    // The declared exceptions whose step changed something in this run.
+    // The declared exceptions whose step started in this run (a killed run has no end to it).
     let kept: Vec<&Exception> =
         p.pb.exceptions
             .iter()
@@ -780,8 +784,15 @@ fn judge(
     };
     let back = masked(now) == masked(pre);
     let diff = || state_diff(pre, now);
+    // The end record tells the exit the process ended with.
+    assert_eq!(
+        end["exit_code"].as_i64(),
+        exit.map(i64::from),
+        "the run_end's exit code: {end}\n{story}"
+    );
     match exit {
-        Some(0) if killed => {
+        Some(0) if by_rollback => {
+            assert_eq!(end["not_undone"], json!([]), "{end}\n{story}");
             assert!(
                 back,
                 "rollback exit 0, the zone not as before: {}\n{story}",
