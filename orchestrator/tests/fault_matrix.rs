@@ -662,8 +662,9 @@ fn apply_losing_reply(
     child.wait_with_output().unwrap()
 }
 
-/// Runs one case on a fresh lab and judges it; panics with what is wrong.
-fn run_case(case: &Case) {
+/// Runs one case on a fresh lab and judges it; panics with what is wrong. Returns the exit code
+/// judged (the apply's, or the rollback's that came after it).
+fn run_case(case: &Case) -> Option<i32> {
     let p = case.profile;
     let pb = p.pb;
     let node = &p.nodes[case.n];
@@ -736,6 +737,7 @@ fn run_case(case: &Case) {
     );
     d.verify();
     lab.stop();
+    exit
 }
 
 /// The exit code, the state and the run's counts against the rollback model. `exit` and `end`
@@ -962,25 +964,34 @@ fn every_fault_on_every_mutating_node_is_rolled_back_truthfully() {
         (c.name(), r, t.elapsed())
     });
     let mut failures = Vec::new();
+    let mut exits = std::collections::BTreeMap::new();
     let mut err = std::io::stderr().lock();
     for (name, r, took) in &results {
         let known = KNOWN_FAILURES.iter().find(|(k, _)| k == name);
+        if let Ok(code) = r {
+            *exits.entry(*code).or_insert(0) += 1;
+        }
         match (r, known) {
-            (Ok(()), Some(_)) => {
+            (Ok(_), Some(_)) => {
                 let _ = writeln!(err, "  {name}: listed as a known failure, but passes");
             }
             (Err(e), None) => failures.push(format!("{name} ({took:?}): {e}")),
             (Err(_), Some((_, why))) => {
                 let _ = writeln!(err, "  {name}: known failure: {why}");
             }
-            (Ok(()), None) => {}
+            (Ok(_), None) => {}
         }
     }
+    let exits: Vec<String> = exits
+        .iter()
+        .map(|(code, n)| format!("{n} x exit {}", code.map_or("-".into(), |c| c.to_string())))
+        .collect();
     let _ = writeln!(
         err,
-        "fault matrix: {} cases in {:.0?}",
+        "fault matrix: {} cases in {:.0?}; passed: {}",
         cases.len(),
-        started.elapsed()
+        started.elapsed(),
+        exits.join(", ")
     );
     drop(err);
     assert!(
