@@ -10,7 +10,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use support::{repo_root, text, Dirs, Lab};
+use support::{text, Dirs, Lab};
 
 fn guest_vlan(world: &Value) -> String {
     world["physnets"][0]["vlan"].as_str().unwrap().to_string()
@@ -113,16 +113,17 @@ fn kill_9_during_an_async_job_then_rollback_run_undoes_it() {
         "PATCH",
         r#"{"slow_jobs": ["updatePhysicalNetwork"], "slow_job_ms": 8000}"#,
     );
-    let mut child = Command::new(env!("CARGO_BIN_EXE_remedy"))
-        .args(["apply", "fix-vlan-range", "-i", "lab-live.yml", "--yes"])
-        .args(["-e", "range=1000-1099"])
-        .args(["--audit-log", d.audit.to_str().unwrap()])
-        .current_dir(&d.apply_dir)
-        .env("HOME", &d.home)
-        .env("REMEDY_STATE_DIR", &d.state)
-        .env("REMEDY_PLAYBOOK_PATH", repo_root().join("playbooks"))
-        .env_remove("REMEDY_AUDIT_LOG")
-        .env_remove("REMEDY_INVENTORY")
+    let apply_args = [
+        "apply",
+        "fix-vlan-range",
+        "-i",
+        "lab-live.yml",
+        "--yes",
+        "-e",
+        "range=1000-1099",
+    ];
+    let mut child = d
+        .command(&d.apply_dir, &apply_args)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -298,16 +299,18 @@ fn a_change_the_irreversible_step_consumed_is_kept_and_named() {
     assert_eq!(old.len(), 1, "{old:?}");
     // The new SSVM's self-check cannot run: its connection drops. The rule is set once the
     // old SSVM's self-check (in detection) is done: when the destroy is announced.
-    let child = Command::new(env!("CARGO_BIN_EXE_remedy"))
-        .args(["apply", "recreate-ssvm", "-i", "lab-live.yml", "--yes"])
-        .args(["-e", "add_site=10.20.0.0/16", "--allow-irreversible"])
-        .args(["--audit-log", d.audit.to_str().unwrap()])
-        .current_dir(&d.apply_dir)
-        .env("HOME", &d.home)
-        .env("REMEDY_STATE_DIR", &d.state)
-        .env("REMEDY_PLAYBOOK_PATH", repo_root().join("playbooks"))
-        .env_remove("REMEDY_AUDIT_LOG")
-        .env_remove("REMEDY_INVENTORY")
+    let apply_args = [
+        "apply",
+        "recreate-ssvm",
+        "-i",
+        "lab-live.yml",
+        "--yes",
+        "-e",
+        "add_site=10.20.0.0/16",
+        "--allow-irreversible",
+    ];
+    let child = d
+        .command(&d.apply_dir, &apply_args)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()

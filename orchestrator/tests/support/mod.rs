@@ -158,10 +158,11 @@ impl Dirs {
     }
 
     /// `remedy ARGS` in `cwd`, with this test's HOME, state directory and audit log, and the
-    /// shipped playbooks on the search path.
-    pub fn remedy(&self, cwd: &Path, args: &[&str]) -> Output {
-        Command::new(env!("CARGO_BIN_EXE_remedy"))
-            .args(args)
+    /// shipped playbooks on the search path; not started yet (a test may spawn it to signal
+    /// it).
+    pub fn command(&self, cwd: &Path, args: &[&str]) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_remedy"));
+        cmd.args(args)
             .args(["--audit-log", self.audit.to_str().unwrap()])
             .current_dir(cwd)
             .env("HOME", &self.home)
@@ -169,9 +170,13 @@ impl Dirs {
             .env("REMEDY_PLAYBOOK_PATH", repo_root().join("playbooks"))
             .env_remove("REMEDY_AUDIT_LOG")
             .env_remove("REMEDY_INVENTORY")
-            .env_remove("SSH_AUTH_SOCK")
-            .output()
-            .expect("run remedy")
+            .env_remove("SSH_AUTH_SOCK");
+        cmd
+    }
+
+    /// [`Dirs::command`], run to its end.
+    pub fn remedy(&self, cwd: &Path, args: &[&str]) -> Output {
+        self.command(cwd, args).output().expect("run remedy")
     }
 
     /// `remedy apply PLAYBOOK -i lab-live.yml` (relative: from the inventory's directory) with
