@@ -251,22 +251,6 @@ impl Lab {
 }
 
 impl Dirs {
-    /// `remedy ARGS` in `cwd` as [`Dirs::remedy`] runs it, not yet started: for a test that
-    /// signals the process while it runs.
-    pub fn command(&self, cwd: &Path, args: &[&str]) -> Command {
-        let mut c = Command::new(env!("CARGO_BIN_EXE_remedy"));
-        c.args(args)
-            .args(["--audit-log", self.audit.to_str().unwrap()])
-            .current_dir(cwd)
-            .env("HOME", &self.home)
-            .env("REMEDY_STATE_DIR", &self.state)
-            .env("REMEDY_PLAYBOOK_PATH", repo_root().join("playbooks"))
-            .env_remove("REMEDY_AUDIT_LOG")
-            .env_remove("REMEDY_INVENTORY")
-            .env_remove("SSH_AUTH_SOCK");
-        c
-    }
-
     /// The audit log's records, or none while it does not exist yet.
     pub fn records_so_far(&self) -> Vec<Value> {
         std::fs::read_to_string(&self.audit)
