@@ -194,7 +194,36 @@ const KNOWN_FAILURES: &[(&str, &str)] = &[
         "vr-restore-public-link sigkill default_route@r-931-VM",
         SSH_UNDO_UNRECORDED,
     ),
+    (
+        "vr-backup-loop sigkill-late-rollback public_link.default_route@r-930-VM",
+        SSH_UNDO_UNRECORDED,
+    ),
+    (
+        "vr-backup-loop sigkill-late-rollback public_link.default_route@r-931-VM",
+        SSH_UNDO_UNRECORDED,
+    ),
+    (
+        "vr-restore-public-link sigkill-late-rollback default_route@r-930-VM",
+        SSH_UNDO_UNRECORDED,
+    ),
+    (
+        "vr-restore-public-link sigkill-late-rollback default_route@r-931-VM",
+        SSH_UNDO_UNRECORDED,
+    ),
+    (
+        "recreate-ssvm sigkill-late-rollback destroy@localhost",
+        CONSUMED_UNDONE_AFTER_KILL,
+    ),
 ];
+
+/// A rollback that lies: after `kill -9` during recreate-ssvm's irreversible destroy (its job
+/// still running), once the new SSVM has booted with the new setting, `remedy rollback RUN`
+/// reports the setting `undone` (and the destroy "may have changed ... check by hand"): the new
+/// SSVM runs with the sites the setting no longer has. A destroy that started and never ended
+/// must count as taken: the change it consumes is kept and named, as the run itself does.
+const CONSUMED_UNDONE_AFTER_KILL: &str = "rollback RUN undoes the setting the irreversible \
+     destroy consumed when the killed run never recorded the destroy's end; the new SSVM is left \
+     running with other sites than the setting";
 
 /// A rollback that lies: after `kill -9` during an SSH command that the host still holds,
 /// `remedy rollback RUN` reads the target, finds it "as before", and reports the run rolled
@@ -443,14 +472,18 @@ enum Fault {
     Sigterm,
     /// (e) SIGKILL while it runs, then `remedy rollback RUN --yes`.
     Sigkill,
+    /// (f) SIGKILL while it runs, then `remedy rollback RUN --yes` once the hold is over (the
+    /// node's change has landed, and what came with it: a new SSVM booted).
+    SigkillLate,
 }
 
-const FAULTS: [Fault; 5] = [
+const FAULTS: [Fault; 6] = [
     Fault::Fails,
     Fault::LostReply,
     Fault::LostThenNextFails,
     Fault::Sigterm,
     Fault::Sigkill,
+    Fault::SigkillLate,
 ];
 
 impl Fault {
@@ -461,6 +494,7 @@ impl Fault {
             Fault::LostThenNextFails => "lost-reply-then-next-fails",
             Fault::Sigterm => "sigterm",
             Fault::Sigkill => "sigkill",
+            Fault::SigkillLate => "sigkill-late-rollback",
         }
     }
 }
@@ -666,8 +700,9 @@ fn wait_for_start(d: &Dirs, node: &Node) {
     }
 }
 
-/// Runs `apply` as a child, sends `signal` once the node has started and its request is held.
-fn apply_and_signal(d: &Dirs, pb: &Playbook, node: &Node, signal: &str) -> Output {
+/// Runs `apply` as a child, sends `signal` once the node has started and its request is held;
+/// its output, and when the node started.
+fn apply_and_signal(d: &Dirs, pb: &Playbook, node: &Node, signal: &str) -> (Output, Instant) {
     let child = d
         .command(&d.apply_dir, &apply_args(pb))
         .stdout(Stdio::piped())
@@ -675,12 +710,13 @@ fn apply_and_signal(d: &Dirs, pb: &Playbook, node: &Node, signal: &str) -> Outpu
         .spawn()
         .expect("start remedy apply");
     wait_for_start(d, node);
+    let started = Instant::now();
     // The step is announced before its request goes out: give the request time to be held.
     std::thread::sleep(Duration::from_millis(500));
     let _ = std::process::Command::new("kill")
         .args([signal, &child.id().to_string()])
         .status();
-    child.wait_with_output().unwrap()
+    (child.wait_with_output().unwrap(), started)
 }
 
 /// Applies with `node`'s reply lost (and the `next` faults set). The lab drops the replies of
@@ -727,7 +763,7 @@ fn run_case(case: &Case) -> Option<i32> {
     let lab = fresh_lab(pb, &d);
     let pre = normalise(&lab.world());
     assert_eq!(pre, p.pre, "a fresh lab starts as the profiled one");
-    let held_since = Instant::now();
+    let mut held_since = Instant::now();
     let (exit, out, run, killed) = match case.fault {
         Fault::Fails => {
             lab.faults("PATCH", &node.fail().to_string());
@@ -741,12 +777,14 @@ fn run_case(case: &Case) -> Option<i32> {
         }
         Fault::Sigterm => {
             lab.faults("PATCH", &node.hold().to_string());
-            let o = apply_and_signal(&d, pb, node, "-TERM");
+            let (o, started) = apply_and_signal(&d, pb, node, "-TERM");
+            held_since = started;
             (o.status.code(), text(&o), d.last_run(pb.name), false)
         }
-        Fault::Sigkill => {
+        Fault::Sigkill | Fault::SigkillLate => {
             lab.faults("PATCH", &node.hold().to_string());
-            let o = apply_and_signal(&d, pb, node, "-KILL");
+            let (o, started) = apply_and_signal(&d, pb, node, "-KILL");
+            held_since = started;
             let run = d.last_run(pb.name);
             assert_eq!(o.status.code(), None, "killed: {}", text(&o));
             (None, text(&o), run, true)
@@ -754,8 +792,13 @@ fn run_case(case: &Case) -> Option<i32> {
     };
     let records = d.records();
     let mut story = out.clone();
+    // A held node may land after the run: the state is read once the hold is over.
+    let hold_over = held_since + Duration::from_millis(HOLD_MS + 1500);
     let (exit, end) = if killed {
         assert!(run_end(&records, &run).is_none(), "a killed run has no end");
+        if case.fault == Fault::SigkillLate {
+            std::thread::sleep(hold_over.saturating_duration_since(Instant::now()));
+        }
         let o = d.rollback(&run, &[]);
         story = format!("{story}\n--- rollback:\n{}", text(&o));
         let end = run_end(&d.records(), &d.last_run(&format!("rollback of {run}")))
@@ -764,8 +807,6 @@ fn run_case(case: &Case) -> Option<i32> {
     } else {
         (exit, run_end(&records, &run).expect("a run_end"))
     };
-    // A held node may land after the run: the state is read once the hold is over.
-    let hold_over = held_since + Duration::from_millis(HOLD_MS + 1500);
     let (mut exit, mut end, mut by_rollback) = (exit, end, killed);
     if exit == Some(3) && story.contains("may still change") {
         std::thread::sleep(hold_over.saturating_duration_since(Instant::now()));
