@@ -236,3 +236,27 @@ pub fn text(o: &Output) -> String {
         String::from_utf8_lossy(&o.stderr)
     )
 }
+
+impl Lab {
+    /// `GET PATH` on the lab's HTTP side (`/sim/requests`, `/sim/faults`), as JSON.
+    pub fn get(&self, path: &str) -> Value {
+        let mut stream = std::net::TcpStream::connect(&self.addr).expect("connect to the lab");
+        write!(stream, "GET {path} HTTP/1.0\r\nHost: {}\r\n\r\n", self.addr).unwrap();
+        let mut reply = String::new();
+        stream.read_to_string(&mut reply).unwrap();
+        let (head, body) = reply.split_once("\r\n\r\n").expect("an HTTP reply");
+        assert!(head.starts_with("HTTP/1.0 200"), "{path}: {head}");
+        serde_json::from_str(body).expect("JSON")
+    }
+}
+
+impl Dirs {
+    /// The audit log's records, or none while it does not exist yet.
+    pub fn records_so_far(&self) -> Vec<Value> {
+        std::fs::read_to_string(&self.audit)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    }
+}
