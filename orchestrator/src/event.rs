@@ -319,6 +319,9 @@ pub enum Event {
         /// after a kill, a target read "as before" earlier may still change.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         settles_by: Option<String>,
+        /// The step is irreversible (why): once started, it counts as taken.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        irreversible: Option<String>,
     },
     StepEnd {
         run: String,
@@ -613,6 +616,7 @@ mod tests {
             diff: None,
             undo: None,
             settles_by: None,
+            irreversible: None,
         }
     }
 

@@ -84,11 +84,14 @@ pub async fn check(cx: &Ctx, step: usize) -> Result<(), String> {
 }
 
 /// Marks the changes completed before the last irreversible change in `done` (in completion
-/// order) as consumed by it: they are left in place, not undone.
+/// order; one that may have happened counts) as consumed by it: they are left in place, not
+/// undone.
 pub fn consumed(done: &mut [Done]) {
+    // An irreversible step that changed, or may have (killed while it ran, its reply lost),
+    // counts as taken.
     let Some(last) = done
         .iter()
-        .rposition(|d| d.certain && d.irreversible.is_some() && d.undo.is_none())
+        .rposition(|d| d.irreversible.is_some() && d.undo.is_none())
     else {
         return;
     };

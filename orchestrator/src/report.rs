@@ -772,6 +772,7 @@ mod tests {
             diff: None,
             undo: None,
             settles_by: None,
+            irreversible: None,
         }
     }
 

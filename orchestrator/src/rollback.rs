@@ -362,7 +362,12 @@ pub fn pending_from_audit(
                 .and_then(|t| t.parse::<jiff::Timestamp>().ok())
         };
         let (certain, undo, irreversible) = match ends.get(&k) {
-            None => (false, start_undo, None),
+            // Killed while it ran: an irreversible step counts as taken.
+            None => (
+                false,
+                start_undo,
+                r.value["irreversible"].as_str().map(str::to_string),
+            ),
             Some(e) => {
                 let v = &e.value;
                 let outcome: Outcome = match serde_json::from_value(v["outcome"].clone()) {

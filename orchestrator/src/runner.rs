@@ -252,6 +252,10 @@ impl Ctx {
                         .unwrap_or(jiff::SignedDuration::MAX))
                 .to_string(),
             ),
+            irreversible: match &step.undo {
+                Undo::Irreversible(why) => Some(why.clone()),
+                _ => None,
+            },
         })
         .map_err(|e| {
             NodeResult::failed(format!("not run: audit log: {e}"), json!({"failed": true}))
@@ -287,6 +291,7 @@ impl Ctx {
             diff: None,
             undo: None,
             settles_by: None,
+            irreversible: None,
         });
     }
 
