@@ -845,12 +845,8 @@ async fn mutate(
         ActionResult::Ssh(out) => out.rc == Some(0),
         ActionResult::Api(_) => true,
     };
-    match r.outcome {
-        Outcome::Changed => r.touched = Some(Touched::Yes),
-        Outcome::Failed if ran => r.touched = Some(Touched::Yes),
-        Outcome::NoChange => r.touched = Some(Touched::No),
-        _ => r.touched = Some(Touched::No),
-    }
+    let changed = r.outcome == Outcome::Changed || (r.outcome == Outcome::Failed && ran);
+    r.touched = Some(if changed { Touched::Yes } else { Touched::No });
     if r.touched == Some(Touched::Yes) {
         match render_undo(cx, step, ctx, &r.registered) {
             Ok(u) => r.undo = u,
