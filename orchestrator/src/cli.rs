@@ -957,6 +957,11 @@ fn show(name: &str, format: ShowFormat, transitive: bool) -> ExitCode {
             Undo::Irreversible(w) => format!("IRREVERSIBLE: {w}"),
             Undo::NotNeeded(w) => format!("no undo needed: {w}"),
         };
+        let undo = if s.consumes.is_empty() {
+            undo
+        } else {
+            format!("{undo}; consumes {}", s.consumes.join(", "))
+        };
         let on =
             s.on.as_ref()
                 .map(|t| t.source.to_string())

@@ -322,6 +322,10 @@ pub enum Event {
         /// The step is irreversible (why): once started, it counts as taken.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         irreversible: Option<String>,
+        /// The earlier steps whose changes this one puts to use (`consumes:`): once it has
+        /// changed, or may have, they are left in place.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        consumes: Vec<String>,
     },
     StepEnd {
         run: String,
@@ -617,6 +621,7 @@ mod tests {
             undo: None,
             settles_by: None,
             irreversible: None,
+            consumes: Vec::new(),
         }
     }
 

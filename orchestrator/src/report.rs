@@ -718,6 +718,11 @@ pub fn plan_text(plan: &crate::plan::Plan) -> String {
             Undo::Irreversible(why) => format!("IRREVERSIBLE: {why}"),
             Undo::ReadOnly => String::new(),
         };
+        let undo = if s.consumes.is_empty() {
+            undo
+        } else {
+            format!("{undo}; once it ran, {} stays", s.consumes.join(", "))
+        };
         let mut targets = plan.targets[i].join(", ");
         if let Some(r) = plan.bound_after(i) {
             targets = format!(
@@ -773,6 +778,7 @@ mod tests {
             undo: None,
             settles_by: None,
             irreversible: None,
+            consumes: Vec::new(),
         }
     }
 

@@ -53,7 +53,7 @@ pub async fn rollback(cx: &Ctx, done: &[Done], reason: &str) -> Report {
             Ok(Settled::Undone) => report.undone += 1,
             Ok(Settled::Unchanged) => report.unchanged += 1,
             Ok(Settled::Left) => report.left.push(match &d.consumed_by {
-                Some(by) => format!("{label}, consumed by the irreversible step {by}"),
+                Some(by) => format!("{label}, consumed by {by}"),
                 None => label,
             }),
             Err(e) => report.not_undone.push(format!("{label}: {e}")),
@@ -361,6 +361,12 @@ pub fn pending_from_audit(
                 .as_str()
                 .and_then(|t| t.parse::<jiff::Timestamp>().ok())
         };
+        let consumes: Vec<String> = r.value["consumes"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|s| s.as_str().map(str::to_string))
+            .collect();
         let (certain, undo, irreversible) = match ends.get(&k) {
             // Killed while it ran: an irreversible step counts as taken.
             None => (
@@ -392,6 +398,7 @@ pub fn pending_from_audit(
             undo,
             irreversible,
             certain,
+            consumes,
             consumed_by: None,
             settles_by,
         });

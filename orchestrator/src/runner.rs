@@ -256,6 +256,7 @@ impl Ctx {
                 Undo::Irreversible(why) => Some(why.clone()),
                 _ => None,
             },
+            consumes: step.consumes.clone(),
         })
         .map_err(|e| {
             NodeResult::failed(format!("not run: audit log: {e}"), json!({"failed": true}))
@@ -292,6 +293,7 @@ impl Ctx {
             undo: None,
             settles_by: None,
             irreversible: None,
+            consumes: Vec::new(),
         });
     }
 

@@ -111,8 +111,10 @@ pub struct Done {
     /// rollback reads the target first and undoes only what moved). See
     /// [`crate::event::Touched::undo_candidate`].
     pub certain: bool,
-    /// A later irreversible step that may have consumed this change (`preflight::consumed`):
-    /// it is left in place, not undone.
+    /// The earlier steps whose changes this one put to use (its `consumes:`).
+    pub consumes: Vec<String>,
+    /// What consumed this change (`preflight::consumed`): a later irreversible step, or a
+    /// later step that `consumes:` it. It is left in place, not undone.
     pub consumed_by: Option<String>,
     /// A node of a killed run (no end record): until this time its command may still be
     /// running on the host, so a target that reads "as before" may yet change.
@@ -279,6 +281,7 @@ impl Scheduler {
                     _ => None,
                 },
                 certain,
+                consumes: step.consumes.clone(),
                 consumed_by: None,
                 settles_by: None,
             });

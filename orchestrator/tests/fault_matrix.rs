@@ -148,50 +148,9 @@ const PLAYBOOKS: &[Playbook] = &[
 
 /// Cases that expose a real bug in remedy (a rollback that lies), by name, with the reason. The
 /// rest of the matrix stays green; a case listed here that passes is reported.
-const KNOWN_FAILURES: &[(&str, &str)] = &[
-    (
-        "vr-backup-loop sigkill public_link.default_route@r-930-VM",
-        RAW_STEP_STILL_RUNNING,
-    ),
-    (
-        "vr-backup-loop sigkill-late-rollback public_link.default_route@r-930-VM",
-        RAW_STEP_STILL_RUNNING,
-    ),
-    (
-        "vr-backup-loop sigkill public_link.default_route@r-931-VM",
-        RAW_STEP_STILL_RUNNING,
-    ),
-    (
-        "vr-backup-loop sigkill-late-rollback public_link.default_route@r-931-VM",
-        RAW_STEP_STILL_RUNNING,
-    ),
-    (
-        "vr-restore-public-link sigkill default_route@r-930-VM",
-        RAW_STEP_STILL_RUNNING,
-    ),
-    (
-        "vr-restore-public-link sigkill-late-rollback default_route@r-930-VM",
-        RAW_STEP_STILL_RUNNING,
-    ),
-    (
-        "vr-restore-public-link sigkill default_route@r-931-VM",
-        RAW_STEP_STILL_RUNNING,
-    ),
-    (
-        "vr-restore-public-link sigkill-late-rollback default_route@r-931-VM",
-        RAW_STEP_STILL_RUNNING,
-    ),
-];
-
-/// Honest but incomplete: an `ssh:` step (no module, no probe) killed mid-command may still
-/// be running on the host; remedy cannot read whether it landed, so `remedy rollback RUN`
-/// says "may still change ... until <the step's start plus its timeout>" (exit 3) and runs
-/// the step's recorded rollback only after that time. Within the test's seconds it never gets
-/// there. (Fixed on the way here: a module's target is read and undone once it moved; the
-/// rollback command is now recorded when the change is announced; an irreversible step killed
-/// while it ran counts as taken, so the setting it consumed is kept.)
-const RAW_STEP_STILL_RUNNING: &str = "a raw ssh step killed mid-command cannot be read: rollback \
-     RUN says 'may still change' (exit 3) until the step's timeout has passed";
+/// Empty: the last ones (the public table's default route, a raw `ssh:` step that a kill
+/// mid-command left unreadable) went when the step became the `route` module.
+const KNOWN_FAILURES: &[(&str, &str)] = &[];
 
 /// recreate-ssvm past its destroy: the secondary storage VMs (the old one destroyed, the new
 /// one deployed) and the setting the new one booted with.

@@ -355,3 +355,59 @@ fn a_change_the_irreversible_step_consumed_is_kept_and_named() {
     d.verify();
     lab.stop();
 }
+
+/// Once restartVPC has implemented the tiers, they hold VLANs from the range added before it:
+/// CloudStack refuses to remove a range in use. `implement` declares `consumes: [vlans]`, so a
+/// failure after it keeps the range (named, exit 2) and undoes the rest, instead of an undo
+/// that fails (exit 3).
+#[test]
+fn a_range_the_tiers_now_hold_is_kept_and_named() {
+    let d = Dirs::new();
+    let lab = Lab::start("vr-backup-loop", &d.inventory(), &d.home);
+    let (vlan_before, links_before) = zone_state(&lab.world());
+    assert_eq!(vlan_before, "");
+    let mut args = vec!["apply", "vr-backup-loop", "-i", "lab-live.yml", "--yes"];
+    for e in VR {
+        args.extend(["-e", e]);
+    }
+    let child = d
+        .command(&d.apply_dir, &args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The routers' own check in verification fails: set once implement starts (detection ran
+    // the same command before).
+    let until = Instant::now() + Duration::from_secs(60);
+    while !std::fs::read_to_string(&d.audit)
+        .unwrap_or_default()
+        .lines()
+        .any(|l| l.contains("\"step_start\"") && l.contains("\"step\":\"implement\""))
+    {
+        assert!(Instant::now() < until, "implement never started");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    lab.faults(
+        "PATCH",
+        r#"{"ssh": [{"command": "/opt/cloud/bin/checkrouter.sh", "effect": "fail", "exit": 2, "stderr": "injected", "next": 5}]}"#,
+    );
+    let o = child.wait_with_output().unwrap();
+    let out = text(&o);
+    assert_eq!(o.status.code(), Some(2), "{out}");
+    assert!(
+        out.contains("vlans.guest_vlans@localhost, consumed by implement"),
+        "{out}"
+    );
+    assert!(out.contains("implement@localhost"), "{out}");
+    let (vlan, links) = zone_state(&lab.world());
+    assert_eq!(vlan, "1000-1099", "the range the tiers hold stays\n{out}");
+    assert_eq!(links, links_before, "the public links are undone\n{out}");
+    // `remedy rollback RUN` agrees: nothing left to undo, the range still kept.
+    let run = d.last_run("vr-backup-loop");
+    let r = d.rollback(&run, &[]);
+    let rout = text(&r);
+    assert_eq!(r.status.code(), Some(0), "{rout}");
+    assert_eq!(guest_vlan(&lab.world()), "1000-1099", "{rout}");
+    d.verify();
+    lab.stop();
+}

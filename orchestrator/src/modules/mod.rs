@@ -30,6 +30,7 @@
 pub mod cloudstack;
 pub mod file;
 pub mod link;
+pub mod route;
 pub mod ovs;
 pub mod service;
 
@@ -46,6 +47,7 @@ pub use cloudstack::{
 };
 pub use file::{File, FileSpec};
 pub use link::{Link, LinkSpec, LinkState};
+pub use route::{Route, RouteSpec, RouteState};
 pub use ovs::{OvsFlow, OvsFlowSpec, OvsPort, OvsPortSpec, Presence};
 pub use service::{Service, ServiceSpec, ServiceState};
 
@@ -185,6 +187,7 @@ pub enum ModuleKind {
     Service,
     File,
     Link,
+    Route,
     OvsPort,
     OvsFlow,
     CsSetting,
@@ -192,10 +195,11 @@ pub enum ModuleKind {
 }
 
 impl ModuleKind {
-    pub const ALL: [ModuleKind; 7] = [
+    pub const ALL: [ModuleKind; 8] = [
         ModuleKind::Service,
         ModuleKind::File,
         ModuleKind::Link,
+        ModuleKind::Route,
         ModuleKind::OvsPort,
         ModuleKind::OvsFlow,
         ModuleKind::CsSetting,
@@ -208,6 +212,7 @@ impl ModuleKind {
             ModuleKind::Service => "service",
             ModuleKind::File => "file",
             ModuleKind::Link => "link",
+            ModuleKind::Route => "route",
             ModuleKind::OvsPort => "ovs_port",
             ModuleKind::OvsFlow => "ovs_flow",
             ModuleKind::CsSetting => "cs_setting",
@@ -243,6 +248,7 @@ pub enum ModuleSpec {
     Service(ServiceSpec),
     File(FileSpec),
     Link(LinkSpec),
+    Route(RouteSpec),
     OvsPort(OvsPortSpec),
     OvsFlow(OvsFlowSpec),
     CsSetting(CsSettingSpec),
@@ -255,6 +261,7 @@ impl ModuleSpec {
             ModuleSpec::Service(_) => ModuleKind::Service,
             ModuleSpec::File(_) => ModuleKind::File,
             ModuleSpec::Link(_) => ModuleKind::Link,
+            ModuleSpec::Route(_) => ModuleKind::Route,
             ModuleSpec::OvsPort(_) => ModuleKind::OvsPort,
             ModuleSpec::OvsFlow(_) => ModuleKind::OvsFlow,
             ModuleSpec::CsSetting(_) => ModuleKind::CsSetting,
@@ -268,6 +275,7 @@ impl ModuleSpec {
             ModuleSpec::Service(s) => Box::new(s.build()?),
             ModuleSpec::File(s) => Box::new(s.build()?),
             ModuleSpec::Link(s) => Box::new(s.build()?),
+            ModuleSpec::Route(s) => Box::new(s.build()?),
             ModuleSpec::OvsPort(s) => Box::new(s.build()?),
             ModuleSpec::OvsFlow(s) => Box::new(s.build()?),
             ModuleSpec::CsSetting(s) => Box::new(s.build()?),
@@ -281,6 +289,7 @@ impl ModuleSpec {
             ModuleSpec::Service(s) => serde_json::to_value(s),
             ModuleSpec::File(s) => serde_json::to_value(s),
             ModuleSpec::Link(s) => serde_json::to_value(s),
+            ModuleSpec::Route(s) => serde_json::to_value(s),
             ModuleSpec::OvsPort(s) => serde_json::to_value(s),
             ModuleSpec::OvsFlow(s) => serde_json::to_value(s),
             ModuleSpec::CsSetting(s) => serde_json::to_value(s),
@@ -301,6 +310,7 @@ impl ModuleSpec {
             ModuleKind::Service => ModuleSpec::Service(de(kind, value)?),
             ModuleKind::File => ModuleSpec::File(de(kind, value)?),
             ModuleKind::Link => ModuleSpec::Link(de(kind, value)?),
+            ModuleKind::Route => ModuleSpec::Route(de(kind, value)?),
             ModuleKind::OvsPort => ModuleSpec::OvsPort(de(kind, value)?),
             ModuleKind::OvsFlow => ModuleSpec::OvsFlow(de(kind, value)?),
             ModuleKind::CsSetting => ModuleSpec::CsSetting(de(kind, value)?),
@@ -597,6 +607,7 @@ mod tests {
                 "service",
                 "file",
                 "link",
+                "route",
                 "ovs_port",
                 "ovs_flow",
                 "cs_setting",
@@ -654,6 +665,7 @@ mod tests {
 - service: { name: dnsmasq, state: restarted }
 - file: { path: /etc/cloudstack/agent/agent.properties, mode: "0640", owner: cloud, group: cloud }
 - link: { dev: eth1, state: up }
+- route: { dest: default, via: 10.1.1.1, dev: eth2, table: "2" }
 - ovs_port: { bridge: br0, port: bond2, state: present }
 - ovs_flow: { bridge: br-int, flow: "table=0,priority=3,in_port=1,dl_vlan=3933,actions=mod_vlan_vid:1,NORMAL", state: present }
 - cs_setting: { name: network.gc.interval, value: 600 }
@@ -666,7 +678,7 @@ mod tests {
         use ModuleKind::*;
         assert_eq!(
             kinds,
-            [Service, File, Link, OvsPort, OvsFlow, CsSetting, CsSetting, VlanRange, VlanRange]
+            [Service, File, Link, Route, OvsPort, OvsFlow, CsSetting, CsSetting, VlanRange, VlanRange]
         );
         for spec in specs {
             let kind = spec.kind();

@@ -221,6 +221,10 @@ pub struct Step {
     /// `refresh_inventory: true`: once this step has run, the inventory's CloudStack source is
     /// read again and every later step is bound to the machines that exist then.
     pub refresh_inventory: bool,
+    /// `consumes: [ids]`: the ids of earlier mutating steps whose changes this step puts to
+    /// use. Once it has changed (or may have), rollback leaves them in place
+    /// ([`crate::preflight::consumed`]).
+    pub consumes: Vec<String>,
     pub kind: Kind,
     pub access: Access,
     pub loc: Loc,
@@ -521,6 +525,7 @@ impl Compiler<'_> {
         // Items of this section: local id -> the step indices it stands for.
         let mut items: Vec<(String, Vec<usize>)> = Vec::new();
         let mut pending_needs: Vec<PendingNeeds> = Vec::new();
+        let mut pending_consumes: Vec<(usize, String, String, Vec<String>)> = Vec::new();
         let mut previous: Vec<usize> = after.to_vec();
         let mut seen_ids: HashMap<String, String> = HashMap::new();
         // ids from other sections of the same file are valid `needs` targets too
@@ -572,6 +577,11 @@ impl Compiler<'_> {
                     pending_needs.push((idx, local.clone(), needs_paths.clone()));
                 }
             }
+            if !doc.consumes.is_empty() && doc.include.is_none() {
+                for &idx in &produced {
+                    pending_consumes.push((idx, local.clone(), path.clone(), doc.consumes.clone()));
+                }
+            }
             if !produced.is_empty() {
                 previous = produced.clone();
             }
@@ -592,7 +602,67 @@ impl Compiler<'_> {
                 }
             }
         }
+        for (idx, local, path, ids) in pending_consumes {
+            self.resolve_consumes(&src, idx, &local, &path, &ids, &items);
+        }
         items.into_iter().flat_map(|(_, s)| s).collect()
+    }
+
+    /// `consumes: [ids]` of step `idx`: each id an earlier mutating step of the same section.
+    fn resolve_consumes(
+        &mut self,
+        src: &Source,
+        idx: usize,
+        local: &str,
+        path: &str,
+        ids: &[String],
+        items: &[(String, Vec<usize>)],
+    ) {
+        if !self.steps[idx].mutating() {
+            self.diags.push(Diagnostic::at_key(
+                src,
+                &format!("{path}.consumes"),
+                format!("step {local} is read-only; it consumes nothing (`consumes` names the changes a mutating step puts to use)"),
+            ));
+            return;
+        }
+        for (k, id) in ids.iter().enumerate() {
+            let at = format!("{path}.consumes.{k}");
+            let mutating = |s: &Vec<usize>| -> Vec<usize> {
+                s.iter().copied().filter(|&t| self.steps[t].mutating()).collect()
+            };
+            let earlier: Vec<&str> = items
+                .iter()
+                .filter(|(_, s)| s.iter().all(|&t| t < idx) && !mutating(s).is_empty())
+                .map(|(id, _)| id.as_str())
+                .collect();
+            let found = items.iter().find(|(i, _)| i == id).map(|(_, s)| s);
+            let targets = found.map(mutating).unwrap_or_default();
+            let why = match found {
+                None => Some("no step of this section has this id"),
+                Some(s) if s.iter().any(|&t| t >= idx) => Some("it comes after this step"),
+                Some(_) if targets.is_empty() => Some("it changes nothing (read-only)"),
+                Some(_) => None,
+            };
+            if let Some(why) = why {
+                self.diags.push(
+                    Diagnostic::at(src, &at, format!("step {local}: consumes {id:?}, but {why}"))
+                        .with_label("not an earlier mutating step")
+                        .with_help(if earlier.is_empty() {
+                            "`consumes` names earlier mutating steps (or includes) of the same section".to_string()
+                        } else {
+                            format!("earlier mutating steps: {}", earlier.join(", "))
+                        }),
+                );
+                continue;
+            }
+            for t in targets {
+                let full = self.steps[t].id.clone();
+                if !self.steps[idx].consumes.contains(&full) {
+                    self.steps[idx].consumes.push(full);
+                }
+            }
+        }
     }
 
     fn file_ids(&self, file: &File) -> BTreeSet<String> {
@@ -817,6 +887,7 @@ impl Compiler<'_> {
             (ModuleKind::Service, &doc.service),
             (ModuleKind::File, &doc.file),
             (ModuleKind::Link, &doc.link),
+            (ModuleKind::Route, &doc.route),
             (ModuleKind::OvsPort, &doc.ovs_port),
             (ModuleKind::OvsFlow, &doc.ovs_flow),
             (ModuleKind::CsSetting, &doc.cs_setting),
@@ -1155,6 +1226,7 @@ impl Compiler<'_> {
             serial: doc.serial.map(|s| s as usize),
             max_fail_percentage: doc.max_fail_percentage,
             refresh_inventory: doc.refresh_inventory,
+            consumes: Vec::new(),
             kind,
             access,
             loc,

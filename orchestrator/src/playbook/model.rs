@@ -100,6 +100,10 @@ pub struct StepDoc {
     pub rollback: Option<RollbackDoc>,
     pub irreversible: Option<String>,
     pub no_rollback: Option<String>,
+    /// Earlier steps whose changes this one puts to use, so that they cannot be undone once it
+    /// has changed (a VLAN range the tiers now hold): rollback leaves them in place.
+    #[serde(default)]
+    pub consumes: Vec<String>,
     #[serde(default)]
     pub tags: Vec<String>,
     pub changes: Option<Changes>,
@@ -124,6 +128,7 @@ pub struct StepDoc {
     pub service: Option<serde_yaml::Value>,
     pub file: Option<serde_yaml::Value>,
     pub link: Option<serde_yaml::Value>,
+    pub route: Option<serde_yaml::Value>,
     pub ovs_port: Option<serde_yaml::Value>,
     pub ovs_flow: Option<serde_yaml::Value>,
     pub cs_setting: Option<serde_yaml::Value>,
