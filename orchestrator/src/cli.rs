@@ -1787,6 +1787,7 @@ async fn rollback_run(
             restored: None,
             error: Some(why.clone()),
             note: None,
+            consumed_by: None,
             caveat: None,
         });
         report
@@ -2179,6 +2180,10 @@ fn audit_cmd(cmd: AuditCommand, path: Option<PathBuf>) -> ExitCode {
                                 (true, Some("left")) => {
                                     "left in place (declared as needing no undo)".to_string()
                                 }
+                                (true, Some("consumed")) => format!(
+                                    "kept, not undone (consumed by {})",
+                                    v["consumed_by"].as_str().unwrap_or("a later step")
+                                ),
                                 (true, _) => "ok".to_string(),
                                 (false, _) => v["error"].as_str().unwrap_or("failed").to_string(),
                             },

@@ -64,6 +64,9 @@ pub enum UndoNote {
     Unchanged,
     /// The step declared that its change needs no undo (`no_rollback:`): left in place.
     Left,
+    /// A later change put it to use (an irreversible step, or a step that `consumes:` it):
+    /// kept, not undone (`consumed_by` says which).
+    Consumed,
 }
 
 impl Touched {
@@ -116,6 +119,10 @@ pub struct UndoRecord {
     pub actions: Vec<Action>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub verify: Option<ModuleVerify>,
+    /// A raw `ssh:` step's rendered `check:` (exit 0: the host is as the step wanted): read
+    /// before undoing a change whose outcome is unknown, and after an undo to verify it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub check: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -465,6 +472,9 @@ pub enum Event {
         /// the step declared that it needs no undo (`left`).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         note: Option<UndoNote>,
+        /// `note: consumed`: what consumed it (`implement`, `the irreversible step destroy`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        consumed_by: Option<String>,
         /// Restored, but not exactly: what the undo could not put back (see
         /// [`crate::modules::Module::caveat`]).
         #[serde(default, skip_serializing_if = "Option::is_none")]

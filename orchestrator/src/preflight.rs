@@ -129,10 +129,12 @@ mod tests {
             undo: (!irreversible).then(|| UndoRecord {
                 actions: Vec::new(),
                 verify: None,
+                check: None,
             }),
             irreversible: irreversible.then(|| "gone".to_string()),
             certain: true,
             consumes: consumes.iter().map(|s| s.to_string()).collect(),
+            api_command: None,
             consumed_by: None,
             settles_by: None,
         }

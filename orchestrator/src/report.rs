@@ -610,17 +610,26 @@ impl Lines {
                 ok,
                 error,
                 note,
+                consumed_by,
                 caveat,
                 ..
             } => {
                 use crate::event::UndoNote;
                 let (word, detail) = match (ok, note) {
                     (true, Some(UndoNote::Unchanged)) => {
-                        ("as before", Some("read first: nothing to undo"))
+                        ("as before", Some("read first: nothing to undo".to_string()))
                     }
-                    (true, Some(UndoNote::Left)) => {
-                        ("left", Some("declared as needing no undo (no_rollback)"))
-                    }
+                    (true, Some(UndoNote::Left)) => (
+                        "left",
+                        Some("declared as needing no undo (no_rollback)".to_string()),
+                    ),
+                    (true, Some(UndoNote::Consumed)) => (
+                        "kept",
+                        Some(format!(
+                            "consumed by {}",
+                            consumed_by.as_deref().unwrap_or("a later step")
+                        )),
+                    ),
                     (true, None) => ("undone", None),
                     (false, _) => ("NOT UNDONE", None),
                 };

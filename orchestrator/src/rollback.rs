@@ -39,6 +39,10 @@ enum Settled {
     Left,
 }
 
+/// How an undo that must wait begins: the change may still land (a job or a command still
+/// running), so the target cannot be judged yet.
+const STILL: &str = "may still change";
+
 /// Undo `done` in reverse order.
 pub async fn rollback(cx: &Ctx, done: &[Done], reason: &str) -> Report {
     let mut report = Report::default();
@@ -47,9 +51,31 @@ pub async fn rollback(cx: &Ctx, done: &[Done], reason: &str) -> Report {
         reason: reason.to_string(),
         steps: done.len(),
     });
+    // Targets where a newer change may still be landing: what is older there waits for it
+    // (undone now, it could come before the newer change's command and be undone wrongly).
+    // A CloudStack job (a change made on the controller) can change any machine of the zone.
+    let mut unsettled: Vec<(String, String)> = Vec::new();
     for d in done.iter().rev() {
         let label = format!("{}@{}", d.step, d.target);
-        match undo_one(cx, d).await {
+        let holding = unsettled
+            .iter()
+            .find(|(t, _)| *t == d.target || t == crate::plan::CONTROLLER);
+        let outcome = match holding {
+            Some((_, newer)) => {
+                let r = Err(format!(
+                    "not undone yet: the newer change {newer} may still be landing, and could \
+                     overtake this undo; run `remedy rollback` for this run again once it has \
+                     settled"
+                ));
+                end(cx, d, &r, None);
+                r
+            }
+            None => undo_one(cx, d).await,
+        };
+        if matches!(&outcome, Err(e) if e.starts_with(STILL)) {
+            unsettled.push((d.target.clone(), label.clone()));
+        }
+        match outcome {
             Ok(Settled::Undone) => report.undone += 1,
             Ok(Settled::Unchanged) => report.unchanged += 1,
             Ok(Settled::Left) => report.left.push(match &d.consumed_by {
@@ -85,7 +111,12 @@ fn end_with(
         error: result.as_ref().err().cloned(),
         note: match result {
             Ok(Settled::Unchanged) => Some(UndoNote::Unchanged),
+            Ok(Settled::Left) if d.consumed_by.is_some() => Some(UndoNote::Consumed),
             Ok(Settled::Left) => Some(UndoNote::Left),
+            _ => None,
+        },
+        consumed_by: match result {
+            Ok(Settled::Left) => d.consumed_by.clone(),
             _ => None,
         },
         caveat,
@@ -120,7 +151,24 @@ async fn undo_one(cx: &Ctx, d: &Done) -> Result<Settled, String> {
             return r;
         }
     };
+    // What CloudStack call made the change, to ask whether a job of it still runs.
+    let api_command = undo
+        .actions
+        .iter()
+        .find_map(|a| match a {
+            Action::Api(c) => Some(c.command.clone()),
+            Action::Ssh { .. } => None,
+        })
+        .or_else(|| d.api_command.clone());
     if undo.actions.is_empty() && undo.verify.is_none() {
+        // Nothing to undo; but a CloudStack job of unknown outcome may still be changing the
+        // zone, which older undos must wait for.
+        if let (false, Some(command)) = (d.certain, &d.api_command) {
+            if let Err(e) = job_settled(cx, command).await {
+                end(cx, d, &Err(e.clone()), None);
+                return Err(e);
+            }
+        }
         let r = Ok(Settled::Left);
         end(cx, d, &r, None);
         return r;
@@ -140,13 +188,35 @@ async fn undo_one(cx: &Ctx, d: &Done) -> Result<Settled, String> {
         .filter(|t| !d.certain && jiff::Timestamp::now() < *t);
     let still_running = |t: jiff::Timestamp| {
         format!(
-            "may still change: the run was killed while this change ran, and its command may \
-             still be running on {} until {t} (the step's timeout); check the host, then run \
-             `remedy rollback` for this run again",
+            "{STILL}: its outcome is unknown (the run was killed, or its connection lost, while \
+             it ran), and its command may still be running on {} until {t} (the step's \
+             timeout); check the host, then run `remedy rollback` for this run again",
             d.target
         )
     };
-    if let (Some(t), None) = (running_until, &undo.verify) {
+    // A raw step's `check:` reads whether a change of unknown outcome is there.
+    if let (false, Some(check)) = (d.certain, &undo.check) {
+        match run_check(cx, &host, check).await {
+            Ok(true) => {}
+            Ok(false) => {
+                let r = match running_until {
+                    Some(t) => Err(still_running(t)),
+                    None => Ok(Settled::Unchanged),
+                };
+                end(cx, d, &r, Some(true));
+                return r;
+            }
+            Err(e) => {
+                let r = Err(format!(
+                    "may have changed, but its check `{check}` could not run ({e}): check {} \
+                     on {} by hand",
+                    d.step, d.target
+                ));
+                end(cx, d, &r, None);
+                return r;
+            }
+        }
+    } else if let (Some(t), None) = (running_until, &undo.verify) {
         let r = Err(still_running(t));
         end(cx, d, &r, None);
         return r;
@@ -167,18 +237,9 @@ async fn undo_one(cx: &Ctx, d: &Done) -> Result<Settled, String> {
         match probe(cx, &host, m.as_ref(), UNDO_TIMEOUT).await {
             // A change made through the API whose outcome was unknown may be a job that is
             // still running: "as before" now does not mean it will stay so.
-            Ok(now)
-                if m.restored(before, &now)
-                    && !d.certain
-                    && undo.actions.iter().any(|a| matches!(a, Action::Api(_))) =>
-            {
-                let r = Err(
-                    "may still change: the outcome of its CloudStack call was unknown \
-                             and the target is as before for now, but a job it started may \
-                             still be running; check listAsyncJobs, then run `remedy rollback` \
-                             for this run again"
-                        .to_string(),
-                );
+            Ok(now) if m.restored(before, &now) && !d.certain && api_command.is_some() => {
+                let command = api_command.as_deref().unwrap_or_default();
+                let r = job_settled(cx, command).await.map(|()| Settled::Unchanged);
                 end(cx, d, &r, Some(true));
                 return r;
             }
@@ -244,12 +305,93 @@ async fn undo_one(cx: &Ctx, d: &Done) -> Result<Settled, String> {
         error = e;
         caveat = c;
     }
+    // A raw step's check passed before its undo could be needed; after the undo it must not.
+    if let (None, Some(check)) = (&error, &undo.check) {
+        match run_check(cx, &host, check).await {
+            Ok(false) => restored = Some(true),
+            Ok(true) => {
+                restored = Some(false);
+                error = Some(format!(
+                    "undo ran, but the step's check `{check}` still passes: the change is still there"
+                ));
+            }
+            Err(e) => {
+                restored = Some(false);
+                error = Some(format!(
+                    "undo ran but could not be verified: its check `{check}` could not run: {e}"
+                ));
+            }
+        }
+    }
     let r = match error {
         None => Ok(Settled::Undone),
         Some(e) => Err(e),
     };
     end_with(cx, d, &r, restored, caveat);
     r
+}
+
+/// `Ok` when CloudStack runs no job of `command` (`listAsyncJobs`: none pending); else why the
+/// change it made may still land.
+async fn job_settled(cx: &Ctx, command: &str) -> Result<(), String> {
+    let list = Action::Api(crate::transport::ApiCall {
+        command: "listAsyncJobs".into(),
+        args: Default::default(),
+    });
+    let via = crate::runner::controller_host(&cx.plan);
+    let reply = match cx
+        .transport
+        .run(&via, &list, Access::ReadOnly, UNDO_TIMEOUT)
+        .await
+    {
+        Ok(ActionResult::Api(v)) => v,
+        Ok(ActionResult::Ssh(_)) => return Err(format!("{STILL}: listAsyncJobs gave no reply")),
+        Err(e) => {
+            return Err(format!(
+                "{STILL}: the outcome of its {command} was unknown, and whether a job of it \
+                 still runs cannot be read ({e}); check listAsyncJobs, then run `remedy \
+                 rollback` for this run again"
+            ))
+        }
+    };
+    let class = format!("{command}cmd").to_ascii_lowercase();
+    let running: Vec<String> = reply["asyncjobs"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|j| j["jobstatus"].as_i64() == Some(0))
+        .filter(|j| {
+            let cmd = j["cmd"].as_str().unwrap_or("");
+            cmd.rsplit('.').next().unwrap_or(cmd).to_ascii_lowercase() == class
+        })
+        .map(|j| j["jobid"].as_str().unwrap_or("?").to_string())
+        .collect();
+    if running.is_empty() {
+        return Ok(());
+    }
+    Err(format!(
+        "{STILL}: the outcome of its {command} was unknown, and CloudStack still runs a job of \
+         it ({}); once it has ended, run `remedy rollback` for this run again",
+        running.join(", ")
+    ))
+}
+
+/// A raw step's `check:` on `host`: whether it passes (exit 0: the step's change is there).
+async fn run_check(cx: &Ctx, host: &crate::inventory::Host, check: &str) -> Result<bool, String> {
+    match cx
+        .transport
+        .run(
+            host,
+            &Action::ssh(check.to_string()),
+            Access::ReadOnly,
+            UNDO_TIMEOUT,
+        )
+        .await
+    {
+        Ok(ActionResult::Ssh(out)) => Ok(out.rc == Some(0)),
+        Ok(ActionResult::Api(_)) => Err("not a command".into()),
+        Err(e) => Err(e.to_string()),
+    }
 }
 
 /// After an undo: whether the target is as before; if not, exactly what differs; if so, what
@@ -392,6 +534,11 @@ pub fn pending_from_audit(
                 }
             }
         };
+        let api_command = (r.value["kind"] == "api")
+            .then(|| r.value["action"].as_str())
+            .flatten()
+            .and_then(|a| a.split_whitespace().next())
+            .map(str::to_string);
         out.push(Done {
             step: k.0,
             target: k.1,
@@ -399,6 +546,7 @@ pub fn pending_from_audit(
             irreversible,
             certain,
             consumes,
+            api_command,
             consumed_by: None,
             settles_by,
         });

@@ -47,9 +47,17 @@ pub struct Ctx {
     pub halt: Arc<std::sync::atomic::AtomicBool>,
 }
 
-/// What a node announced before it acted (its undo, if it has one), kept outside the node's
-/// future so that the node's deadline, which drops that future, cannot lose it.
-type Announced = Arc<std::sync::Mutex<Option<Option<UndoRecord>>>>;
+/// What a node announced before it acted, kept outside the node's future so that the node's
+/// deadline, which drops that future, cannot lose it.
+type Announced = Arc<std::sync::Mutex<Announcement>>;
+
+#[derive(Default)]
+struct Announcement {
+    /// Its undo, if it has one (`Some(None)`: announced without one).
+    undo: Option<Option<UndoRecord>>,
+    /// Until when its command may run on (see [`NodeResult::settles_by`]).
+    settles_by: Option<jiff::Timestamp>,
+}
 
 tokio::task_local! {
     static ANNOUNCED: Announced;
@@ -72,6 +80,10 @@ pub struct NodeResult {
     pub prediction: Option<Prediction>,
     /// Once a mutating step announced its change: whether its target changed.
     pub touched: Option<Touched>,
+    /// Once announced: until when its command may still run on the host (its start plus the
+    /// step's timeout). A change whose outcome is unknown (`touched: maybe`) that reads "as
+    /// before" may yet land until then.
+    pub settles_by: Option<jiff::Timestamp>,
 }
 
 impl NodeResult {
@@ -85,6 +97,7 @@ impl NodeResult {
             action: None,
             prediction: None,
             touched: None,
+            settles_by: None,
         }
     }
 
@@ -98,6 +111,7 @@ impl NodeResult {
             action: None,
             prediction: None,
             touched: None,
+            settles_by: None,
         }
     }
 
@@ -119,6 +133,7 @@ impl NodeResult {
             action: None,
             prediction: Some(now),
             touched: None,
+            settles_by: None,
         }
     }
 }
@@ -235,6 +250,12 @@ impl Ctx {
             r.error = Some("not started: the run is stopping (a failure or a signal)".into());
             return Err(r);
         }
+        let settles_by = jiff::Timestamp::now()
+            .checked_add(
+                jiff::SignedDuration::try_from(step.timeout.unwrap_or(DEFAULT_TIMEOUT))
+                    .unwrap_or(jiff::SignedDuration::MAX),
+            )
+            .unwrap_or(jiff::Timestamp::MAX);
         self.emit(Event::StepStart {
             run: self.run.clone(),
             step: step.id.clone(),
@@ -246,12 +267,7 @@ impl Ctx {
             pre,
             diff,
             undo: undo.clone(),
-            settles_by: Some(
-                (jiff::Timestamp::now()
-                    + jiff::SignedDuration::try_from(step.timeout.unwrap_or(DEFAULT_TIMEOUT))
-                        .unwrap_or(jiff::SignedDuration::MAX))
-                .to_string(),
-            ),
+            settles_by: Some(settles_by.to_string()),
             irreversible: match &step.undo {
                 Undo::Irreversible(why) => Some(why.clone()),
                 _ => None,
@@ -262,7 +278,10 @@ impl Ctx {
             NodeResult::failed(format!("not run: audit log: {e}"), json!({"failed": true}))
         })?;
         let _ = ANNOUNCED.try_with(|a| {
-            *a.lock().unwrap_or_else(|p| p.into_inner()) = Some(undo);
+            *a.lock().unwrap_or_else(|p| p.into_inner()) = Announcement {
+                undo: Some(undo),
+                settles_by: Some(settles_by),
+            };
         });
         Ok(())
     }
@@ -417,7 +436,12 @@ pub async fn run_node(cx: &Ctx, step: &Step, target: &str, ctx_value: Value) -> 
         Ok(r) => r,
         Err(_) => {
             let why = format!("timed out after {}", humantime::format_duration(timeout));
-            match announced.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            match announced
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .undo
+                .take()
+            {
                 // The change was announced, perhaps sent: it may have landed.
                 Some(undo) => {
                     let mut r = NodeResult::failed_touched(
@@ -432,6 +456,12 @@ pub async fn run_node(cx: &Ctx, step: &Step, target: &str, ctx_value: Value) -> 
             }
         }
     };
+    if result.touched == Some(Touched::Maybe) {
+        result.settles_by = announced
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .settles_by;
+    }
     if result.outcome == Outcome::Failed && step.ignore_errors {
         result.outcome = Outcome::FailedIgnored;
     }
@@ -566,9 +596,13 @@ async fn run_kind(
                 return r;
             }
             let mut pre = None;
+            let mut check_cmd = None;
             if let Some(check) = check {
                 let probe = match cx.render(check, ctx) {
-                    Ok(c) => Action::ssh(c),
+                    Ok(c) => {
+                        check_cmd = Some(c.clone());
+                        Action::ssh(c)
+                    }
                     Err(e) => return NodeResult::failed(e, json!({"failed": true})),
                 };
                 match cx.act(host, &probe, Access::ReadOnly, timeout).await {
@@ -604,7 +638,7 @@ async fn run_kind(
                 r.prediction = Some(now);
                 return r;
             }
-            mutate(cx, step, host, ctx, action, pre, None, timeout).await
+            mutate(cx, step, host, ctx, action, pre, check_cmd, timeout).await
         }
         Kind::Api { command, args } => {
             let mut rendered = std::collections::BTreeMap::new();
@@ -776,6 +810,7 @@ fn judge(cx: &Ctx, step: &Step, ctx: &Value, res: &ActionResult, mutating: bool)
         action: None,
         prediction: None,
         touched: None,
+        settles_by: None,
     }
 }
 
@@ -788,20 +823,28 @@ async fn mutate(
     ctx: &Value,
     action: Action,
     pre: Option<J>,
-    diff: Option<String>,
+    check: Option<String>,
     timeout: Duration,
 ) -> NodeResult {
     let kind = step.kind.name();
+    // The step's `check:` goes with its undo: it tells a rollback whether a change whose
+    // outcome is unknown landed (exit 0: the host is as the step wanted).
+    let with_check = |u: Option<UndoRecord>| {
+        u.map(|mut u| {
+            u.check.clone_from(&check);
+            u
+        })
+    };
     // A rollback that does not read the step's result is recorded with the announcement, so
     // that a run killed mid-command can still be undone (`remedy rollback RUN`).
-    let early_undo = render_undo(cx, step, ctx, &json!({})).ok().flatten();
+    let early_undo = with_check(render_undo(cx, step, ctx, &json!({})).ok().flatten());
     if let Err(r) = cx.announce(
         step,
         &host.name,
         kind,
         action.to_string(),
         pre,
-        diff,
+        None,
         early_undo,
     ) {
         return r;
@@ -826,9 +869,23 @@ async fn mutate(
             } else {
                 format!("{text} (it may or may not have run)")
             };
-            let mut r =
-                NodeResult::failed_touched(text.clone(), registered.clone(), Touched::Maybe);
-            match render_undo(cx, step, ctx, &registered) {
+            // Its check, when it has one, reads whether the change is there.
+            let (touched, text) = match &check {
+                Some(c) => match cx.act(host, &Action::ssh(c.clone()), Access::ReadOnly, timeout).await {
+                    Ok(ActionResult::Ssh(out)) if out.rc == Some(0) => (
+                        Touched::Yes,
+                        format!("{text}; its check passes now: the change is there, so it is undone"),
+                    ),
+                    Ok(_) => (
+                        Touched::Maybe,
+                        format!("{text}; its check does not pass yet, but the command may still be running on {}", host.name),
+                    ),
+                    Err(e) => (Touched::Maybe, format!("{text}; its check could not run: {e}")),
+                },
+                None => (Touched::Maybe, text),
+            };
+            let mut r = NodeResult::failed_touched(text.clone(), registered.clone(), touched);
+            match render_undo(cx, step, ctx, &registered).map(with_check) {
                 Ok(u) => r.undo = u,
                 Err(why) => {
                     r.error = Some(format!(
@@ -850,7 +907,7 @@ async fn mutate(
     let changed = r.outcome == Outcome::Changed || (r.outcome == Outcome::Failed && ran);
     r.touched = Some(if changed { Touched::Yes } else { Touched::No });
     if r.touched == Some(Touched::Yes) {
-        match render_undo(cx, step, ctx, &r.registered) {
+        match render_undo(cx, step, ctx, &r.registered).map(with_check) {
             Ok(u) => r.undo = u,
             Err(e) => {
                 let prefix = r.error.take().map(|e| format!("{e}; ")).unwrap_or_default();
@@ -876,6 +933,7 @@ fn render_undo(
         Undo::Ssh(t) => Ok(Some(UndoRecord {
             actions: vec![Action::ssh(cx.render(t, &c)?)],
             verify: None,
+            check: None,
         })),
         Undo::Api { command, args } => {
             let mut rendered = std::collections::BTreeMap::new();
@@ -888,6 +946,7 @@ fn render_undo(
                     args: rendered,
                 })],
                 verify: None,
+                check: None,
             }))
         }
         // Declared as needing none (`no_rollback:`): an undo with nothing to do, which
@@ -895,6 +954,7 @@ fn render_undo(
         Undo::NotNeeded(_) => Ok(Some(UndoRecord {
             actions: Vec::new(),
             verify: None,
+            check: None,
         })),
         _ => Ok(None),
     }
@@ -979,6 +1039,7 @@ async fn module(
             spec: spec.clone(),
             before: before.clone(),
         }),
+        check: None,
     };
     let action = changes
         .iter()
@@ -1014,8 +1075,10 @@ async fn module(
                 }
             )),
             Ok(_) => None,
+            // Sent, and then the reply was lost: a job it started, or the command itself
+            // (the connection dropped mid-command), may still be running.
             Err(e) => {
-                pending_job = matches!(a, Action::Api(_)) && !e.never_ran();
+                pending_job = !e.never_ran();
                 Some(e.to_string())
             }
         };
@@ -1026,10 +1089,17 @@ async fn module(
             let (mut touched, mut seen) = reobserve(cx, host, m.as_ref(), &before, timeout).await;
             if pending_job && touched == Touched::No {
                 touched = Touched::Maybe;
-                seen = format!(
-                    "read again: unchanged for now, but a job of `{a}` may still be running \
-                     (check listAsyncJobs)"
-                );
+                seen = match a {
+                    Action::Api(_) => format!(
+                        "read again: unchanged for now, but a job of `{a}` may still be running \
+                         (check listAsyncJobs)"
+                    ),
+                    Action::Ssh { .. } => format!(
+                        "read again: unchanged for now, but `{a}` may still be running on {} \
+                         (its connection was lost after it was sent)",
+                        host.name
+                    ),
+                };
             }
             let mut r = NodeResult::failed_touched(
                 format!("{f}; {seen}"),
@@ -1064,6 +1134,7 @@ async fn module(
         action: None,
         prediction: None,
         touched: Some(Touched::Yes),
+        settles_by: None,
     };
     if let Some(left) = still {
         r.outcome = Outcome::Failed;

@@ -113,11 +113,15 @@ pub struct Done {
     pub certain: bool,
     /// The earlier steps whose changes this one put to use (its `consumes:`).
     pub consumes: Vec<String>,
+    /// A raw `api:` step's command: when its outcome is unknown, rollback asks CloudStack
+    /// whether a job of it is still running (`listAsyncJobs`).
+    pub api_command: Option<String>,
     /// What consumed this change (`preflight::consumed`): a later irreversible step, or a
     /// later step that `consumes:` it. It is left in place, not undone.
     pub consumed_by: Option<String>,
-    /// A node of a killed run (no end record): until this time its command may still be
-    /// running on the host, so a target that reads "as before" may yet change.
+    /// A change whose outcome is unknown (a node of a killed run, a connection lost
+    /// mid-command): until this time its command may still be running on the host, so a
+    /// target that reads "as before" may yet change.
     pub settles_by: Option<jiff::Timestamp>,
 }
 
@@ -282,8 +286,13 @@ impl Scheduler {
                 },
                 certain,
                 consumes: step.consumes.clone(),
+                api_command: match &step.kind {
+                    crate::playbook::Kind::Api { command, .. } => Some(command.clone()),
+                    _ => None,
+                },
                 consumed_by: None,
-                settles_by: None,
+                // An unknown outcome: its command may still be running until then.
+                settles_by: if certain { None } else { r.settles_by },
             });
         }
     }
@@ -397,6 +406,7 @@ impl Scheduler {
                                     action: None,
                                     prediction: None,
                                     touched: None,
+                                    settles_by: None,
                                 };
                                 self.finish_now(
                                     ix,
@@ -512,6 +522,7 @@ impl Scheduler {
             action: None,
             prediction: None,
             touched: None,
+            settles_by: None,
         }
     }
 

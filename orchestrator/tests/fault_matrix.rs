@@ -797,7 +797,7 @@ fn judge(
         }
     }
     let back = masked(now) == masked(pre);
-    let diff = || state_diff(pre, now);
+    let diff = || state_diff(&masked(pre), &masked(now));
     // The end record tells the exit the process ended with.
     assert_eq!(
         end["exit_code"].as_i64(),

@@ -411,3 +411,131 @@ fn a_range_the_tiers_now_hold_is_kept_and_named() {
     d.verify();
     lab.stop();
 }
+
+/// The mode of `path` on the management server, as the zone holds it.
+fn mode_of(world: &Value, path: &str) -> Value {
+    fn find(v: &Value, path: &str) -> Option<Value> {
+        match v {
+            Value::Object(o) => o
+                .get(path)
+                .cloned()
+                .or_else(|| o.values().find_map(|x| find(x, path))),
+            Value::Array(a) => a.iter().find_map(|x| find(x, path)),
+            _ => None,
+        }
+    }
+    find(world, path).expect("the file is in the zone")["mode"].clone()
+}
+
+const CATALINA: &str = "/var/log/cloudstack/management/catalina.out";
+
+/// A raw step whose command's outcome is unknown is read with its `check:`: the connection
+/// drops before the command ran (the client cannot tell), the check says the change is not
+/// there, and the command may still be running until the step's timeout: "may still change"
+/// (exit 3). Once the timeout has passed, `remedy rollback RUN` reads it again: as before,
+/// nothing to undo (exit 0). When the connection drops after the command ran, the check says
+/// it is there and the rollback undoes it, then checks it is gone (exit 2).
+#[test]
+fn a_raw_step_of_unknown_outcome_is_read_with_its_check() {
+    let d = Dirs::new();
+    let lab = Lab::start("healthy", &d.inventory(), &d.home);
+    std::fs::write(
+        d.apply_dir.join("exec-bit.yml"),
+        format!(
+            "name: exec-bit\n\
+             description: make a file executable, with a check that reads it\n\
+             steps:\n  \
+               - id: chmod\n    \
+                 on: management\n    \
+                 ssh: chmod 0755 {CATALINA}\n    \
+                 check: test -x {CATALINA}\n    \
+                 rollback: chmod 0644 {CATALINA}\n    \
+                 timeout: 3s\n"
+        ),
+    )
+    .unwrap();
+    let before = mode_of(&lab.world(), CATALINA);
+    let run = |effect: &str| {
+        lab.faults(
+            "PUT",
+            &format!(
+                r#"{{"ssh": [{{"command": "chmod 0755", "effect": "{effect}", "next": 1}}]}}"#
+            ),
+        );
+        let o = d.remedy(
+            &d.apply_dir,
+            &["apply", "./exec-bit.yml", "-i", "lab-live.yml", "--yes"],
+        );
+        (o.status.code(), text(&o))
+    };
+    // Lost before it ran: unknown, not there yet.
+    let (code, out) = run("drop_before");
+    assert_eq!(code, Some(3), "{out}");
+    assert!(out.contains("its check does not pass yet"), "{out}");
+    assert!(out.contains("may still change"), "{out}");
+    assert_eq!(mode_of(&lab.world(), CATALINA), before, "{out}");
+    let first = d.last_run("exec-bit");
+    std::thread::sleep(Duration::from_millis(3200));
+    let r = d.rollback(&first, &["-i", d.inventory().to_str().unwrap()]);
+    let rout = text(&r);
+    assert_eq!(r.status.code(), Some(0), "{rout}");
+    assert!(rout.contains("as before"), "{rout}");
+    // Lost after it ran: the check passes, so it is undone, and the check no longer passes.
+    let (code, out) = run("drop_after");
+    assert_eq!(code, Some(2), "{out}");
+    assert!(out.contains("its check passes now"), "{out}");
+    assert!(out.contains("rolled back: 1 change(s) undone"), "{out}");
+    assert_eq!(mode_of(&lab.world(), CATALINA), before, "{out}");
+    d.verify();
+    lab.stop();
+}
+
+/// A module whose connection drops after its command was sent: read "as before" right away, it
+/// may still land until the step's timeout ("may still change", exit 3, nothing run); once the
+/// timeout has passed, `remedy rollback RUN` reads it again and finds nothing to undo.
+#[test]
+fn a_module_whose_connection_dropped_mid_command_may_still_change() {
+    let d = Dirs::new();
+    let lab = Lab::start("healthy", &d.inventory(), &d.home);
+    std::fs::write(
+        d.apply_dir.join("mode.yml"),
+        format!(
+            "name: mode\n\
+             description: a file mode, through the file module\n\
+             steps:\n  \
+               - id: mode\n    \
+                 on: management\n    \
+                 file: {{ path: {CATALINA}, mode: \"0755\" }}\n    \
+                 timeout: 3s\n"
+        ),
+    )
+    .unwrap();
+    let before = mode_of(&lab.world(), CATALINA);
+    lab.faults(
+        "PUT",
+        r#"{"ssh": [{"command": "chmod", "effect": "drop_before", "next": 1}]}"#,
+    );
+    let o = d.remedy(
+        &d.apply_dir,
+        &["apply", "./mode.yml", "-i", "lab-live.yml", "--yes"],
+    );
+    let out = text(&o);
+    assert_eq!(o.status.code(), Some(3), "{out}");
+    assert!(
+        out.contains("read again: unchanged for now, but `chmod"),
+        "{out}"
+    );
+    assert!(out.contains("may still change"), "{out}");
+    assert_eq!(mode_of(&lab.world(), CATALINA), before, "{out}");
+    std::thread::sleep(Duration::from_millis(3200));
+    let r = d.rollback(
+        &d.last_run("mode"),
+        &["-i", d.inventory().to_str().unwrap()],
+    );
+    let rout = text(&r);
+    assert_eq!(r.status.code(), Some(0), "{rout}");
+    assert!(rout.contains("as before"), "{rout}");
+    assert_eq!(mode_of(&lab.world(), CATALINA), before, "{rout}");
+    d.verify();
+    lab.stop();
+}

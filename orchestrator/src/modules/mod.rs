@@ -30,8 +30,8 @@
 pub mod cloudstack;
 pub mod file;
 pub mod link;
-pub mod route;
 pub mod ovs;
+pub mod route;
 pub mod service;
 
 use std::fmt;
@@ -47,8 +47,8 @@ pub use cloudstack::{
 };
 pub use file::{File, FileSpec};
 pub use link::{Link, LinkSpec, LinkState};
-pub use route::{Route, RouteSpec, RouteState};
 pub use ovs::{OvsFlow, OvsFlowSpec, OvsPort, OvsPortSpec, Presence};
+pub use route::{Route, RouteSpec, RouteState};
 pub use service::{Service, ServiceSpec, ServiceState};
 
 /// What a change would do: one entry per field it alters.
@@ -678,7 +678,10 @@ mod tests {
         use ModuleKind::*;
         assert_eq!(
             kinds,
-            [Service, File, Link, Route, OvsPort, OvsFlow, CsSetting, CsSetting, VlanRange, VlanRange]
+            [
+                Service, File, Link, Route, OvsPort, OvsFlow, CsSetting, CsSetting, VlanRange,
+                VlanRange
+            ]
         );
         for spec in specs {
             let kind = spec.kind();

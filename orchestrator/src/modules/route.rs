@@ -170,7 +170,10 @@ impl Route {
         if let Some(v) = state_opt_str(state, "via")? {
             s.push_str(&format!("via {v} "));
         }
-        s.push_str(&format!("dev {}", state_opt_str(state, "dev")?.unwrap_or("?")));
+        s.push_str(&format!(
+            "dev {}",
+            state_opt_str(state, "dev")?.unwrap_or("?")
+        ));
         Ok(s)
     }
 
@@ -232,7 +235,7 @@ impl Module for Route {
             return Ok(None);
         }
         Ok(Some(Diff::one(
-            &format!("route {} table {}", self.spec.dest, self.spec.table),
+            format!("route {} table {}", self.spec.dest, self.spec.table),
             was,
             Route::words(&want)?,
         )))
@@ -310,9 +313,17 @@ mod tests {
         let none = json!({"present": false, "via": null, "dev": null});
         assert_eq!(m.observe(&[ok("10.1.1.0/24 dev eth2\n")]).unwrap(), none);
         // a table without routes: the kernel says it does not exist
-        let missing = exit(2, "", "Error: ipv4: FIB table does not exist.\nDump terminated\n");
+        let missing = exit(
+            2,
+            "",
+            "Error: ipv4: FIB table does not exist.\nDump terminated\n",
+        );
         assert_eq!(m.observe(&[missing]).unwrap(), none);
-        let garbage = exit(255, "", "Error: argument \"x\" is wrong: table id value is invalid");
+        let garbage = exit(
+            255,
+            "",
+            "Error: argument \"x\" is wrong: table id value is invalid",
+        );
         assert!(matches!(
             m.observe(&[garbage]),
             Err(ModuleError::UnexpectedOutput { .. })
@@ -413,7 +424,16 @@ mod tests {
         let none = json!({"present": false, "via": null, "dev": null});
         assert_eq!(
             words(&cmds(&m.change(&none).unwrap())[0]),
-            ["ip", "route", "replace", "default", "dev", "eth1; reboot", "table", "2"]
+            [
+                "ip",
+                "route",
+                "replace",
+                "default",
+                "dev",
+                "eth1; reboot",
+                "table",
+                "2"
+            ]
         );
     }
 }

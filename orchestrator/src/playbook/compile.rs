@@ -629,7 +629,10 @@ impl Compiler<'_> {
         for (k, id) in ids.iter().enumerate() {
             let at = format!("{path}.consumes.{k}");
             let mutating = |s: &Vec<usize>| -> Vec<usize> {
-                s.iter().copied().filter(|&t| self.steps[t].mutating()).collect()
+                s.iter()
+                    .copied()
+                    .filter(|&t| self.steps[t].mutating())
+                    .collect()
             };
             let earlier: Vec<&str> = items
                 .iter()
@@ -646,13 +649,18 @@ impl Compiler<'_> {
             };
             if let Some(why) = why {
                 self.diags.push(
-                    Diagnostic::at(src, &at, format!("step {local}: consumes {id:?}, but {why}"))
-                        .with_label("not an earlier mutating step")
-                        .with_help(if earlier.is_empty() {
-                            "`consumes` names earlier mutating steps (or includes) of the same section".to_string()
-                        } else {
-                            format!("earlier mutating steps: {}", earlier.join(", "))
-                        }),
+                    Diagnostic::at(
+                        src,
+                        &at,
+                        format!("step {local}: consumes {id:?}, but {why}"),
+                    )
+                    .with_label("not an earlier mutating step")
+                    .with_help(if earlier.is_empty() {
+                        "`consumes` names earlier mutating steps (or includes) of the same section"
+                            .to_string()
+                    } else {
+                        format!("earlier mutating steps: {}", earlier.join(", "))
+                    }),
                 );
                 continue;
             }
