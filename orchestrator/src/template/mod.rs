@@ -422,6 +422,24 @@ fn loc_in(source: &Source, loc: &Loc, text: &str, offset: usize, len: usize) -> 
             offset: offset_in_file,
         });
     }
+    // Escapes in a quoted scalar shift columns: look for the tag on its line, after the field.
+    let from = if line == 0 {
+        loc.pos.offset
+    } else {
+        source.offset_of(pos_line, 1)
+    };
+    let line_end = source.text[from..]
+        .find('\n')
+        .map_or(source.text.len(), |i| from + i);
+    if let Some(i) = source.text[from..line_end].find(wanted) {
+        let at = from + i;
+        let line_start = source.text[..at].rfind('\n').map_or(0, |i| i + 1);
+        return source.at(Pos {
+            line: pos_line,
+            col: source.text[line_start..at].chars().count() + 1,
+            offset: at,
+        });
+    }
     loc.clone()
 }
 
@@ -515,6 +533,182 @@ mod tests {
             .render(&tpl, &context! { args => "add default", dev => "eth 1" })
             .unwrap();
         assert_eq!(out, "ip route add default 'eth 1'");
+    }
+
+    #[test]
+    fn values_inside_quotes_are_quoted_for_their_place() {
+        let s = src("ssh: x\n");
+        let mut t = Templates::new();
+        let single = t
+            .add(&s, "ssh", "echo 'hello {{ name }}'", Mode::Shell)
+            .unwrap();
+        let double = t
+            .add(&s, "ssh", r#"echo "hello {{ name }}""#, Mode::Shell)
+            .unwrap();
+        let chmod = "x; chmod 777 /etc/remedy-test.conf";
+        assert_eq!(
+            t.render(&single, &context! { name => chmod }).unwrap(),
+            "echo 'hello x; chmod 777 /etc/remedy-test.conf'"
+        );
+        assert_eq!(
+            t.render(&single, &context! { name => "x'; id; '" })
+                .unwrap(),
+            r"echo 'hello x'\''; id; '\'''"
+        );
+        assert_eq!(
+            t.render(&double, &context! { name => "$(id) `id` \"\\" })
+                .unwrap(),
+            r#"echo "hello \$(id) \`id\` \"\\""#
+        );
+    }
+
+    #[test]
+    fn only_raw_is_inserted_unquoted() {
+        let s = src("ssh: x\n");
+        let mut t = Templates::new();
+        // tojson and safe make "safe" strings; in a shell command they are quoted all the same
+        let tpl = t
+            .add(
+                &s,
+                "ssh",
+                "echo {{ v | tojson }} {{ v | safe }}",
+                Mode::Shell,
+            )
+            .unwrap();
+        assert_eq!(
+            t.render(&tpl, &context! { v => "$(id)" }).unwrap(),
+            r#"echo '"$(id)"' '$(id)'"#
+        );
+        // quote in a shell template quotes once, for the place
+        let tpl = t
+            .add(&s, "ssh", "echo '{{ v | quote }}'", Mode::Shell)
+            .unwrap();
+        assert_eq!(
+            t.render(&tpl, &context! { v => "a b" }).unwrap(),
+            "echo 'a b'"
+        );
+        // and in a text template it still quotes
+        let tpl = t.add(&s, "ssh", "{{ v | quote }}", Mode::Text).unwrap();
+        assert_eq!(t.render(&tpl, &context! { v => "a b" }).unwrap(), "'a b'");
+        let tpl = t.add(&s, "ssh", "{{ v | raw }}", Mode::Text).unwrap();
+        assert_eq!(t.render(&tpl, &context! { v => "a b" }).unwrap(), "a b");
+    }
+
+    #[test]
+    fn the_rendered_text_decides_when_the_source_cannot() {
+        let s = src("ssh: x\n");
+        let mut t = Templates::new();
+        // a raw value opens a backtick: the value after it is refused when rendering
+        let tpl = t
+            .add(&s, "ssh", "echo {{ r | raw }}{{ v }}", Mode::Shell)
+            .unwrap();
+        let e = t
+            .render(&tpl, &context! { r => "`", v => "x" })
+            .unwrap_err();
+        assert_eq!(
+            e.message,
+            "a value cannot be interpolated inside backticks, where the shell reads backslashes \
+             and quotes a second time (fix: use $(...) instead of backticks)"
+        );
+        // block output carries marked values: refused rather than quoted twice
+        let tpl = t
+            .add(
+                &s,
+                "ssh",
+                "{% set b %}a {{ v }}{% endset %}echo {{ b }}",
+                Mode::Shell,
+            )
+            .unwrap();
+        let e = t.render(&tpl, &context! { v => "x" }).unwrap_err();
+        assert!(e.message.contains("output of a block"), "{e}");
+        // control flow: only the branch taken counts
+        let tpl = t
+            .add(
+                &s,
+                "ssh",
+                "echo {% if q %}'{% endif %}{{ v }}{% if q %}'{% endif %}",
+                Mode::Shell,
+            )
+            .unwrap();
+        assert_eq!(
+            t.render(&tpl, &context! { q => true, v => "a'b" }).unwrap(),
+            r"echo 'a'\''b'"
+        );
+        assert_eq!(
+            t.render(&tpl, &context! { q => false, v => "a'b" })
+                .unwrap(),
+            r"echo 'a'\''b'"
+        );
+        assert_eq!(
+            t.render(&tpl, &context! { q => true, v => "ab" }).unwrap(),
+            "echo 'ab'"
+        );
+        assert_eq!(
+            t.render(&tpl, &context! { q => false, v => "ab" }).unwrap(),
+            "echo ab"
+        );
+    }
+
+    #[test]
+    fn unsafe_places_are_refused_at_the_interpolation() {
+        let yaml = "name: x\nsteps:\n  - ssh: echo `{{ a }}`\n  - ssh: \"echo \\\\{{ a }}\"\n  - ssh: |\n      echo ok\n      echo ${x:-{{ a }}}\n";
+        let s = src(yaml);
+        let mut t = Templates::new();
+        let d = t
+            .add(&s, "steps.0.ssh", "echo `{{ a }}`", Mode::Shell)
+            .unwrap_err();
+        assert_eq!(
+            d.headline(),
+            "pb.yml:3:16: a value cannot be interpolated inside backticks, where the shell \
+             reads backslashes and quotes a second time"
+        );
+        assert_eq!(d.help.as_deref(), Some("use $(...) instead of backticks"));
+        assert_eq!(d.len, "{{ a }}".len());
+        let d = t
+            .add(&s, "steps.1.ssh", "echo \\{{ a }}", Mode::Shell)
+            .unwrap_err();
+        assert!(
+            d.headline()
+                .starts_with("pb.yml:4:18: a value cannot be interpolated right after a backslash"),
+            "{}",
+            d.headline()
+        );
+        let d = t
+            .add(
+                &s,
+                "steps.2.ssh",
+                "echo ok\necho ${x:-{{ a }}}\n",
+                Mode::Shell,
+            )
+            .unwrap_err();
+        assert!(
+            d.headline()
+                .starts_with("pb.yml:7:17: a value cannot be interpolated inside `${...}`"),
+            "{}",
+            d.headline()
+        );
+        // text templates are not shell commands
+        assert!(t
+            .add(&s, "steps.0.ssh", "echo `{{ a }}`", Mode::Text)
+            .is_ok());
+    }
+
+    #[test]
+    fn raw_uses_are_listed_for_strict() {
+        let s = src("name: x\nssh: ip route {{ args | raw }} dev {{ dev }}\n");
+        let mut t = Templates::new();
+        t.add(
+            &s,
+            "ssh",
+            "ip route {{ args | raw }} dev {{ dev }}",
+            Mode::Shell,
+        )
+        .unwrap();
+        let uses: Vec<String> = t.raw_uses().iter().map(|d| d.headline()).collect();
+        assert_eq!(
+            uses,
+            ["pb.yml:2:15: `raw` inserts a value unquoted, and --strict forbids it"]
+        );
     }
 
     #[test]
