@@ -1129,7 +1129,7 @@ async fn hostile_values_arrive_byte_for_byte() {
         format!("$(touch {p})"),
         format!("`touch {p}`"),
         format!("\"; touch {p}; \""),
-        format!("a\\\nb\n\n|& <> * ~ # ! é 🦀 -rf {{a,b}} $HOME"),
+        "a\\\nb\n\n|& <> * ~ # ! é 🦀 -rf {a,b} $HOME".to_string(),
         "'\\''".repeat(5_000),
     ];
     let source = Source::parse("pb.yml", "ssh: x\n").unwrap();

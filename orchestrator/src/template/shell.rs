@@ -603,7 +603,7 @@ pub fn check_template(src: &str) -> Checked {
     let mut scanner = Scanner::new();
     for p in pieces {
         match p {
-            Piece::Text(t) => scanner.feed(&t),
+            Piece::Text(t) => scanner.feed(t),
             Piece::Expr { raw: true, .. } => scanner.value(),
             Piece::Expr { offset, len, .. } => {
                 if let Err(refusal) = scanner.context() {
