@@ -108,6 +108,10 @@ pub enum Command {
         /// Also check targets and host variables against this inventory.
         #[arg(short, long = "inventory", env = "REMEDY_INVENTORY")]
         inventory: Vec<PathBuf>,
+        /// Also refuse every `| raw`, the one way to insert a value into a shell command
+        /// unquoted.
+        #[arg(long)]
+        strict: bool,
     },
     /// List the playbooks found (in ./playbooks, then $REMEDY_PLAYBOOK_PATH), one line each.
     List,
@@ -434,8 +438,9 @@ fn run(cli: Cli, args: Vec<String>) -> ExitCode {
         Command::Validate {
             playbooks,
             inventory,
+            strict,
         } => match tokio::runtime::Runtime::new() {
-            Ok(rt) => rt.block_on(validate(playbooks, &inventory)),
+            Ok(rt) => rt.block_on(validate(playbooks, &inventory, strict)),
             Err(e) => fail(&Error::Other(format!("cannot start the runtime: {e}"))),
         },
         Command::List => list(),
@@ -699,8 +704,9 @@ async fn show_inventory(
 }
 
 /// `remedy validate`; with an inventory that declares the CloudStack source, the zone is read
-/// so that targets such as `routers` resolve as they would in a run.
-async fn validate(names: Vec<String>, inventory: &[PathBuf]) -> ExitCode {
+/// so that targets such as `routers` resolve as they would in a run. `strict` also refuses
+/// every use of the `raw` filter.
+async fn validate(names: Vec<String>, inventory: &[PathBuf], strict: bool) -> ExitCode {
     let inv = if inventory.is_empty() {
         None
     } else {
@@ -719,7 +725,14 @@ async fn validate(names: Vec<String>, inventory: &[PathBuf]) -> ExitCode {
     }
     let mut worst = ExitCode::Success;
     for n in &names {
-        match plan::validate(n, inv.as_ref()) {
+        let checked = plan::validate(n, inv.as_ref()).and_then(|p| {
+            let raw = p.templates.raw_uses();
+            if strict && !raw.is_empty() {
+                return Err(crate::error::Diagnostics(raw.to_vec()));
+            }
+            Ok(p)
+        });
+        match checked {
             Ok(p) => outln!("ok       {n} ({}: {} steps)", p.name, p.steps.len()),
             Err(d) => {
                 outln!("invalid  {n}");

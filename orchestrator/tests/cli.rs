@@ -86,6 +86,53 @@ fn validate_exits_4_on_each_bad_fixture() {
     assert!(seen >= 10, "expected the bad fixtures, found {seen}");
 }
 
+/// A value in a place no quoting makes safe is refused by `validate` at the `{{ }}`, with the
+/// fix; `--strict` also refuses `| raw`.
+#[test]
+fn validate_refuses_unsafe_interpolations_and_strict_refuses_raw() {
+    let dir = tempfile::tempdir().unwrap();
+    let pb = dir.path().join("pb.yml");
+    std::fs::write(
+        &pb,
+        "name: x\ndescription: d\nparams:\n  v: { default: a }\nsteps:\n  - id: s\n    on: h\n    \
+         ssh: echo 'ok {{ v }}' \"ok {{ v }}\" `echo {{ v }}`\n    changes: none\n",
+    )
+    .unwrap();
+    let o = remedy(&["validate", "pb.yml"], dir.path());
+    assert_eq!(o.status.code(), Some(4), "{}", text(&o));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.starts_with(
+            "error: pb.yml:8:47: a value cannot be interpolated inside backticks, where the \
+             shell reads backslashes and quotes a second time\n"
+        ),
+        "{err}"
+    );
+    assert!(err.contains("use $(...) instead of backticks"), "{err}");
+
+    std::fs::write(
+        &pb,
+        "name: x\ndescription: d\nparams:\n  v: { default: a }\nsteps:\n  - id: s\n    on: h\n    \
+         ssh: ip route {{ v | raw }} dev 'eth {{ v }}'\n    changes: none\n",
+    )
+    .unwrap();
+    let o = remedy(&["validate", "pb.yml"], dir.path());
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let o = remedy(&["validate", "--strict", "pb.yml"], dir.path());
+    assert_eq!(o.status.code(), Some(4), "{}", text(&o));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.starts_with(
+            "error: pb.yml:8:19: `raw` inserts a value unquoted, and --strict forbids it\n"
+        ),
+        "{err}"
+    );
+    assert!(String::from_utf8_lossy(&o.stdout).contains("invalid  pb.yml"));
+    // The shipped playbooks use no `raw`.
+    let o = remedy(&["validate", "--strict"], &root());
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+}
+
 const PLAYBOOK: &str = r#"
 name: perms-then-fail
 description: changes a file mode, then fails, so the mode must come back

@@ -1100,3 +1100,59 @@ async fn connection_refused_and_become() {
     assert_ne!(out.stdout, "/bin/sh\n");
     assert_eq!(out.rc, Some(0));
 }
+
+// ---------------------------------------------------------------------------------------------
+// Quoting
+// ---------------------------------------------------------------------------------------------
+
+/// Hostile values rendered by shell templates (bare, inside '...', inside "...") reach a real
+/// sshd's shell as exactly their bytes, written to a file and read back; nothing they hold runs.
+/// The property test of the same quoting with local shells is `shell_quoting.rs`.
+#[tokio::test(flavor = "multi_thread")]
+async fn hostile_values_arrive_byte_for_byte() {
+    use remedy::source::Source;
+    use remedy::template::{Mode, Templates};
+
+    if !available() {
+        return;
+    }
+    let lab = Lab::new();
+    let sshd = lab.sshd("s");
+    lab.trust(&sshd, "ed25519");
+    let (inv, t) = lab.transport(&inventory(&[lab.host("h", &sshd, "")]));
+    let arrived = lab.path("arrived");
+    let pwned = lab.path("pwned");
+    let p = pwned.display();
+    let values = [
+        format!("x; touch {p}"),
+        format!("x'; touch {p}; '"),
+        format!("$(touch {p})"),
+        format!("`touch {p}`"),
+        format!("\"; touch {p}; \""),
+        "a\\\nb\n\n|& <> * ~ # ! é 🦀 -rf {a,b} $HOME".to_string(),
+        "'\\''".repeat(5_000),
+    ];
+    let source = Source::parse("pb.yml", "ssh: x\n").unwrap();
+    let mut templates = Templates::new();
+    for (template, pre) in [
+        ("printf '%s' {{ v }} > {{ f }}", ""),
+        ("printf '%s' 'pre {{ v }}' > {{ f }}", "pre "),
+        (r#"printf '%s' "pre {{ v }}" > {{ f }}"#, "pre "),
+    ] {
+        let tpl = templates
+            .add(&source, "ssh", template, Mode::Shell)
+            .unwrap();
+        for v in &values {
+            let ctx = minijinja::context! { v => v, f => arrived.display().to_string() };
+            let cmd = templates.render(&tpl, &ctx).unwrap();
+            let out = ssh(&t, &inv, "h", &cmd, T).await.unwrap();
+            assert_eq!(out.rc, Some(0), "{cmd}: {}", out.stderr);
+            assert_eq!(
+                fs::read(&arrived).unwrap(),
+                format!("{pre}{v}").into_bytes(),
+                "{cmd}"
+            );
+            assert!(!pwned.exists(), "{cmd} ran a command from its value");
+        }
+    }
+}

@@ -757,3 +757,71 @@ async fn a_hypervisors_sshd_stopped_takes_its_tunnels_and_refuses_new_connection
     assert!(lab.ssh("kvm01", "true").await.is_err());
     assert_eq!(lab.ssh("kvm02", "echo ok").await.unwrap().stdout, "ok\n");
 }
+
+/// Issue 19: a value the author put inside quotes in an `ssh:` command. `echo 'hello {{ name }}'`
+/// once rendered as `echo 'hello 'x; chmod 777 FILE''`, and the chmod ran on the management
+/// server. Now each value is quoted for its place: the commands that arrive hold the value as
+/// one argument, the file keeps its mode, and `$(...)` inside double quotes stays text.
+const GREET: &str = r#"
+name: greet
+description: says hello on the management server
+params:
+  name: { required: true }
+steps:
+  - id: single
+    on: mgmt1
+    ssh: echo 'hello {{ name }}'
+    changes: none
+  - id: double
+    on: mgmt1
+    needs: [single]
+    ssh: echo "hello {{ name }}"
+    changes: none
+"#;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_value_inside_quotes_stays_one_argument() {
+    let lab = lab("").await;
+    let file = "/var/log/cloudstack/management/management-server.log";
+    let mode = || {
+        lab.sim
+            .with_zone(|z| run_line(z, "mgmt1", &format!("stat -c %a {file}")))
+            .stdout
+    };
+    assert_eq!(mode(), "644\n");
+    let dir = lab.tmp.path().join("greet");
+    std::fs::create_dir_all(&dir).unwrap();
+    let pb = write(&dir, "greet.yml", GREET);
+    let inv_path = write(&dir, "inventory.yml", &lab.inventory);
+    let t = Arc::new(SshTransport::new(
+        lab.inv.clone(),
+        options(&lab.known_hosts),
+    ));
+
+    let chmod = format!("x; chmod 777 {file}");
+    let first = plan(&pb, &inv_path, &[("name", &chmod)]);
+    let (_, summary, _) = run(first, t.clone(), RunOptions::default()).await;
+    assert_eq!(summary.failed, 0, "{}", summary.status);
+    assert_eq!(
+        lab.ssh.commands("mgmt1"),
+        [
+            format!("echo 'hello x; chmod 777 {file}'"),
+            format!("echo \"hello x; chmod 777 {file}\""),
+        ]
+    );
+    assert_eq!(mode(), "644\n", "the chmod in the value ran");
+
+    let subst = format!("$(chmod 777 {file})");
+    let second = plan(&pb, &inv_path, &[("name", &subst)]);
+    let (_, summary, _) = run(second, t, RunOptions::default()).await;
+    // The simulated shell refuses a substitution it would have to run; escaped, it is text.
+    assert_eq!(summary.failed, 0, "{}", summary.status);
+    assert_eq!(
+        lab.ssh.commands("mgmt1")[2..],
+        [
+            format!("echo 'hello $(chmod 777 {file})'"),
+            format!("echo \"hello \\$(chmod 777 {file})\""),
+        ]
+    );
+    assert_eq!(mode(), "644\n");
+}

@@ -659,6 +659,43 @@ mod tests {
         assert!(matches!(sh(&["a\0b"]), Err(ModuleError::NulByte(_))));
     }
 
+    /// Every module builds its commands with `sh`: what a real shell hands the program is
+    /// exactly the words, hostile or not.
+    #[test]
+    fn sh_words_reach_a_real_shell_byte_for_byte() {
+        let words = [
+            "systemctl",
+            "restart",
+            "x; touch /tmp/remedy-pwned",
+            "$(id)",
+            "`id`",
+            "a'b\"c\\d",
+            "*?[]~{a,b}#!=,",
+            "line\nbreak",
+            "é 🦀",
+            "",
+            "--",
+        ];
+        let line = sh(&words).unwrap();
+        for shell in ["sh", "bash"] {
+            let out = std::process::Command::new(shell)
+                .arg("-c")
+                .arg(format!("set -- {line}; printf '%s\\0' \"$@\""))
+                .env_clear()
+                .env("PATH", "/usr/bin:/bin")
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "{shell}: {line}");
+            let got: Vec<&[u8]> = out.stdout.split(|&b| b == 0).collect();
+            let want: Vec<&[u8]> = words
+                .iter()
+                .map(|w| w.as_bytes())
+                .chain([&b""[..]])
+                .collect();
+            assert_eq!(got, want, "{shell}: {line}");
+        }
+    }
+
     #[test]
     fn every_spec_parses_from_yaml_and_builds() {
         let yaml = r#"

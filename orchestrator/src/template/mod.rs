@@ -5,18 +5,26 @@
 //! errors ([`UndefinedBehavior::Strict`]).
 //!
 //! Templates of shell commands (`ssh:`, `check:`, a rollback command) use the custom auto-escape
-//! mode `shell`: every value interpolated into them is single-quoted for a POSIX shell, so a
-//! parameter such as `x; rm -rf /` or `$(reboot)` stays one inert argument. A value that must be
-//! inserted as shell syntax says so with the `raw` filter (`{{ flags | raw }}`).
+//! mode `shell`: every value interpolated into them is quoted for the place it lands in the
+//! command line (bare, inside `'...'` or inside `"..."`), so a parameter such as `x; rm -rf /`
+//! or `$(reboot)` reaches the program as one inert argument, byte for byte. Rendering writes each
+//! value between NUL marks; [`shell::assemble`] then follows the shell's quoting state through
+//! the rendered text and quotes each value for its context, or refuses a place where no quoting
+//! is safe (inside backticks, after a backslash, ...). [`Templates::add`] checks the same places
+//! in the template's source, so `remedy validate` reports them at file:line:col. A value that must
+//! be inserted as shell syntax says so with the `raw` filter (`{{ flags | raw }}`), the one
+//! escape hatch; [`Templates::raw_uses`] lists them for `remedy validate --strict`.
 //!
 //! Not here: which variables exist (the plan checks names before anything renders) and building
 //! the context (runner).
 
+pub mod shell;
+
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
-use minijinja::value::Value;
-use minijinja::{AutoEscape, Environment, ErrorKind, UndefinedBehavior};
+use minijinja::value::{Object, Value};
+use minijinja::{AutoEscape, Environment, ErrorKind, State, UndefinedBehavior};
 
 use crate::error::Diagnostic;
 use crate::source::{Loc, Pos, Source};
@@ -66,6 +74,20 @@ pub struct RenderError {
 pub struct Templates {
     env: Environment<'static>,
     next: usize,
+    raw_uses: Vec<Diagnostic>,
+}
+
+/// A value the `raw` filter marked: inserted into a shell command as syntax, unquoted.
+///
+/// An object rather than a "safe" string, so that other filters that return safe strings
+/// (`tojson`, `safe`) are still quoted: `raw` is the one way out.
+#[derive(Debug)]
+struct RawShell(String);
+
+impl Object for RawShell {
+    fn render(self: &Arc<Self>, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
 }
 
 impl std::fmt::Debug for Templates {
@@ -97,24 +119,31 @@ impl Templates {
             }
         });
         env.set_formatter(|out, state, value| {
-            if state.auto_escape() == AutoEscape::Custom(SHELL) && !value.is_safe() {
-                let text = value_text(value);
-                let quoted = shell_quote(&text).map_err(|e| {
-                    minijinja::Error::new(ErrorKind::InvalidOperation, e.to_string())
-                })?;
-                out.write_str(&quoted).map_err(minijinja::Error::from)
-            } else {
-                minijinja::escape_formatter(out, state, value)
+            if state.auto_escape() != AutoEscape::Custom(SHELL) {
+                return minijinja::escape_formatter(out, state, value);
             }
+            let marked = shell_mark(value)
+                .map_err(|e| minijinja::Error::new(ErrorKind::InvalidOperation, e.to_string()))?;
+            out.write_str(&marked).map_err(minijinja::Error::from)
         });
         // `raw`: insert a value as shell syntax, unquoted. Only meaningful in shell templates.
-        env.add_filter("raw", |v: Value| Value::from_safe_string(value_text(&v)));
-        // `quote`: shell-quote explicitly, e.g. inside a text template that builds a command.
-        env.add_filter("quote", |v: Value| -> Result<Value, minijinja::Error> {
-            let q = shell_quote(&value_text(&v))
-                .map_err(|e| minijinja::Error::new(ErrorKind::InvalidOperation, e.to_string()))?;
-            Ok(Value::from_safe_string(q))
+        env.add_filter("raw", |v: Value| {
+            Value::from_object(RawShell(value_text(&v)))
         });
+        // `quote`: shell-quote explicitly, e.g. inside a text template that builds a command. In
+        // a shell template every value is already quoted for its place, so it changes nothing.
+        env.add_filter(
+            "quote",
+            |state: &State, v: Value| -> Result<Value, minijinja::Error> {
+                if state.auto_escape() == AutoEscape::Custom(SHELL) {
+                    return Ok(Value::from(value_text(&v)));
+                }
+                let q = shell_quote(&value_text(&v)).map_err(|e| {
+                    minijinja::Error::new(ErrorKind::InvalidOperation, e.to_string())
+                })?;
+                Ok(Value::from_safe_string(q))
+            },
+        );
         // `group_name(PREFIX)`: the inventory group the CloudStack source makes for a name, e.g.
         // `"Web VPC" | group_name("vpc")` is `vpc_web_vpc`.
         env.add_filter("group_name", |name: String, prefix: String| {
@@ -141,7 +170,17 @@ impl Templates {
                 Ok(re.is_match(&s))
             },
         );
-        Templates { env, next: 0 }
+        Templates {
+            env,
+            next: 0,
+            raw_uses: Vec::new(),
+        }
+    }
+
+    /// Every use of the `raw` filter in the templates compiled so far, as diagnostics (for
+    /// `remedy validate --strict`).
+    pub fn raw_uses(&self) -> &[Diagnostic] {
+        &self.raw_uses
     }
 
     /// Compile `text` found at `path` in `source`. Syntax errors become diagnostics at the spot.
@@ -173,6 +212,41 @@ impl Templates {
         };
         let name: Arc<str> = Arc::from(format!("{loc}@{}{suffix}", self.next));
         let is_static = !(text.contains("{{") || text.contains("{%") || text.contains("{#"));
+        let checked = shell::check_template(text);
+        for &(offset, len) in &checked.raw {
+            self.raw_uses.push(
+                Diagnostic::at_loc(
+                    source,
+                    loc_in(source, &loc, text, offset, len),
+                    "`raw` inserts a value unquoted, and --strict forbids it",
+                )
+                .with_len(len)
+                .with_label("raw value")
+                .with_help(
+                    "remove `| raw`: the value is then quoted for its place in the command; \
+                     split options into separate parameters if they were inserted raw",
+                ),
+            );
+        }
+        if mode == Mode::Shell {
+            if text.contains(shell::MARK) {
+                return Err(Diagnostic::at_loc(
+                    source,
+                    loc,
+                    "a shell command contains a NUL byte, which no command line can carry",
+                ));
+            }
+            if let Some(f) = checked.refused.first() {
+                return Err(Diagnostic::at_loc(
+                    source,
+                    loc_in(source, &loc, text, f.offset, f.len),
+                    f.refusal.to_string(),
+                )
+                .with_len(f.len)
+                .with_label("no quoting is safe here")
+                .with_help(f.refusal.fix));
+            }
+        }
         self.env
             .add_template_owned(name.to_string(), text.to_string())
             .map_err(|e| template_diag(source, &loc, first_line, text, &e))?;
@@ -223,7 +297,7 @@ impl Templates {
             loc: tpl.loc.clone(),
             message: e.to_string(),
         })?;
-        t.render(ctx).map_err(|e| {
+        let rendered = t.render(ctx).map_err(|e| {
             let line = e.line().unwrap_or(1);
             let mut loc = tpl.loc.clone();
             if line > 1 || tpl.first_line != tpl.loc.pos.line {
@@ -237,7 +311,14 @@ impl Templates {
                 loc,
                 message: error_message(&e, &tpl.source),
             }
-        })
+        })?;
+        match tpl.mode {
+            Mode::Text => Ok(rendered),
+            Mode::Shell => shell::assemble(&rendered).map_err(|r| RenderError {
+                loc: tpl.loc.clone(),
+                message: format!("{r} (fix: {})", r.fix),
+            }),
+        }
     }
 
     /// Evaluate an expression to a value.
@@ -281,21 +362,85 @@ fn value_text(v: &Value) -> String {
     }
 }
 
-/// POSIX single-quoting; plain words stay as they are.
+const NUL_VALUE: &str = "a value contains a NUL byte, which no program argument can carry";
+
+/// A value as a shell template's formatter writes it: a `raw` value as is, any other between
+/// two [`shell::MARK`]s for [`shell::assemble`] to quote. Values with a NUL byte are refused.
+fn shell_mark(value: &Value) -> Result<String, String> {
+    if let Some(raw) = value.downcast_object_ref::<RawShell>() {
+        if raw.0.contains(shell::MARK) {
+            return Err(
+                "a `raw` value contains a NUL byte (or the output of a block: `{% set %}`, \
+                 `{% filter %}`, a macro), which no command line can carry"
+                    .into(),
+            );
+        }
+        return Ok(raw.0.clone());
+    }
+    let text = value_text(value);
+    if text.contains(shell::MARK) {
+        if value.is_safe() {
+            return Err(
+                "the output of a block (`{% set %}`, `{% filter %}`, a macro) cannot \
+                        be interpolated into a shell command; interpolate the values themselves"
+                    .into(),
+            );
+        }
+        return Err(NUL_VALUE.into());
+    }
+    Ok(format!("{m}{text}{m}", m = shell::MARK))
+}
+
+/// POSIX single-quoting for a bare place in a command line; plain words stay as they are.
 pub fn shell_quote(text: &str) -> Result<String, String> {
-    if text.is_empty() {
-        return Ok("''".into());
+    if text.contains(shell::MARK) {
+        return Err(NUL_VALUE.into());
     }
-    if text.contains('\0') {
-        return Err("a value contains a NUL byte, which no shell command can carry".into());
+    Ok(shell::quote_bare(text))
+}
+
+/// Where the byte range `offset..offset + len` of a template's `text`, found at `loc`, is in the
+/// file: exact for plain, quoted and block scalars without escapes, else the field itself.
+fn loc_in(source: &Source, loc: &Loc, text: &str, offset: usize, len: usize) -> Loc {
+    let before = &text[..offset];
+    let line = before.matches('\n').count();
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    let col_in_line = before[line_start..].chars().count();
+    let quoted = line == 0
+        && matches!(
+            source.text[loc.pos.offset..].chars().next(),
+            Some('"' | '\'')
+        );
+    let pos_line = loc.pos.line + line;
+    let col = loc.pos.col + col_in_line + usize::from(quoted);
+    let offset_in_file = source.offset_of(pos_line, col);
+    let wanted = &text[offset..offset + len];
+    if source.text[offset_in_file..].starts_with(wanted) {
+        return source.at(Pos {
+            line: pos_line,
+            col,
+            offset: offset_in_file,
+        });
     }
-    let plain = text
-        .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || b"@%+=:,./-_".contains(&b));
-    if plain {
-        return Ok(text.to_string());
+    // Escapes in a quoted scalar shift columns: look for the tag on its line, after the field.
+    let from = if line == 0 {
+        loc.pos.offset
+    } else {
+        source.offset_of(pos_line, 1)
+    };
+    let line_end = source.text[from..]
+        .find('\n')
+        .map_or(source.text.len(), |i| from + i);
+    if let Some(i) = source.text[from..line_end].find(wanted) {
+        let at = from + i;
+        let line_start = source.text[..at].rfind('\n').map_or(0, |i| i + 1);
+        return source.at(Pos {
+            line: pos_line,
+            col: source.text[line_start..at].chars().count() + 1,
+            offset: at,
+        });
     }
-    Ok(format!("'{}'", text.replace('\'', r"'\''")))
+    loc.clone()
 }
 
 fn error_message(e: &minijinja::Error, template: &str) -> String {
@@ -388,6 +533,182 @@ mod tests {
             .render(&tpl, &context! { args => "add default", dev => "eth 1" })
             .unwrap();
         assert_eq!(out, "ip route add default 'eth 1'");
+    }
+
+    #[test]
+    fn values_inside_quotes_are_quoted_for_their_place() {
+        let s = src("ssh: x\n");
+        let mut t = Templates::new();
+        let single = t
+            .add(&s, "ssh", "echo 'hello {{ name }}'", Mode::Shell)
+            .unwrap();
+        let double = t
+            .add(&s, "ssh", r#"echo "hello {{ name }}""#, Mode::Shell)
+            .unwrap();
+        let chmod = "x; chmod 777 /etc/remedy-test.conf";
+        assert_eq!(
+            t.render(&single, &context! { name => chmod }).unwrap(),
+            "echo 'hello x; chmod 777 /etc/remedy-test.conf'"
+        );
+        assert_eq!(
+            t.render(&single, &context! { name => "x'; id; '" })
+                .unwrap(),
+            r"echo 'hello x'\''; id; '\'''"
+        );
+        assert_eq!(
+            t.render(&double, &context! { name => "$(id) `id` \"\\" })
+                .unwrap(),
+            r#"echo "hello \$(id) \`id\` \"\\""#
+        );
+    }
+
+    #[test]
+    fn only_raw_is_inserted_unquoted() {
+        let s = src("ssh: x\n");
+        let mut t = Templates::new();
+        // tojson and safe make "safe" strings; in a shell command they are quoted all the same
+        let tpl = t
+            .add(
+                &s,
+                "ssh",
+                "echo {{ v | tojson }} {{ v | safe }}",
+                Mode::Shell,
+            )
+            .unwrap();
+        assert_eq!(
+            t.render(&tpl, &context! { v => "$(id)" }).unwrap(),
+            r#"echo '"$(id)"' '$(id)'"#
+        );
+        // quote in a shell template quotes once, for the place
+        let tpl = t
+            .add(&s, "ssh", "echo '{{ v | quote }}'", Mode::Shell)
+            .unwrap();
+        assert_eq!(
+            t.render(&tpl, &context! { v => "a b" }).unwrap(),
+            "echo 'a b'"
+        );
+        // and in a text template it still quotes
+        let tpl = t.add(&s, "ssh", "{{ v | quote }}", Mode::Text).unwrap();
+        assert_eq!(t.render(&tpl, &context! { v => "a b" }).unwrap(), "'a b'");
+        let tpl = t.add(&s, "ssh", "{{ v | raw }}", Mode::Text).unwrap();
+        assert_eq!(t.render(&tpl, &context! { v => "a b" }).unwrap(), "a b");
+    }
+
+    #[test]
+    fn the_rendered_text_decides_when_the_source_cannot() {
+        let s = src("ssh: x\n");
+        let mut t = Templates::new();
+        // a raw value opens a backtick: the value after it is refused when rendering
+        let tpl = t
+            .add(&s, "ssh", "echo {{ r | raw }}{{ v }}", Mode::Shell)
+            .unwrap();
+        let e = t
+            .render(&tpl, &context! { r => "`", v => "x" })
+            .unwrap_err();
+        assert_eq!(
+            e.message,
+            "a value cannot be interpolated inside backticks, where the shell reads backslashes \
+             and quotes a second time (fix: use $(...) instead of backticks)"
+        );
+        // block output carries marked values: refused rather than quoted twice
+        let tpl = t
+            .add(
+                &s,
+                "ssh",
+                "{% set b %}a {{ v }}{% endset %}echo {{ b }}",
+                Mode::Shell,
+            )
+            .unwrap();
+        let e = t.render(&tpl, &context! { v => "x" }).unwrap_err();
+        assert!(e.message.contains("output of a block"), "{e}");
+        // control flow: only the branch taken counts
+        let tpl = t
+            .add(
+                &s,
+                "ssh",
+                "echo {% if q %}'{% endif %}{{ v }}{% if q %}'{% endif %}",
+                Mode::Shell,
+            )
+            .unwrap();
+        assert_eq!(
+            t.render(&tpl, &context! { q => true, v => "a'b" }).unwrap(),
+            r"echo 'a'\''b'"
+        );
+        assert_eq!(
+            t.render(&tpl, &context! { q => false, v => "a'b" })
+                .unwrap(),
+            r"echo 'a'\''b'"
+        );
+        assert_eq!(
+            t.render(&tpl, &context! { q => true, v => "ab" }).unwrap(),
+            "echo 'ab'"
+        );
+        assert_eq!(
+            t.render(&tpl, &context! { q => false, v => "ab" }).unwrap(),
+            "echo ab"
+        );
+    }
+
+    #[test]
+    fn unsafe_places_are_refused_at_the_interpolation() {
+        let yaml = "name: x\nsteps:\n  - ssh: echo `{{ a }}`\n  - ssh: \"echo \\\\{{ a }}\"\n  - ssh: |\n      echo ok\n      echo ${x:-{{ a }}}\n";
+        let s = src(yaml);
+        let mut t = Templates::new();
+        let d = t
+            .add(&s, "steps.0.ssh", "echo `{{ a }}`", Mode::Shell)
+            .unwrap_err();
+        assert_eq!(
+            d.headline(),
+            "pb.yml:3:16: a value cannot be interpolated inside backticks, where the shell \
+             reads backslashes and quotes a second time"
+        );
+        assert_eq!(d.help.as_deref(), Some("use $(...) instead of backticks"));
+        assert_eq!(d.len, "{{ a }}".len());
+        let d = t
+            .add(&s, "steps.1.ssh", "echo \\{{ a }}", Mode::Shell)
+            .unwrap_err();
+        assert!(
+            d.headline()
+                .starts_with("pb.yml:4:18: a value cannot be interpolated right after a backslash"),
+            "{}",
+            d.headline()
+        );
+        let d = t
+            .add(
+                &s,
+                "steps.2.ssh",
+                "echo ok\necho ${x:-{{ a }}}\n",
+                Mode::Shell,
+            )
+            .unwrap_err();
+        assert!(
+            d.headline()
+                .starts_with("pb.yml:7:17: a value cannot be interpolated inside `${...}`"),
+            "{}",
+            d.headline()
+        );
+        // text templates are not shell commands
+        assert!(t
+            .add(&s, "steps.0.ssh", "echo `{{ a }}`", Mode::Text)
+            .is_ok());
+    }
+
+    #[test]
+    fn raw_uses_are_listed_for_strict() {
+        let s = src("name: x\nssh: ip route {{ args | raw }} dev {{ dev }}\n");
+        let mut t = Templates::new();
+        t.add(
+            &s,
+            "ssh",
+            "ip route {{ args | raw }} dev {{ dev }}",
+            Mode::Shell,
+        )
+        .unwrap();
+        let uses: Vec<String> = t.raw_uses().iter().map(|d| d.headline()).collect();
+        assert_eq!(
+            uses,
+            ["pb.yml:2:15: `raw` inserts a value unquoted, and --strict forbids it"]
+        );
     }
 
     #[test]
