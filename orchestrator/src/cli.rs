@@ -1412,6 +1412,15 @@ fn given_params(
     Ok(given)
 }
 
+/// Whether a recorded undo action holds [`crate::redact::Redactor::MASK`] where a secret was.
+fn undo_is_masked(d: &crate::scheduler::Done) -> bool {
+    d.undo.as_ref().is_some_and(|u| {
+        u.actions
+            .iter()
+            .any(|a| a.to_string().contains(crate::redact::Redactor::MASK))
+    })
+}
+
 /// `remedy plan`: a dry-run whose predictions become a plan file.
 async fn make_plan(req: PlanArgs, argv: Vec<String>) -> ExitCode {
     let (inv, api, cloudstack_inventory) = match resolve_inventory(&req.inventory).await {
@@ -1800,6 +1809,10 @@ async fn rollback_run(
     let (reachable, missing): (Vec<_>, Vec<_>) = pending
         .into_iter()
         .partition(|d| d.undo.is_none() || plan.host(&d.target).is_some());
+    // An undo recorded with a secret masked cannot be replayed: `rm -f /tmp/********` would
+    // run the mask, a shell glob, instead of the secret.
+    let (reachable, masked): (Vec<_>, Vec<_>) =
+        reachable.into_iter().partition(|d| !undo_is_masked(d));
     if let Err(e) = sink.emit(Event::RunStart {
         run: id.clone(),
         playbook: format!("rollback of {run}"),
@@ -1846,8 +1859,14 @@ async fn rollback_run(
         )
         .await
     };
-    for d in &missing {
-        let why = host_missing(&run, &d.target, &inv_paths);
+    let why_masked = |_: &crate::scheduler::Done| {
+        "its recorded undo holds a secret, masked in the audit log: undo it by hand".to_string()
+    };
+    let unreplayable = missing
+        .iter()
+        .map(|d| (d, host_missing(&run, &d.target, &inv_paths)))
+        .chain(masked.iter().map(|d| (d, why_masked(d))));
+    for (d, why) in unreplayable {
         let _ = sink.emit(Event::UndoEnd {
             run: id.clone(),
             step: d.step.clone(),

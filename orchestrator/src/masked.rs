@@ -146,17 +146,27 @@ mod tests {
         for (text, real) in [
             ("{{ password | reverse }}", "199-arbeZ-t3rc3S"),
             ("{{ password[3:] }}-{{ host }}", "r3t-Zebra-991-mgmt1"),
-            ("echo {{ password | reverse }} on {{ host }}", "echo 199-arbeZ-t3rc3S on mgmt1"),
+            (
+                "echo {{ password | reverse }} on {{ host }}",
+                "echo 199-arbeZ-t3rc3S on mgmt1",
+            ),
         ] {
             let tp = tpl(&mut t, text, Mode::Shell);
             let out = render(&t, &tp, &ctx(), &r).unwrap();
             assert_eq!(out, real, "the wire gets the real value");
             assert!(r.redact(&out).contains(M), "{text}: {}", r.redact(&out));
-            assert!(!r.redact(&out).contains("arbe"), "{text}: {}", r.redact(&out));
+            assert!(
+                !r.redact(&out).contains("arbe"),
+                "{text}: {}",
+                r.redact(&out)
+            );
             assert!(!r.redact(&out).contains("r3t-Zebra"), "{text}");
         }
         // The words that did not come from a secret stay readable.
-        assert_eq!(r.redact("echo 199-arbeZ-t3rc3S on mgmt1"), format!("echo {M} on mgmt1"));
+        assert_eq!(
+            r.redact("echo 199-arbeZ-t3rc3S on mgmt1"),
+            format!("echo {M} on mgmt1")
+        );
         // The reversed value alone, e.g. in a command's output, is masked too.
         assert_eq!(r.redact("out: 199-arbeZ-t3rc3S\n"), format!("out: {M}\n"));
     }

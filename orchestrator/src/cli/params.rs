@@ -262,7 +262,10 @@ mod tests {
 
     #[test]
     fn extra_and_secret_arguments_parse() {
-        assert_eq!(parse_kv("@vars.yml").unwrap(), ("@".into(), "vars.yml".into()));
+        assert_eq!(
+            parse_kv("@vars.yml").unwrap(),
+            ("@".into(), "vars.yml".into())
+        );
         let e = parse_kv("password S3cr3t-Zebra-991").unwrap_err();
         assert!(!e.contains("S3cr3t"), "{e}");
         assert_eq!(
@@ -293,7 +296,12 @@ mod tests {
         .map(|s| s.to_string())
         .collect();
         let v = argv_values(&args);
-        for want in ["password S3cr3t-Zebra-991", "S3cr3t-Zebra-991", "abcdefg", "yyyy"] {
+        for want in [
+            "password S3cr3t-Zebra-991",
+            "S3cr3t-Zebra-991",
+            "abcdefg",
+            "yyyy",
+        ] {
             assert!(v.iter().any(|x| x == want), "{want}: {v:?}");
         }
     }
@@ -307,13 +315,19 @@ mod tests {
         let v = read_secret("pw", &SecretSource::File(pw.clone())).unwrap();
         assert_eq!(v, "S3cr3t-Zebra-991");
         let vars = dir.path().join("vars.yml");
-        std::fs::write(&vars, "db_password: S3cr3t-Zebra-991\nvlan: 3933\nnics: [eth1, eth2]\n")
-            .unwrap();
+        std::fs::write(
+            &vars,
+            "db_password: S3cr3t-Zebra-991\nvlan: 3933\nnics: [eth1, eth2]\n",
+        )
+        .unwrap();
         std::fs::set_permissions(&vars, std::fs::Permissions::from_mode(0o644)).unwrap();
         let e = gather(&[("@".into(), vars.display().to_string())], &[], None).unwrap_err();
         let text = e.to_string();
         assert!(text.contains("chmod 600"), "{text}");
-        assert!(text.contains("db_password") && !text.contains("S3cr3t"), "{text}");
+        assert!(
+            text.contains("db_password") && !text.contains("S3cr3t"),
+            "{text}"
+        );
         std::fs::set_permissions(&vars, std::fs::Permissions::from_mode(0o600)).unwrap();
         let got = gather(
             &[
