@@ -517,6 +517,46 @@ mod tests {
     }
 
     #[test]
+    fn case_hex_and_base64_forms() {
+        use base64::engine::general_purpose::{STANDARD, URL_SAFE};
+        let secret = "S3cr3t-Zebra-991?";
+        let r = redactor(&[secret]);
+        let hex: String = secret.bytes().map(|b| format!("{b:02x}")).collect();
+        for form in [
+            secret.to_uppercase(),
+            secret.to_lowercase(),
+            hex.clone(),
+            hex.to_uppercase(),
+            STANDARD.encode(secret),
+            URL_SAFE.encode(secret),
+        ] {
+            assert_eq!(r.redact(&format!("<{form}>")), format!("<{M}>"), "{form}");
+        }
+        // Inside a longer base64 text, at each of the three alignments: no character that
+        // depends on the secret alone survives.
+        for prefix in ["", "a", "ab"] {
+            let encoded = STANDARD.encode(format!("{prefix}{secret} and more"));
+            let masked = r.redact(&encoded);
+            assert!(masked.contains(M), "{prefix:?}: {masked}");
+            assert!(masked.len() <= encoded.len(), "{masked}");
+        }
+    }
+
+    #[test]
+    fn clones_share_what_is_registered_later() {
+        let r = Redactor::new();
+        let clone = r.clone();
+        r.register("derived-secret");
+        assert_eq!(clone.redact("x derived-secret"), format!("x {M}"));
+        assert!(clone.finds("DERIVED-SECRET"));
+        let masked = clone.masked_value("n", &json!(["a", "derived-secret"]));
+        assert_eq!(masked, Some(json!(["a", M])));
+        assert_eq!(clone.masked_value("n", &json!("plain")), None);
+        assert_eq!(clone.masked_value("api_token", &json!(12)), Some(json!(M)));
+        assert_eq!(clone.masked_value("api_token", &json!(true)), None);
+    }
+
+    #[test]
     fn debug_does_not_leak() {
         let r = redactor(&["topsecretvalue"]);
         assert!(!format!("{r:?}").contains("topsecret"));

@@ -302,9 +302,23 @@ fn daemon(d: &Dirs, w: &mut Written, inputs: &mut Vec<PathBuf>) {
         .status();
     let o = child.wait_with_output().expect("the daemon ends");
     w.output("daemon", &o);
-    if notified.is_empty() {
+    let fixed = notified.iter().any(|p| {
+        let name = p.file_name().unwrap().to_string_lossy().to_string();
+        name.starts_with("fix-")
+    });
+    if !fixed {
+        let seen: Vec<String> = notified
+            .iter()
+            .map(|p| {
+                format!(
+                    "{}: {}",
+                    p.display(),
+                    std::fs::read_to_string(p).unwrap_or_default()
+                )
+            })
+            .collect();
         w.problems.push(format!(
-            "the daemon notified nothing within 60 s: {}",
+            "the daemon notified no fix within 60 s (notified: {seen:?}): {}",
             text(&o)
         ));
     }

@@ -234,14 +234,10 @@ pub fn argv_values(args: &[String]) -> Vec<String> {
         } else if a == "-e" || a == "--extra" || a == "--secret" {
             next_is_value = true;
             None
-        } else if let Some(v) = a
-            .strip_prefix("--extra=")
-            .or_else(|| a.strip_prefix("--secret="))
-            .or_else(|| a.strip_prefix("-e").filter(|v| !v.is_empty()))
-        {
-            Some(v)
         } else {
-            None
+            a.strip_prefix("--extra=")
+                .or_else(|| a.strip_prefix("--secret="))
+                .or_else(|| a.strip_prefix("-e").filter(|v| !v.is_empty()))
         };
         if let Some(v) = value {
             out.push(v.to_string());
