@@ -10,6 +10,7 @@
 use std::io::IsTerminal;
 
 mod fit;
+mod params;
 
 /// `print!`/`println!` for a command's output, which is often piped into `head` or `less`: a
 /// reader that went away ends the command quietly instead of a panic with a backtrace.
@@ -210,9 +211,13 @@ pub struct ApplyArgs {
     /// Inventory file or directory (repeatable; Ansible YAML format).
     #[arg(short, long = "inventory", env = "REMEDY_INVENTORY")]
     pub inventory: Vec<PathBuf>,
-    /// Parameter, as name=value (repeatable).
-    #[arg(short = 'e', long = "extra", value_parser = parse_kv)]
+    /// Parameter, as name=value, or @FILE: a YAML/JSON map of parameters (repeatable).
+    #[arg(short = 'e', long = "extra", value_parser = params::parse_kv)]
     pub extra: Vec<(String, String)>,
+    /// A secret parameter's value from the environment or a file, as NAME=env:VAR or
+    /// NAME=file:PATH (trailing newline dropped), kept out of argv (repeatable).
+    #[arg(long = "secret", value_name = "NAME=SOURCE", value_parser = params::parse_secret)]
+    pub secret: Vec<(String, params::SecretSource)>,
     /// Only act on hosts matching this pattern.
     #[arg(long)]
     pub limit: Option<String>,
@@ -309,9 +314,14 @@ pub struct PlanArgs {
     /// Inventory file or directory (repeatable; Ansible YAML format).
     #[arg(short, long = "inventory", env = "REMEDY_INVENTORY")]
     pub inventory: Vec<PathBuf>,
-    /// Parameter, as name=value (repeatable). Secret parameters are stored only as a hash.
-    #[arg(short = 'e', long = "extra", value_parser = parse_kv)]
+    /// Parameter, as name=value, or @FILE: a YAML/JSON map of parameters (repeatable). Secret
+    /// parameters are stored only as a hash.
+    #[arg(short = 'e', long = "extra", value_parser = params::parse_kv)]
     pub extra: Vec<(String, String)>,
+    /// A secret parameter's value from the environment or a file, as NAME=env:VAR or
+    /// NAME=file:PATH (trailing newline dropped), kept out of argv (repeatable).
+    #[arg(long = "secret", value_name = "NAME=SOURCE", value_parser = params::parse_secret)]
+    pub secret: Vec<(String, params::SecretSource)>,
     /// Only plan for hosts matching this pattern.
     #[arg(long)]
     pub limit: Option<String>,
@@ -361,6 +371,10 @@ pub struct ExecArgs {
     pub output: Output,
     #[command(flatten)]
     pub audit: AuditArg,
+    /// A secret, as NAME=env:VAR or NAME=file:PATH: `{{ NAME }}` in the command stands for it
+    /// (shell-quoted), and it is masked in the output and the audit log (repeatable).
+    #[arg(long = "secret", value_name = "NAME=SOURCE", value_parser = params::parse_secret)]
+    pub secret: Vec<(String, params::SecretSource)>,
     /// The command line, after `--`; run by the remote user's shell as written.
     #[arg(last = true, required = true)]
     pub command: Vec<String>,
@@ -423,8 +437,14 @@ pub fn main(args: Vec<String>) -> i32 {
                 }
                 // A command line remedy cannot read is invalid input, like any other: exit 4
                 // (2 means "failed and rolled back", which a script must be able to trust).
+                // clap repeats the value it refused: not a `-e` or `--secret` one, which may
+                // be a secret typed wrongly (`-e "password hunter22"`).
                 _ => {
-                    let _ = e.print();
+                    let redactor = crate::redact::Redactor::new();
+                    for v in params::argv_values(&args) {
+                        redactor.register(v);
+                    }
+                    eprint!("{}", redactor.redact(&e.render().to_string()));
                     ExitCode::InvalidInput.code()
                 }
             }
@@ -1067,13 +1087,42 @@ fn man(out: Option<&std::path::Path>) -> ExitCode {
 /// and inserted raw, so nothing in it is templated or quoted again) and runs through `apply`:
 /// planned against the inventory, confirmed, audited, dry-run aware. Nothing can be undone
 /// automatically, and the playbook says so.
+///
+/// Each `--secret NAME=...` becomes a secret parameter of that playbook, and `{{ NAME }}` in the
+/// command its shell-quoted value: the value is masked wherever the run shows or records it.
 async fn exec(req: ExecArgs, argv: Vec<String>) -> ExitCode {
-    let command = req.command.join(" ");
+    let mut command = req.command.join(" ");
     if command.trim().is_empty() {
         return fail(&Error::invalid(
             "remedy exec: the command after -- is empty".to_string(),
         ));
     }
+    let mut extra = Vec::new();
+    let mut declared = String::new();
+    for (i, (name, source)) in req.secret.iter().enumerate() {
+        let value = match params::read_secret(name, source) {
+            Ok(v) => v,
+            Err(e) => return fail(&e),
+        };
+        let quoted = match crate::template::shell_quote(&value) {
+            Ok(q) => q,
+            Err(e) => return fail(&Error::invalid(format!("--secret {name}: {e}"))),
+        };
+        let reference = regex::Regex::new(&format!(r"\{{\{{\s*{}\s*\}}\}}", regex::escape(name)))
+            .expect("an escaped name makes a valid pattern");
+        if !reference.is_match(&command) {
+            return fail(&Error::invalid(format!(
+                "--secret {name}: the command does not use it; write {{{{ {name} }}}} where it goes"
+            )));
+        }
+        command = reference
+            .replace_all(&command, regex::NoExpand(&quoted))
+            .into_owned();
+        let param = format!("_secret_{i}");
+        declared.push_str(&format!("  {param}: {{ secret: true }}\n"));
+        extra.push((param, value));
+    }
+    extra.insert(0, ("cmd".to_string(), command.clone()));
     let on = serde_json::to_string(&req.pattern).unwrap_or_default();
     let kind = if req.read_only {
         "    changes: none\n".to_string()
@@ -1082,7 +1131,7 @@ async fn exec(req: ExecArgs, argv: Vec<String>) -> ExitCode {
             .to_string()
     };
     let text = format!(
-        "name: exec\ndescription: an ad-hoc command run by remedy exec\nparams:\n  cmd: {{ required: true }}\nsteps:\n  - id: exec\n    on: {on}\n    ssh: \"{{{{ cmd | raw }}}}\"\n{kind}    timeout: {}\n",
+        "name: exec\ndescription: an ad-hoc command run by remedy exec\nparams:\n  cmd: {{ required: true }}\n{declared}steps:\n  - id: exec\n    on: {on}\n    ssh: \"{{{{ cmd | raw }}}}\"\n{kind}    timeout: {}\n",
         humantime::format_duration(req.timeout)
     );
     let path =
@@ -1093,7 +1142,8 @@ async fn exec(req: ExecArgs, argv: Vec<String>) -> ExitCode {
     let args = ApplyArgs {
         playbook: Some(path.display().to_string()),
         inventory: req.inventory,
-        extra: vec![("cmd".into(), command)],
+        extra,
+        secret: Vec::new(),
         limit: None,
         tags: Vec::new(),
         dry_run: req.dry_run,
@@ -1175,10 +1225,14 @@ async fn apply(req: ApplyArgs, argv: Vec<String>, show_output: bool) -> ExitCode
     }
     let opened = match &req.plan {
         Some(file) => {
+            let extra = match params::gather(&req.extra, &req.secret, None) {
+                Ok(e) => e,
+                Err(e) => return fail(&e),
+            };
             let applying = crate::planfile::Applying {
                 file: file.clone(),
                 expect_id: req.expect_id.clone(),
-                extra: req.extra.clone(),
+                extra,
                 inventory: req.inventory.clone(),
                 on_drift: req.on_drift.unwrap_or_default(),
                 require_approval: req.require_approval,
@@ -1212,8 +1266,12 @@ async fn apply(req: ApplyArgs, argv: Vec<String>, show_output: bool) -> ExitCode
                 Ok(p) => p,
                 Err(d) => return fail(&Error::Invalid(d)),
             };
+            let extra = match given_params(&req.extra, &req.secret, &program) {
+                Ok(e) => e,
+                Err(e) => return fail(&e),
+            };
             let opts = Options {
-                extra: req.extra,
+                extra,
                 limit: req.limit,
                 tags: req.tags,
                 validating: false,
@@ -1360,6 +1418,27 @@ fn warn_interrupted(audit_path: &std::path::Path, state_dir: &std::path::Path, p
     }
 }
 
+/// The parameters of `-e` (`@FILE`s read), `--secret`, and the terminal prompt for a required
+/// secret not given.
+fn given_params(
+    extra: &[(String, String)],
+    secrets: &[(String, params::SecretSource)],
+    program: &playbook::Program,
+) -> Result<Vec<(String, String)>, Error> {
+    let mut given = params::gather(extra, secrets, Some(program))?;
+    params::prompt_missing(program, &mut given)?;
+    Ok(given)
+}
+
+/// Whether a recorded undo action holds [`crate::redact::Redactor::MASK`] where a secret was.
+fn undo_is_masked(d: &crate::scheduler::Done) -> bool {
+    d.undo.as_ref().is_some_and(|u| {
+        u.actions
+            .iter()
+            .any(|a| a.to_string().contains(crate::redact::Redactor::MASK))
+    })
+}
+
 /// `remedy plan`: a dry-run whose predictions become a plan file.
 async fn make_plan(req: PlanArgs, argv: Vec<String>) -> ExitCode {
     let (inv, api, cloudstack_inventory) = match resolve_inventory(&req.inventory).await {
@@ -1371,8 +1450,12 @@ async fn make_plan(req: PlanArgs, argv: Vec<String>) -> ExitCode {
         Err(d) => return fail(&Error::Invalid(d)),
     };
     let playbook_path = program.root.clone();
+    let extra = match given_params(&req.extra, &req.secret, &program) {
+        Ok(e) => e,
+        Err(e) => return fail(&e),
+    };
     let opts = Options {
-        extra: req.extra.clone(),
+        extra: extra.clone(),
         limit: req.limit.clone(),
         tags: req.tags.clone(),
         validating: false,
@@ -1405,7 +1488,7 @@ async fn make_plan(req: PlanArgs, argv: Vec<String>) -> ExitCode {
     let making = crate::planfile::Making {
         playbook_path: &playbook_path,
         inventory: &req.inventory,
-        extra: &req.extra,
+        extra: &extra,
         tags: &req.tags,
         valid_for: req.valid_for,
     };
@@ -1744,6 +1827,10 @@ async fn rollback_run(
     let (reachable, missing): (Vec<_>, Vec<_>) = pending
         .into_iter()
         .partition(|d| d.undo.is_none() || plan.host(&d.target).is_some());
+    // An undo recorded with a secret masked cannot be replayed: `rm -f /tmp/********` would
+    // run the mask, a shell glob, instead of the secret.
+    let (reachable, masked): (Vec<_>, Vec<_>) =
+        reachable.into_iter().partition(|d| !undo_is_masked(d));
     if let Err(e) = sink.emit(Event::RunStart {
         run: id.clone(),
         playbook: format!("rollback of {run}"),
@@ -1790,8 +1877,14 @@ async fn rollback_run(
         )
         .await
     };
-    for d in &missing {
-        let why = host_missing(&run, &d.target, &inv_paths);
+    let why_masked = |_: &crate::scheduler::Done| {
+        "its recorded undo holds a secret, masked in the audit log: undo it by hand".to_string()
+    };
+    let unreplayable = missing
+        .iter()
+        .map(|d| (d, host_missing(&run, &d.target, &inv_paths)))
+        .chain(masked.iter().map(|d| (d, why_masked(d))));
+    for (d, why) in unreplayable {
         let _ = sink.emit(Event::UndoEnd {
             run: id.clone(),
             step: d.step.clone(),

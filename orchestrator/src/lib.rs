@@ -26,6 +26,7 @@ pub mod event;
 pub mod inventory;
 pub mod lab;
 pub mod lock;
+pub mod masked;
 pub mod modules;
 pub mod plan;
 pub mod planfile;

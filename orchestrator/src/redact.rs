@@ -13,6 +13,9 @@
 
 use std::borrow::Cow;
 use std::fmt;
+use std::sync::{Arc, RwLock};
+
+use base64::Engine as _;
 
 use serde_json::{Map, Value};
 
@@ -40,20 +43,30 @@ const SECRET_WORDS: &[&str] = &[
 ];
 
 /// Masks registered secret values. Cheap to clone; `Default` is empty (redacts nothing).
+///
+/// Clones share one set of secrets: a value registered while a run goes (a fact or a rendered
+/// action derived from a secret, see [`crate::masked`]) is masked from then on by every clone,
+/// the event sink's included.
 #[derive(Clone, Default)]
 pub struct Redactor {
+    shared: Arc<RwLock<Needles>>,
+}
+
+/// The registered forms and their automaton.
+#[derive(Default)]
+struct Needles {
     /// Every registered value and its encoded forms, longest first, without duplicates.
     needles: Vec<String>,
     /// All of `needles` at once: one pass over a text finds every occurrence of every one,
     /// overlapping ones included (every event of a run goes through here).
-    matcher: Option<aho_corasick::AhoCorasick>,
+    matcher: Option<Arc<aho_corasick::AhoCorasick>>,
 }
 
 impl fmt::Debug for Redactor {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         // Never the values themselves.
         f.debug_struct("Redactor")
-            .field("needles", &self.needles.len())
+            .field("needles", &self.read().needles.len())
             .finish()
     }
 }
@@ -65,35 +78,81 @@ impl Redactor {
         Self::default()
     }
 
-    /// Registers a secret value. Values shorter than four characters are ignored (see
-    /// `MIN_SECRET_CHARS`: they would cause too many false hits, and their masks would give them
-    /// away). Besides the value itself, its JSON-escaped form and its percent-encoded forms
-    /// (upper- and lowercase hex) are registered when they differ, so that the secret is also
-    /// caught inside serialized JSON and in URLs.
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, Needles> {
+        self.shared.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Registers a secret value: see [`Redactor::register`].
     pub fn add(&mut self, secret: impl Into<String>) {
+        self.register(secret);
+    }
+
+    /// Registers a secret value, for this redactor and every clone of it. Values shorter than
+    /// four characters are ignored (see `MIN_SECRET_CHARS`: they would cause too many false
+    /// hits, and their masks would give them away). Besides the value itself, these forms are
+    /// registered when they differ: its JSON-escaped form, its percent-encoded forms (upper-
+    /// and lowercase hex), the value upper- and lowercased, its hex encoding (both cases), and
+    /// its standard and URL-safe base64 encodings, at each of the three alignments it can have
+    /// inside a longer base64 text (the characters that depend on the value alone).
+    pub fn register(&self, secret: impl Into<String>) {
         let secret = secret.into();
         if secret.chars().count() < MIN_SECRET_CHARS {
             return;
         }
-        let json = json_escaped(&secret);
-        let upper = percent_encoded(&secret, true);
-        let lower = percent_encoded(&secret, false);
-        for form in [json, upper, lower].into_iter().chain([secret]) {
-            if !self.needles.contains(&form) {
-                self.needles.push(form);
+        let forms = encoded_forms(&secret);
+        let mut guard = self.shared.write().unwrap_or_else(|p| p.into_inner());
+        let before = guard.needles.len();
+        for form in forms {
+            if form.chars().count() >= MIN_SECRET_CHARS && !guard.needles.contains(&form) {
+                guard.needles.push(form);
             }
         }
-        self.needles
+        if guard.needles.len() == before {
+            return;
+        }
+        guard
+            .needles
             .sort_by(|a, b| b.len().cmp(&a.len()).then_with(|| a.cmp(b)));
-        self.matcher = Some(
-            aho_corasick::AhoCorasick::new(&self.needles)
+        guard.matcher = Some(Arc::new(
+            aho_corasick::AhoCorasick::new(&guard.needles)
                 .expect("an automaton of a few secrets stays within aho-corasick's limits"),
-        );
+        ));
     }
 
     /// True if no secret is registered.
     pub fn is_empty(&self) -> bool {
-        self.needles.is_empty()
+        self.read().needles.is_empty()
+    }
+
+    /// Whether `text` holds a registered secret (in any registered form).
+    pub fn finds(&self, text: &str) -> bool {
+        let matcher = self.read().matcher.clone();
+        matcher.is_some_and(|m| m.is_match(text))
+    }
+
+    /// The value a person may see in place of the value of variable `name`, or `None` when it
+    /// shows no secret. A secret-named variable's value is masked whole (not a boolean: a flag's
+    /// `true` is no secret), a text or number holding a secret has the secret masked, and lists
+    /// and maps go through [`Redactor::redact_json`].
+    pub fn masked_value(&self, name: &str, value: &Value) -> Option<Value> {
+        if is_secret_name(name) && !matches!(value, Value::Bool(_) | Value::Null) {
+            return Some(Value::String(Self::MASK.to_string()));
+        }
+        match value {
+            Value::String(s) => match self.redact(s) {
+                Cow::Owned(m) => Some(Value::String(m)),
+                Cow::Borrowed(_) => None,
+            },
+            Value::Number(n) => match self.redact(&n.to_string()) {
+                Cow::Owned(m) => Some(Value::String(m)),
+                Cow::Borrowed(_) => None,
+            },
+            Value::Array(_) | Value::Object(_) => {
+                let mut v = value.clone();
+                self.redact_json(&mut v).then_some(v)
+            }
+            Value::Bool(_) | Value::Null => None,
+        }
     }
 
     /// Replaces every occurrence of every secret with [`Redactor::MASK`]. Occurrences that
@@ -101,7 +160,7 @@ impl Redactor {
     /// into a single mask, so no fragment of any secret survives, whatever the order they were
     /// registered in. Borrows `text` when there is nothing to mask.
     pub fn redact<'a>(&self, text: &'a str) -> Cow<'a, str> {
-        let Some(matcher) = &self.matcher else {
+        let Some(matcher) = self.read().matcher.clone() else {
             return Cow::Borrowed(text);
         };
         let mut spans: Vec<(usize, usize)> = matcher
@@ -209,6 +268,60 @@ pub fn is_secret_name(name: &str) -> bool {
         .flat_map(char::to_lowercase)
         .collect();
     SECRET_WORDS.iter().any(|word| normalized.contains(word))
+}
+
+/// `secret` and the forms of it [`Redactor::register`] masks too.
+fn encoded_forms(secret: &str) -> Vec<String> {
+    let mut forms = vec![
+        secret.to_string(),
+        json_escaped(secret),
+        percent_encoded(secret, true),
+        percent_encoded(secret, false),
+        secret.to_uppercase(),
+        secret.to_lowercase(),
+        hex(secret.as_bytes(), true),
+        hex(secret.as_bytes(), false),
+    ];
+    for engine in [
+        &base64::engine::general_purpose::STANDARD,
+        &base64::engine::general_purpose::URL_SAFE,
+    ] {
+        forms.extend(base64_cores(secret.as_bytes(), engine));
+    }
+    forms
+}
+
+fn hex(bytes: &[u8], upper: bool) -> String {
+    bytes
+        .iter()
+        .map(|b| {
+            if upper {
+                format!("{b:02X}")
+            } else {
+                format!("{b:02x}")
+            }
+        })
+        .collect()
+}
+
+/// The base64 characters that depend on `bytes` alone, for each of the three offsets (mod 3)
+/// at which `bytes` can start inside a longer encoded text; at offset 0 the padded encoding of
+/// `bytes` alone too.
+fn base64_cores(bytes: &[u8], engine: &base64::engine::GeneralPurpose) -> Vec<String> {
+    let mut out = vec![engine.encode(bytes)];
+    for offset in 0..3usize {
+        let mut padded = vec![0u8; offset];
+        padded.extend_from_slice(bytes);
+        let encoded = engine.encode(&padded);
+        // Character i covers bits [6i, 6i + 6): the first one wholly inside `bytes` starts at
+        // or after bit 8 * offset, the last one ends at or before bit 8 * (offset + len).
+        let first = (8 * offset).div_ceil(6);
+        let end = (8 * (offset + bytes.len())) / 6;
+        if let Some(core) = encoded.get(first..end) {
+            out.push(core.to_string());
+        }
+    }
+    out
 }
 
 /// The text between the quotes of `secret` as a JSON string.
@@ -401,6 +514,46 @@ mod tests {
         assert_eq!(r.redact("abc éé"), "abc éé");
         r.add("abcd");
         assert_eq!(r.redact("abcd"), M);
+    }
+
+    #[test]
+    fn case_hex_and_base64_forms() {
+        use base64::engine::general_purpose::{STANDARD, URL_SAFE};
+        let secret = "S3cr3t-Zebra-991?";
+        let r = redactor(&[secret]);
+        let hex: String = secret.bytes().map(|b| format!("{b:02x}")).collect();
+        for form in [
+            secret.to_uppercase(),
+            secret.to_lowercase(),
+            hex.clone(),
+            hex.to_uppercase(),
+            STANDARD.encode(secret),
+            URL_SAFE.encode(secret),
+        ] {
+            assert_eq!(r.redact(&format!("<{form}>")), format!("<{M}>"), "{form}");
+        }
+        // Inside a longer base64 text, at each of the three alignments: no character that
+        // depends on the secret alone survives.
+        for prefix in ["", "a", "ab"] {
+            let encoded = STANDARD.encode(format!("{prefix}{secret} and more"));
+            let masked = r.redact(&encoded);
+            assert!(masked.contains(M), "{prefix:?}: {masked}");
+            assert!(masked.len() <= encoded.len(), "{masked}");
+        }
+    }
+
+    #[test]
+    fn clones_share_what_is_registered_later() {
+        let r = Redactor::new();
+        let clone = r.clone();
+        r.register("derived-secret");
+        assert_eq!(clone.redact("x derived-secret"), format!("x {M}"));
+        assert!(clone.finds("DERIVED-SECRET"));
+        let masked = clone.masked_value("n", &json!(["a", "derived-secret"]));
+        assert_eq!(masked, Some(json!(["a", M])));
+        assert_eq!(clone.masked_value("n", &json!("plain")), None);
+        assert_eq!(clone.masked_value("api_token", &json!(12)), Some(json!(M)));
+        assert_eq!(clone.masked_value("api_token", &json!(true)), None);
     }
 
     #[test]

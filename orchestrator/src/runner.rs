@@ -375,12 +375,10 @@ impl Ctx {
             .map(|why| NodeResult::drifted(why, now.clone()))
     }
 
+    /// Renders for the wire; what is derived from a secret is masked wherever it shows.
     fn render(&self, tpl: &crate::template::Tpl, ctx: &Value) -> Result<String, String> {
-        self.plan
-            .program
-            .templates
-            .render(tpl, ctx)
-            .map_err(|e| e.to_string())
+        let (templates, redactor) = (&self.plan.program.templates, self.sink.redactor());
+        crate::masked::render(templates, tpl, ctx, redactor).map_err(|e| e.to_string())
     }
 
     fn test(&self, e: &crate::template::Expr, ctx: &Value) -> Result<bool, String> {

@@ -230,10 +230,29 @@ fn missing_param(program: &Program, scope: usize, p: &crate::playbook::Param) ->
     ))
 }
 
-/// Bind a program to an inventory and parameters.
+/// Bind a program to an inventory and parameters. No error shows a secret value: errors go
+/// through the plan's redactor, which by then knows the secrets and what derives from them.
 pub fn build(program: Program, inventory: Inventory, opts: &Options) -> Result<Plan, Diagnostics> {
+    let redactor = Redactor::new();
+    bind(program, inventory, opts, redactor.clone()).map_err(|mut diags| {
+        for d in diags.0.iter_mut() {
+            d.message = redactor.redact(&d.message).into_owned();
+            for text in [&mut d.label, &mut d.help].into_iter().flatten() {
+                *text = redactor.redact(text).into_owned();
+            }
+        }
+        diags
+    })
+}
+
+/// [`build`], registering secrets with `redactor` (a clone of the caller's: they share them).
+fn bind(
+    program: Program,
+    inventory: Inventory,
+    opts: &Options,
+    mut redactor: Redactor,
+) -> Result<Plan, Diagnostics> {
     let mut diags = Diagnostics::default();
-    let mut redactor = Redactor::new();
 
     // --- parameters, scope by scope (parents come before children) ---
     let mut scope_values: Vec<BTreeMap<String, J>> = Vec::new();
@@ -258,9 +277,7 @@ pub fn build(program: Program, inventory: Inventory, opts: &Options) -> Result<P
                     Some(tpl) => {
                         let ctx = scope_context(&scope_values[parent]);
                         Some(
-                            program
-                                .templates
-                                .render(tpl, &ctx)
+                            crate::masked::render(&program.templates, tpl, &ctx, &redactor)
                                 .map(J::String)
                                 .map_err(|e| e.message),
                         )
@@ -324,7 +341,7 @@ pub fn build(program: Program, inventory: Inventory, opts: &Options) -> Result<P
                 continue;
             }
             let ctx = scope_context(&values);
-            match program.templates.render(tpl, &ctx) {
+            match crate::masked::render(&program.templates, tpl, &ctx, &redactor) {
                 Ok(v) => {
                     values.insert(k.clone(), J::String(v));
                 }
@@ -382,7 +399,7 @@ pub fn build(program: Program, inventory: Inventory, opts: &Options) -> Result<P
             continue;
         };
         let ctx = scope_context(&scope_values[step.scope]);
-        match program.templates.render(on, &ctx) {
+        match crate::masked::render(&program.templates, on, &ctx, &redactor) {
             Ok(p) => bindings.push(Binding::Pattern(p)),
             Err(e) => {
                 diags.push(diag_at_loc(

@@ -58,9 +58,25 @@ pub struct Param {
 }
 
 impl Param {
+    /// Whether this parameter's value is a secret: declared `secret: true`, or named like one
+    /// ([`crate::redact::is_secret_name`]).
+    pub fn is_secret(&self) -> bool {
+        self.secret || crate::redact::is_secret_name(&self.name)
+    }
+
     /// Check (and coerce from text given on the command line) a value for this parameter.
+    /// The errors of a secret parameter never show the value.
     pub fn accept(&self, value: serde_json::Value) -> Result<serde_json::Value, String> {
         use serde_json::Value as J;
+        let secret = self.is_secret();
+        // The value as an error shows it: quoted, or not at all for a secret.
+        let shown = |text: &str| {
+            if secret {
+                "a value that is not shown (the parameter is secret)".to_string()
+            } else {
+                format!("{text:?}")
+            }
+        };
         let v = match (self.ty, value) {
             (ParamType::String, J::String(s)) => J::String(s),
             (ParamType::String, v @ (J::Number(_) | J::Bool(_))) => J::String(v.to_string()),
@@ -69,12 +85,12 @@ impl Param {
                 .trim()
                 .parse::<i64>()
                 .map(|n| J::Number(n.into()))
-                .map_err(|_| format!("expected an integer, got {s:?}"))?,
+                .map_err(|_| format!("expected an integer, got {}", shown(&s)))?,
             (ParamType::Bool, J::Bool(b)) => J::Bool(b),
             (ParamType::Bool, J::String(s)) => match s.to_ascii_lowercase().as_str() {
                 "true" | "yes" | "1" => J::Bool(true),
                 "false" | "no" | "0" => J::Bool(false),
-                _ => return Err(format!("expected true or false, got {s:?}")),
+                _ => return Err(format!("expected true or false, got {}", shown(&s))),
             },
             (ParamType::List, J::Array(a)) => J::Array(a),
             (ParamType::List, J::String(s)) => J::Array(
@@ -83,6 +99,7 @@ impl Param {
                     .filter(|p| p.as_str() != Some(""))
                     .collect(),
             ),
+            (ty, _) if secret => return Err(format!("expected a {ty}, got {}", shown(""))),
             (ty, other) => return Err(format!("expected a {ty}, got {other}")),
         };
         if let Some(re) = &self.pattern {
@@ -93,7 +110,7 @@ impl Param {
             for t in texts {
                 if !re.is_match(&t) {
                     let shown = self.pattern_text.as_deref().unwrap_or(re.as_str());
-                    return Err(if self.secret {
+                    return Err(if secret {
                         format!("value does not match pattern {shown}")
                     } else {
                         format!("{t:?} does not match pattern {shown}")
