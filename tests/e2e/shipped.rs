@@ -409,10 +409,10 @@ async fn recreate_ssvm_is_refused_without_allow_irreversible() {
 }
 
 /// When a run fails after CloudStack allocated VLANs from the range it added (restartVPC
-/// implemented the tiers), the server refuses to take the range back: the run ends ROLLBACK
-/// INCOMPLETE, saying which change stayed and the server's reason; everything else is undone.
+/// implemented the tiers), the server would refuse to take the range back: `implement`
+/// declares `consumes: [vlans]`, so the range is kept and named, and everything else is undone.
 #[tokio::test(flavor = "multi_thread")]
-async fn a_range_in_use_is_reported_as_not_undone() {
+async fn a_range_in_use_is_kept_as_consumed() {
     let zone = ApiZone::start("vr-backup-loop", Faults::default()).await;
     let ssh = zone.ssh();
     // verify's first check fails once, after every change was made
@@ -424,11 +424,15 @@ async fn a_range_in_use_is_reported_as_not_undone() {
         false,
     )
     .await;
-    assert_eq!(s.exit, ExitCode::RollbackIncomplete, "{}", s.status);
-    assert_eq!(s.not_undone.len(), 1, "{:?}", s.not_undone);
-    let left = &s.not_undone[0];
-    assert!(left.starts_with("vlans.guest_vlans@localhost: "), "{left}");
-    assert!(left.contains("is allocated to network"), "{left}");
+    assert_eq!(s.exit, ExitCode::RolledBack, "{}", s.status);
+    assert!(s.not_undone.is_empty(), "{:?}", s.not_undone);
+    assert!(
+        s.left
+            .iter()
+            .any(|l| l == "vlans.guest_vlans@localhost, consumed by implement"),
+        "{:?}",
+        s.left
+    );
     assert_eq!(guest_vlan(&zone.world()), "1000-1099", "the range stays");
     // the SSH changes were undone: both public links down again
     let r = router_states(&zone.world());
