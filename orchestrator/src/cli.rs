@@ -421,6 +421,7 @@ fn fail(e: &Error) -> ExitCode {
 /// error (and for `remedy` alone, which prints the help). 2 is also [`ExitCode::RolledBack`];
 /// a usage error is told apart by its `error:` and usage lines on stderr, and nothing ran.
 pub fn main(args: Vec<String>) -> i32 {
+    crate::redact::install_panic_hook(params::argv_values(&args));
     match Cli::try_parse_from(&args) {
         Ok(cli) => run(cli, args).code(),
         Err(e) => {
@@ -454,6 +455,11 @@ pub fn main(args: Vec<String>) -> i32 {
 
 /// Runs one parsed command.
 fn run(cli: Cli, args: Vec<String>) -> ExitCode {
+    // A test build can be made to panic, to prove the panic report masks secrets.
+    #[cfg(debug_assertions)]
+    if let Ok(text) = std::env::var("REMEDY_TEST_PANIC") {
+        panic!("REMEDY_TEST_PANIC: {text}");
+    }
     match cli.command {
         Command::Validate {
             playbooks,

@@ -52,6 +52,37 @@ pub struct Redactor {
     shared: Arc<RwLock<Needles>>,
 }
 
+/// Every secret any redactor of this process has learned: what [`install_panic_hook`] masks.
+fn process() -> &'static Redactor {
+    static EVERYTHING: std::sync::OnceLock<Redactor> = std::sync::OnceLock::new();
+    EVERYTHING.get_or_init(Redactor::default)
+}
+
+/// Registers `values` (the command line's `-e`/`--secret` values, before anything parsed them)
+/// with the process's redactor, and replaces the panic message: a bug's report names where it
+/// happened, and every secret the process knows is masked in it.
+pub fn install_panic_hook(values: Vec<String>) {
+    for v in values {
+        process().register(v);
+    }
+    std::panic::set_hook(Box::new(|info| {
+        let what = info
+            .payload()
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| info.payload().downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "(no message)".into());
+        let at = info
+            .location()
+            .map(|l| format!(" at {}:{}", l.file(), l.line()))
+            .unwrap_or_default();
+        eprintln!(
+            "remedy: internal error (a bug; please report it){at}: {}",
+            process().redact(&what)
+        );
+    }));
+}
+
 /// The registered forms and their automaton.
 #[derive(Default)]
 struct Needles {
@@ -98,6 +129,11 @@ impl Redactor {
         let secret = secret.into();
         if secret.chars().count() < MIN_SECRET_CHARS {
             return;
+        }
+        // The panic hook knows every secret the process learned.
+        let everything = process();
+        if !Arc::ptr_eq(&self.shared, &everything.shared) {
+            everything.register(secret.clone());
         }
         let forms = encoded_forms(&secret);
         let mut guard = self.shared.write().unwrap_or_else(|p| p.into_inner());

@@ -243,10 +243,59 @@ fn http_get(addr: &str, path: &str) -> String {
     reply
 }
 
-/// The daemon with one job whose parameter is the canary, a command notification, /metrics.
+/// A webhook receiver on loopback: every request it gets (head and body), as it came.
+fn webhook_receiver() -> (String, std::sync::Arc<std::sync::Mutex<Vec<Vec<u8>>>>) {
+    use std::io::Read;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    let got = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let keep = got.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let mut stream = stream;
+            stream
+                .set_read_timeout(Some(Duration::from_millis(500)))
+                .unwrap();
+            let mut req = Vec::new();
+            let mut buf = [0u8; 8192];
+            // Read until the body is complete (Content-Length) or the client pauses.
+            loop {
+                match stream.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => req.extend_from_slice(&buf[..n]),
+                }
+                let text = String::from_utf8_lossy(&req).to_string();
+                if let Some((head, body)) = text.split_once("\r\n\r\n") {
+                    let len = head
+                        .lines()
+                        .find_map(|l| {
+                            let (k, v) = l.split_once(':')?;
+                            k.eq_ignore_ascii_case("content-length")
+                                .then(|| v.trim().parse::<usize>().ok())
+                                .flatten()
+                        })
+                        .unwrap_or(0);
+                    if body.len() >= len {
+                        break;
+                    }
+                }
+            }
+            let _ = std::io::Write::write_all(
+                &mut stream,
+                b"HTTP/1.1 204 No Content\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+            );
+            keep.lock().unwrap().push(req);
+        }
+    });
+    (url, got)
+}
+
+/// The daemon with one job whose parameter is the canary, a command and a webhook
+/// notification, /metrics.
 fn daemon(d: &Dirs, w: &mut Written, inputs: &mut Vec<PathBuf>) {
     let notes = d.apply_dir.join("notified");
     std::fs::create_dir_all(&notes).unwrap();
+    let (hook, hooked) = webhook_receiver();
     let port = free_port();
     let jobs = d.apply_dir.join("jobs.yml");
     std::fs::write(
@@ -254,7 +303,8 @@ fn daemon(d: &Dirs, w: &mut Written, inputs: &mut Vec<PathBuf>) {
         format!(
             "jobs:\n  - name: canary\n    playbook: {pb}\n    inventory: {inv}\n    every: 1s\n    \
              params: {{ password: {CANARY} }}\n    notify:\n      command: 'printf \"%s\\n%s\\n\" \
-             \"$REMEDY_STATUS\" \"$REMEDY_REPORT\" > {notes}/$REMEDY_EVENT-$$.txt'\n",
+             \"$REMEDY_STATUS\" \"$REMEDY_REPORT\" > {notes}/$REMEDY_EVENT-$$.txt'\n      \
+             webhook: {hook}\n",
             pb = d.apply_dir.join("canary.yml").display(),
             inv = d.inventory().display(),
             notes = notes.display(),
@@ -302,6 +352,15 @@ fn daemon(d: &Dirs, w: &mut Written, inputs: &mut Vec<PathBuf>) {
         .status();
     let o = child.wait_with_output().expect("the daemon ends");
     w.output("daemon", &o);
+    let bodies = hooked.lock().unwrap().clone();
+    if bodies.is_empty() {
+        w.problems
+            .push("the daemon's webhook received no notification".into());
+    }
+    for (i, b) in bodies.into_iter().enumerate() {
+        w.items
+            .push((format!("daemon webhook notification {i}"), b));
+    }
     let fixed = notified.iter().any(|p| {
         let name = p.file_name().unwrap().to_string_lossy().to_string();
         name.starts_with("fix-")
@@ -627,8 +686,29 @@ fn no_byte_written_holds_the_canary_in_any_form() {
     expect(&mut w, &o, 4, "world-readable -e @file");
     expect_text(&mut w, &o, "chmod 600", "world-readable -e @file");
 
-    // the daemon, with a command notification and /metrics
+    // the daemon, with a command and a webhook notification, and /metrics
     daemon(&d, &mut w, &mut inputs);
+
+    // a panic in a test build, its message holding the secret (and a derived form)
+    let panic_text = format!(
+        "the password is {CANARY}, shouted {}",
+        CANARY.to_uppercase()
+    );
+    let o = run(
+        &d,
+        &mut w,
+        "a panic",
+        &["apply", "canary.yml", "-i", inv, "--yes", "-e", &pw_arg],
+        &[("REMEDY_TEST_PANIC", &panic_text)],
+    );
+    expect(&mut w, &o, 101, "a panic");
+    expect_text(
+        &mut w,
+        &o,
+        "remedy: internal error (a bug; please report it)",
+        "a panic",
+    );
+    expect_text(&mut w, &o, "the password is ********", "a panic");
 
     // the audit log, read back
     let o = run(&d, &mut w, "audit list", &["audit", "list"], &[]);
