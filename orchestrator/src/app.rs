@@ -1,7 +1,8 @@
 //! Running a plan end to end: refusals, the audit log, the run id, the transport (guarded in a
 //! dry-run), the scheduler. The CLI and the tests both come through here.
 
-use std::path::PathBuf;
+pub use crate::identity::{hostname, new_run_id, operator};
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use tokio::sync::{mpsc, watch};
@@ -12,7 +13,8 @@ use crate::error::ExitCode;
 use crate::event::{Event, FileHash, InventoryOrigin, InventoryPath, RunMode, Sink};
 use crate::inventory::{CloudStackEndpoint, CloudStackSource, Inventory};
 use crate::plan::Plan;
-use crate::planfile::{Drift, OnDrift, PlanLink, SavedPlan};
+pub use crate::planfile::FromPlan;
+use crate::planfile::{Drift, OnDrift, SavedPlan};
 use crate::playbook::{Phase, Undo};
 use crate::runner::Ctx;
 use crate::scheduler::{Scheduler, Summary};
@@ -50,14 +52,6 @@ pub struct Locks {
     pub wait: std::time::Duration,
     /// For the message the other side gets: `alice (remedy apply vr-backup-loop)`.
     pub by: String,
-}
-
-/// A saved plan being applied: checked against its inputs already (`SavedPlan::check_*`).
-#[derive(Debug, Clone)]
-pub struct FromPlan {
-    pub saved: SavedPlan,
-    pub link: PlanLink,
-    pub on_drift: OnDrift,
 }
 
 impl Default for RunOptions {
@@ -109,45 +103,6 @@ pub fn lock_targets(plan: &Plan) -> Vec<String> {
         out.insert(CLOUDSTACK_LOCK.into());
     }
     out.into_iter().collect()
-}
-
-/// A fresh run id: UTC time plus 8 random hex digits, sortable and unique enough.
-pub fn new_run_id() -> String {
-    let now = jiff::Timestamp::now()
-        .strftime("%Y%m%dT%H%M%SZ")
-        .to_string();
-    let rand = uuid::Uuid::new_v4().simple().to_string();
-    format!("{now}-{}", &rand[..8])
-}
-
-/// Who is running remedy: the sudo caller if any, else the login name, else the account of the
-/// process's real uid (looked up in /etc/passwd), else `uid N`.
-pub fn operator() -> String {
-    if let Some(u) = ["SUDO_USER", "USER", "LOGNAME"]
-        .iter()
-        .find_map(|k| std::env::var(k).ok().filter(|v| !v.is_empty()))
-    {
-        return u;
-    }
-    let uid = std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("Uid:"))
-                .and_then(|r| r.split_whitespace().next().map(str::to_string))
-        });
-    let Some(uid) = uid else {
-        return "unknown".into();
-    };
-    std::fs::read_to_string("/etc/passwd")
-        .ok()
-        .and_then(|p| {
-            p.lines().find_map(|l| {
-                let f: Vec<&str> = l.split(':').collect();
-                (f.len() > 2 && f[2] == uid).then(|| f[0].to_string())
-            })
-        })
-        .unwrap_or_else(|| format!("uid {uid}"))
 }
 
 /// How to read `inventory` again from `paths` (the `-i` paths it was loaded from), for the
@@ -202,13 +157,6 @@ fn endpoint_words(endpoint: &CloudStackEndpoint) -> String {
             format!("the embedded simulator (scenario {scenario})")
         }
     }
-}
-
-/// This machine's name.
-pub fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|s| s.trim().to_string())
-        .unwrap_or_else(|_| "unknown".into())
 }
 
 /// Execute a plan. Refuses (nothing runs) when irreversible steps are not allowed or the audit
@@ -426,6 +374,57 @@ fn refuse(sink: &Sink, run: &str, saved: &SavedPlan, drift: Vec<Drift>) -> Summa
     let _ = sink.emit(summary.end_event(run));
     let _ = sink.sync();
     summary
+}
+
+/// `remedy plan`: a dry-run of `plan` (recorded in the audit log as the making of a plan),
+/// and the plan made from it, written to `out` when given (with a `plan_written` record).
+/// No plan when the dry-run did not succeed: the summary says why.
+pub async fn make_plan(
+    plan: Plan,
+    transport: std::sync::Arc<dyn crate::transport::Transport>,
+    mut opts: RunOptions,
+    making: &crate::planfile::Making<'_>,
+    out: Option<&Path>,
+    cancel: tokio::sync::watch::Receiver<bool>,
+) -> Result<(String, Summary, Option<SavedPlan>), Error> {
+    opts.dry_run = true;
+    opts.planning = true;
+    opts.from_plan = None;
+    let audit = opts.audit_log.clone();
+    let copy = plan.clone();
+    let (run, summary) = execute(plan, transport, opts, None, cancel).await?;
+    if summary.exit != crate::error::ExitCode::Success {
+        return Ok((run, summary, None));
+    }
+    let saved = SavedPlan::make(&copy, &summary, making, &run)?;
+    if let Some(out) = out {
+        saved.write(out)?;
+        let event = crate::event::Event::PlanWritten {
+            run: run.clone(),
+            plan: saved.id.clone(),
+            file: crate::planfile::absolute(out),
+            expires_at: saved.plan.expires_at.clone(),
+            irreversible: saved
+                .plan
+                .irreversible()
+                .iter()
+                .map(|s| s.id.clone())
+                .collect(),
+        };
+        if let Some(path) = audit {
+            let recorded = crate::audit::AuditLog::open(&path)
+                .map_err(|e| e.to_string())
+                .and_then(|log| {
+                    let v = serde_json::to_value(&event).map_err(|e| e.to_string())?;
+                    log.append(v, true).map(|_| ()).map_err(|e| e.to_string())
+                });
+            if let Err(e) = recorded {
+                let _ = std::fs::remove_file(out);
+                return Err(Error::Audit(format!("{e}; the plan was not kept")));
+            }
+        }
+    }
+    Ok((run, summary, Some(saved)))
 }
 
 #[cfg(test)]

@@ -1498,7 +1498,7 @@ async fn make_plan(req: PlanArgs, argv: Vec<String>) -> ExitCode {
         tags: &req.tags,
         valid_for: req.valid_for,
     };
-    let made = crate::planfile::make(
+    let made = crate::app::make_plan(
         plan,
         router,
         run_opts,

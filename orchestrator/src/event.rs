@@ -298,7 +298,7 @@ pub enum Event {
         cloudstack_inventory: Option<serde_json::Value>,
         /// `apply --plan`: the plan this run applies, who made it, and its approvals.
         #[serde(default, skip_serializing_if = "Option::is_none")]
-        plan: Option<crate::planfile::PlanLink>,
+        plan: Option<crate::planlink::PlanLink>,
         /// How to read the inventory again (`remedy rollback RUN`); absent in records written
         /// before remedy kept it, and for runs given no inventory paths.
         #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -428,9 +428,9 @@ pub enum Event {
     PlanCheck {
         run: String,
         plan: String,
-        on_drift: crate::planfile::OnDrift,
+        on_drift: crate::planlink::OnDrift,
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
-        drift: Vec<crate::planfile::Drift>,
+        drift: Vec<crate::planlink::Drift>,
     },
     /// `remedy approve`: an approval of a plan (not part of a run).
     Approval {

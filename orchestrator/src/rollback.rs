@@ -12,10 +12,9 @@
 
 use std::time::Duration;
 
-use crate::event::{Event, UndoNote};
+use crate::event::{Event, UndoNote, UndoRecord};
 use crate::modules::{Module, ModuleSpec};
 use crate::runner::{probe, Ctx};
-use crate::scheduler::Done;
 use crate::transport::{Access, Action, ActionResult};
 
 #[derive(Debug, Clone, Default)]
@@ -37,6 +36,65 @@ enum Settled {
     Undone,
     Unchanged,
     Left,
+}
+
+/// A completed change, in completion order.
+#[derive(Debug, Clone)]
+pub struct Done {
+    pub step: String,
+    pub target: String,
+    pub undo: Option<UndoRecord>,
+    pub irreversible: Option<String>,
+    /// It changed (`true`), or it may have (`false`: the outcome of its change is unknown;
+    /// rollback reads the target first and undoes only what moved). See
+    /// [`crate::event::Touched::undo_candidate`].
+    pub certain: bool,
+    /// The earlier steps whose changes this one put to use (its `consumes:`).
+    pub consumes: Vec<String>,
+    /// A raw `api:` step's command: when its outcome is unknown, rollback asks CloudStack
+    /// whether a job of it is still running (`listAsyncJobs`).
+    pub api_command: Option<String>,
+    /// What consumed this change ([`consumed`]): a later irreversible step, or a
+    /// later step that `consumes:` it. It is left in place, not undone.
+    pub consumed_by: Option<String>,
+    /// A change whose outcome is unknown (a node of a killed run, a connection lost
+    /// mid-command): until this time its command may still be running on the host, so a
+    /// target that reads "as before" may yet change.
+    pub settles_by: Option<jiff::Timestamp>,
+}
+
+/// Marks the changes that a later change in `done` (in completion order; one that may have
+/// happened counts) put to use, so that they are left in place, not undone:
+/// - everything completed before the last irreversible change (it may have consumed any of
+///   them: a new SSVM boots with the setting changed before);
+/// - the steps a later change names in its `consumes:` (the guest VLAN range the tiers now
+///   hold, once restartVPC has implemented them).
+pub fn consumed(done: &mut [Done]) {
+    // An irreversible step that changed, or may have (killed while it ran, its reply lost),
+    // counts as taken.
+    if let Some(last) = done
+        .iter()
+        .rposition(|d| d.irreversible.is_some() && d.undo.is_none())
+    {
+        let by = format!("the irreversible step {}", done[last].step);
+        for d in &mut done[..last] {
+            if d.consumed_by.is_none() && d.irreversible.is_none() {
+                d.consumed_by = Some(by.clone());
+            }
+        }
+    }
+    for i in (0..done.len()).rev() {
+        if done[i].consumes.is_empty() {
+            continue;
+        }
+        let (earlier, rest) = done.split_at_mut(i);
+        let by = &rest[0];
+        for d in earlier {
+            if d.consumed_by.is_none() && by.consumes.contains(&d.step) {
+                d.consumed_by = Some(by.step.clone());
+            }
+        }
+    }
 }
 
 /// How an undo that must wait begins: the change may still land (a job or a command still
@@ -551,7 +609,7 @@ pub fn pending_from_audit(
             settles_by,
         });
     }
-    crate::preflight::consumed(&mut out);
+    consumed(&mut out);
     Ok(out)
 }
 
@@ -610,4 +668,63 @@ pub fn interrupted(
         });
     }
     out
+}
+
+#[cfg(test)]
+mod consumed_tests {
+    use super::*;
+    use crate::event::UndoRecord;
+
+    fn done(step: &str, irreversible: bool, consumes: &[&str]) -> Done {
+        Done {
+            step: step.into(),
+            target: "localhost".into(),
+            undo: (!irreversible).then(|| UndoRecord {
+                actions: Vec::new(),
+                verify: None,
+                check: None,
+            }),
+            irreversible: irreversible.then(|| "gone".to_string()),
+            certain: true,
+            consumes: consumes.iter().map(|s| s.to_string()).collect(),
+            api_command: None,
+            consumed_by: None,
+            settles_by: None,
+        }
+    }
+
+    fn by(list: &[Done]) -> Vec<Option<&str>> {
+        list.iter().map(|d| d.consumed_by.as_deref()).collect()
+    }
+
+    #[test]
+    fn a_step_consumes_only_what_it_names_and_only_what_came_before() {
+        let mut list = vec![
+            done("range", false, &[]),
+            done("link", false, &[]),
+            done("implement", false, &["range", "later"]),
+            done("later", false, &[]),
+        ];
+        consumed(&mut list);
+        assert_eq!(by(&list), [Some("implement"), None, None, None]);
+    }
+
+    #[test]
+    fn an_irreversible_step_consumes_everything_before_it() {
+        let mut list = vec![
+            done("setting", false, &[]),
+            done("destroy", true, &[]),
+            done("after", false, &[]),
+        ];
+        consumed(&mut list);
+        assert_eq!(
+            by(&list),
+            [Some("the irreversible step destroy"), None, None]
+        );
+        // not taken (it has an undo record: it did not run): nothing consumed
+        let mut list = vec![done("setting", false, &[]), done("destroy", false, &[])];
+        list[1].irreversible = Some("gone".into());
+        consumed(&mut list);
+        assert_eq!(by(&list), [None, None]);
+    }
 }

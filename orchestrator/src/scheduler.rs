@@ -20,9 +20,11 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use crate::error::ExitCode;
-use crate::event::{Event, Outcome, RefreshStatus, Touched, UndoRecord};
+use crate::event::{Event, Outcome, RefreshStatus, Touched};
 use crate::plan::{Plan, CONTROLLER};
+pub use crate::planfile::NodeRecord;
 use crate::playbook::{Phase, Undo};
+pub use crate::rollback::Done;
 use crate::runner::{run_node, Ctx, NodeResult};
 
 /// How a run ended.
@@ -46,6 +48,16 @@ pub struct Summary {
     pub nodes: Vec<NodeRecord>,
     /// `apply --plan`: the nodes refused because they differ from the plan.
     pub drift: Vec<crate::planfile::Drift>,
+}
+
+impl crate::planfile::DryRun for Summary {
+    fn applies(&self) -> bool {
+        self.applies
+    }
+
+    fn nodes(&self) -> &[NodeRecord] {
+        &self.nodes
+    }
 }
 
 /// What a clean rollback did, in words: `rolled back: 2 change(s) undone; 1 left in place
@@ -86,43 +98,6 @@ impl Summary {
             left: self.left.clone(),
         }
     }
-}
-
-/// What one node came to, kept for the plan file and the plan check.
-#[derive(Debug, Clone)]
-pub struct NodeRecord {
-    pub step: usize,
-    pub target: String,
-    pub outcome: Outcome,
-    pub prediction: Option<crate::planfile::Prediction>,
-    /// Dry-run only: what a read-only step ran and saw.
-    pub observed: Option<crate::planfile::Observed>,
-    pub error: Option<String>,
-}
-
-/// A completed change, in completion order.
-#[derive(Debug, Clone)]
-pub struct Done {
-    pub step: String,
-    pub target: String,
-    pub undo: Option<UndoRecord>,
-    pub irreversible: Option<String>,
-    /// It changed (`true`), or it may have (`false`: the outcome of its change is unknown;
-    /// rollback reads the target first and undoes only what moved). See
-    /// [`crate::event::Touched::undo_candidate`].
-    pub certain: bool,
-    /// The earlier steps whose changes this one put to use (its `consumes:`).
-    pub consumes: Vec<String>,
-    /// A raw `api:` step's command: when its outcome is unknown, rollback asks CloudStack
-    /// whether a job of it is still running (`listAsyncJobs`).
-    pub api_command: Option<String>,
-    /// What consumed this change (`preflight::consumed`): a later irreversible step, or a
-    /// later step that `consumes:` it. It is left in place, not undone.
-    pub consumed_by: Option<String>,
-    /// A change whose outcome is unknown (a node of a killed run, a connection lost
-    /// mid-command): until this time its command may still be running on the host, so a
-    /// target that reads "as before" may yet change.
-    pub settles_by: Option<jiff::Timestamp>,
 }
 
 pub struct Scheduler {
@@ -796,7 +771,7 @@ impl Scheduler {
                 )
             };
             let mut theirs = theirs;
-            crate::preflight::consumed(&mut theirs);
+            crate::rollback::consumed(&mut theirs);
             let report = crate::rollback::rollback(&self.cx, &theirs, &reason).await;
             summary.take(&report);
             summary.exit = if !report.not_undone.is_empty() {
@@ -817,7 +792,7 @@ impl Scheduler {
             );
         }
         if let Err(reason) = result {
-            crate::preflight::consumed(&mut self.done);
+            crate::rollback::consumed(&mut self.done);
             let report = crate::rollback::rollback(&self.cx, &self.done, &reason).await;
             summary.take(&report);
             // Whether anything was changed and then undone, or left by declaration; or

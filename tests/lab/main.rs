@@ -1088,7 +1088,7 @@ fn a_saved_plan_is_held_to_the_real_bridges() {
         };
         let (_tx, cancel) = tokio::sync::watch::channel(false);
         let plan = plan(&pb, &inv_path, &params);
-        remedy::planfile::make(plan, transport(), opts, &making, Some(&file), cancel)
+        remedy::app::make_plan(plan, transport(), opts, &making, Some(&file), cancel)
             .await
             .expect("remedy plan")
     });

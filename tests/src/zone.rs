@@ -8,11 +8,12 @@ use std::sync::Arc;
 
 use cloudstack_sim::faults::Faults;
 use cloudstack_sim::server::Sim;
+use remedy::app::make_plan as make;
 use remedy::app::RunOptions;
 use remedy::cloudstack::inventory::{resolve, Reloader};
 use remedy::inventory::Inventory;
 use remedy::plan::{build, Plan};
-use remedy::planfile::{make, Applying, Making, OnDrift, SavedPlan};
+use remedy::planfile::{Applying, Making, OnDrift, SavedPlan};
 use remedy::scheduler::Summary;
 use remedy::transport::api::ApiTransport;
 use remedy::transport::route::Router;

@@ -297,7 +297,7 @@ async fn plan_mode(
     };
     let opts = audited(env, job, reload);
     let (run, summary, saved) =
-        crate::planfile::make(plan, router, opts, &making, Some(&file), env.cancel.clone()).await?;
+        crate::app::make_plan(plan, router, opts, &making, Some(&file), env.cancel.clone()).await?;
     let Some(saved) = saved else {
         return Ok(Report::new(
             job,

@@ -9,34 +9,19 @@
 use std::path::{Path, PathBuf};
 
 use hmac::{Hmac, Mac};
-use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use super::{short, SavedPlan};
 use crate::audit::AuditLog;
 use crate::error::Error;
 use crate::event::Event;
+pub use crate::planlink::ApprovalRef;
 
 /// Where the approval key file is named when `--key` / `--approval-key` is not given.
 pub const KEY_ENV: &str = "REMEDY_APPROVAL_KEY";
 
 const HMAC: &str = "hmac-sha256";
 const PLAIN: &str = "sha256";
-
-/// An approval, as a run that applies the plan records it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ApprovalRef {
-    pub approval: String,
-    pub by: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub ticket: Option<String>,
-    pub at: String,
-    /// `hmac-sha256` (verified with the key) or `sha256` (a record only).
-    pub alg: String,
-    /// The account that ran `remedy approve` (signed with the rest).
-    #[serde(default)]
-    pub operator: String,
-}
 
 /// An approval key: the bytes of a file only its owner can read.
 pub struct Key(Vec<u8>);

@@ -240,7 +240,7 @@ pub struct Step {
     pub refresh_inventory: bool,
     /// `consumes: [ids]`: the ids of earlier mutating steps whose changes this step puts to
     /// use. Once it has changed (or may have), rollback leaves them in place
-    /// ([`crate::preflight::consumed`]).
+    /// ([`crate::rollback::consumed`]).
     pub consumes: Vec<String>,
     pub kind: Kind,
     pub access: Access,

@@ -1,0 +1,300 @@
+//! A raw step's action (`ssh:` or `api:`) on one target: a read-only one run with its
+//! `retries`/`delay`/`until` ([`attempts`]), judged by `failed_when`/`changed_when`
+//! ([`judge`]); a mutating one announced, performed and judged, its outcome read with its
+//! `check:` when the reply was lost, and its `rollback:` rendered ([`mutate`],
+//! [`render_undo`]).
+//!
+//! Not here: structured modules (`module.rs`), choosing and rendering the step (`mod.rs`).
+
+use std::time::Duration;
+
+use minijinja::value::Value;
+use serde_json::{json, Value as J};
+
+use super::*;
+/// A read-only action with `retries`/`delay`/`until`/`failed_when`.
+pub(super) async fn attempts(
+    cx: &Ctx,
+    step: &Step,
+    host: &Host,
+    ctx: &Value,
+    action: &Action,
+    access: Access,
+    timeout: Duration,
+) -> NodeResult {
+    let total = step.retries + 1;
+    let mut last = NodeResult::failed("not run".into(), json!({}));
+    for attempt in 1..=total {
+        last = match cx.act(host, action, access, timeout).await {
+            Ok(res) => judge(cx, step, ctx, &res, false),
+            Err(e) => NodeResult::failed(e, json!({"failed": true, "unreachable": true})),
+        };
+        let done = match &step.until {
+            Some(u) if last.outcome != Outcome::Failed => {
+                let c = with_result(ctx, &step.register, &last.registered);
+                match cx.test(u, &c) {
+                    Ok(b) => b,
+                    Err(e) => return NodeResult::failed(e, last.registered),
+                }
+            }
+            Some(_) => false,
+            None => last.outcome != Outcome::Failed,
+        };
+        if done {
+            return last;
+        }
+        if attempt < total {
+            let message = format!(
+                "not yet; waiting {} (retry {attempt}/{})",
+                humantime::format_duration(step.delay),
+                step.retries
+            );
+            cx.progress(step, &host.name, message, None);
+            if !cx.pause(step.delay).await {
+                return NodeResult::failed(
+                    "retries interrupted by a signal".into(),
+                    last.registered,
+                );
+            }
+        }
+    }
+    if step.until.is_some() && last.outcome != Outcome::Failed {
+        let attempts = total;
+        return NodeResult::failed(
+            format!(
+                "`until` still false after {attempts} attempt(s): {}",
+                step.until
+                    .as_ref()
+                    .map(|u| u.source.to_string())
+                    .unwrap_or_default()
+            ),
+            merge(last.registered, json!({"failed": true})),
+        );
+    }
+    last
+}
+
+/// Interpret a result: failed_when (default: rc != 0), changed_when (default: mutating).
+pub(super) fn judge(
+    cx: &Ctx,
+    step: &Step,
+    ctx: &Value,
+    res: &ActionResult,
+    mutating: bool,
+) -> NodeResult {
+    let (mut reg, default_failed, why) = match res {
+        ActionResult::Ssh(out) => {
+            let failed = out.rc != Some(0);
+            let why = if failed {
+                let detail = if out.stderr.trim().is_empty() {
+                    "(stderr was empty)".to_string()
+                } else {
+                    format!(
+                        "stderr:\n{}",
+                        tail(out.stderr.trim_end()).unwrap_or_default()
+                    )
+                };
+                match (&out.rc, &out.signal) {
+                    (_, Some(sig)) => format!("command killed by {sig} {detail}"),
+                    (Some(rc), _) => format!("command exited {rc} {detail}"),
+                    _ => format!("command failed {detail}"),
+                }
+            } else {
+                String::new()
+            };
+            (cmd_json(out), failed, why)
+        }
+        ActionResult::Api(reply) => (api_json(reply), false, String::new()),
+    };
+    reg = merge(reg, json!({"changed": mutating, "failed": default_failed}));
+    let c = with_result(ctx, &step.register, &reg);
+    let failed = match &step.failed_when {
+        Some(e) => match cx.test(e, &c) {
+            Ok(b) => b,
+            Err(e) => return NodeResult::failed(e, reg),
+        },
+        None => default_failed,
+    };
+    let changed = match &step.changed_when {
+        Some(e) => match cx.test(e, &c) {
+            Ok(b) => b,
+            Err(e) => return NodeResult::failed(e, reg),
+        },
+        None => mutating,
+    };
+    reg = merge(reg, json!({"changed": changed, "failed": failed}));
+    if failed {
+        let why = if why.is_empty() {
+            match &step.failed_when {
+                Some(e) => format!("failed_when is true: {}", e.source),
+                None => "failed".into(),
+            }
+        } else {
+            why
+        };
+        return NodeResult::failed(why, reg);
+    }
+    NodeResult {
+        outcome: if changed {
+            Outcome::Changed
+        } else if mutating {
+            Outcome::NoChange
+        } else {
+            Outcome::Ok
+        },
+        registered: reg,
+        facts: Vec::new(),
+        undo: None,
+        error: None,
+        action: None,
+        prediction: None,
+        touched: None,
+        settles_by: None,
+    }
+}
+
+/// Announce, perform and judge a mutating action; compute its undo.
+#[allow(clippy::too_many_arguments)]
+pub(super) async fn mutate(
+    cx: &Ctx,
+    step: &Step,
+    host: &Host,
+    ctx: &Value,
+    action: Action,
+    pre: Option<J>,
+    check: Option<String>,
+    timeout: Duration,
+) -> NodeResult {
+    let kind = step.kind.name();
+    // The step's `check:` goes with its undo: it tells a rollback whether a change whose
+    // outcome is unknown landed (exit 0: the host is as the step wanted).
+    let with_check = |u: Option<UndoRecord>| {
+        u.map(|mut u| {
+            u.check.clone_from(&check);
+            u
+        })
+    };
+    // A rollback that does not read the step's result is recorded with the announcement, so
+    // that a run killed mid-command can still be undone (`remedy rollback RUN`).
+    let early_undo = with_check(render_undo(cx, step, ctx, &json!({})).ok().flatten());
+    if let Err(r) = cx.announce(
+        step,
+        &host.name,
+        kind,
+        action.to_string(),
+        pre,
+        None,
+        early_undo,
+    ) {
+        return r;
+    }
+    let res = match cx.act_typed(host, &action, Access::Mutating, timeout).await {
+        Ok(r) => r,
+        Err(e) => {
+            // Refused before it could run: nothing changed. Otherwise (a lost reply, a
+            // connection dropped mid-command, a timeout after sending) it may have run, and
+            // a raw step has no probe to tell: its rollback runs if it can be rendered.
+            if e.never_ran() {
+                return NodeResult::failed_touched(
+                    e.to_string(),
+                    json!({"failed": true, "unreachable": true}),
+                    Touched::No,
+                );
+            }
+            let registered = json!({"failed": true, "unknown": true});
+            let text = e.to_string();
+            let text = if text.contains("may or may not") {
+                text
+            } else {
+                format!("{text} (it may or may not have run)")
+            };
+            // Its check, when it has one, reads whether the change is there.
+            let (touched, text) = match &check {
+                Some(c) => match cx.act(host, &Action::ssh(c.clone()), Access::ReadOnly, timeout).await {
+                    Ok(ActionResult::Ssh(out)) if out.rc == Some(0) => (
+                        Touched::Yes,
+                        format!("{text}; its check passes now: the change is there, so it is undone"),
+                    ),
+                    Ok(_) => (
+                        Touched::Maybe,
+                        format!("{text}; its check does not pass yet, but the command may still be running on {}", host.name),
+                    ),
+                    Err(e) => (Touched::Maybe, format!("{text}; its check could not run: {e}")),
+                },
+                None => (Touched::Maybe, text),
+            };
+            let mut r = NodeResult::failed_touched(text.clone(), registered.clone(), touched);
+            match render_undo(cx, step, ctx, &registered).map(with_check) {
+                Ok(u) => r.undo = u,
+                Err(why) => {
+                    r.error = Some(format!(
+                        "{text}; its rollback cannot be rendered without the step's result: {why}"
+                    ))
+                }
+            }
+            return r;
+        }
+    };
+    let mut r = judge(cx, step, ctx, &res, true);
+    // Whether the action ran to its end: an API reply, or a command that exited 0 (a step
+    // failed by `failed_when` still ran its change). A command that exited non-zero is taken
+    // to have changed nothing.
+    let ran = match &res {
+        ActionResult::Ssh(out) => out.rc == Some(0),
+        ActionResult::Api(_) => true,
+    };
+    let changed = r.outcome == Outcome::Changed || (r.outcome == Outcome::Failed && ran);
+    r.touched = Some(if changed { Touched::Yes } else { Touched::No });
+    if r.touched == Some(Touched::Yes) {
+        match render_undo(cx, step, ctx, &r.registered).map(with_check) {
+            Ok(u) => r.undo = u,
+            Err(e) => {
+                let prefix = r.error.take().map(|e| format!("{e}; ")).unwrap_or_default();
+                r.error = Some(format!(
+                    "{prefix}changed, but its rollback could not be rendered: {e}"
+                ));
+            }
+        }
+    }
+    r
+}
+
+/// A raw step's rollback (`rollback:` command or API call), rendered against `ctx` with the
+/// step's result `registered`; `Ok(None)` for steps whose undo is not a rollback action.
+pub(super) fn render_undo(
+    cx: &Ctx,
+    step: &Step,
+    ctx: &Value,
+    registered: &J,
+) -> Result<Option<UndoRecord>, String> {
+    let c = with_result(ctx, &step.register, registered);
+    match &step.undo {
+        Undo::Ssh(t) => Ok(Some(UndoRecord {
+            actions: vec![Action::ssh(cx.render(t, &c)?)],
+            verify: None,
+            check: None,
+        })),
+        Undo::Api { command, args } => {
+            let mut rendered = std::collections::BTreeMap::new();
+            for (k, t) in args {
+                rendered.insert(k.clone(), cx.render(t, &c)?);
+            }
+            Ok(Some(UndoRecord {
+                actions: vec![Action::Api(ApiCall {
+                    command: command.clone(),
+                    args: rendered,
+                })],
+                verify: None,
+                check: None,
+            }))
+        }
+        // Declared as needing none (`no_rollback:`): an undo with nothing to do, which
+        // rollback reports as left in place.
+        Undo::NotNeeded(_) => Ok(Some(UndoRecord {
+            actions: Vec::new(),
+            verify: None,
+            check: None,
+        })),
+        _ => Ok(None),
+    }
+}
