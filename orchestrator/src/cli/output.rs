@@ -20,6 +20,7 @@ macro_rules! out {
     }};
 }
 
+/// [`out!`] and a newline, as `println!` is `print!` and a newline.
 macro_rules! outln {
     () => { out!("\n") };
     ($($t:tt)*) => {{
