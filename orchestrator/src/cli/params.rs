@@ -202,6 +202,18 @@ pub fn prompt_missing(program: &Program, extra: &mut Vec<(String, String)>) -> R
     Ok(())
 }
 
+/// The parameters of `-e` (`@FILE`s read), `--secret`, and the terminal prompt for a required
+/// secret not given.
+pub fn given_params(
+    extra: &[(String, String)],
+    secrets: &[(String, SecretSource)],
+    program: &Program,
+) -> Result<Vec<(String, String)>, Error> {
+    let mut given = gather(extra, secrets, Some(program))?;
+    prompt_missing(program, &mut given)?;
+    Ok(given)
+}
+
 /// Reads one line from standard input with the terminal's echo off, `prompt` on stderr.
 fn read_hidden(prompt: &str) -> std::io::Result<String> {
     use nix::sys::termios::{tcgetattr, tcsetattr, LocalFlags, SetArg};
