@@ -4,7 +4,7 @@
 //! previous line's exact bytes, 64 zeros on the first line), appending safely from several
 //! processes at once (an exclusive `File::lock()` around each append), durability (a durable
 //! append is on disk, `sync_data`, before it returns), the tail anchor `<log>.head`, reading the
-//! log back and verifying it: [`verify`] says which line is wrong and how (edited, deleted,
+//! log back and verifying it: [`verify`](fn@verify) says which line is wrong and how (edited, deleted,
 //! reordered, malformed, truncated), resynchronising after each break so that one edit gives
 //! one problem.
 //!
@@ -23,11 +23,11 @@
 //! The `.head` anchor: at each sync, `<log>.head` is rewritten in place with
 //! `{"seq":N,"hash":"<sha of the last line>"}` for the last line that sync covered; it reaches
 //! the disk at [`AuditLog::sync`] (the end of a run, and drop). It never moves back. It lets
-//! [`verify`] catch an edit or deletion of the last line(s), which the chain alone cannot. A
+//! [`verify`](fn@verify) catch an edit or deletion of the last line(s), which the chain alone cannot. A
 //! missing head, or one behind the log (lines not yet synced, or a crash between append and
 //! anchor update), is not a problem. A head *ahead* of the log means records were cut from the
 //! end: a handle that opens
-//! such a log continues numbering after the head's seq, so the gap stays visible to [`verify`]
+//! such a log continues numbering after the head's seq, so the gap stays visible to [`verify`](fn@verify)
 //! even after new lines are appended.
 //!
 //! Files: `write.rs` the writer (appends, locking, the group commit, reading the tail to chain
@@ -92,7 +92,7 @@ pub enum AuditError {
         .path.display()
     )]
     BadTail { path: PathBuf, reason: String },
-    /// A line [`read`] cannot parse.
+    /// A line [`read`](fn@read) cannot parse.
     #[error("audit log {}: line {line} {reason}", .path.display())]
     BadLine {
         path: PathBuf,

@@ -54,7 +54,7 @@ pub struct Record {
 }
 
 /// Reads every line of the log. Fails on the first line that is not a JSON object, naming it.
-/// Does not check the chain: that is [`verify`]'s job.
+/// Does not check the chain: that is [`verify`](fn@super::verify)'s job.
 pub fn read(path: &Path) -> Result<Vec<Record>, AuditError> {
     let (bytes, _) = read_locked(path)?;
     let mut records = Vec::new();
