@@ -1,176 +1,43 @@
-//! Scenario files: what a simulated zone looks like when it starts, and which faults it has.
+//! Reading scenarios: from a file, from text, or one of the shipped `scenarios/*.yml` by name.
 //!
-//! A scenario names the zone's parts compactly; the zone fills in ids (deterministic, derived
-//! from names, so runs are reproducible), addresses and the fields CloudStack would show (see
-//! the zone's `seed` module for numbering). Guest-state overrides (`guest:`) break things the
-//! way the shipped failures do.
-//!
-//! ```yaml
-//! name: ovs-port-missing
-//! description: ...
-//! guest_vlan: "1000-1999"        # the physical network's guest VLAN ranges ("" = none)
-//! template_server: 10.20.0.15     # where the SSVM downloads templates from (the default)
-//! hosts: [kvm01, kvm02]           # hypervisors (KVM), the default
-//! host_states: { kvm02: Disconnected }
-//! vpcs:                           # routers: 2 = a redundant pair (default); vms_per_tier: 1
-//!   - { name: web-vpc, tiers: [web, db], routers: 2, vms_per_tier: 1 }
-//!   - { name: app-vpc, tiers: [app], router_hosts: [kvm02] }   # routers' hypervisors, in turn
-//! settings: { secstorage.allowed.internal.sites: 10.30.0.0/16 }   # default 10.20.0.0/16
-//! guest:                          # per machine: r-930-VM, s-1-VM, web-vm1, kvm01, mgmt1, ...
-//!   kvm01:
-//!     links: { eth0: up }
-//!     services: { openvswitch-switch: active }          # active | inactive | failed
-//!     files: { /etc/motd: { mode: "0600", owner: root, group: root, content: "hi" } }
-//!     absent: [/root/.ssh/id_rsa.cloud]
-//!     ovs_missing_ports: { cloudbr1: [vnet3] }
-//!     ovs_missing_flows: { cloudbr1: ["table=0,priority=100,in_port=vnet3,actions=NORMAL"] }
-//! job_ms: 1500                    # async job duration unless faults say otherwise
-//! faults:                        # see crate::faults
-//!   fail_jobs: [restartVPC]
-//!   ssh: [{ command: systemctl restart keepalived, host: r-930-VM, effect: fail }]
-//! ```
-//! Unknown keys are errors with file:line:column. A scenario is also built once when parsed:
-//! a setting, host or machine that does not exist, or an override that removes something
-//! absent, is an error too. Shipped scenarios live in `scenarios/*.yml` and are built in.
+//! Owns the errors a scenario file can have: YAML and unknown keys (with file:line:column),
+//! values outside their words (`up`/`down`, service states, host states, octal modes), and,
+//! by building a zone from it once, names of settings, hosts or machines that do not exist.
+//! The types themselves are `model.rs`.
 
-use std::collections::BTreeMap;
 use std::path::Path;
 
-use serde::{Deserialize, Serialize};
-
-use crate::faults::Faults;
-
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Scenario {
-    pub name: String,
-    #[serde(default)]
-    pub description: String,
-    #[serde(default)]
-    pub faults: Faults,
-    /// The physical network's guest VLAN ranges (`a-b,c-d`), empty for none.
-    #[serde(default)]
-    pub guest_vlan: String,
-    /// The IPv4 address of the internal template server the SSVM downloads from.
-    #[serde(default = "default_template_server")]
-    pub template_server: String,
-    /// Hypervisor names.
-    #[serde(default = "default_hosts")]
-    pub hosts: Vec<String>,
-    /// Hypervisors whose state is not `Up` (e.g. `Disconnected`), by name.
-    #[serde(default)]
-    pub host_states: BTreeMap<String, String>,
-    #[serde(default)]
-    pub vpcs: Vec<VpcSeed>,
-    /// Global settings that differ from their defaults.
-    #[serde(default)]
-    pub settings: BTreeMap<String, String>,
-    /// Guest-state overrides, per machine name.
-    #[serde(default)]
-    pub guest: BTreeMap<String, GuestSeed>,
-    /// Async job duration in milliseconds when no fault says otherwise.
-    #[serde(default)]
-    pub job_ms: Option<u64>,
-}
-
-fn default_template_server() -> String {
-    "10.20.0.15".into()
-}
-
-fn default_hosts() -> Vec<String> {
-    vec!["kvm01".into(), "kvm02".into()]
-}
-
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct VpcSeed {
-    pub name: String,
-    #[serde(default)]
-    pub tiers: Vec<String>,
-    /// How many routers (2 = a redundant pair).
-    #[serde(default = "two")]
-    pub routers: usize,
-    /// The hypervisors its routers run on, by name, taken in turn (default: the zone's first
-    /// hosts, one router each).
-    #[serde(default)]
-    pub router_hosts: Vec<String>,
-    /// Guest VMs per tier.
-    #[serde(default = "one")]
-    pub vms_per_tier: usize,
-}
-
-fn two() -> usize {
-    2
-}
-
-fn one() -> usize {
-    1
-}
-
-/// Changes to one machine's guest state.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct GuestSeed {
-    /// Link name -> `up` | `down`.
-    #[serde(default)]
-    pub links: BTreeMap<String, String>,
-    /// Service name -> `active` | `inactive` | `failed`.
-    #[serde(default)]
-    pub services: BTreeMap<String, String>,
-    /// Files to create or change.
-    #[serde(default)]
-    pub files: BTreeMap<String, FileSeed>,
-    /// Files that must not exist.
-    #[serde(default)]
-    pub absent: Vec<String>,
-    /// OVS bridge -> ports to remove.
-    #[serde(default)]
-    pub ovs_missing_ports: BTreeMap<String, Vec<String>>,
-    /// OVS bridge -> flows (as `ovs-ofctl add-flow` text) to remove.
-    #[serde(default)]
-    pub ovs_missing_flows: BTreeMap<String, Vec<String>>,
-}
-
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct FileSeed {
-    /// Octal, as text: "0644".
-    #[serde(default)]
-    pub mode: Option<String>,
-    #[serde(default)]
-    pub owner: Option<String>,
-    #[serde(default)]
-    pub group: Option<String>,
-    #[serde(default)]
-    pub content: Option<String>,
-}
+use super::model::Scenario;
 
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
 pub struct ScenarioError(pub String);
 
 const BUILTIN: [(&str, &str); 7] = [
-    ("healthy", include_str!("../scenarios/healthy.yml")),
+    ("healthy", include_str!("../../scenarios/healthy.yml")),
     (
         "vr-backup-loop",
-        include_str!("../scenarios/vr-backup-loop.yml"),
+        include_str!("../../scenarios/vr-backup-loop.yml"),
     ),
-    ("ssvm-broken", include_str!("../scenarios/ssvm-broken.yml")),
+    (
+        "ssvm-broken",
+        include_str!("../../scenarios/ssvm-broken.yml"),
+    ),
     (
         "dnsmasq-dead",
-        include_str!("../scenarios/dnsmasq-dead.yml"),
+        include_str!("../../scenarios/dnsmasq-dead.yml"),
     ),
     (
         "ovs-port-missing",
-        include_str!("../scenarios/ovs-port-missing.yml"),
+        include_str!("../../scenarios/ovs-port-missing.yml"),
     ),
     (
         "catalina-perms",
-        include_str!("../scenarios/catalina-perms.yml"),
+        include_str!("../../scenarios/catalina-perms.yml"),
     ),
     (
         "vr-keepalived-lost",
-        include_str!("../scenarios/vr-keepalived-lost.yml"),
+        include_str!("../../scenarios/vr-keepalived-lost.yml"),
     ),
 ];
 
