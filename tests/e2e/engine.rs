@@ -300,3 +300,40 @@ async fn an_unwritable_audit_log_refuses_to_act() {
         f.calls()
     );
 }
+
+/// A step judges its own result on each target: with `serial: 1`, when the step runs on the
+/// second router, the first router's result (already registered under the same name) must not
+/// stand in for the second's in `failed_when`, `changed_when` or `until`.
+#[tokio::test]
+async fn a_serial_step_judges_each_target_by_its_own_result() {
+    const PB: &str = r#"
+name: own-result
+description: a read-only check, one router at a time
+steps:
+  - id: state
+    on: routers
+    serial: 1
+    ssh: cat /state
+    changes: none
+    failed_when: "'bad' in state.stdout"
+"#;
+    let dir = tempfile::tempdir().unwrap();
+    let pb = write(dir.path(), "own.yml", PB);
+    let inv = write(dir.path(), "inv.yml", INVENTORY);
+    let f = FakeTransport::new();
+    f.on_host_cmd("r1", "cat /state", CmdOutput::ok("good"));
+    f.on_host_cmd("r2", "cat /state", CmdOutput::ok("bad"));
+    let (_, summary, _) = run(plan(&pb, &inv, &[]), Arc::new(f), RunOptions::default()).await;
+    assert_eq!(
+        summary.outcomes[&("state".into(), "r1".into())],
+        Outcome::Ok,
+        "{}",
+        summary.status
+    );
+    assert_eq!(
+        summary.outcomes[&("state".into(), "r2".into())],
+        Outcome::Failed,
+        "{}",
+        summary.status
+    );
+}

@@ -399,10 +399,13 @@ impl Ctx {
 
 fn with_result(ctx: &Value, register: &str, result: &J) -> Value {
     let r = Value::from_serialize(result);
+    // minijinja looks a key up from the last map to the first: the step's own result wins
+    // over a value of the same name in the context (the same step's result on a target that
+    // ran before this one, under `serial`).
     minijinja::value::merge_maps([
+        ctx.clone(),
         minijinja::context! { result => r.clone() },
         Value::from_iter([(register.to_string(), r)]),
-        ctx.clone(),
     ])
 }
 
