@@ -755,3 +755,99 @@ fn no_byte_written_holds_the_canary_in_any_form() {
         w.problems.join("\n---\n")
     );
 }
+
+const PROMPTED: &str = r#"name: prompted
+description: a required secret, asked for on the terminal when not given
+params:
+  token: { required: true, secret: true, help: "the API token" }
+steps:
+  - id: shout
+    on: management
+    ssh: echo {{ token | upper }}
+    changes: none
+    failed_when: result.stdout != (token | upper)
+"#;
+
+/// A required secret that was not given is asked for on a terminal (a real pty, from
+/// `script`), with echo off: the run gets the value (its step checks it), and nothing the
+/// terminal showed, nor the audit log, holds it in any form.
+#[test]
+fn a_secret_typed_at_the_prompt_is_not_echoed() {
+    if Command::new("script").arg("--version").output().is_err() {
+        cloudstack_sim::testing::skip(
+            "canary (prompt)",
+            "`script` (util-linux) is not installed: it gives the test a terminal",
+        );
+        return;
+    }
+    let d = Dirs::new();
+    let lab = Lab::start("healthy", &d.inventory(), &d.home);
+    std::fs::write(d.apply_dir.join("prompted.yml"), PROMPTED).unwrap();
+    let remedy = env!("CARGO_BIN_EXE_remedy");
+    let line = format!(
+        "{remedy} apply ./prompted.yml -i lab-live.yml --yes --audit-log {}",
+        d.audit.display()
+    );
+    let mut child = Command::new("script")
+        .args(["-qfec", &line, "/dev/null"])
+        .current_dir(&d.apply_dir)
+        .env("HOME", &d.home)
+        .env("REMEDY_STATE_DIR", &d.state)
+        .env("TERM", "dumb")
+        .env_remove("REMEDY_AUDIT_LOG")
+        .env_remove("REMEDY_INVENTORY")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start script");
+    let mut out = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel::<Vec<u8>>();
+    let reader = std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        loop {
+            match out.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    let _ = tx.send(buf[..n].to_vec());
+                }
+            }
+        }
+    });
+    let mut seen = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !String::from_utf8_lossy(&seen).contains("token (the API token): ") {
+        assert!(
+            Instant::now() < deadline,
+            "no prompt within 60 s: {}",
+            String::from_utf8_lossy(&seen)
+        );
+        if let Ok(chunk) = rx.recv_timeout(Duration::from_millis(200)) {
+            seen.extend(chunk);
+        }
+    }
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(format!("{CANARY}\n").as_bytes()).unwrap();
+    let status = child.wait().expect("script ends");
+    drop(stdin);
+    reader.join().unwrap();
+    while let Ok(chunk) = rx.try_recv() {
+        seen.extend(chunk);
+    }
+    let shown = String::from_utf8_lossy(&seen).to_string();
+    assert_eq!(status.code(), Some(0), "{shown}");
+    assert!(shown.contains("ok (exit 0)"), "{shown}");
+    let audit = std::fs::read_to_string(&d.audit).unwrap();
+    for (form, text) in forms() {
+        assert!(
+            !shown.contains(&text),
+            "the terminal showed the {form} form:\n{shown}"
+        );
+        assert!(
+            !audit.contains(&text),
+            "the audit log holds the {form} form"
+        );
+    }
+    d.verify();
+    lab.stop();
+}

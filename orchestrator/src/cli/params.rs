@@ -222,9 +222,10 @@ fn read_hidden(prompt: &str) -> std::io::Result<String> {
     let mut quiet = saved.clone();
     quiet.local_flags.remove(LocalFlags::ECHO);
     quiet.local_flags.insert(LocalFlags::ECHONL);
+    // Echo off before the prompt shows: what is typed (or pasted) at once is not echoed.
+    tcsetattr(&stdin, SetArg::TCSANOW, &quiet).map_err(std::io::Error::from)?;
     eprint!("{prompt}");
     let _ = std::io::stderr().flush();
-    tcsetattr(&stdin, SetArg::TCSANOW, &quiet).map_err(std::io::Error::from)?;
     let mut line = String::new();
     let read = stdin.lock().read_line(&mut line);
     let restored = tcsetattr(&stdin, SetArg::TCSANOW, &saved);
