@@ -32,6 +32,7 @@ pub mod plan;
 pub mod planfile;
 pub mod playbook;
 pub mod preflight;
+pub mod quote;
 pub mod redact;
 pub mod report;
 pub mod rollback;
