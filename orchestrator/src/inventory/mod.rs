@@ -37,10 +37,12 @@
 //! # Where things are
 //!
 //! This file holds the model and the public entry ([`Inventory::load`] and the accessors).
-//! Reading: `files` (which files), `yaml` (positioned parsing), `hosts` (host ranges),
-//! `groups` (membership), `vars` (the builder and precedence), `connection`, `endpoint`
-//! (`remedy_cloudstack`), `secret`, [`dynamic`] (what a CloudStack inventory source is told).
-//! Using: [`pattern`] (host patterns), [`show`] (`remedy inventory` output).
+//! Loading, in the order it happens: `files` (which files), `yaml` (positioned parsing),
+//! `hosts` (host ranges and ports), `groups` (membership), `vars` (the builder and variable
+//! precedence), `connection` (how each host is reached), `endpoint` (`remedy_cloudstack`),
+//! `secret` (secret references), [`dynamic`] (the CloudStack inventory source's settings and
+//! the naming rule for its groups). Using a loaded inventory: [`pattern`] (host patterns),
+//! [`show`] (`remedy inventory` output).
 
 mod connection;
 pub mod dynamic;

@@ -30,42 +30,42 @@ fn var<'a>(inv: &'a Inventory, host: &str, name: &str) -> &'a Value {
 const CLOUD: &str = r#"
 all:
   vars:
-ansible_user: ops
-ntp_server: ntp.example.com
-remedy_cloudstack:
-  endpoint: http://127.0.0.1:8080/client/api
-  api_key: { env: CS_API_KEY }
-  secret_key: { env: CS_SECRET_KEY }
+    ansible_user: ops
+    ntp_server: ntp.example.com
+    remedy_cloudstack:
+      endpoint: http://127.0.0.1:8080/client/api
+      api_key: { env: CS_API_KEY }
+      secret_key: { env: CS_SECRET_KEY }
   hosts:
-bastion:
-  ansible_host: 203.0.113.10
-  remedy_host_key_policy: accept-new
+    bastion:
+      ansible_host: 203.0.113.10
+      remedy_host_key_policy: accept-new
   children:
-cloudstack:
-  vars:
-    remedy_jump: bastion
-    ntp_server: ntp.cloud.example.com
-  children:
-    management:
-      hosts:
-        mgmt1:
-          ansible_host: 10.0.0.5
-    hypervisors:
+    cloudstack:
       vars:
-        ansible_become: true
-      hosts:
-        kvm[01:03].example.com:
-    routers:
-      vars:
-        ansible_port: 3922
-        ansible_user: root
-        ansible_ssh_private_key_file: /root/.ssh/id_rsa.cloud
-      hosts:
-        r-12-VM:
-          ansible_host: 169.254.1.12
-        r-15-VM:
-          ansible_host: 169.254.1.15
-    databases:
+        remedy_jump: bastion
+        ntp_server: ntp.cloud.example.com
+      children:
+        management:
+          hosts:
+            mgmt1:
+              ansible_host: 10.0.0.5
+        hypervisors:
+          vars:
+            ansible_become: true
+          hosts:
+            kvm[01:03].example.com:
+        routers:
+          vars:
+            ansible_port: 3922
+            ansible_user: root
+            ansible_ssh_private_key_file: /root/.ssh/id_rsa.cloud
+          hosts:
+            r-12-VM:
+              ansible_host: 169.254.1.12
+            r-15-VM:
+              ansible_host: 169.254.1.15
+        databases:
 "#;
 
 #[test]
@@ -200,14 +200,14 @@ fn precedence_deeper_group_wins_then_host() {
 all:
   vars: { level: all, only_all: 1 }
   children:
-parent:
-  vars: { level: parent, from_parent: p }
-  children:
-    child:
-      vars: { level: child }
-      hosts:
-        h1:
-        h2: { level: host }
+    parent:
+      vars: { level: parent, from_parent: p }
+      children:
+        child:
+          vars: { level: child }
+          hosts:
+            h1:
+            h2: { level: host }
 "#);
     assert_eq!(var(&inv, "h1", "level"), "child");
     assert_eq!(var(&inv, "h2", "level"), "host");
@@ -247,10 +247,10 @@ fn precedence_depth_is_longest_path_from_all() {
     let inv = inv(r#"
 top:
   children:
-mid:
-  vars: { x: mid }
-  children:
-    leaf:
+    mid:
+      vars: { x: mid }
+      children:
+        leaf:
 leaf:
   vars: { x: leaf }
   hosts: { h1: }
@@ -265,12 +265,12 @@ fn replacement_merge_not_deep_merge() {
     let inv = inv(r#"
 all:
   vars:
-settings: { a: 1, b: 2 }
+    settings: { a: 1, b: 2 }
   children:
-g:
-  vars:
-    settings: { a: 10 }
-  hosts: { h1: }
+    g:
+      vars:
+        settings: { a: 10 }
+      hosts: { h1: }
 "#);
     assert_eq!(var(&inv, "h1", "settings"), &serde_json::json!({"a": 10}));
 }
@@ -280,10 +280,10 @@ fn host_in_several_groups_and_repeated_definitions_merge_later_wins() {
     let inv = inv(r#"
 web:
   hosts:
-h1: { a: 1, b: 1 }
+    h1: { a: 1, b: 1 }
 db:
   hosts:
-h1: { b: 2 }
+    h1: { b: 2 }
 "#);
     let h1 = inv.host("h1").expect("h1");
     assert_eq!(h1.groups, ["all", "db", "web"]);
@@ -297,16 +297,16 @@ fn ungrouped_holds_only_hosts_without_other_groups() {
     let inv = inv(r#"
 all:
   hosts:
-lonely:
-busy:
-  children:
-ungrouped:
-  hosts:
-    also_web:
-web:
-  hosts:
+    lonely:
     busy:
-    also_web:
+  children:
+    ungrouped:
+      hosts:
+        also_web:
+    web:
+      hosts:
+        busy:
+        also_web:
 "#);
     assert_eq!(names(&inv.group_hosts("ungrouped").expect("g")), ["lonely"]);
     assert_eq!(inv.host("also_web").expect("h").groups, ["all", "web"]);
@@ -317,11 +317,11 @@ fn string_forms_and_null_sections_are_accepted() {
     let inv = inv(r#"
 all:
   children:
-web:
-  hosts: web1
-  vars:
-lb:
-  children: web
+    web:
+      hosts: web1
+      vars:
+    lb:
+      children: web
 other:
 "#);
     assert_eq!(names(&inv.group_hosts("lb").expect("g")), ["web1"]);
@@ -333,12 +333,12 @@ fn host_ranges_and_ports() {
     let inv = inv(r#"
 g:
   hosts:
-web[1:3]:
-db-[a:c].lan:
-node[01:05:2]:
-alt.example.com:2222:
-"[2001:db8::1]:2200":
-2001:db8::2:
+    web[1:3]:
+    db-[a:c].lan:
+    node[01:05:2]:
+    alt.example.com:2222:
+    "[2001:db8::1]:2200":
+    2001:db8::2:
 "#);
     let all: Vec<&str> = inv.hosts().map(|h| h.name.as_str()).collect();
     assert_eq!(
@@ -381,7 +381,7 @@ fn unknown_key_in_group_is_refused_with_position() {
     assert_eq!(
         e.to_string(),
         "inventories/prod.yml:5:7: group \"routers\": unknown key \"host\" \
-         (expected hosts, vars, children)"
+             (expected hosts, vars, children)"
     );
     assert_eq!(e.location(), Some((5, 7)));
     assert_eq!(e.path(), Some(Path::new("inventories/prod.yml")));
@@ -433,12 +433,12 @@ fn yaml_merge_keys_and_unsafe_tag_in_vars() {
     let inv = inv(r#"
 all:
   vars:
-defaults: &defaults { ansible_user: admin, ansible_port: 2200 }
+    defaults: &defaults { ansible_user: admin, ansible_port: 2200 }
   hosts:
-h1:
-  <<: *defaults
-  ansible_port: 2201
-  motd: !unsafe "{{ not a template }}"
+    h1:
+      <<: *defaults
+      ansible_port: 2201
+      motd: !unsafe "{{ not a template }}"
 "#);
     let h1 = inv.host("h1").expect("h1");
     assert_eq!(h1.conn.user, "admin");
@@ -475,15 +475,15 @@ fn connection_var_aliases_and_simple_templates() {
     let inv = inv(r#"
 all:
   vars:
-mgmt_domain: mgmt.example.com
+    mgmt_domain: mgmt.example.com
   hosts:
-hv1:
-  ansible_host: "{{ inventory_hostname }}.{{ mgmt_domain }}"
-  ansible_ssh_user: admin
-  ansible_private_key_file: /keys/a
-hv2:
-  ansible_ssh_host: 10.1.1.2
-  ansible_ssh_port: 2222
+    hv1:
+      ansible_host: "{{ inventory_hostname }}.{{ mgmt_domain }}"
+      ansible_ssh_user: admin
+      ansible_private_key_file: /keys/a
+    hv2:
+      ansible_ssh_host: 10.1.1.2
+      ansible_ssh_port: 2222
 "#);
     let hv1 = inv.host("hv1").expect("h");
     assert_eq!(hv1.conn.address, "hv1.mgmt.example.com");
@@ -527,15 +527,15 @@ fn secret_refs_are_kept_and_listed() {
     let inv = inv(r#"
 all:
   vars:
-remedy_cloudstack:
-  endpoint: https://cs.example.com/client/api
-  api_key: plain-identifier
-  secret_key: { file: /etc/remedy/cs.secret }
+    remedy_cloudstack:
+      endpoint: https://cs.example.com/client/api
+      api_key: plain-identifier
+      secret_key: { file: /etc/remedy/cs.secret }
   children:
-kvm:
-  vars:
-    ansible_become_password: { env: KVM_SUDO }
-  hosts: { hv1: ~, hv2: ~ }
+    kvm:
+      vars:
+        ansible_become_password: { env: KVM_SUDO }
+      hosts: { hv1: ~, hv2: ~ }
 "#);
     let cs = inv.cloudstack().expect("cs");
     assert!(matches!(
@@ -680,10 +680,10 @@ fn host_key_policies() {
     let inv = inv(r#"
 g:
   hosts:
-a: { remedy_host_key_policy: pinned, remedy_host_key_fingerprint: "SHA256:nThbg6kXUpJWGl7E1IGOCspRomTxdCARLviKw6E5SY8" }
-b: { remedy_host_key_fingerprint: "SHA256:abc" }
-c: { remedy_host_key_policy: accept-new }
-d:
+    a: { remedy_host_key_policy: pinned, remedy_host_key_fingerprint: "SHA256:nThbg6kXUpJWGl7E1IGOCspRomTxdCARLviKw6E5SY8" }
+    b: { remedy_host_key_fingerprint: "SHA256:abc" }
+    c: { remedy_host_key_policy: accept-new }
+    d:
 "#);
     assert_eq!(
         inv.host("a").expect("a").conn.host_key,
@@ -705,7 +705,7 @@ d:
     assert_eq!(
         e,
         "test.yml: host \"a\": remedy_host_key_policy: pinned needs \
-         remedy_host_key_fingerprint (\"SHA256:...\")"
+             remedy_host_key_fingerprint (\"SHA256:...\")"
     );
     let e = err("g:\n  hosts:\n    a: { remedy_host_key_fingerprint: \"MD5:aa:bb\" }\n");
     assert!(e.contains("SHA256 fingerprint"), "{e}");
@@ -726,21 +726,21 @@ fn known_hosts_file_per_host_and_group() {
         &path,
         r#"all:
   hosts:
-a: { remedy_known_hosts_file: /etc/ssh/lab_known_hosts }
-b:
-r1: { remedy_host_key_policy: pinned, remedy_host_key_fingerprint: "SHA256:abc" }
-d:
-  children:
-system_vms:
-  vars:
-    remedy_host_key_policy: accept-new
-    remedy_known_hosts_file: lab.known_hosts
-  hosts:
-    r1:
-    s1:
-other:
-  hosts:
+    a: { remedy_known_hosts_file: /etc/ssh/lab_known_hosts }
+    b:
+    r1: { remedy_host_key_policy: pinned, remedy_host_key_fingerprint: "SHA256:abc" }
     d:
+  children:
+    system_vms:
+      vars:
+        remedy_host_key_policy: accept-new
+        remedy_known_hosts_file: lab.known_hosts
+      hosts:
+        r1:
+        s1:
+    other:
+      hosts:
+        d:
 "#,
     )
     .expect("write");
@@ -799,9 +799,9 @@ fn jump_via_remedy_jump_chains_outermost_first() {
     let inv = inv(r#"
 all:
   hosts:
-edge: { ansible_host: 198.51.100.1 }
-inner: { remedy_jump: edge }
-deep: { remedy_jump: inner }
+    edge: { ansible_host: 198.51.100.1 }
+    inner: { remedy_jump: edge }
+    deep: { remedy_jump: inner }
 "#);
     assert!(inv.host("edge").expect("h").conn.jump.is_empty());
     assert_eq!(inv.host("inner").expect("h").conn.jump, ["edge"]);
@@ -813,14 +813,14 @@ fn jump_via_proxyjump_and_remedy_jump_wins() {
     let inv = inv(r#"
 all:
   hosts:
-bastion:
-a: { ansible_ssh_common_args: "-o ProxyJump=ops@gw1.example.com:2222,bastion -o StrictHostKeyChecking=yes" }
-b: { ansible_ssh_common_args: "-J bastion" }
-c: { ansible_ssh_extra_args: "-oProxyJump=bastion" }
-d:
-  ansible_ssh_common_args: "-o ProxyJump=gw1.example.com"
-  remedy_jump: bastion
-e: { ansible_ssh_common_args: "-o 'ProxyJump none'" }
+    bastion:
+    a: { ansible_ssh_common_args: "-o ProxyJump=ops@gw1.example.com:2222,bastion -o StrictHostKeyChecking=yes" }
+    b: { ansible_ssh_common_args: "-J bastion" }
+    c: { ansible_ssh_extra_args: "-oProxyJump=bastion" }
+    d:
+      ansible_ssh_common_args: "-o ProxyJump=gw1.example.com"
+      remedy_jump: bastion
+    e: { ansible_ssh_common_args: "-o 'ProxyJump none'" }
 "#);
     assert_eq!(
         inv.host("a").expect("a").conn.jump,
@@ -895,11 +895,11 @@ fn group_vars_and_host_vars_files_beside_an_inventory_file() {
 all:
   vars: { level: inline-all, a: inline-all }
   children:
-kvm:
-  vars: { level: inline-kvm, b: inline-kvm }
-  hosts:
-    hv1: { level: inline-host, c: inline-host }
-    hv2:
+    kvm:
+      vars: { level: inline-kvm, b: inline-kvm }
+      hosts:
+        hv1: { level: inline-host, c: inline-host }
+        hv2:
 "#,
     );
     write(

@@ -40,6 +40,7 @@ pub(super) struct HostDef {
     pub(super) groups: BTreeSet<String>,
 }
 
+/// Everything read so far; [`Builder::finish`] turns it into an [`Inventory`].
 #[derive(Default)]
 pub(super) struct Builder {
     pub(super) hosts: Vec<HostDef>,
