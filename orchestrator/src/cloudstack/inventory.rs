@@ -2,11 +2,18 @@
 //! management servers the API knows, as inventory groups and hosts, each with the connection
 //! CloudStack itself would use.
 //!
-//! Owned here: the source's settings ([`SourceSpec`], the `remedy_cloudstack_inventory`
-//! variable), reading the zone from the API ([`fetch`] into a [`Snapshot`]), and turning a
-//! snapshot into an Ansible-format YAML inventory ([`generate`]) that the inventory loader
-//! merges under the static files (which therefore win, key by key). Pure except for [`fetch`]
-//! and [`resolve`], which read the API.
+//! Owned here: reading the zone from the API ([`fetch`] into a [`Snapshot`]), turning a
+//! snapshot into an Ansible-format YAML inventory ([`generate`]), and composing it with the
+//! static files: [`resolve`] and [`Reloader`] load the files over the generated hosts (which the
+//! files therefore override, key by key). This file sits above both the inventory and the
+//! transports (it reads the API through the run's [`ApiTransport`]); the inventory knows nothing
+//! of it. Pure except for [`fetch`] and [`resolve`], which read the API.
+//!
+//! Not here: the source's settings ([`SourceSpec`], the `remedy_cloudstack_inventory`
+//! variable, read when the inventory loads) and the group naming rule ([`group_name`]): both in
+//! `inventory::dynamic`, re-exported here.
+//!
+//! [`ApiTransport`]: crate::transport::api::ApiTransport
 //!
 //! # How system VMs are reached
 //! CloudStack reaches a router, SSVM or CPVM as `root@<link-local IP>:3922` from the
