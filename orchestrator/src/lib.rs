@@ -34,6 +34,7 @@ pub mod planfile;
 pub mod planlink;
 pub mod playbook;
 pub mod preflight;
+pub mod quote;
 pub mod redact;
 pub mod report;
 pub mod rollback;
