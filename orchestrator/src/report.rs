@@ -954,6 +954,7 @@ mod tests {
                 maybe_changed: 0,
                 unchanged: 0,
                 left: vec![],
+                found: 0,
             },
             at(42),
         );

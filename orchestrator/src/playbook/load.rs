@@ -237,7 +237,7 @@ fn friendlier(msg: &str) -> String {
                 return format!("{prefix}: unknown key `{field}` (did you mean `{close}`?)");
             }
             return format!(
-                "{prefix}: unknown key or module `{field}` (step keys: id, name, on, needs, when, register, retries, delay, until, timeout, ignore_errors, changed_when, failed_when, rollback, irreversible, no_rollback, consumes, tags, changes, check, serial, max_fail_percentage; kinds: ssh, api, wait, assert, set, include, {})",
+                "{prefix}: unknown key or module `{field}` (step keys: id, name, on, needs, when, register, retries, delay, until, timeout, ignore_errors, changed_when, failed_when, rollback, irreversible, no_rollback, consumes, tags, changes, check, serial, max_fail_percentage; kinds: ssh, api, wait, assert, set, report, include, {})",
                 crate::modules::ModuleKind::ALL
                     .iter()
                     .map(|k| k.key())
@@ -277,6 +277,7 @@ const STEP_KEYS: &[&str] = &[
     "wait",
     "assert",
     "set",
+    "report",
     "include",
     "params",
 ];

@@ -27,6 +27,7 @@ use crate::transport::{
 
 mod module;
 mod raw;
+mod report;
 
 use module::module;
 pub use module::probe;
@@ -397,6 +398,15 @@ impl Ctx {
     }
 }
 
+/// A rendered fact's value (`set:`, a report's `facts:`): JSON for a number, boolean, list or
+/// map becomes that value; anything else stays text.
+fn fact_value(s: String) -> J {
+    match serde_json::from_str::<J>(&s) {
+        Ok(v @ (J::Number(_) | J::Bool(_) | J::Array(_) | J::Object(_))) => v,
+        _ => J::String(s),
+    }
+}
+
 fn with_result(ctx: &Value, register: &str, result: &J) -> Value {
     let r = Value::from_serialize(result);
     // minijinja looks a key up from the last map to the first: the step's own result wins
@@ -579,13 +589,7 @@ async fn run_kind(
             let mut out = Vec::new();
             for (k, t) in facts {
                 match cx.render(t, ctx) {
-                    Ok(s) => {
-                        let v = match serde_json::from_str::<J>(&s) {
-                            Ok(v @ (J::Number(_) | J::Bool(_) | J::Array(_) | J::Object(_))) => v,
-                            _ => J::String(s),
-                        };
-                        out.push((k.clone(), v));
-                    }
+                    Ok(s) => out.push((k.clone(), fact_value(s))),
                     Err(e) => return NodeResult::failed(e, json!({"failed": true})),
                 }
             }
@@ -686,5 +690,6 @@ async fn run_kind(
         Kind::Module { kind, spec, tpls } => {
             module(cx, step, host, ctx, *kind, spec, tpls, timeout).await
         }
+        Kind::Report(spec) => report::report(cx, step, &host.name, ctx, spec),
     }
 }

@@ -14,7 +14,7 @@
 //! Files: `program.rs` the compiled types ([`Program`], [`Step`], [`Kind`], [`Undo`],
 //! [`Param`], ...), `params.rs` a scope's parameter and var declarations, `sections.rs` a
 //! section's items in order (ids, `needs`, `consumes`), `step.rs` one step (its kind, how it
-//! is undone, its options), `include.rs` an `include` and its parameter bindings, `checks.rs`
+//! is undone, its options), `include.rs` an `include` and its parameter bindings, `report.rs` a `report:` step's keys, `checks.rs`
 //! the checks over the whole program (duplicate ids, cycles, variables). This file holds the
 //! entry [`compile`], the compiler's state and the helpers they share.
 
@@ -22,6 +22,7 @@ mod checks;
 mod include;
 mod params;
 mod program;
+mod report;
 mod sections;
 mod step;
 
@@ -30,7 +31,10 @@ use crate::playbook::load::Loaded;
 use crate::source::Source;
 use crate::template::{Expr, Mode, Templates, Tpl};
 
-pub use program::{json_text, Kind, Param, Phase, Program, Scope, Step, Undo, BUILTIN_VARS};
+pub use program::{
+    json_text, Kind, Param, Phase, Program, ReportSpec, Rows, Scope, Step, Undo, BUILTIN_VARS,
+    REPORT_RESULT_FIELDS,
+};
 
 /// Compile a loaded playbook. Every problem found is reported, not just the first.
 pub fn compile(loaded: &Loaded) -> Result<Program, Diagnostics> {
