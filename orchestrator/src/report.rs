@@ -1130,6 +1130,90 @@ mod tests {
         })
     }
 
+    fn report_event(rows: Vec<serde_json::Value>, found: bool, empty: Option<&str>) -> Event {
+        Event::Report {
+            run: "r1".into(),
+            step: "stale_nics".into(),
+            target: "localhost".into(),
+            title: "Stale NICs on guest-net".into(),
+            columns: vec!["vm".into(), "nic".into(), "state".into()],
+            rows,
+            facts: vec![crate::event::Fact {
+                name: "network".into(),
+                value: serde_json::json!("guest-net"),
+            }],
+            found,
+            empty: empty.map(str::to_string),
+        }
+    }
+
+    #[test]
+    fn a_report_is_a_table_under_its_steps_line() {
+        let rows = vec![
+            serde_json::json!({"vm": "i-2-940-VM", "nic": "eth1", "state": "Deallocating"}),
+            serde_json::json!({"vm": "i-2-77-VM", "nic": null, "state": {"removed": true}}),
+        ];
+        let text = printed(
+            Output::Human,
+            vec![
+                run_start(RunMode::DryRun, "remedy apply stale-nics --dry-run"),
+                report_event(rows, true, None),
+                end("stale_nics", "localhost", Outcome::Ok),
+            ],
+            Duration::ZERO,
+        );
+        assert_eq!(
+            text.lines().skip(1).take(7).collect::<Vec<_>>(),
+            [
+                "  ok           stale_nics @ localhost (0.0s)",
+                "    FOUND      Stale NICs on guest-net @ localhost (2 rows)",
+                "      network: guest-net",
+                "      vm          nic   state",
+                "      ----------  ----  ----------------",
+                "      i-2-940-VM  eth1  Deallocating",
+                r#"      i-2-77-VM         {"removed":true}"#,
+            ]
+        );
+        // no rows: the `empty` text instead of a table
+        let text = printed(
+            Output::Human,
+            vec![
+                run_start(RunMode::DryRun, "remedy apply stale-nics --dry-run"),
+                report_event(vec![], false, Some("no stale NICs")),
+                end("stale_nics", "localhost", Outcome::Ok),
+            ],
+            Duration::ZERO,
+        );
+        assert_eq!(
+            text.lines().skip(1).take(4).collect::<Vec<_>>(),
+            [
+                "  ok           stale_nics @ localhost (0.0s)",
+                "    report     Stale NICs on guest-net @ localhost (no rows)",
+                "      network: guest-net",
+                "      no stale NICs",
+            ]
+        );
+    }
+
+    #[test]
+    fn a_wide_report_fits_the_terminal() {
+        let long = "x".repeat(200);
+        let text = report_text(
+            "t",
+            "h",
+            &["a".to_string(), "b".to_string()],
+            &[serde_json::json!({"a": "short", "b": long})],
+            &[],
+            true,
+            None,
+            60,
+            false,
+        );
+        assert!(text.lines().all(|l| l.chars().count() <= 60), "{text}");
+        assert!(text.contains("short  xxxx"), "{text}");
+        assert!(text.contains('…'), "{text}");
+    }
+
     fn slow_run(mode: RunMode) -> Vec<Event> {
         vec![
             run_start(mode, "remedy apply vr-backup-loop"),

@@ -224,9 +224,12 @@ fn friendlier(msg: &str) -> String {
     if let Some(rest) = msg.split("unknown field `").nth(1) {
         let field = rest.split('`').next().unwrap_or("");
         let prefix = msg.split(": unknown field").next().unwrap_or("");
-        if prefix.starts_with("steps[")
-            || prefix.starts_with("detect[")
-            || prefix.starts_with("verify[")
+        // A step's own keys (`steps[0]`), not a key inside one of them (`steps[0].report`).
+        let step_level = !prefix.contains('.');
+        if step_level
+            && (prefix.starts_with("steps[")
+                || prefix.starts_with("detect[")
+                || prefix.starts_with("verify["))
         {
             let known: Vec<&str> = STEP_KEYS
                 .iter()
