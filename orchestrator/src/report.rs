@@ -516,8 +516,15 @@ pub fn report_text(
         })
         .collect();
     let room = width.saturating_sub(REPORT_INDENT.len());
-    for (i, line) in crate::table::lines(columns, &cells, room).iter().enumerate() {
-        let line = if i == 0 { paint(color, "1", line) } else { line.clone() };
+    for (i, line) in crate::table::lines(columns, &cells, room)
+        .iter()
+        .enumerate()
+    {
+        let line = if i == 0 {
+            paint(color, "1", line)
+        } else {
+            line.clone()
+        };
         let _ = writeln!(out, "{REPORT_INDENT}{line}");
     }
     out

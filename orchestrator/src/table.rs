@@ -129,7 +129,11 @@ mod tests {
         let rows = strings(&[&["1", "Unable to stop vm VM[User|i-2-940-VM]"]]);
         assert_eq!(
             lines(&cols, &rows, 20),
-            ["id  message", "--  ----------------", "1   Unable to stop …"]
+            [
+                "id  message",
+                "--  ----------------",
+                "1   Unable to stop …"
+            ]
         );
     }
 

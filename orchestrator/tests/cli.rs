@@ -625,9 +625,15 @@ fn a_report_prints_its_table_and_a_finding_exits_8() {
     );
     let records = audit_records(&log);
     let report = records.iter().find(|r| r["event"] == "report").unwrap();
-    assert_eq!(report["rows"][1], serde_json::json!({"mount": "/home", "used": 85}));
+    assert_eq!(
+        report["rows"][1],
+        serde_json::json!({"mount": "/home", "used": 85})
+    );
     let end = records.iter().rfind(|r| r["event"] == "run_end").unwrap();
-    assert_eq!((end["exit_code"].clone(), end["found"].clone()), (8.into(), 2.into()));
+    assert_eq!(
+        (end["exit_code"].clone(), end["found"].clone()),
+        (8.into(), 2.into())
+    );
 
     // --output json: the report is one event with its rows
     let mut json = base.to_vec();

@@ -84,8 +84,12 @@ async fn a_finding_exits_8_with_its_rows_shown_and_audited_and_secrets_masked() 
             audit_log: Some(log.clone()),
             ..Default::default()
         };
-        let (_, summary, events) =
-            run(plan(&pb, &inv, &[("token", SECRET)]), Arc::new(f.clone()), opts).await;
+        let (_, summary, events) = run(
+            plan(&pb, &inv, &[("token", SECRET)]),
+            Arc::new(f.clone()),
+            opts,
+        )
+        .await;
         assert_eq!(summary.exit.code(), 8, "{}", summary.status);
         assert_eq!(
             summary.status,

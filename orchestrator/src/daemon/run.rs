@@ -218,8 +218,8 @@ async fn run_inner(env: &Env, job: &Job) -> Result<Report, Error> {
         ));
     }
     // A report's finding: the detection's own words (`found problems: ...`), exit 8.
-    let found = (detected.exit == ExitCode::Found)
-        .then(|| redactor.redact(&detected.status).into_owned());
+    let found =
+        (detected.exit == ExitCode::Found).then(|| redactor.redact(&detected.status).into_owned());
     if !detected.applies {
         return Ok(match found {
             Some(status) => Report::new(job, Verdict::Found, status, ExitCode::Found),

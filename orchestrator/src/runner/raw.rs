@@ -92,7 +92,13 @@ pub(super) fn last_output(registered: &J) -> String {
         }
     };
     if let Some(rc) = registered.get("rc") {
-        let text = |k: &str| registered.get(k).and_then(J::as_str).unwrap_or("").to_string();
+        let text = |k: &str| {
+            registered
+                .get(k)
+                .and_then(J::as_str)
+                .unwrap_or("")
+                .to_string()
+        };
         let mut words = format!("last output: rc {rc}, stdout {:?}", end(&text("stdout")));
         let err = text("stderr");
         if !err.is_empty() {

@@ -71,8 +71,9 @@ fn evaluate(cx: &Ctx, step: &Step, ctx: &Value, spec: &ReportSpec) -> Result<Eva
     let title = cx.render(&spec.title, ctx)?;
     let raw_rows = match &spec.rows {
         None => Vec::new(),
-        Some(rows) => as_rows(rows_value(cx, rows, ctx)?)
-            .map_err(|e| format!("{}: {e}", rows_loc(rows)))?,
+        Some(rows) => {
+            as_rows(rows_value(cx, rows, ctx)?).map_err(|e| format!("{}: {e}", rows_loc(rows)))?
+        }
     };
     let columns = match &spec.columns {
         Some(c) => c.clone(),
@@ -129,10 +130,7 @@ fn rows_value(cx: &Ctx, rows: &Rows, ctx: &Value) -> Result<J, String> {
         Rows::Tpl(t) => {
             let text = cx.render(t, ctx)?;
             let yaml: serde_yaml::Value = serde_yaml::from_str(&text).map_err(|e| {
-                format!(
-                    "{}: rows: the rendered text is not a YAML list: {e}",
-                    t.loc
-                )
+                format!("{}: rows: the rendered text is not a YAML list: {e}", t.loc)
             })?;
             serde_json::to_value(&yaml).map_err(|e| format!("{}: rows: {e}", t.loc))
         }

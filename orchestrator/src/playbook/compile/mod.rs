@@ -239,7 +239,10 @@ mod tests {
         match &p.steps[0].kind {
             Kind::Report(r) => {
                 assert!(matches!(r.rows, Some(Rows::Expr(_))));
-                assert_eq!(r.columns.as_deref(), Some(&["vm".to_string(), "nic".to_string()][..]));
+                assert_eq!(
+                    r.columns.as_deref(),
+                    Some(&["vm".to_string(), "nic".to_string()][..])
+                );
                 assert_eq!(r.facts.len(), 1);
                 assert!(r.found.is_some() && r.empty.is_some());
             }
@@ -255,30 +258,50 @@ mod tests {
 
     #[test]
     fn a_report_refuses_keys_it_has_no_use_for() {
-        let e = first_error("name: x\nsteps:\n  - id: r\n    report: { rows: \"[]\", colums: [a] }\n");
+        let e =
+            first_error("name: x\nsteps:\n  - id: r\n    report: { rows: \"[]\", colums: [a] }\n");
         assert!(e.contains("unknown field `colums`"), "{e}");
-        let e = first_error("name: x\nsteps:\n  - id: r\n    report: { rows: \"[]\" }\n    retries: 3\n");
+        let e = first_error(
+            "name: x\nsteps:\n  - id: r\n    report: { rows: \"[]\" }\n    retries: 3\n",
+        );
         assert_eq!(
             e,
             "t.yml:5:5: step r is a report; `retries` has no meaning here"
         );
-        let e = first_error("name: x\nsteps:\n  - id: r\n    report: { rows: \"[]\" }\n    failed_when: r.found\n");
+        let e = first_error(
+            "name: x\nsteps:\n  - id: r\n    report: { rows: \"[]\" }\n    failed_when: r.found\n",
+        );
         assert!(e.contains("`failed_when` has no meaning here"), "{e}");
-        let e = first_error("name: x\nsteps:\n  - id: r\n    report: { rows: \"[]\" }\n    no_rollback: why\n");
-        assert!(e.contains("step r is read-only; `no_rollback` has no meaning here"), "{e}");
-        let e = first_error("name: x\nsteps:\n  - id: r\n    report: { rows: \"[]\" }\n    changes: none\n");
+        let e = first_error(
+            "name: x\nsteps:\n  - id: r\n    report: { rows: \"[]\" }\n    no_rollback: why\n",
+        );
+        assert!(
+            e.contains("step r is read-only; `no_rollback` has no meaning here"),
+            "{e}"
+        );
+        let e = first_error(
+            "name: x\nsteps:\n  - id: r\n    report: { rows: \"[]\" }\n    changes: none\n",
+        );
         assert!(e.contains("`changes: none` applies to ssh steps"), "{e}");
-        let e = first_error("name: x\nsteps:\n  - id: r\n    report: { rows: \"[]\" }\n    set: { a: b }\n");
+        let e = first_error(
+            "name: x\nsteps:\n  - id: r\n    report: { rows: \"[]\" }\n    set: { a: b }\n",
+        );
         assert!(e.contains("has several kinds (set, report)"), "{e}");
-        let e = first_error("name: x\nsteps:\n  - id: r\n    report: { rows: \"[]\", columns: [a, b, a] }\n");
+        let e = first_error(
+            "name: x\nsteps:\n  - id: r\n    report: { rows: \"[]\", columns: [a, b, a] }\n",
+        );
         assert_eq!(e, "t.yml:4:43: step r: column \"a\" is named twice");
-        let e = first_error("name: x\nsteps:\n  - id: r\n    report: { rows: \"[]\", columns: [] }\n");
+        let e =
+            first_error("name: x\nsteps:\n  - id: r\n    report: { rows: \"[]\", columns: [] }\n");
         assert!(e.contains("`columns` is empty"), "{e}");
         let e = first_error("name: x\nsteps:\n  - id: r\n    report: { rows: \"nics |\" }\n");
         assert!(e.contains("invalid expression"), "{e}");
         // what the rows read must run before it
         let e = first_error("name: x\nsteps:\n  - id: r\n    report: { rows: later.items }\n  - id: later\n    api: { command: listHosts }\n");
-        assert!(e.contains("registered by step later, which does not run before it"), "{e}");
+        assert!(
+            e.contains("registered by step later, which does not run before it"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -158,7 +158,10 @@ impl Compiler<'_> {
             }
             (Kind::Set(facts), Access::ReadOnly)
         } else if let Some(r) = &doc.report {
-            (self.report_kind(src, path, local, doc, r)?, Access::ReadOnly)
+            (
+                self.report_kind(src, path, local, doc, r)?,
+                Access::ReadOnly,
+            )
         } else {
             let (mk, value) = module_values[0];
             let at = p(mk.key());
