@@ -634,6 +634,17 @@ fn a_report_prints_its_table_and_a_finding_exits_8() {
         (end["exit_code"].clone(), end["found"].clone()),
         (8.into(), 2.into())
     );
+    let run = report["run"].as_str().unwrap();
+    let show = remedy(
+        &["audit", "show", run, "--audit-log", log.to_str().unwrap()],
+        dir.path(),
+    );
+    assert!(
+        stdout(&show)
+            .contains("  report full @ localhost: Filesystems over 80% (2 row(s), found)\n"),
+        "{}",
+        text(&show)
+    );
 
     // --output json: the report is one event with its rows
     let mut json = base.to_vec();
