@@ -284,7 +284,7 @@ steps:
     f.on_prefix("agent-state", |_, _| {
         Ok(ActionResult::Ssh(CmdOutput::exit(
             0,
-            &format!("Disconnected (token {SECRET})"),
+            format!("Disconnected (token {SECRET})"),
             "agent: connection refused",
         )))
     });
