@@ -41,5 +41,6 @@ pub mod rollback;
 pub mod runner;
 pub mod scheduler;
 pub mod source;
+pub mod table;
 pub mod template;
 pub mod transport;

@@ -5,5 +5,7 @@ pub mod compile;
 pub mod load;
 pub mod model;
 
-pub use compile::{compile, Kind, Param, Phase, Program, Scope, Step, Undo};
+pub use compile::{
+    compile, Kind, Param, Phase, Program, ReportSpec, Rows, Scope, Step, Undo, REPORT_RESULT_FIELDS,
+};
 pub use load::{load, Loaded};

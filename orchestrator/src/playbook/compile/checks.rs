@@ -241,6 +241,16 @@ fn step_reads(s: &Step) -> Vec<(String, Loc, bool)> {
             }
         }
         Kind::Set(facts) => facts.iter().for_each(|(_, a)| t(a)),
+        Kind::Report(r) => {
+            t(&r.title);
+            r.facts.iter().for_each(|(_, a)| t(a));
+            if let Some(e) = &r.empty {
+                t(e);
+            }
+            if let Some(super::program::Rows::Tpl(rows)) = &r.rows {
+                t(rows);
+            }
+        }
     }
     match &s.undo {
         Undo::Ssh(tpl) => t(tpl),
@@ -257,6 +267,15 @@ fn step_reads(s: &Step) -> Vec<(String, Loc, bool)> {
     };
     if let Kind::Assert { that, .. } = &s.kind {
         that.iter().for_each(|x| e(x, false));
+    }
+    if let Kind::Report(r) = &s.kind {
+        if let Some(super::program::Rows::Expr(rows)) = &r.rows {
+            e(rows, false);
+        }
+        // `found` may read the report's own result (`result.rows`).
+        if let Some(found) = &r.found {
+            e(found, true);
+        }
     }
     s.when.iter().for_each(|x| e(x, false));
     if let Some(x) = &s.until {
