@@ -355,3 +355,6 @@ impl Params<'_> {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod seed_case_tests;

@@ -94,11 +94,14 @@ impl Zone {
             .yesterday()
             .map_err(|e| e.to_string())?;
         let today = day(*times.iter().max().expect("a job"));
+        let taken: Vec<u64> = s.past_jobs.iter().map(|j| j.number).collect();
         for i in 0..servers {
             let mine = lines.entry(i).or_default();
             let mut d = first;
+            let mut offset = 0;
             while d <= today {
-                mine.extend(noise(&self.world, i, d));
+                mine.extend(noise(&self.world, i, d, 500 + offset * 60, &taken));
+                offset += 1;
                 d = d.tomorrow().map_err(|e| e.to_string())?;
             }
             mine.sort_by_key(|(t, _)| *t);
@@ -235,8 +238,15 @@ impl Zone {
 }
 
 /// A day of ordinary traffic on server `i`: list calls every 20 minutes, agent pings every
-/// hour, an hourly successful job, and a WARN of another job in the afternoon.
-fn noise(w: &World, i: usize, d: jiff::civil::Date) -> Vec<(jiff::Timestamp, String)> {
+/// hour, an hourly successful job (numbered from `first_job`, skipping the `taken` numbers
+/// of past jobs), and a WARN of another job in the afternoon.
+fn noise(
+    w: &World,
+    i: usize,
+    d: jiff::civil::Date,
+    first_job: u64,
+    taken: &[u64],
+) -> Vec<(jiff::Timestamp, String)> {
     let at = |h: i8, m: i8, s: i8, ms: i64| {
         d.at(h, m, s, 0)
             .to_zoned(jiff::tz::TimeZone::UTC)
@@ -259,7 +269,10 @@ fn noise(w: &World, i: usize, d: jiff::civil::Date) -> Vec<(jiff::Timestamp, Str
         for (hi, host) in w.hosts.iter().enumerate().filter(|(hi, _)| hi % w.mgmts().count() == i) {
             out.push((at(h, 12 + hi as i8, 30, 0), format!("DEBUG [c.c.a.m.AgentManagerImpl$AgentHandler] (AgentManager-Handler-{}:null) (logid:) Ping from Routing host {}({})", 1 + hi, 47 + hi, host.name)));
         }
-        let n = 600 + u64::from(h as u8) * 2 + i as u64;
+        let mut n = first_job + u64::from(h as u8) * 2 + i as u64;
+        if taken.contains(&n) {
+            n += 10_000;
+        }
         let ctx = hex("ctx", &key(&format!("job{h}")), 8);
         let logid = hex("logid", &key(&format!("job{h}")), 8);
         let exec = format!("API-Job-Executor-{}:ctx-{ctx} job-{n}", 1 + h as u64);
