@@ -42,6 +42,6 @@ mod model;
 
 pub use load::ScenarioError;
 pub use model::{
-    CapacitySeed, ClusterSeed, FileSeed, GuestSeed, OfferingSeed, PastJobSeed, Scenario, TemplateSeed,
-    VmSeed, VpcSeed,
+    CapacitySeed, ClusterSeed, FileSeed, GuestSeed, OfferingSeed, PastJobSeed, Scenario,
+    TemplateSeed, VmSeed, VpcSeed,
 };

@@ -118,7 +118,10 @@ impl World {
             let Some((default, extra)) = nets.split_first() else {
                 return Err(format!("{at}: networks: at least one is needed"));
             };
-            if let Some(n) = seed.number.filter(|n| self.vms.iter().any(|v| v.number == *n)) {
+            if let Some(n) = seed
+                .number
+                .filter(|n| self.vms.iter().any(|v| v.number == *n))
+            {
                 return Err(format!("{at}: instance number {n} is taken"));
             }
             let offeringid = match &seed.offering {
@@ -251,13 +254,19 @@ impl World {
     /// Where the allocator moves a VM leaving host `from` (see the module doc), or the error
     /// CloudStack gives when it finds nothing.
     pub fn migrate_away_target(&self, vm: &Vm, from: &str) -> Result<String, String> {
-        let own = self.host(from).map(|h| h.clusterid.clone()).unwrap_or_default();
+        let own = self
+            .host(from)
+            .map(|h| h.clusterid.clone())
+            .unwrap_or_default();
         if let Some(h) = self.suitable_in(vm, &own, from) {
             return Ok(h);
         }
         let others: Vec<&Cluster> = self.clusters.iter().filter(|c| c.id != own).collect();
         if !vm.is_guest() {
-            if let Some(h) = others.iter().find_map(|c| self.suitable_in(vm, &c.id, from)) {
+            if let Some(h) = others
+                .iter()
+                .find_map(|c| self.suitable_in(vm, &c.id, from))
+            {
                 return Ok(h);
             }
         } else if self.setting("migrate.vm.across.clusters") == "true" {

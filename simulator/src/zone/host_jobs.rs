@@ -89,7 +89,8 @@ impl Zone {
 
     pub(super) fn maintain_done(&mut self, hostid: &str) -> Result<Value, Failure> {
         let name = self.routing_host(hostid)?.name.clone();
-        if self.world.host(hostid).map(|h| h.resourcestate.as_str()) != Some("PrepareForMaintenance")
+        if self.world.host(hostid).map(|h| h.resourcestate.as_str())
+            != Some("PrepareForMaintenance")
         {
             return Err((
                 530,
@@ -151,7 +152,10 @@ impl Zone {
         if !vm.is_guest() {
             return Err((
                 431,
-                format!("{} is not a user VM: use migrateSystemVm for system VMs and routers", vm.log_name()),
+                format!(
+                    "{} is not a user VM: use migrateSystemVm for system VMs and routers",
+                    vm.log_name()
+                ),
             ));
         }
         if hostid.is_empty() {
@@ -163,7 +167,10 @@ impl Zone {
         if vm.state != "Running" {
             return Err((
                 431,
-                format!("VM is not Running, unable to migrate the vm {}", vm.log_name()),
+                format!(
+                    "VM is not Running, unable to migrate the vm {}",
+                    vm.log_name()
+                ),
             ));
         }
         let Some(dest) = w.host(hostid) else {
@@ -180,7 +187,10 @@ impl Zone {
         {
             return Err((
                 530,
-                format!("Unable to migrate {}: its host is in PrepareForMaintenance", vm.log_name()),
+                format!(
+                    "Unable to migrate {}: its host is in PrepareForMaintenance",
+                    vm.log_name()
+                ),
             ));
         }
         if !World::takes_vms(dest) {

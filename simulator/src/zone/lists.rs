@@ -9,9 +9,7 @@
 
 use serde_json::{json, Map, Value};
 
-use super::compute_views::{
-    cluster_json, host_capacity, offering_json, template_json, vm_compute,
-};
+use super::compute_views::{cluster_json, host_capacity, offering_json, template_json, vm_compute};
 use super::model::{id_for, Network, Vm, VmKind, World, DOMAIN, USER_ACCOUNT, VERSION};
 use super::{vlan, Params, Zone};
 use crate::apis::ApiSpec;
@@ -166,7 +164,10 @@ impl Zone {
     /// has, or ever had, a NIC on N (a NIC removed with removeNicFromVirtualMachine still
     /// counts: the query does not look at the NIC's `removed` mark). Other lists pass.
     fn in_network_listing(&self, spec: &ApiSpec, p: &Params, item: &Value) -> bool {
-        let Some(net) = p.get("networkid").filter(|_| spec.name == "listVirtualMachines") else {
+        let Some(net) = p
+            .get("networkid")
+            .filter(|_| spec.name == "listVirtualMachines")
+        else {
             return true;
         };
         let Some(vm) = item["id"].as_str().and_then(|id| self.world.vm(id)) else {

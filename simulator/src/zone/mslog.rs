@@ -148,7 +148,9 @@ impl Zone {
             result: result.clone(),
             failure: None,
             injected: false,
-            effect: Effect::Nothing { result: Value::Null },
+            effect: Effect::Nothing {
+                result: Value::Null,
+            },
         })
     }
 
@@ -161,9 +163,18 @@ impl Zone {
         let inst = format!("i-2-{}-VM", vm.number);
         let host = format!("{}({})", seed.host_dbid, seed.host);
         let key = n.to_string();
-        let (api_ctx, sub_ctx) = (hex("ctx", &format!("{key}a"), 8), hex("ctx", &format!("{key}b"), 8));
-        let (exec_ctx, work_ctx) = (hex("ctx", &format!("{key}c"), 8), hex("ctx", &format!("{key}d"), 8));
-        let (log1, log2) = (hex("logid", &format!("{key}a"), 8), hex("logid", &format!("{key}b"), 8));
+        let (api_ctx, sub_ctx) = (
+            hex("ctx", &format!("{key}a"), 8),
+            hex("ctx", &format!("{key}b"), 8),
+        );
+        let (exec_ctx, work_ctx) = (
+            hex("ctx", &format!("{key}c"), 8),
+            hex("ctx", &format!("{key}d"), 8),
+        );
+        let (log1, log2) = (
+            hex("logid", &format!("{key}a"), 8),
+            hex("logid", &format!("{key}b"), 8),
+        );
         let seq = format!("{}-{}", seed.host_dbid, 8_712_394_812_934_000 + n);
         let qtp = format!("qtp1386767190-{}", 300 + n % 200);
         let exec = format!("API-Job-Executor-{}", 1 + n % 40);
@@ -186,7 +197,10 @@ impl Zone {
         let in_job = format!("{exec}:ctx-{exec_ctx} job-{n}");
         let in_work = format!("{in_job} ctx-{work_ctx}");
         let created_text = t0.strftime("%a %b %d %H:%M:%S UTC %Y").to_string();
-        let query = format!("command={verb}VirtualMachine&id={}&expunge=false&response=json", vm.id);
+        let query = format!(
+            "command={verb}VirtualMachine&id={}&expunge=false&response=json",
+            vm.id
+        );
         let timeout_at = plus(t1, -1200);
         let forwarded = servers > 1;
         let mut mine = vec![
@@ -213,7 +227,12 @@ impl Zone {
     }
 
     /// Writes server `i`'s lines: `today` to the log, earlier days to gzipped rotations.
-    fn write_logs(&mut self, i: usize, lines: &[(jiff::Timestamp, String)], today: jiff::civil::Date) {
+    fn write_logs(
+        &mut self,
+        i: usize,
+        lines: &[(jiff::Timestamp, String)],
+        today: jiff::civil::Date,
+    ) {
         let mut by_day: BTreeMap<jiff::civil::Date, String> = BTreeMap::new();
         for (t, text) in lines {
             let entry = by_day.entry(day(*t)).or_default();
@@ -231,7 +250,11 @@ impl Zone {
                     f.group = "cloud".into();
                 }
             } else {
-                g.put_gzip(&format!("{MS_LOG}.{}.gz", d.strftime("%Y-%m-%d")), "cloud", &text);
+                g.put_gzip(
+                    &format!("{MS_LOG}.{}.gz", d.strftime("%Y-%m-%d")),
+                    "cloud",
+                    &text,
+                );
             }
         }
     }
@@ -255,18 +278,31 @@ fn noise(
     };
     let key = |x: &str| format!("{i}/{d}/{x}");
     let mut out = Vec::new();
-    let lists = ["listVirtualMachines&listall=true", "listHosts&type=Routing", "listRouters&listall=true", "listSystemVms"];
+    let lists = [
+        "listVirtualMachines&listall=true",
+        "listHosts&type=Routing",
+        "listRouters&listall=true",
+        "listSystemVms",
+    ];
     for slot in 0..72i64 {
         let (h, m) = ((slot / 3) as i8, ((slot % 3) * 20) as i8 + i as i8 * 7);
         let ctx = hex("ctx", &key(&format!("list{slot}")), 8);
         let logid = hex("logid", &key(&format!("list{slot}")), 8);
-        let q = format!("command={}&response=json", lists[slot as usize % lists.len()]);
+        let q = format!(
+            "command={}&response=json",
+            lists[slot as usize % lists.len()]
+        );
         let thread = format!("qtp1386767190-{}", 20 + slot % 60);
         out.push((at(h, m, 4, 117), format!("DEBUG [c.c.a.ApiServlet] ({thread}:ctx-{ctx}) (logid:{logid}) ===START===  10.1.0.50 -- GET  {q}")));
         out.push((at(h, m, 4, 169), format!("DEBUG [c.c.a.ApiServlet] ({thread}:ctx-{ctx}) (logid:{logid}) ===END===  10.1.0.50 -- GET  {q}")));
     }
     for h in 0..24i8 {
-        for (hi, host) in w.hosts.iter().enumerate().filter(|(hi, _)| hi % w.mgmts().count() == i) {
+        for (hi, host) in w
+            .hosts
+            .iter()
+            .enumerate()
+            .filter(|(hi, _)| hi % w.mgmts().count() == i)
+        {
             out.push((at(h, 12 + hi as i8, 30, 0), format!("DEBUG [c.c.a.m.AgentManagerImpl$AgentHandler] (AgentManager-Handler-{}:null) (logid:) Ping from Routing host {}({})", 1 + hi, 47 + hi, host.name)));
         }
         let mut n = first_job + u64::from(h as u8) * 2 + i as u64;

@@ -350,8 +350,16 @@ impl World {
             publicip: String::new(),
             ports: Vec::new(),
             guest,
-            offeringid: self.offerings.first().map(|o| o.id.clone()).unwrap_or_default(),
-            templateid: self.templates.first().map(|t| t.id.clone()).unwrap_or_default(),
+            offeringid: self
+                .offerings
+                .first()
+                .map(|o| o.id.clone())
+                .unwrap_or_default(),
+            templateid: self
+                .templates
+                .first()
+                .map(|t| t.id.clone())
+                .unwrap_or_default(),
             extra_nics: Vec::new(),
         });
         if implemented {

@@ -53,7 +53,13 @@ fn host_id(z: &Zone, name: &str) -> String {
 }
 
 fn vm_id(z: &Zone, name: &str) -> String {
-    z.world().vms.iter().find(|v| v.name == name).unwrap().id.clone()
+    z.world()
+        .vms
+        .iter()
+        .find(|v| v.name == name)
+        .unwrap()
+        .id
+        .clone()
 }
 
 /// The host (by name) a VM runs on.
@@ -87,7 +93,12 @@ fn hosts_show_cluster_tags_and_capacity_as_the_api_names_them() {
         .map(|c| c["name"].as_str().unwrap())
         .collect();
     assert_eq!(names, ["cluster-a", "cluster-b", "cluster-c"]);
-    let r = call(&mut z, "listServiceOfferings", &[("name", "generic-linux")], t0());
+    let r = call(
+        &mut z,
+        "listServiceOfferings",
+        &[("name", "generic-linux")],
+        t0(),
+    );
     assert_eq!(inner(&r)["serviceoffering"][0]["hosttags"], "generic");
     let r = call(&mut z, "listTemplates", &[("templatefilter", "all")], t0());
     assert_eq!(inner(&r)["template"][1]["templatetag"], "linux");
@@ -123,7 +134,13 @@ fn firstfit_gives_up_after_the_first_other_cluster() {
         "PrepareForMaintenance"
     );
     let id = inner(&r)["jobid"].as_str().unwrap().to_string();
-    let job = inner(&call(&mut z, "queryAsyncJobResult", &[("jobid", &id)], at(5000))).clone();
+    let job = inner(&call(
+        &mut z,
+        "queryAsyncJobResult",
+        &[("jobid", &id)],
+        at(5000),
+    ))
+    .clone();
     assert_eq!(job["jobstatus"], 2);
     assert_eq!(job["jobresultcode"], 530);
     assert_eq!(
@@ -167,7 +184,8 @@ fn with_the_suitable_cluster_first_or_one_cluster_tried_the_outcome_follows_the_
     // across clusters off: only the host's own cluster is tried
     let mut s = text.clone();
     s.clusters.swap(1, 2);
-    s.settings.insert("migrate.vm.across.clusters".into(), "false".into());
+    s.settings
+        .insert("migrate.vm.across.clusters".into(), "false".into());
     let mut z = Zone::new(&s);
     let job = run_job(&mut z, "prepareHostForMaintenance", &[("id", &a1)], t0());
     assert_eq!(job["jobresultcode"], 530);
@@ -216,7 +234,13 @@ fn migrating_by_hand_then_maintenance_succeeds_and_cancel_enables() {
     );
     let jobid = inner(&r)["jobid"].as_str().unwrap().to_string();
     assert_eq!(z.world().vm(&app1).unwrap().state, "Migrating");
-    let job = inner(&call(&mut z, "queryAsyncJobResult", &[("jobid", &jobid)], at(5000))).clone();
+    let job = inner(&call(
+        &mut z,
+        "queryAsyncJobResult",
+        &[("jobid", &jobid)],
+        at(5000),
+    ))
+    .clone();
     assert_eq!(job["jobstatus"], 1, "{job}");
     assert_eq!(job["jobresult"]["virtualmachine"]["hostname"], "kvm-c1");
     assert_eq!(job["jobinstancetype"], "VirtualMachine");
@@ -224,7 +248,10 @@ fn migrating_by_hand_then_maintenance_succeeds_and_cancel_enables() {
         host_item(&mut z, "kvm-c1", at(5000))["memoryallocated"],
         8192u64 << 20
     );
-    assert_eq!(host_item(&mut z, "kvm-a1", at(5000))["memoryallocated"], 4096u64 << 20);
+    assert_eq!(
+        host_item(&mut z, "kvm-a1", at(5000))["memoryallocated"],
+        4096u64 << 20
+    );
     // kvm-c1 is full now: 533
     let job = run_job(
         &mut z,
@@ -240,10 +267,20 @@ fn migrating_by_hand_then_maintenance_succeeds_and_cancel_enables() {
         at(6000),
     );
     assert_eq!(job["jobstatus"], 1, "{job}");
-    let job = run_job(&mut z, "prepareHostForMaintenance", &[("id", &a1)], at(20_000));
+    let job = run_job(
+        &mut z,
+        "prepareHostForMaintenance",
+        &[("id", &a1)],
+        at(20_000),
+    );
     assert_eq!(job["jobstatus"], 1, "{job}");
     assert_eq!(job["jobresult"]["host"]["resourcestate"], "Maintenance");
-    let job = run_job(&mut z, "prepareHostForMaintenance", &[("id", &a1)], at(40_000));
+    let job = run_job(
+        &mut z,
+        "prepareHostForMaintenance",
+        &[("id", &a1)],
+        at(40_000),
+    );
     assert_eq!(job["jobresultcode"], 530, "already in maintenance: {job}");
     let job = run_job(&mut z, "cancelHostMaintenance", &[("id", &a1)], at(60_000));
     assert_eq!(job["jobresult"]["host"]["resourcestate"], "Enabled");
@@ -269,7 +306,11 @@ fn listed_on(z: &mut Zone, tier: &str) -> Vec<String> {
     );
     let mut names: Vec<String> = inner(&r)["virtualmachine"]
         .as_array()
-        .map(|a| a.iter().map(|v| v["name"].as_str().unwrap().to_string()).collect())
+        .map(|a| {
+            a.iter()
+                .map(|v| v["name"].as_str().unwrap().to_string())
+                .collect()
+        })
         .unwrap_or_default();
     names.sort();
     names
@@ -327,7 +368,13 @@ fn a_removed_nic_leaves_the_vm_in_the_networks_instance_list() {
         job["cmd"],
         "org.apache.cloudstack.api.command.user.vm.RemoveNicFromVMCmd"
     );
-    assert_eq!(job["jobresult"]["virtualmachine"]["nic"].as_array().unwrap().len(), 1);
+    assert_eq!(
+        job["jobresult"]["virtualmachine"]["nic"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
     assert_eq!(nic_networks(&mut z, "tools-1"), ["tools"]);
     assert_eq!(listed_on(&mut z, "web"), ["tools-1", "web-1", "web-2"]);
     assert!(!z.guest("tools-1").unwrap().links.contains_key("eth1"));
@@ -350,7 +397,10 @@ fn the_failed_job_is_queryable_and_listed() {
     let j = inner(&r);
     assert_eq!(j["jobstatus"], 2);
     assert_eq!(j["jobresultcode"], 530);
-    assert_eq!(j["cmd"], "org.apache.cloudstack.api.command.user.vm.DestroyVMCmd");
+    assert_eq!(
+        j["cmd"],
+        "org.apache.cloudstack.api.command.user.vm.DestroyVMCmd"
+    );
     assert_eq!(j["jobresult"]["errortext"], "Failed to destroy vm");
     assert_eq!(j["jobinstancetype"], "VirtualMachine");
     assert_eq!(j["jobinstanceid"], vm_id(&z, "web-940"));
@@ -382,7 +432,8 @@ fn the_job_is_followed_through_rotated_gzipped_and_current_logs() {
         ls.stdout,
         "catalina.out\nmanagement-server.log\nmanagement-server.log.2026-12-04.gz\nmanagement-server.log.2026-12-05.gz\n"
     );
-    let gz = &z.guest("mgmt1").unwrap().files[&format!("{dir}/management-server.log.2026-12-05.gz")];
+    let gz =
+        &z.guest("mgmt1").unwrap().files[&format!("{dir}/management-server.log.2026-12-05.gz")];
     assert_eq!(&gz.gzip.as_ref().unwrap()[..2], &[0x1f, 0x8b], "real gzip");
     let old = run_line(
         &mut z,
@@ -391,11 +442,22 @@ fn the_job_is_followed_through_rotated_gzipped_and_current_logs() {
     );
     assert_eq!(old.status, 0, "{old:?}");
     let lines: Vec<&str> = old.stdout.lines().collect();
-    assert!(lines[0].starts_with("2026-12-05 23:59:40,535 DEBUG [o.a.c.f.j.i.AsyncJobManagerImpl]"), "{}", lines[0]);
+    assert!(
+        lines[0].starts_with("2026-12-05 23:59:40,535 DEBUG [o.a.c.f.j.i.AsyncJobManagerImpl]"),
+        "{}",
+        lines[0]
+    );
     assert!(lines[0].contains("submit async job-733, details: AsyncJobVO {id:733,"));
     assert!(lines[1].contains("Executing AsyncJobVO {id:733, userId: 2, accountId: 2, instanceType: VirtualMachine, instanceId: 940, cmd: org.apache.cloudstack.api.command.user.vm.DestroyVMCmd"));
-    assert!(!old.stdout.contains("WARN"), "the warning is after midnight");
-    let now = run_line(&mut z, "mgmt1", &format!("grep job-733 {dir}/management-server.log"));
+    assert!(
+        !old.stdout.contains("WARN"),
+        "the warning is after midnight"
+    );
+    let now = run_line(
+        &mut z,
+        "mgmt1",
+        &format!("grep job-733 {dir}/management-server.log"),
+    );
     let lines: Vec<&str> = now.stdout.lines().collect();
     assert_eq!(lines.len(), 4, "{}", now.stdout);
     assert!(lines[0].contains(" WARN  [c.c.v.VirtualMachineManagerImpl] "));
@@ -403,23 +465,42 @@ fn the_job_is_followed_through_rotated_gzipped_and_current_logs() {
     assert!(lines[1].contains(" ERROR [c.c.a.ApiAsyncJobDispatcher] "));
     assert!(lines[2].ends_with("Complete async job-733, jobStatus: FAILED, resultCode: 530, result: org.apache.cloudstack.api.response.ExceptionResponse/null/{\"uuidList\":[],\"errorcode\":530,\"errortext\":\"Failed to destroy vm\"}"));
     // zcat prints the whole day; a plain file is refused
-    let all = run_line(&mut z, "mgmt1", &format!("zcat {dir}/management-server.log.2026-12-05.gz"));
+    let all = run_line(
+        &mut z,
+        "mgmt1",
+        &format!("zcat {dir}/management-server.log.2026-12-05.gz"),
+    );
     assert!(all.stdout.lines().count() > 100, "noise around the job");
-    assert!(all.stdout.contains("Complete async job-582, jobStatus: SUCCEEDED"));
+    assert!(all
+        .stdout
+        .contains("Complete async job-582, jobStatus: SUCCEEDED"));
     assert!(!all.stdout.contains("job-583"), "odd numbers ran on mgmt2");
-    let bad = run_line(&mut z, "mgmt1", &format!("zcat {dir}/management-server.log"));
+    let bad = run_line(
+        &mut z,
+        "mgmt1",
+        &format!("zcat {dir}/management-server.log"),
+    );
     assert_eq!(bad.status, 1);
-    assert_eq!(bad.stderr, format!("gzip: {dir}/management-server.log: not in gzip format\n"));
+    assert_eq!(
+        bad.stderr,
+        format!("gzip: {dir}/management-server.log: not in gzip format\n")
+    );
     // the second server has the forwarded command, not the job's number
     let peer = run_line(&mut z, "mgmt2", &format!("zgrep -c job-733 {dir}/management-server.log.2026-12-05.gz {dir}/management-server.log"));
-    assert_eq!(peer.stdout, format!("{dir}/management-server.log.2026-12-05.gz:0\n{dir}/management-server.log:0\n"));
+    assert_eq!(
+        peer.stdout,
+        format!("{dir}/management-server.log.2026-12-05.gz:0\n{dir}/management-server.log:0\n")
+    );
     let fwd = run_line(&mut z, "mgmt2", &format!("zgrep i-2-940-VM {dir}/management-server.log.2026-12-05.gz {dir}/management-server.log"));
     assert_eq!(fwd.stdout.lines().count(), 2, "{}", fwd.stdout);
     assert!(fwd.stdout.contains("WARN  [c.c.a.m.AgentAttache]"));
 }
 
 fn host_state(z: &mut Zone, name: &str, now: jiff::Timestamp) -> String {
-    host_item(z, name, now)["state"].as_str().unwrap().to_string()
+    host_item(z, name, now)["state"]
+        .as_str()
+        .unwrap()
+        .to_string()
 }
 
 #[test]

@@ -350,7 +350,12 @@ pub(super) fn grep(guest: &Guest, args: &[String]) -> Output {
 
 /// A file's text for `zgrep` and `zcat`: a gzip file decompressed, another file as it is
 /// (`plain_ok`, as zgrep reads both) or refused (zcat: `not in gzip format`).
-pub(super) fn text_of(guest: &Guest, file: &str, tool: &str, plain_ok: bool) -> Result<String, String> {
+pub(super) fn text_of(
+    guest: &Guest,
+    file: &str,
+    tool: &str,
+    plain_ok: bool,
+) -> Result<String, String> {
     match lookup(guest, file) {
         Some(Node::File(f)) => match &f.gzip {
             Some(bytes) => {
@@ -400,7 +405,10 @@ pub(super) fn grep_with(
         return Output::err(2, format!("Usage: {tool} [OPTION]... PATTERNS [FILE]..."));
     };
     if files.is_empty() {
-        return Output::err(2, format!("sim-ssh: {tool} needs a file (there is no stdin)"));
+        return Output::err(
+            2,
+            format!("sim-ssh: {tool} needs a file (there is no stdin)"),
+        );
     }
     let needle = if ignore_case {
         pattern.to_lowercase()
