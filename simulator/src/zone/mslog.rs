@@ -36,7 +36,8 @@ fn msid(i: usize) -> u64 {
 
 /// A deterministic lower-case hex word of `n` digits for `(salt, key)`.
 fn hex(salt: &str, key: &str, n: usize) -> String {
-    id_for(salt, key).replace('-', "")[..n].to_string()
+    let digits = id_for(salt, key).replace('-', "");
+    digits[digits.len() - n..].to_string()
 }
 
 /// `2026-12-05 23:59:41,204`.
