@@ -1,5 +1,6 @@
 //! The API table: every command the simulator serves, with its parameters and reply keys, read
-//! from `data/cloudstack-apis.json` (CloudStack 4.18 `listApis` data for the APIs remedy uses).
+//! from `data/cloudstack-apis.json` (CloudStack 4.18 `listApis` data for the APIs remedy uses,
+//! and the 4.20 placement and maintenance APIs added for issue 21).
 
 use std::collections::BTreeMap;
 use std::sync::OnceLock;
@@ -56,8 +57,8 @@ pub fn all() -> impl Iterator<Item = &'static ApiSpec> {
 #[cfg(test)]
 mod tests {
     #[test]
-    fn table_loads_all_26_apis() {
-        assert_eq!(super::all().count(), 26);
+    fn table_loads_all_33_apis() {
+        assert_eq!(super::all().count(), 33);
         let spec = super::get("LISTROUTERS").unwrap();
         assert_eq!(spec.list_item_key.as_deref(), Some("router"));
         assert!(super::get("updatePhysicalNetwork").unwrap().isasync);

@@ -11,6 +11,8 @@
 //! - **Job faults** (failing and slow async jobs) are applied by the zone when it starts a job.
 //! - **SSH faults** ([`Faults::ssh`], rules of [`SshFault`]) are applied by the SSH hosts to
 //!   the command lines they are sent.
+//! - **Agent faults** ([`Faults::agent_stays_down`]) keep named hypervisors down when their
+//!   agent is restarted.
 //!
 //! "Next n" counters are deterministic, for tests, and count down as they fire (`GET
 //! /sim/faults` shows what is left); rates are random, for soak runs.
@@ -60,6 +62,9 @@ pub struct Faults {
     pub fail_calls_next: Vec<String>,
     /// Rules for command lines sent to the SSH hosts, in order (see [`SshFault`]).
     pub ssh: Vec<SshFault>,
+    /// Hypervisors (by name) whose restarted `cloudstack-agent` never connects: the host goes
+    /// `Connecting`, then `Disconnected` again, and the service ends `failed`.
+    pub agent_stays_down: Vec<String>,
 }
 
 /// One SSH fault rule: what it matches, how many more times it fires, and what it does.

@@ -817,3 +817,191 @@ async fn a_slow_call_is_carried_out_at_once_and_its_reply_held() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+// --- issue 21: the seeds' cases over HTTP -----------------------------------------------------
+
+async fn start_scenario(name: &str) -> Sim {
+    let sim = Sim::start(SimConfig {
+        scenario: Scenario::builtin(name).unwrap(),
+        listen: "127.0.0.1:0".parse().unwrap(),
+        api_key: None,
+        secret_key: None,
+    })
+    .await
+    .unwrap();
+    sim.set_faults(Faults {
+        job_ms: Some(50),
+        ..Faults::default()
+    });
+    sim
+}
+
+/// A signed GET of `command`, its reply body as JSON (the status must be `status`).
+async fn api(sim: &Sim, command: &str, params: &[(&str, &str)], status: u16) -> Value {
+    let reply = get(sim, &call(sim, command, params))
+        .await
+        .expect("a reply");
+    assert_eq!(reply.status, status, "{command}: {}", reply.body);
+    reply.json()
+}
+
+/// Starts an async command and polls `queryAsyncJobResult` until it ends: the job record.
+async fn api_job(sim: &Sim, command: &str, params: &[(&str, &str)]) -> Value {
+    let started = api(sim, command, params, 200).await;
+    let key = format!("{}response", command.to_ascii_lowercase());
+    let jobid = started[&key]["jobid"]
+        .as_str()
+        .expect("a jobid")
+        .to_string();
+    let since = Instant::now();
+    loop {
+        let q = api(sim, "queryAsyncJobResult", &[("jobid", &jobid)], 200).await;
+        let job = q["queryasyncjobresultresponse"].clone();
+        if job["jobstatus"] != 0 {
+            return job;
+        }
+        assert!(since.elapsed() < T, "job {jobid} did not end");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn host_named(sim: &Sim, name: &str) -> Value {
+    let r = api(sim, "listHosts", &[("name", name)], 200).await;
+    r["listhostsresponse"]["host"][0].clone()
+}
+
+async fn vm_named(sim: &Sim, name: &str) -> Value {
+    let r = api(
+        sim,
+        "listVirtualMachines",
+        &[("listall", "true"), ("name", name)],
+        200,
+    )
+    .await;
+    r["listvirtualmachinesresponse"]["virtualmachine"][0].clone()
+}
+
+#[tokio::test]
+async fn maintenance_fails_over_http_until_the_vms_are_migrated_by_hand() {
+    let sim = start_scenario("host-maintenance-firstfit").await;
+    let a1 = host_named(&sim, "kvm-a1").await;
+    let a1 = a1["id"].as_str().unwrap().to_string();
+    let job = api_job(&sim, "prepareHostForMaintenance", &[("id", &a1)]).await;
+    assert_eq!(
+        (job["jobstatus"].as_u64(), job["jobresultcode"].as_u64()),
+        (Some(2), Some(530))
+    );
+    assert!(job["jobresult"]["errortext"]
+        .as_str()
+        .unwrap()
+        .contains("No suitable host found for vm VM[User|i-2-"));
+    assert_eq!(
+        host_named(&sim, "kvm-a1").await["resourcestate"],
+        "ErrorInMaintenance"
+    );
+    for (vm, to) in [("app-1", "kvm-c1"), ("app-2", "kvm-c2")] {
+        let id = vm_named(&sim, vm).await["id"].as_str().unwrap().to_string();
+        let host = host_named(&sim, to).await["id"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let job = api_job(
+            &sim,
+            "migrateVirtualMachine",
+            &[("virtualmachineid", &id), ("hostid", &host)],
+        )
+        .await;
+        assert_eq!(job["jobresult"]["virtualmachine"]["hostname"], to, "{job}");
+    }
+    let job = api_job(&sim, "prepareHostForMaintenance", &[("id", &a1)]).await;
+    assert_eq!(
+        job["jobresult"]["host"]["resourcestate"], "Maintenance",
+        "{job}"
+    );
+    // a bad uuid is refused before any job, as the dispatcher does
+    let r = api(
+        &sim,
+        "migrateVirtualMachine",
+        &[("virtualmachineid", "nope")],
+        431,
+    )
+    .await;
+    assert_eq!(r["migratevirtualmachineresponse"]["cserrorcode"], 4350);
+}
+
+#[tokio::test]
+async fn the_stale_listing_and_the_failed_job_over_http() {
+    let sim = start_scenario("stale-nics").await;
+    let backend = sim.with_zone(|z| {
+        z.world()
+            .networks
+            .iter()
+            .find(|n| n.name == "backend")
+            .unwrap()
+            .id
+            .clone()
+    });
+    let r = api(
+        &sim,
+        "listVirtualMachines",
+        &[("listall", "true"), ("networkid", &backend)],
+        200,
+    )
+    .await;
+    assert_eq!(r["listvirtualmachinesresponse"]["count"], 3);
+    let web1 = vm_named(&sim, "web-1").await;
+    let id = web1["id"].as_str().unwrap();
+    let nics = api(
+        &sim,
+        "listNics",
+        &[("virtualmachineid", id), ("networkid", &backend)],
+        200,
+    )
+    .await;
+    assert_eq!(nics, serde_json::json!({"listnicsresponse": {}}));
+
+    let sim = start_scenario("job-triage").await;
+    let q = api(
+        &sim,
+        "queryAsyncJobResult",
+        &[("jobid", "5b1f2c9e-7d43-4a8e-9c61-2f0e8d7a3b10")],
+        200,
+    )
+    .await;
+    let job = &q["queryasyncjobresultresponse"];
+    assert_eq!(job["jobresultcode"], 530);
+    assert_eq!(job["jobresult"]["errortext"], "Failed to destroy vm");
+}
+
+#[tokio::test]
+async fn a_restarted_agent_comes_up_by_the_wall_clock() {
+    let sim = start_scenario("agent-disconnected").await;
+    // Connecting after 200 ms, Up after 800 ms: room for a loaded machine to see each
+    sim.set_faults(Faults {
+        job_ms: Some(400),
+        ..Faults::default()
+    });
+    assert_eq!(host_named(&sim, "kvm02").await["state"], "Disconnected");
+    let out = sim.with_zone(|z| {
+        z.advance(jiff::Timestamp::now());
+        cloudstack_sim::ssh::commands::run_line(z, "kvm02", "systemctl restart cloudstack-agent")
+    });
+    assert_eq!(out.status, 0);
+    let since = Instant::now();
+    let mut seen = Vec::new();
+    loop {
+        let state = host_named(&sim, "kvm02").await["state"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        if seen.last() != Some(&state) {
+            seen.push(state.clone());
+        }
+        if state == "Up" {
+            break;
+        }
+        assert!(since.elapsed() < T, "still {state}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(seen, ["Disconnected", "Connecting", "Up"]);
+}

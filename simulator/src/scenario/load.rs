@@ -13,7 +13,7 @@ use super::model::Scenario;
 #[error("{0}")]
 pub struct ScenarioError(pub String);
 
-const BUILTIN: [(&str, &str); 7] = [
+const BUILTIN: [(&str, &str); 11] = [
     ("healthy", include_str!("../../scenarios/healthy.yml")),
     (
         "vr-backup-loop",
@@ -38,6 +38,16 @@ const BUILTIN: [(&str, &str); 7] = [
     (
         "vr-keepalived-lost",
         include_str!("../../scenarios/vr-keepalived-lost.yml"),
+    ),
+    (
+        "host-maintenance-firstfit",
+        include_str!("../../scenarios/host-maintenance-firstfit.yml"),
+    ),
+    ("stale-nics", include_str!("../../scenarios/stale-nics.yml")),
+    ("job-triage", include_str!("../../scenarios/job-triage.yml")),
+    (
+        "agent-disconnected",
+        include_str!("../../scenarios/agent-disconnected.yml"),
     ),
 ];
 

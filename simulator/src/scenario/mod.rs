@@ -41,4 +41,7 @@ mod load;
 mod model;
 
 pub use load::ScenarioError;
-pub use model::{FileSeed, GuestSeed, Scenario, VpcSeed};
+pub use model::{
+    CapacitySeed, ClusterSeed, FileSeed, GuestSeed, OfferingSeed, PastJobSeed, Scenario,
+    TemplateSeed, VmSeed, VpcSeed,
+};

@@ -41,6 +41,138 @@ pub struct Scenario {
     /// Async job duration in milliseconds when no fault says otherwise.
     #[serde(default)]
     pub job_ms: Option<u64>,
+    /// Clusters in order, each with its hosts by name (default: one cluster, `cluster1`,
+    /// holding every host; hosts no cluster names join the first).
+    #[serde(default)]
+    pub clusters: Vec<ClusterSeed>,
+    /// Host tags per host name.
+    #[serde(default)]
+    pub host_tags: BTreeMap<String, Vec<String>>,
+    /// Capacity per host name (default: 16 CPUs at 2400 MHz, 65536 MiB).
+    #[serde(default)]
+    pub host_capacity: BTreeMap<String, CapacitySeed>,
+    /// Service offerings besides the default `Small Instance`.
+    #[serde(default)]
+    pub offerings: Vec<OfferingSeed>,
+    /// Templates besides the default one.
+    #[serde(default)]
+    pub templates: Vec<TemplateSeed>,
+    /// Guest VMs placed explicitly, after the VPCs' `vms_per_tier` ones.
+    #[serde(default)]
+    pub vms: Vec<VmSeed>,
+    /// How many management servers (`mgmt1`, `mgmt2`, ...; default 1).
+    #[serde(default = "one")]
+    pub management_servers: usize,
+    /// Async jobs that ran before the zone starts, with their lines in the management
+    /// servers' logs.
+    #[serde(default)]
+    pub past_jobs: Vec<PastJobSeed>,
+}
+
+/// A cluster and its hosts.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterSeed {
+    pub name: String,
+    #[serde(default)]
+    pub hosts: Vec<String>,
+}
+
+/// A host's CPUs, their speed (MHz) and its memory (MiB).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CapacitySeed {
+    pub cpunumber: u32,
+    pub cpuspeed: u64,
+    pub memory: u64,
+}
+
+/// A service offering: CPUs, speed (MHz), memory (MiB) and host tags (all must be on a host).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OfferingSeed {
+    pub name: String,
+    #[serde(default = "one_u32")]
+    pub cpunumber: u32,
+    #[serde(default = "default_speed")]
+    pub cpuspeed: u64,
+    #[serde(default = "default_memory")]
+    pub memory: u64,
+    #[serde(default)]
+    pub hosttags: Vec<String>,
+}
+
+/// A template and its template tag (a host must carry it).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TemplateSeed {
+    pub name: String,
+    #[serde(default)]
+    pub templatetag: String,
+}
+
+/// A guest VM placed on a host, with its offering, template and networks (VPC tier names; the
+/// first holds its default NIC). `removed_nics` names networks whose NIC was removed with
+/// removeNicFromVirtualMachine before the zone starts. `number` is its instance number
+/// (`i-2-<number>-VM`), by default the next one.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VmSeed {
+    pub name: String,
+    pub host: String,
+    #[serde(default)]
+    pub offering: Option<String>,
+    #[serde(default)]
+    pub template: Option<String>,
+    pub networks: Vec<String>,
+    #[serde(default)]
+    pub removed_nics: Vec<String>,
+    #[serde(default)]
+    pub number: Option<u32>,
+}
+
+/// A job that ended before the zone started: `queryAsyncJobResult` and `listAsyncJobs` show
+/// it, and the management server that ran it (`mgmt`, default the first) has its lines in
+/// `management-server.log` (rotated and gzipped by day).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PastJobSeed {
+    /// Its uuid (`jobid`).
+    pub id: String,
+    /// Its number in the logs (`job-733`).
+    pub number: u64,
+    /// The API command; `destroyVirtualMachine` and `stopVirtualMachine` are known.
+    pub command: String,
+    /// The guest VM it acted on, by name.
+    pub vm: String,
+    /// The host the VM ran on, by name, and its id in the management server's database as
+    /// the logs show it.
+    pub host: String,
+    pub host_dbid: u64,
+    /// When it was submitted and when it completed (RFC 3339).
+    pub created: String,
+    pub completed: String,
+    #[serde(default = "default_resultcode")]
+    pub resultcode: u16,
+    pub errortext: String,
+    #[serde(default)]
+    pub mgmt: Option<String>,
+}
+
+fn one_u32() -> u32 {
+    1
+}
+
+fn default_speed() -> u64 {
+    500
+}
+
+fn default_memory() -> u64 {
+    512
+}
+
+fn default_resultcode() -> u16 {
+    530
 }
 
 fn default_template_server() -> String {

@@ -2,7 +2,7 @@
 //! run an SSH server on 127.0.0.1, and system VMs (routers `r-*-VM`, the SSVM `s-*-VM`, the
 //! CPVM `v-*-VM`) are reached as in a real zone, only through the hypervisor they run on.
 //!
-//! - **Listening**: every hypervisor (`kvm01`, ...) and the management server (`mgmt1`) get
+//! - **Listening**: every hypervisor (`kvm01`, ...) and every management server (`mgmt1`, ...) get
 //!   their own server on `127.0.0.1` with a port the OS picks ([`SshSim::addr`]). System VMs
 //!   listen nowhere: a client opens a `direct-tcpip` channel on the VM's hypervisor (the host
 //!   whose id is the VM's `hostid`) to `<linklocalip>:3922`, and the hypervisor serves the VM's
@@ -77,7 +77,8 @@ impl SshSim {
         let listening: Vec<String> = {
             let z = lock(&zone);
             let w = z.world();
-            std::iter::once(w.mgmt.name.clone())
+            w.mgmts()
+                .map(|m| m.name.clone())
                 .chain(w.hosts.iter().map(|h| h.name.clone()))
                 .collect()
         };

@@ -53,6 +53,10 @@ pub struct File {
     pub owner: String,
     pub group: String,
     pub content: String,
+    /// A gzip file's bytes (real gzip: `zcat` and `zgrep` decompress them); `content` is
+    /// then empty.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gzip: Option<Vec<u8>>,
 }
 
 /// An Open vSwitch bridge: its ports and its OpenFlow flows (as `ovs-ofctl dump-flows` text,
@@ -140,6 +144,25 @@ impl Guest {
                 owner: owner.to_string(),
                 group: owner.to_string(),
                 content: content.to_string(),
+                gzip: None,
+            },
+        );
+    }
+
+    /// Creates or replaces a gzip file holding `text`, compressed for real.
+    pub fn put_gzip(&mut self, path: &str, owner: &str, text: &str) {
+        use std::io::Write as _;
+        let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        enc.write_all(text.as_bytes()).expect("writing to memory");
+        let bytes = enc.finish().expect("writing to memory");
+        self.files.insert(
+            path.to_string(),
+            File {
+                mode: 0o644,
+                owner: owner.to_string(),
+                group: owner.to_string(),
+                content: String::new(),
+                gzip: Some(bytes),
             },
         );
     }
@@ -174,6 +197,7 @@ impl Guest {
                 owner: "root".into(),
                 group: "root".into(),
                 content: String::new(),
+                gzip: None,
             });
             if let Some(m) = &f.mode {
                 entry.mode = u32::from_str_radix(m, 8)

@@ -59,12 +59,30 @@ pub(super) enum Effect {
     Nothing {
         result: Value,
     },
+    /// prepareHostForMaintenance; `before` is the resource state it had.
+    Maintain {
+        host: String,
+        #[serde(default)]
+        before: String,
+    },
+    CancelMaintenance {
+        host: String,
+    },
+    /// migrateVirtualMachine to an explicit host.
+    Migrate {
+        vm: String,
+        host: String,
+    },
+    RemoveNic {
+        vm: String,
+        nic: String,
+    },
 }
 
 /// Job status, as `jobstatus` shows it.
 pub(super) const PENDING: u8 = 0;
 const SUCCEEDED: u8 = 1;
-const FAILED: u8 = 2;
+pub(super) const FAILED: u8 = 2;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(super) struct Job {
@@ -104,10 +122,27 @@ pub(super) enum Change {
     Rebooting { vm: String, job: String },
     /// A recreated system VM finishes booting.
     Booted { vm: String },
+    /// A hypervisor's restarted agent is seen connecting.
+    AgentConnecting { host: String },
+    /// A hypervisor's restarted agent has connected (or, under the `agent_stays_down` fault,
+    /// given up).
+    AgentConnected { host: String },
 }
 
 /// The Java class of an async command, for `cmd` in job records.
-fn class_of(command: &str) -> String {
+pub(super) fn class_of(command: &str) -> String {
+    let fixed = match command {
+        "prepareHostForMaintenance" => Some("admin.host.PrepareForMaintenanceCmd"),
+        "cancelHostMaintenance" => Some("admin.host.CancelMaintenanceCmd"),
+        "migrateVirtualMachine" => Some("admin.vm.MigrateVMCmd"),
+        "removeNicFromVirtualMachine" => Some("user.vm.RemoveNicFromVMCmd"),
+        "destroyVirtualMachine" => Some("user.vm.DestroyVMCmd"),
+        "stopVirtualMachine" => Some("user.vm.StopVMCmd"),
+        _ => None,
+    };
+    if let Some(class) = fixed {
+        return format!("org.apache.cloudstack.api.command.{class}");
+    }
     let package = match command {
         "updatePhysicalNetwork" => "admin.network",
         "rebootRouter" | "stopRouter" | "startRouter" => "admin.router",
@@ -145,7 +180,11 @@ impl Zone {
         faults: &Faults,
         now: jiff::Timestamp,
     ) -> Result<Value, (u16, String)> {
-        let id = p.get("id").unwrap_or_default().to_string();
+        let id = p
+            .get("id")
+            .or_else(|| p.get("virtualmachineid"))
+            .unwrap_or_default()
+            .to_string();
         let (effect, instancetype) = self.plan(command, &id, p)?;
         self.seq += 1;
         let jobid = id_for("job", &self.seq.to_string());
@@ -156,7 +195,14 @@ impl Zone {
             boot_ms
         };
         // CloudStack runs one job at a time per VM
-        let on_vm = matches!(effect, Effect::Router { .. } | Effect::SystemVm { .. });
+        let on_vm = matches!(
+            effect,
+            Effect::Router { .. }
+                | Effect::SystemVm { .. }
+                | Effect::Migrate { .. }
+                | Effect::RemoveNic { .. }
+                | Effect::Maintain { .. }
+        );
         let busy = self
             .pending_job_on(&id)
             .filter(|_| on_vm)
@@ -185,8 +231,9 @@ impl Zone {
             failure = Some((530, text));
         }
         let due = now + ms(duration);
+        let mut effect = effect;
         if failure.is_none() || injected {
-            self.show_transition(&effect, &jobid, now, due);
+            self.show_transition(&mut effect, &jobid, now, due);
         }
         self.jobs.push(Job {
             jobid: jobid.clone(),
@@ -281,6 +328,33 @@ impl Zone {
                 };
                 (effect, "Network")
             }
+            "prepareHostForMaintenance" => (
+                Effect::Maintain {
+                    host: id.to_string(),
+                    before: String::new(),
+                },
+                "Host",
+            ),
+            "cancelHostMaintenance" => (
+                Effect::CancelMaintenance {
+                    host: id.to_string(),
+                },
+                "Host",
+            ),
+            "migrateVirtualMachine" => (
+                Effect::Migrate {
+                    vm: id.to_string(),
+                    host: p.get("hostid").unwrap_or_default().to_string(),
+                },
+                "VirtualMachine",
+            ),
+            "removeNicFromVirtualMachine" => (
+                Effect::RemoveNic {
+                    vm: id.to_string(),
+                    nic: p.get("nicid").unwrap_or_default().to_string(),
+                },
+                "VirtualMachine",
+            ),
             _ => {
                 let verb = command.trim_end_matches("SystemVm");
                 let effect = Effect::SystemVm {
@@ -315,6 +389,10 @@ impl Zone {
         let (id, action, what) = match effect {
             Effect::Router { id, action } => (id, *action, "router"),
             Effect::SystemVm { id, action } => (id, *action, "system vm"),
+            Effect::Maintain { host, .. } => return self.maintain_check(host),
+            Effect::CancelMaintenance { host } => return self.cancel_check(host),
+            Effect::Migrate { vm, host } => return self.migrate_check(vm, host),
+            Effect::RemoveNic { vm, nic } => return self.remove_nic_check(vm, nic),
             _ => return Ok(()),
         };
         let vm = self.world.vm(id).expect("validated id");
@@ -360,7 +438,7 @@ impl Zone {
     /// The states an object shows while its job runs.
     fn show_transition(
         &mut self,
-        effect: &Effect,
+        effect: &mut Effect,
         jobid: &str,
         now: jiff::Timestamp,
         due: jiff::Timestamp,
@@ -368,6 +446,15 @@ impl Zone {
         let (id, action, is_router) = match effect {
             Effect::Router { id, action } => (id.clone(), *action, true),
             Effect::SystemVm { id, action } => (id.clone(), *action, false),
+            Effect::Maintain { host, before } => {
+                *before = self.maintain_start(host);
+                return;
+            }
+            Effect::Migrate { vm, .. } => {
+                let vm = vm.clone();
+                self.set_vm_state(&vm, "Migrating");
+                return;
+            }
             _ => return,
         };
         let Some(vm) = self.world.vm_mut(&id) else {
@@ -416,6 +503,8 @@ impl Zone {
                     v.state = "Starting".into();
                 }
             }
+            Change::AgentConnecting { host } => self.agent_connecting(&host),
+            Change::AgentConnected { host } => self.agent_connected(&host),
             Change::Booted { vm } => {
                 let sites = self
                     .world
@@ -458,6 +547,11 @@ impl Zone {
     /// Puts back what a failed job showed while it ran (a router that went down stays
     /// BACKUP: its partner took over meanwhile).
     fn revert(&mut self, effect: &Effect) {
+        match effect {
+            Effect::Maintain { host, before } => return self.set_resourcestate(host, before),
+            Effect::Migrate { vm, .. } => return self.set_vm_state(vm, "Running"),
+            _ => {}
+        }
         let (Effect::Router { id, action } | Effect::SystemVm { id, action }) = effect else {
             return;
         };
@@ -499,6 +593,10 @@ impl Zone {
                 Ok(json!({"router": self.router_json(vm)}))
             }
             Effect::SystemVm { id, action } => self.system_vm_done(id, *action, job),
+            Effect::Maintain { host, .. } => self.maintain_done(host),
+            Effect::CancelMaintenance { host } => self.cancel_done(host),
+            Effect::Migrate { vm, host } => self.migrate_done(vm, host),
+            Effect::RemoveNic { vm, nic } => self.remove_nic_done(vm, nic),
             Effect::Restart {
                 vpcid,
                 networks,

@@ -9,6 +9,7 @@
 
 use serde_json::{json, Map, Value};
 
+use super::compute_views::{cluster_json, host_capacity, offering_json, template_json, vm_compute};
 use super::model::{id_for, Network, Vm, VmKind, World, DOMAIN, USER_ACCOUNT, VERSION};
 use super::{vlan, Params, Zone};
 use crate::apis::ApiSpec;
@@ -18,8 +19,10 @@ const ACCOUNT_SCOPED: [&str; 3] = ["listVPCs", "listNetworks", "listVirtualMachi
 
 /// Fields compared for equality (ignoring ASCII case) with the parameter of the same name,
 /// when the command declares that parameter.
-const EQUALITY_FILTERS: [&str; 16] = [
+const EQUALITY_FILTERS: [&str; 18] = [
     "id",
+    "serviceofferingid",
+    "templateid",
     "zoneid",
     "podid",
     "clusterid",
@@ -48,6 +51,7 @@ impl Zone {
         let items: Vec<Value> = items
             .into_iter()
             .filter(|item| !scoped || item["account"] != USER_ACCOUNT)
+            .filter(|item| self.in_network_listing(spec, p, item))
             .filter(|item| matches(spec, p, item))
             .map(|item| self.mark_job(item))
             .collect();
@@ -124,13 +128,21 @@ impl Zone {
                 })
                 .collect(),
             "listCapacity" => capacity_json(w),
+            "listClusters" => w.clusters.iter().map(|c| cluster_json(w, c)).collect(),
+            "listServiceOfferings" => w.offerings.iter().map(offering_json).collect(),
+            "listTemplates" => w.templates.iter().map(|t| template_json(w, t)).collect(),
             "listAsyncJobs" => self.jobs.iter().map(|j| self.job_json(j)).collect(),
-            "listManagementServers" => vec![json!({
-                "id": w.mgmt.id, "name": w.mgmt.name, "state": "Up", "version": VERSION,
-                "javaversion": "11.0.22", "osdistribution": "Ubuntu 22.04.4 LTS",
-                "kernelversion": "5.15.0-105-generic", "serviceip": w.mgmt.ipaddress,
-                "lastserverstart": "2029-12-31T08:00:00+0000", "lastboottime": "2029-12-31T07:58:12+0000",
-            })],
+            "listManagementServers" => w
+                .mgmts()
+                .map(|m| {
+                    json!({
+                        "id": m.id, "name": m.name, "state": "Up", "version": VERSION,
+                        "javaversion": "11.0.22", "osdistribution": "Ubuntu 22.04.4 LTS",
+                        "kernelversion": "5.15.0-105-generic", "serviceip": m.ipaddress,
+                        "lastserverstart": "2029-12-31T08:00:00+0000", "lastboottime": "2029-12-31T07:58:12+0000",
+                    })
+                })
+                .collect(),
             "listNics" => w
                 .vm(p.get("virtualmachineid").unwrap_or_default())
                 .map(|v| nics(w, v))
@@ -146,6 +158,23 @@ impl Zone {
             }
         };
         Ok(items)
+    }
+
+    /// `listVirtualMachines networkid=N` as CloudStack 4.19.1.2 answers it: a guest VM that
+    /// has, or ever had, a NIC on N (a NIC removed with removeNicFromVirtualMachine still
+    /// counts: the query does not look at the NIC's `removed` mark). Other lists pass.
+    fn in_network_listing(&self, spec: &ApiSpec, p: &Params, item: &Value) -> bool {
+        let Some(net) = p
+            .get("networkid")
+            .filter(|_| spec.name == "listVirtualMachines")
+        else {
+            return true;
+        };
+        let Some(vm) = item["id"].as_str().and_then(|id| self.world.vm(id)) else {
+            return false;
+        };
+        matches!(&vm.kind, VmKind::Guest { networkid, .. } if networkid == net)
+            || vm.extra_nics.iter().any(|n| n.networkid == net)
     }
 
     /// Adds `jobid`/`jobstatus` to an item a pending async job is acting on.
@@ -279,14 +308,15 @@ impl Zone {
             .hosts
             .iter()
             .map(|h| {
-                json!({
+                let mut item = json!({
                     "id": h.id, "name": h.name, "type": "Routing", "state": h.state,
                     "resourcestate": h.resourcestate, "ipaddress": h.ipaddress, "hypervisor": "KVM",
-                    "podid": w.pod_id, "podname": "pod1", "clusterid": w.cluster_id,
-                    "clustername": "cluster1", "zoneid": w.zone_id, "zonename": w.zone_name,
+                    "podid": w.pod_id, "podname": "pod1", "zoneid": w.zone_id, "zonename": w.zone_name,
                     "version": VERSION, "managementserverid": w.mgmt.id,
                     "lastpinged": "1970-01-20T14:15:21+0000",
-                })
+                });
+                host_capacity(w, h, &mut item);
+                item
             })
             .collect();
         for v in w.vms.iter().filter(|v| v.live()) {
@@ -374,7 +404,10 @@ fn matches(spec: &ApiSpec, p: &Params, item: &Value) -> bool {
             return false;
         }
     }
-    if let Some(net) = p.get("networkid").filter(|_| declared("networkid")) {
+    if let Some(net) = p
+        .get("networkid")
+        .filter(|_| declared("networkid") && spec.name != "listVirtualMachines")
+    {
         let on_net = |n: &Value| n["networkid"] == net;
         let ok = if spec.name == "listNics" {
             on_net(item)
@@ -413,18 +446,20 @@ fn network_json(w: &World, n: &Network) -> Value {
     })
 }
 
-fn vm_json(w: &World, v: &Vm) -> Value {
+pub(super) fn vm_json(w: &World, v: &Vm) -> Value {
     let host = w.host(&v.hostid);
-    let running = v.state == "Running";
-    json!({
+    let placed = v.state != "Stopped";
+    let mut item = json!({
         "id": v.id, "name": v.name, "displayname": v.name,
         "instancename": format!("i-2-{}-VM", v.number),
         "state": v.state,
-        "hostid": if running { v.hostid.as_str() } else { "" },
-        "hostname": if running { host.map_or("", |h| h.name.as_str()) } else { "" },
+        "hostid": if placed { v.hostid.as_str() } else { "" },
+        "hostname": if placed { host.map_or("", |h| h.name.as_str()) } else { "" },
         "zoneid": w.zone_id, "zonename": w.zone_name, "hypervisor": "KVM",
         "account": USER_ACCOUNT, "domain": DOMAIN, "domainid": w.domain_id, "nic": nics(w, v),
-    })
+    });
+    vm_compute(w, v, &mut item);
+    item
 }
 
 /// A VM's NICs: for a VPC router control (eth0), public (eth1) and one per implemented tier
@@ -467,12 +502,20 @@ pub(super) fn nics(w: &World, v: &Vm) -> Vec<Value> {
             }
             out
         }
-        VmKind::Guest { networkid, ip } => w
-            .networks
-            .iter()
-            .filter(|n| &n.id == networkid)
-            .map(|n| tier_nic(0, n, ip, true))
-            .collect(),
+        VmKind::Guest { networkid, ip } => {
+            let mut out: Vec<Value> = w
+                .networks
+                .iter()
+                .filter(|n| &n.id == networkid)
+                .map(|n| tier_nic(0, n, ip, true))
+                .collect();
+            for extra in v.extra_nics.iter().filter(|n| !n.removed) {
+                if let Some(n) = w.networks.iter().find(|n| n.id == extra.networkid) {
+                    out.push(tier_nic(extra.deviceid, n, &extra.ip, false));
+                }
+            }
+            out
+        }
         VmKind::SystemVm { .. } => vec![
             nic(0, &v.linklocalip, "Control", false),
             nic(1, &v.privateip, "Management", false),

@@ -37,10 +37,15 @@
 //!   Disconnected, Running with agent Up one job duration later); a reboot or stop/start
 //!   also picks the current value up.
 
+mod agent;
+mod compute;
+mod compute_views;
 mod guest;
+mod host_jobs;
 mod jobs;
 mod lists;
 pub mod model;
+mod mslog;
 mod seed;
 mod validate;
 pub mod vlan;
@@ -53,6 +58,7 @@ use serde_json::{json, Value};
 use crate::apis;
 use crate::faults::Faults;
 use crate::scenario::Scenario;
+pub use agent::AGENT;
 pub use guest::{Bridge, File, Guest, Link, Service, ServiceState};
 pub use jobs::Action;
 pub use model::World;
@@ -75,6 +81,10 @@ pub struct Zone {
     timers: Vec<jobs::Timer>,
     /// Jobs started so far (job ids derive from it, so runs are reproducible).
     seq: u64,
+    /// The latest time the zone was advanced to: timers that SSH commands start (an agent
+    /// restarted) count from it.
+    #[serde(default)]
+    clock: jiff::Timestamp,
     /// The zone's fault settings, seeded from the scenario's `faults:`. They live here, under
     /// the zone's lock, so the HTTP front and the SSH hosts, which share only the zone, apply
     /// one set (see [`crate::faults`]).
@@ -114,6 +124,11 @@ impl Zone {
             lenient.guest.clear();
             lenient.settings.clear();
             lenient.host_states.clear();
+            lenient.vms.clear();
+            lenient.past_jobs.clear();
+            lenient.clusters.clear();
+            lenient.host_tags.clear();
+            lenient.host_capacity.clear();
             if lenient.hosts.is_empty() {
                 lenient.hosts = vec!["kvm01".into()];
             }
@@ -127,13 +142,16 @@ impl Zone {
     /// A zone as the scenario describes it, or why it cannot be built (a setting, host or
     /// machine that does not exist, an override that changes nothing).
     pub fn try_new(scenario: &Scenario) -> Result<Zone, String> {
-        Ok(Zone {
+        let mut zone = Zone {
             world: World::from_scenario(scenario)?,
             jobs: Vec::new(),
             timers: Vec::new(),
             seq: 0,
+            clock: jiff::Timestamp::UNIX_EPOCH,
             faults: scenario.faults.clone(),
-        })
+        };
+        zone.seed_past_jobs(scenario)?;
+        Ok(zone)
     }
 
     /// The fault settings in force.
@@ -167,7 +185,8 @@ impl Zone {
     /// live VMs.
     pub fn machines(&self) -> Vec<String> {
         let w = &self.world;
-        std::iter::once(w.mgmt.name.clone())
+        w.mgmts()
+            .map(|m| m.name.clone())
             .chain(w.hosts.iter().map(|h| h.name.clone()))
             .chain(w.vms.iter().filter(|v| v.live()).map(|v| v.name.clone()))
             .collect()
@@ -212,6 +231,7 @@ impl Zone {
     /// Finishes every job and transition due by `now`, in time order (a job before a timer
     /// due at the same instant).
     pub fn advance(&mut self, now: jiff::Timestamp) {
+        self.clock = self.clock.max(now);
         loop {
             let job = self
                 .jobs
@@ -335,3 +355,6 @@ impl Params<'_> {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod seed_case_tests;

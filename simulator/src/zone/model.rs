@@ -119,6 +119,14 @@ pub struct Vm {
     /// Its NICs' taps on its host's OVS bridges: (bridge, port).
     pub ports: Vec<(String, String)>,
     pub guest: Guest,
+    /// A guest VM's service offering and template (empty for routers and system VMs).
+    #[serde(default)]
+    pub offeringid: String,
+    #[serde(default)]
+    pub templateid: String,
+    /// A guest VM's NICs besides the default one.
+    #[serde(default)]
+    pub extra_nics: Vec<ExtraNic>,
 }
 
 impl Vm {
@@ -147,6 +155,23 @@ impl Vm {
     pub fn live(&self) -> bool {
         self.state != "Destroyed"
     }
+
+    pub fn is_guest(&self) -> bool {
+        matches!(self.kind, VmKind::Guest { .. })
+    }
+
+    /// How CloudStack names it in its logs and errors: `VM[User|i-2-940-VM]`,
+    /// `VM[DomainRouter|r-930-VM]`, `VM[SecondaryStorageVm|s-1-VM]`.
+    pub fn log_name(&self) -> String {
+        match &self.kind {
+            VmKind::Guest { .. } => format!("VM[User|i-2-{}-VM]", self.number),
+            VmKind::Router { .. } => format!("VM[DomainRouter|{}]", self.name),
+            VmKind::SystemVm { .. } if self.is_ssvm() => {
+                format!("VM[SecondaryStorageVm|{}]", self.name)
+            }
+            VmKind::SystemVm { .. } => format!("VM[ConsoleProxy|{}]", self.name),
+        }
+    }
 }
 
 /// A KVM hypervisor.
@@ -162,6 +187,71 @@ pub struct Host {
     /// The next `vnetN` tap number.
     pub next_vnet: u32,
     pub guest: Guest,
+    /// The cluster it belongs to.
+    #[serde(default)]
+    pub clusterid: String,
+    /// Its host tags.
+    #[serde(default)]
+    pub hosttags: Vec<String>,
+    /// CPUs, their speed (MHz) and memory (bytes).
+    #[serde(default)]
+    pub cpunumber: u32,
+    #[serde(default)]
+    pub cpuspeed: u64,
+    #[serde(default)]
+    pub memory: u64,
+}
+
+/// A cluster of hypervisors.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Cluster {
+    pub id: String,
+    pub name: String,
+}
+
+/// A service offering: what a VM gets, and the host tags its host must carry.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Offering {
+    pub id: String,
+    pub name: String,
+    pub cpunumber: u32,
+    /// MHz per CPU.
+    pub cpuspeed: u64,
+    /// MiB.
+    pub memory: u64,
+    pub hosttags: Vec<String>,
+}
+
+impl Offering {
+    /// The CPU a VM of this offering takes on its host, in MHz.
+    pub fn cpu_mhz(&self) -> u64 {
+        u64::from(self.cpunumber) * self.cpuspeed
+    }
+
+    /// The memory a VM of this offering takes on its host, in bytes.
+    pub fn memory_bytes(&self) -> u64 {
+        self.memory << 20
+    }
+}
+
+/// A template; its `templatetag` must be among the host's tags.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Template {
+    pub id: String,
+    pub name: String,
+    pub templatetag: String,
+}
+
+/// A guest VM's NIC besides its default one.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ExtraNic {
+    pub networkid: String,
+    pub ip: String,
+    /// Its device number (1, 2, ...): `eth<deviceid>` inside the VM.
+    pub deviceid: usize,
+    /// Removed with removeNicFromVirtualMachine (the row stays, `removed` set, as in
+    /// CloudStack's database).
+    pub removed: bool,
 }
 
 /// A global setting.
@@ -203,6 +293,15 @@ pub struct World {
     pub hosts: Vec<Host>,
     pub settings: Vec<Setting>,
     pub mgmt: MgmtServer,
+    /// The other management servers (`mgmt2`, ...), in order.
+    #[serde(default)]
+    pub peers: Vec<MgmtServer>,
+    #[serde(default)]
+    pub clusters: Vec<Cluster>,
+    #[serde(default)]
+    pub offerings: Vec<Offering>,
+    #[serde(default)]
+    pub templates: Vec<Template>,
     /// The next VM instance number.
     pub next_instance: u32,
     /// How long async jobs run unless faults say otherwise, in milliseconds.
@@ -228,8 +327,8 @@ impl World {
     }
 
     pub fn guest(&self, machine: &str) -> Option<&Guest> {
-        if self.mgmt.name == machine {
-            return Some(&self.mgmt.guest);
+        if let Some(m) = self.mgmts().find(|m| m.name == machine) {
+            return Some(&m.guest);
         }
         if let Some(h) = self.hosts.iter().find(|h| h.name == machine) {
             return Some(&h.guest);
@@ -244,6 +343,9 @@ impl World {
         if self.mgmt.name == machine {
             return Some(&mut self.mgmt.guest);
         }
+        if let Some(m) = self.peers.iter_mut().find(|m| m.name == machine) {
+            return Some(&mut m.guest);
+        }
         if let Some(h) = self.hosts.iter_mut().find(|h| h.name == machine) {
             return Some(&mut h.guest);
         }
@@ -251,6 +353,11 @@ impl World {
             .iter_mut()
             .find(|v| v.name == machine && v.live())
             .map(|v| &mut v.guest)
+    }
+
+    /// Every management server, the first (`mgmt`) first.
+    pub fn mgmts(&self) -> impl Iterator<Item = &MgmtServer> {
+        std::iter::once(&self.mgmt).chain(self.peers.iter())
     }
 
     pub fn vm(&self, id: &str) -> Option<&Vm> {

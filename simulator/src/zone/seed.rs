@@ -12,13 +12,14 @@ use super::model::*;
 use crate::scenario::Scenario;
 
 /// The default settings: (name, default, category, dynamic, type, description).
-const SETTINGS: [(&str, &str, &str, bool, &str, &str); 16] = [
+const SETTINGS: [(&str, &str, &str, bool, &str, &str); 17] = [
     ("api.throttling.enabled", "false", "Advanced", true, "Boolean", "Enable/disable Api rate limit"),
     ("consoleproxy.session.max", "50", "Console Proxy", false, "Integer", "The max number of viewer sessions console proxy is configured to serve for"),
     ("default.page.size", "500", "Advanced", true, "Long", "Default page size for API list* commands"),
     ("expunge.interval", "86400", "Advanced", false, "Integer", "The interval (in seconds) to wait before running the expunge thread."),
     ("guest.vlan.bits", "12", "Network", false, "Integer", "The number of bits to reserve for the VLAN identifier in the guest subnet."),
     ("host", "10.1.0.5", "Advanced", false, "String", "The ip address of management server. This can also accept comma separated addresses."),
+    ("migrate.vm.across.clusters", "false", "Advanced", true, "Boolean", "Indicates whether the VM can be migrated to different cluster if no host is found in same cluster"),
     ("network.gc.interval", "600", "Advanced", false, "Integer", "Seconds to wait before checking for networks to shutdown"),
     ("network.gc.wait", "600", "Advanced", false, "Integer", "Time (in seconds) to wait before shutting down a network that's not in used"),
     ("router.check.interval", "30", "Advanced", false, "Integer", "Interval (in seconds) to report redundant router status."),
@@ -68,7 +69,11 @@ impl World {
                 .map(|(i, n)| host(n, i))
                 .collect(),
             settings: settings(s)?,
-            mgmt: mgmt(),
+            mgmt: mgmt(1),
+            peers: (2..=s.management_servers.max(1)).map(mgmt).collect(),
+            clusters: Vec::new(),
+            offerings: Vec::new(),
+            templates: Vec::new(),
             next_instance: 1,
             job_ms: s.job_ms.unwrap_or(super::DEFAULT_JOB_MS),
         };
@@ -80,6 +85,7 @@ impl World {
                 .ok_or_else(|| format!("host_states: no host {name}"))?;
             h.state = state.clone();
         }
+        w.seed_compute(s)?;
         w.seed_system_vms();
         w.next_instance = FIRST_ROUTER;
         let mut next_host = 0;
@@ -93,6 +99,7 @@ impl World {
             }
             w.seed_vpc(vi, seed, &mut next_host);
         }
+        w.seed_vms(s)?;
         for (machine, seed) in &s.guest {
             let g = w
                 .guest_mut(machine)
@@ -185,6 +192,9 @@ impl World {
             publicip: public,
             ports: Vec::new(),
             guest,
+            offeringid: String::new(),
+            templateid: String::new(),
+            extra_nics: Vec::new(),
         }
     }
 
@@ -235,7 +245,7 @@ impl World {
             for n in 0..seed.vms_per_tier {
                 let hostid = self.host_id(*next_host);
                 *next_host += 1;
-                self.add_guest_vm(&tier_ids[ti], &format!("{tier}-vm{}", n + 1), hostid);
+                self.add_guest_vm(&tier_ids[ti], &format!("{tier}-vm{}", n + 1), hostid, None);
             }
         }
     }
@@ -282,6 +292,9 @@ impl World {
             publicip: publicip.to_string(),
             ports: Vec::new(),
             guest,
+            offeringid: String::new(),
+            templateid: String::new(),
+            extra_nics: Vec::new(),
         });
         self.plug(&id, "cloudbr0");
         id
@@ -289,8 +302,21 @@ impl World {
 
     /// A guest VM in a tier: Running and plugged into its host's cloudbr1 when the tier has a
     /// VLAN, Stopped otherwise (it could not be deployed). Its DHCP entry goes to the routers.
-    fn add_guest_vm(&mut self, networkid: &str, name: &str, hostid: String) {
-        let n = self.take_instance();
+    /// `number` is its instance number (default: the next).
+    pub fn add_guest_vm(
+        &mut self,
+        networkid: &str,
+        name: &str,
+        hostid: String,
+        number: Option<u32>,
+    ) -> String {
+        let n = match number {
+            Some(n) => {
+                self.next_instance = self.next_instance.max(n + 1);
+                n
+            }
+            None => self.take_instance(),
+        };
         let net = self
             .networks
             .iter()
@@ -324,6 +350,17 @@ impl World {
             publicip: String::new(),
             ports: Vec::new(),
             guest,
+            offeringid: self
+                .offerings
+                .first()
+                .map(|o| o.id.clone())
+                .unwrap_or_default(),
+            templateid: self
+                .templates
+                .first()
+                .map(|t| t.id.clone())
+                .unwrap_or_default(),
+            extra_nics: Vec::new(),
         });
         if implemented {
             self.plug(&id, "cloudbr1");
@@ -334,6 +371,7 @@ impl World {
                 f.content.push_str(&format!("{mac},{ip},{name},infinite\n"));
             }
         }
+        id
     }
 }
 
@@ -448,12 +486,20 @@ fn host(name: &str, i: usize) -> Host {
         resourcestate: "Enabled".into(),
         next_vnet: 0,
         guest,
+        clusterid: id_for("cluster", "cluster1"),
+        hosttags: Vec::new(),
+        cpunumber: 16,
+        cpuspeed: 2400,
+        memory: 65536 << 20,
     }
 }
 
-fn mgmt() -> MgmtServer {
+/// Management server `n` (1-based): `mgmt<n>` at 10.1.0.<4+n>.
+fn mgmt(n: usize) -> MgmtServer {
+    let name = format!("mgmt{n}");
+    let ip = format!("10.1.0.{}", 4 + n);
     let mut guest = Guest::default();
-    guest.put_link("eth0", true, &["10.1.0.5/16".to_string()]);
+    guest.put_link("eth0", true, &[format!("{ip}/16")]);
     guest.set_service("cloudstack-management", ServiceState::Active);
     guest.set_service("ssh", ServiceState::Active);
     guest.files.insert(
@@ -464,6 +510,7 @@ fn mgmt() -> MgmtServer {
             group: "cloud".into(),
             content: "INFO  [o.a.c.ServerDaemon] (main:null) Server configuration file found\n"
                 .into(),
+            gzip: None,
         },
     );
     guest.files.insert(
@@ -473,12 +520,13 @@ fn mgmt() -> MgmtServer {
             owner: "cloud".into(),
             group: "cloud".into(),
             content: "INFO  [c.c.s.ManagementServerImpl] (main:null) Startup CloudStack management server...\n".into(),
+            gzip: None,
         },
     );
     MgmtServer {
-        id: id_for("mgmt", "mgmt1"),
-        name: "mgmt1".into(),
-        ipaddress: "10.1.0.5".into(),
+        id: id_for("mgmt", &name),
+        name,
+        ipaddress: ip,
         guest,
     }
 }

@@ -38,6 +38,8 @@ enum Entity {
     MgmtServer,
     Job,
     Nic,
+    Offering,
+    Template,
     /// Something the simulated zone has none of (templates, projects, storage, ...).
     Absent,
 }
@@ -53,7 +55,10 @@ fn entity(command: &str, param: &str) -> Entity {
             "listVPCs" | "restartVPC" => Entity::Vpc,
             "listSystemVms" | "destroySystemVm" | "rebootSystemVm" | "startSystemVm"
             | "stopSystemVm" => Entity::SystemVm,
-            "listHosts" => Entity::Host,
+            "listHosts" | "prepareHostForMaintenance" | "cancelHostMaintenance" => Entity::Host,
+            "listClusters" => Entity::Cluster,
+            "listServiceOfferings" => Entity::Offering,
+            "listTemplates" => Entity::Template,
             "listManagementServers" => Entity::MgmtServer,
             "listVirtualMachines" => Entity::GuestVm,
             _ => Entity::Absent,
@@ -71,6 +76,8 @@ fn entity(command: &str, param: &str) -> Entity {
         "virtualmachineid" => Entity::AnyVm,
         "jobid" => Entity::Job,
         "nicid" => Entity::Nic,
+        "serviceofferingid" => Entity::Offering,
+        "templateid" => Entity::Template,
         _ => Entity::Absent,
     }
 }
@@ -84,7 +91,9 @@ impl Zone {
         match entity {
             Entity::Zone => w.zone_id == id,
             Entity::Pod => w.pod_id == id,
-            Entity::Cluster => w.cluster_id == id,
+            Entity::Cluster => w.clusters.iter().any(|c| c.id == id),
+            Entity::Offering => w.offerings.iter().any(|o| o.id == id),
+            Entity::Template => w.templates.iter().any(|t| t.id == id),
             Entity::Domain => w.domain_id == id,
             Entity::Account => [ADMIN_ACCOUNT, USER_ACCOUNT]
                 .iter()

@@ -1,6 +1,8 @@
 //! The file commands over a machine's guest files: `stat` (with `-c` formats), `chmod`,
 //! `chown`/`chgrp`, `test`/`[`, `cat`, `ls`, `grep`, as the coreutils and GNU grep print them
-//! in the common cases. Paths are normalised against `/root`; directories exist where files
+//! in the common cases (grep matches fixed strings: `-E`/`-F`/`-e` are accepted and change
+//! nothing). A gzip file's text is for `zcat`/`zgrep` (`compressed.rs`): `cat` prints its
+//! bytes, `grep` finds nothing in them. Paths are normalised against `/root`; directories exist where files
 //! lie beneath them.
 
 use super::{operands, Output};
@@ -272,7 +274,11 @@ pub(super) fn cat(guest: &Guest, args: &[String]) -> Output {
     let mut out = Output::default();
     for path in operands(args) {
         match lookup(guest, path) {
-            Some(Node::File(f)) => out.stdout.push_str(&f.content),
+            Some(Node::File(f)) => match &f.gzip {
+                // what a terminal shows of compressed bytes
+                Some(bytes) => out.stdout.push_str(&String::from_utf8_lossy(bytes)),
+                None => out.stdout.push_str(&f.content),
+            },
             Some(Node::Dir) => {
                 out.stderr
                     .push_str(&format!("cat: {path}: Is a directory\n"));
@@ -335,6 +341,45 @@ pub(super) fn ls(guest: &Guest, args: &[String]) -> Output {
 }
 
 pub(super) fn grep(guest: &Guest, args: &[String]) -> Output {
+    grep_with(args, "grep", |file| match lookup(guest, file) {
+        Some(Node::File(f)) => Ok(f.content.clone()),
+        Some(Node::Dir) => Err(format!("grep: {file}: Is a directory")),
+        None => Err(format!("grep: {file}: No such file or directory")),
+    })
+}
+
+/// A file's text for `zgrep` and `zcat`: a gzip file decompressed, another file as it is
+/// (`plain_ok`, as zgrep reads both) or refused (zcat: `not in gzip format`).
+pub(super) fn text_of(
+    guest: &Guest,
+    file: &str,
+    tool: &str,
+    plain_ok: bool,
+) -> Result<String, String> {
+    match lookup(guest, file) {
+        Some(Node::File(f)) => match &f.gzip {
+            Some(bytes) => {
+                use std::io::Read as _;
+                let mut text = String::new();
+                flate2::read::GzDecoder::new(bytes.as_slice())
+                    .read_to_string(&mut text)
+                    .map_err(|e| format!("gzip: {file}: {e}"))?;
+                Ok(text)
+            }
+            None if plain_ok => Ok(f.content.clone()),
+            None => Err(format!("gzip: {file}: not in gzip format")),
+        },
+        Some(Node::Dir) => Err(format!("{tool}: {file}: Is a directory")),
+        None => Err(format!("{tool}: {file}: No such file or directory")),
+    }
+}
+
+/// grep's options and output over files whose text `load` gives (or the error line to print).
+pub(super) fn grep_with(
+    args: &[String],
+    tool: &str,
+    load: impl Fn(&str) -> Result<String, String>,
+) -> Output {
     let (mut quiet, mut count, mut invert, mut ignore_case) = (false, false, false, false);
     let mut rest = Vec::new();
     let mut dashes = false;
@@ -349,7 +394,7 @@ pub(super) fn grep(guest: &Guest, args: &[String]) -> Output {
                     'v' => invert = true,
                     'i' => ignore_case = true,
                     'F' | 'E' | 'e' => {}
-                    other => return Output::err(2, format!("grep: invalid option -- '{other}'")),
+                    other => return Output::err(2, format!("{tool}: invalid option -- '{other}'")),
                 }
             }
         } else {
@@ -357,10 +402,13 @@ pub(super) fn grep(guest: &Guest, args: &[String]) -> Output {
         }
     }
     let [pattern, files @ ..] = rest.as_slice() else {
-        return Output::err(2, "Usage: grep [OPTION]... PATTERNS [FILE]...");
+        return Output::err(2, format!("Usage: {tool} [OPTION]... PATTERNS [FILE]..."));
     };
     if files.is_empty() {
-        return Output::err(2, "sim-ssh: grep needs a file (there is no stdin)");
+        return Output::err(
+            2,
+            format!("sim-ssh: {tool} needs a file (there is no stdin)"),
+        );
     }
     let needle = if ignore_case {
         pattern.to_lowercase()
@@ -371,17 +419,11 @@ pub(super) fn grep(guest: &Guest, args: &[String]) -> Output {
     let mut matched = false;
     let mut missing = false;
     for file in files {
-        let content = match lookup(guest, file) {
-            Some(Node::File(f)) => &f.content,
-            Some(Node::Dir) => {
-                out.stderr
-                    .push_str(&format!("grep: {file}: Is a directory\n"));
-                missing = true;
-                continue;
-            }
-            None => {
-                out.stderr
-                    .push_str(&format!("grep: {file}: No such file or directory\n"));
+        let content = match load(file) {
+            Ok(text) => text,
+            Err(line) => {
+                out.stderr.push_str(&line);
+                out.stderr.push('\n');
                 missing = true;
                 continue;
             }

@@ -2,10 +2,13 @@
 //!
 //! Owned here: what each supported command prints, on which stream, and its exit status, as
 //! the real tool does in the common cases (`ip`, `systemctl`/`service`, `ovs-vsctl`,
-//! `ovs-ofctl`, `stat`, `chmod`, `chown`/`chgrp`, `test`/`[`, `cat`, `ls`, `grep`, `ss`, `echo`,
+//! `ovs-ofctl`, `stat`, `chmod`, `chown`/`chgrp`, `test`/`[`, `cat`, `ls`, `grep`, `zcat`,
+//! `zgrep`, `ss`, `echo`,
 //! `true`, `false`, `hostname`, `exit`, CloudStack's `checkrouter.sh` and `ssvm-check.sh`), and
 //! running a parsed command line ([`run_line`]). A change (a link, a service, a file, an OVS
-//! port or flow) is made in the zone at once, so the API shows it in its next reply.
+//! port or flow) is made in the zone at once, so the API shows it in its next reply; a
+//! `systemctl`/`service` verb on a hypervisor's `cloudstack-agent` is also reported to the
+//! zone, whose host state then changes over time (`Zone::agent_command`).
 //!
 //! Not here: `sleep`, which the SSH server runs itself (it really waits), and `head -c N
 //! /dev/zero`, whose N zero bytes the server streams in chunks ([`Step::Zeros`]);
@@ -13,17 +16,20 @@
 //! commands print `bash: X: command not found` and exit 127.
 //!
 //! Files, by command family: `files.rs` (`stat`, `chmod`, `chown`/`chgrp`, `test`/`[`, `cat`,
-//! `ls`, `grep`), `ip.rs` (`ip link`/`addr`/`route`), `services.rs` (`systemctl`, `service`,
+//! `ls`, `grep`), `compressed.rs` (`zcat`, `zgrep` over real gzip files), `ip.rs` (`ip
+//! link`/`addr`/`route`), `services.rs` (`systemctl`, `service`,
 //! and `ss`, which shows what the running services listen on), `ovs.rs` (`ovs-vsctl`,
 //! `ovs-ofctl`). This file holds [`Output`], the classification of a simple command
 //! ([`step`]), running a line ([`run_line`]), the dispatch by name ([`exec`]) and the small
 //! commands (`echo`, `true`, `false`, `hostname`, the CloudStack scripts).
 
+mod compressed;
 mod files;
 mod ip;
 mod ovs;
 mod services;
 
+use compressed::{zcat, zgrep};
 use files::{cat, chmod, chown, grep, ls, stat, test};
 use ip::ip;
 use ovs::{ovs_ofctl, ovs_vsctl};
@@ -257,10 +263,14 @@ pub fn exec(zone: &mut Zone, machine: &str, words: &[String]) -> Output {
         "echo" => return echo(args),
         _ => {}
     }
+    let agent = agent_verb(base, args);
+    let was_active = zone
+        .guest(machine)
+        .is_some_and(|g| g.active(crate::zone::AGENT));
     let Some(guest) = zone.guest_mut(machine) else {
         return Output::err(255, format!("sim-ssh: machine {machine} is gone"));
     };
-    match base {
+    let out = match base {
         "hostname" => Output::ok(format!("{machine}\n")),
         "ip" => ip(guest, machine, args),
         "systemctl" => systemctl(guest, args),
@@ -279,9 +289,31 @@ pub fn exec(zone: &mut Zone, machine: &str, words: &[String]) -> Output {
         "cat" => cat(guest, args),
         "ls" => ls(guest, args),
         "grep" => grep(guest, args),
+        "zcat" => zcat(guest, args),
+        "zgrep" => zgrep(guest, args),
         "ss" => ss(guest, args),
         _ if name.contains('/') => no_such_file(name),
         _ => Output::err(127, format!("bash: {name}: command not found")),
+    };
+    if let Some(verb) = agent.filter(|_| out.status == 0) {
+        zone.agent_command(machine, verb, was_active);
+    }
+    out
+}
+
+/// The verb of a `systemctl VERB ... cloudstack-agent` or `service cloudstack-agent VERB`
+/// command, which the zone follows with the host's API state.
+fn agent_verb<'a>(base: &str, args: &'a [String]) -> Option<&'a str> {
+    let words: Vec<&str> = args
+        .iter()
+        .map(String::as_str)
+        .filter(|a| !a.starts_with('-'))
+        .collect();
+    let is_agent = |u: &str| u.strip_suffix(".service").unwrap_or(u) == crate::zone::AGENT;
+    match (base, words.as_slice()) {
+        ("systemctl", [verb, units @ ..]) if units.iter().any(|u| is_agent(u)) => Some(verb),
+        ("service", [unit, verb, ..]) if is_agent(unit) => Some(verb),
+        _ => None,
     }
 }
 
