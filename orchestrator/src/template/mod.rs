@@ -396,7 +396,7 @@ impl Templates {
             }
             RenderError {
                 loc,
-                message: error_message(&e, &tpl.source),
+                message: undefined_message(&e, &tpl.source, &tpl.vars, &tpl.attrs, ctx),
             }
         })?;
         match tpl.mode {
@@ -419,7 +419,7 @@ impl Templates {
             })?;
         compiled.eval(ctx).map_err(|e| RenderError {
             loc: expr.loc.clone(),
-            message: error_message(&e, &expr.source),
+            message: undefined_message(&e, &expr.source, &expr.vars, &expr.attrs, ctx),
         })
     }
 
@@ -544,6 +544,25 @@ fn error_message(e: &minijinja::Error, template: &str) -> String {
         (ErrorKind::UndefinedError, Some(s)) => format!("undefined value in `{s}`"),
         (_, Some(s)) if !what.contains(s) => format!("{what} (in `{s}`)"),
         _ => what,
+    }
+}
+
+/// [`error_message`], and for an undefined value the name that is missing, found from the
+/// template's variables and attribute reads and the context ([`names::undefined_name`]).
+fn undefined_message(
+    e: &minijinja::Error,
+    template: &str,
+    vars: &BTreeSet<String>,
+    attrs: &[AttrRead],
+    ctx: &Value,
+) -> String {
+    let base = error_message(e, template);
+    if e.kind() != ErrorKind::UndefinedError {
+        return base;
+    }
+    match names::undefined_name(vars, attrs, ctx) {
+        Some(what) => format!("{base}: {what}"),
+        None => base,
     }
 }
 
@@ -834,6 +853,21 @@ mod tests {
         let e = t.render(&tpl, &context! { a => context!{} }).unwrap_err();
         assert_eq!(e.loc.pos.line, 5, "{e}");
         assert!(e.message.contains("a.missing"), "{e}");
+        let e = t
+            .render(&tpl, &context! { a => context!{ mising => 1, other => 2 } })
+            .unwrap_err();
+        assert_eq!(
+            e.message,
+            "undefined value in `a.missing`: `a` has no attribute `missing` (it has: mising, \
+             other); did you mean \"mising\"?"
+        );
+        // an expression names the variable it could not find
+        let s = src("when: x\n");
+        let x = t.expr(&s, "when", "probe.rc == other.rc").unwrap();
+        let e = t
+            .test(&x, &context! { probe => context!{ rc => 0 } })
+            .unwrap_err();
+        assert!(e.message.ends_with(": `other` is not defined"), "{}", e.message);
     }
 
     #[test]

@@ -217,6 +217,43 @@ pub fn scan<'a>(parts: impl IntoIterator<Item = &'a Instructions<'a>>) -> Scan {
     }
 }
 
+/// What an "undefined value" error of a template with these `vars` and `attrs` is about, in
+/// words, from the context it was rendered with: the first variable the context lacks, else
+/// the first `var.attr` read whose `var` has no such attribute (with the attributes it has and
+/// a did-you-mean). `None` when neither explains it (a deeper attribute, an index).
+pub fn undefined_name(
+    vars: &BTreeSet<String>,
+    attrs: &[super::AttrRead],
+    ctx: &minijinja::Value,
+) -> Option<String> {
+    let get = |v: &minijinja::Value, k: &str| v.get_attr(k).ok().filter(|x| !x.is_undefined());
+    if let Some(v) = vars.iter().find(|v| get(ctx, v).is_none()) {
+        return Some(format!("`{v}` is not defined"));
+    }
+    attrs.iter().find_map(|a| {
+        let value = get(ctx, &a.var)?;
+        if get(&value, &a.attr).is_some() {
+            return None;
+        }
+        let keys: Vec<String> = match value.kind() {
+            minijinja::value::ValueKind::Map => value
+                .try_iter()
+                .map(|it| it.map(|k| k.to_string()).collect())
+                .unwrap_or_default(),
+            _ => Vec::new(),
+        };
+        let mut words = format!("`{}` has no attribute `{}`", a.var, a.attr);
+        if !keys.is_empty() {
+            words.push_str(&format!(" (it has: {})", keys.join(", ")));
+        }
+        let similar = crate::error::similar(&a.attr, keys.iter().map(String::as_str));
+        if let Some(d) = crate::error::did_you_mean(&similar) {
+            words.push_str(&format!("; {d}"));
+        }
+        Some(words)
+    })
+}
+
 /// Scan an expression (`when:`, `until:`, ...) as the environment compiles it; one that does
 /// not parse has nothing to scan (compiling it reports the syntax error).
 pub fn scan_expr(expr: &str) -> Scan {
