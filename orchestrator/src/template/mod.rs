@@ -345,10 +345,8 @@ impl Templates {
             let candidates = self.known.of_kind(u.kind).iter().map(String::as_str);
             let similar = crate::error::similar(&u.name, candidates);
             let help = crate::error::did_you_mean(&similar).unwrap_or_else(|| {
-                format!(
-                    "there is no {word} of that name; docs/playbooks.md lists every filter, \
-                     test and function"
-                )
+                let all: Vec<&str> = self.known.of_kind(u.kind).iter().map(String::as_str).collect();
+                format!("the {word}s there are: {}", all.join(", "))
             });
             return Err(Diagnostic::at_loc(
                 source,

@@ -53,13 +53,15 @@ impl Known {
     /// the lists, and the docs test then fails).
     pub(super) fn of(env: &Environment<'_>) -> Known {
         let debug = format!("{env:?}");
+        // `==`, `<`, ... are tests too, for the comparison operators; a template cannot name them.
+        let usable = |n: &String| n.chars().all(|c| c.is_alphanumeric() || c == '_');
         let filters = debug_list(&debug, "filters: [")
             .into_iter()
-            .filter(|n| has(env, NameKind::Filter, n))
+            .filter(|n| usable(n) && has(env, NameKind::Filter, n))
             .collect();
         let tests = debug_list(&debug, "tests: [")
             .into_iter()
-            .filter(|n| has(env, NameKind::Test, n))
+            .filter(|n| usable(n) && has(env, NameKind::Test, n))
             .collect();
         let functions = env.globals().map(|(n, _)| n.to_string()).collect();
         Known {

@@ -67,6 +67,7 @@ pub fn compile(loaded: &Loaded) -> Result<Program, Diagnostics> {
     c.check_cycles();
     if c.diags.is_empty() {
         c.check_variables(applies_when.as_ref());
+        c.check_result_fields();
     }
     let Compiler {
         templates,
