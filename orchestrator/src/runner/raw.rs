@@ -34,7 +34,7 @@ pub(super) async fn attempts(
                 let c = with_result(ctx, &step.register, &last.registered);
                 match cx.test(u, &c) {
                     Ok(b) => b,
-                    Err(e) => return NodeResult::failed(e, last.registered),
+                    Err(e) => return NodeResult::bad_input(e, last.registered),
                 }
             }
             Some(_) => false,
@@ -111,14 +111,14 @@ pub(super) fn judge(
     let failed = match &step.failed_when {
         Some(e) => match cx.test(e, &c) {
             Ok(b) => b,
-            Err(e) => return NodeResult::failed(e, reg),
+            Err(e) => return NodeResult::bad_input(e, reg),
         },
         None => default_failed,
     };
     let changed = match &step.changed_when {
         Some(e) => match cx.test(e, &c) {
             Ok(b) => b,
-            Err(e) => return NodeResult::failed(e, reg),
+            Err(e) => return NodeResult::bad_input(e, reg),
         },
         None => mutating,
     };
@@ -150,6 +150,7 @@ pub(super) fn judge(
         prediction: None,
         touched: None,
         settles_by: None,
+        bad_input: false,
     }
 }
 
