@@ -5,5 +5,5 @@ pub mod compile;
 pub mod load;
 pub mod model;
 
-pub use compile::{compile, Kind, Param, Phase, Program, Scope, Step, Undo};
+pub use compile::{compile, Kind, Param, Phase, Program, Scope, Setting, Step, Undo};
 pub use load::{load, Loaded};

@@ -354,6 +354,9 @@ fn step_sources<'a>(s: &'a Step) -> Vec<Read<'a>> {
     if let Some(on) = &s.on {
         t(on, false);
     }
+    for x in [s.retries.template(), s.delay.template()].into_iter().flatten() {
+        t(x, false);
+    }
     let mut e = |x: &'a Expr, own: bool| out.push((&x.vars, &x.attrs[..], &x.loc, own));
     if let Kind::Assert { that, .. } = &s.kind {
         that.iter().for_each(|x| e(x, false));

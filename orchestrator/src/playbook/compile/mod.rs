@@ -30,7 +30,9 @@ use crate::playbook::load::Loaded;
 use crate::source::Source;
 use crate::template::{Expr, Mode, Templates, Tpl};
 
-pub use program::{json_text, Kind, Param, Phase, Program, Scope, Step, Undo, BUILTIN_VARS};
+pub use program::{
+    json_text, Kind, Param, Phase, Program, Scope, Setting, Step, Undo, BUILTIN_VARS,
+};
 
 /// Compile a loaded playbook. Every problem found is reported, not just the first.
 pub fn compile(loaded: &Loaded) -> Result<Program, Diagnostics> {

@@ -210,6 +210,24 @@ pub enum Undo {
     NotNeeded(String),
 }
 
+/// A step setting written as a value, or as a template rendered per node when the step runs
+/// (`retries`, `delay`).
+#[derive(Debug, Clone)]
+pub enum Setting<T> {
+    Value(T),
+    Template(Tpl),
+}
+
+impl<T> Setting<T> {
+    /// The template, when it is one.
+    pub fn template(&self) -> Option<&Tpl> {
+        match self {
+            Setting::Value(_) => None,
+            Setting::Template(t) => Some(t),
+        }
+    }
+}
+
 /// One step, resolved.
 #[derive(Debug, Clone)]
 pub struct Step {
@@ -224,8 +242,10 @@ pub struct Step {
     /// All must hold (include gates first, then the step's own `when`).
     pub when: Vec<Expr>,
     pub register: String,
-    pub retries: u32,
-    pub delay: Duration,
+    /// Attempts after the first (`retries`).
+    pub retries: Setting<u32>,
+    /// The pause between attempts (`delay`).
+    pub delay: Setting<Duration>,
     pub until: Option<Expr>,
     pub timeout: Option<Duration>,
     pub ignore_errors: bool,
