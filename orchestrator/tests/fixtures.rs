@@ -238,7 +238,10 @@ fn the_docs_list_every_filter_test_and_function() {
         ("Tests", &known.tests),
         ("Functions", &known.functions),
     ] {
-        assert!(names.len() >= 4, "the environment has only {names:?} as {kind}");
+        assert!(
+            names.len() >= 4,
+            "the environment has only {names:?} as {kind}"
+        );
         if documented_names(&doc, kind).as_ref() != Some(names) {
             let list: Vec<String> = names.iter().map(|n| format!("`{n}`")).collect();
             wrong.push(format!("- **{kind}**: {}", list.join(", ")));

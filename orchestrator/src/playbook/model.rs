@@ -368,7 +368,9 @@ steps:
         );
         for bad in ["-1", "three", "\"two\""] {
             let y = format!("name: x\nsteps:\n  - id: a\n    wait: 1s\n    retries: {bad}\n");
-            let e = serde_yaml::from_str::<PlaybookDoc>(&y).unwrap_err().to_string();
+            let e = serde_yaml::from_str::<PlaybookDoc>(&y)
+                .unwrap_err()
+                .to_string();
             assert!(e.contains("a whole number"), "{bad}: {e}");
         }
         assert_eq!(Dur::parse(" 2s "), Ok(Duration::from_secs(2)));

@@ -88,7 +88,10 @@ fn attempt_settings(cx: &Ctx, step: &Step, ctx: &Value) -> Result<(u32, Duration
             let text = cx.render(t, ctx)?;
             text.trim().parse().map_err(|_| {
                 let text = text.trim();
-                format!("{}: retries is {text:?}: expected a whole number, 0 or more", t.loc)
+                format!(
+                    "{}: retries is {text:?}: expected a whole number, 0 or more",
+                    t.loc
+                )
             })?
         }
     };

@@ -345,7 +345,12 @@ impl Templates {
             let candidates = self.known.of_kind(u.kind).iter().map(String::as_str);
             let similar = crate::error::similar(&u.name, candidates);
             let help = crate::error::did_you_mean(&similar).unwrap_or_else(|| {
-                let all: Vec<&str> = self.known.of_kind(u.kind).iter().map(String::as_str).collect();
+                let all: Vec<&str> = self
+                    .known
+                    .of_kind(u.kind)
+                    .iter()
+                    .map(String::as_str)
+                    .collect();
                 format!("the {word}s there are: {}", all.join(", "))
             });
             return Err(Diagnostic::at_loc(
@@ -865,7 +870,11 @@ mod tests {
         let e = t
             .test(&x, &context! { probe => context!{ rc => 0 } })
             .unwrap_err();
-        assert!(e.message.ends_with(": `other` is not defined"), "{}", e.message);
+        assert!(
+            e.message.ends_with(": `other` is not defined"),
+            "{}",
+            e.message
+        );
     }
 
     #[test]

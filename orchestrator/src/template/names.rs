@@ -161,9 +161,8 @@ pub fn scan<'a>(parts: impl IntoIterator<Item = &'a Instructions<'a>>) -> Scan {
             let Some(i) = ins.get(idx as u32) else {
                 break;
             };
-            let at = |name: &str, kind: Option<NameKind>| {
-                offset_of(ins, idx as u32, source, name, kind)
-            };
+            let at =
+                |name: &str, kind: Option<NameKind>| offset_of(ins, idx as u32, source, name, kind);
             match i {
                 Instruction::Lookup(name) => {
                     lookups.insert(name.to_string());
@@ -394,7 +393,9 @@ mod tests {
     fn negated_tests_and_filter_blocks_and_multiline() {
         let u = uses("{% filter upper %}x{% endfilter %}{{ a is not defined }}");
         assert_eq!(
-            u.iter().map(|(k, n, _)| (*k, n.as_str())).collect::<Vec<_>>(),
+            u.iter()
+                .map(|(k, n, _)| (*k, n.as_str()))
+                .collect::<Vec<_>>(),
             [(NameKind::Filter, "upper"), (NameKind::Test, "defined")]
         );
         // a chain over several lines: each name is still found at its place

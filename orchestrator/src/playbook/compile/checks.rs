@@ -1,7 +1,8 @@
 //! Checks over the whole program once every step exists: ids unique across sections,
 //! dependency cycles (petgraph), and every variable a template reads being a parameter, a var,
 //! a result registered by a step that runs before it, or else a host variable (recorded on the
-//! step for `plan` to check against the inventory).
+//! step for `plan` to check against the inventory), and every field read of a result being one
+//! its step's kind has, where the value is surely that one result.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
@@ -354,7 +355,10 @@ fn step_sources<'a>(s: &'a Step) -> Vec<Read<'a>> {
     if let Some(on) = &s.on {
         t(on, false);
     }
-    for x in [s.retries.template(), s.delay.template()].into_iter().flatten() {
+    for x in [s.retries.template(), s.delay.template()]
+        .into_iter()
+        .flatten()
+    {
         t(x, false);
     }
     let mut e = |x: &'a Expr, own: bool| out.push((&x.vars, &x.attrs[..], &x.loc, own));
@@ -362,7 +366,10 @@ fn step_sources<'a>(s: &'a Step) -> Vec<Read<'a>> {
         that.iter().for_each(|x| e(x, false));
     }
     s.when.iter().for_each(|x| e(x, false));
-    for x in [&s.until, &s.changed_when, &s.failed_when].into_iter().flatten() {
+    for x in [&s.until, &s.changed_when, &s.failed_when]
+        .into_iter()
+        .flatten()
+    {
         e(x, true);
     }
     out

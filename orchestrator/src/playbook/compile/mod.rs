@@ -4,7 +4,8 @@
 //! What is checked here, each with file:line:column: exactly one kind per step, unique ids,
 //! `needs` naming known ids, dependency cycles, read-only `detect`/`verify` sections, a mutating
 //! raw step declaring how it is undone (`rollback`), that it cannot be (`irreversible`) or why it
-//! needs no undo (`no_rollback`), template syntax, parameter declarations (type, pattern,
+//! needs no undo (`no_rollback`), template syntax and the filters, tests and functions
+//! templates use, the fields of step results they read, parameter declarations (type, pattern,
 //! choices, default), include parameters (unknown, missing required, failing their pattern),
 //! and that every variable a template reads is a parameter, a var, a result registered by a step
 //! that runs before it, or else a host variable (checked against the inventory by the plan).
@@ -224,6 +225,47 @@ mod tests {
         assert!(e.contains("detect steps must be read-only"), "{e}");
         let e = first_error("name: x\nsteps:\n  - id: a\n    on: h\n    ssh: touch x\n");
         assert!(e.contains("declares neither how it is undone"), "{e}");
+    }
+
+    #[test]
+    fn result_fields_are_checked_where_the_result_is_surely_one() {
+        // the step's own result
+        let e = first_error("name: x\nsteps:\n  - id: a\n    on: h\n    ssh: echo\n    changes: none\n    retries: 2\n    until: result.stdot != ''\n");
+        assert_eq!(
+            e,
+            "t.yml:8:19: `result` is the result of step a (ssh), which has no field `stdot`"
+        );
+        // a controller step's result, read anywhere; `json`'s own fields are open
+        let e = first_error("name: x\nsteps:\n  - id: q\n    api: { command: listHosts }\n  - id: b\n    assert: { that: 'q.json.count > 0 and q.jsn' }\n");
+        assert!(
+            e.starts_with(
+                "t.yml:6:45: `q` is the result of step q (api), which has no field `jsn`"
+            ),
+            "{e}"
+        );
+        // a result of several targets may be a map by host where read from elsewhere; set facts
+        // are open; the same `on` sees its own target's result
+        compile_text("name: x\nsteps:\n  - id: p\n    on: routers\n    ssh: echo\n    changes: none\n  - id: f\n    set: { n: '{{ p.r1.rc }}' }\n  - id: g\n    assert: { that: 'n.anything' }\n  - id: h\n    on: routers\n    ssh: echo {{ p.rc }} {{ p.stdout_lines | length }}\n    changes: none\n")
+            .unwrap_or_else(|d| panic!("{}", d.render(false)));
+        let e = first_error("name: x\nsteps:\n  - id: p\n    on: routers\n    ssh: echo\n    changes: none\n  - id: h\n    on: routers\n    ssh: echo {{ p.code }}\n    changes: none\n");
+        assert!(e.contains("which has no field `code`"), "{e}");
+    }
+
+    #[test]
+    fn functions_are_not_variables_and_unknown_names_are_errors() {
+        let p = compile_text("name: x\nsteps:\n  - id: a\n    set: { n: '{% set ns = namespace(c=0) %}{{ range(3) | list | length + ns.c }}', d: '{{ dict(a=1) | tojson }}' }\n")
+            .unwrap_or_else(|d| panic!("{}", d.render(false)));
+        assert!(
+            p.steps[0].host_vars.is_empty(),
+            "{:?}",
+            p.steps[0].host_vars
+        );
+        let e = first_error("name: x\nsteps:\n  - id: a\n    when: x is definedd\n    wait: 1s\n");
+        assert_eq!(e, "t.yml:4:16: unknown test `definedd`");
+        let e = first_error(
+            "name: x\nsteps:\n  - id: a\n    set: { n: \"{{ 'a | nope' | lowr }}\" }\n",
+        );
+        assert_eq!(e, "t.yml:4:32: unknown filter `lowr`");
     }
 
     #[test]

@@ -355,12 +355,16 @@ impl Compiler<'_> {
         let retries = match &doc.retries {
             None => Setting::Value(0),
             Some(Count::Value(n)) => Setting::Value(*n),
-            Some(Count::Template(t)) => Setting::Template(self.tpl(src, &p("retries"), t, Mode::Text)?),
+            Some(Count::Template(t)) => {
+                Setting::Template(self.tpl(src, &p("retries"), t, Mode::Text)?)
+            }
         };
         let delay = match &doc.delay {
             None => Setting::Value(Duration::from_secs(1)),
             Some(DurOrTemplate::Value(d)) => Setting::Value(d.0),
-            Some(DurOrTemplate::Template(t)) => Setting::Template(self.tpl(src, &p("delay"), t, Mode::Text)?),
+            Some(DurOrTemplate::Template(t)) => {
+                Setting::Template(self.tpl(src, &p("delay"), t, Mode::Text)?)
+            }
         };
         let register = doc.register.clone().unwrap_or_else(|| local.to_string());
         if let Some(max) = doc.max_fail_percentage {
