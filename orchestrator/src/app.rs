@@ -328,7 +328,7 @@ async fn check_plan(
     let summary = Scheduler::new(cx, opts.forks, cancel.clone()).run().await;
     // The check may have read the inventory again: the run starts from the plan's.
     transport.inventory_changed(&plan.inventory);
-    let drift = if summary.exit != ExitCode::Success {
+    let drift = if !summary.exit.succeeded() {
         vec![Drift {
             step: "(dry-run)".into(),
             target: String::new(),
@@ -367,6 +367,8 @@ fn refuse(sink: &Sink, run: &str, saved: &SavedPlan, drift: Vec<Drift>) -> Summa
         maybe_changed: 0,
         unchanged: 0,
         left: Vec::new(),
+        found: Vec::new(),
+        findings: 0,
         applies: saved.plan.applies,
         nodes: Vec::new(),
         drift,
@@ -393,7 +395,7 @@ pub async fn make_plan(
     let audit = opts.audit_log.clone();
     let copy = plan.clone();
     let (run, summary) = execute(plan, transport, opts, None, cancel).await?;
-    if summary.exit != crate::error::ExitCode::Success {
+    if !summary.exit.succeeded() {
         return Ok((run, summary, None));
     }
     let saved = SavedPlan::make(&copy, &summary, making, &run)?;

@@ -35,11 +35,18 @@ pub enum ExitCode {
     /// The remediation failed before it changed anything: nothing to undo (every change it
     /// may have made was read again and found as before).
     FailedUnchanged = 7,
+    /// The run succeeded (nothing failed) and a `report` step found a problem.
+    Found = 8,
 }
 
 impl ExitCode {
     pub fn code(self) -> i32 {
         self as i32
+    }
+
+    /// Whether the run itself succeeded: exit 0, or 8 (it succeeded and found problems).
+    pub fn succeeded(self) -> bool {
+        matches!(self, ExitCode::Success | ExitCode::Found)
     }
 }
 

@@ -274,6 +274,13 @@ pub struct Running {
     pub waiting: String,
 }
 
+/// One key fact of a report (`facts:`), in the order written.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Fact {
+    pub name: String,
+    pub value: J,
+}
+
 /// The events. Serialized with an `event` tag, e.g. `{"event":"step_end",...}`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "event", rename_all = "snake_case")]
@@ -363,6 +370,26 @@ pub enum Event {
         /// For a mutating step that announced its change: whether it changed its target.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         touched: Option<Touched>,
+    },
+    /// A `report:` step's table of findings and key facts on one target: shown (a table on the
+    /// terminal, one event in `--output json`) and audited, redacted like every event.
+    Report {
+        run: String,
+        step: String,
+        target: String,
+        title: String,
+        /// The columns shown, in order.
+        columns: Vec<String>,
+        /// One map per row, from column name to value (a column a row lacks is null).
+        rows: Vec<J>,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        facts: Vec<Fact>,
+        /// Whether the report is a finding: a problem found. A run that succeeds with a
+        /// finding ends with exit 8 (`found problems`).
+        found: bool,
+        /// Shown instead of the table when there are no rows (`empty:`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        empty: Option<String>,
     },
     /// What a running step waits for: a long wait, a retry, an async job; shown, not audited.
     Progress {
@@ -499,6 +526,10 @@ pub enum Event {
         /// Changes left in place by declaration (`no_rollback:`), as `step@target`.
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         left: Vec<String>,
+        /// Findings of the reports that found a problem (each report counts its rows, at
+        /// least one).
+        #[serde(default)]
+        found: usize,
     },
 }
 

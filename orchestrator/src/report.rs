@@ -346,6 +346,8 @@ pub async fn print_with(
         show_output,
         live: screen.is_some(),
         counts: BTreeMap::new(),
+        width: crate::cli::fit::terminal_width(),
+        reports: BTreeMap::new(),
     };
     print_to(rx, lines, screen, STILL_RUNNING_EVERY, std::io::stdout()).await;
 }
@@ -449,6 +451,83 @@ struct Lines {
     live: bool,
     /// Per target, how many nodes came to each outcome (for the recap).
     counts: BTreeMap<String, BTreeMap<&'static str, usize>>,
+    /// The terminal's width, which a report's table is fitted to.
+    width: usize,
+    /// A report's text, by (step, target), until its step's line is written (then under it).
+    reports: BTreeMap<(String, String), Vec<u8>>,
+}
+
+/// How far a report's lines are indented (as a step's diff and output are).
+const REPORT_INDENT: &str = "      ";
+
+/// A report on the terminal: the title and whether it is a finding, its key facts, then the
+/// table (fitted to `width`), or the `empty` text when there are no rows.
+#[allow(clippy::too_many_arguments)]
+pub fn report_text(
+    title: &str,
+    target: &str,
+    columns: &[String],
+    rows: &[serde_json::Value],
+    facts: &[crate::event::Fact],
+    found: bool,
+    empty: Option<&str>,
+    width: usize,
+    color: bool,
+) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    let (word, code) = if found {
+        ("FOUND", "33;1")
+    } else {
+        ("report", "36")
+    };
+    let rows_word = match rows.len() {
+        0 => "no rows".to_string(),
+        1 => "1 row".to_string(),
+        n => format!("{n} rows"),
+    };
+    let _ = writeln!(
+        out,
+        "    {} {} @ {target} ({rows_word})",
+        paint(color, code, &format!("{word:<10}")),
+        paint(color, "1", title)
+    );
+    for f in facts {
+        let _ = writeln!(
+            out,
+            "{REPORT_INDENT}{}: {}",
+            f.name,
+            crate::table::cell_text(&f.value)
+        );
+    }
+    if rows.is_empty() {
+        if let Some(e) = empty {
+            let _ = writeln!(out, "{REPORT_INDENT}{e}");
+        }
+        return out;
+    }
+    let cells: Vec<Vec<String>> = rows
+        .iter()
+        .map(|r| {
+            columns
+                .iter()
+                .map(|c| crate::table::cell_text(r.get(c).unwrap_or(&serde_json::Value::Null)))
+                .collect()
+        })
+        .collect();
+    let room = width.saturating_sub(REPORT_INDENT.len());
+    for (i, line) in crate::table::lines(columns, &cells, room)
+        .iter()
+        .enumerate()
+    {
+        let line = if i == 0 {
+            paint(color, "1", line)
+        } else {
+            line.clone()
+        };
+        let _ = writeln!(out, "{REPORT_INDENT}{line}");
+    }
+    out
 }
 
 impl Lines {
@@ -546,6 +625,36 @@ impl Lines {
                         let _ = writeln!(out, "      {}", paint(color, "31", l));
                     }
                 }
+                if let Some(text) = self.reports.remove(&(step.clone(), target.clone())) {
+                    out.extend_from_slice(&text);
+                }
+            }
+            Event::Report {
+                step,
+                target,
+                title,
+                columns,
+                rows,
+                facts,
+                found,
+                empty,
+                ..
+            } => {
+                let text = report_text(
+                    title,
+                    target,
+                    columns,
+                    rows,
+                    facts,
+                    *found,
+                    empty.as_deref(),
+                    self.width,
+                    color,
+                );
+                self.reports
+                    .entry((step.clone(), target.clone()))
+                    .or_default()
+                    .extend_from_slice(text.as_bytes());
             }
             Event::Progress {
                 step,
@@ -657,6 +766,10 @@ impl Lines {
                 left,
                 ..
             } => {
+                // A report whose step's line never came (its end could not be recorded).
+                for text in std::mem::take(&mut self.reports).into_values() {
+                    out.extend_from_slice(&text);
+                }
                 let _ = writeln!(out, "\nrecap:");
                 for (t, c) in &self.counts {
                     let parts: Vec<String> = c.iter().map(|(k, v)| format!("{k}={v}")).collect();
@@ -954,6 +1067,7 @@ mod tests {
                 maybe_changed: 0,
                 unchanged: 0,
                 left: vec![],
+                found: 0,
             },
             at(42),
         );
@@ -1006,6 +1120,8 @@ mod tests {
                 show_output: false,
                 live: false,
                 counts: BTreeMap::new(),
+                width: 100,
+                reports: BTreeMap::new(),
             };
             let printer = tokio::spawn(print_to(rx, lines, None, STILL_RUNNING_EVERY, Vec::new()));
             let mut events = events.into_iter();
@@ -1019,6 +1135,90 @@ mod tests {
             drop(tx);
             String::from_utf8(printer.await.unwrap()).unwrap()
         })
+    }
+
+    fn report_event(rows: Vec<serde_json::Value>, found: bool, empty: Option<&str>) -> Event {
+        Event::Report {
+            run: "r1".into(),
+            step: "stale_nics".into(),
+            target: "localhost".into(),
+            title: "Stale NICs on guest-net".into(),
+            columns: vec!["vm".into(), "nic".into(), "state".into()],
+            rows,
+            facts: vec![crate::event::Fact {
+                name: "network".into(),
+                value: serde_json::json!("guest-net"),
+            }],
+            found,
+            empty: empty.map(str::to_string),
+        }
+    }
+
+    #[test]
+    fn a_report_is_a_table_under_its_steps_line() {
+        let rows = vec![
+            serde_json::json!({"vm": "i-2-940-VM", "nic": "eth1", "state": "Deallocating"}),
+            serde_json::json!({"vm": "i-2-77-VM", "nic": null, "state": {"removed": true}}),
+        ];
+        let text = printed(
+            Output::Human,
+            vec![
+                run_start(RunMode::DryRun, "remedy apply stale-nics --dry-run"),
+                report_event(rows, true, None),
+                end("stale_nics", "localhost", Outcome::Ok),
+            ],
+            Duration::ZERO,
+        );
+        assert_eq!(
+            text.lines().skip(1).take(7).collect::<Vec<_>>(),
+            [
+                "  ok           stale_nics @ localhost (0.0s)",
+                "    FOUND      Stale NICs on guest-net @ localhost (2 rows)",
+                "      network: guest-net",
+                "      vm          nic   state",
+                "      ----------  ----  ----------------",
+                "      i-2-940-VM  eth1  Deallocating",
+                r#"      i-2-77-VM         {"removed":true}"#,
+            ]
+        );
+        // no rows: the `empty` text instead of a table
+        let text = printed(
+            Output::Human,
+            vec![
+                run_start(RunMode::DryRun, "remedy apply stale-nics --dry-run"),
+                report_event(vec![], false, Some("no stale NICs")),
+                end("stale_nics", "localhost", Outcome::Ok),
+            ],
+            Duration::ZERO,
+        );
+        assert_eq!(
+            text.lines().skip(1).take(4).collect::<Vec<_>>(),
+            [
+                "  ok           stale_nics @ localhost (0.0s)",
+                "    report     Stale NICs on guest-net @ localhost (no rows)",
+                "      network: guest-net",
+                "      no stale NICs",
+            ]
+        );
+    }
+
+    #[test]
+    fn a_wide_report_fits_the_terminal() {
+        let long = "x".repeat(200);
+        let text = report_text(
+            "t",
+            "h",
+            &["a".to_string(), "b".to_string()],
+            &[serde_json::json!({"a": "short", "b": long})],
+            &[],
+            true,
+            None,
+            60,
+            false,
+        );
+        assert!(text.lines().all(|l| l.chars().count() <= 60), "{text}");
+        assert!(text.contains("short  xxxx"), "{text}");
+        assert!(text.contains('…'), "{text}");
     }
 
     fn slow_run(mode: RunMode) -> Vec<Event> {

@@ -27,6 +27,9 @@ use crate::playbook::{Phase, Undo};
 pub use crate::rollback::Done;
 use crate::runner::{run_node, Ctx, NodeResult};
 
+/// The most reports a `found problems` status names (then `and N more`).
+const SHOWN_FOUND: usize = 5;
+
 /// How a run ended.
 #[derive(Debug, Clone)]
 pub struct Summary {
@@ -43,6 +46,10 @@ pub struct Summary {
     pub unchanged: usize,
     /// Changes left in place by declaration (`no_rollback:`), as `step@target`.
     pub left: Vec<String>,
+    /// The reports that found a problem, as `step@target`.
+    pub found: Vec<String>,
+    /// Their findings: each report counts its rows, at least one.
+    pub findings: usize,
     pub applies: bool,
     /// Every node that came to an outcome, in that order (what a plan file is made from).
     pub nodes: Vec<NodeRecord>,
@@ -96,7 +103,29 @@ impl Summary {
             maybe_changed: self.maybe_changed,
             unchanged: self.unchanged,
             left: self.left.clone(),
+            found: self.findings,
         }
+    }
+
+    /// A run that succeeded with findings ends `found problems` (exit 8); a failure keeps
+    /// its own exit code and status.
+    fn with_findings(&mut self) {
+        if self.exit != ExitCode::Success || self.found.is_empty() {
+            return;
+        }
+        self.found.sort();
+        let mut named = self
+            .found
+            .iter()
+            .take(SHOWN_FOUND)
+            .cloned()
+            .collect::<Vec<_>>()
+            .join(", ");
+        if self.found.len() > SHOWN_FOUND {
+            named.push_str(&format!(" and {} more", self.found.len() - SHOWN_FOUND));
+        }
+        self.exit = ExitCode::Found;
+        self.status = format!("found problems: {} finding(s) ({named})", self.findings);
     }
 }
 
@@ -121,6 +150,9 @@ pub struct Scheduler {
     /// The failure that stopped the run was the playbook's input (a template that could not
     /// be rendered at run time): exit 4 when nothing was changed.
     bad_input: bool,
+    /// Reports that found a problem (`step@target`), and their findings.
+    found: Vec<String>,
+    findings: usize,
 }
 
 impl Scheduler {
@@ -139,6 +171,8 @@ impl Scheduler {
             refused: false,
             result_names: Default::default(),
             bad_input: false,
+            found: Vec::new(),
+            findings: 0,
         }
         .with_result_names()
     }
@@ -238,6 +272,14 @@ impl Scheduler {
                 .insert(node.target.clone(), v.clone());
         }
         self.outcomes.insert(ix, r.outcome);
+        if matches!(step.kind, crate::playbook::Kind::Report(_))
+            && r.outcome == Outcome::Ok
+            && r.registered["found"] == J::Bool(true)
+        {
+            let rows = r.registered["rows"].as_array().map_or(0, Vec::len);
+            self.found.push(format!("{}@{}", step.id, node.target));
+            self.findings += rows.max(1);
+        }
         self.nodes.push(NodeRecord {
             step: node.step,
             target: node.target.clone(),
@@ -748,6 +790,8 @@ impl Scheduler {
             maybe_changed: self.done.iter().filter(|d| !d.certain).count(),
             unchanged: 0,
             left: Vec::new(),
+            found: self.found.clone(),
+            findings: self.findings,
             failed: self
                 .outcomes
                 .values()
@@ -837,6 +881,7 @@ impl Scheduler {
                 summary.status = format!("failed ({reason}); ROLLBACK INCOMPLETE");
             }
         }
+        summary.with_findings();
         let _ = self.cx.sink.emit(summary.end_event(&self.cx.run));
         let _ = self.cx.sink.sync();
         summary

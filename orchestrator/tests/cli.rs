@@ -622,6 +622,129 @@ fn irreversible_steps_are_refused_without_the_flag_and_json_output_is_one_event_
         .any(|e| e["event"] == "step_end" && e["irreversible"] == "the old VM cannot come back"));
 }
 
+const DISK_REPORT: &str = r#"name: full-disks
+description: reports the filesystems used over a limit
+params:
+  limit: { type: int, default: 80 }
+steps:
+  - id: usage
+    on: local
+    ssh: printf 'root 91\nvar 42\nhome 85\n'
+    changes: none
+  - id: full
+    report:
+      title: Filesystems over {{ limit }}%
+      rows: |
+        {% for l in usage.stdout_lines %}{% set p = l | split(" ") | list %}{% if p[1] | int > limit %}- { mount: "/{{ p[0] }}", used: {{ p[1] }} }
+        {% endif %}{% endfor %}
+      columns: [mount, used]
+      facts: { limit: "{{ limit }}%" }
+      empty: every filesystem is below {{ limit }}%
+"#;
+
+/// A `report` step through the binary: the table under its step's line and exit 8 in a
+/// dry-run; the same as one JSON event; exit 0 and the `empty` text when nothing is found; the
+/// audit log holds the report and the end's count of findings.
+#[test]
+fn a_report_prints_its_table_and_a_finding_exits_8() {
+    let dir = tempfile::tempdir().unwrap();
+    let pb = dir.path().join("full-disks.yml");
+    std::fs::write(&pb, DISK_REPORT).unwrap();
+    let inv = dir.path().join("inv.yml");
+    std::fs::write(
+        &inv,
+        "all:\n  hosts:\n    local: { ansible_connection: local }\n",
+    )
+    .unwrap();
+    let log = dir.path().join("a.jsonl");
+    let base = [
+        "apply",
+        pb.to_str().unwrap(),
+        "-i",
+        inv.to_str().unwrap(),
+        "--dry-run",
+        "--audit-log",
+        log.to_str().unwrap(),
+    ];
+    let o = remedy_env(&base, dir.path(), &[("COLUMNS", Some("80"))]);
+    assert_eq!(o.status.code(), Some(8), "{}", text(&o));
+    let out = stdout(&o);
+    let lines: Vec<&str> = out.lines().collect();
+    let at = lines
+        .iter()
+        .position(|l| l.contains("full @ localhost ("))
+        .unwrap_or_else(|| panic!("no line for the report step:\n{out}"));
+    assert_eq!(
+        lines[at + 1..at + 7],
+        [
+            "    FOUND      Filesystems over 80% @ localhost (2 rows)",
+            "      limit: 80%",
+            "      mount  used",
+            "      -----  ----",
+            "      /root  91",
+            "      /home  85",
+        ],
+        "{out}"
+    );
+    assert!(
+        out.ends_with("found problems: 2 finding(s) (full@localhost) (exit 8)\n"),
+        "{out}"
+    );
+    let records = audit_records(&log);
+    let report = records.iter().find(|r| r["event"] == "report").unwrap();
+    assert_eq!(
+        report["rows"][1],
+        serde_json::json!({"mount": "/home", "used": 85})
+    );
+    let end = records.iter().rfind(|r| r["event"] == "run_end").unwrap();
+    assert_eq!(
+        (end["exit_code"].clone(), end["found"].clone()),
+        (8.into(), 2.into())
+    );
+    let run = report["run"].as_str().unwrap();
+    let show = remedy(
+        &["audit", "show", run, "--audit-log", log.to_str().unwrap()],
+        dir.path(),
+    );
+    assert!(
+        stdout(&show)
+            .contains("  report full @ localhost: Filesystems over 80% (2 row(s), found)\n"),
+        "{}",
+        text(&show)
+    );
+
+    // --output json: the report is one event with its rows
+    let mut json = base.to_vec();
+    json.extend(["--output", "json"]);
+    let o = remedy(&json, dir.path());
+    assert_eq!(o.status.code(), Some(8), "{}", text(&o));
+    let events: Vec<serde_json::Value> = stdout(&o)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("json line"))
+        .collect();
+    let report = events.iter().find(|e| e["event"] == "report").unwrap();
+    assert_eq!(report["columns"], serde_json::json!(["mount", "used"]));
+    assert_eq!(
+        report["rows"],
+        serde_json::json!([{"mount": "/root", "used": 91}, {"mount": "/home", "used": 85}])
+    );
+    assert_eq!(report["found"], true);
+    assert_eq!(events.last().unwrap()["found"], 2);
+
+    // nothing over the limit: exit 0, the empty text
+    let mut healthy = base.to_vec();
+    healthy.extend(["-e", "limit=95"]);
+    let o = remedy(&healthy, dir.path());
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert!(
+        stdout(&o).contains(
+            "    report     Filesystems over 95% @ localhost (no rows)\n      limit: 95%\n      every filesystem is below 95%\n"
+        ),
+        "{}",
+        text(&o)
+    );
+}
+
 /// `remedy lab` in the foreground, then `remedy api` through the inventory it wrote: the
 /// vr-backup-loop zone shows both routers BACKUP; a mutating call is refused; SIGTERM stops
 /// the lab cleanly. The secret is printed by the lab (on purpose) but never by `remedy api`.

@@ -614,3 +614,57 @@ async fn a_fix_that_fails_every_time_cools_down_and_trips_the_circuit() {
     );
     zone.audit_verifies();
 }
+
+/// A diagnostic in `detect` mode: its report finds the zone's routers, so every run is
+/// `found` (exit 8): not a failure, not a fix; nothing is audited, a `found` notice is sent,
+/// and /metrics counts it.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_report_that_finds_problems_is_found_not_failed() {
+    let zone = ApiZone::start("dnsmasq-dead", Faults::default()).await;
+    let (url, hooks) = receiver().await;
+    let pb = remedy_tests::write(
+        zone.dir.path(),
+        "routers-report.yml",
+        r#"name: routers-report
+steps:
+  - id: routers
+    api: { command: listRouters, args: { listall: true } }
+  - id: seen
+    report:
+      title: routers in the zone
+      rows: routers.items
+      columns: [name, state]
+"#,
+    );
+    let jobs = jobs_file(
+        &zone,
+        &format!(
+            "    playbook: {}\n    every: 1s\n    mode: detect\n    notify: {{ webhook: \"{url}\", on: [found, failure] }}\n",
+            pb.display()
+        ),
+    );
+    let d = start(&zone, &jobs);
+    until("a found notice", 20, || !hooks.lock().unwrap().is_empty()).await;
+    let metrics = d.stop().await;
+    let st = state::load(&zone.dir.path().join("state")).unwrap();
+    let js = &st.jobs["dns"];
+    let status = js.last_result.clone().unwrap_or_default();
+    assert!(
+        status.starts_with("found problems: ")
+            && status.ends_with(" finding(s) (seen@localhost) (detect mode: not fixing)"),
+        "{status}"
+    );
+    assert_eq!(js.last_exit, Some(8));
+    assert!(js.last_success.is_some(), "a finding is not a failure");
+    let hook = hooks.lock().unwrap()[0].clone();
+    assert_eq!(hook["event"], "found");
+    assert_eq!(hook["report"]["verdict"], "found");
+    assert_eq!(hook["report"]["exit"], 8);
+    let m = parse_metrics(&metrics.render(&st));
+    assert!(sample(&m, "remedy_job_found_total", &[("job", "dns")]).unwrap() >= 1.0);
+    assert_eq!(
+        sample(&m, "remedy_job_failures_total", &[("job", "dns")]),
+        Some(0.0)
+    );
+    assert_eq!(fixes(&zone), 0, "detect mode changes nothing");
+}

@@ -8,6 +8,7 @@ mod features;
 mod lab_inventory;
 mod plans;
 mod refresh;
+mod report;
 mod rollback_truth;
 mod shipped;
 mod sim_ssh;

@@ -220,6 +220,14 @@ pub(super) fn run(cmd: AuditCommand, path: Option<PathBuf>) -> ExitCode {
                                 .map(|e| format!(": {e}"))
                                 .unwrap_or_default()
                         ),
+                        "report" => format!(
+                            "  report {} @ {}: {} ({} row(s){})",
+                            v["step"].as_str().unwrap_or(""),
+                            v["target"].as_str().unwrap_or(""),
+                            v["title"].as_str().unwrap_or(""),
+                            v["rows"].as_array().map_or(0, Vec::len),
+                            if v["found"] == true { ", found" } else { "" }
+                        ),
                         "rollback_start" => {
                             format!("  ROLLBACK: {}", v["reason"].as_str().unwrap_or(""))
                         }

@@ -23,7 +23,7 @@ mod audit;
 mod completions;
 mod daemon;
 mod exec;
-mod fit;
+pub(crate) mod fit;
 mod inventory;
 mod list;
 mod man;

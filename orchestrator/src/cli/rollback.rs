@@ -184,6 +184,7 @@ pub(super) async fn run(
         maybe_changed: 0,
         unchanged: report.unchanged,
         left: report.left,
+        found: 0,
     });
     let _ = sink.sync();
     drop(cx);

@@ -60,6 +60,8 @@ pub enum Notice {
     CircuitOpen,
     /// `plan` mode wrote a plan.
     Plan,
+    /// A `report` step found problems (the run's exit 8).
+    Found,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -571,6 +573,7 @@ fn job(source: &Source, j: &JobDoc, i: usize, base: &Path) -> Result<Job, Vec<Di
                         Notice::Failure,
                         Notice::CircuitOpen,
                         Notice::Plan,
+                        Notice::Found,
                     ]
                 }),
             }

@@ -19,6 +19,7 @@ struct JobCounts {
     rollbacks: u64,
     skipped: u64,
     plans: u64,
+    found: u64,
 }
 
 #[derive(Debug, Default)]
@@ -57,6 +58,9 @@ impl Metrics {
         }
         if r.rolled_back {
             c.rollbacks += 1;
+        }
+        if r.exit == crate::error::ExitCode::Found.code() {
+            c.found += 1;
         }
     }
 
@@ -107,6 +111,12 @@ impl Metrics {
             "remedy_job_plans_total",
             "Plans written (plan mode).",
             &|c| c.plans,
+        );
+        counter(
+            &mut out,
+            "remedy_job_found_total",
+            "Runs whose reports found problems (exit 8).",
+            &|c| c.found,
         );
         let _ = writeln!(
             out,

@@ -1,5 +1,6 @@
 //! One run of one job: detect (a dry-run, not audited: it changes nothing), and when the
-//! playbook applies, fix (auto), write a plan (plan) or only report (detect).
+//! playbook applies, fix (auto), write a plan (plan) or only report (detect). A run whose
+//! `report` steps found problems (exit 8) is `found`: not a failure, not a fix.
 //!
 //! A fix leaves out the targets in their cooldown, with an open circuit, or locked by someone
 //! else (an operator's `remedy apply`); it holds the others' locks for the run, is cancelled
@@ -61,6 +62,8 @@ pub enum Verdict {
     Detected,
     /// `plan` mode: a plan was written.
     Planned,
+    /// A report found problems (exit 8), and nothing was changed: not a failure, not a fix.
+    Found,
     /// The fix failed (rolled back, or not all), or the job could not run.
     Failed,
 }
@@ -129,6 +132,10 @@ impl Report {
             Verdict::Failed => n.push(Notice::Failure),
             Verdict::Planned => n.push(Notice::Plan),
             _ => {}
+        }
+        // A fix or a plan whose reports still find problems notifies both.
+        if self.exit == ExitCode::Found.code() {
+            n.push(Notice::Found);
         }
         if !self.circuits_opened.is_empty() {
             n.push(Notice::CircuitOpen);
@@ -202,7 +209,7 @@ async fn run_inner(env: &Env, job: &Job) -> Result<Report, Error> {
                 humantime::format_duration(job.timeout)
             ))
         })??;
-    if detected.exit != ExitCode::Success {
+    if !detected.exit.succeeded() {
         return Ok(Report::new(
             job,
             Verdict::Failed,
@@ -210,13 +217,19 @@ async fn run_inner(env: &Env, job: &Job) -> Result<Report, Error> {
             detected.exit,
         ));
     }
+    // A report's finding: the detection's own words (`found problems: ...`), exit 8.
+    let found =
+        (detected.exit == ExitCode::Found).then(|| redactor.redact(&detected.status).into_owned());
     if !detected.applies {
-        return Ok(Report::new(
-            job,
-            Verdict::Healthy,
-            "healthy (the playbook does not apply)",
-            ExitCode::Success,
-        ));
+        return Ok(match found {
+            Some(status) => Report::new(job, Verdict::Found, status, ExitCode::Found),
+            None => Report::new(
+                job,
+                Verdict::Healthy,
+                "healthy (the playbook does not apply)",
+                ExitCode::Success,
+            ),
+        });
     }
     if *env.stop.borrow() && job.mode != Mode::Detect {
         return Ok(Report::new(
@@ -227,12 +240,20 @@ async fn run_inner(env: &Env, job: &Job) -> Result<Report, Error> {
         ));
     }
     match job.mode {
-        Mode::Detect => Ok(Report::new(
-            job,
-            Verdict::Detected,
-            "the playbook applies (detect mode: not fixing)",
-            ExitCode::Success,
-        )),
+        Mode::Detect => Ok(match found {
+            Some(status) => Report::new(
+                job,
+                Verdict::Found,
+                format!("{status} (detect mode: not fixing)"),
+                ExitCode::Found,
+            ),
+            None => Report::new(
+                job,
+                Verdict::Detected,
+                "the playbook applies (detect mode: not fixing)",
+                ExitCode::Success,
+            ),
+        }),
         Mode::Plan => plan_mode(env, job, inv, api, reload).await,
         Mode::Auto => fix(env, job, inv, api).await,
     }
@@ -314,7 +335,8 @@ async fn plan_mode(
             crate::planfile::short(&saved.id),
             file.display()
         ),
-        ExitCode::Success,
+        // The plan's dry-run found problems: said by the exit code (and a `found` notice).
+        summary.exit,
     );
     r.run = Some(run);
     r.plan_file = Some(file.display().to_string());
@@ -456,7 +478,7 @@ async fn fix(
         .collect::<BTreeSet<_>>()
         .into_iter()
         .collect();
-    let ok = summary.exit == ExitCode::Success;
+    let ok = summary.exit.succeeded();
     let mut r = Report::new(
         job,
         if ok { Verdict::Fixed } else { Verdict::Failed },
@@ -464,7 +486,11 @@ async fn fix(
         summary.exit,
     );
     if ok && fixed.is_empty() {
-        r.verdict = Verdict::Healthy;
+        r.verdict = if summary.exit == ExitCode::Found {
+            Verdict::Found
+        } else {
+            Verdict::Healthy
+        };
     }
     r.run = Some(run);
     r.left_out = left_out;

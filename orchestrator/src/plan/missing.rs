@@ -6,15 +6,15 @@
 //! hosts makes one error saying so. Groups that the CloudStack inventory source makes from API
 //! names (`vpc_web_vpc`) are explained in CloudStack's words, from the API objects the
 //! generated hosts carry in `cs`. Not here: choosing targets (the parent module), the naming
-//! rule itself (`cloudstack::inventory::group_name`).
+//! rule itself (`inventory::dynamic::group_name`).
 
 use std::collections::BTreeMap;
 
 use serde_json::Value as J;
 
 use super::{diag_at_loc, Program};
-use crate::cloudstack::inventory::group_name;
 use crate::error::{did_you_mean, similar, Diagnostic};
+use crate::inventory::dynamic::group_name;
 use crate::inventory::{Inventory, PatternError};
 
 /// The fix for a missing inventory, as the error says it.

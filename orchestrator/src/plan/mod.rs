@@ -759,6 +759,14 @@ fn first_loc_of(step: &crate::playbook::Step, var: &str) -> Option<crate::source
         Kind::Module { tpls, .. } => tpls.iter().map(|(_, t)| t).collect(),
         Kind::Set(f) => f.iter().map(|(_, t)| t).collect(),
         Kind::Assert { msg, .. } => msg.iter().collect(),
+        Kind::Report(r) => std::iter::once(&r.title)
+            .chain(r.facts.iter().map(|(_, t)| t))
+            .chain(r.empty.iter())
+            .chain(match &r.rows {
+                Some(crate::playbook::Rows::Tpl(t)) => Some(t),
+                _ => None,
+            })
+            .collect(),
         Kind::Wait(_) => vec![],
     };
     tpls.into_iter()

@@ -224,9 +224,12 @@ fn friendlier(msg: &str) -> String {
     if let Some(rest) = msg.split("unknown field `").nth(1) {
         let field = rest.split('`').next().unwrap_or("");
         let prefix = msg.split(": unknown field").next().unwrap_or("");
-        if prefix.starts_with("steps[")
-            || prefix.starts_with("detect[")
-            || prefix.starts_with("verify[")
+        // A step's own keys (`steps[0]`), not a key inside one of them (`steps[0].report`).
+        let step_level = !prefix.contains('.');
+        if step_level
+            && (prefix.starts_with("steps[")
+                || prefix.starts_with("detect[")
+                || prefix.starts_with("verify["))
         {
             let known: Vec<&str> = STEP_KEYS
                 .iter()
@@ -237,7 +240,7 @@ fn friendlier(msg: &str) -> String {
                 return format!("{prefix}: unknown key `{field}` (did you mean `{close}`?)");
             }
             return format!(
-                "{prefix}: unknown key or module `{field}` (step keys: id, name, on, needs, when, register, retries, delay, until, timeout, ignore_errors, changed_when, failed_when, rollback, irreversible, no_rollback, consumes, tags, changes, check, serial, max_fail_percentage; kinds: ssh, api, wait, assert, set, include, {})",
+                "{prefix}: unknown key or module `{field}` (step keys: id, name, on, needs, when, register, retries, delay, until, timeout, ignore_errors, changed_when, failed_when, rollback, irreversible, no_rollback, consumes, tags, changes, check, serial, max_fail_percentage; kinds: ssh, api, wait, assert, set, report, include, {})",
                 crate::modules::ModuleKind::ALL
                     .iter()
                     .map(|k| k.key())
@@ -277,6 +280,7 @@ const STEP_KEYS: &[&str] = &[
     "wait",
     "assert",
     "set",
+    "report",
     "include",
     "params",
 ];

@@ -5,5 +5,8 @@ pub mod compile;
 pub mod load;
 pub mod model;
 
-pub use compile::{compile, Kind, Param, Phase, Program, Scope, Setting, Step, Undo};
+pub use compile::{
+    compile, Kind, Param, Phase, Program, ReportSpec, Rows, Scope, Setting, Step, Undo,
+    REPORT_RESULT_FIELDS,
+};
 pub use load::{load, Loaded};

@@ -122,6 +122,7 @@ pub struct StepDoc {
     pub wait: Option<Dur>,
     pub assert: Option<AssertDoc>,
     pub set: Option<IndexMap<String, serde_yaml::Value>>,
+    pub report: Option<ReportDoc>,
     pub include: Option<String>,
     /// Parameters of an `include`.
     pub params: Option<IndexMap<String, serde_yaml::Value>>,
@@ -149,6 +150,28 @@ pub struct ApiDoc {
 pub struct AssertDoc {
     pub that: OneOrMany,
     pub msg: Option<String>,
+}
+
+/// A `report:` step: a titled table of findings and key facts, shown on the terminal, in
+/// `--output json` and in the audit log.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReportDoc {
+    /// A text template; default: the step's name.
+    pub title: Option<String>,
+    /// An expression (or one `{{ ... }}`) evaluating to a list, or a template rendering to a
+    /// YAML or JSON list; each item a map (a row by column name), a list (cells in column
+    /// order) or a scalar (a one-column row). Default: no rows.
+    pub rows: Option<String>,
+    /// The columns shown, in order (default: the keys of the first row).
+    pub columns: Option<Vec<String>>,
+    /// Key facts shown above the table: name -> text template.
+    #[serde(default)]
+    pub facts: IndexMap<String, serde_yaml::Value>,
+    /// Whether this report is a finding (a problem found); default: it has rows.
+    pub found: Option<String>,
+    /// A text template shown instead of the table when there are no rows.
+    pub empty: Option<String>,
 }
 
 /// A list of strings, or one string.

@@ -27,6 +27,7 @@ use crate::transport::{
 
 mod module;
 mod raw;
+mod report;
 
 use module::module;
 pub use module::probe;
@@ -411,6 +412,78 @@ impl Ctx {
     }
 }
 
+/// The most characters of one value a failed `assert` shows.
+const SHOWN_VALUE: usize = 200;
+
+/// The values an expression reads, for the message of a failed `assert`: each path it names
+/// from a variable (`x`, `probe.stdout`, `hosts[0].state`) with its value as JSON, e.g.
+/// `x = 2, probe.stdout = "Down"`. A path that does not evaluate is shown by its longest part
+/// that does. Secrets are masked by the sink, like every message.
+fn read_values(cx: &Ctx, e: &crate::template::Expr, ctx: &Value) -> String {
+    static PATH: std::sync::LazyLock<regex::Regex> = std::sync::LazyLock::new(|| {
+        regex::Regex::new(
+            r#"[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*|\[[0-9]+\]|\['[^']*'\]|\["[^"]*"\])*"#,
+        )
+        .unwrap_or_else(|_| unreachable!("a valid pattern"))
+    });
+    static PART: std::sync::LazyLock<regex::Regex> = std::sync::LazyLock::new(|| {
+        regex::Regex::new(r#"\.[A-Za-z_][A-Za-z0-9_]*$|\[[^\]]*\]$"#)
+            .unwrap_or_else(|_| unreachable!("a valid pattern"))
+    });
+    let src: &str = &e.source;
+    let mut shown: Vec<String> = Vec::new();
+    let mut seen = std::collections::BTreeSet::new();
+    for m in PATH.find_iter(src) {
+        let before = src[..m.start()].trim_end();
+        let root = m.as_str().split(['.', '[']).next().unwrap_or("");
+        if !e.vars.contains(root) || before.ends_with('.') || before.ends_with('|') {
+            continue;
+        }
+        let mut path = m.as_str().to_string();
+        loop {
+            let expr = crate::template::Expr {
+                source: std::sync::Arc::from(path.as_str()),
+                loc: e.loc.clone(),
+                vars: Default::default(),
+                attrs: Vec::new(),
+            };
+            match cx.plan.program.templates.eval(&expr, ctx) {
+                Ok(v) if !v.is_undefined() => {
+                    if seen.insert(path.clone()) {
+                        let json = serde_json::to_string(&v).unwrap_or_else(|_| v.to_string());
+                        shown.push(format!("{path} = {}", cut(&json, SHOWN_VALUE)));
+                    }
+                    break;
+                }
+                _ => match PART.find(&path) {
+                    Some(p) => path.truncate(p.start()),
+                    None => break,
+                },
+            }
+        }
+    }
+    shown.join(", ")
+}
+
+/// `text` cut to its first `max` characters, with `…` when it was longer.
+fn cut(text: &str, max: usize) -> String {
+    if text.chars().count() <= max {
+        return text.to_string();
+    }
+    let mut out: String = text.chars().take(max).collect();
+    out.push('…');
+    out
+}
+
+/// A rendered fact's value (`set:`, a report's `facts:`): JSON for a number, boolean, list or
+/// map becomes that value; anything else stays text.
+fn fact_value(s: String) -> J {
+    match serde_json::from_str::<J>(&s) {
+        Ok(v @ (J::Number(_) | J::Bool(_) | J::Array(_) | J::Object(_))) => v,
+        _ => J::String(s),
+    }
+}
+
 fn with_result(ctx: &Value, register: &str, result: &J) -> Value {
     let r = Value::from_serialize(result);
     // minijinja looks a key up from the last map to the first: the step's own result wins
@@ -578,9 +651,18 @@ async fn run_kind(
                 match cx.test(e, ctx) {
                     Ok(true) => {}
                     Ok(false) => {
-                        let text = match msg {
-                            Some(m) => cx.render(m, ctx).unwrap_or_else(|e| e),
-                            None => format!("assertion failed: {}", e.source),
+                        let values = read_values(cx, e, ctx);
+                        let text = match (msg, values.is_empty()) {
+                            (Some(m), true) => cx.render(m, ctx).unwrap_or_else(|e| e),
+                            (Some(m), false) => format!(
+                                "{} (that: {}; {values})",
+                                cx.render(m, ctx).unwrap_or_else(|e| e),
+                                e.source
+                            ),
+                            (None, true) => format!("assertion failed: {}", e.source),
+                            (None, false) => {
+                                format!("assertion failed: {}; {values}", e.source)
+                            }
                         };
                         return NodeResult::failed(text, json!({"failed": true, "changed": false}));
                     }
@@ -593,13 +675,7 @@ async fn run_kind(
             let mut out = Vec::new();
             for (k, t) in facts {
                 match cx.render(t, ctx) {
-                    Ok(s) => {
-                        let v = match serde_json::from_str::<J>(&s) {
-                            Ok(v @ (J::Number(_) | J::Bool(_) | J::Array(_) | J::Object(_))) => v,
-                            _ => J::String(s),
-                        };
-                        out.push((k.clone(), v));
-                    }
+                    Ok(s) => out.push((k.clone(), fact_value(s))),
                     Err(e) => return NodeResult::bad_input(e, json!({"failed": true})),
                 }
             }
@@ -700,5 +776,6 @@ async fn run_kind(
         Kind::Module { kind, spec, tpls } => {
             module(cx, step, host, ctx, *kind, spec, tpls, timeout).await
         }
+        Kind::Report(spec) => report::report(cx, step, &host.name, ctx, spec),
     }
 }

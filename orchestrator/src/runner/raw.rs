@@ -67,11 +67,12 @@ pub(super) async fn attempts(
         let attempts = total;
         return NodeResult::failed(
             format!(
-                "`until` still false after {attempts} attempt(s): {}",
+                "`until` still false after {attempts} attempt(s): {}; {}",
                 step.until
                     .as_ref()
                     .map(|u| u.source.to_string())
-                    .unwrap_or_default()
+                    .unwrap_or_default(),
+                last_output(&last.registered)
             ),
             merge(last.registered, json!({"failed": true})),
         );
@@ -104,6 +105,45 @@ fn attempt_settings(cx: &Ctx, step: &Step, ctx: &Value) -> Result<(u32, Duration
         }
     };
     Ok((retries, delay))
+}
+
+/// The most characters of an output or a reply a failed `until` quotes.
+const QUOTED: usize = 400;
+
+/// What the last attempt of a step saw, on one line, for the message of a failed `until`: a
+/// command's exit status and the end of its stdout and stderr, or the API's reply (cut to
+/// [`QUOTED`] characters). Secrets in it are masked by the sink, like every message.
+pub(super) fn last_output(registered: &J) -> String {
+    let end = |s: &str| {
+        let n = s.chars().count();
+        let tail: String = s.chars().skip(n.saturating_sub(QUOTED)).collect();
+        if n > QUOTED {
+            format!("…{tail}")
+        } else {
+            tail
+        }
+    };
+    if let Some(rc) = registered.get("rc") {
+        let text = |k: &str| {
+            registered
+                .get(k)
+                .and_then(J::as_str)
+                .unwrap_or("")
+                .to_string()
+        };
+        let mut words = format!("last output: rc {rc}, stdout {:?}", end(&text("stdout")));
+        let err = text("stderr");
+        if !err.is_empty() {
+            words.push_str(&format!(", stderr {:?}", end(&err)));
+        }
+        return words;
+    }
+    match registered.get("json") {
+        Some(reply) => {
+            format!("last reply: {}", cut(&reply.to_string(), QUOTED))
+        }
+        None => "no output".to_string(),
+    }
 }
 
 /// Interpret a result: failed_when (default: rc != 0), changed_when (default: mutating).

@@ -28,6 +28,8 @@ use minijinja::value::{Object, Value};
 use minijinja::{AutoEscape, Environment, ErrorKind, State, UndefinedBehavior};
 
 use crate::error::Diagnostic;
+pub use crate::quote::shell_quote;
+use crate::quote::NUL_VALUE;
 use crate::source::{Loc, Pos, Source};
 
 pub use names::{Known, NameKind};
@@ -164,7 +166,7 @@ impl Templates {
         // `group_name(PREFIX)`: the inventory group the CloudStack source makes for a name, e.g.
         // `"Web VPC" | group_name("vpc")` is `vpc_web_vpc`.
         env.add_filter("group_name", |name: String, prefix: String| {
-            crate::cloudstack::inventory::group_name(&prefix, &name)
+            crate::inventory::dynamic::group_name(&prefix, &name)
         });
         env.add_filter(
             "regex_search",
@@ -452,8 +454,6 @@ fn value_text(v: &Value) -> String {
     }
 }
 
-const NUL_VALUE: &str = "a value contains a NUL byte, which no program argument can carry";
-
 /// A value as a shell template's formatter writes it: a `raw` value as is, any other between
 /// two [`shell::MARK`]s for [`shell::assemble`] to quote. Values with a NUL byte are refused.
 fn shell_mark(value: &Value) -> Result<String, String> {
@@ -479,14 +479,6 @@ fn shell_mark(value: &Value) -> Result<String, String> {
         return Err(NUL_VALUE.into());
     }
     Ok(format!("{m}{text}{m}", m = shell::MARK))
-}
-
-/// POSIX single-quoting for a bare place in a command line; plain words stay as they are.
-pub fn shell_quote(text: &str) -> Result<String, String> {
-    if text.contains(shell::MARK) {
-        return Err(NUL_VALUE.into());
-    }
-    Ok(shell::quote_bare(text))
 }
 
 /// Where the byte range `offset..offset + len` of a template's `text`, found at `loc`, is in the

@@ -20,6 +20,8 @@
 //!
 //! Not here: rendering (the parent module) and which fields are shell templates (compile).
 
+pub use crate::quote::quote_bare;
+
 /// Where in a command line an interpolated value lands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Context {
@@ -499,29 +501,6 @@ impl Scanner {
             }),
             _ => {}
         }
-    }
-}
-
-/// Shell reserved words: a plain value equal to one of them is quoted, so it can never be read
-/// as syntax.
-const RESERVED: &[&str] = &[
-    "if", "then", "else", "elif", "fi", "do", "done", "case", "esac", "while", "until", "for",
-    "in", "function", "select", "time", "coproc",
-];
-
-/// A value unquoted: POSIX single quotes, or the value itself when it is a plain word (letters,
-/// digits and `@%+:./_-`, not a reserved word). `=` and `,` are quoted: they could make an
-/// assignment or a brace expansion together with the text around the value.
-pub fn quote_bare(text: &str) -> String {
-    let plain = !text.is_empty()
-        && text
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"@%+:./-_".contains(&b))
-        && !RESERVED.contains(&text);
-    if plain {
-        text.to_string()
-    } else {
-        format!("'{}'", text.replace('\'', r"'\''"))
     }
 }
 

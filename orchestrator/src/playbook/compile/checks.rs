@@ -248,11 +248,14 @@ pub(super) fn result_fields(kind: &Kind) -> Option<&'static [&'static str]> {
         EVERY[2],
     ];
     const MODULE: &[&str] = &["before", "after", "diff", EVERY[0], EVERY[1], EVERY[2]];
+    // REPORT_RESULT_FIELDS and the common ones (a test holds the two together)
+    const REPORT: &[&str] = &["rows", "facts", "found", EVERY[0], EVERY[1], EVERY[2]];
     Some(match kind {
         Kind::Ssh { .. } => SSH,
         Kind::Api { .. } => API,
         Kind::Module { .. } => MODULE,
         Kind::Wait(_) | Kind::Assert { .. } | Kind::Set(_) => &EVERY,
+        Kind::Report(_) => REPORT,
     })
 }
 
@@ -345,6 +348,16 @@ fn step_sources<'a>(s: &'a Step) -> Vec<Read<'a>> {
             }
         }
         Kind::Set(facts) => facts.iter().for_each(|(_, a)| t(a, false)),
+        Kind::Report(r) => {
+            t(&r.title, false);
+            r.facts.iter().for_each(|(_, a)| t(a, false));
+            if let Some(e) = &r.empty {
+                t(e, false);
+            }
+            if let Some(super::program::Rows::Tpl(rows)) = &r.rows {
+                t(rows, false);
+            }
+        }
     }
     // rollback actions may read the step's own result
     match &s.undo {
@@ -364,6 +377,15 @@ fn step_sources<'a>(s: &'a Step) -> Vec<Read<'a>> {
     let mut e = |x: &'a Expr, own: bool| out.push((&x.vars, &x.attrs[..], &x.loc, own));
     if let Kind::Assert { that, .. } = &s.kind {
         that.iter().for_each(|x| e(x, false));
+    }
+    if let Kind::Report(r) = &s.kind {
+        if let Some(super::program::Rows::Expr(rows)) = &r.rows {
+            e(rows, false);
+        }
+        // `found` may read the report's own result (`result.rows`).
+        if let Some(found) = &r.found {
+            e(found, true);
+        }
     }
     s.when.iter().for_each(|x| e(x, false));
     for x in [&s.until, &s.changed_when, &s.failed_when]

@@ -15,7 +15,7 @@
 //! Files: `program.rs` the compiled types ([`Program`], [`Step`], [`Kind`], [`Undo`],
 //! [`Param`], ...), `params.rs` a scope's parameter and var declarations, `sections.rs` a
 //! section's items in order (ids, `needs`, `consumes`), `step.rs` one step (its kind, how it
-//! is undone, its options), `include.rs` an `include` and its parameter bindings, `checks.rs`
+//! is undone, its options), `include.rs` an `include` and its parameter bindings, `report.rs` a `report:` step's keys, `checks.rs`
 //! the checks over the whole program (duplicate ids, cycles, variables). This file holds the
 //! entry [`compile`], the compiler's state and the helpers they share.
 
@@ -23,6 +23,7 @@ mod checks;
 mod include;
 mod params;
 mod program;
+mod report;
 mod sections;
 mod step;
 
@@ -32,7 +33,8 @@ use crate::source::Source;
 use crate::template::{Expr, Mode, Templates, Tpl};
 
 pub use program::{
-    json_text, Kind, Param, Phase, Program, Scope, Setting, Step, Undo, BUILTIN_VARS,
+    json_text, Kind, Param, Phase, Program, ReportSpec, Rows, Scope, Setting, Step, Undo,
+    BUILTIN_VARS, REPORT_RESULT_FIELDS,
 };
 
 /// Compile a loaded playbook. Every problem found is reported, not just the first.
@@ -252,6 +254,19 @@ mod tests {
     }
 
     #[test]
+    fn a_reports_result_fields_are_checked() {
+        let p = compile_text("name: x\nsteps:\n  - id: r\n    report: { rows: \"[]\" }\n")
+            .unwrap_or_else(|d| panic!("{}", d.render(false)));
+        let fields = checks::result_fields(&p.steps[0].kind).unwrap_or_default();
+        assert!(REPORT_RESULT_FIELDS.iter().all(|f| fields.contains(f)));
+        let e = first_error("name: x\nsteps:\n  - id: r\n    report: { rows: \"[]\" }\n  - id: a\n    assert: { that: r.fuond }\n");
+        assert!(
+            e.contains("`r` is the result of step r (report), which has no field `fuond`"),
+            "{e}"
+        );
+    }
+
+    #[test]
     fn functions_are_not_variables_and_unknown_names_are_errors() {
         let p = compile_text("name: x\nsteps:\n  - id: a\n    set: { n: '{% set ns = namespace(c=0) %}{{ range(3) | list | length + ns.c }}', d: '{{ dict(a=1) | tojson }}' }\n")
             .unwrap_or_else(|d| panic!("{}", d.render(false)));
@@ -266,6 +281,83 @@ mod tests {
             "name: x\nsteps:\n  - id: a\n    set: { n: \"{{ 'a | nope' | lowr }}\" }\n",
         );
         assert_eq!(e, "t.yml:4:32: unknown filter `lowr`");
+    }
+
+    #[test]
+    fn a_report_compiles_with_every_key_in_any_section() {
+        let p = compile_text(
+            "name: x\nvars:\n  nics: []\ndetect:\n  - id: seen\n    report:\n      title: \"NICs ({{ nics | length }})\"\n      rows: nics\n      columns: [vm, nic]\n      facts: { count: \"{{ nics | length }}\" }\n      found: result.rows | length > 1\n      empty: no stale NICs\nsteps:\n  - id: again\n    on: h\n    report:\n      rows: \"{% for n in nics %}- {{ n }}\\n{% endfor %}\"\nverify:\n  - id: after\n    report: { title: \"{{ seen.found }}\", rows: \"{{ seen.rows }}\" }\n",
+        )
+        .unwrap_or_else(|d| panic!("{}", d.render(false)));
+        let names: Vec<&str> = p.steps.iter().map(|s| s.kind.name()).collect();
+        assert_eq!(names, ["report", "report", "report"]);
+        assert!(p.steps.iter().all(|s| !s.mutating()));
+        match &p.steps[0].kind {
+            Kind::Report(r) => {
+                assert!(matches!(r.rows, Some(Rows::Expr(_))));
+                assert_eq!(
+                    r.columns.as_deref(),
+                    Some(&["vm".to_string(), "nic".to_string()][..])
+                );
+                assert_eq!(r.facts.len(), 1);
+                assert!(r.found.is_some() && r.empty.is_some());
+            }
+            other => panic!("{other:?}"),
+        }
+        match &p.steps[1].kind {
+            Kind::Report(r) => assert!(matches!(r.rows, Some(Rows::Tpl(_)))),
+            other => panic!("{other:?}"),
+        }
+        // the verify report reads the detect report's result
+        assert!(p.steps[2].reads.contains_key("seen"));
+    }
+
+    #[test]
+    fn a_report_refuses_keys_it_has_no_use_for() {
+        let e =
+            first_error("name: x\nsteps:\n  - id: r\n    report: { rows: \"[]\", colums: [a] }\n");
+        assert!(e.contains("unknown field `colums`"), "{e}");
+        let e = first_error(
+            "name: x\nsteps:\n  - id: r\n    report: { rows: \"[]\" }\n    retries: 3\n",
+        );
+        assert_eq!(
+            e,
+            "t.yml:5:5: step r is a report; `retries` has no meaning here"
+        );
+        let e = first_error(
+            "name: x\nsteps:\n  - id: r\n    report: { rows: \"[]\" }\n    failed_when: r.found\n",
+        );
+        assert!(e.contains("`failed_when` has no meaning here"), "{e}");
+        let e = first_error(
+            "name: x\nsteps:\n  - id: r\n    report: { rows: \"[]\" }\n    no_rollback: why\n",
+        );
+        assert!(
+            e.contains("step r is read-only; `no_rollback` has no meaning here"),
+            "{e}"
+        );
+        let e = first_error(
+            "name: x\nsteps:\n  - id: r\n    report: { rows: \"[]\" }\n    changes: none\n",
+        );
+        assert!(e.contains("`changes: none` applies to ssh steps"), "{e}");
+        let e = first_error(
+            "name: x\nsteps:\n  - id: r\n    report: { rows: \"[]\" }\n    set: { a: b }\n",
+        );
+        assert!(e.contains("has several kinds (set, report)"), "{e}");
+        let e = first_error(
+            "name: x\nsteps:\n  - id: r\n    report: { rows: \"[]\", columns: [a, b, a] }\n",
+        );
+        assert_eq!(e, "t.yml:4:43: step r: column \"a\" is named twice");
+        let e =
+            first_error("name: x\nsteps:\n  - id: r\n    report: { rows: \"[]\", columns: [] }\n");
+        assert!(e.contains("`columns` is empty"), "{e}");
+        let e = first_error("name: x\nsteps:\n  - id: r\n    report: { rows: \"nics |\" }\n");
+        assert!(e.contains("invalid expression"), "{e}");
+        // what the rows read must run before it
+        let e = first_error("name: x\nsteps:\n  - id: r\n    report: { rows: later.items }\n  - id: later\n    api: { command: listHosts }\n");
+        assert!(
+            e.contains("registered by step later, which does not run before it"),
+            "{e}"
+        );
     }
 
     #[test]

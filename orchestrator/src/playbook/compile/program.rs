@@ -176,7 +176,35 @@ pub enum Kind {
         msg: Option<Tpl>,
     },
     Set(Vec<(String, Tpl)>),
+    /// `report:` a titled table of findings and key facts ([`ReportSpec`]).
+    Report(Box<ReportSpec>),
 }
+
+/// A compiled `report:` step. Its result: `rows` (as evaluated), `facts` (name -> value) and
+/// `found`, besides `changed`, `failed` and `skipped`.
+#[derive(Debug, Clone)]
+pub struct ReportSpec {
+    pub title: Tpl,
+    pub rows: Option<Rows>,
+    /// The columns as written (`None`: the keys of the first row).
+    pub columns: Option<Vec<String>>,
+    pub facts: Vec<(String, Tpl)>,
+    /// Whether it is a finding; `None`: it has rows. May read its own result (`result.rows`).
+    pub found: Option<Expr>,
+    pub empty: Option<Tpl>,
+}
+
+/// Where a report's rows come from.
+#[derive(Debug, Clone)]
+pub enum Rows {
+    /// An expression evaluating to a list.
+    Expr(Expr),
+    /// A template whose text is a YAML (or JSON) list.
+    Tpl(Tpl),
+}
+
+/// The result fields of a `report` step, besides `changed`, `failed` and `skipped`.
+pub const REPORT_RESULT_FIELDS: &[&str] = &["rows", "facts", "found"];
 
 impl Kind {
     pub fn name(&self) -> &'static str {
@@ -187,6 +215,7 @@ impl Kind {
             Kind::Wait(_) => "wait",
             Kind::Assert { .. } => "assert",
             Kind::Set(_) => "set",
+            Kind::Report(_) => "report",
         }
     }
 }
@@ -277,7 +306,7 @@ impl Step {
     }
 
     /// Whether it runs on the controller (API calls and structured CloudStack modules, and
-    /// `assert`/`set`/`wait` without `on`).
+    /// `assert`/`set`/`wait`/`report` without `on`).
     pub fn on_controller(&self) -> bool {
         self.on.is_none()
     }

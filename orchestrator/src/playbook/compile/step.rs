@@ -1,5 +1,5 @@
-//! One step: exactly one kind (ssh, api, wait, assert, set or a module, whose static arguments
-//! are checked now), whether it changes things, how its change is undone (`rollback`,
+//! One step: exactly one kind (ssh, api, wait, assert, set, report (its keys in `report.rs`) or
+//! a module, whose static arguments are checked now), whether it changes things, how its change is undone (`rollback`,
 //! `irreversible`, `no_rollback`, a module's own undo), and its options (`on`, `when`,
 //! `retries`/`until`, `serial`, ...), each checked where it is written.
 //!
@@ -47,6 +47,9 @@ impl Compiler<'_> {
         if doc.set.is_some() {
             kinds.push("set");
         }
+        if doc.report.is_some() {
+            kinds.push("report");
+        }
         let module_values: Vec<(ModuleKind, &serde_yaml::Value)> = [
             (ModuleKind::Service, &doc.service),
             (ModuleKind::File, &doc.file),
@@ -63,7 +66,7 @@ impl Compiler<'_> {
         kinds.extend(module_values.iter().map(|(k, _)| k.key()));
         if kinds.len() != 1 {
             let msg = if kinds.is_empty() {
-                format!("step {local} does nothing: give one of ssh, api, wait, assert, set, include or a module")
+                format!("step {local} does nothing: give one of ssh, api, wait, assert, set, report, include or a module")
             } else {
                 format!(
                     "step {local} has several kinds ({}); give exactly one",
@@ -154,6 +157,11 @@ impl Compiler<'_> {
                 ));
             }
             (Kind::Set(facts), Access::ReadOnly)
+        } else if let Some(r) = &doc.report {
+            (
+                self.report_kind(src, path, local, doc, r)?,
+                Access::ReadOnly,
+            )
         } else {
             let (mk, value) = module_values[0];
             let at = p(mk.key());

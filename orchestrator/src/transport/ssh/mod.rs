@@ -290,7 +290,7 @@ fn nested_command(
     target: &crate::inventory::Connection,
     line: &str,
 ) -> Result<String, String> {
-    let q = crate::template::shell_quote;
+    let q = crate::quote::shell_quote;
     Ok(format!(
         "ssh -i {} -p {} -o BatchMode=yes -o StrictHostKeyChecking=no \
          -o UserKnownHostsFile=/dev/null -o ConnectTimeout=10 -o LogLevel=ERROR -- {} {}",
