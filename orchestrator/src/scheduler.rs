@@ -147,6 +147,9 @@ pub struct Scheduler {
     refused: bool,
     /// Every name a step registers a result or a fact under, in any scope.
     result_names: std::collections::BTreeSet<String>,
+    /// The failure that stopped the run was the playbook's input (a template that could not
+    /// be rendered at run time): exit 4 when nothing was changed.
+    bad_input: bool,
     /// Reports that found a problem (`step@target`), and their findings.
     found: Vec<String>,
     findings: usize,
@@ -167,6 +170,7 @@ impl Scheduler {
             drift: Vec::new(),
             refused: false,
             result_names: Default::default(),
+            bad_input: false,
             found: Vec::new(),
             findings: 0,
         }
@@ -424,6 +428,7 @@ impl Scheduler {
                                     prediction: None,
                                     touched: None,
                                     settles_by: None,
+                                    bad_input: true,
                                 };
                                 self.finish_now(
                                     ix,
@@ -540,6 +545,7 @@ impl Scheduler {
             prediction: None,
             touched: None,
             settles_by: None,
+            bad_input: false,
         }
     }
 
@@ -713,6 +719,7 @@ impl Scheduler {
                 self.failed_targets.insert(node.target.clone());
             } else {
                 if failure.is_none() {
+                    self.bad_input = r.bad_input;
                     *failure = Some(format!(
                         "step {} failed on {}: {}",
                         step.id,
@@ -747,7 +754,10 @@ impl Scheduler {
                 let ctx = self.context_root();
                 match self.plan().program.templates.test(e, &ctx) {
                     Ok(b) => applies = b,
-                    Err(err) => result = Err(format!("applies_when: {err}")),
+                    Err(err) => {
+                        self.bad_input = true;
+                        result = Err(format!("applies_when: {err}"));
+                    }
                 }
             }
         }
@@ -853,7 +863,12 @@ impl Scheduler {
                 summary.exit = ExitCode::RolledBack;
                 summary.status = format!("failed ({reason}); {}", undone_words(&report));
             } else if report.not_undone.is_empty() {
-                summary.exit = ExitCode::FailedUnchanged;
+                // A template the run could not render is bad input, like one validate refuses.
+                summary.exit = if self.bad_input {
+                    ExitCode::InvalidInput
+                } else {
+                    ExitCode::FailedUnchanged
+                };
                 summary.status = format!("failed ({reason}); nothing was changed");
                 if report.unchanged > 0 {
                     summary.status.push_str(&format!(

@@ -502,6 +502,73 @@ fn a_step_that_outlives_its_timeout_fails_the_run() {
     assert!(started.elapsed() < std::time::Duration::from_secs(4));
 }
 
+/// A playbook that reads a host variable's attribute that is not there (`cs.rol`): validate
+/// cannot know the inventory's values, so it fails when the step renders. `changed_first`
+/// puts a real change before it (a file mode), else the read is a detect step.
+fn undefined_at_run_time(changed_first: bool) -> String {
+    let show = "  - id: show\n    on: local\n    ssh: echo {{ cs.rol }}\n    changes: none\n";
+    let mode = "  - id: mode\n    on: local\n    file: { path: \"{{ path }}\", mode: \"0644\" }\n";
+    let head = "name: undefined-at-run-time\nparams:\n  path: { required: true }\n";
+    if changed_first {
+        format!("{head}steps:\n{mode}{show}")
+    } else {
+        format!("{head}detect:\n{show}steps:\n{mode}")
+    }
+}
+
+#[test]
+fn an_undefined_name_at_run_time_is_exit_4_and_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let inv = dir.path().join("inv.yml");
+    std::fs::write(
+        &inv,
+        "all:\n  hosts:\n    local: { ansible_connection: local, cs: { role: management } }\n",
+    )
+    .unwrap();
+    let file = dir.path().join("f");
+    std::fs::write(&file, "x").unwrap();
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let p = format!("path={}", file.display());
+    let log = dir.path().join("a.jsonl");
+    let run = |pb: &Path, extra: &str| {
+        remedy(
+            &[
+                "apply",
+                pb.to_str().unwrap(),
+                "-i",
+                inv.to_str().unwrap(),
+                "-e",
+                &p,
+                extra,
+                "--audit-log",
+                log.to_str().unwrap(),
+            ],
+            dir.path(),
+        )
+    };
+    let named = "undefined value in `cs.rol`: `cs` has no attribute `rol` (it has: role); \
+                 did you mean \"role\"?";
+    let pb = dir.path().join("detect.yml");
+    std::fs::write(&pb, undefined_at_run_time(false)).unwrap();
+    // validate passes: the inventory's values are not its to know
+    let o = remedy(&["validate", pb.to_str().unwrap()], dir.path());
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    for extra in ["--dry-run", "--yes"] {
+        let o = run(&pb, extra);
+        assert_eq!(o.status.code(), Some(4), "{extra}: {}", text(&o));
+        assert!(text(&o).contains(named), "{extra}: {}", text(&o));
+        assert!(text(&o).contains("nothing was changed"), "{}", text(&o));
+        assert_eq!(mode(&file), 0o600);
+    }
+    // After a change, the run still rolls back and says so (exit 2), with the name as reason.
+    let pb = dir.path().join("after.yml");
+    std::fs::write(&pb, undefined_at_run_time(true)).unwrap();
+    let o = run(&pb, "--yes");
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(text(&o).contains(named), "{}", text(&o));
+    assert_eq!(mode(&file), 0o600, "mode not restored");
+}
+
 #[test]
 fn irreversible_steps_are_refused_without_the_flag_and_json_output_is_one_event_per_line() {
     let dir = tempfile::tempdir().unwrap();

@@ -212,3 +212,55 @@ fn documented_playbooks_compile_and_validate() {
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
+
+/// The names a `- **Kind**: ...` line of docs/playbooks.md lists in backticks.
+fn documented_names(doc: &str, kind: &str) -> Option<std::collections::BTreeSet<String>> {
+    let head = format!("- **{kind}**: ");
+    let line = doc.lines().find_map(|l| l.strip_prefix(head.as_str()))?;
+    Some(
+        line.split('`')
+            .skip(1)
+            .step_by(2)
+            .map(str::to_string)
+            .collect(),
+    )
+}
+
+#[test]
+fn the_docs_list_every_filter_test_and_function() {
+    let doc = std::fs::read_to_string(workspace().join("docs/playbooks.md"))
+        .unwrap_or_else(|e| panic!("docs/playbooks.md: {e}"));
+    let templates = remedy::template::Templates::new();
+    let known = templates.known();
+    let mut wrong = Vec::new();
+    for (kind, names) in [
+        ("Filters", &known.filters),
+        ("Tests", &known.tests),
+        ("Functions", &known.functions),
+    ] {
+        assert!(
+            names.len() >= 4,
+            "the environment has only {names:?} as {kind}"
+        );
+        if documented_names(&doc, kind).as_ref() != Some(names) {
+            let list: Vec<String> = names.iter().map(|n| format!("`{n}`")).collect();
+            wrong.push(format!("- **{kind}**: {}", list.join(", ")));
+        }
+    }
+    assert!(
+        wrong.is_empty(),
+        "docs/playbooks.md (Filters, tests and functions) differs from the environment; the \
+         lines should read:\n{}",
+        wrong.join("\n")
+    );
+    // remedy's own are there
+    for (set, name) in [
+        (&known.filters, "raw"),
+        (&known.filters, "quote"),
+        (&known.filters, "regex_search"),
+        (&known.tests, "match"),
+        (&known.functions, "namespace"),
+    ] {
+        assert!(set.contains(name), "{name}");
+    }
+}

@@ -313,3 +313,57 @@ async fn max_fail_percentage_tolerates_a_minority_and_stops_that_target() {
         summary.status
     );
 }
+
+/// `retries` and `delay` from parameters: rendered per node; a value that is no count is the
+/// playbook's error at run time (exit 4), named at its field.
+#[tokio::test]
+async fn retries_and_delay_may_be_templates() {
+    let dir = tempfile::tempdir().unwrap();
+    let pb = write(
+        dir.path(),
+        "pb.yml",
+        r#"
+name: polls
+params:
+  attempts: { default: "4" }
+  pause: { default: 10ms }
+steps:
+  - id: poll
+    on: r1
+    ssh: checkrouter.sh
+    changes: none
+    retries: "{{ attempts }}"
+    delay: "{{ pause }}"
+    until: "'PRIMARY' in poll.stdout"
+"#,
+    );
+    let inv = write(dir.path(), "inv.yml", INVENTORY);
+    // Three polls are needed: 4 retries are enough, 1 is not.
+    for (attempts, exit, polls) in [("4", 0, "3"), ("1", 7, "2")] {
+        let f = fake();
+        let (_, summary, _) = run(
+            plan(&pb, &inv, &[("attempts", attempts)]),
+            Arc::new(f.clone()),
+            RunOptions::default(),
+        )
+        .await;
+        assert_eq!(summary.exit.code(), exit, "{attempts}: {}", summary.status);
+        assert_eq!(f.state("polls").as_deref(), Some(polls), "{attempts}");
+    }
+    let f = fake();
+    let (_, summary, _) = run(
+        plan(&pb, &inv, &[("attempts", "many")]),
+        Arc::new(f.clone()),
+        RunOptions::default(),
+    )
+    .await;
+    assert_eq!(summary.exit.code(), 4, "{}", summary.status);
+    assert!(
+        summary
+            .status
+            .contains("pb.yml:11:14: retries is \"many\": expected a whole number, 0 or more"),
+        "{}",
+        summary.status
+    );
+    assert!(f.calls().is_empty(), "nothing ran: {:?}", f.calls());
+}

@@ -6,6 +6,7 @@ pub mod load;
 pub mod model;
 
 pub use compile::{
-    compile, Kind, Param, Phase, Program, ReportSpec, Rows, Scope, Step, Undo, REPORT_RESULT_FIELDS,
+    compile, Kind, Param, Phase, Program, ReportSpec, Rows, Scope, Setting, Step, Undo,
+    REPORT_RESULT_FIELDS,
 };
 pub use load::{load, Loaded};

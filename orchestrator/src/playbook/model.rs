@@ -89,8 +89,8 @@ pub struct StepDoc {
     pub needs: Vec<String>,
     pub when: Option<String>,
     pub register: Option<String>,
-    pub retries: Option<u32>,
-    pub delay: Option<Dur>,
+    pub retries: Option<Count>,
+    pub delay: Option<DurOrTemplate>,
     pub until: Option<String>,
     pub timeout: Option<Dur>,
     #[serde(default)]
@@ -278,6 +278,67 @@ impl<'de> Deserialize<'de> for Dur {
     }
 }
 
+/// Whether a setting's text is a template (`"{{ attempts }}"`) rather than a value.
+fn is_template(s: &str) -> bool {
+    s.contains("{{") || s.contains("{%")
+}
+
+/// `retries`: a number of attempts after the first, or a template that renders to one per
+/// target when the step runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Count {
+    Value(u32),
+    Template(String),
+}
+
+impl<'de> Deserialize<'de> for Count {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        match serde_yaml::Value::deserialize(d)? {
+            serde_yaml::Value::String(s) if is_template(&s) => Ok(Count::Template(s)),
+            serde_yaml::Value::String(s) => s.trim().parse().map(Count::Value).map_err(|_| {
+                de::Error::custom(format!(
+                    "invalid count {s:?}: expected a whole number (0 or more) or a template"
+                ))
+            }),
+            v => u32::deserialize(v)
+                .map(Count::Value)
+                .map_err(|e| de::Error::custom(format!("{e} (a whole number, 0 or more)"))),
+        }
+    }
+}
+
+/// `delay`: a duration, or a template that renders to one per target when the step runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DurOrTemplate {
+    Value(Dur),
+    Template(String),
+}
+
+impl<'de> Deserialize<'de> for DurOrTemplate {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        match serde_yaml::Value::deserialize(d)? {
+            serde_yaml::Value::String(s) if is_template(&s) => Ok(DurOrTemplate::Template(s)),
+            v => Dur::deserialize(v)
+                .map(DurOrTemplate::Value)
+                .map_err(de::Error::custom),
+        }
+    }
+}
+
+impl Dur {
+    /// A duration as rendered text: `2s`, `1m 30s`, or a number of seconds (`1.5`).
+    pub fn parse(text: &str) -> Result<Duration, String> {
+        let t = text.trim();
+        if let Ok(n) = t.parse::<f64>() {
+            if n.is_finite() && n >= 0.0 {
+                return Ok(Duration::from_secs_f64(n));
+            }
+            return Err(format!("invalid duration {t:?}: it cannot be negative"));
+        }
+        humantime::parse_duration(t).map_err(|e| format!("invalid duration {t:?}: {e}"))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -304,10 +365,40 @@ steps:
 "#;
         let p: PlaybookDoc = serde_yaml::from_str(y).unwrap();
         assert_eq!(p.steps.len(), 3);
-        assert_eq!(p.steps[0].delay, Some(Dur(Duration::from_secs(2))));
+        assert_eq!(
+            p.steps[0].delay,
+            Some(DurOrTemplate::Value(Dur(Duration::from_secs(2))))
+        );
+        assert_eq!(p.steps[0].retries, Some(Count::Value(3)));
         assert_eq!(p.steps[0].timeout, Some(Dur(Duration::from_secs(60))));
         assert!(matches!(p.steps[1].rollback, Some(RollbackDoc::Api(_))));
         assert_eq!(p.steps[2].assert.as_ref().unwrap().that.0.len(), 1);
+    }
+
+    #[test]
+    fn retries_and_delay_may_be_templates() {
+        let y = "name: x\nsteps:\n  - id: a\n    wait: 1s\n    retries: \"{{ n }}\"\n    delay: \"{{ d }}s\"\n  - id: b\n    wait: 1s\n    retries: \"2\"\n    delay: 1.5\n";
+        let p: PlaybookDoc = serde_yaml::from_str(y).unwrap();
+        assert_eq!(p.steps[0].retries, Some(Count::Template("{{ n }}".into())));
+        assert_eq!(
+            p.steps[0].delay,
+            Some(DurOrTemplate::Template("{{ d }}s".into()))
+        );
+        assert_eq!(p.steps[1].retries, Some(Count::Value(2)));
+        assert_eq!(
+            p.steps[1].delay,
+            Some(DurOrTemplate::Value(Dur(Duration::from_millis(1500))))
+        );
+        for bad in ["-1", "three", "\"two\""] {
+            let y = format!("name: x\nsteps:\n  - id: a\n    wait: 1s\n    retries: {bad}\n");
+            let e = serde_yaml::from_str::<PlaybookDoc>(&y)
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("a whole number"), "{bad}: {e}");
+        }
+        assert_eq!(Dur::parse(" 2s "), Ok(Duration::from_secs(2)));
+        assert_eq!(Dur::parse("3"), Ok(Duration::from_secs(3)));
+        assert!(Dur::parse("-1").is_err() && Dur::parse("soon").is_err());
     }
 
     #[test]

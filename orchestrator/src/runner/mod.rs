@@ -92,6 +92,10 @@ pub struct NodeResult {
     /// step's timeout). A change whose outcome is unknown (`touched: maybe`) that reads "as
     /// before" may yet land until then.
     pub settles_by: Option<jiff::Timestamp>,
+    /// It failed on its own input: a template or expression that could not be rendered or
+    /// evaluated (an undefined name validate could not know, a value no quoting keeps inert).
+    /// A run that fails so and changed nothing ends with exit 4 (invalid input).
+    pub bad_input: bool,
 }
 
 impl NodeResult {
@@ -106,6 +110,7 @@ impl NodeResult {
             prediction: None,
             touched: None,
             settles_by: None,
+            bad_input: false,
         }
     }
 
@@ -120,7 +125,15 @@ impl NodeResult {
             prediction: None,
             touched: None,
             settles_by: None,
+            bad_input: false,
         }
+    }
+
+    /// A failure of the step's own templates or expressions (see [`NodeResult::bad_input`]).
+    fn bad_input(error: String, registered: J) -> Self {
+        let mut r = NodeResult::failed(error, registered);
+        r.bad_input = true;
+        r
     }
 
     /// A failure after the change was announced, with what is known of the target.
@@ -142,6 +155,7 @@ impl NodeResult {
             prediction: Some(now),
             touched: None,
             settles_by: None,
+            bad_input: false,
         }
     }
 }
@@ -431,6 +445,7 @@ fn read_values(cx: &Ctx, e: &crate::template::Expr, ctx: &Value) -> String {
                 source: std::sync::Arc::from(path.as_str()),
                 loc: e.loc.clone(),
                 vars: Default::default(),
+                attrs: Vec::new(),
             };
             match cx.plan.program.templates.eval(&expr, ctx) {
                 Ok(v) if !v.is_undefined() => {
@@ -651,7 +666,7 @@ async fn run_kind(
                         };
                         return NodeResult::failed(text, json!({"failed": true, "changed": false}));
                     }
-                    Err(err) => return NodeResult::failed(err, json!({"failed": true})),
+                    Err(err) => return NodeResult::bad_input(err, json!({"failed": true})),
                 }
             }
             NodeResult::simple(Outcome::Ok)
@@ -661,7 +676,7 @@ async fn run_kind(
             for (k, t) in facts {
                 match cx.render(t, ctx) {
                     Ok(s) => out.push((k.clone(), fact_value(s))),
-                    Err(e) => return NodeResult::failed(e, json!({"failed": true})),
+                    Err(e) => return NodeResult::bad_input(e, json!({"failed": true})),
                 }
             }
             let mut r = NodeResult::simple(Outcome::Ok);
@@ -671,7 +686,7 @@ async fn run_kind(
         Kind::Ssh { cmd, check } => {
             let command = match cx.render(cmd, ctx) {
                 Ok(c) => c,
-                Err(e) => return NodeResult::failed(e, json!({"failed": true})),
+                Err(e) => return NodeResult::bad_input(e, json!({"failed": true})),
             };
             let action = Action::ssh(command.clone());
             if !step.mutating() {
@@ -688,7 +703,7 @@ async fn run_kind(
                         check_cmd = Some(c.clone());
                         Action::ssh(c)
                     }
-                    Err(e) => return NodeResult::failed(e, json!({"failed": true})),
+                    Err(e) => return NodeResult::bad_input(e, json!({"failed": true})),
                 };
                 match cx.act(host, &probe, Access::ReadOnly, timeout).await {
                     Ok(ActionResult::Ssh(out)) if out.rc == Some(0) => {
@@ -732,7 +747,7 @@ async fn run_kind(
                     Ok(v) => {
                         rendered.insert(k.clone(), v);
                     }
-                    Err(e) => return NodeResult::failed(e, json!({"failed": true})),
+                    Err(e) => return NodeResult::bad_input(e, json!({"failed": true})),
                 }
             }
             let action = Action::Api(ApiCall {

@@ -30,14 +30,15 @@ pub(super) async fn module(
                     *slot = J::String(v);
                 }
             }
-            Err(e) => return NodeResult::failed(e, json!({"failed": true})),
+            Err(e) => return NodeResult::bad_input(e, json!({"failed": true})),
         }
     }
     let built = ModuleSpec::from_json(kind, spec.clone()).and_then(|s| s.build());
     let m = match built {
         Ok(m) => m,
         Err(e) => {
-            return NodeResult::failed(format!("{}: {e}", kind.key()), json!({"failed": true}))
+            // its rendered arguments are invalid: the playbook's input
+            return NodeResult::bad_input(format!("{}: {e}", kind.key()), json!({"failed": true}));
         }
     };
     let before = match probe(cx, host, m.as_ref(), timeout).await {
@@ -186,6 +187,7 @@ pub(super) async fn module(
         prediction: None,
         touched: Some(Touched::Yes),
         settles_by: None,
+        bad_input: false,
     };
     if let Some(left) = still {
         r.outcome = Outcome::Failed;

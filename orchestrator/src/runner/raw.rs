@@ -12,6 +12,7 @@ use minijinja::value::Value;
 use serde_json::{json, Value as J};
 
 use super::*;
+use crate::playbook::Setting;
 /// A read-only action with `retries`/`delay`/`until`/`failed_when`.
 pub(super) async fn attempts(
     cx: &Ctx,
@@ -22,7 +23,11 @@ pub(super) async fn attempts(
     access: Access,
     timeout: Duration,
 ) -> NodeResult {
-    let total = step.retries + 1;
+    let (retries, delay) = match attempt_settings(cx, step, ctx) {
+        Ok(s) => s,
+        Err(e) => return NodeResult::bad_input(e, json!({"failed": true})),
+    };
+    let total = retries + 1;
     let mut last = NodeResult::failed("not run".into(), json!({}));
     for attempt in 1..=total {
         last = match cx.act(host, action, access, timeout).await {
@@ -34,7 +39,7 @@ pub(super) async fn attempts(
                 let c = with_result(ctx, &step.register, &last.registered);
                 match cx.test(u, &c) {
                     Ok(b) => b,
-                    Err(e) => return NodeResult::failed(e, last.registered),
+                    Err(e) => return NodeResult::bad_input(e, last.registered),
                 }
             }
             Some(_) => false,
@@ -46,11 +51,11 @@ pub(super) async fn attempts(
         if attempt < total {
             let message = format!(
                 "not yet; waiting {} (retry {attempt}/{})",
-                humantime::format_duration(step.delay),
-                step.retries
+                humantime::format_duration(delay),
+                retries
             );
             cx.progress(step, &host.name, message, None);
-            if !cx.pause(step.delay).await {
+            if !cx.pause(delay).await {
                 return NodeResult::failed(
                     "retries interrupted by a signal".into(),
                     last.registered,
@@ -73,6 +78,33 @@ pub(super) async fn attempts(
         );
     }
     last
+}
+
+/// The step's `retries` and `delay` for this node: as written, or rendered from their
+/// templates (an invalid rendered value is the playbook's error, reported at its field).
+fn attempt_settings(cx: &Ctx, step: &Step, ctx: &Value) -> Result<(u32, Duration), String> {
+    let retries = match &step.retries {
+        Setting::Value(n) => *n,
+        Setting::Template(t) => {
+            let text = cx.render(t, ctx)?;
+            text.trim().parse().map_err(|_| {
+                let text = text.trim();
+                format!(
+                    "{}: retries is {text:?}: expected a whole number, 0 or more",
+                    t.loc
+                )
+            })?
+        }
+    };
+    let delay = match &step.delay {
+        Setting::Value(d) => *d,
+        Setting::Template(t) => {
+            let text = cx.render(t, ctx)?;
+            crate::playbook::model::Dur::parse(&text)
+                .map_err(|e| format!("{}: delay: {e}", t.loc))?
+        }
+    };
+    Ok((retries, delay))
 }
 
 /// The most characters of an output or a reply a failed `until` quotes.
@@ -151,14 +183,14 @@ pub(super) fn judge(
     let failed = match &step.failed_when {
         Some(e) => match cx.test(e, &c) {
             Ok(b) => b,
-            Err(e) => return NodeResult::failed(e, reg),
+            Err(e) => return NodeResult::bad_input(e, reg),
         },
         None => default_failed,
     };
     let changed = match &step.changed_when {
         Some(e) => match cx.test(e, &c) {
             Ok(b) => b,
-            Err(e) => return NodeResult::failed(e, reg),
+            Err(e) => return NodeResult::bad_input(e, reg),
         },
         None => mutating,
     };
@@ -190,6 +222,7 @@ pub(super) fn judge(
         prediction: None,
         touched: None,
         settles_by: None,
+        bad_input: false,
     }
 }
 

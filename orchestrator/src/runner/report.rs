@@ -50,7 +50,8 @@ pub(super) fn report(
             out.registered = registered;
             out
         }
-        Err(e) => NodeResult::failed(e, json!({"failed": true, "changed": false})),
+        // every error here is one of its templates or expressions: the playbook's input
+        Err(e) => NodeResult::bad_input(e, json!({"failed": true, "changed": false})),
     }
 }
 

@@ -18,6 +18,7 @@
 //! Not here: which variables exist (the plan checks names before anything renders) and building
 //! the context (runner).
 
+pub mod names;
 pub mod shell;
 
 use std::collections::BTreeSet;
@@ -30,6 +31,8 @@ use crate::error::Diagnostic;
 pub use crate::quote::shell_quote;
 use crate::quote::NUL_VALUE;
 use crate::source::{Loc, Pos, Source};
+
+pub use names::{Known, NameKind};
 
 /// How interpolated values are written into the output.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -53,6 +56,16 @@ pub struct Tpl {
     pub vars: BTreeSet<String>,
     /// Whether the text contains any template syntax at all.
     pub is_static: bool,
+    /// `var.attr` reads of top-level variables, for the compiler to check against results.
+    pub attrs: Vec<AttrRead>,
+}
+
+/// An attribute read of a top-level variable (`probe.stdout`), where it is written.
+#[derive(Debug, Clone)]
+pub struct AttrRead {
+    pub var: String,
+    pub attr: String,
+    pub loc: Loc,
 }
 
 /// A compiled expression (`when:`, `until:`, `applies_when:`, `assert: that:` ...).
@@ -61,6 +74,8 @@ pub struct Expr {
     pub source: Arc<str>,
     pub loc: Loc,
     pub vars: BTreeSet<String>,
+    /// `var.attr` reads of top-level variables.
+    pub attrs: Vec<AttrRead>,
 }
 
 /// A render or evaluation failure at run or plan time.
@@ -77,6 +92,8 @@ pub struct Templates {
     env: Environment<'static>,
     next: usize,
     raw_uses: Vec<Diagnostic>,
+    /// Every filter, test and function `env` has (for did-you-mean and the docs).
+    known: Arc<Known>,
 }
 
 /// A value the `raw` filter marked: inserted into a shell command as syntax, unquoted.
@@ -172,11 +189,18 @@ impl Templates {
                 Ok(re.is_match(&s))
             },
         );
+        let known = Arc::new(Known::of(&env));
         Templates {
             env,
             next: 0,
             raw_uses: Vec::new(),
+            known,
         }
+    }
+
+    /// Every filter, test and function a template may use.
+    pub fn known(&self) -> &Known {
+        &self.known
     }
 
     /// Every use of the `raw` filter in the templates compiled so far, as diagnostics (for
@@ -252,21 +276,25 @@ impl Templates {
         self.env
             .add_template_owned(name.to_string(), text.to_string())
             .map_err(|e| template_diag(source, &loc, first_line, text, &e))?;
-        let vars = self
+        let compiled = self
             .env
             .get_template(&name)
-            .map(|t| t.undeclared_variables(false))
-            .map_err(|e| template_diag(source, &loc, first_line, text, &e))?
-            .into_iter()
-            .collect();
+            .map_err(|e| template_diag(source, &loc, first_line, text, &e))?;
+        let scan = {
+            let c = minijinja::machinery::get_compiled_template(&compiled);
+            names::scan(std::iter::once(&c.instructions).chain(c.blocks.values()))
+        };
+        let vars = compiled.undeclared_variables(false);
+        let checked = self.check_names(source, &loc, text, 0, &scan, vars)?;
         Ok(Tpl {
             name,
             source: Arc::from(text),
             loc,
             mode,
             first_line,
-            vars,
+            vars: checked.0,
             is_static,
+            attrs: checked.1,
         })
     }
 
@@ -282,12 +310,74 @@ impl Templates {
                 format!("invalid expression: {}", error_message(&e, inner)),
             )
         })?;
-        let vars = compiled.undeclared_variables(false).into_iter().collect();
+        let vars = compiled.undeclared_variables(false);
+        let scan = names::scan_expr(inner);
+        let base = (inner.as_ptr() as usize).saturating_sub(text.as_ptr() as usize);
+        let (vars, attrs) = self.check_names(source, &loc, text, base, &scan, vars)?;
         Ok(Expr {
             source: Arc::from(inner),
             loc,
             vars,
+            attrs,
         })
+    }
+
+    /// The filters, tests and functions `scan` found must exist (the first unknown one is an
+    /// error at its name, with did-you-mean). Returns the template's variables without the
+    /// functions it only calls, and its attribute reads located in the file. `base` is where
+    /// the scanned text starts in `text`.
+    fn check_names(
+        &self,
+        source: &Source,
+        loc: &Loc,
+        text: &str,
+        base: usize,
+        scan: &names::Scan,
+        vars: std::collections::HashSet<String>,
+    ) -> Result<(BTreeSet<String>, Vec<AttrRead>), Diagnostic> {
+        let at = |offset: Option<usize>, len: usize| match offset {
+            Some(o) if base + o + len <= text.len() => loc_in(source, loc, text, base + o, len),
+            _ => loc.clone(),
+        };
+        for u in &scan.uses {
+            if names::has(&self.env, u.kind, &u.name) {
+                continue;
+            }
+            let word = u.kind.word();
+            let candidates = self.known.of_kind(u.kind).iter().map(String::as_str);
+            let similar = crate::error::similar(&u.name, candidates);
+            let help = crate::error::did_you_mean(&similar).unwrap_or_else(|| {
+                let all: Vec<&str> = self
+                    .known
+                    .of_kind(u.kind)
+                    .iter()
+                    .map(String::as_str)
+                    .collect();
+                format!("the {word}s there are: {}", all.join(", "))
+            });
+            return Err(Diagnostic::at_loc(
+                source,
+                at(u.offset, u.name.len()),
+                format!("unknown {word} `{}`", u.name),
+            )
+            .with_len(u.name.len())
+            .with_label(format!("unknown {word}"))
+            .with_help(help));
+        }
+        let vars = vars
+            .into_iter()
+            .filter(|v| scan.lookups.contains(v) || !self.known.functions.contains(v))
+            .collect();
+        let attrs = scan
+            .attrs
+            .iter()
+            .map(|a| AttrRead {
+                var: a.var.clone(),
+                attr: a.attr.clone(),
+                loc: at(a.offset, a.attr.len()),
+            })
+            .collect();
+        Ok((vars, attrs))
     }
 
     /// Render a compiled template against a context.
@@ -311,7 +401,7 @@ impl Templates {
             }
             RenderError {
                 loc,
-                message: error_message(&e, &tpl.source),
+                message: undefined_message(&e, &tpl.source, &tpl.vars, &tpl.attrs, ctx),
             }
         })?;
         match tpl.mode {
@@ -334,7 +424,7 @@ impl Templates {
             })?;
         compiled.eval(ctx).map_err(|e| RenderError {
             loc: expr.loc.clone(),
-            message: error_message(&e, &expr.source),
+            message: undefined_message(&e, &expr.source, &expr.vars, &expr.attrs, ctx),
         })
     }
 
@@ -449,6 +539,25 @@ fn error_message(e: &minijinja::Error, template: &str) -> String {
         (ErrorKind::UndefinedError, Some(s)) => format!("undefined value in `{s}`"),
         (_, Some(s)) if !what.contains(s) => format!("{what} (in `{s}`)"),
         _ => what,
+    }
+}
+
+/// [`error_message`], and for an undefined value the name that is missing, found from the
+/// template's variables and attribute reads and the context ([`names::undefined_name`]).
+fn undefined_message(
+    e: &minijinja::Error,
+    template: &str,
+    vars: &BTreeSet<String>,
+    attrs: &[AttrRead],
+    ctx: &Value,
+) -> String {
+    let base = error_message(e, template);
+    if e.kind() != ErrorKind::UndefinedError {
+        return base;
+    }
+    match names::undefined_name(vars, attrs, ctx) {
+        Some(what) => format!("{base}: {what}"),
+        None => base,
     }
 }
 
@@ -739,6 +848,25 @@ mod tests {
         let e = t.render(&tpl, &context! { a => context!{} }).unwrap_err();
         assert_eq!(e.loc.pos.line, 5, "{e}");
         assert!(e.message.contains("a.missing"), "{e}");
+        let e = t
+            .render(&tpl, &context! { a => context!{ mising => 1, other => 2 } })
+            .unwrap_err();
+        assert_eq!(
+            e.message,
+            "undefined value in `a.missing`: `a` has no attribute `missing` (it has: mising, \
+             other); did you mean \"mising\"?"
+        );
+        // an expression names the variable it could not find
+        let s = src("when: x\n");
+        let x = t.expr(&s, "when", "probe.rc == other.rc").unwrap();
+        let e = t
+            .test(&x, &context! { probe => context!{ rc => 0 } })
+            .unwrap_err();
+        assert!(
+            e.message.ends_with(": `other` is not defined"),
+            "{}",
+            e.message
+        );
     }
 
     #[test]

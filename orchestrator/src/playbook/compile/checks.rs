@@ -1,7 +1,8 @@
 //! Checks over the whole program once every step exists: ids unique across sections,
 //! dependency cycles (petgraph), and every variable a template reads being a parameter, a var,
 //! a result registered by a step that runs before it, or else a host variable (recorded on the
-//! step for `plan` to check against the inventory).
+//! step for `plan` to check against the inventory), and every field read of a result being one
+//! its step's kind has, where the value is surely that one result.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
@@ -11,7 +12,7 @@ use super::program::{Kind, Step, Undo, BUILTIN_VARS};
 use super::Compiler;
 use crate::error::Diagnostic;
 use crate::source::{Loc, Source};
-use crate::template::{Expr, Tpl};
+use crate::template::{AttrRead, Expr, Tpl};
 
 impl Compiler<'_> {
     /// Ids are unique across a playbook's sections (detect, steps, verify), not just within one.
@@ -217,54 +218,163 @@ impl Compiler<'_> {
     }
 }
 
-/// Every (variable, location, is-a-result-expression) a step reads.
-fn step_reads(s: &Step) -> Vec<(String, Loc, bool)> {
-    let mut out = Vec::new();
-    let mut t = |tpl: &Tpl| {
-        for v in &tpl.vars {
-            out.push((v.clone(), tpl.loc.clone(), false));
-        }
-    };
-    match &s.kind {
-        Kind::Ssh { cmd, check } => {
-            t(cmd);
-            if let Some(c) = check {
-                t(c);
+/// The fields of a step's result when they are a closed set (`None`: open, or unknown here).
+/// What the runner registers: `runner/mod.rs` (`cmd_json`, `api_json`, `NodeResult::simple`),
+/// `runner/raw.rs` and `runner/module.rs`.
+pub(super) fn result_fields(kind: &Kind) -> Option<&'static [&'static str]> {
+    const EVERY: [&str; 3] = ["changed", "failed", "skipped"];
+    const SSH: &[&str] = &[
+        "rc",
+        "signal",
+        "stdout",
+        "stderr",
+        "stdout_lines",
+        "dropped_bytes",
+        "diff",
+        "unreachable",
+        "unknown",
+        EVERY[0],
+        EVERY[1],
+        EVERY[2],
+    ];
+    const API: &[&str] = &[
+        "json",
+        "items",
+        "diff",
+        "unreachable",
+        "unknown",
+        EVERY[0],
+        EVERY[1],
+        EVERY[2],
+    ];
+    const MODULE: &[&str] = &["before", "after", "diff", EVERY[0], EVERY[1], EVERY[2]];
+    // REPORT_RESULT_FIELDS and the common ones (a test holds the two together)
+    const REPORT: &[&str] = &["rows", "facts", "found", EVERY[0], EVERY[1], EVERY[2]];
+    Some(match kind {
+        Kind::Ssh { .. } => SSH,
+        Kind::Api { .. } => API,
+        Kind::Module { .. } => MODULE,
+        Kind::Wait(_) | Kind::Assert { .. } | Kind::Set(_) => &EVERY,
+        Kind::Report(_) => REPORT,
+    })
+}
+
+impl Compiler<'_> {
+    /// `probe.stdoutt` where `probe` is surely one result of a step with a closed set of
+    /// fields (its own `result` in `until`/`changed_when`/`failed_when`/`rollback`, or a
+    /// result read on the same targets or from the controller) is an error, with did-you-mean.
+    /// Results that may be a map by host, `set` facts and API replies' own fields are not
+    /// checked here.
+    pub(super) fn check_result_fields(&mut self) {
+        let mut diags = Vec::new();
+        for (i, s) in self.steps.iter().enumerate() {
+            for (_, attrs, _, own) in step_sources(s) {
+                for a in attrs {
+                    let producer = if own && (a.var == "result" || a.var == s.register) {
+                        Some(s)
+                    } else {
+                        s.reads
+                            .get(&a.var)
+                            .map(|&p| &self.steps[p])
+                            .filter(|p| p.register == a.var && single_result(p, s))
+                    };
+                    let Some((p, fields)) =
+                        producer.and_then(|p| Some((p, result_fields(&p.kind)?)))
+                    else {
+                        continue;
+                    };
+                    if fields.contains(&a.attr.as_str()) {
+                        continue;
+                    }
+                    let kind = p.kind.name();
+                    let similar = crate::error::similar(&a.attr, fields.iter().copied());
+                    let help = crate::error::did_you_mean(&similar).unwrap_or_else(|| {
+                        format!("the result of a {kind} step has: {}", fields.join(", "))
+                    });
+                    let (src, _) = &self.step_paths[i];
+                    diags.push(
+                        Diagnostic::at_loc(
+                            src,
+                            a.loc.clone(),
+                            format!(
+                                "`{}` is the result of step {} ({kind}), which has no field `{}`",
+                                a.var, p.id, a.attr
+                            ),
+                        )
+                        .with_len(a.attr.len())
+                        .with_label("no such field")
+                        .with_help(help),
+                    );
+                }
             }
         }
-        Kind::Api { args, .. } => args.iter().for_each(|(_, a)| t(a)),
-        Kind::Module { tpls, .. } => tpls.iter().for_each(|(_, a)| t(a)),
+        for d in diags {
+            self.diags.push(d);
+        }
+    }
+}
+
+/// Whether step `s` surely sees one result of step `p` (not a map by host): `p` runs on the
+/// controller, or both run on the same `on` in the same scope.
+fn single_result(p: &Step, s: &Step) -> bool {
+    match (&p.on, &s.on) {
+        (None, _) => true,
+        (Some(a), Some(b)) => p.scope == s.scope && a.source == b.source,
+        _ => false,
+    }
+}
+
+/// One template or expression of a step, as [`step_sources`] lists them.
+type Read<'a> = (&'a BTreeSet<String>, &'a [AttrRead], &'a Loc, bool);
+
+/// Every template and expression of a step: (variables, attribute reads, location, whether
+/// it sees the step's own result: `until`, `changed_when`, `failed_when`, the rollback).
+fn step_sources<'a>(s: &'a Step) -> Vec<Read<'a>> {
+    let mut out = Vec::new();
+    let mut t = |tpl: &'a Tpl, own: bool| out.push((&tpl.vars, &tpl.attrs[..], &tpl.loc, own));
+    match &s.kind {
+        Kind::Ssh { cmd, check } => {
+            t(cmd, false);
+            if let Some(c) = check {
+                t(c, false);
+            }
+        }
+        Kind::Api { args, .. } => args.iter().for_each(|(_, a)| t(a, false)),
+        Kind::Module { tpls, .. } => tpls.iter().for_each(|(_, a)| t(a, false)),
         Kind::Wait(_) => {}
         Kind::Assert { msg, .. } => {
             if let Some(m) = msg {
-                t(m);
+                t(m, false);
             }
         }
-        Kind::Set(facts) => facts.iter().for_each(|(_, a)| t(a)),
+        Kind::Set(facts) => facts.iter().for_each(|(_, a)| t(a, false)),
         Kind::Report(r) => {
-            t(&r.title);
-            r.facts.iter().for_each(|(_, a)| t(a));
+            t(&r.title, false);
+            r.facts.iter().for_each(|(_, a)| t(a, false));
             if let Some(e) = &r.empty {
-                t(e);
+                t(e, false);
             }
             if let Some(super::program::Rows::Tpl(rows)) = &r.rows {
-                t(rows);
+                t(rows, false);
             }
         }
     }
+    // rollback actions may read the step's own result
     match &s.undo {
-        Undo::Ssh(tpl) => t(tpl),
-        Undo::Api { args, .. } => args.iter().for_each(|(_, a)| t(a)),
+        Undo::Ssh(tpl) => t(tpl, true),
+        Undo::Api { args, .. } => args.iter().for_each(|(_, a)| t(a, true)),
         _ => {}
     }
     if let Some(on) = &s.on {
-        t(on);
+        t(on, false);
     }
-    let mut e = |x: &Expr, result: bool| {
-        for v in &x.vars {
-            out.push((v.clone(), x.loc.clone(), result));
-        }
-    };
+    for x in [s.retries.template(), s.delay.template()]
+        .into_iter()
+        .flatten()
+    {
+        t(x, false);
+    }
+    let mut e = |x: &'a Expr, own: bool| out.push((&x.vars, &x.attrs[..], &x.loc, own));
     if let Kind::Assert { that, .. } = &s.kind {
         that.iter().for_each(|x| e(x, false));
     }
@@ -278,25 +388,19 @@ fn step_reads(s: &Step) -> Vec<(String, Loc, bool)> {
         }
     }
     s.when.iter().for_each(|x| e(x, false));
-    if let Some(x) = &s.until {
+    for x in [&s.until, &s.changed_when, &s.failed_when]
+        .into_iter()
+        .flatten()
+    {
         e(x, true);
-    }
-    if let Some(x) = &s.changed_when {
-        e(x, true);
-    }
-    if let Some(x) = &s.failed_when {
-        e(x, true);
-    }
-    // rollback actions may read the step's own result
-    let own: Vec<&String> = match &s.undo {
-        Undo::Ssh(tpl) => tpl.vars.iter().collect(),
-        Undo::Api { args, .. } => args.iter().flat_map(|(_, t)| t.vars.iter()).collect(),
-        _ => Vec::new(),
-    };
-    for v in own {
-        if *v == s.register || v == "result" {
-            out.retain(|(n, _, _)| n != v);
-        }
     }
     out
+}
+
+/// Every (variable, location, whether it may be the step's own result) a step reads.
+fn step_reads(s: &Step) -> Vec<(String, Loc, bool)> {
+    step_sources(s)
+        .into_iter()
+        .flat_map(|(vars, _, loc, own)| vars.iter().map(move |v| (v.clone(), loc.clone(), own)))
+        .collect()
 }

@@ -4,7 +4,8 @@
 //! What is checked here, each with file:line:column: exactly one kind per step, unique ids,
 //! `needs` naming known ids, dependency cycles, read-only `detect`/`verify` sections, a mutating
 //! raw step declaring how it is undone (`rollback`), that it cannot be (`irreversible`) or why it
-//! needs no undo (`no_rollback`), template syntax, parameter declarations (type, pattern,
+//! needs no undo (`no_rollback`), template syntax and the filters, tests and functions
+//! templates use, the fields of step results they read, parameter declarations (type, pattern,
 //! choices, default), include parameters (unknown, missing required, failing their pattern),
 //! and that every variable a template reads is a parameter, a var, a result registered by a step
 //! that runs before it, or else a host variable (checked against the inventory by the plan).
@@ -32,8 +33,8 @@ use crate::source::Source;
 use crate::template::{Expr, Mode, Templates, Tpl};
 
 pub use program::{
-    json_text, Kind, Param, Phase, Program, ReportSpec, Rows, Scope, Step, Undo, BUILTIN_VARS,
-    REPORT_RESULT_FIELDS,
+    json_text, Kind, Param, Phase, Program, ReportSpec, Rows, Scope, Setting, Step, Undo,
+    BUILTIN_VARS, REPORT_RESULT_FIELDS,
 };
 
 /// Compile a loaded playbook. Every problem found is reported, not just the first.
@@ -71,6 +72,7 @@ pub fn compile(loaded: &Loaded) -> Result<Program, Diagnostics> {
     c.check_cycles();
     if c.diags.is_empty() {
         c.check_variables(applies_when.as_ref());
+        c.check_result_fields();
     }
     let Compiler {
         templates,
@@ -225,6 +227,60 @@ mod tests {
         assert!(e.contains("detect steps must be read-only"), "{e}");
         let e = first_error("name: x\nsteps:\n  - id: a\n    on: h\n    ssh: touch x\n");
         assert!(e.contains("declares neither how it is undone"), "{e}");
+    }
+
+    #[test]
+    fn result_fields_are_checked_where_the_result_is_surely_one() {
+        // the step's own result
+        let e = first_error("name: x\nsteps:\n  - id: a\n    on: h\n    ssh: echo\n    changes: none\n    retries: 2\n    until: result.stdot != ''\n");
+        assert_eq!(
+            e,
+            "t.yml:8:19: `result` is the result of step a (ssh), which has no field `stdot`"
+        );
+        // a controller step's result, read anywhere; `json`'s own fields are open
+        let e = first_error("name: x\nsteps:\n  - id: q\n    api: { command: listHosts }\n  - id: b\n    assert: { that: 'q.json.count > 0 and q.jsn' }\n");
+        assert!(
+            e.starts_with(
+                "t.yml:6:45: `q` is the result of step q (api), which has no field `jsn`"
+            ),
+            "{e}"
+        );
+        // a result of several targets may be a map by host where read from elsewhere; set facts
+        // are open; the same `on` sees its own target's result
+        compile_text("name: x\nsteps:\n  - id: p\n    on: routers\n    ssh: echo\n    changes: none\n  - id: f\n    set: { n: '{{ p.r1.rc }}' }\n  - id: g\n    assert: { that: 'n.anything' }\n  - id: h\n    on: routers\n    ssh: echo {{ p.rc }} {{ p.stdout_lines | length }}\n    changes: none\n")
+            .unwrap_or_else(|d| panic!("{}", d.render(false)));
+        let e = first_error("name: x\nsteps:\n  - id: p\n    on: routers\n    ssh: echo\n    changes: none\n  - id: h\n    on: routers\n    ssh: echo {{ p.code }}\n    changes: none\n");
+        assert!(e.contains("which has no field `code`"), "{e}");
+    }
+
+    #[test]
+    fn a_reports_result_fields_are_checked() {
+        let p = compile_text("name: x\nsteps:\n  - id: r\n    report: { rows: \"[]\" }\n")
+            .unwrap_or_else(|d| panic!("{}", d.render(false)));
+        let fields = checks::result_fields(&p.steps[0].kind).unwrap_or_default();
+        assert!(REPORT_RESULT_FIELDS.iter().all(|f| fields.contains(f)));
+        let e = first_error("name: x\nsteps:\n  - id: r\n    report: { rows: \"[]\" }\n  - id: a\n    assert: { that: r.fuond }\n");
+        assert!(
+            e.contains("`r` is the result of step r (report), which has no field `fuond`"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn functions_are_not_variables_and_unknown_names_are_errors() {
+        let p = compile_text("name: x\nsteps:\n  - id: a\n    set: { n: '{% set ns = namespace(c=0) %}{{ range(3) | list | length + ns.c }}', d: '{{ dict(a=1) | tojson }}' }\n")
+            .unwrap_or_else(|d| panic!("{}", d.render(false)));
+        assert!(
+            p.steps[0].host_vars.is_empty(),
+            "{:?}",
+            p.steps[0].host_vars
+        );
+        let e = first_error("name: x\nsteps:\n  - id: a\n    when: x is definedd\n    wait: 1s\n");
+        assert_eq!(e, "t.yml:4:16: unknown test `definedd`");
+        let e = first_error(
+            "name: x\nsteps:\n  - id: a\n    set: { n: \"{{ 'a | nope' | lowr }}\" }\n",
+        );
+        assert_eq!(e, "t.yml:4:32: unknown filter `lowr`");
     }
 
     #[test]

@@ -110,11 +110,20 @@ impl Param {
             }
         }
         if let Some(choices) = &self.choices {
-            if !choices.iter().any(|c| json_text(c) == json_text(&v)) {
-                return Err(format!(
-                    "must be one of {}",
-                    choices.iter().map(json_text).collect::<Vec<_>>().join(", ")
-                ));
+            // A list's items are each one of the choices; other values are one.
+            let items: Vec<&J> = match &v {
+                J::Array(a) => a.iter().collect(),
+                other => vec![other],
+            };
+            let allowed = |item: &J| choices.iter().any(|c| json_text(c) == json_text(item));
+            if let Some(bad) = items.into_iter().find(|i| !allowed(i)) {
+                let all = choices.iter().map(json_text).collect::<Vec<_>>().join(", ");
+                return Err(match (&v, secret) {
+                    (J::Array(_), false) => {
+                        format!("{:?} must be one of {all}", json_text(bad))
+                    }
+                    _ => format!("must be one of {all}"),
+                });
             }
         }
         Ok(v)
@@ -230,6 +239,24 @@ pub enum Undo {
     NotNeeded(String),
 }
 
+/// A step setting written as a value, or as a template rendered per node when the step runs
+/// (`retries`, `delay`).
+#[derive(Debug, Clone)]
+pub enum Setting<T> {
+    Value(T),
+    Template(Tpl),
+}
+
+impl<T> Setting<T> {
+    /// The template, when it is one.
+    pub fn template(&self) -> Option<&Tpl> {
+        match self {
+            Setting::Value(_) => None,
+            Setting::Template(t) => Some(t),
+        }
+    }
+}
+
 /// One step, resolved.
 #[derive(Debug, Clone)]
 pub struct Step {
@@ -244,8 +271,10 @@ pub struct Step {
     /// All must hold (include gates first, then the step's own `when`).
     pub when: Vec<Expr>,
     pub register: String,
-    pub retries: u32,
-    pub delay: Duration,
+    /// Attempts after the first (`retries`).
+    pub retries: Setting<u32>,
+    /// The pause between attempts (`delay`).
+    pub delay: Setting<Duration>,
     pub until: Option<Expr>,
     pub timeout: Option<Duration>,
     pub ignore_errors: bool,
@@ -305,5 +334,53 @@ impl Program {
 
     pub fn params(&self) -> &IndexMap<String, Param> {
         &self.scopes[0].params
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn param(ty: ParamType, choices: &[&str]) -> Param {
+        Param {
+            name: "zones".into(),
+            ty,
+            required: false,
+            default: None,
+            pattern: None,
+            pattern_text: None,
+            choices: Some(choices.iter().map(|c| serde_json::json!(c)).collect()),
+            secret: false,
+            help: String::new(),
+            loc: Loc {
+                file: std::sync::Arc::from(std::path::Path::new("t.yml")),
+                pos: Default::default(),
+            },
+        }
+    }
+
+    #[test]
+    fn choices_apply_to_each_item_of_a_list() {
+        let p = param(ParamType::List, &["HCM", "HAN"]);
+        assert_eq!(
+            p.accept(serde_json::json!("HCM,HAN")),
+            Ok(serde_json::json!(["HCM", "HAN"]))
+        );
+        assert_eq!(
+            p.accept(serde_json::json!(["HAN"])),
+            Ok(serde_json::json!(["HAN"]))
+        );
+        assert_eq!(
+            p.accept(serde_json::json!("HCM,SGN")),
+            Err("\"SGN\" must be one of HCM, HAN".to_string())
+        );
+        // an empty list has no item outside the choices
+        assert_eq!(p.accept(serde_json::json!([])), Ok(serde_json::json!([])));
+        // a single value is still compared whole
+        let p = param(ParamType::String, &["HCM", "HAN"]);
+        assert_eq!(
+            p.accept(serde_json::json!("HCM,HAN")),
+            Err("must be one of HCM, HAN".to_string())
+        );
     }
 }

@@ -8,11 +8,11 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use super::program::{Kind, Phase, Step, Undo};
+use super::program::{Kind, Phase, Setting, Step, Undo};
 use super::{module_args, yaml_text, Compiler};
 use crate::error::Diagnostic;
 use crate::modules::{ModuleKind, ModuleSpec};
-use crate::playbook::model::{RollbackDoc, StepDoc};
+use crate::playbook::model::{Count, DurOrTemplate, RollbackDoc, StepDoc};
 use crate::source::Source;
 use crate::template::{Expr, Mode};
 use crate::transport::{Access, ApiCall};
@@ -360,6 +360,20 @@ impl Compiler<'_> {
                 format!("step {local}: `until` needs `retries` (how many attempts)"),
             ));
         }
+        let retries = match &doc.retries {
+            None => Setting::Value(0),
+            Some(Count::Value(n)) => Setting::Value(*n),
+            Some(Count::Template(t)) => {
+                Setting::Template(self.tpl(src, &p("retries"), t, Mode::Text)?)
+            }
+        };
+        let delay = match &doc.delay {
+            None => Setting::Value(Duration::from_secs(1)),
+            Some(DurOrTemplate::Value(d)) => Setting::Value(d.0),
+            Some(DurOrTemplate::Template(t)) => {
+                Setting::Template(self.tpl(src, &p("delay"), t, Mode::Text)?)
+            }
+        };
         let register = doc.register.clone().unwrap_or_else(|| local.to_string());
         if let Some(max) = doc.max_fail_percentage {
             if max > 100 {
@@ -386,8 +400,8 @@ impl Compiler<'_> {
             needs: deps,
             when,
             register,
-            retries: doc.retries.unwrap_or(0),
-            delay: doc.delay.map(|d| d.0).unwrap_or(Duration::from_secs(1)),
+            retries,
+            delay,
             until,
             timeout: doc.timeout.map(|d| d.0),
             ignore_errors: doc.ignore_errors,
