@@ -40,7 +40,7 @@ pub fn render(
     if tpl.is_static {
         return Ok(real);
     }
-    let Some(masked_ctx) = masked_context(ctx, redactor) else {
+    let Some(masked_ctx) = masked_context(tpl, ctx, redactor) else {
         return Ok(real);
     };
     match templates.render(tpl, &masked_ctx) {
@@ -51,21 +51,24 @@ pub fn render(
     Ok(real)
 }
 
-/// `ctx` with each value that shows a secret masked, or `None` when none does. Every top-level
-/// name is looked at, not only those the template reads by its own account: minijinja does not
-/// report a name read through a slice (`{{ password[3:] }}`).
-fn masked_context(ctx: &Value, redactor: &Redactor) -> Option<Value> {
+/// `ctx` with each value that shows a secret masked, or `None` when none does.
+///
+/// Only the names `tpl` can read are looked at (see [`may_read`]): a host's context holds its
+/// inventory variables and every earlier result, and serializing and scanning all of them for
+/// every template of every node cost 6-8% more client CPU in the simulated zone
+/// (bench/results/simzone-20261206-masking.md).
+fn masked_context(tpl: &Tpl, ctx: &Value, redactor: &Redactor) -> Option<Value> {
+    let nothing_registered = redactor.is_empty();
+    let reads_unspelled = reads_unspelled_names(&tpl.source);
     let names: Vec<String> = ctx
         .try_iter()
         .ok()?
         .filter_map(|k| k.as_str().map(str::to_string))
+        .filter(|name| !nothing_registered || crate::redact::is_secret_name(name))
+        .filter(|name| reads_unspelled || may_read(&tpl.source, name))
         .collect();
     let mut overrides = serde_json::Map::new();
-    let nothing_registered = redactor.is_empty();
     for name in &names {
-        if nothing_registered && !crate::redact::is_secret_name(name) {
-            continue;
-        }
         let Ok(value) = ctx.get_attr(name) else {
             continue;
         };
@@ -87,6 +90,23 @@ fn masked_context(ctx: &Value, redactor: &Redactor) -> Option<Value> {
         ctx.clone(),
         Value::from_serialize(&overrides),
     ]))
+}
+
+/// Whether a template whose text is `source` can read the context variable `name`: a variable
+/// is read by spelling its name, so a name the text does not contain is never read. Deliberately
+/// not the names minijinja reports (`Tpl::vars`): it misses a name read through a slice
+/// (`{{ password[3:] }}`), which this test does not.
+fn may_read(source: &str, name: &str) -> bool {
+    source.contains(name)
+}
+
+/// Whether a template whose text is `source` may read variables it does not spell: `debug()`
+/// prints the whole context, and `include`, `import`, `from ... import` and `extends` render
+/// another template against it. Then every name counts.
+fn reads_unspelled_names(source: &str) -> bool {
+    ["debug", "include", "import", "extends"]
+        .iter()
+        .any(|word| source.contains(word))
 }
 
 /// Registers the parts of `real` that `shown` (its masked rendering) does not have.
@@ -178,6 +198,51 @@ mod tests {
         let tp = tpl(&mut t, "{{ pin + 1000 }}", Mode::Text);
         assert_eq!(render(&t, &tp, &ctx(), &r).unwrap(), "5321");
         assert_eq!(r.redact("5321"), M);
+    }
+
+    #[test]
+    fn a_name_read_through_a_slice_counts() {
+        let mut t = Templates::new();
+        let r = redactor();
+        let tp = tpl(&mut t, "{{ password[3:] | upper }}", Mode::Text);
+        // minijinja's own list of the names a template reads misses it: why masked_context
+        // looks for the name in the text instead.
+        assert!(
+            !tp.vars.contains("password"),
+            "minijinja now reports a name read through a slice: {:?}",
+            tp.vars
+        );
+        assert_eq!(render(&t, &tp, &ctx(), &r).unwrap(), "R3T-ZEBRA-991");
+        assert_eq!(r.redact("got R3T-ZEBRA-991"), format!("got {M}"));
+    }
+
+    #[test]
+    fn a_template_reading_the_whole_context_counts_every_name() {
+        let mut t = Templates::new();
+        let r = redactor();
+        // debug() prints the whole context, names the text never spells included.
+        let tp = tpl(&mut t, "{{ debug() | reverse }}", Mode::Text);
+        let out = render(&t, &tp, &ctx(), &r).unwrap();
+        assert!(out.contains("199-arbeZ-t3rc3S"), "{out}");
+        assert!(!r.redact(&out).contains("arbeZ"), "{}", r.redact(&out));
+        assert!(r.redact(&out).contains(M), "{}", r.redact(&out));
+    }
+
+    #[test]
+    fn only_names_the_text_spells_are_looked_at() {
+        assert!(may_read("echo {{ password[3:] }}", "password"));
+        assert!(may_read("{{ db_password }}", "password"));
+        assert!(!may_read("echo {{ host | upper }}", "password"));
+        for text in [
+            "{{ debug() }}",
+            "{% include 't.yml:1:1@1#text' %}",
+            "{% import 'x' as y %}",
+            "{% from 'x' import y %}",
+            "{% extends 'x' %}",
+        ] {
+            assert!(reads_unspelled_names(text), "{text}");
+        }
+        assert!(!reads_unspelled_names("echo {{ host | upper }}"));
     }
 
     #[test]
