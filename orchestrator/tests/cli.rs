@@ -1510,12 +1510,13 @@ fn stderr(o: &Output) -> String {
 }
 
 /// The shipped playbooks, by name, as `remedy list` orders them.
-const SHIPPED: [&str; 7] = [
+const SHIPPED: [&str; 8] = [
     "chmod-catalina-out",
     "fix-vlan-range",
     "readd-ovs-port-flow",
     "recreate-ssvm",
     "restart-dnsmasq",
+    "stale-nics",
     "vr-backup-loop",
     "vr-restore-public-link",
 ];
