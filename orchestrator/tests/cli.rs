@@ -1510,9 +1510,10 @@ fn stderr(o: &Output) -> String {
 }
 
 /// The shipped playbooks, by name, as `remedy list` orders them.
-const SHIPPED: [&str; 8] = [
+const SHIPPED: [&str; 9] = [
     "chmod-catalina-out",
     "fix-vlan-range",
+    "host-maintenance-check",
     "readd-ovs-port-flow",
     "recreate-ssvm",
     "restart-dnsmasq",

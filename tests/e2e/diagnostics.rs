@@ -159,6 +159,42 @@ async fn stale_nics_on_a_healthy_zone_and_an_unknown_network() {
     );
 }
 
+/// The FirstFit scenario: app-1 and app-2 on kvm-a1 need `generic` and `linux`; no host of
+/// cluster-a (the own) or cluster-b (the first other) has both; cluster-c's kvm-c1 has room
+/// for one of them, kvm-c2 for the other.
+#[tokio::test(flavor = "multi_thread")]
+async fn host_maintenance_check_flags_the_vms_firstfit_strands() {
+    let zone = ApiZone::start("host-maintenance-firstfit", Faults::default()).await;
+    for (s, reports) in read_only(&zone, "host-maintenance-check", &[("host", "kvm-a1")]).await {
+        assert_eq!(s.exit, ExitCode::Found, "{}", s.status);
+        assert_eq!(s.status, "found problems: 2 finding(s) (strands@localhost)");
+        // Each suggestion counts the one before it: kvm-c1 has room for app-1 only.
+        assert_eq!(
+            rows(&reports, "strands"),
+            strings(&[
+                &["app-1", "generic,linux", "yes", "kvm-c1"],
+                &["app-2", "generic,linux", "yes", "kvm-c2"],
+            ])
+        );
+        assert_eq!(fact(&reports, "strands", "migrate.vm.across.clusters"), true);
+        assert_eq!(fact(&reports, "strands", "stranded"), 2);
+    }
+    // kvm-c1's own cluster has kvm-c2: nothing stranded, the allocator's pick is shown.
+    for (s, reports) in read_only(&zone, "host-maintenance-check", &[("host", "kvm-c1")]).await {
+        assert_eq!(s.exit, ExitCode::Success, "{}", s.status);
+        assert_eq!(
+            rows(&reports, "strands"),
+            strings(&[&["app-3", "generic,linux", "no", "kvm-c2 (CloudStack's pick)"]])
+        );
+    }
+    // A host with no VM: the empty text, exit 0.
+    for (s, reports) in read_only(&zone, "host-maintenance-check", &[("host", "kvm-b1")]).await {
+        assert_eq!(s.exit, ExitCode::Success, "{}", s.status);
+        assert!(rows(&reports, "strands").is_empty());
+        assert_eq!(report(&reports, "strands")["empty"], "no VM runs on kvm-b1");
+    }
+}
+
 /// `inventories/lab.yml` with its scenario swapped for `scenario`, in `dir`.
 fn lab_inventory(dir: &Path, scenario: &str) -> PathBuf {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
