@@ -1510,10 +1510,11 @@ fn stderr(o: &Output) -> String {
 }
 
 /// The shipped playbooks, by name, as `remedy list` orders them.
-const SHIPPED: [&str; 9] = [
+const SHIPPED: [&str; 10] = [
     "chmod-catalina-out",
     "fix-vlan-range",
     "host-maintenance-check",
+    "host-maintenance-safe",
     "readd-ovs-port-flow",
     "recreate-ssvm",
     "restart-dnsmasq",

@@ -195,6 +195,339 @@ async fn host_maintenance_check_flags_the_vms_firstfit_strands() {
     }
 }
 
+/// Where each guest VM runs, and its state: (name, host name, state).
+fn placements(world: &Value) -> Vec<(String, String, String)> {
+    let hosts = world["hosts"].as_array().unwrap();
+    let host_name = |id: &Value| {
+        hosts
+            .iter()
+            .find(|h| h["id"] == *id)
+            .map(|h| h["name"].as_str().unwrap().to_string())
+            .unwrap_or_default()
+    };
+    world["vms"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|v| v["kind"]["type"] == "guest")
+        .map(|v| {
+            (
+                v["name"].as_str().unwrap().to_string(),
+                host_name(&v["hostid"]),
+                v["state"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
+fn resource_state(world: &Value, host: &str) -> String {
+    world["hosts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|h| h["name"] == host)
+        .map(|h| h["resourcestate"].as_str().unwrap().to_string())
+        .unwrap()
+}
+
+fn placed(list: &[(&str, &str)]) -> Vec<(String, String, String)> {
+    list.iter()
+        .map(|(vm, host)| (vm.to_string(), host.to_string(), "Running".to_string()))
+        .collect()
+}
+
+/// The world with the hypervisors' tap port names (`vnetN`) made anonymous: a VM migrated
+/// away and back gets a new one on its host, as libvirt numbers them. What stays compared: how
+/// many ports and flows each bridge of each host has, and each VM's bridges.
+fn vnets_anonymous(world: &Value) -> Value {
+    let anon = |s: &str| {
+        let mut out = String::new();
+        let mut rest = s;
+        while let Some(i) = rest.find("vnet") {
+            out.push_str(&rest[..i + 4]);
+            rest = rest[i + 4..].trim_start_matches(|c: char| c.is_ascii_digit());
+        }
+        out + rest
+    };
+    let mut w = world.clone();
+    for h in w["hosts"].as_array_mut().unwrap() {
+        h["next_vnet"] = Value::Null;
+        for bridge in h["guest"]["ovs"].as_object_mut().unwrap().values_mut() {
+            for key in ["ports", "flows"] {
+                let mut names: Vec<String> = bridge[key]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|p| anon(p.as_str().unwrap()))
+                    .collect();
+                names.sort();
+                bridge[key] = names.into();
+            }
+        }
+    }
+    for v in w["vms"].as_array_mut().unwrap() {
+        for port in v["ports"].as_array_mut().unwrap() {
+            port[1] = "vnet".into();
+        }
+    }
+    w
+}
+
+/// The fix: the stranded VMs moved where the check said, one at a time, then maintenance; a
+/// second run has nothing to do.
+#[tokio::test(flavor = "multi_thread")]
+async fn host_maintenance_safe_moves_the_stranded_vms_then_enters_maintenance() {
+    let zone = ApiZone::start("host-maintenance-firstfit", Faults::default()).await;
+    let params = [("host", "kvm-a1")];
+    let (s, reports) = apply(&zone, "host-maintenance-safe", &params, true).await;
+    assert_eq!(s.exit, ExitCode::Success, "dry-run: {}", s.status);
+    assert_eq!(zone.mutating_requests(), Vec::<String>::new());
+    assert_eq!(
+        rows(&reports, "strands"),
+        strings(&[
+            &["app-1", "generic,linux", "yes", "kvm-c1"],
+            &["app-2", "generic,linux", "yes", "kvm-c2"],
+        ])
+    );
+
+    let (s, _) = apply(&zone, "host-maintenance-safe", &params, false).await;
+    assert_eq!(s.exit, ExitCode::Success, "apply: {}", s.status);
+    let after = zone.world();
+    assert_eq!(resource_state(&after, "kvm-a1"), "Maintenance");
+    assert_eq!(
+        placements(&after),
+        placed(&[("app-1", "kvm-c1"), ("app-2", "kvm-c2"), ("app-3", "kvm-c1")])
+    );
+    // One at a time, to the hosts suggested, then the maintenance.
+    let sent: Vec<String> = zone.mutating_requests();
+    assert_eq!(
+        sent,
+        ["migrateVirtualMachine", "migrateVirtualMachine", "prepareHostForMaintenance"]
+    );
+    let (s, _) = apply(&zone, "host-maintenance-safe", &params, false).await;
+    assert_eq!(s.exit, ExitCode::Success, "again: {}", s.status);
+    assert!(!s.applies, "{}", s.status);
+    zone.audit_verifies();
+
+}
+
+/// The second VM's migration fails: the run rolls back (the first VM moved back to kvm-a1),
+/// exit 2, and the zone is as it was. The failure is set while the first migration runs (a
+/// job's failure is decided when it is created) and cleared while the second one runs, so the
+/// undo's migration goes through.
+#[tokio::test(flavor = "multi_thread")]
+async fn host_maintenance_safe_rolls_back_when_the_second_migration_fails() {
+    let slow = Faults {
+        job_ms: Some(700),
+        ..Faults::default()
+    };
+    let zone = ApiZone::start("host-maintenance-firstfit", slow.clone()).await;
+    let before = zone.world();
+    let text = "injected: migration failed";
+    let state_of = |vm: &str| {
+        placements(&zone.world())
+            .into_iter()
+            .find(|(name, _, _)| name == vm)
+            .map(|(_, _, state)| state)
+            .unwrap()
+    };
+    let watch = async {
+        let tick = std::time::Duration::from_millis(10);
+        while state_of("app-1") != "Migrating" {
+            tokio::time::sleep(tick).await;
+        }
+        zone.sim().set_faults(Faults {
+            fail_jobs: vec!["migrateVirtualMachine".into()],
+            job_error_text: Some(text.into()),
+            ..slow.clone()
+        });
+        while state_of("app-2") != "Migrating" {
+            tokio::time::sleep(tick).await;
+        }
+        zone.sim().set_faults(slow.clone());
+    };
+    let ((s, _), ()) = tokio::join!(
+        apply(&zone, "host-maintenance-safe", &[("host", "kvm-a1")], false),
+        watch
+    );
+    assert_eq!(s.exit, ExitCode::RolledBack, "{}", s.status);
+    assert!(s.status.contains(text), "{}", s.status);
+    assert_eq!(s.undone, 1, "{}", s.status);
+    assert!(s.not_undone.is_empty(), "{:?}", s.not_undone);
+    assert_eq!(
+        zone.mutating_requests(),
+        ["migrateVirtualMachine", "migrateVirtualMachine", "migrateVirtualMachine"],
+        "app-1 there, app-2 refused, app-1 back; no maintenance asked"
+    );
+    let after = zone.world();
+    assert_eq!(
+        placements(&after),
+        placed(&[("app-1", "kvm-a1"), ("app-2", "kvm-a1"), ("app-3", "kvm-c1")])
+    );
+    assert_eq!(vnets_anonymous(&after), vnets_anonymous(&before), "the zone is as it was");
+    zone.audit_verifies();
+}
+
+/// The maintenance itself fails after both moves: cancelled first (nothing to cancel: it
+/// failed), both VMs moved back, exit 2.
+#[tokio::test(flavor = "multi_thread")]
+async fn host_maintenance_safe_moves_the_vms_back_when_maintenance_fails() {
+    let zone = ApiZone::start(
+        "host-maintenance-firstfit",
+        Faults {
+            fail_jobs: vec!["prepareHostForMaintenance".into()],
+            job_error_text: Some("injected: maintenance failed".into()),
+            ..Faults::default()
+        },
+    )
+    .await;
+    let before = zone.world();
+    let (s, _) = apply(&zone, "host-maintenance-safe", &[("host", "kvm-a1")], false).await;
+    assert_eq!(s.exit, ExitCode::RolledBack, "{}", s.status);
+    assert!(s.status.contains("injected: maintenance failed"), "{}", s.status);
+    assert_eq!(s.undone, 2, "{}", s.status);
+    assert!(s.not_undone.is_empty(), "{:?}", s.not_undone);
+    assert_eq!(
+        vnets_anonymous(&zone.world()),
+        vnets_anonymous(&before),
+        "the zone is as it was"
+    );
+    zone.audit_verifies();
+}
+
+const FAILED_JOB: &str = "5b1f2c9e-7d43-4a8e-9c61-2f0e8d7a3b10";
+
+/// Job 733 failed: its number found from the logs, its timeline across the rotated gzipped
+/// log and today's, the first WARN/ERROR (the time-out stopping i-2-940-VM on host 49), one
+/// finding.
+#[tokio::test(flavor = "multi_thread")]
+async fn job_triage_follows_a_failed_job_through_the_logs() {
+    let zone = ApiZone::start("job-triage", Faults::default()).await;
+    for (s, reports) in read_only(&zone, "job-triage", &[("job", FAILED_JOB)]).await {
+        assert_eq!(s.exit, ExitCode::Found, "{}", s.status);
+        assert_eq!(s.status, "found problems: 1 finding(s) (verdict@localhost)");
+        let t = report(&reports, "timeline");
+        assert_eq!(t["title"], format!("Job {FAILED_JOB} (job-733): failed"));
+        assert_eq!(t["found"], false);
+        for (name, value) in [
+            ("command", "org.apache.cloudstack.api.command.user.vm.DestroyVMCmd"),
+            ("result", "530 Failed to destroy vm"),
+            ("instance", "i-2-940-VM"),
+            ("host", "kvm03"),
+            ("logid", "cb16db26"),
+        ] {
+            assert_eq!(fact(&reports, "timeline", name), value, "{name}");
+        }
+        let timeline = rows(&reports, "timeline");
+        let events: Vec<[&str; 4]> = timeline
+            .iter()
+            .map(|r| [r[0].as_str(), r[1].as_str(), r[2].as_str(), r[3].as_str()])
+            .collect();
+        assert_eq!(
+            events,
+            [
+                ["submit", "2026-12-05 23:59:40,535", "mgmt1", "DEBUG"],
+                ["executing", "2026-12-05 23:59:40,554", "mgmt1", "DEBUG"],
+                ["first WARN/ERROR", "2026-12-06 00:00:10,404", "mgmt1", "WARN"],
+                ["complete", "2026-12-06 00:00:11,604", "mgmt1", "DEBUG"],
+            ]
+        );
+        assert!(timeline[0][4].starts_with("submit async job-733, details: AsyncJobVO {id:733,"));
+        assert!(
+            timeline[2][4].starts_with("Unable to stop vm VM[User|i-2-940-VM] on host id 49: "),
+            "{:?}",
+            timeline[2]
+        );
+        assert!(timeline[3][4].starts_with("Complete async job-733, jobStatus: FAILED, resultCode: 530"));
+        let verdict = rows(&reports, "verdict");
+        assert_eq!(verdict.len(), 1);
+        assert_eq!(verdict[0][..2], ["2026-12-06 00:00:10,404", "mgmt1"]);
+        assert!(
+            verdict[0][2].starts_with("WARN  [c.c.v.VirtualMachineManagerImpl] (API-Job-Executor-14:")
+                && verdict[0][2].contains("Unable to stop vm VM[User|i-2-940-VM] on host id 49"),
+            "{:?}",
+            verdict[0]
+        );
+    }
+    // It read the rotated gzipped logs and today's over SSH (the zone's record shows mgmt1's
+    // commands), and only read.
+    let ran: Vec<(String, String)> = zone.ssh_commands();
+    assert!(
+        ran.iter().any(|(m, l)| m == "mgmt1"
+            && l == "zgrep job-733 /var/log/cloudstack/management/management-server.log.2026-12-04.gz \
+                     /var/log/cloudstack/management/management-server.log.2026-12-05.gz \
+                     /var/log/cloudstack/management/management-server.log "),
+        "{ran:#?}"
+    );
+    for (m, l) in &ran {
+        assert!(l.starts_with("ls ") || l.starts_with("zgrep "), "{m}: {l}");
+    }
+}
+
+/// A job that succeeded is not a finding (exit 0); `since` limits the rotated logs read, and
+/// `log_id` skips the search for the job's number.
+#[tokio::test(flavor = "multi_thread")]
+async fn job_triage_of_a_job_that_succeeded_and_the_options() {
+    let zone = ApiZone::start("job-triage", Faults::default()).await;
+    let router = zone.world()["vms"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["kind"]["type"] == "router")
+        .map(|v| v["id"].as_str().unwrap().to_string())
+        .unwrap();
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+    let args = [("id".to_string(), router)].into_iter().collect();
+    zone.conn
+        .client
+        .call("rebootRouter", &args, remedy::cloudstack::client::Method::Post, deadline, None)
+        .await
+        .expect("rebootRouter");
+    let jobs = zone
+        .conn
+        .client
+        .call("listAsyncJobs", &Default::default(), remedy::cloudstack::client::Method::Get, deadline, None)
+        .await
+        .unwrap();
+    let rebooted = jobs["asyncjobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|j| j["cmd"].as_str().unwrap().ends_with("RebootRouterCmd"))
+        .map(|j| j["jobid"].as_str().unwrap().to_string())
+        .expect("the reboot's job");
+    let (s, reports) = apply(&zone, "job-triage", &[("job", &rebooted)], true).await;
+    assert_eq!(s.exit, ExitCode::Success, "{}", s.status);
+    assert_eq!(
+        report(&reports, "timeline")["title"],
+        format!("Job {rebooted} (not found in the logs): succeeded")
+    );
+    assert!(rows(&reports, "verdict").is_empty());
+    assert_eq!(report(&reports, "verdict")["empty"], "the job did not fail");
+
+    let (s, reports) = apply(
+        &zone,
+        "job-triage",
+        &[("job", FAILED_JOB), ("log_id", "job-733"), ("since", "2026-12-05")],
+        true,
+    )
+    .await;
+    assert_eq!(s.exit, ExitCode::Found, "{}", s.status);
+    assert_eq!(rows(&reports, "timeline").len(), 4);
+    // The first run found no number, so every `zgrep job-733` is this run's.
+    let ran: Vec<String> = zone
+        .ssh_commands()
+        .into_iter()
+        .map(|(_, l)| l)
+        .filter(|l| l.starts_with("zgrep job-733 "))
+        .collect();
+    assert_eq!(ran.len(), 1, "mgmt1's: {ran:#?}");
+    assert!(
+        ran.iter().all(|l| !l.contains(".2026-12-04.gz") && l.contains(".2026-12-05.gz")),
+        "since: {ran:#?}"
+    );
+}
+
 /// `inventories/lab.yml` with its scenario swapped for `scenario`, in `dir`.
 fn lab_inventory(dir: &Path, scenario: &str) -> PathBuf {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
