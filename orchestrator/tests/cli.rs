@@ -1510,11 +1510,12 @@ fn stderr(o: &Output) -> String {
 }
 
 /// The shipped playbooks, by name, as `remedy list` orders them.
-const SHIPPED: [&str; 10] = [
+const SHIPPED: [&str; 11] = [
     "chmod-catalina-out",
     "fix-vlan-range",
     "host-maintenance-check",
     "host-maintenance-safe",
+    "job-triage",
     "readd-ovs-port-flow",
     "recreate-ssvm",
     "restart-dnsmasq",
