@@ -1510,14 +1510,16 @@ fn stderr(o: &Output) -> String {
 }
 
 /// The shipped playbooks, by name, as `remedy list` orders them.
-const SHIPPED: [&str; 11] = [
+const SHIPPED: [&str; 13] = [
     "chmod-catalina-out",
     "fix-vlan-range",
     "host-maintenance-check",
     "host-maintenance-safe",
     "job-triage",
     "readd-ovs-port-flow",
+    "reboot-ssvm",
     "recreate-ssvm",
+    "restart-agent",
     "restart-dnsmasq",
     "stale-nics",
     "vr-backup-loop",
