@@ -1557,20 +1557,20 @@ fn list_fits_descriptions_to_the_terminal_width() {
     // Narrow: every description is cut at a word, and says so.
     let narrow = list_at("60");
     assert_eq!(
-        narrow[4], "restart-dnsmasq         Guest VMs of a network or VPC get…",
+        narrow[9], "restart-dnsmasq         Guest VMs of a network or VPC get…",
         "{narrow:#?}"
     );
     assert!(narrow.iter().all(|l| l.ends_with('…')), "{narrow:#?}");
     // Wide: a first sentence that fits is whole (and ends the line); a longer one is cut.
     let wide = list_at("200");
     assert_eq!(
-        wide[4],
+        wide[9],
         "restart-dnsmasq         Guest VMs of a network or VPC get no DHCP lease and no DNS \
          answers because dnsmasq is not running (or not listening) on its virtual router.",
         "{wide:#?}"
     );
     assert!(
-        wide[6].ends_with("fails with \"Nexthop has invalid gateway\"."),
+        wide[12].ends_with("fails with \"Nexthop has invalid gateway\"."),
         "{wide:#?}"
     );
     assert!(wide[0].ends_with('…'), "{wide:#?}");
