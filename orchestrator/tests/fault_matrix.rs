@@ -162,6 +162,27 @@ const PLAYBOOKS: &[Playbook] = &[
         }],
         caveats: &[],
     },
+    Playbook {
+        name: "restart-agent",
+        scenario: "agent-disconnected",
+        params: &["host=kvm02"],
+        flags: &[],
+        exceptions: &[Exception {
+            step: "restart",
+            why: "no_rollback: restarting the agent changes no configuration",
+            mask: agent_states,
+            holds: hosts_follow_their_agents,
+        }],
+        caveats: &[],
+    },
+    Playbook {
+        name: "reboot-ssvm",
+        scenario: "healthy",
+        params: &["force=true"],
+        flags: &[],
+        exceptions: &[],
+        caveats: &[],
+    },
 ];
 
 /// Cases that expose a real bug in remedy (a rollback that lies), by name, with the reason. The
@@ -359,6 +380,33 @@ fn system_vms_run(world: &Value) -> Result<(), String> {
                 v["state"],
                 host.map(|h| h["name"].to_string()).unwrap_or_default()
             ));
+        }
+    }
+    Ok(())
+}
+
+/// restart-agent past its restart: the hypervisors' agents and the states CloudStack shows
+/// for them (a restart is kept, by declaration).
+fn agent_states(world: &mut Value) {
+    for h in world["hosts"].as_array_mut().into_iter().flatten() {
+        h["guest"]["services"]["cloudstack-agent"] = Value::Null;
+        h["state"] = Value::Null;
+    }
+}
+
+/// Past the restart, a host whose agent runs is Up or on its way (Connecting), and a host whose
+/// agent does not run is not Up.
+fn hosts_follow_their_agents(world: &Value) -> Result<(), String> {
+    for h in world["hosts"].as_array().unwrap() {
+        let active = h["guest"]["services"]["cloudstack-agent"]["state"] == "active";
+        let state = h["state"].as_str().unwrap_or("");
+        let consistent = if active {
+            matches!(state, "Up" | "Connecting" | "Disconnected")
+        } else {
+            state != "Up"
+        };
+        if !consistent {
+            return Err(format!("{} is {state} with its agent {}", h["name"], if active { "active" } else { "down" }));
         }
     }
     Ok(())
