@@ -196,13 +196,28 @@ const PLAYBOOKS: &[Playbook] = &[
 /// acted, the undo migrates a VM to the host it is on and is refused (431). Truthful (exit 3,
 /// named), but not the clean undo the matrix expects.
 const KNOWN_FAILURES: &[(&str, &str)] = &[
-    ("host-maintenance-safe lost-reply-then-next-fails migrate@kvm-c1", RAW_API_UNDO),
+    (
+        "host-maintenance-safe lost-reply-then-next-fails migrate@kvm-c1",
+        RAW_API_UNDO,
+    ),
     ("host-maintenance-safe sigkill migrate@kvm-c1", RAW_API_UNDO),
-    ("host-maintenance-safe sigkill-late-rollback migrate@kvm-c1", RAW_API_UNDO),
+    (
+        "host-maintenance-safe sigkill-late-rollback migrate@kvm-c1",
+        RAW_API_UNDO,
+    ),
     ("host-maintenance-safe sigkill migrate@kvm-c2", RAW_API_UNDO),
-    ("host-maintenance-safe sigkill-late-rollback migrate@kvm-c2", RAW_API_UNDO),
-    ("host-maintenance-safe sigkill maintenance@localhost", RAW_API_UNDO),
-    ("host-maintenance-safe sigkill-late-rollback maintenance@localhost", RAW_API_UNDO),
+    (
+        "host-maintenance-safe sigkill-late-rollback migrate@kvm-c2",
+        RAW_API_UNDO,
+    ),
+    (
+        "host-maintenance-safe sigkill maintenance@localhost",
+        RAW_API_UNDO,
+    ),
+    (
+        "host-maintenance-safe sigkill-late-rollback maintenance@localhost",
+        RAW_API_UNDO,
+    ),
 ];
 
 /// Why the cases above fail.
@@ -406,7 +421,11 @@ fn hosts_follow_their_agents(world: &Value) -> Result<(), String> {
             state != "Up"
         };
         if !consistent {
-            return Err(format!("{} is {state} with its agent {}", h["name"], if active { "active" } else { "down" }));
+            return Err(format!(
+                "{} is {state} with its agent {}",
+                h["name"],
+                if active { "active" } else { "down" }
+            ));
         }
     }
     Ok(())

@@ -119,7 +119,10 @@ async fn stale_nics_reports_the_vms_listed_on_a_network_they_left() {
         assert_eq!(s.status, "found problems: 2 finding(s) (stale@localhost)");
         assert_eq!(
             rows(&reports, "stale"),
-            strings(&[&["web-1", "i-2-934-VM", "web"], &["web-2", "i-2-935-VM", "web"]])
+            strings(&[
+                &["web-1", "i-2-934-VM", "web"],
+                &["web-2", "i-2-935-VM", "web"]
+            ])
         );
         let r = report(&reports, "stale");
         assert_eq!(r["title"], "VMs listed on backend without a NIC there");
@@ -176,7 +179,10 @@ async fn host_maintenance_check_flags_the_vms_firstfit_strands() {
                 &["app-2", "generic,linux", "yes", "kvm-c2"],
             ])
         );
-        assert_eq!(fact(&reports, "strands", "migrate.vm.across.clusters"), true);
+        assert_eq!(
+            fact(&reports, "strands", "migrate.vm.across.clusters"),
+            true
+        );
         assert_eq!(fact(&reports, "strands", "stranded"), 2);
     }
     // kvm-c1's own cluster has kvm-c2: nothing stranded, the allocator's pick is shown.
@@ -296,19 +302,26 @@ async fn host_maintenance_safe_moves_the_stranded_vms_then_enters_maintenance() 
     assert_eq!(resource_state(&after, "kvm-a1"), "Maintenance");
     assert_eq!(
         placements(&after),
-        placed(&[("app-1", "kvm-c1"), ("app-2", "kvm-c2"), ("app-3", "kvm-c1")])
+        placed(&[
+            ("app-1", "kvm-c1"),
+            ("app-2", "kvm-c2"),
+            ("app-3", "kvm-c1")
+        ])
     );
     // One at a time, to the hosts suggested, then the maintenance.
     let sent: Vec<String> = zone.mutating_requests();
     assert_eq!(
         sent,
-        ["migrateVirtualMachine", "migrateVirtualMachine", "prepareHostForMaintenance"]
+        [
+            "migrateVirtualMachine",
+            "migrateVirtualMachine",
+            "prepareHostForMaintenance"
+        ]
     );
     let (s, _) = apply(&zone, "host-maintenance-safe", &params, false).await;
     assert_eq!(s.exit, ExitCode::Success, "again: {}", s.status);
     assert!(!s.applies, "{}", s.status);
     zone.audit_verifies();
-
 }
 
 /// The second VM's migration fails: the run rolls back (the first VM moved back to kvm-a1),
@@ -356,15 +369,27 @@ async fn host_maintenance_safe_rolls_back_when_the_second_migration_fails() {
     assert!(s.not_undone.is_empty(), "{:?}", s.not_undone);
     assert_eq!(
         zone.mutating_requests(),
-        ["migrateVirtualMachine", "migrateVirtualMachine", "migrateVirtualMachine"],
+        [
+            "migrateVirtualMachine",
+            "migrateVirtualMachine",
+            "migrateVirtualMachine"
+        ],
         "app-1 there, app-2 refused, app-1 back; no maintenance asked"
     );
     let after = zone.world();
     assert_eq!(
         placements(&after),
-        placed(&[("app-1", "kvm-a1"), ("app-2", "kvm-a1"), ("app-3", "kvm-c1")])
+        placed(&[
+            ("app-1", "kvm-a1"),
+            ("app-2", "kvm-a1"),
+            ("app-3", "kvm-c1")
+        ])
     );
-    assert_eq!(vnets_anonymous(&after), vnets_anonymous(&before), "the zone is as it was");
+    assert_eq!(
+        vnets_anonymous(&after),
+        vnets_anonymous(&before),
+        "the zone is as it was"
+    );
     zone.audit_verifies();
 }
 
@@ -384,7 +409,11 @@ async fn host_maintenance_safe_moves_the_vms_back_when_maintenance_fails() {
     let before = zone.world();
     let (s, _) = apply(&zone, "host-maintenance-safe", &[("host", "kvm-a1")], false).await;
     assert_eq!(s.exit, ExitCode::RolledBack, "{}", s.status);
-    assert!(s.status.contains("injected: maintenance failed"), "{}", s.status);
+    assert!(
+        s.status.contains("injected: maintenance failed"),
+        "{}",
+        s.status
+    );
     assert_eq!(s.undone, 2, "{}", s.status);
     assert!(s.not_undone.is_empty(), "{:?}", s.not_undone);
     assert_eq!(
@@ -410,7 +439,10 @@ async fn job_triage_follows_a_failed_job_through_the_logs() {
         assert_eq!(t["title"], format!("Job {FAILED_JOB} (job-733): failed"));
         assert_eq!(t["found"], false);
         for (name, value) in [
-            ("command", "org.apache.cloudstack.api.command.user.vm.DestroyVMCmd"),
+            (
+                "command",
+                "org.apache.cloudstack.api.command.user.vm.DestroyVMCmd",
+            ),
             ("result", "530 Failed to destroy vm"),
             ("instance", "i-2-940-VM"),
             ("host", "kvm03"),
@@ -428,7 +460,12 @@ async fn job_triage_follows_a_failed_job_through_the_logs() {
             [
                 ["submit", "2026-12-05 23:59:40,535", "mgmt1", "DEBUG"],
                 ["executing", "2026-12-05 23:59:40,554", "mgmt1", "DEBUG"],
-                ["first WARN/ERROR", "2026-12-06 00:00:10,404", "mgmt1", "WARN"],
+                [
+                    "first WARN/ERROR",
+                    "2026-12-06 00:00:10,404",
+                    "mgmt1",
+                    "WARN"
+                ],
                 ["complete", "2026-12-06 00:00:11,604", "mgmt1", "DEBUG"],
             ]
         );
@@ -438,12 +475,14 @@ async fn job_triage_follows_a_failed_job_through_the_logs() {
             "{:?}",
             timeline[2]
         );
-        assert!(timeline[3][4].starts_with("Complete async job-733, jobStatus: FAILED, resultCode: 530"));
+        assert!(timeline[3][4]
+            .starts_with("Complete async job-733, jobStatus: FAILED, resultCode: 530"));
         let verdict = rows(&reports, "verdict");
         assert_eq!(verdict.len(), 1);
         assert_eq!(verdict[0][..2], ["2026-12-06 00:00:10,404", "mgmt1"]);
         assert!(
-            verdict[0][2].starts_with("WARN  [c.c.v.VirtualMachineManagerImpl] (API-Job-Executor-14:")
+            verdict[0][2]
+                .starts_with("WARN  [c.c.v.VirtualMachineManagerImpl] (API-Job-Executor-14:")
                 && verdict[0][2].contains("Unable to stop vm VM[User|i-2-940-VM] on host id 49"),
             "{:?}",
             verdict[0]
@@ -480,13 +519,25 @@ async fn job_triage_of_a_job_that_succeeded_and_the_options() {
     let args = [("id".to_string(), router)].into_iter().collect();
     zone.conn
         .client
-        .call("rebootRouter", &args, remedy::cloudstack::client::Method::Post, deadline, None)
+        .call(
+            "rebootRouter",
+            &args,
+            remedy::cloudstack::client::Method::Post,
+            deadline,
+            None,
+        )
         .await
         .expect("rebootRouter");
     let jobs = zone
         .conn
         .client
-        .call("listAsyncJobs", &Default::default(), remedy::cloudstack::client::Method::Get, deadline, None)
+        .call(
+            "listAsyncJobs",
+            &Default::default(),
+            remedy::cloudstack::client::Method::Get,
+            deadline,
+            None,
+        )
         .await
         .unwrap();
     let rebooted = jobs["asyncjobs"]
@@ -508,7 +559,11 @@ async fn job_triage_of_a_job_that_succeeded_and_the_options() {
     let (s, reports) = apply(
         &zone,
         "job-triage",
-        &[("job", FAILED_JOB), ("log_id", "job-733"), ("since", "2026-12-05")],
+        &[
+            ("job", FAILED_JOB),
+            ("log_id", "job-733"),
+            ("since", "2026-12-05"),
+        ],
         true,
     )
     .await;
@@ -523,7 +578,8 @@ async fn job_triage_of_a_job_that_succeeded_and_the_options() {
         .collect();
     assert_eq!(ran.len(), 1, "mgmt1's: {ran:#?}");
     assert!(
-        ran.iter().all(|l| !l.contains(".2026-12-04.gz") && l.contains(".2026-12-05.gz")),
+        ran.iter()
+            .all(|l| !l.contains(".2026-12-04.gz") && l.contains(".2026-12-05.gz")),
         "since: {ran:#?}"
     );
 }
@@ -663,7 +719,15 @@ fn stale_nics_through_the_binary() {
     let dir = tempfile::tempdir().unwrap();
     let inv = lab_inventory(dir.path(), "stale-nics");
     let inv = inv.to_str().unwrap();
-    let args = ["apply", "stale-nics", "-i", inv, "-e", "network=backend", "--dry-run"];
+    let args = [
+        "apply",
+        "stale-nics",
+        "-i",
+        inv,
+        "-e",
+        "network=backend",
+        "--dry-run",
+    ];
     let o = remedy(dir.path(), &args);
     let out = stdout(&o);
     assert_eq!(o.status.code(), Some(8), "{out}");
@@ -690,17 +754,34 @@ fn stale_nics_through_the_binary() {
         .collect();
     assert_eq!(
         rows(&reports, "stale"),
-        strings(&[&["web-1", "i-2-934-VM", "web"], &["web-2", "i-2-935-VM", "web"]])
+        strings(&[
+            &["web-1", "i-2-934-VM", "web"],
+            &["web-2", "i-2-935-VM", "web"]
+        ])
     );
     let end = events.iter().find(|e| e["event"] == "run_end").unwrap();
-    assert_eq!((end["exit_code"].as_i64(), end["found"].as_i64()), (Some(8), Some(2)));
+    assert_eq!(
+        (end["exit_code"].as_i64(), end["found"].as_i64()),
+        (Some(8), Some(2))
+    );
 
     let healthy = lab_inventory(dir.path(), "healthy");
     let o = remedy(
         dir.path(),
-        &["apply", "stale-nics", "-i", healthy.to_str().unwrap(), "-e", "network=web", "--dry-run"],
+        &[
+            "apply",
+            "stale-nics",
+            "-i",
+            healthy.to_str().unwrap(),
+            "-e",
+            "network=web",
+            "--dry-run",
+        ],
     );
     let out = stdout(&o);
     assert_eq!(o.status.code(), Some(0), "{out}");
-    assert!(out.contains("      every VM listed on web has a NIC there\n"), "{out}");
+    assert!(
+        out.contains("      every VM listed on web has a NIC there\n"),
+        "{out}"
+    );
 }
