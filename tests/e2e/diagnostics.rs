@@ -170,34 +170,46 @@ async fn host_maintenance_check_flags_the_vms_firstfit_strands() {
     let zone = ApiZone::start("host-maintenance-firstfit", Faults::default()).await;
     for (s, reports) in read_only(&zone, "host-maintenance-check", &[("host", "kvm-a1")]).await {
         assert_eq!(s.exit, ExitCode::Found, "{}", s.status);
-        assert_eq!(s.status, "found problems: 2 finding(s) (strands@localhost)");
+        assert_eq!(s.status, "found problems: 2 finding(s) (stranded@localhost)");
         // Each suggestion counts the one before it: kvm-c1 has room for app-1 only.
         assert_eq!(
-            rows(&reports, "strands"),
+            rows(&reports, "placements"),
             strings(&[
                 &["app-1", "generic,linux", "yes", "kvm-c1"],
                 &["app-2", "generic,linux", "yes", "kvm-c2"],
             ])
         );
+        assert_eq!(report(&reports, "placements")["found"], false);
         assert_eq!(
-            fact(&reports, "strands", "migrate.vm.across.clusters"),
+            fact(&reports, "placements", "migrate.vm.across.clusters"),
             true
         );
-        assert_eq!(fact(&reports, "strands", "stranded"), 2);
+        assert_eq!(
+            rows(&reports, "stranded"),
+            strings(&[
+                &["app-1", "generic,linux", "kvm-c1"],
+                &["app-2", "generic,linux", "kvm-c2"],
+            ])
+        );
     }
     // kvm-c1's own cluster has kvm-c2: nothing stranded, the allocator's pick is shown.
     for (s, reports) in read_only(&zone, "host-maintenance-check", &[("host", "kvm-c1")]).await {
         assert_eq!(s.exit, ExitCode::Success, "{}", s.status);
         assert_eq!(
-            rows(&reports, "strands"),
+            rows(&reports, "placements"),
             strings(&[&["app-3", "generic,linux", "no", "kvm-c2 (CloudStack's pick)"]])
+        );
+        assert!(rows(&reports, "stranded").is_empty());
+        assert_eq!(
+            report(&reports, "stranded")["empty"],
+            "no VM on kvm-c1 would be stranded"
         );
     }
     // A host with no VM: the empty text, exit 0.
     for (s, reports) in read_only(&zone, "host-maintenance-check", &[("host", "kvm-b1")]).await {
         assert_eq!(s.exit, ExitCode::Success, "{}", s.status);
-        assert!(rows(&reports, "strands").is_empty());
-        assert_eq!(report(&reports, "strands")["empty"], "no VM runs on kvm-b1");
+        assert!(rows(&reports, "placements").is_empty());
+        assert_eq!(report(&reports, "placements")["empty"], "no VM runs on kvm-b1");
     }
 }
 
