@@ -170,7 +170,10 @@ async fn host_maintenance_check_flags_the_vms_firstfit_strands() {
     let zone = ApiZone::start("host-maintenance-firstfit", Faults::default()).await;
     for (s, reports) in read_only(&zone, "host-maintenance-check", &[("host", "kvm-a1")]).await {
         assert_eq!(s.exit, ExitCode::Found, "{}", s.status);
-        assert_eq!(s.status, "found problems: 2 finding(s) (stranded@localhost)");
+        assert_eq!(
+            s.status,
+            "found problems: 2 finding(s) (stranded@localhost)"
+        );
         // Each suggestion counts the one before it: kvm-c1 has room for app-1 only.
         assert_eq!(
             rows(&reports, "placements"),
@@ -209,7 +212,10 @@ async fn host_maintenance_check_flags_the_vms_firstfit_strands() {
     for (s, reports) in read_only(&zone, "host-maintenance-check", &[("host", "kvm-b1")]).await {
         assert_eq!(s.exit, ExitCode::Success, "{}", s.status);
         assert!(rows(&reports, "placements").is_empty());
-        assert_eq!(report(&reports, "placements")["empty"], "no VM runs on kvm-b1");
+        assert_eq!(
+            report(&reports, "placements")["empty"],
+            "no VM runs on kvm-b1"
+        );
     }
 }
 
@@ -499,6 +505,24 @@ async fn job_triage_follows_a_failed_job_through_the_logs() {
             "{:?}",
             verdict[0]
         );
+        // mgmt2, where kvm03's agent is, logged the forwarded command and its time-out under
+        // the job's logid, without its number.
+        let context = rows(&reports, "context");
+        let heads: Vec<[&str; 3]> = context
+            .iter()
+            .map(|r| [r[0].as_str(), r[1].as_str(), r[2].as_str()])
+            .collect();
+        assert_eq!(
+            heads,
+            [
+                ["2026-12-05 23:59:40,630", "mgmt2", "DEBUG"],
+                ["2026-12-06 00:00:10,364", "mgmt2", "WARN"],
+            ]
+        );
+        assert_eq!(
+            context[0][3],
+            "Seq 49-8712394812934733: Dispatching StopCommand for i-2-940-VM to host 49(kvm03)"
+        );
     }
     // It read the rotated gzipped logs and today's over SSH (the zone's record shows mgmt1's
     // commands), and only read.
@@ -508,6 +532,11 @@ async fn job_triage_follows_a_failed_job_through_the_logs() {
             && l == "zgrep job-733 /var/log/cloudstack/management/management-server.log.2026-12-04.gz \
                      /var/log/cloudstack/management/management-server.log.2026-12-05.gz \
                      /var/log/cloudstack/management/management-server.log "),
+        "{ran:#?}"
+    );
+    assert!(
+        ran.iter()
+            .any(|(m, l)| m == "mgmt1" && l.starts_with("zgrep logid:cb16db26 ")),
         "{ran:#?}"
     );
     for (m, l) in &ran {
@@ -567,6 +596,7 @@ async fn job_triage_of_a_job_that_succeeded_and_the_options() {
     );
     assert!(rows(&reports, "verdict").is_empty());
     assert_eq!(report(&reports, "verdict")["empty"], "the job did not fail");
+    assert!(rows(&reports, "context").is_empty());
 
     let (s, reports) = apply(
         &zone,
