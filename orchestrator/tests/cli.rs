@@ -58,7 +58,7 @@ fn validate_passes_on_shipped_playbooks() {
     let o = remedy(&["validate", "-i", "inventories/lab.yml"], &root());
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
     let checked = text(&o).lines().filter(|l| l.starts_with("ok ")).count();
-    assert_eq!(checked, 7, "{}", text(&o));
+    assert_eq!(checked, SHIPPED.len(), "{}", text(&o));
 }
 
 #[test]
@@ -1577,12 +1577,18 @@ fn stderr(o: &Output) -> String {
 }
 
 /// The shipped playbooks, by name, as `remedy list` orders them.
-const SHIPPED: [&str; 7] = [
+const SHIPPED: [&str; 13] = [
     "chmod-catalina-out",
     "fix-vlan-range",
+    "host-maintenance-check",
+    "host-maintenance-safe",
+    "job-triage",
     "readd-ovs-port-flow",
+    "reboot-ssvm",
     "recreate-ssvm",
+    "restart-agent",
     "restart-dnsmasq",
+    "stale-nics",
     "vr-backup-loop",
     "vr-restore-public-link",
 ];
@@ -1618,20 +1624,20 @@ fn list_fits_descriptions_to_the_terminal_width() {
     // Narrow: every description is cut at a word, and says so.
     let narrow = list_at("60");
     assert_eq!(
-        narrow[4], "restart-dnsmasq         Guest VMs of a network or VPC get…",
+        narrow[9], "restart-dnsmasq         Guest VMs of a network or VPC get…",
         "{narrow:#?}"
     );
     assert!(narrow.iter().all(|l| l.ends_with('…')), "{narrow:#?}");
     // Wide: a first sentence that fits is whole (and ends the line); a longer one is cut.
     let wide = list_at("200");
     assert_eq!(
-        wide[4],
+        wide[9],
         "restart-dnsmasq         Guest VMs of a network or VPC get no DHCP lease and no DNS \
          answers because dnsmasq is not running (or not listening) on its virtual router.",
         "{wide:#?}"
     );
     assert!(
-        wide[6].ends_with("fails with \"Nexthop has invalid gateway\"."),
+        wide[12].ends_with("fails with \"Nexthop has invalid gateway\"."),
         "{wide:#?}"
     );
     assert!(wide[0].ends_with('…'), "{wide:#?}");

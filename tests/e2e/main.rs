@@ -3,6 +3,7 @@
 
 mod cloudstack;
 mod daemon;
+mod diagnostics;
 mod engine;
 mod features;
 mod lab_inventory;
