@@ -64,12 +64,14 @@ fn the_readme_has_the_two_commands_ci_runs() {
         cmds[0]
     );
     assert_eq!(cmds[1], "cargo test --workspace --locked");
-    // .ci/run reads the same block and runs both, the first with --dry-run and with --yes.
+    // .ci/run reads the same block and runs both, the first with --dry-run, with --yes, and
+    // verbatim on a terminal (answering its question).
     let ci = std::fs::read_to_string(repo().join(".ci/run")).expect(".ci/run");
     for needle in [
         "' README.md)",
         r#"eval "${commands[0]} --dry-run""#,
         r#"eval "${commands[0]} --yes""#,
+        r#"script -qfec "${commands[0]}" "$typescript""#,
         r#"eval "${commands[1]}""#,
     ] {
         assert!(ci.contains(needle), ".ci/run no longer has {needle:?}");
