@@ -412,16 +412,12 @@ async fn job_settled(cx: &Ctx, command: &str) -> Result<(), String> {
             ))
         }
     };
-    let class = format!("{command}cmd").to_ascii_lowercase();
     let running: Vec<String> = reply["asyncjobs"]
         .as_array()
         .into_iter()
         .flatten()
         .filter(|j| j["jobstatus"].as_i64() == Some(0))
-        .filter(|j| {
-            let cmd = j["cmd"].as_str().unwrap_or("");
-            cmd.rsplit('.').next().unwrap_or(cmd).to_ascii_lowercase() == class
-        })
+        .filter(|j| crate::cloudstack::reply::job_is_of(j, command))
         .map(|j| j["jobid"].as_str().unwrap_or("?").to_string())
         .collect();
     if running.is_empty() {

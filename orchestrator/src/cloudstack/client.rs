@@ -306,7 +306,6 @@ impl Client {
         since: jiff::Timestamp,
         deadline: Instant,
     ) -> Option<String> {
-        let class = format!("{command}cmd").to_ascii_lowercase();
         let from = since - jiff::SignedDuration::from_secs(60);
         let jobs = Box::pin(self.call(
             "listAsyncJobs",
@@ -321,8 +320,6 @@ impl Client {
         let found: Vec<&str> = items
             .iter()
             .filter(|j| {
-                let cmd = j.get("cmd").and_then(Value::as_str).unwrap_or("");
-                let name = cmd.rsplit('.').next().unwrap_or(cmd).to_ascii_lowercase();
                 let created = j
                     .get("created")
                     .and_then(Value::as_str)
@@ -333,7 +330,9 @@ impl Client {
                     Some(id) if !on.is_empty() => on == id,
                     _ => true,
                 };
-                name == class && same_object && created.is_some_and(|t| t >= from)
+                super::reply::job_is_of(j, command)
+                    && same_object
+                    && created.is_some_and(|t| t >= from)
             })
             .filter_map(|j| j.get("jobid").and_then(Value::as_str))
             .collect();

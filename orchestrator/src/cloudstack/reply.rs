@@ -249,6 +249,15 @@ pub enum JobState {
 }
 
 /// Reads `jobstatus` 0/1/2/3 and the result or error (reference §3.4).
+/// Whether a `listAsyncJobs` item is a job of `command`: its `cmd` is the Java class named
+/// after the command (`migrateVirtualMachine` -> `...MigrateVirtualMachineCmd`), compared
+/// without case.
+pub fn job_is_of(job: &Value, command: &str) -> bool {
+    let cmd = job.get("cmd").and_then(Value::as_str).unwrap_or("");
+    let class = cmd.rsplit('.').next().unwrap_or(cmd);
+    class.eq_ignore_ascii_case(&format!("{command}cmd"))
+}
+
 pub fn job_state(reply: &Value) -> Result<JobState, String> {
     let status = reply
         .get("jobstatus")
@@ -291,6 +300,16 @@ pub fn list_key(reply: &Map<String, Value>) -> Option<&str> {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn a_job_is_of_the_command_its_class_is_named_after() {
+        let job = json!({"cmd": "org.apache.cloudstack.api.command.admin.vm.MigrateVMCmd"});
+        assert!(!job_is_of(&job, "migrateVirtualMachine"));
+        let job = json!({"cmd": "org.apache.cloudstack.api.command.admin.network.UpdatePhysicalNetworkCmd"});
+        assert!(job_is_of(&job, "updatePhysicalNetwork"));
+        assert!(!job_is_of(&job, "updatePhysical"));
+        assert!(!job_is_of(&json!({}), "updatePhysicalNetwork"));
+    }
 
     fn bytes(v: Value) -> Vec<u8> {
         serde_json::to_vec(&v).unwrap()

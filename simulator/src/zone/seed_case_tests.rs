@@ -2,36 +2,11 @@
 //! fix by explicit migration, the stale NIC listing, the failed job and its logs, and hosts
 //! whose agent is restarted.
 
-use std::collections::BTreeMap;
-
 use serde_json::Value;
 
+use super::tests::{at, call, inner, t0, zone};
 use super::*;
 use crate::ssh::commands::run_line;
-
-fn t0() -> jiff::Timestamp {
-    "2030-01-01T00:00:00Z".parse().unwrap()
-}
-
-fn at(ms: u64) -> jiff::Timestamp {
-    t0() + jiff::SignedDuration::from_millis(ms as i64)
-}
-
-fn zone(name: &str) -> Zone {
-    Zone::new(&Scenario::builtin(name).unwrap())
-}
-
-fn call(z: &mut Zone, command: &str, args: &[(&str, &str)], now: jiff::Timestamp) -> Reply {
-    let params: BTreeMap<String, String> = args
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
-    z.handle(command, &params, &Faults::default(), now)
-}
-
-fn inner(r: &Reply) -> &Value {
-    r.body.as_object().unwrap().values().next().unwrap()
-}
 
 /// Starts an async command at `now` and returns its job record once it ended.
 fn run_job(z: &mut Zone, command: &str, args: &[(&str, &str)], now: jiff::Timestamp) -> Value {

@@ -6,16 +6,16 @@ use serde_json::{json, Value};
 
 use super::*;
 
-fn t0() -> jiff::Timestamp {
+pub(super) fn t0() -> jiff::Timestamp {
     "2030-01-01T00:00:00Z".parse().unwrap()
 }
 
 /// `t0` plus `ms` milliseconds.
-fn at(ms: u64) -> jiff::Timestamp {
+pub(super) fn at(ms: u64) -> jiff::Timestamp {
     t0() + jiff::SignedDuration::from_millis(ms as i64)
 }
 
-fn zone(name: &str) -> Zone {
+pub(super) fn zone(name: &str) -> Zone {
     Zone::new(&Scenario::builtin(name).unwrap())
 }
 
@@ -25,12 +25,17 @@ fn params(args: &[(&str, &str)]) -> BTreeMap<String, String> {
         .collect()
 }
 
-fn call(z: &mut Zone, command: &str, args: &[(&str, &str)], now: jiff::Timestamp) -> Reply {
+pub(super) fn call(
+    z: &mut Zone,
+    command: &str,
+    args: &[(&str, &str)],
+    now: jiff::Timestamp,
+) -> Reply {
     z.handle(command, &params(args), &Faults::default(), now)
 }
 
 /// The single value inside the envelope.
-fn inner(r: &Reply) -> &Value {
+pub(super) fn inner(r: &Reply) -> &Value {
     r.body.as_object().unwrap().values().next().unwrap()
 }
 
