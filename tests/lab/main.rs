@@ -581,11 +581,22 @@ fn dry_run_changes_nothing_then_the_fix_heals_the_routers() {
     assert_eq!(after.matches("state UP").count(), 2, "{after}");
     assert_eq!(after.matches("active\n").count(), 2, "{after}");
     assert!(after.contains("bond2\n"), "{after}");
-    let states: Vec<String> = ["vr1", "vr2"]
-        .iter()
-        .map(|vr| lab.sh_ok(vr, "/opt/cloud/bin/checkrouter.sh"))
-        .collect();
-    assert_eq!(states, ["Status: MASTER\n", "Status: BACKUP\n"]);
+    // keepalived settles the election within a few advertisement intervals of both links
+    // coming up: for a moment both may say MASTER.
+    let states = || -> Vec<String> {
+        ["vr1", "vr2"]
+            .iter()
+            .map(|vr| lab.sh_ok(vr, "/opt/cloud/bin/checkrouter.sh"))
+            .collect()
+    };
+    let want = ["Status: MASTER\n", "Status: BACKUP\n"];
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let mut now = states();
+    while now != want && std::time::Instant::now() < until {
+        std::thread::sleep(std::time::Duration::from_millis(250));
+        now = states();
+    }
+    assert_eq!(now, want);
     for vr in ["vr1", "vr2"] {
         lab.sh_ok(
             vr,
