@@ -89,15 +89,11 @@ pub fn lock_targets(plan: &Plan) -> Vec<String> {
     let api_changes = plan.program.steps.iter().enumerate().any(|(i, s)| {
         s.mutating()
             && !plan.targets[i].is_empty()
-            && matches!(
-                s.kind,
-                crate::playbook::Kind::Api { .. }
-                    | crate::playbook::Kind::Module {
-                        kind: crate::modules::ModuleKind::CsSetting
-                            | crate::modules::ModuleKind::VlanRange,
-                        ..
-                    }
-            )
+            && match &s.kind {
+                crate::playbook::Kind::Api { .. } => true,
+                crate::playbook::Kind::Module { kind, .. } => kind.runs_on_api(),
+                _ => false,
+            }
     });
     if api_changes {
         out.insert(CLOUDSTACK_LOCK.into());

@@ -290,17 +290,18 @@ async fn undo_one(cx: &Ctx, d: &Done) -> Result<Settled, String> {
         },
         None => None,
     };
+    // A change made through the API whose outcome was unknown may be a job that is still
+    // running: what reads "as before" (or half-moved: a VM `Migrating`) now may yet change, and
+    // an undo sent now would race it. Ask CloudStack before reading.
+    if let (false, Some(command), Some(_)) = (d.certain, &api_command, &module) {
+        if let Err(e) = job_settled(cx, command).await {
+            end(cx, d, &Err(e.clone()), None);
+            return Err(e);
+        }
+    }
     // Read first: undo only what is not already as before.
     if let Some((m, before)) = &module {
         match probe(cx, &host, m.as_ref(), UNDO_TIMEOUT).await {
-            // A change made through the API whose outcome was unknown may be a job that is
-            // still running: "as before" now does not mean it will stay so.
-            Ok(now) if m.restored(before, &now) && !d.certain && api_command.is_some() => {
-                let command = api_command.as_deref().unwrap_or_default();
-                let r = job_settled(cx, command).await.map(|()| Settled::Unchanged);
-                end(cx, d, &r, Some(true));
-                return r;
-            }
             Ok(now) if m.restored(before, &now) && running_until.is_some() => {
                 let r = Err(still_running(running_until.unwrap_or_default()));
                 end(cx, d, &r, Some(true));

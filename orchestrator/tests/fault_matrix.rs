@@ -187,42 +187,12 @@ const PLAYBOOKS: &[Playbook] = &[
 
 /// Cases that expose a real bug in remedy (a rollback that lies), by name, with the reason. The
 /// rest of the matrix stays green; a case listed here that passes is reported.
-/// Empty: the last ones (the public table's default route, a raw `ssh:` step that a kill
-/// mid-command left unreadable) went when the step became the `route` module.
-///
-/// host-maintenance-safe's migrations are raw `api:` steps with an `api` rollback, which has no
-/// probe (`check:` is for `ssh:` only): after a kill mid-job the later rollback waits for the
-/// step's timeout (10m, past the matrix's hold), and when a reply is lost before CloudStack
-/// acted, the undo migrates a VM to the host it is on and is refused (431). Truthful (exit 3,
-/// named), but not the clean undo the matrix expects.
-const KNOWN_FAILURES: &[(&str, &str)] = &[
-    (
-        "host-maintenance-safe lost-reply-then-next-fails migrate@kvm-c1",
-        RAW_API_UNDO,
-    ),
-    ("host-maintenance-safe sigkill migrate@kvm-c1", RAW_API_UNDO),
-    (
-        "host-maintenance-safe sigkill-late-rollback migrate@kvm-c1",
-        RAW_API_UNDO,
-    ),
-    ("host-maintenance-safe sigkill migrate@kvm-c2", RAW_API_UNDO),
-    (
-        "host-maintenance-safe sigkill-late-rollback migrate@kvm-c2",
-        RAW_API_UNDO,
-    ),
-    (
-        "host-maintenance-safe sigkill maintenance@localhost",
-        RAW_API_UNDO,
-    ),
-    (
-        "host-maintenance-safe sigkill-late-rollback maintenance@localhost",
-        RAW_API_UNDO,
-    ),
-];
-
-/// Why the cases above fail.
-const RAW_API_UNDO: &str = "a raw api step's rollback cannot be probed: after a kill it waits \
-     for the step's timeout, and after a reply lost before CloudStack acted its undo is refused";
+/// Empty. The last ones went when raw steps became modules that read first: the public
+/// table's default route (a raw `ssh:` step a kill mid-command left unreadable) became `route`;
+/// host-maintenance-safe's migrations and maintenance (raw `api:` steps, whose undo after a
+/// kill waited for the step's timeout, and after a reply lost before CloudStack acted
+/// migrated a VM to the host it was on) became `vm_host` and `host_maintenance`.
+const KNOWN_FAILURES: &[(&str, &str)] = &[];
 
 /// recreate-ssvm past its destroy: the secondary storage VMs (the old one destroyed, the new
 /// one deployed) and the setting the new one booted with.

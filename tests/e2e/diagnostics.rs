@@ -442,6 +442,43 @@ async fn host_maintenance_safe_moves_the_vms_back_when_maintenance_fails() {
     zone.audit_verifies();
 }
 
+/// The `host_maintenance` module on its own, asked for a maintenance CloudStack cannot finish
+/// (the FirstFit bug strands app-1 and app-2): the job fails and leaves the host in
+/// `ErrorInMaintenance`. The module reads the host again, so the run knows the host moved and
+/// its rollback cancels the maintenance: the host is `Enabled`, exit 2, nothing left undone.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_maintenance_that_fails_half_way_is_cancelled_by_the_rollback() {
+    let zone = ApiZone::start("host-maintenance-firstfit", Faults::default()).await;
+    let world = zone.world();
+    let id = world["hosts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|h| h["name"] == "kvm-a1")
+        .map(|h| h["id"].as_str().unwrap().to_string())
+        .unwrap();
+    let file = zone.dir.path().join("naive-maintenance.yml");
+    std::fs::write(
+        &file,
+        "name: naive-maintenance\nparams: { host_id: { required: true } }\nsteps:\n  \
+         - id: maintenance\n    host_maintenance: { host: \"{{ host_id }}\" }\n",
+    )
+    .unwrap();
+    let plan = zone.plan(&file, &[("host_id", &id)]).await;
+    let router = zone.router(&plan);
+    let (_, s, _) = run(plan, router, zone.run_options(false)).await;
+    assert_eq!(s.exit, ExitCode::RolledBack, "{}", s.status);
+    assert!(s.status.contains("ErrorInMaintenance"), "{}", s.status);
+    assert_eq!(s.undone, 1, "{}", s.status);
+    assert!(s.not_undone.is_empty(), "{:?}", s.not_undone);
+    assert_eq!(
+        zone.mutating_requests(),
+        ["prepareHostForMaintenance", "cancelHostMaintenance"]
+    );
+    assert_eq!(resource_state(&zone.world(), "kvm-a1"), "Enabled");
+    zone.audit_verifies();
+}
+
 const FAILED_JOB: &str = "5b1f2c9e-7d43-4a8e-9c61-2f0e8d7a3b10";
 
 /// Job 733 failed: its number found from the logs, its timeline across the rotated gzipped

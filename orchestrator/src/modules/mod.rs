@@ -1,7 +1,7 @@
 //! Structured modules: remediation actions that know their own check, diff, change and undo.
 //!
 //! A step may name a module (`service:`, `file:`, `link:`, `ovs_port:`, `ovs_flow:`,
-//! `cs_setting:`, `vlan_range:`) instead of a raw `ssh:` command or `api:` call. A module is pure
+//! `cs_setting:`, `vlan_range:`, `vm_host:`, `host_maintenance:`) instead of a raw `ssh:` command or `api:` call. A module is pure
 //! data and never does I/O: it hands the runner [`Action`]s, the runner carries them through a
 //! transport and feeds the results back. The protocol, for one step on one target:
 //!
@@ -29,10 +29,12 @@
 
 pub mod cloudstack;
 pub mod file;
+pub mod host_maintenance;
 pub mod link;
 pub mod ovs;
 pub mod route;
 pub mod service;
+pub mod vm_host;
 
 use std::fmt;
 
@@ -46,10 +48,12 @@ pub use cloudstack::{
     SettingScope, VlanRange, VlanRangeSpec, VlanSpan, MAX_VNET_ID,
 };
 pub use file::{File, FileSpec};
+pub use host_maintenance::{HostMaintenance, HostMaintenanceSpec, MaintenanceState};
 pub use link::{Link, LinkSpec, LinkState};
 pub use ovs::{OvsFlow, OvsFlowSpec, OvsPort, OvsPortSpec, Presence};
 pub use route::{Route, RouteSpec, RouteState};
 pub use service::{Service, ServiceSpec, ServiceState};
+pub use vm_host::{VmHost, VmHostSpec};
 
 /// What a change would do: one entry per field it alters.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -192,10 +196,12 @@ pub enum ModuleKind {
     OvsFlow,
     CsSetting,
     VlanRange,
+    VmHost,
+    HostMaintenance,
 }
 
 impl ModuleKind {
-    pub const ALL: [ModuleKind; 8] = [
+    pub const ALL: [ModuleKind; 10] = [
         ModuleKind::Service,
         ModuleKind::File,
         ModuleKind::Link,
@@ -204,6 +210,8 @@ impl ModuleKind {
         ModuleKind::OvsFlow,
         ModuleKind::CsSetting,
         ModuleKind::VlanRange,
+        ModuleKind::VmHost,
+        ModuleKind::HostMaintenance,
     ];
 
     /// The YAML key that introduces this module in a step.
@@ -217,6 +225,8 @@ impl ModuleKind {
             ModuleKind::OvsFlow => "ovs_flow",
             ModuleKind::CsSetting => "cs_setting",
             ModuleKind::VlanRange => "vlan_range",
+            ModuleKind::VmHost => "vm_host",
+            ModuleKind::HostMaintenance => "host_maintenance",
         }
     }
 
@@ -228,7 +238,13 @@ impl ModuleKind {
     /// Whether the module talks to the CloudStack API (the inventory's controller) rather than
     /// running commands on the step's host.
     pub fn runs_on_api(self) -> bool {
-        matches!(self, ModuleKind::CsSetting | ModuleKind::VlanRange)
+        matches!(
+            self,
+            ModuleKind::CsSetting
+                | ModuleKind::VlanRange
+                | ModuleKind::VmHost
+                | ModuleKind::HostMaintenance
+        )
     }
 }
 
@@ -253,6 +269,8 @@ pub enum ModuleSpec {
     OvsFlow(OvsFlowSpec),
     CsSetting(CsSettingSpec),
     VlanRange(VlanRangeSpec),
+    VmHost(VmHostSpec),
+    HostMaintenance(HostMaintenanceSpec),
 }
 
 impl ModuleSpec {
@@ -266,6 +284,8 @@ impl ModuleSpec {
             ModuleSpec::OvsFlow(_) => ModuleKind::OvsFlow,
             ModuleSpec::CsSetting(_) => ModuleKind::CsSetting,
             ModuleSpec::VlanRange(_) => ModuleKind::VlanRange,
+            ModuleSpec::VmHost(_) => ModuleKind::VmHost,
+            ModuleSpec::HostMaintenance(_) => ModuleKind::HostMaintenance,
         }
     }
 
@@ -280,6 +300,8 @@ impl ModuleSpec {
             ModuleSpec::OvsFlow(s) => Box::new(s.build()?),
             ModuleSpec::CsSetting(s) => Box::new(s.build()?),
             ModuleSpec::VlanRange(s) => Box::new(s.build()?),
+            ModuleSpec::VmHost(s) => Box::new(s.build()?),
+            ModuleSpec::HostMaintenance(s) => Box::new(s.build()?),
         })
     }
 
@@ -294,6 +316,8 @@ impl ModuleSpec {
             ModuleSpec::OvsFlow(s) => serde_json::to_value(s),
             ModuleSpec::CsSetting(s) => serde_json::to_value(s),
             ModuleSpec::VlanRange(s) => serde_json::to_value(s),
+            ModuleSpec::VmHost(s) => serde_json::to_value(s),
+            ModuleSpec::HostMaintenance(s) => serde_json::to_value(s),
         };
         value.map_err(|e| self.kind().invalid(e.to_string()))
     }
@@ -315,6 +339,8 @@ impl ModuleSpec {
             ModuleKind::OvsFlow => ModuleSpec::OvsFlow(de(kind, value)?),
             ModuleKind::CsSetting => ModuleSpec::CsSetting(de(kind, value)?),
             ModuleKind::VlanRange => ModuleSpec::VlanRange(de(kind, value)?),
+            ModuleKind::VmHost => ModuleSpec::VmHost(de(kind, value)?),
+            ModuleKind::HostMaintenance => ModuleSpec::HostMaintenance(de(kind, value)?),
         })
     }
 }
@@ -611,7 +637,9 @@ mod tests {
                 "ovs_port",
                 "ovs_flow",
                 "cs_setting",
-                "vlan_range"
+                "vlan_range",
+                "vm_host",
+                "host_maintenance"
             ]
         );
         for k in ModuleKind::ALL {
@@ -622,7 +650,13 @@ mod tests {
             );
             assert_eq!(
                 k.runs_on_api(),
-                matches!(k, ModuleKind::CsSetting | ModuleKind::VlanRange)
+                matches!(
+                    k,
+                    ModuleKind::CsSetting
+                        | ModuleKind::VlanRange
+                        | ModuleKind::VmHost
+                        | ModuleKind::HostMaintenance
+                )
             );
         }
         assert_eq!(ModuleKind::from_key("shell"), None);

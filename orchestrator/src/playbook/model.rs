@@ -134,6 +134,8 @@ pub struct StepDoc {
     pub ovs_flow: Option<serde_yaml::Value>,
     pub cs_setting: Option<serde_yaml::Value>,
     pub vlan_range: Option<serde_yaml::Value>,
+    pub vm_host: Option<serde_yaml::Value>,
+    pub host_maintenance: Option<serde_yaml::Value>,
 }
 
 /// A CloudStack API call.

@@ -59,6 +59,8 @@ impl Compiler<'_> {
             (ModuleKind::OvsFlow, &doc.ovs_flow),
             (ModuleKind::CsSetting, &doc.cs_setting),
             (ModuleKind::VlanRange, &doc.vlan_range),
+            (ModuleKind::VmHost, &doc.vm_host),
+            (ModuleKind::HostMaintenance, &doc.host_maintenance),
         ]
         .into_iter()
         .filter_map(|(k, v)| v.as_ref().map(|v| (k, v)))
