@@ -452,7 +452,9 @@ fn matches(spec: &ApiSpec, p: &Params, item: &Value) -> bool {
         let Some(want) = p.get(key).filter(|_| declared(key)) else {
             continue;
         };
-        if spec.name == "listTrafficTypes" {
+        // listConfigurations' scope ids pick the values, not the items (see settings.rs)
+        let scope_id = spec.name == "listConfigurations" && key.ends_with("id");
+        if spec.name == "listTrafficTypes" || scope_id {
             continue;
         }
         if !text(key).is_some_and(|have| have.eq_ignore_ascii_case(want)) {

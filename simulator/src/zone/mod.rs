@@ -357,3 +357,6 @@ mod tests;
 
 #[cfg(test)]
 mod seed_case_tests;
+
+#[cfg(test)]
+mod catalog_tests;
