@@ -879,7 +879,13 @@ fn lab_logs_an_api_it_does_not_implement() {
         "{t}"
     );
     let o = remedy(
-        &["api", "-i", inv.to_str().unwrap(), "listApis", "name=listRouters"],
+        &[
+            "api",
+            "-i",
+            inv.to_str().unwrap(),
+            "listApis",
+            "name=listRouters",
+        ],
         dir.path(),
     );
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
@@ -896,7 +902,12 @@ fn lab_logs_an_api_it_does_not_implement() {
         .filter(|l| l.contains("not implemented"))
         .collect();
     assert_eq!(lines.len(), 1, "{err}");
-    assert!(lines[0].trim_end().ends_with("not implemented: listVolumes"), "{err}");
+    assert!(
+        lines[0]
+            .trim_end()
+            .ends_with("not implemented: listVolumes"),
+        "{err}"
+    );
 }
 
 #[test]

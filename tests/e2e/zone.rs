@@ -223,11 +223,9 @@ steps:
     let (_, summary, _) = run(plan, s.router.clone(), s.opts(false)).await;
     assert_eq!(summary.exit, ExitCode::RolledBack, "{summary:?}");
     assert_eq!(s.vlan().await, "1000-1999", "the range in use is kept");
-    let interval = s.sim().with_zone(|z| {
-        z.world()
-            .setting("router.check.interval")
-            .to_string()
-    });
+    let interval = s
+        .sim()
+        .with_zone(|z| z.world().setting("router.check.interval").to_string());
     assert_eq!(interval, "30", "the step before was undone");
     let log = std::fs::read_to_string(&s.log).unwrap();
     assert!(

@@ -77,9 +77,27 @@ const PROVIDERS: [(&str, &str, &[&str]); 5] = [
 
 /// The system offerings: (name, system VM type, CPUs, MHz, MiB).
 const SYSTEM_OFFERINGS: [(&str, &str, u32, u32, u32); 3] = [
-    ("System Offering For Software Router", "domainrouter", 1, 500, 256),
-    ("System Offering For Secondary Storage VM", "secondarystoragevm", 1, 500, 512),
-    ("System Offering For Console Proxy", "consoleproxy", 1, 500, 1024),
+    (
+        "System Offering For Software Router",
+        "domainrouter",
+        1,
+        500,
+        256,
+    ),
+    (
+        "System Offering For Secondary Storage VM",
+        "secondarystoragevm",
+        1,
+        500,
+        512,
+    ),
+    (
+        "System Offering For Console Proxy",
+        "consoleproxy",
+        1,
+        500,
+        1024,
+    ),
 ];
 
 /// `listServiceOfferings issystem=true`: the system VMs' offerings, by `systemvmtype` when
@@ -87,7 +105,10 @@ const SYSTEM_OFFERINGS: [(&str, &str, u32, u32, u32); 3] = [
 pub(super) fn system_offerings(p: &Params) -> Vec<Value> {
     SYSTEM_OFFERINGS
         .iter()
-        .filter(|(_, t, ..)| p.get("systemvmtype").is_none_or(|want| want.eq_ignore_ascii_case(t)))
+        .filter(|(_, t, ..)| {
+            p.get("systemvmtype")
+                .is_none_or(|want| want.eq_ignore_ascii_case(t))
+        })
         .map(|(name, t, cpus, mhz, mib)| {
             json!({
                 "id": id_for("serviceoffering", name), "name": name, "displaytext": name,
@@ -141,7 +162,10 @@ pub(super) fn accounts(w: &World, p: &Params) -> Vec<Value> {
     ACCOUNTS
         .iter()
         .map(|name| account_json(w, name))
-        .filter(|a| p.get("accounttype").is_none_or(|t| a["accounttype"].to_string() == t))
+        .filter(|a| {
+            p.get("accounttype")
+                .is_none_or(|t| a["accounttype"] == t.parse::<u8>().unwrap_or(u8::MAX))
+        })
         .collect()
 }
 
@@ -172,7 +196,10 @@ fn account_json(w: &World, name: &str) -> Value {
 pub(super) fn vpc_offerings(p: &Params) -> Vec<Value> {
     VPC_OFFERINGS
         .iter()
-        .filter(|(_, default, _)| p.get("isdefault").is_none_or(|_| p.flag_is("isdefault", *default)))
+        .filter(|(_, default, _)| {
+            p.get("isdefault")
+                .is_none_or(|_| p.flag_is("isdefault", *default))
+        })
         .map(|(name, default, redundant)| {
             let service: Vec<Value> = VPC_SERVICES
                 .iter()
@@ -282,7 +309,9 @@ impl Zone {
                 other => {
                     return Err((
                         530,
-                        format!("Invalid allocation state:{other}, only Enable/Disable are allowed"),
+                        format!(
+                            "Invalid allocation state:{other}, only Enable/Disable are allowed"
+                        ),
                     ))
                 }
             };

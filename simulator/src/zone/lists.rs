@@ -101,7 +101,12 @@ impl Zone {
                 .iter()
                 .find(|a| **a == name && domain == w.domain_id)
                 .map(|a| Acl::Account(a))
-                .ok_or_else(|| (431, format!("could not find account {name} in domain {ROOT_DOMAIN_TEXT}")));
+                .ok_or_else(|| {
+                    (
+                        431,
+                        format!("could not find account {name} in domain {ROOT_DOMAIN_TEXT}"),
+                    )
+                });
         }
         if let Some(domain) = p.get("domainid") {
             return Ok(Acl::Domain(domain.to_string()));

@@ -294,7 +294,11 @@ fn list_filters() {
     let r = call(
         &mut z,
         "listRouters",
-        &[("networkid", &web), ("state", "running"), ("listall", "true")],
+        &[
+            ("networkid", &web),
+            ("state", "running"),
+            ("listall", "true"),
+        ],
         t0(),
     );
     assert_eq!(inner(&r)["count"], 2);
@@ -445,7 +449,12 @@ fn update_configuration() {
 #[test]
 fn empty_lists_and_account_scope() {
     let mut z = zone("healthy");
-    for command in ["listVPCs", "listNetworks", "listVirtualMachines", "listRouters"] {
+    for command in [
+        "listVPCs",
+        "listNetworks",
+        "listVirtualMachines",
+        "listRouters",
+    ] {
         let r = call(&mut z, command, &[], t0());
         let key = format!("{}response", command.to_ascii_lowercase());
         assert_eq!(r.body, json!({ key: {} }), "{command}: not the caller's");
@@ -472,7 +481,10 @@ fn empty_lists_and_account_scope() {
     }
     let r = call(&mut z, "listRouters", &[("account", "nobody")], t0());
     assert_eq!(r.status, 431);
-    assert_eq!(errortext(&r), "could not find account nobody in domain Domain:1/");
+    assert_eq!(
+        errortext(&r),
+        "could not find account nobody in domain Domain:1/"
+    );
     let r = call(&mut z, "listAsyncJobs", &[], t0());
     assert_eq!(r.body, json!({"listasyncjobsresponse": {}}));
 }
@@ -557,17 +569,14 @@ fn restarting_without_a_range_fails_with_533_and_changes_nothing() {
 fn vlan_ranges_are_validated_and_allocated_ones_kept() {
     let mut z = zone("healthy");
     let pn = physnet(&z);
-    let mut update = |vlan: &str, now| {
-        call(
-            &mut z,
-            "updatePhysicalNetwork",
-            &[("id", &pn), ("vlan", vlan)],
-            now,
-        )
-    };
     // every refusal arrives as a failed job (jobstatus 2, jobresultcode 431), nothing changed
     let refused = |z: &mut Zone, vlan: &str, ms: u64| {
-        let r = call(z, "updatePhysicalNetwork", &[("id", &pn), ("vlan", vlan)], at(ms));
+        let r = call(
+            z,
+            "updatePhysicalNetwork",
+            &[("id", &pn), ("vlan", vlan)],
+            at(ms),
+        );
         assert_eq!(r.status, 200, "{vlan}: {:?}", r.body);
         let done = job(z, &r, at(ms + JOB));
         assert_eq!(done["jobstatus"], 2, "{vlan}");
@@ -588,7 +597,10 @@ fn vlan_ranges_are_validated_and_allocated_ones_kept() {
         refused(&mut z, "1500-2500", 20),
         "physicalnetwork 200 has allocated vnets in the range 1000-1499"
     );
-    for (i, bad) in ["2000-1999", "1000-1999,300", "1000-5000", "a-b"].iter().enumerate() {
+    for (i, bad) in ["2000-1999", "1000-1999,300", "1000-5000", "a-b"]
+        .iter()
+        .enumerate()
+    {
         refused(&mut z, bad, 100 + 10 * i as u64);
     }
     let r = call(
