@@ -176,7 +176,7 @@ impl Zone {
                     .filter(|s| p.get("name").is_none_or(|n| contains(&s.name, n)))
                     .filter(|s| scope.as_ref().is_none_or(|(sc, _)| s.scopes.iter().any(|x| x == sc)))
                     .map(|s| {
-                        let mut item = setting_json(s);
+                        let mut item = super::settings::setting_json(s);
                         if let Some((sc, id)) = &scope {
                             item["value"] = json!(super::settings::value_at(s, sc, id));
                             item["scope"] = json!(sc.to_ascii_lowercase());
@@ -504,15 +504,6 @@ fn matches(spec: &ApiSpec, p: &Params, item: &Value) -> bool {
         }
     }
     true
-}
-
-pub(super) fn setting_json(s: &super::model::Setting) -> Value {
-    json!({
-        "name": s.name, "value": s.value, "defaultvalue": s.defaultvalue,
-        "category": s.category, "description": s.description,
-        "isdynamic": s.isdynamic, "scope": "global", "type": s.kind,
-        "component": "management-server",
-    })
 }
 
 fn network_json(w: &World, n: &Network) -> Value {

@@ -10,7 +10,7 @@
 use serde_json::{json, Value};
 
 use super::model::Setting;
-use super::{lists, vlan, Params, Zone};
+use super::{vlan, Params, Zone};
 
 /// The scope parameters of updateConfiguration/listConfigurations and the scope each names.
 pub(super) const SCOPE_PARAMS: [(&str, &str); 6] = [
@@ -36,6 +36,16 @@ pub(super) fn scope_given(p: &Params) -> Result<Option<(&'static str, String)>, 
             "cannot handle multiple IDs, provide only one ID corresponding to the scope".into(),
         )),
     }
+}
+
+/// A setting as `listConfigurations` shows it (its global value).
+pub(super) fn setting_json(s: &super::model::Setting) -> Value {
+    json!({
+        "name": s.name, "value": s.value, "defaultvalue": s.defaultvalue,
+        "category": s.category, "description": s.description,
+        "isdynamic": s.isdynamic, "scope": "global", "type": s.kind,
+        "component": "management-server",
+    })
 }
 
 /// A setting's value at a scope: the value set there, else the global one.
@@ -84,14 +94,14 @@ impl Zone {
         }
         let Some((scope, id)) = scope else {
             setting.value = value;
-            let item = lists::setting_json(setting);
+            let item = setting_json(setting);
             return Ok(json!({ key: {"configuration": item} }));
         };
         setting.scoped.retain(|(s, i, _)| !(s == scope && *i == id));
         setting
             .scoped
             .push((scope.to_string(), id.clone(), value.clone()));
-        let mut item = lists::setting_json(setting);
+        let mut item = setting_json(setting);
         item["value"] = json!(value);
         item["scope"] = json!(scope.to_ascii_lowercase());
         item["id"] = json!(id);
