@@ -845,6 +845,71 @@ fn lab_then_api_shows_both_routers_backup() {
     assert_eq!(end.code(), Some(0));
 }
 
+/// An API the zone lacks answers as the server answers an unknown command (401, the generic
+/// credentials text), and `remedy lab` says on stderr what it really is, once.
+#[test]
+fn lab_logs_an_api_it_does_not_implement() {
+    use std::io::{BufRead, BufReader, Read};
+    use std::process::Stdio;
+    let dir = tempfile::tempdir().unwrap();
+    let inv = dir.path().join("lab.yml");
+    let mut lab = Command::new(env!("CARGO_BIN_EXE_remedy"))
+        .args(["lab", "--listen", "127.0.0.1:0", "--write-inventory"])
+        .arg(&inv)
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start the lab");
+    let mut out = BufReader::new(lab.stdout.take().unwrap());
+    loop {
+        let mut line = String::new();
+        if out.read_line(&mut line).unwrap() == 0 || line.starts_with("Ctrl-C") {
+            break;
+        }
+    }
+    let o = remedy(
+        &["api", "-i", inv.to_str().unwrap(), "listVolumes"],
+        dir.path(),
+    );
+    let t = text(&o);
+    assert_ne!(o.status.code(), Some(0), "{t}");
+    assert!(
+        t.contains("unable to verify user credentials and/or request signature"),
+        "{t}"
+    );
+    let o = remedy(
+        &[
+            "api",
+            "-i",
+            inv.to_str().unwrap(),
+            "listApis",
+            "name=listRouters",
+        ],
+        dir.path(),
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let status = Command::new("kill")
+        .args(["-TERM", &lab.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let mut err = String::new();
+    lab.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+    assert_eq!(lab.wait().unwrap().code(), Some(0), "{err}");
+    let lines: Vec<&str> = err
+        .lines()
+        .filter(|l| l.contains("not implemented"))
+        .collect();
+    assert_eq!(lines.len(), 1, "{err}");
+    assert!(
+        lines[0]
+            .trim_end()
+            .ends_with("not implemented: listVolumes"),
+        "{err}"
+    );
+}
+
 #[test]
 fn lab_refuses_a_non_loopback_address() {
     let dir = tempfile::tempdir().unwrap();
