@@ -659,7 +659,8 @@ async fn restart_agent_brings_a_disconnected_host_back() {
 
 /// With the agent failing again after its restart (`agent_stays_down`), the wait for Up runs
 /// out: the run fails, says what the last reply was, and leaves the restart in place (it needs
-/// no undo): exit 2.
+/// no undo): exit 2. The wait is shortened to 5 tries a second apart (`up_retries`,
+/// `up_delay`): the agent gives up 3 s after its restart.
 #[tokio::test(flavor = "multi_thread")]
 async fn restart_agent_fails_when_the_agent_stays_down() {
     let zone = ApiZone::start(
@@ -670,11 +671,12 @@ async fn restart_agent_fails_when_the_agent_stays_down() {
         },
     )
     .await;
-    let (s, _) = apply(&zone, "restart-agent", &[("host", "kvm02")], false).await;
+    let params = [("host", "kvm02"), ("up_retries", "4"), ("up_delay", "1s")];
+    let (s, _) = apply(&zone, "restart-agent", &params, false).await;
     assert_eq!(s.exit, ExitCode::RolledBack, "{}", s.status);
     assert!(
         s.status.starts_with(
-            "failed (step host_up failed on localhost: `until` still false after 21 attempt(s): "
+            "failed (step host_up failed on localhost: `until` still false after 5 attempt(s): "
         ),
         "{}",
         s.status
@@ -711,8 +713,10 @@ async fn reboot_ssvm_reboots_and_runs_the_self_check() {
     assert_eq!(checks, 4, "before and after, in each of the two runs");
     zone.audit_verifies();
 
+    // (the self-check after the reboot tried twice, 100 ms apart, instead of 3 times 5 s apart)
     let zone = ApiZone::start("ssvm-broken", Faults::default()).await;
-    let (s, _) = apply(&zone, "reboot-ssvm", &[], false).await;
+    let short = [("check_retries", "1"), ("check_delay", "100ms")];
+    let (s, _) = apply(&zone, "reboot-ssvm", &short, false).await;
     assert_eq!(s.exit, ExitCode::RolledBack, "{}", s.status);
     assert!(
         s.status
@@ -722,6 +726,12 @@ async fn reboot_ssvm_reboots_and_runs_the_self_check() {
     );
     assert_eq!(s.left, ["reboot@localhost"]);
     assert_eq!(zone.mutating_requests(), ["rebootSystemVm"]);
+    let checks = zone
+        .ssh_commands()
+        .into_iter()
+        .filter(|(m, l)| m == "s-1-VM" && l == "/usr/local/cloud/systemvm/ssvm-check.sh")
+        .count();
+    assert_eq!(checks, 3, "once before the reboot, twice after");
     zone.audit_verifies();
 }
 
