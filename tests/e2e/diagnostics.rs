@@ -681,7 +681,13 @@ async fn restart_agent_fails_when_the_agent_stays_down() {
         "{}",
         s.status
     );
-    assert!(s.status.contains("; last reply: {"), "{}", s.status);
+    assert!(
+        s.status.contains(
+            r#"; last reply, the fields it reads: {"items":[{"name":"kvm02","state":"Disconnected"}]})"#
+        ),
+        "{}",
+        s.status
+    );
     assert_eq!(s.left, ["restart@kvm02"]);
     assert_eq!(host_state(&zone.world(), "kvm02"), "Disconnected");
     zone.audit_verifies();

@@ -339,3 +339,39 @@ steps:
         r#"failed (step up failed on localhost: the host is not up (that: hosts.items[0].state == "Up" and hosts.json.count > 3; hosts.items[0].state = "Disconnected", hosts.json.count = 1)); nothing was changed"#
     );
 }
+
+/// A failed `until` on an API call quotes the fields its expression names (here each host's
+/// `name` and `state`, read through `selectattr`), however far into a big reply they are,
+/// instead of the reply's first 400 characters.
+#[tokio::test]
+async fn a_failed_until_on_an_api_call_shows_the_fields_it_reads() {
+    let dir = tempfile::tempdir().unwrap();
+    let pb = write(
+        dir.path(),
+        "wait-up.yml",
+        r#"
+name: wait-up
+steps:
+  - id: host_up
+    api: { command: listHosts, args: { type: Routing } }
+    retries: 1
+    delay: 10ms
+    until: result.items | selectattr("name", "equalto", "kvm02") | selectattr("state", "equalto", "Up") | list | length == 1
+"#,
+    );
+    let inv = write(dir.path(), "inv.yml", INVENTORY);
+    let f = FakeTransport::new();
+    let filler = "x".repeat(500);
+    f.on_api("listHosts", move |_, _| {
+        Ok(ActionResult::Api(json!({"count": 2, "host": [
+            {"averageload": filler, "id": "h1", "name": "kvm01", "state": "Up"},
+            {"averageload": filler, "id": "h2", "name": "kvm02", "state": "Disconnected"},
+        ]})))
+    });
+    let (_, summary, _) = run(plan(&pb, &inv, &[]), Arc::new(f), RunOptions::default()).await;
+    assert_eq!(summary.exit.code(), 7, "{}", summary.status);
+    assert_eq!(
+        summary.status,
+        r#"failed (step host_up failed on localhost: `until` still false after 2 attempt(s): result.items | selectattr("name", "equalto", "kvm02") | selectattr("state", "equalto", "Up") | list | length == 1; last reply, the fields it reads: {"items":[{"name":"kvm01","state":"Up"},{"name":"kvm02","state":"Disconnected"}]}); nothing was changed"#
+    );
+}
