@@ -375,3 +375,57 @@ steps:
         r#"failed (step host_up failed on localhost: `until` still false after 2 attempt(s): result.items | selectattr("name", "equalto", "kvm02") | selectattr("state", "equalto", "Up") | list | length == 1; last reply, the fields it reads: {"items":[{"name":"kvm01","state":"Up"},{"name":"kvm02","state":"Disconnected"}]}); nothing was changed"#
     );
 }
+
+/// A `set` computes its names in the order written, each seeing the ones before it (a list
+/// read back as a list, a number as a number), and a later step sees them all.
+#[tokio::test]
+async fn a_set_step_computes_its_names_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let pb = write(
+        dir.path(),
+        "counts.yml",
+        r#"
+name: counts
+steps:
+  - id: routers
+    api: { command: listRouters, args: { listall: true } }
+  - id: counts
+    set:
+      backups: '{{ routers.items | selectattr("redundantstate", "equalto", "BACKUP") | map(attribute="name") | list | tojson }}'
+      total: "{{ routers.items | length }}"
+      summary: "{{ backups | length }} of {{ total }} BACKUP: {{ backups | join(', ') }}"
+  - id: show
+    report:
+      rows: "[]"
+      facts: { summary: "{{ summary }}", backups: "{{ backups | tojson }}" }
+"#,
+    );
+    let inv = write(dir.path(), "inv.yml", INVENTORY);
+    let f = FakeTransport::new();
+    f.on_api("listRouters", |_, _| {
+        Ok(ActionResult::Api(json!({"count": 3, "router": [
+            {"name": "r-930-VM", "redundantstate": "BACKUP"},
+            {"name": "r-931-VM", "redundantstate": "BACKUP"},
+            {"name": "r-932-VM", "redundantstate": "PRIMARY"},
+        ]})))
+    });
+    let (_, summary, events) =
+        run(plan(&pb, &inv, &[]), Arc::new(f), RunOptions::default()).await;
+    assert_eq!(summary.exit.code(), 0, "{}", summary.status);
+    let Event::Report { facts, .. } = reports(&events)[0] else {
+        unreachable!()
+    };
+    assert_eq!(
+        facts,
+        &[
+            Fact {
+                name: "summary".into(),
+                value: json!("2 of 3 BACKUP: r-930-VM, r-931-VM")
+            },
+            Fact {
+                name: "backups".into(),
+                value: json!(["r-930-VM", "r-931-VM"])
+            },
+        ]
+    );
+}
