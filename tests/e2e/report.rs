@@ -429,3 +429,34 @@ steps:
         ]
     );
 }
+
+/// Rows written as a folded block (`>-`) come out on one line, which is not a YAML list: the
+/// step fails as bad input (exit 4) and says to write a literal block.
+#[tokio::test]
+async fn rows_in_a_folded_block_fail_with_the_fix() {
+    let dir = tempfile::tempdir().unwrap();
+    let pb = write(
+        dir.path(),
+        "folded.yml",
+        "name: folded\nsteps:\n  - id: r\n    report:\n      rows: >-\n        \
+         {% for n in [1, 2] %}- { n: {{ n }} }\n        {% endfor %}\n",
+    );
+    let inv = write(dir.path(), "inv.yml", INVENTORY);
+    let (_, summary, _) = run(
+        plan(&pb, &inv, &[]),
+        Arc::new(FakeTransport::new()),
+        RunOptions::default(),
+    )
+    .await;
+    assert_eq!(summary.exit.code(), 4, "{}", summary.status);
+    assert!(
+        summary.status.ends_with(
+            "rows: the rendered text is not a YAML list: block sequence entries are not allowed \
+             in this context at line 1 column 12; the template is one line (a folded block, `>`, \
+             joins its lines): write it as a literal block, `rows: |`, one row per line); \
+             nothing was changed"
+        ),
+        "{}",
+        summary.status
+    );
+}
