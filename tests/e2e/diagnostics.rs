@@ -854,7 +854,11 @@ fn stale_nics_through_the_binary() {
         "{}",
         stdout(&o)
     );
-    assert!(!stderr(&o).contains("REMEDY_LAB_SCENARIO"), "{}", stderr(&o));
+    assert!(
+        !stderr(&o).contains("REMEDY_LAB_SCENARIO"),
+        "{}",
+        stderr(&o)
+    );
 
     let o = remedy(dir.path(), Some("stale-nic"), &args);
     assert_eq!(o.status.code(), Some(4), "{}", stderr(&o));

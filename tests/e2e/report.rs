@@ -409,8 +409,7 @@ steps:
             {"name": "r-932-VM", "redundantstate": "PRIMARY"},
         ]})))
     });
-    let (_, summary, events) =
-        run(plan(&pb, &inv, &[]), Arc::new(f), RunOptions::default()).await;
+    let (_, summary, events) = run(plan(&pb, &inv, &[]), Arc::new(f), RunOptions::default()).await;
     assert_eq!(summary.exit.code(), 0, "{}", summary.status);
     let Event::Report { facts, .. } = reports(&events)[0] else {
         unreachable!()

@@ -451,9 +451,7 @@ mod tests {
         );
         assert_eq!(
             read("result.items | length == 2").as_deref(),
-            Some(
-                r#"{"items":[{"id":"h1","name":"kvm02","state":"Connecting","tags":["a"]}]}"#
-            )
+            Some(r#"{"items":[{"id":"h1","name":"kvm02","state":"Connecting","tags":["a"]}]}"#)
         );
         assert_eq!(read("result.changed"), None);
         assert_eq!(

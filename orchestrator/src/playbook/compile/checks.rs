@@ -155,7 +155,12 @@ impl Compiler<'_> {
                             reads.insert(var, p);
                         }
                         None if producers.contains(&i) => {
-                            diags.extend(fact_read_before_set(&self.step_paths[i].0, s, &var, &loc));
+                            diags.extend(fact_read_before_set(
+                                &self.step_paths[i].0,
+                                s,
+                                &var,
+                                &loc,
+                            ));
                         }
                         None => {
                             let p = producers[0];
