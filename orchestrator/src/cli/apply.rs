@@ -49,7 +49,8 @@ pub struct ApplyArgs {
     /// Run only read-only actions and report what would change.
     #[arg(long)]
     pub dry_run: bool,
-    /// Do not ask for confirmation.
+    /// Do not ask for confirmation (asked only when the plan has a step that may change
+    /// something; a playbook that only reads runs without it).
     #[arg(short, long)]
     pub yes: bool,
     /// How many step x target nodes run at once.
