@@ -28,7 +28,7 @@ use crate::error::{Error, ExitCode};
 #[derive(Debug, clap::Args)]
 pub struct LabArgs {
     /// A shipped scenario (healthy, vr-backup-loop, ...) or a scenario file.
-    #[arg(long, default_value = "healthy")]
+    #[arg(long, default_value = "healthy", env = crate::inventory::LAB_SCENARIO_ENV)]
     pub scenario: String,
     /// Where to listen; loopback addresses only.
     #[arg(long, default_value = "127.0.0.1:8080")]

@@ -745,6 +745,79 @@ fn a_report_prints_its_table_and_a_finding_exits_8() {
     );
 }
 
+/// A plan of reads only needs no confirmation: `apply` without `--yes` and without a terminal
+/// runs the report playbook (exit 8, its table) and asks nothing. A plan with a step that may
+/// change something still refuses there (exit 1, nothing done), unless `--tags` leaves that
+/// step out.
+#[test]
+fn a_read_only_playbook_runs_without_yes_and_a_mutating_one_still_asks() {
+    let dir = tempfile::tempdir().unwrap();
+    let inv = dir.path().join("inv.yml");
+    std::fs::write(
+        &inv,
+        "all:\n  hosts:\n    local: { ansible_connection: local }\n",
+    )
+    .unwrap();
+    let log = dir.path().join("a.jsonl");
+    let apply = |pb: &Path, more: &[&str]| {
+        let mut args = vec![
+            "apply",
+            pb.to_str().unwrap(),
+            "-i",
+            inv.to_str().unwrap(),
+            "--audit-log",
+            log.to_str().unwrap(),
+        ];
+        args.extend(more);
+        remedy(&args, dir.path())
+    };
+    let report = dir.path().join("full-disks.yml");
+    std::fs::write(&report, DISK_REPORT).unwrap();
+    let o = apply(&report, &[]);
+    assert_eq!(o.status.code(), Some(8), "{}", text(&o));
+    assert!(
+        stdout(&o).ends_with("found problems: 2 finding(s) (full@localhost) (exit 8)\n"),
+        "{}",
+        text(&o)
+    );
+    assert!(!text(&o).contains("[y/N]"), "{}", text(&o));
+    assert!(!text(&o).contains("--yes"), "{}", text(&o));
+    let o = apply(&report, &["-e", "limit=95"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+
+    let marker = dir.path().join("touched");
+    let change = dir.path().join("change.yml");
+    std::fs::write(
+        &change,
+        format!(
+            "name: change\nsteps:\n  - id: look\n    on: local\n    ssh: 'true'\n    changes: none\n  \
+             - id: touch\n    on: local\n    ssh: touch {}\n    rollback: rm -f {}\n    tags: [fix]\n",
+            marker.display(),
+            marker.display()
+        ),
+    )
+    .unwrap();
+    let o = apply(&change, &[]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert_eq!(
+        stderr(&o).lines().last(),
+        Some(
+            "error: refusing to change anything without confirmation: pass --yes (or --dry-run \
+             to see what would change)"
+        ),
+        "{}",
+        text(&o)
+    );
+    assert!(!marker.exists());
+    // --tags leaving the only mutating step out: reads only, no question
+    let o = apply(&change, &["--tags", "other"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert!(!marker.exists());
+    let o = apply(&change, &["--yes"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert!(marker.exists());
+}
+
 /// `remedy lab` in the foreground, then `remedy api` through the inventory it wrote: the
 /// vr-backup-loop zone shows both routers BACKUP; a mutating call is refused; SIGTERM stops
 /// the lab cleanly. The secret is printed by the lab (on purpose) but never by `remedy api`.

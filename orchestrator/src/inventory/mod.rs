@@ -56,6 +56,7 @@ pub mod show;
 mod vars;
 mod yaml;
 
+pub use endpoint::{lab_scenario_override, LAB_SCENARIO_ENV};
 pub use pattern::{Pattern, PatternError};
 
 use std::collections::{BTreeMap, HashMap};
@@ -209,6 +210,7 @@ pub enum CloudStackSource {
     },
     /// `simulator: { scenario: NAME or PATH }`: remedy starts the simulated zone in-process, on
     /// loopback, with fresh lab-only credentials, for the length of the command.
+    /// `REMEDY_LAB_SCENARIO`, when set, replaces the scenario written ([`LAB_SCENARIO_ENV`]).
     Simulator { scenario: String },
 }
 
