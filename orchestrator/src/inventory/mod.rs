@@ -55,6 +55,7 @@ mod secret;
 pub mod show;
 mod vars;
 mod yaml;
+mod yaml11;
 
 pub use pattern::{Pattern, PatternError};
 

@@ -1075,3 +1075,70 @@ fn helpers_split_shell_words_and_expand_ranges() {
     let mut out = Vec::new();
     assert!(expand_ranges("x[1:999999]", &mut out).is_err());
 }
+
+// ---------------------------------------------------------------------------------------------
+// YAML 1.1 values, as Ansible reads them
+// ---------------------------------------------------------------------------------------------
+
+const YAML11_CORPUS: &str = include_str!("testdata/yaml11-corpus.yml");
+const YAML11_ANSIBLE: &str = include_str!("testdata/yaml11-corpus.ansible.json");
+
+fn ansible_reading() -> Map<String, Value> {
+    match serde_json::from_str(YAML11_ANSIBLE) {
+        Ok(Value::Object(map)) => map,
+        other => panic!("expected an object: {other:?}"),
+    }
+}
+
+/// Every value of the corpus equals what `ansible-inventory --list` printed for it.
+#[test]
+fn inventory_values_read_as_ansible_reads_them() {
+    let inventory = inv(YAML11_CORPUS);
+    let got = &inventory.host("h1").expect("h1").vars;
+    let want = ansible_reading();
+    for (name, value) in &want {
+        assert_eq!(got.get(name), Some(value), "{name}");
+    }
+    assert_eq!(got.len(), want.len(), "{got:?}");
+}
+
+/// The same values in a `host_vars` file and in a `group_vars` file.
+#[test]
+fn vars_files_values_read_as_ansible_reads_them() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let body: String = YAML11_CORPUS
+        .lines()
+        .skip_while(|l| !l.starts_with("      "))
+        .map(|l| format!("{}\n", l.strip_prefix("      ").unwrap_or(l)))
+        .collect();
+    write(&dir.path().join("host_vars/h1.yml"), &body);
+    write(&dir.path().join("group_vars/all.yml"), &body);
+    write(
+        &dir.path().join("inv.yml"),
+        "all:\n  hosts:\n    h1:\n    h2:\n",
+    );
+    let inventory = Inventory::load(&[dir.path().join("inv.yml")]).expect("loads");
+    let want = ansible_reading();
+    for host in ["h1", "h2"] {
+        let got = &inventory.host(host).expect("host").vars;
+        for (name, value) in &want {
+            assert_eq!(got.get(name), Some(value), "{host} {name}");
+        }
+    }
+}
+
+/// A host or child group written as a bare scalar keeps its name as written, even when it
+/// looks like a number to one YAML reading or the other.
+#[test]
+fn scalar_host_and_child_names_stay_as_written() {
+    let inventory = inv("g:\n  hosts: 1e3\nparent:\n  children: 0o17\n0o17:\n  vars: { a: 1 }\n");
+    assert_eq!(names(&inventory.group_hosts("g").unwrap()), ["1e3"]);
+    assert_eq!(inventory.group_children("parent").unwrap(), ["0o17"]);
+}
+
+/// A plain `yes` where a secret reference belongs is refused like any inline value.
+#[test]
+fn yaml11_values_keep_the_secret_rules() {
+    let e = err("all:\n  vars:\n    ansible_password: yes\n");
+    assert!(e.contains("ansible_password: inline secrets are not allowed"), "{e}");
+}

@@ -19,6 +19,7 @@ use serde_json::{Map, Value};
 
 use super::files::expand_tilde;
 use super::secret::{REF_FORMS, SECRET_VARS};
+use super::yaml11::{plain_scalars, Overrides};
 use super::{InventoryError, SecretRef, CLOUDSTACK_VAR};
 
 /// One group as written: its sections in document order.
@@ -41,9 +42,43 @@ pub(super) struct Ctx {
     error: RefCell<Option<String>>,
     /// Directory against which relative `{ file: PATH }` references resolve.
     base_dir: Option<PathBuf>,
+    /// Where the parsed text lives (address and length), to find a scalar's offset in it.
+    text_at: (usize, usize),
+    /// Plain scalars Ansible reads differently (YAML 1.1), by offset: see `yaml11`.
+    plain: Overrides,
 }
 
 impl Ctx {
+    fn new(base_dir: Option<PathBuf>, text: &str, plain: Overrides) -> Ctx {
+        Ctx {
+            error: RefCell::new(None),
+            base_dir,
+            text_at: (text.as_ptr() as usize, text.len()),
+            plain,
+        }
+    }
+
+    /// The override for a scalar serde_yaml handed over as `v`, if `v` is a slice of the
+    /// parsed text at an overridden offset: the scalar as written and Ansible's value.
+    fn plain_override(&self, v: &str) -> Option<&(String, Value)> {
+        let (start, len) = self.text_at;
+        let at = (v.as_ptr() as usize).checked_sub(start)?;
+        if at + v.len() > len {
+            return None;
+        }
+        self.plain
+            .get(&at)
+            .filter(|(written, _)| written.len() == v.len())
+    }
+
+    /// A string scalar as written (undoing `yaml11`'s in-place disguise of a number-like one).
+    fn written(&self, v: &str) -> String {
+        match self.plain_override(v) {
+            Some((written, _)) => written.clone(),
+            None => v.to_string(),
+        }
+    }
+
     pub(super) fn fail<E: de::Error>(&self, message: impl Into<String>) -> E {
         let mut slot = self.error.borrow_mut();
         if slot.is_none() {
@@ -99,11 +134,9 @@ pub(super) fn parse_inventory(
     text: &str,
     base_dir: Option<PathBuf>,
 ) -> Result<Vec<RawGroup>, InventoryError> {
-    let ctx = Ctx {
-        error: RefCell::new(None),
-        base_dir,
-    };
-    let de = serde_yaml::Deserializer::from_str(text);
+    let (parsed, plain) = plain_scalars(text);
+    let ctx = Ctx::new(base_dir, &parsed, plain);
+    let de = serde_yaml::Deserializer::from_str(&parsed);
     TopSeed { ctx: &ctx }.deserialize(de).map_err(|err| {
         let mut error = yaml_error(path, &ctx, &err);
         if let InventoryError::Invalid { message, .. } = &mut error {
@@ -124,11 +157,9 @@ pub(super) fn parse_vars_file(
     scope: &str,
     base_dir: Option<PathBuf>,
 ) -> Result<Map<String, Value>, InventoryError> {
-    let ctx = Ctx {
-        error: RefCell::new(None),
-        base_dir,
-    };
-    let de = serde_yaml::Deserializer::from_str(text);
+    let (parsed, plain) = plain_scalars(text);
+    let ctx = Ctx::new(base_dir, &parsed, plain);
+    let de = serde_yaml::Deserializer::from_str(&parsed);
     VarsSeed { ctx: &ctx, scope }
         .deserialize(de)
         .map_err(|err| yaml_error(path, &ctx, &err))
@@ -408,7 +439,7 @@ impl<'de> Visitor<'de> for HostsSeed<'_> {
     }
     // Ansible accepts `hosts: web1` for a single host.
     fn visit_str<E: de::Error>(self, host: &str) -> Result<RawHosts, E> {
-        Ok(vec![(host.to_string(), Map::new())])
+        Ok(vec![(self.ctx.written(host), Map::new())])
     }
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<RawHosts, A::Error> {
         let ctx = self.ctx;
@@ -467,7 +498,7 @@ impl<'de> Visitor<'de> for ChildrenSeed<'_> {
     // Ansible accepts `children: web` for a single child.
     fn visit_str<E: de::Error>(self, child: &str) -> Result<Self::Value, E> {
         Ok(vec![RawGroup {
-            name: child.to_string(),
+            name: self.ctx.written(child),
             sections: Vec::new(),
         }])
     }
@@ -754,7 +785,18 @@ impl<'de> Visitor<'de> for ValueSeed<'_> {
         self.scalar(value, "a number")
     }
     fn visit_str<E: de::Error>(self, v: &str) -> Result<Value, E> {
-        self.scalar(Value::String(v.to_string()), "a string")
+        match self.ctx.plain_override(v) {
+            Some((_, value)) => {
+                let kind = match value {
+                    Value::Null => "nothing",
+                    Value::Bool(_) => "a boolean",
+                    Value::Number(_) => "a number",
+                    _ => "a string",
+                };
+                self.scalar(value.clone(), kind)
+            }
+            None => self.scalar(Value::String(v.to_string()), "a string"),
+        }
     }
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
         if value_role(&self.path) != ValueRole::Plain {
