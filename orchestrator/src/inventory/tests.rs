@@ -239,6 +239,33 @@ zeta:
   hosts: { h1: }
 "#);
     assert_eq!(var(&inv, "h1", "color"), "alpha");
+    // A setting of the group, not a variable of its hosts.
+    assert!(!inv.host("h1").unwrap().vars.contains_key("ansible_group_priority"));
+}
+
+/// As `ansible-inventory` showed: the priority orders the inventory's group vars; written in a
+/// `group_vars` file it is an ordinary variable, which orders nothing.
+#[test]
+fn group_priority_is_a_group_setting_only_in_the_inventory() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    write(
+        &dir.path().join("inv.yml"),
+        "all:\n  children:\n    a:\n      vars: { ansible_group_priority: 10, who: a }\n      \
+         hosts: { h1: }\n    b:\n      vars: { who: b }\n      hosts: { h1: }\n    \
+         c:\n      hosts: { h2: }\n    d:\n      hosts: { h2: }\n",
+    );
+    write(
+        &dir.path().join("group_vars/c.yml"),
+        "ansible_group_priority: 10\nwho2: c\n",
+    );
+    write(&dir.path().join("group_vars/d.yml"), "who2: d\n");
+    let inv = Inventory::load(&[dir.path().join("inv.yml")]).expect("loads");
+    let vars = |h: &str| Value::Object(inv.host(h).unwrap().vars.clone());
+    assert_eq!(vars("h1"), serde_json::json!({"who": "a"}));
+    assert_eq!(
+        vars("h2"),
+        serde_json::json!({"ansible_group_priority": 10, "who2": "d"})
+    );
 }
 
 #[test]

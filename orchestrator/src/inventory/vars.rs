@@ -18,6 +18,9 @@ use super::files::find_vars_files;
 use super::yaml::{parse_inventory, parse_vars_file, RawGroup};
 use super::{GroupEntry, Host, Inventory, InventoryError, ALL, CLOUDSTACK_VAR, LOCALHOST_NAMES};
 
+/// The group setting that orders group variables (higher applies later, so wins).
+const PRIORITY_VAR: &str = "ansible_group_priority";
+
 /// A variable layer: name to (value, index of the file it came from).
 pub(super) type VarLayer = BTreeMap<String, (Value, usize)>;
 
@@ -207,7 +210,7 @@ impl Builder {
         let Some((value, origin)) = self
             .groups
             .get(group)
-            .and_then(|g| g.vars.get("ansible_group_priority"))
+            .and_then(|g| g.vars.get(PRIORITY_VAR))
         else {
             return Ok(1);
         };
@@ -256,9 +259,9 @@ impl Builder {
                 .iter()
                 .filter_map(|g| self.groups.get(g.as_str()))
                 .collect();
-            let mut vars = all_inline.clone();
+            let mut vars = group_setting_free(all_inline);
             for def in &defs {
-                overlay(&mut vars, &def.vars);
+                overlay(&mut vars, &group_setting_free(&def.vars));
             }
             for layer in &all_files {
                 overlay(&mut vars, layer);
@@ -290,11 +293,11 @@ impl Builder {
             if self.host_index.contains_key(name) {
                 continue;
             }
-            let mut vars = all_inline.clone();
+            let mut vars = group_setting_free(all_inline);
             for layer in &all_files {
                 overlay(&mut vars, layer);
             }
-            overlay(&mut vars, all_inline);
+            overlay(&mut vars, &group_setting_free(all_inline));
             vars.insert(
                 "ansible_connection".into(),
                 (Value::String("local".into()), usize::MAX),
@@ -405,6 +408,15 @@ impl Builder {
             digest: hex(&self.hasher.finalize()),
         })
     }
+}
+
+/// The variables a group writes in the inventory, without `ansible_group_priority`: a setting
+/// of the group (the order its variables apply in), not a variable its hosts get. Written in
+/// a `group_vars` file it is an ordinary variable, as in Ansible.
+fn group_setting_free(vars: &VarLayer) -> VarLayer {
+    let mut vars = vars.clone();
+    vars.remove(PRIORITY_VAR);
+    vars
 }
 
 fn overlay(into: &mut VarLayer, layer: &VarLayer) {
