@@ -53,6 +53,7 @@ mod hosts;
 pub mod pattern;
 mod secret;
 pub mod show;
+pub mod vault;
 mod vars;
 mod yaml;
 mod yaml11;
@@ -96,6 +97,8 @@ pub struct Inventory {
     cloudstack_source: Option<SourceSpec>,
     /// Whether the API's hosts were added ([`Inventory::load_with_generated`]).
     generated: bool,
+    /// Values decrypted with ansible-vault: secrets ([`Inventory::vault_values`]).
+    vault_values: Vec<String>,
     sources: Vec<PathBuf>,
     digest: String,
 }
@@ -379,6 +382,7 @@ impl Inventory {
                 cloudstack: None,
                 cloudstack_source: None,
                 generated: false,
+                vault_values: Vec::new(),
                 sources: Vec::new(),
                 digest: hex(&Sha256::new().finalize()),
             },
@@ -481,12 +485,31 @@ impl Inventory {
         }
         for host in self.hosts.iter().chain(self.implicit.iter()) {
             for var in SECRET_VARS {
-                if let Some(secret) = host.vars.get(var).and_then(SecretRef::from_value) {
+                let Some(value) = host.vars.get(var) else {
+                    continue;
+                };
+                if let Some(secret) = SecretRef::from_value(value) {
                     push(format!("{}.{var}", host.name), secret);
+                    continue;
+                }
+                // `"{{ name }}"`: the reference the variable it names holds.
+                let target = value.as_str().and_then(yaml::reference_of);
+                let referenced = target.and_then(|t| host.vars.get(t).map(|v| (t, v)));
+                if let Some((target, secret)) = referenced
+                    .and_then(|(t, v)| SecretRef::from_value(v).map(|s| (t, s)))
+                {
+                    push(format!("{}.{target}", host.name), secret);
                 }
             }
         }
         out
+    }
+
+    /// Every value decrypted with ansible-vault (each `!vault` value, every string of an
+    /// encrypted file): secrets, for the caller to register with its redactor, as it does with
+    /// what [`Inventory::secret_refs`] resolve to.
+    pub fn vault_values(&self) -> &[String] {
+        &self.vault_values
     }
 
     // --- for pattern evaluation: hosts are addressed by "slot", an index into `hosts`, then

@@ -1169,3 +1169,79 @@ fn yaml11_values_keep_the_secret_rules() {
     let e = err("all:\n  vars:\n    ansible_password: yes\n");
     assert!(e.contains("ansible_password: inline secrets are not allowed"), "{e}");
 }
+
+// ---------------------------------------------------------------------------------------------
+// Secrets by reference to other variables, and ansible-vault
+// ---------------------------------------------------------------------------------------------
+
+/// The vault pattern: a password variable names another variable, resolved at use.
+#[test]
+fn a_password_may_refer_to_a_variable_holding_a_secret_reference() {
+    let inventory = inv(
+        "all:\n  vars:\n    ansible_become_password: \"{{ become_pass }}\"\n    \
+         become_pass: { env: BECOME_PASS }\n  hosts:\n    h1:\n",
+    );
+    assert_eq!(
+        var(&inventory, "h1", "ansible_become_password"),
+        "{{ become_pass }}"
+    );
+    assert_eq!(
+        inventory.secret_refs(),
+        vec![(
+            "h1.become_pass".to_string(),
+            SecretRef::Env("BECOME_PASS".into())
+        )]
+    );
+    // A reference to a variable the host lacks is left for use, as Ansible does.
+    inv("all:\n  vars:\n    ansible_password: \"{{ nowhere }}\"\n  hosts:\n    h1:\n");
+}
+
+#[test]
+fn a_password_referring_to_an_inline_value_is_refused_without_repeating_it() {
+    let e = err(
+        "all:\n  vars:\n    ansible_become_password: \"{{ become_pass }}\"\n  hosts:\n    \
+         h1: { become_pass: hunter22 }\n",
+    );
+    assert_eq!(
+        e,
+        "test.yml: host \"h1\": ansible_become_password refers to become_pass, which holds an \
+         inline secret (never inline secrets): encrypt it with ansible-vault (a vaulted file or \
+         a !vault value), or use { env: NAME } or { file: PATH }"
+    );
+    // Anything but one plain reference is still an inline secret.
+    let e = err("all:\n  vars:\n    ansible_password: \"x{{ a }}\"\n");
+    assert!(e.contains("inline secrets are not allowed"), "{e}");
+}
+
+/// Files and `!vault` values written by ansible-vault (testdata/vault/README.md), read with the
+/// passwords installed as `--vault-id` does; this is the only test that installs passwords.
+#[test]
+fn vaulted_files_and_values_are_decrypted_and_listed_as_secrets() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/inventory/testdata/vault");
+    let spec = |label: &str, file: &str| format!("{label}@{}", dir.join(file).display());
+    vault::use_passwords(vec![
+        vault::VaultPassword::from_spec(&spec("default", "password")).unwrap(),
+        vault::VaultPassword::from_spec(&spec("prod", "prod.password")).unwrap(),
+    ]);
+    let inventory = Inventory::load(&[dir.join("inventory/hosts.yml")]).expect("loads");
+    let vars = &inventory.host("web1").unwrap().vars;
+    assert_eq!(vars["ansible_password_value"], "inline-Pa55word");
+    assert_eq!(vars["labelled"], "labelled-Pa55word");
+    assert_eq!(vars["vault_become_pass"], "s3cr3t-Become!");
+    assert_eq!(vars["ansible_become_password"], "{{ vault_become_pass }}");
+    // The decrypted file is read as Ansible reads YAML, too.
+    assert_eq!(vars["vault_flag"], true);
+    assert_eq!(vars["vault_port"], 2222);
+    let mut secrets = inventory.vault_values().to_vec();
+    secrets.sort();
+    assert_eq!(
+        secrets,
+        [
+            "inline-Pa55word",
+            "labelled-Pa55word",
+            "plain text inside a vault",
+            "s3cr3t-Become!",
+            "yes"
+        ]
+    );
+}
