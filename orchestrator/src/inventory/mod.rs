@@ -53,8 +53,8 @@ mod hosts;
 pub mod pattern;
 mod secret;
 pub mod show;
-pub mod vault;
 mod vars;
+pub mod vault;
 mod yaml;
 mod yaml11;
 
@@ -495,8 +495,8 @@ impl Inventory {
                 // `"{{ name }}"`: the reference the variable it names holds.
                 let target = value.as_str().and_then(yaml::reference_of);
                 let referenced = target.and_then(|t| host.vars.get(t).map(|v| (t, v)));
-                if let Some((target, secret)) = referenced
-                    .and_then(|(t, v)| SecretRef::from_value(v).map(|s| (t, s)))
+                if let Some((target, secret)) =
+                    referenced.and_then(|(t, v)| SecretRef::from_value(v).map(|s| (t, s)))
                 {
                     push(format!("{}.{target}", host.name), secret);
                 }

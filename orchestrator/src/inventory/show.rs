@@ -91,12 +91,12 @@ pub fn ansible_connection_vars(inv: &Inventory, host: &Host) -> Map<String, Valu
     if words.is_empty() {
         return out;
     }
-    let ours = words
-        .iter()
-        .map(|w| quote(w))
-        .collect::<Vec<_>>()
-        .join(" ");
-    let args = match host.vars.get("ansible_ssh_common_args").and_then(Value::as_str) {
+    let ours = words.iter().map(|w| quote(w)).collect::<Vec<_>>().join(" ");
+    let args = match host
+        .vars
+        .get("ansible_ssh_common_args")
+        .and_then(Value::as_str)
+    {
         Some(given) if !given.trim().is_empty() => format!("{} {ours}", given.trim()),
         _ => ours,
     };
@@ -303,7 +303,10 @@ mod tests {
         let keys: Vec<&str> = l.as_object().unwrap().keys().map(String::as_str).collect();
         assert_eq!(keys, ["_meta", "all", "hv", "parent"]);
         assert_eq!(l["parent"], json!({"children": ["empty"]}));
-        assert_eq!(l["all"]["children"], json!(["ungrouped", "hv", "empty", "parent"]));
+        assert_eq!(
+            l["all"]["children"],
+            json!(["ungrouped", "hv", "empty", "parent"])
+        );
 
         let inv = Inventory::from_str("i.yml", "all:\n  hosts: { loner: }\n").unwrap();
         let l = list(&inv);
@@ -345,7 +348,20 @@ mod tests {
         let words = shlex::split(r["ansible_ssh_common_args"].as_str().unwrap()).unwrap();
         let proxy = words[5].strip_prefix("ProxyCommand=").unwrap();
         let inner = shlex::split(proxy).unwrap();
-        assert_eq!(inner[..9], ["ssh", "-W", "%h:%p", "-p", "2201", "-l", "root", "-i", "/lab/my key"]);
+        assert_eq!(
+            inner[..9],
+            [
+                "ssh",
+                "-W",
+                "%h:%p",
+                "-p",
+                "2201",
+                "-l",
+                "root",
+                "-i",
+                "/lab/my key"
+            ]
+        );
         assert_eq!(inner.last().unwrap(), "127.0.0.1");
     }
 
@@ -368,10 +384,18 @@ mod tests {
         assert_eq!(words[..3], ["-o", "ServerAliveInterval=5", "-o"]);
         let outer = shlex::split(words[3].strip_prefix("ProxyCommand=").unwrap()).unwrap();
         assert_eq!(outer.last().unwrap(), "10.0.0.11");
-        let nested = outer.iter().find(|w| w.starts_with("ProxyCommand=")).unwrap();
+        let nested = outer
+            .iter()
+            .find(|w| w.starts_with("ProxyCommand="))
+            .unwrap();
         let inner = shlex::split(nested.strip_prefix("ProxyCommand=").unwrap()).unwrap();
-        assert_eq!(inner, ["ssh", "-W", "%h:%p", "-p", "22", "-l", "root", "10.0.0.1"]);
+        assert_eq!(
+            inner,
+            ["ssh", "-W", "%h:%p", "-p", "22", "-l", "root", "10.0.0.1"]
+        );
         // A host reached directly with the default policy needs no ssh options.
-        assert!(l["_meta"]["hostvars"]["bastion"].get("ansible_ssh_common_args").is_none());
+        assert!(l["_meta"]["hostvars"]["bastion"]
+            .get("ansible_ssh_common_args")
+            .is_none());
     }
 }

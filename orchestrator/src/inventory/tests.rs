@@ -240,7 +240,11 @@ zeta:
 "#);
     assert_eq!(var(&inv, "h1", "color"), "alpha");
     // A setting of the group, not a variable of its hosts.
-    assert!(!inv.host("h1").unwrap().vars.contains_key("ansible_group_priority"));
+    assert!(!inv
+        .host("h1")
+        .unwrap()
+        .vars
+        .contains_key("ansible_group_priority"));
 }
 
 /// As `ansible-inventory` showed: the priority orders the inventory's group vars; written in a
@@ -1167,7 +1171,10 @@ fn scalar_host_and_child_names_stay_as_written() {
 #[test]
 fn yaml11_values_keep_the_secret_rules() {
     let e = err("all:\n  vars:\n    ansible_password: yes\n");
-    assert!(e.contains("ansible_password: inline secrets are not allowed"), "{e}");
+    assert!(
+        e.contains("ansible_password: inline secrets are not allowed"),
+        "{e}"
+    );
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -15,8 +15,8 @@ use sha2::{Digest, Sha256};
 
 use super::dynamic::{SourceSpec, SOURCE_VAR};
 use super::files::find_vars_files;
-use super::vault;
 use super::secret::{REF_FORMS, SECRET_VARS};
+use super::vault;
 use super::yaml::{parse_inventory, parse_vars_file, reference_of, RawGroup};
 use super::{
     GroupEntry, Host, Inventory, InventoryError, SecretRef, ALL, CLOUDSTACK_VAR, LOCALHOST_NAMES,

@@ -88,19 +88,20 @@ pub fn use_passwords(passwords: Vec<VaultPassword>) {
     *slot = Some(passwords);
 }
 
-/// The passwords given, else the one `$ANSIBLE_VAULT_PASSWORD_FILE` names.
+/// The passwords given, and the one `$ANSIBLE_VAULT_PASSWORD_FILE` names (Ansible adds it to
+/// those of the command line too).
 fn passwords() -> Result<Vec<VaultPassword>, String> {
-    let given = PASSWORDS
+    let mut list = PASSWORDS
         .read()
         .unwrap_or_else(|e| e.into_inner())
-        .clone();
-    match given {
-        Some(list) if !list.is_empty() => Ok(list),
-        _ => match std::env::var(PASSWORD_FILE_ENV) {
-            Ok(file) if !file.is_empty() => Ok(vec![VaultPassword::from_spec(&file)?]),
-            _ => Ok(Vec::new()),
-        },
+        .clone()
+        .unwrap_or_default();
+    if let Ok(file) = std::env::var(PASSWORD_FILE_ENV) {
+        if !file.is_empty() {
+            list.push(VaultPassword::from_spec(&format!("default@{file}"))?);
+        }
     }
+    Ok(list)
 }
 
 /// Decrypts vaulted `text` (a whole file, or a `!vault` value) with this process's passwords.
@@ -213,7 +214,9 @@ impl Envelope {
         let pad = plain.last().copied().unwrap_or(0) as usize;
         let valid = (1..=16).contains(&pad)
             && pad <= plain.len()
-            && plain[plain.len() - pad..].iter().all(|&b| b as usize == pad);
+            && plain[plain.len() - pad..]
+                .iter()
+                .all(|&b| b as usize == pad);
         if !valid {
             return Err("ansible-vault text is damaged (bad padding)".into());
         }
@@ -234,11 +237,9 @@ fn unhex(text: &str) -> Option<Vec<u8>> {
 
 /// Decrypts a whole vaulted file's text; `path` names it in errors.
 pub(super) fn decrypt_file(path: &Path, text: &str) -> Result<String, super::InventoryError> {
-    let plain =
-        decrypt(text).map_err(|m| super::InventoryError::invalid(path, m))?;
-    String::from_utf8(plain).map_err(|_| {
-        super::InventoryError::invalid(path, "decrypted content is not valid utf-8")
-    })
+    let plain = decrypt(text).map_err(|m| super::InventoryError::invalid(path, m))?;
+    String::from_utf8(plain)
+        .map_err(|_| super::InventoryError::invalid(path, "decrypted content is not valid utf-8"))
 }
 
 #[cfg(test)]
@@ -292,7 +293,17 @@ mod tests {
         let flipped: String = lines[last]
             .chars()
             .enumerate()
-            .map(|(i, c)| if i == 5 { if c == '3' { '4' } else { '3' } } else { c })
+            .map(|(i, c)| {
+                if i == 5 {
+                    if c == '3' {
+                        '4'
+                    } else {
+                        '3'
+                    }
+                } else {
+                    c
+                }
+            })
             .collect();
         lines[last] = flipped;
         let e = decrypt_with(&lines.join("\n"), &[password("default", "password")]);

@@ -297,10 +297,8 @@ mod tests {
         let text = "a: yes\nb: \"yes\"\nc: 1e3\nyes: 0755\nd: [on, 'off', 7]\ne: !unsafe no\n\
                     f: !!str no\ng: é1e3\nh: 1e3\n";
         let (parsed, overrides) = plain_scalars(text);
-        let mut got: Vec<(usize, String, Value)> = overrides
-            .into_iter()
-            .map(|(o, (w, v))| (o, w, v))
-            .collect();
+        let mut got: Vec<(usize, String, Value)> =
+            overrides.into_iter().map(|(o, (w, v))| (o, w, v)).collect();
         got.sort_by_key(|g| g.0);
         let at = |needle: &str, nth: usize| text.match_indices(needle).nth(nth).unwrap().0;
         assert_eq!(
