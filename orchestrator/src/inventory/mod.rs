@@ -31,8 +31,16 @@
 //!
 //! `ansible_password`, `ansible_ssh_pass`, `ansible_ssh_password`, `ansible_become_password`,
 //! `ansible_become_pass` and `remedy_cloudstack.secret_key` may only hold a reference,
-//! `{ env: NAME }` or `{ file: PATH }` (a relative `PATH` is relative to the file that says it).
-//! The value itself is read only by [`SecretRef::resolve`] and never appears in an error.
+//! `{ env: NAME }` or `{ file: PATH }` (a relative `PATH` is relative to the file that says it),
+//! an ansible-vault value ([`vault`]), or `"{{ name }}"` naming a variable that holds one of
+//! those. The value itself is read only by [`SecretRef::resolve`] (or decrypted) and never
+//! appears in an error; decrypted values are listed by [`Inventory::vault_values`].
+//!
+//! # Values
+//!
+//! Plain scalars read as Ansible reads them (YAML 1.1: `yes` is true, `0755` is 493): `yaml11`.
+//! `ansible_group_priority` in a group's inventory vars orders the merge and is not a host
+//! variable. docs/inventory.md has the details.
 //!
 //! # Where things are
 //!
@@ -40,7 +48,8 @@
 //! Loading, in the order it happens: `files` (which files), `yaml` (positioned parsing),
 //! `hosts` (host ranges and ports), `groups` (membership), `vars` (the builder and variable
 //! precedence), `connection` (how each host is reached), `endpoint` (`remedy_cloudstack`),
-//! `secret` (secret references), [`dynamic`] (the CloudStack inventory source's settings and
+//! `secret` (secret references), `yaml11` (YAML 1.1 scalars), [`vault`] (ansible-vault),
+//! [`dynamic`] (the CloudStack inventory source's settings and
 //! the naming rule for its groups). Using a loaded inventory: [`pattern`] (host patterns),
 //! [`show`] (`remedy inventory` output).
 
