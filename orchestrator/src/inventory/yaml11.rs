@@ -65,7 +65,7 @@ fn locate(text: &str, mark: usize, written: &str) -> Option<usize> {
         return Some(mark);
     }
     let line = rest.split('\n').next()?;
-    let at = line.find(|c: char| c == ' ')?;
+    let at = line.find(' ')?;
     let after = &line[at..];
     let skip = after.len() - after.trim_start().len();
     let start = mark + at + skip;
