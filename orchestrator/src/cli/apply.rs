@@ -90,6 +90,9 @@ pub struct ApplyArgs {
     /// State directory (per-target locks), shared with `remedy daemon`.
     #[arg(long, env = crate::lock::ENV_VAR)]
     pub state_dir: Option<PathBuf>,
+    /// ansible-vault passwords for the inventory.
+    #[command(flatten)]
+    pub vault: super::VaultArgs,
 }
 
 /// `remedy apply` (and `remedy exec`, with `show_output`): a playbook, or with `--plan` a saved
