@@ -81,11 +81,8 @@ impl Peer {
                 .find_map(|l| l.trim().strip_prefix(label).map(|v| v.trim().to_string()))
                 .unwrap_or_else(|| panic!("no {label:?} in the lab's banner:\n{}", lab.banner))
         };
-        let (endpoint, key, secret) = (
-            field("API endpoint"),
-            field("API key"),
-            field("secret key"),
-        );
+        let (endpoint, key, secret) =
+            (field("API endpoint"), field("API key"), field("secret key"));
         Peer {
             lab,
             bin,
@@ -187,7 +184,13 @@ impl Checks {
             Ok(()) if note.is_empty() => "works".to_string(),
             Ok(()) => format!("works ({note})"),
             Err(why) => {
-                let first: String = why.lines().next().unwrap_or_default().chars().take(100).collect();
+                let first: String = why
+                    .lines()
+                    .next()
+                    .unwrap_or_default()
+                    .chars()
+                    .take(100)
+                    .collect();
                 self.failures.push(format!("{client}: {call}: {why}"));
                 format!("FAILS: {}", first.replace('|', "\\|"))
             }
@@ -310,7 +313,7 @@ impl Run {
             return Err(format!(
                 "{}: failed: {}",
                 self.label,
-                r["msg"].as_str().unwrap_or_default()
+                short_error(r["msg"].as_str().unwrap_or_default())
             ));
         }
         ensure(r["changed"] == changed, || {
@@ -339,7 +342,10 @@ impl Run {
         for (command, status) in &self.calls {
             if *status != Some(200) {
                 *counts
-                    .entry(format!("{command} {}", status.map_or("-".into(), |s| s.to_string())))
+                    .entry(format!(
+                        "{command} {}",
+                        status.map_or("-".into(), |s| s.to_string())
+                    ))
                     .or_default() += 1;
             }
         }
@@ -347,7 +353,11 @@ impl Run {
         format!(
             "{}: API calls answered with an error: {}",
             self.label,
-            if list.is_empty() { "none".to_string() } else { list.join(", ") }
+            if list.is_empty() {
+                "none".to_string()
+            } else {
+                list.join(", ")
+            }
         )
     }
 
@@ -370,6 +380,23 @@ impl Run {
             )
         })
     }
+}
+
+/// A client's error in a line: `HTTP 401: <errortext>` for CloudStack's answers (as the `cs`
+/// library words them), else as it came.
+fn short_error(msg: &str) -> String {
+    let Some(at) = msg.find("HTTP ") else {
+        return msg.to_string();
+    };
+    let code: String = msg[at + 5..]
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect();
+    let text = msg
+        .split_once("'errortext': '")
+        .and_then(|(_, rest)| rest.split_once('\''))
+        .map_or("", |(t, _)| t);
+    format!("HTTP {code}: {text}")
 }
 
 /// A task result for a failure message, without the bulky `invocation`.
@@ -449,7 +476,10 @@ fn host_resourcestate(state: &Value, name: &str) -> Value {
 /// A zone state value is `want`.
 fn zone_is(run: &Run, what: &str, got: Value, want: Value) -> Result<(), String> {
     ensure(got == want, || {
-        format!("{}: after the run {what} is {got}, expected {want}", run.label)
+        format!(
+            "{}: after the run {what} is {got}, expected {want}",
+            run.label
+        )
     })
 }
 
@@ -461,6 +491,11 @@ fn all(checks: Vec<Result<(), String>>) -> Result<(), String> {
     } else {
         Err(errors.join("\n"))
     }
+}
+
+/// The checks of a sequence of runs: the first that failed (the later ones follow from it).
+fn seq(checks: Vec<Result<(), String>>) -> Result<(), String> {
+    checks.into_iter().collect()
 }
 
 /// A task's result field is `want`.
@@ -514,7 +549,11 @@ fn ngine_modules_against_the_lab() {
         "`cs_physical_network` read",
         "",
         reads("cs_physical_network read", &|r| {
-            let want = if r.label == "change again" { "1000-2099" } else { "1000-1999" };
+            let want = if r.label == "change again" {
+                "1000-2099"
+            } else {
+                "1000-1999"
+            };
             all(vec![
                 field(r, "cs_physical_network read", "vlan", json!(want)),
                 field(r, "cs_physical_network read", "state", json!("Enabled")),
@@ -525,14 +564,26 @@ fn ngine_modules_against_the_lab() {
         client,
         "`cs_physical_network` vlan=1000-2099, and back",
         "",
-        all(vec![
+        seq(vec![
             check.ok("cs_physical_network vlan", true).map(|_| ()),
             real.ok("cs_physical_network vlan", true).map(|_| ()),
-            zone_is(&real, "the guest VLAN range", guest_vlan(&real.after), json!("1000-2099")),
+            zone_is(
+                &real,
+                "the guest VLAN range",
+                guest_vlan(&real.after),
+                json!("1000-2099"),
+            ),
             again.ok("cs_physical_network vlan", false).map(|_| ()),
-            back_check.ok("cs_physical_network vlan back", true).map(|_| ()),
+            back_check
+                .ok("cs_physical_network vlan back", true)
+                .map(|_| ()),
             back.ok("cs_physical_network vlan back", true).map(|_| ()),
-            zone_is(&back, "the guest VLAN range", guest_vlan(&back.after), json!("1000-1999")),
+            zone_is(
+                &back,
+                "the guest VLAN range",
+                guest_vlan(&back.after),
+                json!("1000-1999"),
+            ),
         ]),
     );
     c.record(
@@ -541,7 +592,12 @@ fn ngine_modules_against_the_lab() {
         "VirtualRouter, VpcVirtualRouter and InternalLbVm also need listVirtualRouterElements / \
          listInternalLoadBalancerElements, which the zone lacks",
         reads("cs_physical_network nsps_enabled", &|r| {
-            field(r, "cs_physical_network nsps_enabled", "nsps_enabled", json!(["ConfigDrive"]))
+            field(
+                r,
+                "cs_physical_network nsps_enabled",
+                "nsps_enabled",
+                json!(["ConfigDrive"]),
+            )
         }),
     );
     c.record(
@@ -585,27 +641,42 @@ fn ngine_modules_against_the_lab() {
         client,
         "`cs_router` stopped, then started",
         "",
-        all(vec![
+        seq(vec![
             check.ok("cs_router stopped", true).map(|_| ()),
             real.ok("cs_router stopped", true).map(|_| ()),
-            zone_is(&real, "r-931-VM", vm_state(&real.after, "r-931-VM"), json!("Stopped")),
+            zone_is(
+                &real,
+                "r-931-VM",
+                vm_state(&real.after, "r-931-VM"),
+                json!("Stopped"),
+            ),
             again.ok("cs_router stopped", false).map(|_| ()),
             back_check.ok("cs_router started", true).map(|_| ()),
             back.ok("cs_router started", true).map(|_| ()),
-            zone_is(&back, "r-931-VM", vm_state(&back.after, "r-931-VM"), json!("Running")),
+            zone_is(
+                &back,
+                "r-931-VM",
+                vm_state(&back.after, "r-931-VM"),
+                json!("Running"),
+            ),
         ]),
     );
     c.record(
         client,
         "`cs_router` restarted",
         "",
-        all(vec![
+        seq(vec![
             back_check.ok("cs_router restarted", true).map(|_| ()),
             back.ok("cs_router restarted", true).map(|_| ()),
             ensure(back.called("rebootRouter") == [Some(200)], || {
                 format!("back: rebootRouter calls {:?}", back.called("rebootRouter"))
             }),
-            zone_is(&back, "r-930-VM", vm_state(&back.after, "r-930-VM"), json!("Running")),
+            zone_is(
+                &back,
+                "r-930-VM",
+                vm_state(&back.after, "r-930-VM"),
+                json!("Running"),
+            ),
         ]),
     );
     c.record(
@@ -624,15 +695,38 @@ fn ngine_modules_against_the_lab() {
         client,
         "`cs_host` allocation_state=disabled, then enabled",
         "",
-        all(vec![
-            check.ok("cs_host allocation_state disabled", true).map(|_| ()),
-            real.ok("cs_host allocation_state disabled", true).map(|_| ()),
-            field(&real, "cs_host allocation_state disabled", "allocation_state", json!("disabled")),
-            zone_is(&real, "kvm02", host_resourcestate(&real.after, "kvm02"), json!("Disabled")),
-            again.ok("cs_host allocation_state disabled", false).map(|_| ()),
-            back_check.ok("cs_host allocation_state enabled", true).map(|_| ()),
-            back.ok("cs_host allocation_state enabled", true).map(|_| ()),
-            zone_is(&back, "kvm02", host_resourcestate(&back.after, "kvm02"), json!("Enabled")),
+        seq(vec![
+            check
+                .ok("cs_host allocation_state disabled", true)
+                .map(|_| ()),
+            real.ok("cs_host allocation_state disabled", true)
+                .map(|_| ()),
+            field(
+                &real,
+                "cs_host allocation_state disabled",
+                "allocation_state",
+                json!("disabled"),
+            ),
+            zone_is(
+                &real,
+                "kvm02",
+                host_resourcestate(&real.after, "kvm02"),
+                json!("Disabled"),
+            ),
+            again
+                .ok("cs_host allocation_state disabled", false)
+                .map(|_| ()),
+            back_check
+                .ok("cs_host allocation_state enabled", true)
+                .map(|_| ()),
+            back.ok("cs_host allocation_state enabled", true)
+                .map(|_| ()),
+            zone_is(
+                &back,
+                "kvm02",
+                host_resourcestate(&back.after, "kvm02"),
+                json!("Enabled"),
+            ),
         ]),
     );
     c.record(
@@ -650,21 +744,31 @@ fn ngine_modules_against_the_lab() {
         client,
         "`cs_configuration` set, and back",
         "",
-        all(vec![
+        seq(vec![
             check.ok("cs_configuration set", true).map(|_| ()),
             real.ok("cs_configuration set", true).map(|_| ()),
-            zone_is(&real, "network.gc.wait", setting(&real.after, "network.gc.wait"), json!("900")),
+            zone_is(
+                &real,
+                "network.gc.wait",
+                setting(&real.after, "network.gc.wait"),
+                json!("900"),
+            ),
             again.ok("cs_configuration set", false).map(|_| ()),
             back_check.ok("cs_configuration set back", true).map(|_| ()),
             back.ok("cs_configuration set back", true).map(|_| ()),
-            zone_is(&back, "network.gc.wait", setting(&back.after, "network.gc.wait"), json!("600")),
+            zone_is(
+                &back,
+                "network.gc.wait",
+                setting(&back.after, "network.gc.wait"),
+                json!("600"),
+            ),
         ]),
     );
     c.record(
         client,
         "`cs_vpc` restarted, account=ops domain=ROOT",
         "",
-        all(vec![
+        seq(vec![
             back_check.ok("cs_vpc restarted", true).map(|_| ()),
             back.ok("cs_vpc restarted", true).map(|_| ()),
             ensure(back.called("restartVPC") == [Some(200)], || {
@@ -676,11 +780,14 @@ fn ngine_modules_against_the_lab() {
         client,
         "`cs_network` restarted, account=ops domain=ROOT",
         "",
-        all(vec![
+        seq(vec![
             back_check.ok("cs_network restarted", true).map(|_| ()),
             back.ok("cs_network restarted", true).map(|_| ()),
             ensure(back.called("restartNetwork") == [Some(200)], || {
-                format!("back: restartNetwork calls {:?}", back.called("restartNetwork"))
+                format!(
+                    "back: restartNetwork calls {:?}",
+                    back.called("restartNetwork")
+                )
             }),
         ]),
     );
@@ -764,4 +871,478 @@ fn diff_into(path: &str, a: &Value, b: &Value, out: &mut Vec<String>) {
         _ if a != b => out.push(format!("  {path}: {a} -> {b}")),
         _ => {}
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Inventories: the ngine plugin, and ansible-inventory against remedy's own view
+// ---------------------------------------------------------------------------------------------
+
+/// An inventory as `--list` JSON describes it: each host's groups (the ones listing it
+/// directly) and its variables.
+type View = BTreeMap<String, (BTreeSet<String>, serde_json::Map<String, Value>)>;
+
+/// The [`View`] of `--list` output; variables named in `ignore` are left out.
+fn view(list: &Value, ignore: &[&str]) -> View {
+    let mut v = View::new();
+    let hostvars = list["_meta"]["hostvars"]
+        .as_object()
+        .cloned()
+        .unwrap_or_default();
+    for (host, vars) in hostvars {
+        let mut vars = vars.as_object().cloned().unwrap_or_default();
+        vars.retain(|k, _| !ignore.contains(&k.as_str()));
+        v.entry(host).or_default().1 = vars;
+    }
+    for (group, body) in list.as_object().into_iter().flatten() {
+        if group == "_meta" {
+            continue;
+        }
+        for host in body["hosts"].as_array().into_iter().flatten() {
+            let host = host.as_str().unwrap_or_default().to_string();
+            v.entry(host).or_default().0.insert(group.clone());
+        }
+    }
+    v
+}
+
+/// Every difference between Ansible's view and remedy's, one line each.
+fn view_diff(ansible: &View, remedy: &View) -> Vec<String> {
+    let mut out = Vec::new();
+    let hosts: BTreeSet<&String> = ansible.keys().chain(remedy.keys()).collect();
+    for host in hosts {
+        let (Some((ag, av)), Some((rg, rv))) = (ansible.get(host), remedy.get(host)) else {
+            let side = if ansible.contains_key(host) {
+                "Ansible"
+            } else {
+                "remedy"
+            };
+            out.push(format!("host {host}: only {side} has it"));
+            continue;
+        };
+        if ag != rg {
+            out.push(format!(
+                "host {host}: groups: Ansible {ag:?}, remedy {rg:?}"
+            ));
+        }
+        let names: BTreeSet<&String> = av.keys().chain(rv.keys()).collect();
+        for name in names {
+            match (av.get(name), rv.get(name)) {
+                (Some(a), Some(r)) if same_value(a, r) => {}
+                (Some(a), Some(r)) => {
+                    out.push(format!("host {host}: {name}: Ansible {a}, remedy {r}"))
+                }
+                (Some(a), None) => out.push(format!("host {host}: {name}: only Ansible: {a}")),
+                (None, Some(r)) => out.push(format!("host {host}: {name}: only remedy: {r}")),
+                (None, None) => {}
+            }
+        }
+    }
+    out
+}
+
+/// JSON equality, with numbers compared by value (Ansible prints 1500.0, remedy may too).
+fn same_value(a: &Value, b: &Value) -> bool {
+    match (a, b) {
+        (Value::Number(x), Value::Number(y)) => {
+            x.as_f64() == y.as_f64() && x.is_f64() == y.is_f64()
+        }
+        (Value::Array(x), Value::Array(y)) => {
+            x.len() == y.len() && x.iter().zip(y).all(|(u, v)| same_value(u, v))
+        }
+        (Value::Object(x), Value::Object(y)) => {
+            x.len() == y.len()
+                && x.iter()
+                    .all(|(k, u)| y.get(k).is_some_and(|v| same_value(u, v)))
+        }
+        _ => a == b,
+    }
+}
+
+/// `ansible-inventory -i SOURCE --list`, parsed.
+fn ansible_inventory(peer: &Peer, source: &Path) -> Result<Value, String> {
+    let out = peer
+        .tool("ansible-inventory")
+        .arg("-i")
+        .arg(source)
+        .arg("--list")
+        .output()
+        .expect("run ansible-inventory");
+    // ansible-inventory warns "Unable to parse" and lists nothing, with exit 0. The first
+    // line of the error names why (the plugin's own warning), without temporary paths.
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    if !out.status.success() || stderr.contains("Unable to parse") || stderr.contains("ERROR") {
+        let why = stderr
+            .lines()
+            .find(|l| l.starts_with("[WARNING]: Failed to parse") || l.starts_with("ERROR"))
+            .unwrap_or("no inventory");
+        return Err(format!(
+            "ansible-inventory could not read {}: {}\n{}",
+            file_name(source),
+            peer.shown(&out)
+        ));
+    }
+    serde_json::from_slice(&out.stdout).map_err(|e| {
+        format!(
+            "ansible-inventory printed no JSON ({e}): {}",
+            peer.shown(&out)
+        )
+    })
+}
+
+/// A path's last component, for messages that end up in the docs.
+fn file_name(path: &Path) -> String {
+    path.file_name()
+        .unwrap_or_default()
+        .to_string_lossy()
+        .into_owned()
+}
+
+/// `remedy inventory -i SOURCE --list` in the repository, parsed.
+fn remedy_inventory(peer: &Peer, source: &Path) -> Result<Value, String> {
+    let out = Command::new(env!("CARGO_BIN_EXE_remedy"))
+        .args(["inventory", "--list", "-i"])
+        .arg(source)
+        .current_dir(repo_root())
+        .env("HOME", peer.home())
+        .env_remove("REMEDY_INVENTORY")
+        .output()
+        .expect("run remedy inventory");
+    if !out.status.success() {
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let why = stderr.lines().next().unwrap_or_default();
+        let why = why.replace(&source.display().to_string(), &file_name(source));
+        return Err(format!(
+            "remedy inventory --list refused {}: {why}\n{}",
+            file_name(source),
+            peer.shown(&out)
+        ));
+    }
+    serde_json::from_slice(&out.stdout)
+        .map_err(|e| format!("remedy printed no JSON ({e}): {}", peer.shown(&out)))
+}
+
+/// Ansible's and remedy's views of one inventory agree, or every difference.
+fn views_agree(ansible: &Value, remedy: &Value, ignore: &[&str]) -> Result<(), String> {
+    let diff = view_diff(&view(ansible, &[]), &view(remedy, ignore));
+    ensure(diff.is_empty(), || {
+        format!(
+            "{} difference(s), first: {}\n  {}",
+            diff.len(),
+            diff[0],
+            diff.join("\n  ")
+        )
+    })
+}
+
+/// The `ngine_io.cloudstack.instance` inventory plugin over the lab: with a domain filter it
+/// lists the domain's instances (every account's, as 4.18 does for a root admin given a
+/// domain); without one, only the caller's own (none: the guest VMs are the `ops` account's).
+#[test]
+fn ngine_inventory_plugin_over_the_lab() {
+    let Some(bin) = venv_bin() else { return };
+    let peer = Peer::start(bin);
+    let mut c = Checks::new("ngine-inventory");
+    let client = NGINE;
+    let write = |name: &str, body: &str| {
+        let path = peer.dir.path().join(name);
+        std::fs::write(&path, body).unwrap();
+        path
+    };
+    let domain = write(
+        "domain.cloudstack-instances.yml",
+        "plugin: ngine_io.cloudstack.instance\nfilter_by_domain: ROOT\n\
+         keyed_groups:\n  - { prefix: net, key: networks }\n",
+    );
+    let plain = write(
+        "plain.cloudstack-instances.yml",
+        "plugin: ngine_io.cloudstack.instance\n",
+    );
+    let by_domain = ansible_inventory(&peer, &domain).and_then(|list| {
+        let v = view(&list, &[]);
+        let hosts: BTreeSet<&str> = v.keys().map(String::as_str).collect();
+        ensure(hosts == BTreeSet::from(["db-vm1", "web-vm1"]), || {
+            format!("hosts {hosts:?}, expected db-vm1 and web-vm1:\n{list:#}")
+        })?;
+        let want = [
+            ("web-vm1", "10.100.1.10", "net_web"),
+            ("db-vm1", "10.100.2.10", "net_db"),
+        ];
+        all(want
+            .iter()
+            .map(|(host, ip, net)| {
+                let (groups, vars) = &v[*host];
+                let expect = [
+                    ("ansible_host", json!(ip)),
+                    ("account", json!("ops")),
+                    ("domain", json!("root")),
+                    ("zone", json!("zone1")),
+                    ("state", json!("Running")),
+                    ("networks", json!([net.trim_start_matches("net_")])),
+                ];
+                all(expect
+                    .iter()
+                    .map(|(k, w)| {
+                        ensure(vars.get(*k) == Some(w), || {
+                            format!("{host}: {k} is {:?}, expected {w}", vars.get(*k))
+                        })
+                    })
+                    .chain([ensure(
+                        groups.contains("cloudstack") && groups.contains(*net),
+                        || format!("{host}: groups {groups:?}, expected cloudstack and {net}"),
+                    )])
+                    .collect())
+            })
+            .collect())
+    });
+    c.record(
+        client,
+        "`instance` inventory plugin, filter_by_domain=ROOT, keyed_groups",
+        "",
+        by_domain,
+    );
+    let own = ansible_inventory(&peer, &plain).and_then(|list| {
+        let v = view(&list, &[]);
+        ensure(v.is_empty(), || {
+            format!("a root admin without listall got other accounts' instances:\n{list:#}")
+        })
+    });
+    c.record(
+        client,
+        "`instance` inventory plugin, no filter",
+        "lists only the caller's own instances, as CloudStack does without listall",
+        own,
+    );
+    c.finish();
+}
+
+/// `remedy inventory --list` as Ansible's script inventory, over the lab: Ansible reads the
+/// same hosts, groups and variables as remedy printed, and can reach the system VMs.
+#[test]
+fn ansible_inventory_reads_remedy_inventory_list() {
+    let Some(bin) = venv_bin() else { return };
+    let peer = Peer::start(bin);
+    let mut c = Checks::new("inventory-script");
+    let client = "ansible-inventory (ansible-core 2.19)";
+    // The wrapper keeps what remedy printed, to compare Ansible's reading with it exactly.
+    let printed = peer.dir.path().join("remedy-list.json");
+    let script = peer.dir.path().join("remedy-inventory");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\n# Ansible calls this with --list.\n\
+             HOME='{home}' '{remedy}' inventory -i '{inv}' --list > '{out}' || exit $?\n\
+             exec cat '{out}'\n",
+            home = peer.home().display(),
+            remedy = env!("CARGO_BIN_EXE_remedy"),
+            inv = peer.inventory().display(),
+            out = printed.display(),
+        ),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+
+    let ansible = ansible_inventory(&peer, &script);
+    let remedy = std::fs::read(&printed)
+        .map_err(|e| format!("the wrapper kept nothing ({e})"))
+        .and_then(|b| serde_json::from_slice::<Value>(&b).map_err(|e| e.to_string()));
+    let both = ansible.and_then(|a| remedy.map(|r| (a, r)));
+    c.record(
+        client,
+        "`--list` over `remedy inventory --list` (script inventory, the lab)",
+        "",
+        both.as_ref()
+            .map_err(Clone::clone)
+            .and_then(|(a, r)| views_agree(a, r, &[])),
+    );
+    let reach = both.as_ref().map_err(Clone::clone).and_then(|(a, _)| {
+        let v = view(a, &[]);
+        let system_vms: Vec<&String> = v
+            .iter()
+            .filter(|(_, (groups, _))| groups.contains("system_vms") || groups.contains("routers"))
+            .map(|(h, _)| h)
+            .collect();
+        ensure(!system_vms.is_empty(), || "no system VMs listed".to_string())?;
+        all(system_vms
+            .iter()
+            .map(|h| {
+                let args = v[*h].1.get("ansible_ssh_common_args").and_then(Value::as_str);
+                ensure(
+                    args.is_some_and(|a| a.contains("ProxyJump") || a.contains("ProxyCommand")),
+                    || format!("{h}: ansible_ssh_common_args is {args:?}, expected a ProxyJump/ProxyCommand through its hypervisor"),
+                )
+            })
+            .collect())
+    });
+    c.record(
+        client,
+        "system VMs reachable for Ansible (`ansible_ssh_common_args` through the hypervisor)",
+        "",
+        reach,
+    );
+    c.finish();
+}
+
+/// remedy's own inventory files, read by `ansible-inventory --list` and by
+/// `remedy inventory --list`: the same hosts, groups and variables (remedy adds only
+/// `remedy_connection`, how it reaches each host).
+#[test]
+fn ansible_inventory_reads_remedy_inventory_files() {
+    let Some(bin) = venv_bin() else { return };
+    // No lab needed; the Peer gives the tools their private HOME.
+    let peer = Peer::start(bin);
+    let mut c = Checks::new("inventory-files");
+    let client = "ansible-inventory (ansible-core 2.19)";
+    let files = [
+        ("inventories/local.yml", ""),
+        ("inventories/example-prod.yml", ""),
+        ("tests/fixtures/inventory.yml", ""),
+        (
+            "tests/peers/inventory/hosts.yml",
+            "ranges, group_vars/host_vars files and dirs, JSON, precedence",
+        ),
+        (
+            "tests/peers/inventory-yaml11/hosts.yml",
+            "YAML 1.1 values, ansible_group_priority",
+        ),
+        (
+            "tests/peers/inventory-templated/hosts.yml",
+            "vars that reference other vars, ansible_become_password included",
+        ),
+    ];
+    for (file, what) in files {
+        let path = repo_root().join(file);
+        let result = ansible_inventory(&peer, &path).and_then(|a| {
+            remedy_inventory(&peer, &path).and_then(|r| views_agree(&a, &r, &["remedy_connection"]))
+        });
+        let call = if what.is_empty() {
+            format!("`--list` over `{file}`")
+        } else {
+            format!("`--list` over `{file}` ({what})")
+        };
+        c.record(client, &call, "", result);
+    }
+    c.declare(
+        client,
+        "`--list` over `inventories/lab.yml`",
+        "not compared: its hosts come from the embedded simulator's API at run time (the \
+         script-inventory row covers them)",
+    );
+    c.finish();
+}
+
+// ---------------------------------------------------------------------------------------------
+// The `cs` command line
+// ---------------------------------------------------------------------------------------------
+
+/// `cs COMMAND ARGS` against the lab, its JSON answer.
+fn cs(peer: &Peer, args: &[&str]) -> Result<Value, String> {
+    let out = peer.tool("cs").args(args).output().expect("run cs");
+    if !out.status.success() {
+        let answer: Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        let e = &answer["errorresponse"];
+        return Err(format!(
+            "cs {} failed: {} {}\n{}",
+            args.join(" "),
+            e["errorcode"],
+            e["errortext"],
+            peer.shown(&out)
+        ));
+    }
+    serde_json::from_slice(&out.stdout).map_err(|e| {
+        format!(
+            "cs {} printed no JSON ({e}): {}",
+            args.join(" "),
+            peer.shown(&out)
+        )
+    })
+}
+
+/// The `cs` 5.2 command line: API discovery (`listApis`, as cmk's and cloudmonkey's `sync`
+/// use it) and `listCapabilities`.
+#[test]
+fn cs_cli_discovers_the_lab() {
+    let Some(bin) = venv_bin() else { return };
+    let peer = Peer::start(bin);
+    let mut c = Checks::new("cs");
+    let client = "cs 5.2.0";
+    let one = cs(&peer, &["listApis", "name=listRouters"]).and_then(|r| {
+        let api = &r["api"][0];
+        let params: BTreeSet<&str> = api["params"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|p| p["name"].as_str())
+            .collect();
+        all(vec![
+            ensure(r["count"] == 1 && api["name"] == "listRouters", || {
+                format!("expected one API, listRouters: {r:#}")
+            }),
+            ensure(api["isasync"] == false, || {
+                format!("isasync is {}", api["isasync"])
+            }),
+            ensure(
+                ["account", "domainid", "listall", "vpcid"]
+                    .iter()
+                    .all(|p| params.contains(p)),
+                || format!("listRouters params {params:?} lack account/domainid/listall/vpcid"),
+            ),
+        ])
+    });
+    c.record(client, "`listApis name=listRouters`", "", one);
+    let every = cs(&peer, &["listApis"]).and_then(|r| {
+        let names: BTreeSet<&str> = r["api"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|a| a["name"].as_str())
+            .collect();
+        all(vec![
+            ensure(r["count"].as_u64() == Some(names.len() as u64), || {
+                format!("count {} for {} APIs", r["count"], names.len())
+            }),
+            ensure(
+                [
+                    "listZones",
+                    "listRouters",
+                    "rebootRouter",
+                    "queryAsyncJobResult",
+                    "listApis",
+                ]
+                .iter()
+                .all(|n| names.contains(n)),
+                || format!("listApis lacks some of the zone's APIs: {names:?}"),
+            ),
+        ])
+    });
+    c.record(
+        client,
+        "`listApis` (every API, as `sync` reads them)",
+        "",
+        every,
+    );
+    let caps = cs(&peer, &["listCapabilities"]).and_then(|r| {
+        let cap = &r["capability"];
+        let version =
+            cs(&peer, &["listHosts", "type=Routing"]).map(|h| h["host"][0]["version"].clone())?;
+        all(vec![
+            ensure(cap["cloudstackversion"] == version, || {
+                format!(
+                    "cloudstackversion {} differs from the hosts' version {version}: {r:#}",
+                    cap["cloudstackversion"]
+                )
+            }),
+            ensure(
+                cap["apilimitmax"].is_number() && cap["apilimitinterval"].is_number(),
+                || format!("no apilimitmax/apilimitinterval numbers: {r:#}"),
+            ),
+        ])
+    });
+    c.record(client, "`listCapabilities`", "", caps);
+    c.declare(
+        "cloudmonkey 5.3",
+        "any",
+        "not supported: its PyPI release is Python 2 only and does not install; not tested",
+    );
+    c.finish();
 }
