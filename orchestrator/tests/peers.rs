@@ -978,6 +978,7 @@ fn ansible_inventory(peer: &Peer, source: &Path) -> Result<Value, String> {
         return Err(format!(
             "ansible-inventory could not read {}: {}\n{}",
             file_name(source),
+            short_error(why),
             peer.shown(&out)
         ));
     }
