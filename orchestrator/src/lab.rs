@@ -28,7 +28,7 @@ use crate::error::{Error, ExitCode};
 #[derive(Debug, clap::Args)]
 pub struct LabArgs {
     /// A shipped scenario (healthy, vr-backup-loop, ...) or a scenario file.
-    #[arg(long, default_value = "healthy")]
+    #[arg(long, default_value = "healthy", env = crate::inventory::LAB_SCENARIO_ENV)]
     pub scenario: String,
     /// Where to listen; loopback addresses only.
     #[arg(long, default_value = "127.0.0.1:8080")]
@@ -41,7 +41,24 @@ pub struct LabArgs {
     pub list_scenarios: bool,
 }
 
+/// Sends the simulator's warnings to stderr, one plain line each (such as
+/// `WARN not implemented: listFoo` for an API the zone lacks); `RUST_LOG` can say more.
+fn log_to_stderr() {
+    use std::io::IsTerminal as _;
+    let _ = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .without_time()
+        .with_target(false)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "cloudstack_sim=warn".into()),
+        )
+        .try_init();
+}
+
 pub async fn run(args: LabArgs) -> ExitCode {
+    log_to_stderr();
     let fail = |e: Error| {
         eprint!("{}", e.render(false));
         e.exit_code()

@@ -745,6 +745,79 @@ fn a_report_prints_its_table_and_a_finding_exits_8() {
     );
 }
 
+/// A plan of reads only needs no confirmation: `apply` without `--yes` and without a terminal
+/// runs the report playbook (exit 8, its table) and asks nothing. A plan with a step that may
+/// change something still refuses there (exit 1, nothing done), unless `--tags` leaves that
+/// step out.
+#[test]
+fn a_read_only_playbook_runs_without_yes_and_a_mutating_one_still_asks() {
+    let dir = tempfile::tempdir().unwrap();
+    let inv = dir.path().join("inv.yml");
+    std::fs::write(
+        &inv,
+        "all:\n  hosts:\n    local: { ansible_connection: local }\n",
+    )
+    .unwrap();
+    let log = dir.path().join("a.jsonl");
+    let apply = |pb: &Path, more: &[&str]| {
+        let mut args = vec![
+            "apply",
+            pb.to_str().unwrap(),
+            "-i",
+            inv.to_str().unwrap(),
+            "--audit-log",
+            log.to_str().unwrap(),
+        ];
+        args.extend(more);
+        remedy(&args, dir.path())
+    };
+    let report = dir.path().join("full-disks.yml");
+    std::fs::write(&report, DISK_REPORT).unwrap();
+    let o = apply(&report, &[]);
+    assert_eq!(o.status.code(), Some(8), "{}", text(&o));
+    assert!(
+        stdout(&o).ends_with("found problems: 2 finding(s) (full@localhost) (exit 8)\n"),
+        "{}",
+        text(&o)
+    );
+    assert!(!text(&o).contains("[y/N]"), "{}", text(&o));
+    assert!(!text(&o).contains("--yes"), "{}", text(&o));
+    let o = apply(&report, &["-e", "limit=95"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+
+    let marker = dir.path().join("touched");
+    let change = dir.path().join("change.yml");
+    std::fs::write(
+        &change,
+        format!(
+            "name: change\nsteps:\n  - id: look\n    on: local\n    ssh: 'true'\n    changes: none\n  \
+             - id: touch\n    on: local\n    ssh: touch {}\n    rollback: rm -f {}\n    tags: [fix]\n",
+            marker.display(),
+            marker.display()
+        ),
+    )
+    .unwrap();
+    let o = apply(&change, &[]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert_eq!(
+        stderr(&o).lines().last(),
+        Some(
+            "error: refusing to change anything without confirmation: pass --yes (or --dry-run \
+             to see what would change)"
+        ),
+        "{}",
+        text(&o)
+    );
+    assert!(!marker.exists());
+    // --tags leaving the only mutating step out: reads only, no question
+    let o = apply(&change, &["--tags", "other"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert!(!marker.exists());
+    let o = apply(&change, &["--yes"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert!(marker.exists());
+}
+
 /// `remedy lab` in the foreground, then `remedy api` through the inventory it wrote: the
 /// vr-backup-loop zone shows both routers BACKUP; a mutating call is refused; SIGTERM stops
 /// the lab cleanly. The secret is printed by the lab (on purpose) but never by `remedy api`.
@@ -845,6 +918,71 @@ fn lab_then_api_shows_both_routers_backup() {
     assert_eq!(end.code(), Some(0));
 }
 
+/// An API the zone lacks answers as the server answers an unknown command (401, the generic
+/// credentials text), and `remedy lab` says on stderr what it really is, once.
+#[test]
+fn lab_logs_an_api_it_does_not_implement() {
+    use std::io::{BufRead, BufReader, Read};
+    use std::process::Stdio;
+    let dir = tempfile::tempdir().unwrap();
+    let inv = dir.path().join("lab.yml");
+    let mut lab = Command::new(env!("CARGO_BIN_EXE_remedy"))
+        .args(["lab", "--listen", "127.0.0.1:0", "--write-inventory"])
+        .arg(&inv)
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start the lab");
+    let mut out = BufReader::new(lab.stdout.take().unwrap());
+    loop {
+        let mut line = String::new();
+        if out.read_line(&mut line).unwrap() == 0 || line.starts_with("Ctrl-C") {
+            break;
+        }
+    }
+    let o = remedy(
+        &["api", "-i", inv.to_str().unwrap(), "listVolumes"],
+        dir.path(),
+    );
+    let t = text(&o);
+    assert_ne!(o.status.code(), Some(0), "{t}");
+    assert!(
+        t.contains("unable to verify user credentials and/or request signature"),
+        "{t}"
+    );
+    let o = remedy(
+        &[
+            "api",
+            "-i",
+            inv.to_str().unwrap(),
+            "listApis",
+            "name=listRouters",
+        ],
+        dir.path(),
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let status = Command::new("kill")
+        .args(["-TERM", &lab.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let mut err = String::new();
+    lab.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+    assert_eq!(lab.wait().unwrap().code(), Some(0), "{err}");
+    let lines: Vec<&str> = err
+        .lines()
+        .filter(|l| l.contains("not implemented"))
+        .collect();
+    assert_eq!(lines.len(), 1, "{err}");
+    assert!(
+        lines[0]
+            .trim_end()
+            .ends_with("not implemented: listVolumes"),
+        "{err}"
+    );
+}
+
 #[test]
 fn lab_refuses_a_non_loopback_address() {
     let dir = tempfile::tempdir().unwrap();
@@ -940,14 +1078,25 @@ fn inventory_from_the_cloudstack_api() {
         assert!(t.contains(line), "{line}\nnot in:\n{t}");
     }
 
+    // `--list` is a dynamic inventory for Ansible, read after remedy exits: refused here,
+    // where the zone, its ports and its key file vanish with remedy, saying what lasts.
     let o = remedy(&["inventory", "-i", inv, "--list"], dir.path());
-    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
-    let list: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
-    assert_eq!(
-        list["routers"]["hosts"],
-        serde_json::json!(["r-930-VM", "r-931-VM"])
+    assert_eq!(o.status.code(), Some(4), "{}", text(&o));
+    assert!(o.stdout.is_empty());
+    let t = text(&o);
+    assert!(
+        t.contains("--list is refused for an inventory on the embedded simulator")
+            && t.contains(
+                "`remedy lab --scenario vr-backup-loop --write-inventory lab-live.yml`, then \
+                 `remedy inventory -i lab-live.yml --list`"
+            ),
+        "{t}"
     );
-    let r = &list["_meta"]["hostvars"]["r-930-VM"];
+
+    let o = remedy(&["inventory", "-i", inv, "--host", "r-930-VM"], dir.path());
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let r = &r;
     assert_eq!(r["cs"]["redundantstate"], "BACKUP");
     assert_eq!(r["remedy_connection"]["jump"], serde_json::json!(["kvm01"]));
     assert!(r["remedy_connection"]["host_key"]
@@ -1969,4 +2118,82 @@ fn audit_list_has_a_header_and_names_modes_as_commands() {
     for (l, r) in lines[1..].iter().zip(&rows) {
         assert_eq!(l.find(r[1].as_str()), Some(at), "{out}");
     }
+}
+
+/// ansible-vault files and values (written by the real ansible-vault) read with Ansible's CLI
+/// options; what they decrypt to is masked in the output; a wrong or missing password is
+/// invalid input naming the file, and never prints the plaintext.
+#[test]
+fn inventory_reads_ansible_vault_with_ansible_cli_options() {
+    let vault = root().join("orchestrator/src/inventory/testdata/vault");
+    let hosts = vault.join("inventory/hosts.yml");
+    let hosts = hosts.to_str().unwrap();
+    let id = |label: &str, file: &str| format!("{label}@{}", vault.join(file).display());
+    let (default, prod) = (id("default", "password"), id("prod", "prod.password"));
+    let no_env = [("ANSIBLE_VAULT_PASSWORD_FILE", None)];
+    let o = remedy_env(
+        &[
+            "inventory",
+            "-i",
+            hosts,
+            "--vault-id",
+            &default,
+            "--vault-id",
+            &prod,
+            "--host",
+            "web1",
+        ],
+        &root(),
+        &no_env,
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let vars: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(vars["vault_become_pass"], "********");
+    assert_eq!(vars["ansible_password_value"], "********");
+    assert_eq!(vars["labelled"], "********");
+    assert_eq!(vars["ansible_become_password"], "{{ vault_become_pass }}");
+    assert_eq!(vars["vault_port"], 2222);
+    for plain in ["s3cr3t-Become!", "inline-Pa55word", "labelled-Pa55word"] {
+        assert!(!text(&o).contains(plain), "{plain} leaked");
+    }
+
+    // --vault-password-file is the default vault id; the 1.2 value needs the prod password.
+    let pw = vault.join("password");
+    let o = remedy_env(
+        &[
+            "inventory",
+            "-i",
+            hosts,
+            "--vault-password-file",
+            pw.to_str().unwrap(),
+            "--list",
+        ],
+        &root(),
+        &no_env,
+    );
+    assert_eq!(o.status.code(), Some(4), "{}", text(&o));
+    let t = text(&o);
+    assert!(
+        t.contains(hosts)
+            && t.contains("host \"web1\": labelled: cannot decrypt (ansible-vault, vault id prod): wrong vault password"),
+        "{t}"
+    );
+    assert!(
+        o.stdout.is_empty() && !t.contains("Pa55word") && !t.contains("s3cr3t"),
+        "{t}"
+    );
+
+    // No password at all: says how to give one.
+    let o = remedy_env(&["inventory", "-i", hosts, "--list"], &root(), &no_env);
+    assert_eq!(o.status.code(), Some(4), "{}", text(&o));
+    assert!(text(&o).contains("no vault password was given (use --vault-password-file FILE"));
+
+    // $ANSIBLE_VAULT_PASSWORD_FILE, as Ansible reads it, works for the default id: the whole
+    // vaulted group_vars file decrypts; validate reads inventories the same way.
+    let o = remedy_env(
+        &["inventory", "-i", hosts, "--vault-id", &prod, "--graph"],
+        &root(),
+        &[("ANSIBLE_VAULT_PASSWORD_FILE", Some(pw.to_str().unwrap()))],
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
 }

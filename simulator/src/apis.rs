@@ -1,6 +1,7 @@
 //! The API table: every command the simulator serves, with its parameters and reply keys, read
 //! from `data/cloudstack-apis.json` (CloudStack 4.18 `listApis` data for the APIs remedy uses,
-//! and the 4.20 placement and maintenance APIs added for issue 21).
+//! the 4.20 placement and maintenance APIs added for issue 21, and the discovery, account and
+//! offering APIs real clients ask for, added for issue 22).
 
 use std::collections::BTreeMap;
 use std::sync::OnceLock;
@@ -11,12 +12,29 @@ use serde::Deserialize;
 pub struct ApiSpec {
     pub name: String,
     pub isasync: bool,
+    #[serde(default)]
+    pub description: String,
+    #[serde(default)]
+    pub since: Option<String>,
     pub response_envelope_key: String,
     #[serde(default)]
     pub list_item_key: Option<String>,
     #[serde(default)]
     pub result_key: Option<String>,
     pub params: Vec<ParamSpec>,
+    /// The fields of one item or object of the reply.
+    #[serde(default)]
+    pub response_fields: Option<Vec<FieldSpec>>,
+}
+
+/// A reply field: its name, type, and for a nested list the names of its children.
+#[derive(Debug, Clone, Deserialize)]
+pub struct FieldSpec {
+    pub name: String,
+    #[serde(rename = "type", default)]
+    pub kind: String,
+    #[serde(default)]
+    pub fields: Vec<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -25,6 +43,10 @@ pub struct ParamSpec {
     #[serde(rename = "type")]
     pub kind: String,
     pub required: bool,
+    #[serde(default)]
+    pub description: String,
+    #[serde(default)]
+    pub since: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -57,8 +79,8 @@ pub fn all() -> impl Iterator<Item = &'static ApiSpec> {
 #[cfg(test)]
 mod tests {
     #[test]
-    fn table_loads_all_33_apis() {
-        assert_eq!(super::all().count(), 33);
+    fn table_loads_all_41_apis() {
+        assert_eq!(super::all().count(), 41);
         let spec = super::get("LISTROUTERS").unwrap();
         assert_eq!(spec.list_item_key.as_deref(), Some("router"));
         assert!(super::get("updatePhysicalNetwork").unwrap().isasync);

@@ -11,7 +11,9 @@
 //! - a request that does not decode (malformed `%` escape): 401 under `errorresponse` — the real
 //!   servlet fails such a request before any command is known;
 //! - no `command`: 432 under `errorresponse` (reference §3.5);
-//! - an unknown command: 401 under `errorresponse` (§2.2: not 432);
+//! - an unknown command: 401 under `errorresponse` (§2.2: not 432; what 4.18+'s
+//!   `ApiServer.verifyRequest` answers for a command it has no class for), and one warning
+//!   `not implemented: NAME` in the log (`remedy lab` prints it on stderr);
 //! - no or a wrong `apiKey`, no or a wrong `signature`, a `signatureVersion=3` request whose
 //!   `expires` is missing, garbage or past: 401 under the command's envelope;
 //! - a value with an ASCII control character: 431 under the command's envelope. This is checked
@@ -486,7 +488,9 @@ fn api_call(shared: &Shared, pairs: Vec<(String, String)>, command: &str) -> (u1
         );
     }
     let Some(spec) = crate::apis::get(command) else {
-        // an unknown command gets the generic credentials error, like the real server
+        // an unknown command gets the generic credentials error, like the real server; the
+        // log says what it really is, so nobody checks their keys for nothing
+        tracing::warn!("not implemented: {command}");
         return (401, error_reply(401, "errorresponse", UNAUTHORIZED));
     };
     let envelope = spec.response_envelope_key.as_str();

@@ -339,3 +339,123 @@ steps:
         r#"failed (step up failed on localhost: the host is not up (that: hosts.items[0].state == "Up" and hosts.json.count > 3; hosts.items[0].state = "Disconnected", hosts.json.count = 1)); nothing was changed"#
     );
 }
+
+/// A failed `until` on an API call quotes the fields its expression names (here each host's
+/// `name` and `state`, read through `selectattr`), however far into a big reply they are,
+/// instead of the reply's first 400 characters.
+#[tokio::test]
+async fn a_failed_until_on_an_api_call_shows_the_fields_it_reads() {
+    let dir = tempfile::tempdir().unwrap();
+    let pb = write(
+        dir.path(),
+        "wait-up.yml",
+        r#"
+name: wait-up
+steps:
+  - id: host_up
+    api: { command: listHosts, args: { type: Routing } }
+    retries: 1
+    delay: 10ms
+    until: result.items | selectattr("name", "equalto", "kvm02") | selectattr("state", "equalto", "Up") | list | length == 1
+"#,
+    );
+    let inv = write(dir.path(), "inv.yml", INVENTORY);
+    let f = FakeTransport::new();
+    let filler = "x".repeat(500);
+    f.on_api("listHosts", move |_, _| {
+        Ok(ActionResult::Api(json!({"count": 2, "host": [
+            {"averageload": filler, "id": "h1", "name": "kvm01", "state": "Up"},
+            {"averageload": filler, "id": "h2", "name": "kvm02", "state": "Disconnected"},
+        ]})))
+    });
+    let (_, summary, _) = run(plan(&pb, &inv, &[]), Arc::new(f), RunOptions::default()).await;
+    assert_eq!(summary.exit.code(), 7, "{}", summary.status);
+    assert_eq!(
+        summary.status,
+        r#"failed (step host_up failed on localhost: `until` still false after 2 attempt(s): result.items | selectattr("name", "equalto", "kvm02") | selectattr("state", "equalto", "Up") | list | length == 1; last reply, the fields it reads: {"items":[{"name":"kvm01","state":"Up"},{"name":"kvm02","state":"Disconnected"}]}); nothing was changed"#
+    );
+}
+
+/// A `set` computes its names in the order written, each seeing the ones before it (a list
+/// read back as a list, a number as a number), and a later step sees them all.
+#[tokio::test]
+async fn a_set_step_computes_its_names_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let pb = write(
+        dir.path(),
+        "counts.yml",
+        r#"
+name: counts
+steps:
+  - id: routers
+    api: { command: listRouters, args: { listall: true } }
+  - id: counts
+    set:
+      backups: '{{ routers.items | selectattr("redundantstate", "equalto", "BACKUP") | map(attribute="name") | list | tojson }}'
+      total: "{{ routers.items | length }}"
+      summary: "{{ backups | length }} of {{ total }} BACKUP: {{ backups | join(', ') }}"
+  - id: show
+    report:
+      rows: "[]"
+      facts: { summary: "{{ summary }}", backups: "{{ backups | tojson }}" }
+"#,
+    );
+    let inv = write(dir.path(), "inv.yml", INVENTORY);
+    let f = FakeTransport::new();
+    f.on_api("listRouters", |_, _| {
+        Ok(ActionResult::Api(json!({"count": 3, "router": [
+            {"name": "r-930-VM", "redundantstate": "BACKUP"},
+            {"name": "r-931-VM", "redundantstate": "BACKUP"},
+            {"name": "r-932-VM", "redundantstate": "PRIMARY"},
+        ]})))
+    });
+    let (_, summary, events) = run(plan(&pb, &inv, &[]), Arc::new(f), RunOptions::default()).await;
+    assert_eq!(summary.exit.code(), 0, "{}", summary.status);
+    let Event::Report { facts, .. } = reports(&events)[0] else {
+        unreachable!()
+    };
+    assert_eq!(
+        facts,
+        &[
+            Fact {
+                name: "summary".into(),
+                value: json!("2 of 3 BACKUP: r-930-VM, r-931-VM")
+            },
+            Fact {
+                name: "backups".into(),
+                value: json!(["r-930-VM", "r-931-VM"])
+            },
+        ]
+    );
+}
+
+/// Rows written as a folded block (`>-`) come out on one line, which is not a YAML list: the
+/// step fails as bad input (exit 4) and says to write a literal block.
+#[tokio::test]
+async fn rows_in_a_folded_block_fail_with_the_fix() {
+    let dir = tempfile::tempdir().unwrap();
+    let pb = write(
+        dir.path(),
+        "folded.yml",
+        "name: folded\nsteps:\n  - id: r\n    report:\n      rows: >-\n        \
+         {% for n in [1, 2] %}- { n: {{ n }} }\n        {% endfor %}\n",
+    );
+    let inv = write(dir.path(), "inv.yml", INVENTORY);
+    let (_, summary, _) = run(
+        plan(&pb, &inv, &[]),
+        Arc::new(FakeTransport::new()),
+        RunOptions::default(),
+    )
+    .await;
+    assert_eq!(summary.exit.code(), 4, "{}", summary.status);
+    assert!(
+        summary.status.ends_with(
+            "rows: the rendered text is not a YAML list: block sequence entries are not allowed \
+             in this context at line 1 column 12; the template is one line (a folded block, `>`, \
+             joins its lines): write it as a literal block, `rows: |`, one row per line); \
+             nothing was changed"
+        ),
+        "{}",
+        summary.status
+    );
+}

@@ -55,9 +55,14 @@ struct Setup {
 
 impl Setup {
     async fn new(faults: Faults) -> (Setup, remedy::plan::Plan) {
+        Setup::with(INVENTORY, PLAYBOOK, faults).await
+    }
+
+    /// A run of `playbook` against the embedded zone `inventory` names.
+    async fn with(inventory: &str, playbook: &str, faults: Faults) -> (Setup, remedy::plan::Plan) {
         let dir = tempfile::tempdir().unwrap();
-        let pb = write(dir.path(), "vpc-guest-vlans.yml", PLAYBOOK);
-        let inv = write(dir.path(), "lab.yml", INVENTORY);
+        let pb = write(dir.path(), "vpc-guest-vlans.yml", playbook);
+        let inv = write(dir.path(), "lab.yml", inventory);
         let plan = plan(&pb, &inv, &[]);
         let router = Arc::new(Router::for_inventory(&plan.inventory));
         let conn = router
@@ -183,4 +188,49 @@ async fn a_failing_job_rolls_the_range_back_and_the_audit_log_has_its_text() {
         !log.contains(s.sim().secret_key()),
         "no secret in the audit log"
     );
+}
+
+/// Narrowing the guest range of a zone whose tiers hold VLANs at its start: CloudStack runs
+/// updatePhysicalNetwork as a job and refuses inside it (jobstatus 2, jobresultcode 431). The
+/// run reports the server's text, changes nothing, and undoes the step before it.
+#[tokio::test]
+async fn a_range_in_use_is_refused_by_the_job_and_the_run_rolls_back() {
+    const NARROW: &str = r#"
+name: narrow-guest-vlans
+description: Narrows the guest VLAN range after raising a setting.
+detect:
+  - id: physnets
+    api: { command: listPhysicalNetworks }
+steps:
+  - id: interval
+    api: { command: updateConfiguration, args: { name: router.check.interval, value: "60" } }
+    rollback: { api: { command: updateConfiguration, args: { name: router.check.interval, value: "30" } } }
+  - id: narrow
+    needs: [interval]
+    api: { command: updatePhysicalNetwork, args: { id: "{{ physnets.items[0].id }}", vlan: "1500-1999" } }
+    no_rollback: the test expects CloudStack to refuse it
+"#;
+    let inventory = INVENTORY.replace("vr-backup-loop", "healthy");
+    let (s, plan) = Setup::with(
+        &inventory,
+        NARROW,
+        Faults {
+            job_ms: Some(200),
+            ..Faults::default()
+        },
+    )
+    .await;
+    let (_, summary, _) = run(plan, s.router.clone(), s.opts(false)).await;
+    assert_eq!(summary.exit, ExitCode::RolledBack, "{summary:?}");
+    assert_eq!(s.vlan().await, "1000-1999", "the range in use is kept");
+    let interval = s
+        .sim()
+        .with_zone(|z| z.world().setting("router.check.interval").to_string());
+    assert_eq!(interval, "30", "the step before was undone");
+    let log = std::fs::read_to_string(&s.log).unwrap();
+    assert!(
+        log.contains("physicalnetwork 200 has allocated vnets in the range 1000-1499"),
+        "the server's refusal in the audit log: {log}"
+    );
+    assert!(audit::verify(&s.log).unwrap().problems.is_empty());
 }

@@ -49,7 +49,8 @@ pub struct ApplyArgs {
     /// Run only read-only actions and report what would change.
     #[arg(long)]
     pub dry_run: bool,
-    /// Do not ask for confirmation.
+    /// Do not ask for confirmation (asked only when the plan has a step that may change
+    /// something; a playbook that only reads runs without it).
     #[arg(short, long)]
     pub yes: bool,
     /// How many step x target nodes run at once.
@@ -89,6 +90,9 @@ pub struct ApplyArgs {
     /// State directory (per-target locks), shared with `remedy daemon`.
     #[arg(long, env = crate::lock::ENV_VAR)]
     pub state_dir: Option<PathBuf>,
+    /// ansible-vault passwords for the inventory.
+    #[command(flatten)]
+    pub vault: super::VaultArgs,
 }
 
 /// `remedy apply` (and `remedy exec`, with `show_output`): a playbook, or with `--plan` a saved
@@ -193,7 +197,7 @@ pub(super) async fn run(req: ApplyArgs, argv: Vec<String>, show_output: bool) ->
             None => eprint!("{}", report::plan_text(&plan)),
         }
     }
-    if !req.dry_run && !req.yes {
+    if !req.dry_run && !req.yes && may_change(&plan) {
         if !std::io::stdin().is_terminal() {
             return fail(&Error::Other("refusing to change anything without confirmation: pass --yes (or --dry-run to see what would change)".into()));
         }
@@ -275,6 +279,17 @@ pub(super) async fn run(req: ApplyArgs, argv: Vec<String>, show_output: bool) ->
         }
         Err(e) => fail(&e),
     }
+}
+
+/// Whether the plan has a step that may change something (a mutating step not left out by
+/// `--tags`): only then does `apply` ask for confirmation. A plan of reads only (reports,
+/// probes, checks) runs without `--yes`, as its dry-run would.
+fn may_change(plan: &plan::Plan) -> bool {
+    plan.program
+        .steps
+        .iter()
+        .zip(&plan.bindings)
+        .any(|(step, binding)| step.mutating() && *binding != plan::Binding::TaggedOut)
 }
 
 /// Before a run changes anything: a run that ended without an end record (killed) and left

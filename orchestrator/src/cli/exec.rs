@@ -47,6 +47,9 @@ pub struct ExecArgs {
     /// The command line, after `--`; run by the remote user's shell as written.
     #[arg(last = true, required = true)]
     pub command: Vec<String>,
+    /// ansible-vault passwords for the inventory.
+    #[command(flatten)]
+    pub vault: super::VaultArgs,
 }
 
 /// `remedy exec`: the command becomes a one-step playbook (the command passed as a parameter
@@ -106,6 +109,7 @@ pub(super) async fn run(req: ExecArgs, argv: Vec<String>) -> ExitCode {
         return fail(&Error::Other(format!("{}: {e}", path.display())));
     }
     let args = ApplyArgs {
+        vault: super::VaultArgs::default(),
         playbook: Some(path.display().to_string()),
         inventory: req.inventory,
         extra,

@@ -51,6 +51,7 @@ pub use exec::ExecArgs;
 pub use plan::PlanArgs;
 pub use show::ShowFormat;
 
+pub use inventory::VaultArgs;
 use output::fail;
 
 #[derive(Debug, Parser)]
@@ -119,6 +120,8 @@ pub enum Command {
         /// unquoted.
         #[arg(long)]
         strict: bool,
+        #[command(flatten)]
+        vault: VaultArgs,
     },
     /// List the playbooks found (in ./playbooks, then $REMEDY_PLAYBOOK_PATH), one line each.
     List,
@@ -148,6 +151,8 @@ pub enum Command {
         yes: bool,
         #[command(flatten)]
         audit: AuditArg,
+        #[command(flatten)]
+        vault: VaultArgs,
     },
     /// Run the simulated CloudStack zone in the foreground, for trying playbooks and clients.
     Lab(crate::lab::LabArgs),
@@ -167,6 +172,8 @@ pub enum Command {
         /// Print only these fields of each listed item, as a table (comma-separated).
         #[arg(long, value_delimiter = ',')]
         fields: Vec<String>,
+        #[command(flatten)]
+        vault: VaultArgs,
     },
     /// Run one ad-hoc command on the hosts matching PATTERN, in parallel, audited like any
     /// change (as `ansible -a` does, with remedy's audit log and dry-run).
@@ -186,6 +193,8 @@ pub enum Command {
         /// The group tree from GROUP (default all).
         #[arg(long, num_args = 0..=1, default_missing_value = "all")]
         graph: Option<String>,
+        #[command(flatten)]
+        vault: VaultArgs,
     },
     /// Read the audit log.
     Audit {
@@ -254,6 +263,20 @@ pub fn main(args: Vec<String>) -> i32 {
     }
 }
 
+/// The vault passwords of a command that reads inventories.
+fn vault_args(command: &Command) -> Option<&VaultArgs> {
+    match command {
+        Command::Apply(a) => Some(&a.vault),
+        Command::Plan(a) => Some(&a.vault),
+        Command::Exec(a) => Some(&a.vault),
+        Command::Validate { vault, .. }
+        | Command::Rollback { vault, .. }
+        | Command::Api { vault, .. }
+        | Command::Inventory { vault, .. } => Some(vault),
+        _ => None,
+    }
+}
+
 /// Runs one parsed command.
 fn run(cli: Cli, args: Vec<String>) -> ExitCode {
     // A test build can be made to panic, to prove the panic report masks secrets.
@@ -261,11 +284,17 @@ fn run(cli: Cli, args: Vec<String>) -> ExitCode {
     if let Ok(text) = std::env::var("REMEDY_TEST_PANIC") {
         panic!("REMEDY_TEST_PANIC: {text}");
     }
+    if let Some(vault) = vault_args(&cli.command) {
+        if let Err(e) = vault.install() {
+            return fail(&e);
+        }
+    }
     match cli.command {
         Command::Validate {
             playbooks,
             inventory,
             strict,
+            vault: _,
         } => match tokio::runtime::Runtime::new() {
             Ok(rt) => rt.block_on(validate::run(playbooks, &inventory, strict)),
             Err(e) => fail(&Error::Other(format!("cannot start the runtime: {e}"))),
@@ -285,6 +314,7 @@ fn run(cli: Cli, args: Vec<String>) -> ExitCode {
             dry_run,
             yes,
             audit,
+            vault: _,
         } => match tokio::runtime::Runtime::new() {
             Ok(rt) => rt.block_on(rollback::run(
                 run,
@@ -305,6 +335,7 @@ fn run(cli: Cli, args: Vec<String>) -> ExitCode {
             args,
             inventory,
             fields,
+            vault: _,
         } => match tokio::runtime::Runtime::new() {
             Ok(rt) => rt.block_on(api::run(command, args, &inventory, &fields)),
             Err(e) => fail(&Error::Other(format!("cannot start the runtime: {e}"))),
@@ -314,6 +345,7 @@ fn run(cli: Cli, args: Vec<String>) -> ExitCode {
             list,
             host,
             graph,
+            vault: _,
         } => match tokio::runtime::Runtime::new() {
             Ok(rt) => rt.block_on(inventory::run(&inventory, list, host, graph)),
             Err(e) => fail(&Error::Other(format!("cannot start the runtime: {e}"))),

@@ -55,6 +55,9 @@ pub struct PlanArgs {
     pub forks: usize,
     #[command(flatten)]
     pub audit: AuditArg,
+    /// ansible-vault passwords for the inventory.
+    #[command(flatten)]
+    pub vault: super::VaultArgs,
 }
 
 /// `remedy plan`: a dry-run whose predictions become a plan file.

@@ -13,7 +13,35 @@ use crate::plan;
 
 /// The inventory files at `paths`, without the hosts a dynamic source adds.
 pub(super) fn load_inventory(paths: &[PathBuf]) -> Result<Inventory, Error> {
-    Inventory::load(paths).map_err(|e| Error::invalid(e.to_string()))
+    let inv = Inventory::load(paths).map_err(|e| Error::invalid(e.to_string()))?;
+    check_lab_scenario(&inv)?;
+    Ok(inv)
+}
+
+/// `REMEDY_LAB_SCENARIO` (already in place of the inventory's scenario, see
+/// [`crate::inventory::LAB_SCENARIO_ENV`]): a scenario that does not exist is invalid input,
+/// naming the shipped ones; otherwise stderr says which scenario the embedded simulator runs,
+/// or that the variable changes nothing for an inventory without one.
+fn check_lab_scenario(inv: &Inventory) -> Result<(), Error> {
+    use crate::inventory::{CloudStackSource, LAB_SCENARIO_ENV};
+    let Some(wanted) = crate::inventory::lab_scenario_override() else {
+        return Ok(());
+    };
+    match inv.cloudstack().map(|ep| &ep.source) {
+        Some(CloudStackSource::Simulator { scenario }) => {
+            crate::cloudstack::scenario(scenario)
+                .map_err(|e| Error::invalid(format!("{LAB_SCENARIO_ENV}: {e}")))?;
+            eprintln!(
+                "remedy: the embedded simulator runs scenario {scenario} ({LAB_SCENARIO_ENV}, \
+                 in place of the inventory's simulator.scenario)"
+            );
+        }
+        _ => eprintln!(
+            "remedy: {LAB_SCENARIO_ENV}={wanted} ignored: the inventory does not start the \
+             embedded simulator (remedy_cloudstack.simulator)"
+        ),
+    }
+    Ok(())
 }
 
 /// A resolved inventory: the hosts, the API transport that read the zone (the run keeps using

@@ -137,8 +137,8 @@ pub fn credentials(ep: &CloudStackEndpoint) -> Result<Option<(Credentials, bool)
     }
 }
 
-/// Registers every secret the inventory can reach (its secret references, and the secret key
-/// of a cloudmonkey profile) with the redactor, so none can reach output or the audit log.
+/// Registers every secret the inventory can reach (its secret references, what it decrypted
+/// with ansible-vault, and the secret key of a cloudmonkey profile) with the redactor, so none can reach output or the audit log.
 /// Secrets that cannot be read now are skipped; using them fails later with a clear error.
 pub fn register_secrets(inventory: &Inventory, redactor: &mut Redactor) {
     for (label, r) in inventory.secret_refs() {
@@ -146,6 +146,9 @@ pub fn register_secrets(inventory: &Inventory, redactor: &mut Redactor) {
             Ok(secret) => redactor.add(secret),
             Err(_) => tracing::debug!(what = %label, "inventory secret not resolvable now"),
         }
+    }
+    for value in inventory.vault_values() {
+        redactor.add(value.clone());
     }
     if let Some(
         ep @ CloudStackEndpoint {

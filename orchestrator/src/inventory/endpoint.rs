@@ -17,6 +17,19 @@ use super::{
     ApiKey, CloudStackEndpoint, CloudStackSource, InventoryError, SecretRef, ALL, CLOUDSTACK_VAR,
 };
 
+/// The environment variable that chooses the embedded simulator's scenario in place of the
+/// inventory's `simulator.scenario` (`REMEDY_LAB_SCENARIO=stale-nics remedy apply ... -i
+/// inventories/lab.yml`); empty or unset: the inventory's. It changes nothing for an
+/// inventory that reaches a real API.
+pub const LAB_SCENARIO_ENV: &str = "REMEDY_LAB_SCENARIO";
+
+/// The scenario `REMEDY_LAB_SCENARIO` names, when it is set and not empty.
+pub fn lab_scenario_override() -> Option<String> {
+    std::env::var(LAB_SCENARIO_ENV)
+        .ok()
+        .filter(|s| !s.trim().is_empty())
+}
+
 /// The keys of `remedy_cloudstack`.
 const CLOUDSTACK_KEYS: [&str; 8] = [
     "endpoint",
@@ -187,7 +200,7 @@ impl Builder {
                 .and_then(Value::as_str)
                 .ok_or_else(|| bad("simulator: expected { scenario: NAME }"))?;
             CloudStackSource::Simulator {
-                scenario: scenario.to_string(),
+                scenario: lab_scenario_override().unwrap_or_else(|| scenario.to_string()),
             }
         } else if has("cmk_profile") || has("cmk_config") {
             CloudStackSource::Cmk {

@@ -31,8 +31,16 @@
 //!
 //! `ansible_password`, `ansible_ssh_pass`, `ansible_ssh_password`, `ansible_become_password`,
 //! `ansible_become_pass` and `remedy_cloudstack.secret_key` may only hold a reference,
-//! `{ env: NAME }` or `{ file: PATH }` (a relative `PATH` is relative to the file that says it).
-//! The value itself is read only by [`SecretRef::resolve`] and never appears in an error.
+//! `{ env: NAME }` or `{ file: PATH }` (a relative `PATH` is relative to the file that says it),
+//! an ansible-vault value ([`vault`]), or `"{{ name }}"` naming a variable that holds one of
+//! those. The value itself is read only by [`SecretRef::resolve`] (or decrypted) and never
+//! appears in an error; decrypted values are listed by [`Inventory::vault_values`].
+//!
+//! # Values
+//!
+//! Plain scalars read as Ansible reads them (YAML 1.1: `yes` is true, `0755` is 493): `yaml11`.
+//! `ansible_group_priority` in a group's inventory vars orders the merge and is not a host
+//! variable. docs/inventory.md has the details.
 //!
 //! # Where things are
 //!
@@ -40,7 +48,8 @@
 //! Loading, in the order it happens: `files` (which files), `yaml` (positioned parsing),
 //! `hosts` (host ranges and ports), `groups` (membership), `vars` (the builder and variable
 //! precedence), `connection` (how each host is reached), `endpoint` (`remedy_cloudstack`),
-//! `secret` (secret references), [`dynamic`] (the CloudStack inventory source's settings and
+//! `secret` (secret references), `yaml11` (YAML 1.1 scalars), [`vault`] (ansible-vault),
+//! [`dynamic`] (the CloudStack inventory source's settings and
 //! the naming rule for its groups). Using a loaded inventory: [`pattern`] (host patterns),
 //! [`show`] (`remedy inventory` output).
 
@@ -54,8 +63,11 @@ pub mod pattern;
 mod secret;
 pub mod show;
 mod vars;
+pub mod vault;
 mod yaml;
+mod yaml11;
 
+pub use endpoint::{lab_scenario_override, LAB_SCENARIO_ENV};
 pub use pattern::{Pattern, PatternError};
 
 use std::collections::{BTreeMap, HashMap};
@@ -95,6 +107,8 @@ pub struct Inventory {
     cloudstack_source: Option<SourceSpec>,
     /// Whether the API's hosts were added ([`Inventory::load_with_generated`]).
     generated: bool,
+    /// Values decrypted with ansible-vault: secrets ([`Inventory::vault_values`]).
+    vault_values: Vec<String>,
     sources: Vec<PathBuf>,
     digest: String,
 }
@@ -209,6 +223,7 @@ pub enum CloudStackSource {
     },
     /// `simulator: { scenario: NAME or PATH }`: remedy starts the simulated zone in-process, on
     /// loopback, with fresh lab-only credentials, for the length of the command.
+    /// `REMEDY_LAB_SCENARIO`, when set, replaces the scenario written ([`LAB_SCENARIO_ENV`]).
     Simulator { scenario: String },
 }
 
@@ -378,6 +393,7 @@ impl Inventory {
                 cloudstack: None,
                 cloudstack_source: None,
                 generated: false,
+                vault_values: Vec::new(),
                 sources: Vec::new(),
                 digest: hex(&Sha256::new().finalize()),
             },
@@ -480,12 +496,31 @@ impl Inventory {
         }
         for host in self.hosts.iter().chain(self.implicit.iter()) {
             for var in SECRET_VARS {
-                if let Some(secret) = host.vars.get(var).and_then(SecretRef::from_value) {
+                let Some(value) = host.vars.get(var) else {
+                    continue;
+                };
+                if let Some(secret) = SecretRef::from_value(value) {
                     push(format!("{}.{var}", host.name), secret);
+                    continue;
+                }
+                // `"{{ name }}"`: the reference the variable it names holds.
+                let target = value.as_str().and_then(yaml::reference_of);
+                let referenced = target.and_then(|t| host.vars.get(t).map(|v| (t, v)));
+                if let Some((target, secret)) =
+                    referenced.and_then(|(t, v)| SecretRef::from_value(v).map(|s| (t, s)))
+                {
+                    push(format!("{}.{target}", host.name), secret);
                 }
             }
         }
         out
+    }
+
+    /// Every value decrypted with ansible-vault (each `!vault` value, every string of an
+    /// encrypted file): secrets, for the caller to register with its redactor, as it does with
+    /// what [`Inventory::secret_refs`] resolve to.
+    pub fn vault_values(&self) -> &[String] {
+        &self.vault_values
     }
 
     // --- for pattern evaluation: hosts are addressed by "slot", an index into `hosts`, then

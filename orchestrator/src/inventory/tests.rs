@@ -239,6 +239,37 @@ zeta:
   hosts: { h1: }
 "#);
     assert_eq!(var(&inv, "h1", "color"), "alpha");
+    // A setting of the group, not a variable of its hosts.
+    assert!(!inv
+        .host("h1")
+        .unwrap()
+        .vars
+        .contains_key("ansible_group_priority"));
+}
+
+/// As `ansible-inventory` showed: the priority orders the inventory's group vars; written in a
+/// `group_vars` file it is an ordinary variable, which orders nothing.
+#[test]
+fn group_priority_is_a_group_setting_only_in_the_inventory() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    write(
+        &dir.path().join("inv.yml"),
+        "all:\n  children:\n    a:\n      vars: { ansible_group_priority: 10, who: a }\n      \
+         hosts: { h1: }\n    b:\n      vars: { who: b }\n      hosts: { h1: }\n    \
+         c:\n      hosts: { h2: }\n    d:\n      hosts: { h2: }\n",
+    );
+    write(
+        &dir.path().join("group_vars/c.yml"),
+        "ansible_group_priority: 10\nwho2: c\n",
+    );
+    write(&dir.path().join("group_vars/d.yml"), "who2: d\n");
+    let inv = Inventory::load(&[dir.path().join("inv.yml")]).expect("loads");
+    let vars = |h: &str| Value::Object(inv.host(h).unwrap().vars.clone());
+    assert_eq!(vars("h1"), serde_json::json!({"who": "a"}));
+    assert_eq!(
+        vars("h2"),
+        serde_json::json!({"ansible_group_priority": 10, "who2": "d"})
+    );
 }
 
 #[test]
@@ -1074,4 +1105,150 @@ fn helpers_split_shell_words_and_expand_ranges() {
     assert_eq!(out, ["ra1", "ra2", "rb1", "rb2"]);
     let mut out = Vec::new();
     assert!(expand_ranges("x[1:999999]", &mut out).is_err());
+}
+
+// ---------------------------------------------------------------------------------------------
+// YAML 1.1 values, as Ansible reads them
+// ---------------------------------------------------------------------------------------------
+
+const YAML11_CORPUS: &str = include_str!("testdata/yaml11-corpus.yml");
+const YAML11_ANSIBLE: &str = include_str!("testdata/yaml11-corpus.ansible.json");
+
+fn ansible_reading() -> Map<String, Value> {
+    match serde_json::from_str(YAML11_ANSIBLE) {
+        Ok(Value::Object(map)) => map,
+        other => panic!("expected an object: {other:?}"),
+    }
+}
+
+/// Every value of the corpus equals what `ansible-inventory --list` printed for it.
+#[test]
+fn inventory_values_read_as_ansible_reads_them() {
+    let inventory = inv(YAML11_CORPUS);
+    let got = &inventory.host("h1").expect("h1").vars;
+    let want = ansible_reading();
+    for (name, value) in &want {
+        assert_eq!(got.get(name), Some(value), "{name}");
+    }
+    assert_eq!(got.len(), want.len(), "{got:?}");
+}
+
+/// The same values in a `host_vars` file and in a `group_vars` file.
+#[test]
+fn vars_files_values_read_as_ansible_reads_them() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let body: String = YAML11_CORPUS
+        .lines()
+        .skip_while(|l| !l.starts_with("      "))
+        .map(|l| format!("{}\n", l.strip_prefix("      ").unwrap_or(l)))
+        .collect();
+    write(&dir.path().join("host_vars/h1.yml"), &body);
+    write(&dir.path().join("group_vars/all.yml"), &body);
+    write(
+        &dir.path().join("inv.yml"),
+        "all:\n  hosts:\n    h1:\n    h2:\n",
+    );
+    let inventory = Inventory::load(&[dir.path().join("inv.yml")]).expect("loads");
+    let want = ansible_reading();
+    for host in ["h1", "h2"] {
+        let got = &inventory.host(host).expect("host").vars;
+        for (name, value) in &want {
+            assert_eq!(got.get(name), Some(value), "{host} {name}");
+        }
+    }
+}
+
+/// A host or child group written as a bare scalar keeps its name as written, even when it
+/// looks like a number to one YAML reading or the other.
+#[test]
+fn scalar_host_and_child_names_stay_as_written() {
+    let inventory = inv("g:\n  hosts: 1e3\nparent:\n  children: 0o17\n0o17:\n  vars: { a: 1 }\n");
+    assert_eq!(names(&inventory.group_hosts("g").unwrap()), ["1e3"]);
+    assert_eq!(inventory.group_children("parent").unwrap(), ["0o17"]);
+}
+
+/// A plain `yes` where a secret reference belongs is refused like any inline value.
+#[test]
+fn yaml11_values_keep_the_secret_rules() {
+    let e = err("all:\n  vars:\n    ansible_password: yes\n");
+    assert!(
+        e.contains("ansible_password: inline secrets are not allowed"),
+        "{e}"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Secrets by reference to other variables, and ansible-vault
+// ---------------------------------------------------------------------------------------------
+
+/// The vault pattern: a password variable names another variable, resolved at use.
+#[test]
+fn a_password_may_refer_to_a_variable_holding_a_secret_reference() {
+    let inventory = inv(
+        "all:\n  vars:\n    ansible_become_password: \"{{ become_pass }}\"\n    \
+         become_pass: { env: BECOME_PASS }\n  hosts:\n    h1:\n",
+    );
+    assert_eq!(
+        var(&inventory, "h1", "ansible_become_password"),
+        "{{ become_pass }}"
+    );
+    assert_eq!(
+        inventory.secret_refs(),
+        vec![(
+            "h1.become_pass".to_string(),
+            SecretRef::Env("BECOME_PASS".into())
+        )]
+    );
+    // A reference to a variable the host lacks is left for use, as Ansible does.
+    inv("all:\n  vars:\n    ansible_password: \"{{ nowhere }}\"\n  hosts:\n    h1:\n");
+}
+
+#[test]
+fn a_password_referring_to_an_inline_value_is_refused_without_repeating_it() {
+    let e = err(
+        "all:\n  vars:\n    ansible_become_password: \"{{ become_pass }}\"\n  hosts:\n    \
+         h1: { become_pass: hunter22 }\n",
+    );
+    assert_eq!(
+        e,
+        "test.yml: host \"h1\": ansible_become_password refers to become_pass, which holds an \
+         inline secret (never inline secrets): encrypt it with ansible-vault (a vaulted file or \
+         a !vault value), or use { env: NAME } or { file: PATH }"
+    );
+    // Anything but one plain reference is still an inline secret.
+    let e = err("all:\n  vars:\n    ansible_password: \"x{{ a }}\"\n");
+    assert!(e.contains("inline secrets are not allowed"), "{e}");
+}
+
+/// Files and `!vault` values written by ansible-vault (testdata/vault/README.md), read with the
+/// passwords installed as `--vault-id` does; this is the only test that installs passwords.
+#[test]
+fn vaulted_files_and_values_are_decrypted_and_listed_as_secrets() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/inventory/testdata/vault");
+    let spec = |label: &str, file: &str| format!("{label}@{}", dir.join(file).display());
+    vault::use_passwords(vec![
+        vault::VaultPassword::from_spec(&spec("default", "password")).unwrap(),
+        vault::VaultPassword::from_spec(&spec("prod", "prod.password")).unwrap(),
+    ]);
+    let inventory = Inventory::load(&[dir.join("inventory/hosts.yml")]).expect("loads");
+    let vars = &inventory.host("web1").unwrap().vars;
+    assert_eq!(vars["ansible_password_value"], "inline-Pa55word");
+    assert_eq!(vars["labelled"], "labelled-Pa55word");
+    assert_eq!(vars["vault_become_pass"], "s3cr3t-Become!");
+    assert_eq!(vars["ansible_become_password"], "{{ vault_become_pass }}");
+    // The decrypted file is read as Ansible reads YAML, too.
+    assert_eq!(vars["vault_flag"], true);
+    assert_eq!(vars["vault_port"], 2222);
+    let mut secrets = inventory.vault_values().to_vec();
+    secrets.sort();
+    assert_eq!(
+        secrets,
+        [
+            "inline-Pa55word",
+            "labelled-Pa55word",
+            "plain text inside a vault",
+            "s3cr3t-Become!",
+            "yes"
+        ]
+    );
 }

@@ -15,8 +15,15 @@ use sha2::{Digest, Sha256};
 
 use super::dynamic::{SourceSpec, SOURCE_VAR};
 use super::files::find_vars_files;
-use super::yaml::{parse_inventory, parse_vars_file, RawGroup};
-use super::{GroupEntry, Host, Inventory, InventoryError, ALL, CLOUDSTACK_VAR, LOCALHOST_NAMES};
+use super::secret::{REF_FORMS, SECRET_VARS};
+use super::vault;
+use super::yaml::{parse_inventory, parse_vars_file, reference_of, RawGroup};
+use super::{
+    GroupEntry, Host, Inventory, InventoryError, SecretRef, ALL, CLOUDSTACK_VAR, LOCALHOST_NAMES,
+};
+
+/// The group setting that orders group variables (higher applies later, so wins).
+const PRIORITY_VAR: &str = "ansible_group_priority";
 
 /// A variable layer: name to (value, index of the file it came from).
 pub(super) type VarLayer = BTreeMap<String, (Value, usize)>;
@@ -53,6 +60,8 @@ pub(super) struct Builder {
     pub(super) implicit_file_vars: BTreeMap<String, Vec<(usize, VarLayer)>>,
     /// The first source is the CloudStack API's generated inventory.
     pub(super) generated: bool,
+    /// Values decrypted with ansible-vault (`!vault` values, every string of a vaulted file).
+    pub(super) vault_values: Vec<String>,
 }
 
 pub(super) fn layer(vars: Map<String, Value>, origin: usize) -> VarLayer {
@@ -69,7 +78,12 @@ impl Builder {
         let origin = self.record(path, &bytes);
         let text = String::from_utf8(bytes)
             .map_err(|_| InventoryError::invalid(path, "file is not valid utf-8"))?;
-        Ok((origin, text))
+        if !vault::is_vaulted(&text) {
+            return Ok((origin, text));
+        }
+        let plain = vault::decrypt_file(path, &text)?;
+        self.vault_values.extend(string_leaves(&plain));
+        Ok((origin, plain))
     }
 
     /// Adds a file to the digest and the sources; returns its origin index.
@@ -86,7 +100,8 @@ impl Builder {
     pub(super) fn add_inventory_file(&mut self, path: &Path) -> Result<(), InventoryError> {
         let (origin, text) = self.read_file(path, "inventory")?;
         let base = path.parent().map(Path::to_path_buf);
-        let groups = parse_inventory(path, &text, base)?;
+        let (groups, vaulted) = parse_inventory(path, &text, base)?;
+        self.vault_values.extend(vaulted);
         self.add_groups(origin, groups)
     }
 
@@ -98,7 +113,8 @@ impl Builder {
         let origin = self.record(path, bytes);
         let text = std::str::from_utf8(bytes)
             .map_err(|_| InventoryError::invalid(path, "file is not valid utf-8"))?;
-        let groups = parse_inventory(path, text, None)?;
+        let (groups, vaulted) = parse_inventory(path, text, None)?;
+        self.vault_values.extend(vaulted);
         self.add_groups(origin, groups)
     }
 
@@ -161,7 +177,8 @@ impl Builder {
     fn read_vars_file(&mut self, path: &Path, scope: &str) -> Result<VarLayer, InventoryError> {
         let (origin, text) = self.read_file(path, "vars file")?;
         let base = path.parent().map(Path::to_path_buf);
-        let vars = parse_vars_file(path, &text, scope, base)?;
+        let (vars, vaulted) = parse_vars_file(path, &text, scope, base)?;
+        self.vault_values.extend(vaulted);
         Ok(layer(vars, origin))
     }
 
@@ -207,7 +224,7 @@ impl Builder {
         let Some((value, origin)) = self
             .groups
             .get(group)
-            .and_then(|g| g.vars.get("ansible_group_priority"))
+            .and_then(|g| g.vars.get(PRIORITY_VAR))
         else {
             return Ok(1);
         };
@@ -256,9 +273,9 @@ impl Builder {
                 .iter()
                 .filter_map(|g| self.groups.get(g.as_str()))
                 .collect();
-            let mut vars = all_inline.clone();
+            let mut vars = group_setting_free(all_inline);
             for def in &defs {
-                overlay(&mut vars, &def.vars);
+                overlay(&mut vars, &group_setting_free(&def.vars));
             }
             for layer in &all_files {
                 overlay(&mut vars, layer);
@@ -284,17 +301,21 @@ impl Builder {
             memberships.push(groups);
         }
 
+        for (host, vars) in self.hosts.iter().zip(&merged) {
+            self.check_secret_references(&host.name, vars)?;
+        }
+
         // Implicit local hosts: all's vars, then a local connection, then their host_vars.
         let mut implicit_vars: Vec<(String, VarLayer)> = Vec::new();
         for name in LOCALHOST_NAMES {
             if self.host_index.contains_key(name) {
                 continue;
             }
-            let mut vars = all_inline.clone();
+            let mut vars = group_setting_free(all_inline);
             for layer in &all_files {
                 overlay(&mut vars, layer);
             }
-            overlay(&mut vars, all_inline);
+            overlay(&mut vars, &group_setting_free(all_inline));
             vars.insert(
                 "ansible_connection".into(),
                 (Value::String("local".into()), usize::MAX),
@@ -401,10 +422,66 @@ impl Builder {
             cloudstack,
             cloudstack_source,
             generated: self.generated,
+            vault_values: self.vault_values,
             sources: self.files,
             digest: hex(&self.hasher.finalize()),
         })
     }
+}
+
+/// The variables a group writes in the inventory, without `ansible_group_priority`: a setting
+/// of the group (the order its variables apply in), not a variable its hosts get. Written in
+/// a `group_vars` file it is an ordinary variable, as in Ansible.
+impl Builder {
+    /// A password variable written as a reference (`"{{ vault_become_pass }}"`) must end at a
+    /// secret: a `{ env }`/`{ file }` reference or a value decrypted with ansible-vault. A
+    /// reference to a variable the host does not have is left for use, as Ansible does.
+    fn check_secret_references(&self, host: &str, vars: &VarLayer) -> Result<(), InventoryError> {
+        for var in SECRET_VARS {
+            let Some((target, value, origin)) = follow_reference(vars, var) else {
+                continue;
+            };
+            let secret = SecretRef::from_value(value).is_some()
+                || value
+                    .as_str()
+                    .is_some_and(|v| self.vault_values.iter().any(|s| s == v));
+            if !secret {
+                return Err(InventoryError::invalid(
+                    &self.origin_path(origin),
+                    format!(
+                        "host \"{host}\": {var} refers to {target}, which holds an inline secret \
+                         (never inline secrets): encrypt it with ansible-vault (a vaulted file or \
+                         a !vault value), or use {REF_FORMS}"
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Where a variable written as `{{ name }}` (possibly through several such references) leads:
+/// the last variable's name, value and origin. `None` when `var` is not such a reference, or
+/// leads to a variable the host does not have (or round in a circle).
+pub(super) fn follow_reference<'a>(
+    vars: &'a VarLayer,
+    var: &str,
+) -> Option<(String, &'a Value, usize)> {
+    let mut name = reference_of(vars.get(var)?.0.as_str()?)?.to_string();
+    for _ in 0..8 {
+        let (value, origin) = vars.get(&name)?;
+        match value.as_str().and_then(reference_of) {
+            Some(next) => name = next.to_string(),
+            None => return Some((name, value, *origin)),
+        }
+    }
+    None
+}
+
+fn group_setting_free(vars: &VarLayer) -> VarLayer {
+    let mut vars = vars.clone();
+    vars.remove(PRIORITY_VAR);
+    vars
 }
 
 fn overlay(into: &mut VarLayer, layer: &VarLayer) {
@@ -431,6 +508,24 @@ fn all_scope_value<'a>(
         .find_map(|l| l.get(name))
         .or_else(|| inline.get(name))
         .map(|(v, o)| (v, *o))
+}
+
+/// Every string value of a decrypted file: all of it is secret.
+fn string_leaves(text: &str) -> Vec<String> {
+    fn walk(value: &serde_yaml::Value, out: &mut Vec<String>) {
+        match value {
+            serde_yaml::Value::String(s) => out.push(s.clone()),
+            serde_yaml::Value::Sequence(items) => items.iter().for_each(|v| walk(v, out)),
+            serde_yaml::Value::Mapping(map) => map.values().for_each(|v| walk(v, out)),
+            serde_yaml::Value::Tagged(tagged) => walk(&tagged.value, out),
+            _ => {}
+        }
+    }
+    let mut out = Vec::new();
+    if let Ok(value) = serde_yaml::from_str::<serde_yaml::Value>(text) {
+        walk(&value, &mut out);
+    }
+    out
 }
 
 pub(super) fn hex(bytes: &[u8]) -> String {

@@ -19,6 +19,8 @@ use serde_json::{Map, Value};
 
 use super::files::expand_tilde;
 use super::secret::{REF_FORMS, SECRET_VARS};
+use super::vault;
+use super::yaml11::{plain_scalars, Overrides};
 use super::{InventoryError, SecretRef, CLOUDSTACK_VAR};
 
 /// One group as written: its sections in document order.
@@ -41,9 +43,46 @@ pub(super) struct Ctx {
     error: RefCell<Option<String>>,
     /// Directory against which relative `{ file: PATH }` references resolve.
     base_dir: Option<PathBuf>,
+    /// Where the parsed text lives (address and length), to find a scalar's offset in it.
+    text_at: (usize, usize),
+    /// Plain scalars Ansible reads differently (YAML 1.1), by offset: see `yaml11`.
+    plain: Overrides,
+    /// Values decrypted from `!vault` tags, in order: secrets the caller must mask.
+    vaulted: RefCell<Vec<String>>,
 }
 
 impl Ctx {
+    fn new(base_dir: Option<PathBuf>, text: &str, plain: Overrides) -> Ctx {
+        Ctx {
+            error: RefCell::new(None),
+            base_dir,
+            text_at: (text.as_ptr() as usize, text.len()),
+            plain,
+            vaulted: RefCell::new(Vec::new()),
+        }
+    }
+
+    /// The override for a scalar serde_yaml handed over as `v`, if `v` is a slice of the
+    /// parsed text at an overridden offset: the scalar as written and Ansible's value.
+    fn plain_override(&self, v: &str) -> Option<&(String, Value)> {
+        let (start, len) = self.text_at;
+        let at = (v.as_ptr() as usize).checked_sub(start)?;
+        if at + v.len() > len {
+            return None;
+        }
+        self.plain
+            .get(&at)
+            .filter(|(written, _)| written.len() == v.len())
+    }
+
+    /// A string scalar as written (undoing `yaml11`'s in-place disguise of a number-like one).
+    fn written(&self, v: &str) -> String {
+        match self.plain_override(v) {
+            Some((written, _)) => written.clone(),
+            None => v.to_string(),
+        }
+    }
+
     pub(super) fn fail<E: de::Error>(&self, message: impl Into<String>) -> E {
         let mut slot = self.error.borrow_mut();
         if slot.is_none() {
@@ -94,17 +133,18 @@ fn looks_like_ini(text: &str) -> bool {
         .is_some_and(|l| l.starts_with('[') && l.ends_with(']') && !l.contains(','))
 }
 
+/// What one file holds, and the values decrypted from its `!vault` tags (secrets to mask).
+pub(super) type Parsed<T> = (T, Vec<String>);
+
 pub(super) fn parse_inventory(
     path: &Path,
     text: &str,
     base_dir: Option<PathBuf>,
-) -> Result<Vec<RawGroup>, InventoryError> {
-    let ctx = Ctx {
-        error: RefCell::new(None),
-        base_dir,
-    };
-    let de = serde_yaml::Deserializer::from_str(text);
-    TopSeed { ctx: &ctx }.deserialize(de).map_err(|err| {
+) -> Result<Parsed<Vec<RawGroup>>, InventoryError> {
+    let (parsed, plain) = plain_scalars(text);
+    let ctx = Ctx::new(base_dir, &parsed, plain);
+    let de = serde_yaml::Deserializer::from_str(&parsed);
+    let groups = TopSeed { ctx: &ctx }.deserialize(de).map_err(|err| {
         let mut error = yaml_error(path, &ctx, &err);
         if let InventoryError::Invalid { message, .. } = &mut error {
             if looks_like_ini(text) {
@@ -115,7 +155,8 @@ pub(super) fn parse_inventory(
             }
         }
         error
-    })
+    })?;
+    Ok((groups, ctx.vaulted.take()))
 }
 
 pub(super) fn parse_vars_file(
@@ -123,15 +164,14 @@ pub(super) fn parse_vars_file(
     text: &str,
     scope: &str,
     base_dir: Option<PathBuf>,
-) -> Result<Map<String, Value>, InventoryError> {
-    let ctx = Ctx {
-        error: RefCell::new(None),
-        base_dir,
-    };
-    let de = serde_yaml::Deserializer::from_str(text);
-    VarsSeed { ctx: &ctx, scope }
+) -> Result<Parsed<Map<String, Value>>, InventoryError> {
+    let (parsed, plain) = plain_scalars(text);
+    let ctx = Ctx::new(base_dir, &parsed, plain);
+    let de = serde_yaml::Deserializer::from_str(&parsed);
+    let vars = VarsSeed { ctx: &ctx, scope }
         .deserialize(de)
-        .map_err(|err| yaml_error(path, &ctx, &err))
+        .map_err(|err| yaml_error(path, &ctx, &err))?;
+    Ok((vars, ctx.vaulted.take()))
 }
 
 /// Implements the `visit_*` methods a visitor does not accept, with our own message.
@@ -408,7 +448,7 @@ impl<'de> Visitor<'de> for HostsSeed<'_> {
     }
     // Ansible accepts `hosts: web1` for a single host.
     fn visit_str<E: de::Error>(self, host: &str) -> Result<RawHosts, E> {
-        Ok(vec![(host.to_string(), Map::new())])
+        Ok(vec![(self.ctx.written(host), Map::new())])
     }
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<RawHosts, A::Error> {
         let ctx = self.ctx;
@@ -467,7 +507,7 @@ impl<'de> Visitor<'de> for ChildrenSeed<'_> {
     // Ansible accepts `children: web` for a single child.
     fn visit_str<E: de::Error>(self, child: &str) -> Result<Self::Value, E> {
         Ok(vec![RawGroup {
-            name: child.to_string(),
+            name: self.ctx.written(child),
             sections: Vec::new(),
         }])
     }
@@ -659,6 +699,9 @@ impl ValueSeed<'_> {
     /// without ever repeating it.
     fn scalar<E: de::Error>(&self, value: Value, kind: &str) -> Result<Value, E> {
         match value_role(&self.path) {
+            // `"{{ vault_become_pass }}"`: a reference to another variable, checked when the
+            // host's variables are merged (`vars`), as Ansible resolves it at use.
+            ValueRole::Secret if value.as_str().and_then(reference_of).is_some() => Ok(value),
             ValueRole::Secret => Err(self.ctx.fail(format!(
                 "{}: {}: inline secrets are not allowed (never inline secrets); use {REF_FORMS}",
                 self.scope,
@@ -754,7 +797,18 @@ impl<'de> Visitor<'de> for ValueSeed<'_> {
         self.scalar(value, "a number")
     }
     fn visit_str<E: de::Error>(self, v: &str) -> Result<Value, E> {
-        self.scalar(Value::String(v.to_string()), "a string")
+        match self.ctx.plain_override(v) {
+            Some((_, value)) => {
+                let kind = match value {
+                    Value::Null => "nothing",
+                    Value::Bool(_) => "a boolean",
+                    Value::Number(_) => "a number",
+                    _ => "a string",
+                };
+                self.scalar(value.clone(), kind)
+            }
+            None => self.scalar(Value::String(v.to_string()), "a string"),
+        }
     }
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
         if value_role(&self.path) != ValueRole::Plain {
@@ -791,11 +845,23 @@ impl<'de> Visitor<'de> for ValueSeed<'_> {
         match tag.as_str() {
             // `!unsafe` only tells Ansible not to template the value.
             "unsafe" => variant.newtype_variant_seed(self),
-            "vault" => Err(self.ctx.fail(format!(
-                "{}: {}: ansible-vault encrypted values are not supported; use {REF_FORMS}",
-                self.scope,
-                self.dotted()
-            ))),
+            "vault" => {
+                let text: String = variant.newtype_variant()?;
+                let plain = vault::decrypt(&text)
+                    .and_then(|p| {
+                        String::from_utf8(p).map_err(|_| "decrypted value is not utf-8".into())
+                    })
+                    .map_err(|m| {
+                        self.ctx
+                            .fail(format!("{}: {}: {m}", self.scope, self.dotted()))
+                    })?;
+                self.ctx.vaulted.borrow_mut().push(plain.clone());
+                match value_role(&self.path) {
+                    // An encrypted password is what these variables may hold, besides a reference.
+                    ValueRole::Secret => Ok(Value::String(plain)),
+                    _ => self.scalar(Value::String(plain), "a string"),
+                }
+            }
             other => Err(self.ctx.fail(format!(
                 "{}: {}: unsupported yaml tag \"!{other}\"",
                 self.scope,
@@ -803,4 +869,13 @@ impl<'de> Visitor<'de> for ValueSeed<'_> {
             ))),
         }
     }
+}
+
+/// The variable a value refers to when it is exactly one plain reference, `{{ name }}`.
+pub(super) fn reference_of(text: &str) -> Option<&str> {
+    let inner = text.trim().strip_prefix("{{")?.strip_suffix("}}")?.trim();
+    let valid = !inner.is_empty()
+        && !inner.starts_with(|c: char| c.is_ascii_digit())
+        && inner.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+    valid.then_some(inner)
 }

@@ -672,10 +672,19 @@ async fn run_kind(
             NodeResult::simple(Outcome::Ok)
         }
         Kind::Set(facts) => {
+            // In the order written: each name sees the ones before it.
             let mut out = Vec::new();
+            let mut seen = ctx.clone();
             for (k, t) in facts {
-                match cx.render(t, ctx) {
-                    Ok(s) => out.push((k.clone(), fact_value(s))),
+                match cx.render(t, &seen) {
+                    Ok(s) => {
+                        let v = fact_value(s);
+                        seen = minijinja::value::merge_maps([
+                            seen,
+                            Value::from_iter([(k.clone(), Value::from_serialize(&v))]),
+                        ]);
+                        out.push((k.clone(), v));
+                    }
                     Err(e) => return NodeResult::bad_input(e, json!({"failed": true})),
                 }
             }

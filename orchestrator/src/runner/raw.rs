@@ -72,7 +72,7 @@ pub(super) async fn attempts(
                     .as_ref()
                     .map(|u| u.source.to_string())
                     .unwrap_or_default(),
-                last_output(&last.registered)
+                last_output(&last.registered, step.until.as_ref())
             ),
             merge(last.registered, json!({"failed": true})),
         );
@@ -111,9 +111,10 @@ fn attempt_settings(cx: &Ctx, step: &Step, ctx: &Value) -> Result<(u32, Duration
 const QUOTED: usize = 400;
 
 /// What the last attempt of a step saw, on one line, for the message of a failed `until`: a
-/// command's exit status and the end of its stdout and stderr, or the API's reply (cut to
-/// [`QUOTED`] characters). Secrets in it are masked by the sink, like every message.
-pub(super) fn last_output(registered: &J) -> String {
+/// command's exit status and the end of its stdout and stderr, or the API's reply: the fields
+/// of it that `until` names ([`fields_read`]), else its beginning, cut to [`QUOTED`]
+/// characters. Secrets in it are masked by the sink, like every message.
+pub(super) fn last_output(registered: &J, until: Option<&crate::template::Expr>) -> String {
     let end = |s: &str| {
         let n = s.chars().count();
         let tail: String = s.chars().skip(n.saturating_sub(QUOTED)).collect();
@@ -138,11 +139,61 @@ pub(super) fn last_output(registered: &J) -> String {
         }
         return words;
     }
+    if let Some(read) = until.and_then(|u| fields_read(registered, &u.source)) {
+        return format!(
+            "last reply, the fields it reads: {}",
+            cut(&read.to_string(), QUOTED)
+        );
+    }
     match registered.get("json") {
         Some(reply) => {
             format!("last reply: {}", cut(&reply.to_string(), QUOTED))
         }
         None => "no output".to_string(),
+    }
+}
+
+/// The part of an API step's result that an expression names, so that the field that decided
+/// a failed `until` shows even far into a big reply: `json` and `items` when the expression
+/// names them, each pruned to the keys named anywhere in it (a word of the expression, in a
+/// string too: `selectattr("state", ...)` names `state`), with the objects and lists on the
+/// way to them; a named key keeps its whole value when nothing inside it is named. `None`
+/// when the expression names neither.
+fn fields_read(registered: &J, source: &str) -> Option<J> {
+    static WORD: std::sync::LazyLock<regex::Regex> = std::sync::LazyLock::new(|| {
+        regex::Regex::new(r"[A-Za-z_][A-Za-z0-9_]*")
+            .unwrap_or_else(|_| unreachable!("a valid pattern"))
+    });
+    let names: std::collections::BTreeSet<&str> =
+        WORD.find_iter(source).map(|m| m.as_str()).collect();
+    let mut read = serde_json::Map::new();
+    for key in ["json", "items"] {
+        if let (true, Some(v)) = (names.contains(key), registered.get(key)) {
+            read.insert(key.into(), pruned(v, &names).unwrap_or_else(|| v.clone()));
+        }
+    }
+    (!read.is_empty()).then_some(J::Object(read))
+}
+
+/// `value` with only the keys in `names` (and what leads to them); `None` when none is there.
+fn pruned(value: &J, names: &std::collections::BTreeSet<&str>) -> Option<J> {
+    match value {
+        J::Object(map) => {
+            let kept: serde_json::Map<String, J> = map
+                .iter()
+                .filter_map(|(k, child)| match pruned(child, names) {
+                    Some(inner) => Some((k.clone(), inner)),
+                    None if names.contains(k.as_str()) => Some((k.clone(), child.clone())),
+                    None => None,
+                })
+                .collect();
+            (!kept.is_empty()).then_some(J::Object(kept))
+        }
+        J::Array(items) => {
+            let kept: Vec<J> = items.iter().filter_map(|i| pruned(i, names)).collect();
+            (!kept.is_empty()).then_some(J::Array(kept))
+        }
+        _ => None,
     }
 }
 
@@ -369,5 +420,46 @@ pub(super) fn render_undo(
             check: None,
         })),
         _ => Ok(None),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failed_until_reads_the_fields_it_names() {
+        let registered = json!({
+            "json": {"count": 1, "host": [{"id": "h1", "name": "kvm02", "state": "Connecting",
+                      "details": {"state": "x", "other": 1}}]},
+            "items": [{"id": "h1", "name": "kvm02", "state": "Connecting", "tags": ["a"]}],
+            "changed": false,
+        });
+        let read = |src: &str| fields_read(&registered, src).map(|v| v.to_string());
+        assert_eq!(
+            read(r#"result.items[0].state == "Up""#).as_deref(),
+            Some(r#"{"items":[{"state":"Connecting"}]}"#)
+        );
+        assert_eq!(
+            read("result.json.count > 1").as_deref(),
+            Some(r#"{"json":{"count":1}}"#)
+        );
+        // a named key whose value names nothing inside keeps it whole
+        assert_eq!(
+            read("result.items | map(attribute='tags') | list").as_deref(),
+            Some(r#"{"items":[{"tags":["a"]}]}"#)
+        );
+        assert_eq!(
+            read("result.items | length == 2").as_deref(),
+            Some(r#"{"items":[{"id":"h1","name":"kvm02","state":"Connecting","tags":["a"]}]}"#)
+        );
+        assert_eq!(read("result.changed"), None);
+        assert_eq!(
+            last_output(&registered, None),
+            format!(
+                "last reply: {}",
+                cut(&registered["json"].to_string(), QUOTED)
+            )
+        );
     }
 }

@@ -131,7 +131,18 @@ fn rows_value(cx: &Ctx, rows: &Rows, ctx: &Value) -> Result<J, String> {
         Rows::Tpl(t) => {
             let text = cx.render(t, ctx)?;
             let yaml: serde_yaml::Value = serde_yaml::from_str(&text).map_err(|e| {
-                format!("{}: rows: the rendered text is not a YAML list: {e}", t.loc)
+                // Written on one line (a folded `>` block joins its lines), the rows can only
+                // be on lines of their own if the template writes the newlines itself.
+                let hint = if t.source.contains('\n') {
+                    ""
+                } else {
+                    "; the template is one line (a folded block, `>`, joins its lines): write \
+                     it as a literal block, `rows: |`, one row per line"
+                };
+                format!(
+                    "{}: rows: the rendered text is not a YAML list: {e}{hint}",
+                    t.loc
+                )
             })?;
             serde_json::to_value(&yaml).map_err(|e| format!("{}: rows: {e}", t.loc))
         }

@@ -79,6 +79,9 @@ pub(super) enum Effect {
     },
 }
 
+/// The physical network's database id, which the server's VLAN refusals name.
+const PHYSNET_DB_ID: u32 = 200;
+
 /// Job status, as `jobstatus` shows it.
 pub(super) const PENDING: u8 = 0;
 const SUCCEEDED: u8 = 1;
@@ -268,19 +271,8 @@ impl Zone {
             _ => Action::Destroy,
         };
         Ok(match command {
+            // every check runs inside the job, as on the real server: a refusal is a failed job
             "updatePhysicalNetwork" => {
-                if let Some(v) = p.get("vlan") {
-                    let wanted = vlan::parse(v).map_err(|e| (431, e))?;
-                    self.check_vlans_kept(&wanted)?;
-                }
-                if let Some(s) = p.get("state") {
-                    if s != "Enabled" && s != "Disabled" {
-                        return Err((
-                            431,
-                            format!("Unable to update physical network: invalid state {s}; use Enabled or Disabled"),
-                        ));
-                    }
-                }
                 let effect = Effect::UpdatePhysNet {
                     id: id.to_string(),
                     vlan: p.get("vlan").map(str::to_string),
@@ -366,16 +358,56 @@ impl Zone {
         })
     }
 
-    /// Refuses a VLAN set that drops an allocated VLAN (431).
+    /// What updatePhysicalNetwork checks when its job runs (NetworkServiceImpl's order: the
+    /// state name, then the VLAN ranges and whether a removed one holds an allocated VLAN);
+    /// the error fails the job with 431.
+    fn physnet_check(&self, vlan: Option<&str>, state: Option<&str>) -> Result<(), (u16, String)> {
+        if let Some(s) = state.filter(|s| !s.is_empty()) {
+            if s != "Enabled" && s != "Disabled" {
+                return Err((
+                    431,
+                    format!("Unable to resolve state '{s}' to a supported value {{Enabled or Disabled}}"),
+                ));
+            }
+        }
+        if let Some(v) = vlan {
+            let wanted = vlan::parse(v).map_err(|e| (431, e))?;
+            self.check_vlans_kept(&wanted)?;
+        }
+        Ok(())
+    }
+
+    /// Refuses a VLAN set that removes a range holding an allocated VLAN (431). Like the
+    /// server, it looks at each run of consecutive VLANs being removed and names the first
+    /// run that holds one, with the physical network's database id.
     fn check_vlans_kept(&self, wanted: &[vlan::Span]) -> Result<(), (u16, String)> {
-        let pn = &self.world.physnets[0];
-        for n in &self.world.networks {
-            if let Some(tag) = n.vlan.filter(|&t| !vlan::covers(wanted, t)) {
+        let have = self.world.guest_vlans();
+        if wanted.is_empty() {
+            let allocated = self
+                .world
+                .networks
+                .iter()
+                .filter(|n| n.vlan.is_some_and(|t| vlan::covers(&have, t)))
+                .count();
+            if allocated > 0 {
+                return Err((
+                    431,
+                    format!("physicalnetwork {PHYSNET_DB_ID} has {allocated} vnets in use"),
+                ));
+            }
+        }
+        let removed = vlan::minus(&have, wanted);
+        for (start, end) in removed {
+            let in_use = self
+                .world
+                .networks
+                .iter()
+                .any(|n| n.vlan.is_some_and(|t| t >= start && t <= end));
+            if in_use {
                 return Err((
                     431,
                     format!(
-                        "Unable to remove the vnet range of physical network {}: vnet {tag} is allocated to network {} ({}); the range is in use",
-                        pn.name, n.name, n.id
+                        "physicalnetwork {PHYSNET_DB_ID} has allocated vnets in the range {start}-{end}"
                     ),
                 ));
             }
@@ -389,6 +421,9 @@ impl Zone {
         let (id, action, what) = match effect {
             Effect::Router { id, action } => (id, *action, "router"),
             Effect::SystemVm { id, action } => (id, *action, "system vm"),
+            Effect::UpdatePhysNet { vlan, state, .. } => {
+                return self.physnet_check(vlan.as_deref(), state.as_deref())
+            }
             Effect::Maintain { host, .. } => return self.maintain_check(host),
             Effect::CancelMaintenance { host } => return self.cancel_check(host),
             Effect::Migrate { vm, host } => return self.migrate_check(vm, host),
@@ -539,7 +574,10 @@ impl Zone {
             Err((code, text)) => {
                 j.status = FAILED;
                 j.resultcode = code;
-                j.result = json!({"errorcode": code, "errortext": text});
+                j.result = json!({
+                    "uuidList": [], "errorcode": code,
+                    "cserrorcode": super::cserrorcode(code), "errortext": text,
+                });
             }
         }
     }
@@ -577,9 +615,9 @@ impl Zone {
         match &job.effect {
             Effect::Nothing { result } => Ok(result.clone()),
             Effect::UpdatePhysNet { id, vlan: v, state } => {
+                self.physnet_check(v.as_deref(), state.as_deref())?;
                 if let Some(v) = v {
                     let spans = vlan::parse(v).map_err(|e| (431, e))?;
-                    self.check_vlans_kept(&spans)?;
                     self.world.physnets[0].vlan = vlan::format(&spans);
                 }
                 if let Some(s) = state {

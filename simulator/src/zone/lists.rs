@@ -1,21 +1,51 @@
 //! The list commands: what each returns (the API view of the zone's objects, with derived
 //! fields computed here at reply time), the filters, account scope, and paging.
 //!
-//! Account scope: the caller is the root admin (account `admin`). VPCs, networks and guest
-//! VMs belong to the user account `ops`; `listVPCs`, `listNetworks` and `listVirtualMachines`
-//! show them only with `listall=true`, with `account=ops`, or when asked for by `id` — as a
-//! real server lists another account's resources. Routers, system VMs, hosts, settings and
-//! the caller's own async jobs are always listed.
+//! Account scope: the caller is the root admin (account `admin`). VPCs, networks, their
+//! routers and guest VMs belong to the user account `ops`; `listVPCs`, `listNetworks`,
+//! `listRouters` and `listVirtualMachines` show them only with `listall=true`, with
+//! `account=ops` (or `domainid` of ROOT), or when asked for by `id` — as 4.18's
+//! `buildACLSearchParameters` scopes a root admin's lists ([`Zone::acl`]). System VMs,
+//! hosts, settings and the caller's own async jobs are always listed.
 
 use serde_json::{json, Map, Value};
 
 use super::compute_views::{cluster_json, host_capacity, offering_json, template_json, vm_compute};
-use super::model::{id_for, Network, Vm, VmKind, World, DOMAIN, USER_ACCOUNT, VERSION};
+use super::model::{
+    id_for, Network, Vm, VmKind, World, ACCOUNTS, ADMIN_ACCOUNT, DOMAIN, USER_ACCOUNT, VERSION,
+};
 use super::{vlan, Params, Zone};
 use crate::apis::ApiSpec;
 
-/// Lists whose items belong to the user account (see the module doc).
-const ACCOUNT_SCOPED: [&str; 3] = ["listVPCs", "listNetworks", "listVirtualMachines"];
+/// Lists whose items belong to an account (see the module doc).
+const ACCOUNT_SCOPED: [&str; 4] = [
+    "listVPCs",
+    "listNetworks",
+    "listVirtualMachines",
+    "listRouters",
+];
+
+/// The ROOT domain as the server's messages print it (`DomainVO.toString`: id and path).
+const ROOT_DOMAIN_TEXT: &str = "Domain:1/";
+
+/// Which items of an account-scoped list the caller sees.
+enum Acl {
+    All,
+    /// The items of one account (by name).
+    Account(&'static str),
+    /// The items of one domain (by id).
+    Domain(String),
+}
+
+impl Acl {
+    fn admits(&self, item: &Value) -> bool {
+        match self {
+            Acl::All => true,
+            Acl::Account(name) => item["account"] == *name,
+            Acl::Domain(id) => item["domainid"] == id.as_str(),
+        }
+    }
+}
 
 /// Fields compared for equality (ignoring ASCII case) with the parameter of the same name,
 /// when the command declares that parameter.
@@ -44,18 +74,47 @@ impl Zone {
     /// Runs a list command: items, then scope, filters, job marks and paging.
     pub(super) fn list(&self, spec: &ApiSpec, p: &Params) -> Result<Value, (u16, String)> {
         let items = self.items(spec, p)?;
-        let scoped = ACCOUNT_SCOPED.contains(&spec.name.as_str())
-            && !p.flag("listall")
-            && p.get("id").is_none()
-            && p.get("account") != Some(USER_ACCOUNT);
+        let acl = if ACCOUNT_SCOPED.contains(&spec.name.as_str()) {
+            self.acl(p)?
+        } else {
+            Acl::All
+        };
         let items: Vec<Value> = items
             .into_iter()
-            .filter(|item| !scoped || item["account"] != USER_ACCOUNT)
+            .filter(|item| acl.admits(item))
             .filter(|item| self.in_network_listing(spec, p, item))
             .filter(|item| matches(spec, p, item))
             .map(|item| self.mark_job(item))
             .collect();
         Ok(self.page(spec, p, items))
+    }
+
+    /// The account scope of a list, as 4.18's `buildACLSearchParameters` decides it for the
+    /// root admin: `account` (in `domainid`, else the caller's domain) names one account; else
+    /// `domainid` one domain; else, without `listall=true` and without `id`, the caller's own
+    /// account; else everything.
+    fn acl(&self, p: &Params) -> Result<Acl, (u16, String)> {
+        let w = &self.world;
+        if let Some(name) = p.get("account") {
+            let domain = p.get("domainid").unwrap_or(&w.domain_id);
+            return ACCOUNTS
+                .iter()
+                .find(|a| **a == name && domain == w.domain_id)
+                .map(|a| Acl::Account(a))
+                .ok_or_else(|| {
+                    (
+                        431,
+                        format!("could not find account {name} in domain {ROOT_DOMAIN_TEXT}"),
+                    )
+                });
+        }
+        if let Some(domain) = p.get("domainid") {
+            return Ok(Acl::Domain(domain.to_string()));
+        }
+        if !p.flag("listall") && p.get("id").is_none() {
+            return Ok(Acl::Account(ADMIN_ACCOUNT));
+        }
+        Ok(Acl::All)
     }
 
     /// Every item of a list command before filtering.
@@ -110,12 +169,23 @@ impl Zone {
                 .filter(|v| matches!(v.kind, VmKind::SystemVm { .. }) && v.live())
                 .map(|v| self.systemvm_json(v))
                 .collect(),
-            "listConfigurations" => w
-                .settings
-                .iter()
-                .filter(|s| p.get("name").is_none_or(|n| contains(&s.name, n)))
-                .map(setting_json)
-                .collect(),
+            "listConfigurations" => {
+                let scope = super::settings::scope_given(p)?;
+                w.settings
+                    .iter()
+                    .filter(|s| p.get("name").is_none_or(|n| contains(&s.name, n)))
+                    .filter(|s| scope.as_ref().is_none_or(|(sc, _)| s.scopes.iter().any(|x| x == sc)))
+                    .map(|s| {
+                        let mut item = super::settings::setting_json(s);
+                        if let Some((sc, id)) = &scope {
+                            item["value"] = json!(super::settings::value_at(s, sc, id));
+                            item["scope"] = json!(sc.to_ascii_lowercase());
+                            item["id"] = json!(id);
+                        }
+                        item
+                    })
+                    .collect()
+            }
             "listHosts" => self
                 .hosts_json()
                 .into_iter()
@@ -129,7 +199,13 @@ impl Zone {
                 .collect(),
             "listCapacity" => capacity_json(w),
             "listClusters" => w.clusters.iter().map(|c| cluster_json(w, c)).collect(),
+            "listServiceOfferings" if p.flag("issystem") => super::catalog::system_offerings(p),
             "listServiceOfferings" => w.offerings.iter().map(offering_json).collect(),
+            "listDomains" => super::catalog::domains(w),
+            "listAccounts" => super::catalog::accounts(w, p),
+            "listVPCOfferings" => super::catalog::vpc_offerings(p),
+            "listNetworkServiceProviders" => super::catalog::providers(w),
+            "listTags" => Vec::new(),
             "listTemplates" => w.templates.iter().map(|t| template_json(w, t)).collect(),
             "listAsyncJobs" => self.jobs.iter().map(|j| self.job_json(j)).collect(),
             "listManagementServers" => w
@@ -243,11 +319,16 @@ impl Zone {
             .filter(|n| n.vpcid == v.id)
             .map(|n| network_json(w, n))
             .collect();
+        let offering = if v.redundant {
+            "Redundant VPC offering"
+        } else {
+            "Default VPC offering"
+        };
         json!({
             "id": v.id, "name": v.name, "displaytext": v.name, "state": "Enabled",
             "zoneid": w.zone_id, "zonename": w.zone_name, "cidr": v.cidr,
             "redundantvpcrouter": v.redundant, "restartrequired": v.restartrequired,
-            "vpcofferingname": if v.redundant { "Redundant VPC offering" } else { "Default VPC offering" },
+            "vpcofferingname": offering, "vpcofferingid": super::catalog::vpc_offering_id(offering),
             "account": USER_ACCOUNT, "domain": DOMAIN, "domainid": w.domain_id, "network": tiers,
         })
     }
@@ -376,7 +457,9 @@ fn matches(spec: &ApiSpec, p: &Params, item: &Value) -> bool {
         let Some(want) = p.get(key).filter(|_| declared(key)) else {
             continue;
         };
-        if spec.name == "listTrafficTypes" {
+        // listConfigurations' scope ids pick the values, not the items (see settings.rs)
+        let scope_id = spec.name == "listConfigurations" && key.ends_with("id");
+        if spec.name == "listTrafficTypes" || scope_id {
             continue;
         }
         if !text(key).is_some_and(|have| have.eq_ignore_ascii_case(want)) {
@@ -421,15 +504,6 @@ fn matches(spec: &ApiSpec, p: &Params, item: &Value) -> bool {
         }
     }
     true
-}
-
-pub(super) fn setting_json(s: &super::model::Setting) -> Value {
-    json!({
-        "name": s.name, "value": s.value, "defaultvalue": s.defaultvalue,
-        "category": s.category, "description": s.description,
-        "isdynamic": s.isdynamic, "scope": "global", "type": s.kind,
-        "component": "management-server",
-    })
 }
 
 fn network_json(w: &World, n: &Network) -> Value {

@@ -10,11 +10,11 @@
 //! `vlan` (VLAN ranges and IPv4 CIDRs).
 //!
 //! Rules worth knowing:
-//! - **Visibility.** The caller is the root admin. Routers, system VMs, hosts, settings and
-//!   its own async jobs are always listed. VPCs, networks and guest VMs belong to the user
-//!   account `ops`: `listVPCs`, `listNetworks` and `listVirtualMachines` show them only with
-//!   `listall=true` (or `account=ops`, or an `id`), as a real server does for resources of
-//!   other accounts.
+//! - **Visibility.** The caller is the root admin. System VMs, hosts, settings and its own
+//!   async jobs are always listed. VPCs, networks, their routers and guest VMs belong to the
+//!   user account `ops`: `listVPCs`, `listNetworks`, `listRouters` and `listVirtualMachines`
+//!   show them only with `listall=true` (or `account=ops`, `domainid`, or an `id`), as a real
+//!   server does for resources of other accounts.
 //! - **Redundant state** is derived at reply time from the router's guest state
 //!   ([`World::redundant_state`], the logic of `checkrouter.sh`): eth1 (public) up is PRIMARY,
 //!   down is BACKUP; keepalived not active is FAULT on a configured router (keepalived.conf
@@ -25,8 +25,9 @@
 //! - **Jobs** take [`DEFAULT_JOB_MS`] unless the scenario's `job_ms` or the fault settings
 //!   (`job_ms`, `slow_jobs`/`slow_job_ms`) say otherwise; objects acted on carry
 //!   `jobid`/`jobstatus` and a transitional state meanwhile (see the `jobs` module).
-//! - **updatePhysicalNetwork `vlan`** is the complete wanted set (`a-b` items, 0–4095);
-//!   removing a range that holds an allocated VLAN is refused at once with 431.
+//! - **updatePhysicalNetwork `vlan`** is the complete wanted set (`a-b` items, 0–4095). It
+//!   is an async job and every check runs in it: removing a range that holds an allocated
+//!   VLAN, a bad range or state fail the job (jobstatus 2, jobresultcode 431).
 //! - **restartVPC / restartNetwork** allocate a VLAN to every tier (or the one network) that
 //!   has none, start stopped routers, deploy missing ones, write keepalived.conf, start
 //!   keepalived and elect one PRIMARY. With no free VLAN the job fails with 533 and nothing
@@ -38,6 +39,7 @@
 //!   also picks the current value up.
 
 mod agent;
+mod catalog;
 mod compute;
 mod compute_views;
 mod guest;
@@ -47,6 +49,7 @@ mod lists;
 pub mod model;
 mod mslog;
 mod seed;
+mod settings;
 mod validate;
 pub mod vlan;
 
@@ -285,11 +288,19 @@ impl Zone {
         let result = match spec.name.as_str() {
             "queryAsyncJobResult" => Ok(self.query_job(key, &p)),
             "updateConfiguration" => self.update_configuration(key, &p),
+            "updateHost" => self.update_host(key, &p),
+            "listApis" => catalog::list_apis(key, &p),
+            "listCapabilities" => Ok(json!({ key: {"capability": catalog::capabilities()} })),
             name if spec.isasync => self.start_job(name, key, &p, faults, now),
             _ => self.list(spec, &p),
         };
         match result {
-            Ok(body) => Reply { status: 200, body },
+            Ok(mut body) => {
+                if !spec.name.ends_with("Configuration") && !spec.name.ends_with("Configurations") {
+                    omit_empty(&mut body);
+                }
+                Reply { status: 200, body }
+            }
             Err((status, text)) => error(key, status, cserrorcode(status), text),
         }
     }
@@ -303,31 +314,19 @@ impl Zone {
             .expect("validated job id");
         json!({ key: self.job_json(job) })
     }
+}
 
-    /// updateConfiguration: the name must exist; `secstorage.allowed.internal.sites` must be
-    /// IPv4 CIDRs without 0.0.0.0; `default.page.size` a positive integer or -1.
-    fn update_configuration(&mut self, key: &str, p: &Params) -> Result<Value, (u16, String)> {
-        let name = p.get("name").unwrap_or_default();
-        let value = p.get("value").unwrap_or_default().to_string();
-        let setting = self
-            .world
-            .settings
-            .iter_mut()
-            .find(|s| s.name == name)
-            .ok_or_else(|| (431, format!("Configuration {name} does not exist")))?;
-        if name == "secstorage.allowed.internal.sites" {
-            vlan::valid_sites(&value)
-                .map_err(|e| (431, format!("Invalid value for {name}: {e}")))?;
+/// Leaves out fields whose value is empty text, as the server's serializer leaves out the
+/// fields it has no value for (a stopped VM's `hostid`, a physical network without tags).
+/// Settings keep theirs: an empty setting value is a value.
+fn omit_empty(v: &mut Value) {
+    match v {
+        Value::Object(map) => {
+            map.retain(|_, x| x.as_str() != Some(""));
+            map.values_mut().for_each(omit_empty);
         }
-        if name == "default.page.size" && value.parse::<i64>().map_or(true, |n| n == 0 || n < -1) {
-            return Err((
-                431,
-                format!("Invalid value for {name}: a positive integer or -1 is required"),
-            ));
-        }
-        setting.value = value;
-        let item = lists::setting_json(setting);
-        Ok(json!({ key: {"configuration": item} }))
+        Value::Array(items) => items.iter_mut().for_each(omit_empty),
+        _ => {}
     }
 }
 
@@ -358,3 +357,6 @@ mod tests;
 
 #[cfg(test)]
 mod seed_case_tests;
+
+#[cfg(test)]
+mod catalog_tests;

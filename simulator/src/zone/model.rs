@@ -11,6 +11,8 @@ use super::vlan;
 pub const USER_ACCOUNT: &str = "ops";
 /// The caller's account (root admin).
 pub const ADMIN_ACCOUNT: &str = "admin";
+/// Every account, all in the ROOT domain.
+pub const ACCOUNTS: [&str; 2] = [ADMIN_ACCOUNT, USER_ACCOUNT];
 /// The domain of both accounts.
 pub const DOMAIN: &str = "ROOT";
 /// The version the management server and system VMs report.
@@ -265,6 +267,13 @@ pub struct Setting {
     pub isdynamic: bool,
     /// `String`, `Integer`, `Boolean`.
     pub kind: String,
+    /// The scopes the setting has besides the global value (`Zone`, `Account`, ...), as
+    /// ConfigKey declares them; updateConfiguration refuses any other scope.
+    #[serde(default)]
+    pub scopes: Vec<String>,
+    /// Values set at a scope: (`Zone`, zone id) -> value.
+    #[serde(default)]
+    pub scoped: Vec<(String, String, String)>,
 }
 
 /// The management server, also an SSH host.

@@ -437,9 +437,22 @@ fn settings(s: &Scenario) -> Result<Vec<Setting>, String> {
                 description: description.to_string(),
                 isdynamic: *dynamic,
                 kind: kind.to_string(),
+                scopes: scopes_of(name),
+                scoped: Vec::new(),
             },
         )
         .collect())
+}
+
+/// The scope a setting has besides global, as CloudStack 4.18 declares it
+/// (`migrate.vm.across.clusters` and `system.vm.use.local.storage` per zone,
+/// `vpc.max.networks` per account); the others are global only.
+fn scopes_of(name: &str) -> Vec<String> {
+    match name {
+        "migrate.vm.across.clusters" | "system.vm.use.local.storage" => vec!["Zone".into()],
+        "vpc.max.networks" => vec!["Account".into()],
+        _ => Vec::new(),
+    }
 }
 
 fn host(name: &str, i: usize) -> Host {

@@ -149,7 +149,12 @@ fn every_shipped_scenario_breaks_what_it_says() {
         Some(ServiceState::Failed)
     );
     assert_eq!(states(&mut z, t0()), ["PRIMARY", "BACKUP"]);
-    let r = call(&mut z, "listRouters", &[("name", "r-930-VM")], t0());
+    let r = call(
+        &mut z,
+        "listRouters",
+        &[("name", "r-930-VM"), ("listall", "true")],
+        t0(),
+    );
     assert_eq!(inner(&r)["router"][0]["healthchecksfailed"], true);
 
     let z = zone("ssvm-broken");
@@ -289,7 +294,11 @@ fn list_filters() {
     let r = call(
         &mut z,
         "listRouters",
-        &[("networkid", &web), ("state", "running")],
+        &[
+            ("networkid", &web),
+            ("state", "running"),
+            ("listall", "true"),
+        ],
         t0(),
     );
     assert_eq!(inner(&r)["count"], 2);
@@ -440,7 +449,12 @@ fn update_configuration() {
 #[test]
 fn empty_lists_and_account_scope() {
     let mut z = zone("healthy");
-    for command in ["listVPCs", "listNetworks", "listVirtualMachines"] {
+    for command in [
+        "listVPCs",
+        "listNetworks",
+        "listVirtualMachines",
+        "listRouters",
+    ] {
         let r = call(&mut z, command, &[], t0());
         let key = format!("{}response", command.to_ascii_lowercase());
         assert_eq!(r.body, json!({ key: {} }), "{command}: not the caller's");
@@ -450,11 +464,26 @@ fn empty_lists_and_account_scope() {
     assert_eq!(inner(&r)["vpc"][0]["network"].as_array().unwrap().len(), 2);
     let r = call(&mut z, "listVPCs", &[("account", "ops")], t0());
     assert_eq!(inner(&r)["count"], 1);
-    let r = call(&mut z, "listRouters", &[], t0());
+    // listRouters as 4.18's buildACLSearchParameters scopes it for a root admin
+    let domain = z.world().domain_id.clone();
+    let router = vm_id(&z, "r-930-VM");
+    for (args, count) in [
+        (vec![("listall", "true")], 2),
+        (vec![("account", "ops")], 2),
+        (vec![("account", "ops"), ("domainid", domain.as_str())], 2),
+        (vec![("domainid", domain.as_str())], 2),
+        (vec![("account", "admin"), ("listall", "true")], 0),
+        (vec![("id", router.as_str())], 1),
+    ] {
+        let r = call(&mut z, "listRouters", &args, t0());
+        assert_eq!(r.status, 200, "{args:?}");
+        assert_eq!(inner(&r)["count"].as_u64().unwrap_or(0), count, "{args:?}");
+    }
+    let r = call(&mut z, "listRouters", &[("account", "nobody")], t0());
+    assert_eq!(r.status, 431);
     assert_eq!(
-        inner(&r)["count"],
-        2,
-        "routers are always visible to root admin"
+        errortext(&r),
+        "could not find account nobody in domain Domain:1/"
     );
     let r = call(&mut z, "listAsyncJobs", &[], t0());
     assert_eq!(r.body, json!({"listasyncjobsresponse": {}}));
@@ -540,6 +569,51 @@ fn restarting_without_a_range_fails_with_533_and_changes_nothing() {
 fn vlan_ranges_are_validated_and_allocated_ones_kept() {
     let mut z = zone("healthy");
     let pn = physnet(&z);
+    // every refusal arrives as a failed job (jobstatus 2, jobresultcode 431), nothing changed
+    let refused = |z: &mut Zone, vlan: &str, ms: u64| {
+        let r = call(
+            z,
+            "updatePhysicalNetwork",
+            &[("id", &pn), ("vlan", vlan)],
+            at(ms),
+        );
+        assert_eq!(r.status, 200, "{vlan}: {:?}", r.body);
+        let done = job(z, &r, at(ms + JOB));
+        assert_eq!(done["jobstatus"], 2, "{vlan}");
+        assert_eq!(done["jobresultcode"], 431, "{vlan}");
+        assert_eq!(done["jobresult"]["cserrorcode"], 4350, "{vlan}");
+        assert_eq!(z.world().physnets[0].vlan, "1000-1999", "{vlan}");
+        done["jobresult"]["errortext"].as_str().unwrap().to_string()
+    };
+    assert_eq!(
+        refused(&mut z, "", 0),
+        "physicalnetwork 200 has 2 vnets in use"
+    );
+    assert_eq!(
+        refused(&mut z, "1001-1999", 10),
+        "physicalnetwork 200 has allocated vnets in the range 1000-1000"
+    );
+    assert_eq!(
+        refused(&mut z, "1500-2500", 20),
+        "physicalnetwork 200 has allocated vnets in the range 1000-1499"
+    );
+    for (i, bad) in ["2000-1999", "1000-1999,300", "1000-5000", "a-b"]
+        .iter()
+        .enumerate()
+    {
+        refused(&mut z, bad, 100 + 10 * i as u64);
+    }
+    let r = call(
+        &mut z,
+        "updatePhysicalNetwork",
+        &[("id", &pn), ("state", "Broken")],
+        at(200),
+    );
+    let done = job(&mut z, &r, at(200 + JOB));
+    assert_eq!(
+        done["jobresult"]["errortext"],
+        "Unable to resolve state 'Broken' to a supported value {Enabled or Disabled}"
+    );
     let mut update = |vlan: &str, now| {
         call(
             &mut z,
@@ -548,20 +622,10 @@ fn vlan_ranges_are_validated_and_allocated_ones_kept() {
             now,
         )
     };
-    let r = update("", t0());
-    assert_eq!(r.status, 431);
-    let text = errortext(&r);
-    assert!(
-        text.contains("vnet 1000 is allocated to network web"),
-        "{text}"
-    );
-    for bad in ["2000-1999", "1000-1999,300", "1000-5000", "a-b"] {
-        assert_eq!(update(bad, t0()).status, 431, "{bad}");
-    }
-    assert_eq!(update("1000-1000,1001-1001", t0()).status, 200);
-    let r = update("1000-1999,3000-3099,3100-3100", at(10));
+    assert_eq!(update("1000-1000,1001-1001", at(300)).status, 200);
+    let r = update("1000-1999,3000-3099,3100-3100", at(310 + JOB));
     assert_eq!(r.status, 200);
-    z.advance(at(10 + JOB));
+    z.advance(at(310 + 2 * JOB));
     assert_eq!(z.world().physnets[0].vlan, "1000-1999,3000-3100");
 }
 
@@ -585,7 +649,7 @@ fn failing_jobs_fault() {
     assert_eq!(done["jobresultcode"], 530);
     assert_eq!(
         done["jobresult"],
-        json!({"errorcode": 530, "errortext": "host kvm02 is unreachable"})
+        json!({"uuidList": [], "errorcode": 530, "cserrorcode": 4250, "errortext": "host kvm02 is unreachable"})
     );
     assert_eq!(
         states(&mut z, at(JOB)),

@@ -40,6 +40,7 @@ enum Entity {
     Nic,
     Offering,
     Template,
+    VpcOffering,
     /// Something the simulated zone has none of (templates, projects, storage, ...).
     Absent,
 }
@@ -55,7 +56,12 @@ fn entity(command: &str, param: &str) -> Entity {
             "listVPCs" | "restartVPC" => Entity::Vpc,
             "listSystemVms" | "destroySystemVm" | "rebootSystemVm" | "startSystemVm"
             | "stopSystemVm" => Entity::SystemVm,
-            "listHosts" | "prepareHostForMaintenance" | "cancelHostMaintenance" => Entity::Host,
+            "listHosts" | "prepareHostForMaintenance" | "cancelHostMaintenance" | "updateHost" => {
+                Entity::Host
+            }
+            "listDomains" => Entity::Domain,
+            "listAccounts" => Entity::Account,
+            "listVPCOfferings" => Entity::VpcOffering,
             "listClusters" => Entity::Cluster,
             "listServiceOfferings" => Entity::Offering,
             "listTemplates" => Entity::Template,
@@ -92,8 +98,13 @@ impl Zone {
             Entity::Zone => w.zone_id == id,
             Entity::Pod => w.pod_id == id,
             Entity::Cluster => w.clusters.iter().any(|c| c.id == id),
-            Entity::Offering => w.offerings.iter().any(|o| o.id == id),
+            Entity::Offering => {
+                w.offerings.iter().any(|o| o.id == id) || super::catalog::is_system_offering(id)
+            }
             Entity::Template => w.templates.iter().any(|t| t.id == id),
+            Entity::VpcOffering => super::catalog::VPC_OFFERINGS
+                .iter()
+                .any(|(name, ..)| super::catalog::vpc_offering_id(name) == id),
             Entity::Domain => w.domain_id == id,
             Entity::Account => [ADMIN_ACCOUNT, USER_ACCOUNT]
                 .iter()

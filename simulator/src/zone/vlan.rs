@@ -57,6 +57,23 @@ pub fn covers(spans: &[Span], vlan: u32) -> bool {
     spans.iter().any(|&(a, b)| (a..=b).contains(&vlan))
 }
 
+/// The VLAN ids of `have` that `keep` leaves out, as runs of consecutive ids, in order.
+pub fn minus(have: &[Span], keep: &[Span]) -> Vec<Span> {
+    let mut out: Vec<Span> = Vec::new();
+    for &(a, b) in have {
+        for id in a..=b {
+            if covers(keep, id) {
+                continue;
+            }
+            match out.last_mut() {
+                Some(last) if last.1 + 1 == id => last.1 = id,
+                _ => out.push((id, id)),
+            }
+        }
+    }
+    out
+}
+
 /// How many VLAN ids `spans` hold.
 pub fn size(spans: &[Span]) -> u32 {
     spans.iter().map(|(a, b)| b - a + 1).sum()

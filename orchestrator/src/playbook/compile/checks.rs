@@ -154,7 +154,14 @@ impl Compiler<'_> {
                         Some(&p) => {
                             reads.insert(var, p);
                         }
-                        None if producers.contains(&i) => {}
+                        None if producers.contains(&i) => {
+                            diags.extend(fact_read_before_set(
+                                &self.step_paths[i].0,
+                                s,
+                                &var,
+                                &loc,
+                            ));
+                        }
                         None => {
                             let p = producers[0];
                             let (src, _) = &self.step_paths[i];
@@ -326,6 +333,35 @@ fn single_result(p: &Step, s: &Step) -> bool {
 
 /// One template or expression of a step, as [`step_sources`] lists them.
 type Read<'a> = (&'a BTreeSet<String>, &'a [AttrRead], &'a Loc, bool);
+
+/// A `set` computes its names in the order written, each seeing the ones before it: a name
+/// read by the template of itself or of an earlier name of the same step (and by no step
+/// before it) is undefined when it runs.
+fn fact_read_before_set(src: &Source, s: &Step, var: &str, loc: &Loc) -> Option<Diagnostic> {
+    let Kind::Set(facts) = &s.kind else {
+        return None;
+    };
+    let reader = facts.iter().position(|(_, t)| t.loc == *loc)?;
+    let set_at = facts.iter().position(|(name, _)| name == var)?;
+    (set_at >= reader).then(|| {
+        Diagnostic::at_loc(
+            src,
+            loc.clone(),
+            if set_at == reader {
+                format!("{var:?} reads itself, which is not defined while it is computed")
+            } else {
+                format!(
+                    "{:?} reads {var:?}, which this set step computes after it",
+                    facts[reader].0
+                )
+            },
+        )
+        .with_help(
+            "the names of a `set` are computed in the order written, each seeing the ones \
+             before it: put the name it reads first, or in an earlier step",
+        )
+    })
+}
 
 /// Every template and expression of a step: (variables, attribute reads, location, whether
 /// it sees the step's own result: `until`, `changed_when`, `failed_when`, the rollback).
