@@ -1,6 +1,7 @@
 //! Shared helpers for the end-to-end tests: write a playbook and an inventory to a temp dir,
 //! plan them, and run them against a transport.
 
+pub mod etcd;
 pub mod netlab;
 pub mod ssh;
 pub mod zone;

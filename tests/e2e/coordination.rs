@@ -1,0 +1,310 @@
+//! Coordination through a real etcd cluster (issue 23), with the real binary: "machines" are
+//! separate state directories and audit logs, each `remedy` its own process, all pointed at
+//! one etcd by `--coordination`. Each run starts its own embedded simulated zone
+//! (inventories/lab.yml), so the only thing the processes share is etcd.
+//!
+//! Without the `etcd` binary these tests say SKIPPED; under CI=true they fail.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use remedy_tests::etcd::Cluster;
+use serde_json::Value;
+
+const REMEDY: &str = env!("CARGO_BIN_EXE_remedy-cli");
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// One machine: its own state directory and audit log.
+struct Machine {
+    dir: tempfile::TempDir,
+    url: String,
+}
+
+impl Machine {
+    fn new(url: &str) -> Machine {
+        Machine {
+            dir: tempfile::tempdir().unwrap(),
+            url: url.to_string(),
+        }
+    }
+
+    fn audit(&self) -> PathBuf {
+        self.dir.path().join("audit.jsonl")
+    }
+
+    fn command(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(REMEDY);
+        c.current_dir(repo())
+            .args(args)
+            .env("REMEDY_STATE_DIR", self.dir.path().join("state"))
+            .env("REMEDY_AUDIT_LOG", self.audit())
+            .env("REMEDY_COORDINATION", &self.url)
+            .env_remove("REMEDY_INVENTORY")
+            .env("NO_COLOR", "1");
+        c
+    }
+
+    /// `remedy apply PLAYBOOK -i inventories/lab.yml --yes ARGS...`.
+    fn apply(&self, playbook: &Path, more: &[&str]) -> Command {
+        let p = playbook.display().to_string();
+        let mut args = vec!["apply", p.as_str(), "-i", "inventories/lab.yml", "--yes"];
+        args.extend(more);
+        self.command(&args)
+    }
+
+    fn records(&self) -> Vec<Value> {
+        std::fs::read_to_string(self.audit())
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    }
+
+    fn event(&self, event: &str) -> Option<Value> {
+        self.records().into_iter().find(|r| r["event"] == event)
+    }
+
+    /// Waits until this machine's run has logged `event`.
+    fn wait_for(&self, event: &str, within: Duration) -> Value {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(r) = self.event(event) {
+                return r;
+            }
+            assert!(Instant::now() < deadline, "no {event} within {within:?}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "exit {:?}\nstdout:\n{}\nstderr:\n{}",
+        o.status.code(),
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+fn spawn(mut c: Command) -> Child {
+    c.stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start remedy")
+}
+
+/// A playbook that changes a setting through the API (so the CloudStack API lock is taken and
+/// there is something to roll back), then holds the routers for `secs`.
+fn holding(dir: &Path, secs: u64) -> PathBuf {
+    let p = dir.join(format!("hold-{secs}.yml"));
+    std::fs::write(
+        &p,
+        format!(
+            "name: hold\ndescription: change a setting, then hold the routers\nsteps:\n  \
+             - id: setting\n    cs_setting: {{ name: secstorage.allowed.internal.sites, value: 10.9.0.0/16 }}\n  \
+             - id: hold\n    on: routers\n    needs: [setting]\n    wait: {secs}s\n"
+        ),
+    )
+    .unwrap();
+    p
+}
+
+/// Waits until `m`'s run changed the setting and went on to hold the routers (a read-only
+/// step logs only its end).
+fn holding_now(m: &Machine) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !m
+        .records()
+        .iter()
+        .any(|r| r["event"] == "step_end" && r["step"] == "setting")
+    {
+        assert!(Instant::now() < deadline, "the setting never changed");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+}
+
+fn ts(r: &Value) -> jiff::Timestamp {
+    r["ts"].as_str().unwrap().parse().unwrap()
+}
+
+/// One machine holds the routers and the API; another machine's apply is refused (exit 6)
+/// naming the holder on the first (its pid and host); a third waits with --wait-lock and
+/// starts the moment the first lets go.
+#[test]
+fn a_lock_on_one_machine_is_seen_on_another_and_wait_lock_follows_its_release() {
+    let Some(cluster) = Cluster::start(1) else {
+        return;
+    };
+    let url = cluster.url("/remedy/zone-a", 4);
+    let (a, b, c) = (Machine::new(&url), Machine::new(&url), Machine::new(&url));
+    let pb = holding(a.dir.path(), 4);
+    let first = spawn(a.apply(&pb, &[]));
+    a.wait_for("step_start", Duration::from_secs(60));
+
+    let o = b.apply(&pb, &[]).output().unwrap();
+    assert_eq!(o.status.code(), Some(6), "{}", text(&o));
+    let err = String::from_utf8_lossy(&o.stderr);
+    let host = remedy::app::hostname();
+    assert!(
+        err.contains(&format!(
+            "is locked by {} (remedy apply hold) (pid {} on {host}, run ",
+            remedy::app::operator(),
+            first.id()
+        )),
+        "{}",
+        text(&o)
+    );
+    assert!(b.event("step_start").is_none(), "nothing started on b");
+
+    // `remedy locks` on a third machine lists the first one's locks.
+    let o = c.command(&["locks"]).output().unwrap();
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(out.contains("cloudstack-api: "), "{}", text(&o));
+    assert!(out.contains("r-930-VM: "), "{}", text(&o));
+    assert!(out.contains(&format!("pid {} on {host}", first.id())), "{out}");
+
+    let waiting = spawn(c.apply(&pb, &["--wait-lock", "60s"]));
+    let o = first.wait_with_output().unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let o = waiting.wait_with_output().unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let released = ts(&a.wait_for("run_end", Duration::ZERO));
+    let started = ts(&c.wait_for("step_start", Duration::ZERO));
+    let gap = started.duration_since(released);
+    assert!(
+        gap < jiff::SignedDuration::from_millis(1500),
+        "the waiting run started {gap:?} after the other ended"
+    );
+    // Nothing is left held.
+    let o = c.command(&["locks"]).output().unwrap();
+    assert!(
+        String::from_utf8_lossy(&o.stdout).starts_with("no locks held (etcd at "),
+        "{}",
+        text(&o)
+    );
+}
+
+/// The cluster freezes (every member SIGSTOPped) while a run holds its locks: the run cannot
+/// keep its lease alive, so it starts nothing more and rolls back its change (exit 2), and the
+/// audit log says why. Once the cluster is back, the locks are free within the lease's TTL.
+#[test]
+fn a_lease_that_cannot_be_kept_alive_stops_the_run_and_rolls_it_back() {
+    let Some(cluster) = Cluster::start(3) else {
+        return;
+    };
+    let url = cluster.url("/remedy/zone-b", 4);
+    let a = Machine::new(&url);
+    let pb = holding(a.dir.path(), 30);
+    let run = spawn(a.apply(&pb, &[]));
+    // The setting changed; the routers are being held.
+    holding_now(&a);
+    let frozen = Instant::now();
+    cluster.freeze();
+    let o = run.wait_with_output().unwrap();
+    let took = frozen.elapsed();
+    cluster.thaw();
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(took < Duration::from_secs(25), "stopped after {took:?}");
+    let end = a.wait_for("run_end", Duration::ZERO);
+    assert!(
+        end["status"]
+            .as_str()
+            .unwrap()
+            .contains("locks lost: the lock lease could not be kept alive"),
+        "{end}"
+    );
+    let undo = a.wait_for("undo_end", Duration::ZERO);
+    assert_eq!(undo["step"], "setting");
+    assert_eq!(undo["ok"], true, "{undo}");
+    assert_eq!(undo["restored"], true, "{undo}");
+    let o = a
+        .command(&["audit", "verify"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+
+    // Back: the old lease expires within its TTL and the targets are free.
+    let back = Instant::now();
+    let b = Machine::new(&url);
+    let quick = holding(b.dir.path(), 0);
+    let o = b.apply(&quick, &["--wait-lock", "30s"]).output().unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert!(
+        back.elapsed() < Duration::from_secs(15),
+        "free only after {:?}",
+        back.elapsed()
+    );
+}
+
+/// One member of three is killed mid-run: the quorum holds, the run never notices.
+#[test]
+fn a_member_killed_mid_run_goes_unnoticed() {
+    let Some(mut cluster) = Cluster::start(3) else {
+        return;
+    };
+    let url = cluster.url("/remedy/zone-c", 4);
+    let a = Machine::new(&url);
+    let pb = holding(a.dir.path(), 6);
+    let run = spawn(a.apply(&pb, &[]));
+    a.wait_for("step_start", Duration::from_secs(60));
+    std::thread::sleep(Duration::from_secs(1));
+    cluster.kill(0);
+    let o = run.wait_with_output().unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let end = a.wait_for("run_end", Duration::ZERO);
+    assert_eq!(end["status"], "ok", "{end}");
+}
+
+/// `remedy locks break` refuses without --yes; with it the holder's run sees its lock lost and
+/// rolls back, and the break is in the breaker's audit log.
+#[test]
+fn breaking_a_lock_stops_its_holder_and_is_audited() {
+    let Some(cluster) = Cluster::start(1) else {
+        return;
+    };
+    let url = cluster.url("/remedy/zone-d", 4);
+    let (a, ops) = (Machine::new(&url), Machine::new(&url));
+    let pb = holding(a.dir.path(), 30);
+    let run = spawn(a.apply(&pb, &[]));
+    holding_now(&a);
+    let o = ops.command(&["locks", "break", "r-930-VM"]).output().unwrap();
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("refusing to break the lock without --yes"),
+        "{}",
+        text(&o)
+    );
+    assert!(ops.event("lock_broken").is_none());
+
+    let o = ops
+        .command(&["locks", "break", "r-930-VM", "--yes"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let rec = ops.wait_for("lock_broken", Duration::ZERO);
+    assert_eq!(rec["target"], "r-930-VM");
+    assert!(
+        rec["holder"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("pid {}", run.id())),
+        "{rec}"
+    );
+    let o = run.wait_with_output().unwrap();
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    let end = a.wait_for("run_end", Duration::ZERO);
+    assert!(
+        end["status"]
+            .as_str()
+            .unwrap()
+            .contains("locks lost: the lock on r-930-VM was removed"),
+        "{end}"
+    );
+    let o = ops.command(&["audit", "verify"]).output().unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+}
