@@ -43,6 +43,9 @@ pub struct RunOptions {
     /// The inventory paths as given (`-i`), recorded with the run so that its hosts can be
     /// found again ([`inventory_origin`]); empty: not recorded.
     pub inventory_paths: Vec<PathBuf>,
+    /// Where whoever sets `cancel` writes why, when it is not a signal (the daemon: a job's
+    /// timeout, its locks lost). The run's own locks lost are told here too.
+    pub stopped_by: Option<Arc<std::sync::OnceLock<String>>>,
 }
 
 /// Where the run's per-target locks live, how long to wait for them, and who takes them.
@@ -68,6 +71,7 @@ impl Default for RunOptions {
             from_plan: None,
             locks: None,
             inventory_paths: Vec::new(),
+            stopped_by: None,
         }
     }
 }
@@ -204,7 +208,11 @@ pub async fn execute(
     };
     // Locks that are lost mid-run (etcd: a lease not kept alive, a lock broken) stop the run
     // like a signal: no new change, then the rollback.
-    let (cancel, stopped_by) = stop_when_lost(cancel, held.as_ref().map(|h| h.lost()));
+    let (cancel, stopped_by) = stop_when_lost(
+        cancel,
+        held.as_ref().map(|h| h.lost()),
+        opts.stopped_by.clone(),
+    );
     let result = execute_held(plan, transport, opts, tx, cancel, stopped_by, run).await;
     if let Some(h) = held {
         h.release().await;
@@ -217,8 +225,9 @@ pub async fn execute(
 fn stop_when_lost(
     mut cancel: watch::Receiver<bool>,
     lost: Option<watch::Receiver<Option<String>>>,
+    why: Option<Arc<std::sync::OnceLock<String>>>,
 ) -> (watch::Receiver<bool>, Arc<std::sync::OnceLock<String>>) {
-    let why = Arc::new(std::sync::OnceLock::new());
+    let why = why.unwrap_or_default();
     let Some(mut lost) = lost else {
         return (cancel, why);
     };

@@ -257,6 +257,7 @@ pub(super) async fn run(req: ApplyArgs, argv: Vec<String>, show_output: bool) ->
             ),
         }),
         inventory_paths: inv_paths.clone(),
+        stopped_by: None,
     };
     let router = Arc::new(Router::with_api(&plan.inventory, api));
     let result = execute(plan, router, run_opts, Some(tx), cancel).await;
