@@ -308,3 +308,203 @@ fn breaking_a_lock_stops_its_holder_and_is_audited() {
     let o = ops.command(&["audit", "verify"]).output().unwrap();
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
 }
+
+/// `GET path` from a daemon's /metrics listener: the body.
+fn http_get(addr: &str, path: &str) -> Option<String> {
+    use std::io::{Read as _, Write as _};
+    let mut s = std::net::TcpStream::connect(addr).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").ok()?;
+    let mut reply = String::new();
+    s.read_to_string(&mut reply).ok()?;
+    reply.split_once("\r\n\r\n").map(|(_, b)| b.to_string())
+}
+
+/// A sample of a daemon's /metrics, by its line's start (`remedy_daemon_leader `).
+fn metric(addr: &str, line_start: &str) -> Option<f64> {
+    http_get(addr, "/metrics")?
+        .lines()
+        .find_map(|l| l.strip_prefix(line_start))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+fn free_addr() -> String {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().to_string()
+}
+
+/// A `remedy daemon` process; killed (SIGKILL) when dropped.
+struct Daemon {
+    child: Child,
+    addr: String,
+    machine: Machine,
+}
+
+impl Daemon {
+    fn start(url: &str, jobs: &Path) -> Daemon {
+        let machine = Machine::new(url);
+        let addr = free_addr();
+        let log = std::fs::File::create(machine.dir.path().join("daemon.log")).unwrap();
+        let child = machine
+            .command(&["daemon", "--jobs", &jobs.display().to_string(), "--listen", &addr])
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start remedy daemon");
+        Daemon {
+            child,
+            addr,
+            machine,
+        }
+    }
+
+    fn leads(&self) -> Option<bool> {
+        metric(&self.addr, "remedy_daemon_leader ").map(|v| v == 1.0)
+    }
+
+    fn runs(&self) -> f64 {
+        metric(&self.addr, "remedy_job_runs_total{job=\"dns\"} ").unwrap_or(0.0)
+    }
+
+    /// The fixes it tried (audited applies).
+    fn applies(&self) -> usize {
+        self.machine
+            .records()
+            .iter()
+            .filter(|r| r["event"] == "run_start" && r["mode"] == "apply")
+            .count()
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.machine.dir.path().join("daemon.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Waits until exactly one of `ds` leads; its index.
+fn one_leader(ds: &[&Daemon], within: Duration) -> usize {
+    let deadline = Instant::now() + within;
+    loop {
+        let leading: Vec<usize> = ds
+            .iter()
+            .enumerate()
+            .filter(|(_, d)| d.leads() == Some(true))
+            .map(|(i, _)| i)
+            .collect();
+        if leading.len() == 1 {
+            return leading[0];
+        }
+        assert!(
+            leading.len() <= 1,
+            "two daemons lead at once:\n{}\n---\n{}",
+            ds[0].log(),
+            ds[1].log()
+        );
+        assert!(
+            Instant::now() < deadline,
+            "no leader within {within:?}:\n{}\n---\n{}",
+            ds[0].log(),
+            ds[1].log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Two daemons (two processes, two state directories) on one etcd and one simulated zone: one
+/// leads and only it runs the job, once per tick; a fix that fails every time trips the
+/// circuit after 3 tries (state in etcd); kill -9 the leader and the other takes over within
+/// the lease TTL plus a tick, finds the circuit still open and tries no fourth fix.
+#[test]
+fn two_daemons_elect_one_leader_that_fails_over_with_the_flap_guard() {
+    let Some(cluster) = Cluster::start(3) else {
+        return;
+    };
+    let ttl = 3;
+    let url = cluster.url("/remedy/zone-e", ttl);
+    let home = tempfile::tempdir().unwrap();
+    let inv = home.path().join("lab-live.yml");
+    let lab = remedy_tests::lab::Lab::start(REMEDY, "dnsmasq-dead", &inv, home.path());
+    // Every restart of dnsmasq fails: each fix attempt counts towards the circuit.
+    let faults = r#"{"ssh": [{"command": "systemctl restart dnsmasq", "effect": "fail", "next": 1000}]}"#;
+    lab.patch_faults(faults);
+    let jobs = home.path().join("jobs.yml");
+    std::fs::write(
+        &jobs,
+        format!(
+            "jobs:\n  - name: dns\n    playbook: {}\n    inventory: {}\n    params: {{ vpc: web-vpc }}\n    every: 1s\n    cooldown: 0s\n    circuit: {{ fixes: 3, window: 1h }}\n",
+            repo().join("playbooks/restart-dnsmasq.yml").display(),
+            inv.display()
+        ),
+    )
+    .unwrap();
+    let a = Daemon::start(&url, &jobs);
+    let b = Daemon::start(&url, &jobs);
+    let first = one_leader(&[&a, &b], Duration::from_secs(30));
+    let (leader, other) = if first == 0 { (&a, &b) } else { (&b, &a) };
+
+    // The circuit opens after three failed fixes, all by the leader.
+    let status = |m: &Machine| {
+        let o = m
+            .command(&["daemon", "status", "--jobs", &jobs.display().to_string()])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&o.stdout).to_string()
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !status(&other.machine).contains("circuit open since") {
+        assert!(
+            Instant::now() < deadline,
+            "the circuit never opened:\n{}\n{}",
+            status(&other.machine),
+            leader.log()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(leader.applies(), 3, "{}", leader.log());
+    assert_eq!(other.applies(), 0, "only the leader runs");
+    assert_eq!(other.runs(), 0.0, "the other daemon ran nothing: {}", other.log());
+    // Once per tick: over 4 s of 1 s ticks, 3 to 5 runs, by the leader alone.
+    let before = leader.runs();
+    std::thread::sleep(Duration::from_secs(4));
+    let ran = leader.runs() - before;
+    assert!((3.0..=5.0).contains(&ran), "{ran} runs in 4 s of 1 s ticks");
+    assert_eq!(other.runs(), 0.0);
+    let shown = status(&other.machine);
+    assert!(
+        shown.starts_with("leader: remedy daemon ("),
+        "status names the leader: {shown}"
+    );
+
+    // kill -9 the leader: the other takes over within TTL + a tick (+ slack for this machine).
+    let (mut leader, other) = if first == 0 { (a, b) } else { (b, a) };
+    let _ = leader.child.kill();
+    let _ = leader.child.wait();
+    let killed = Instant::now();
+    while other.leads() != Some(true) {
+        assert!(
+            killed.elapsed() < Duration::from_secs(ttl + 1 + 4),
+            "no takeover after {:?}:\n{}",
+            killed.elapsed(),
+            other.log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let took = killed.elapsed();
+    assert!(took >= Duration::from_millis(500), "took over at once? {took:?}");
+    // It runs the job, finds the circuit open and tries no fourth fix.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while other.runs() < 2.0 {
+        assert!(Instant::now() < deadline, "the new leader never ran: {}", other.log());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(other.applies(), 0, "no fix under an open circuit: {}", other.log());
+    assert!(status(&other.machine).contains("circuit open since"));
+    drop(leader);
+    lab.stop();
+}

@@ -2,6 +2,7 @@
 //! plan them, and run them against a transport.
 
 pub mod etcd;
+pub mod lab;
 pub mod netlab;
 pub mod ssh;
 pub mod zone;
