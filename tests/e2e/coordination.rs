@@ -508,3 +508,91 @@ fn two_daemons_elect_one_leader_that_fails_over_with_the_flap_guard() {
     drop(leader);
     lab.stop();
 }
+
+/// TLS with a client certificate, and etcd's own authentication with the password given by
+/// reference: locks work through them; a wrong password, or no client certificate, is refused
+/// before anything runs, and the password is never printed.
+#[test]
+fn tls_with_a_client_certificate_and_a_password_by_reference() {
+    let Some(cluster) = Cluster::start_tls() else {
+        return;
+    };
+    let certs = cluster.tls.clone().unwrap();
+    // A user that may use /remedy/ only; then authentication on.
+    for args in [
+        &["user", "add", "root:r00t-Pw-771"][..],
+        &["role", "add", "remedy"],
+        &["role", "grant-permission", "remedy", "readwrite", "/remedy/", "--prefix=true"],
+        &["user", "add", "remedy:S3cr3t-Etcd-442"],
+        &["user", "grant-role", "remedy", "remedy"],
+        &["auth", "enable"],
+    ] {
+        cluster.etcdctl(args);
+    }
+    let pw = cluster.dir.path().join("etcd-password");
+    std::fs::write(&pw, "S3cr3t-Etcd-442\n").unwrap();
+    let url = |password: &str, cert: bool| {
+        let mut u = format!(
+            "etcds://{}/remedy/zone-f?ttl=4s&ca={}&user=remedy&password={password}",
+            cluster.endpoints(),
+            certs.ca.display()
+        );
+        if cert {
+            u.push_str(&format!(
+                "&cert={}&key={}",
+                certs.client.display(),
+                certs.client_key.display()
+            ));
+        }
+        u
+    };
+
+    // Good: a lock taken and released through TLS and auth (password from a file).
+    let good = Machine::new(&url(&format!("file:{}", pw.display()), true));
+    let pb = holding(good.dir.path(), 0);
+    let o = good.apply(&pb, &[]).output().unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let o = good.command(&["locks"]).output().unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stdout).starts_with("no locks held (etcd at "),
+        "{}",
+        text(&o)
+    );
+    // The password from the environment works too.
+    let env_url = url("env:REMEDY_TEST_ETCD_PW", true);
+    let o = Machine::new(&env_url)
+        .command(&["locks"])
+        .env("REMEDY_TEST_ETCD_PW", "S3cr3t-Etcd-442")
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+
+    // A wrong password: refused before anything runs, the password not repeated.
+    let wrong = Machine::new(&env_url);
+    let o = wrong
+        .apply(&pb, &[])
+        .env("REMEDY_TEST_ETCD_PW", "Wr0ng-Pw-Zebra-5")
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    let all = text(&o);
+    assert!(all.contains("coordination: "), "{all}");
+    assert!(!all.contains("Wr0ng-Pw-Zebra-5"), "{all}");
+    assert!(wrong.event("step_start").is_none(), "nothing ran");
+    // No client certificate: refused by the cluster.
+    let o = Machine::new(&url(&format!("file:{}", pw.display()), false))
+        .command(&["locks"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    // An inline password is refused without being repeated.
+    let o = Machine::new(&url("S3cr3t-Etcd-442", true))
+        .command(&["locks"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    let all = text(&o);
+    assert!(all.contains("an inline password is refused"), "{all}");
+    assert!(!all.contains("S3cr3t-Etcd-442"), "{all}");
+}

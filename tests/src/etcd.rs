@@ -15,6 +15,50 @@ use std::time::{Duration, Instant};
 pub struct Cluster {
     pub dir: tempfile::TempDir,
     members: Vec<Member>,
+    /// Clients must use TLS with these certificates (`start_tls`).
+    pub tls: Option<Certs>,
+}
+
+/// The PEM files of a TLS cluster: its CA, and a client certificate it trusts.
+#[derive(Debug, Clone)]
+pub struct Certs {
+    pub ca: PathBuf,
+    pub client: PathBuf,
+    pub client_key: PathBuf,
+    server: PathBuf,
+    server_key: PathBuf,
+}
+
+impl Certs {
+    /// A CA, a server certificate for 127.0.0.1 and a client certificate, made with openssl.
+    fn make(dir: &std::path::Path) -> Certs {
+        let run = |args: &[&str]| {
+            let o = Command::new("openssl")
+                .args(args)
+                .current_dir(dir)
+                .output()
+                .expect("openssl");
+            assert!(o.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&o.stderr));
+        };
+        run(&["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=remedy-test-ca", "-keyout", "ca-key.pem", "-out", "ca.pem"]);
+        std::fs::write(
+            dir.join("server.ext"),
+            "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth,clientAuth\n",
+        )
+        .unwrap();
+        std::fs::write(dir.join("client.ext"), "extendedKeyUsage=clientAuth\n").unwrap();
+        for (name, ext) in [("server", "server.ext"), ("client", "client.ext")] {
+            run(&["req", "-newkey", "rsa:2048", "-nodes", "-subj", &format!("/CN={name}"), "-keyout", &format!("{name}-key.pem"), "-out", &format!("{name}.csr")]);
+            run(&["x509", "-req", "-in", &format!("{name}.csr"), "-CA", "ca.pem", "-CAkey", "ca-key.pem", "-CAcreateserial", "-days", "2", "-extfile", ext, "-out", &format!("{name}.pem")]);
+        }
+        Certs {
+            ca: dir.join("ca.pem"),
+            client: dir.join("client.pem"),
+            client_key: dir.join("client-key.pem"),
+            server: dir.join("server.pem"),
+            server_key: dir.join("server-key.pem"),
+        }
+    }
 }
 
 struct Member {
@@ -49,8 +93,20 @@ pub fn etcd_binary() -> Option<PathBuf> {
 impl Cluster {
     /// Starts `n` members and waits until the cluster answers (a leader is elected).
     pub fn start(n: usize) -> Option<Cluster> {
+        Cluster::start_with(n, false)
+    }
+
+    /// One member that serves clients over TLS only and requires a client certificate
+    /// (`--client-cert-auth`); the certificates are in [`Cluster::tls`].
+    pub fn start_tls() -> Option<Cluster> {
+        Cluster::start_with(1, true)
+    }
+
+    fn start_with(n: usize, tls: bool) -> Option<Cluster> {
         let bin = etcd_binary()?;
         let dir = tempfile::tempdir().unwrap();
+        let certs = tls.then(|| Certs::make(dir.path()));
+        let scheme = if tls { "https" } else { "http" };
         let ports: Vec<(u16, u16)> = (0..n).map(|_| (free_port(), free_port())).collect();
         let initial: Vec<String> = ports
             .iter()
@@ -66,9 +122,9 @@ impl Cluster {
                 "--data-dir".into(),
                 dir.path().join(&name).display().to_string(),
                 "--listen-client-urls".into(),
-                format!("http://127.0.0.1:{client}"),
+                format!("{scheme}://127.0.0.1:{client}"),
                 "--advertise-client-urls".into(),
-                format!("http://127.0.0.1:{client}"),
+                format!("{scheme}://127.0.0.1:{client}"),
                 "--listen-peer-urls".into(),
                 format!("http://127.0.0.1:{peer}"),
                 "--initial-advertise-peer-urls".into(),
@@ -83,6 +139,18 @@ impl Cluster {
                 "--election-timeout".into(),
                 "500".into(),
             ];
+            let mut args = args;
+            if let Some(c) = &certs {
+                for (flag, path) in [
+                    ("--cert-file", &c.server),
+                    ("--key-file", &c.server_key),
+                    ("--trusted-ca-file", &c.ca),
+                ] {
+                    args.push(flag.into());
+                    args.push(path.display().to_string());
+                }
+                args.push("--client-cert-auth".into());
+            }
             let mut m = Member {
                 name,
                 client: *client,
@@ -92,9 +160,21 @@ impl Cluster {
             m.spawn(&bin, &dir);
             members.push(m);
         }
-        let c = Cluster { dir, members };
+        let c = Cluster {
+            dir,
+            members,
+            tls: certs,
+        };
         c.wait_healthy(Duration::from_secs(30));
         Some(c)
+    }
+
+    fn scheme(&self) -> &'static str {
+        if self.tls.is_some() {
+            "https://"
+        } else {
+            ""
+        }
     }
 
     /// The client endpoints, `127.0.0.1:PORT,...`.
@@ -111,14 +191,31 @@ impl Cluster {
         format!("etcd://{}{prefix}?ttl={ttl_secs}s", self.endpoints())
     }
 
-    /// Runs `etcdctl` against the cluster; its stdout.
+    /// `etcdctl` for this cluster (its endpoints; its certificates when it is TLS).
+    fn ctl(&self, endpoints: &str) -> Command {
+        let mut c = Command::new("etcdctl");
+        c.env("ETCDCTL_API", "3").arg(format!("--endpoints={endpoints}"));
+        if let Some(t) = &self.tls {
+            c.arg(format!("--cacert={}", t.ca.display()))
+                .arg(format!("--cert={}", t.client.display()))
+                .arg(format!("--key={}", t.client_key.display()));
+        }
+        c
+    }
+
+    /// Runs `etcdctl ARGS` against the cluster; panics unless it succeeds; its stdout.
     pub fn etcdctl(&self, args: &[&str]) -> String {
-        let o = Command::new("etcdctl")
-            .env("ETCDCTL_API", "3")
-            .arg(format!("--endpoints={}", self.endpoints()))
-            .args(args)
-            .output()
-            .expect("etcdctl");
+        let all: Vec<String> = self
+            .members
+            .iter()
+            .map(|m| format!("{}127.0.0.1:{}", self.scheme(), m.client))
+            .collect();
+        let o = self.ctl(&all.join(",")).args(args).output().expect("etcdctl");
+        assert!(
+            o.status.success(),
+            "etcdctl {args:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
         String::from_utf8_lossy(&o.stdout).to_string()
     }
 
@@ -164,12 +261,11 @@ impl Cluster {
             .members
             .iter()
             .filter(|m| m.child.is_some())
-            .map(|m| format!("127.0.0.1:{}", m.client))
+            .map(|m| format!("{}127.0.0.1:{}", self.scheme(), m.client))
             .collect();
         loop {
-            let ok = Command::new("etcdctl")
-                .env("ETCDCTL_API", "3")
-                .arg(format!("--endpoints={}", live.join(",")))
+            let ok = self
+                .ctl(&live.join(","))
                 .args(["endpoint", "health", "--command-timeout=1s"])
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
