@@ -166,7 +166,10 @@ fn a_lock_on_one_machine_is_seen_on_another_and_wait_lock_follows_its_release() 
     let out = String::from_utf8_lossy(&o.stdout);
     assert!(out.contains("cloudstack-api: "), "{}", text(&o));
     assert!(out.contains("r-930-VM: "), "{}", text(&o));
-    assert!(out.contains(&format!("pid {} on {host}", first.id())), "{out}");
+    assert!(
+        out.contains(&format!("pid {} on {host}", first.id())),
+        "{out}"
+    );
 
     let waiting = spawn(c.apply(&pb, &["--wait-lock", "60s"]));
     let o = first.wait_with_output().unwrap();
@@ -222,10 +225,7 @@ fn a_lease_that_cannot_be_kept_alive_stops_the_run_and_rolls_it_back() {
     assert_eq!(undo["step"], "setting");
     assert_eq!(undo["ok"], true, "{undo}");
     assert_eq!(undo["restored"], true, "{undo}");
-    let o = a
-        .command(&["audit", "verify"])
-        .output()
-        .unwrap();
+    let o = a.command(&["audit", "verify"]).output().unwrap();
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
 
     // Back: the old lease expires within its TTL and the targets are free.
@@ -272,7 +272,10 @@ fn breaking_a_lock_stops_its_holder_and_is_audited() {
     let pb = holding(a.dir.path(), 30);
     let run = spawn(a.apply(&pb, &[]));
     holding_now(&a);
-    let o = ops.command(&["locks", "break", "r-930-VM"]).output().unwrap();
+    let o = ops
+        .command(&["locks", "break", "r-930-VM"])
+        .output()
+        .unwrap();
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
     assert!(
         String::from_utf8_lossy(&o.stderr).contains("refusing to break the lock without --yes"),
@@ -346,7 +349,13 @@ impl Daemon {
         let addr = free_addr();
         let log = std::fs::File::create(machine.dir.path().join("daemon.log")).unwrap();
         let child = machine
-            .command(&["daemon", "--jobs", &jobs.display().to_string(), "--listen", &addr])
+            .command(&[
+                "daemon",
+                "--jobs",
+                &jobs.display().to_string(),
+                "--listen",
+                &addr,
+            ])
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -431,7 +440,8 @@ fn two_daemons_elect_one_leader_that_fails_over_with_the_flap_guard() {
     let inv = home.path().join("lab-live.yml");
     let lab = remedy_tests::lab::Lab::start(REMEDY, "dnsmasq-dead", &inv, home.path());
     // Every restart of dnsmasq fails: each fix attempt counts towards the circuit.
-    let faults = r#"{"ssh": [{"command": "systemctl restart dnsmasq", "effect": "fail", "next": 1000}]}"#;
+    let faults =
+        r#"{"ssh": [{"command": "systemctl restart dnsmasq", "effect": "fail", "next": 1000}]}"#;
     lab.patch_faults(faults);
     let jobs = home.path().join("jobs.yml");
     std::fs::write(
@@ -468,7 +478,12 @@ fn two_daemons_elect_one_leader_that_fails_over_with_the_flap_guard() {
     }
     assert_eq!(leader.applies(), 3, "{}", leader.log());
     assert_eq!(other.applies(), 0, "only the leader runs");
-    assert_eq!(other.runs(), 0.0, "the other daemon ran nothing: {}", other.log());
+    assert_eq!(
+        other.runs(),
+        0.0,
+        "the other daemon ran nothing: {}",
+        other.log()
+    );
     // Once per tick: over 4 s of 1 s ticks, 3 to 5 runs, by the leader alone.
     let before = leader.runs();
     std::thread::sleep(Duration::from_secs(4));
@@ -496,14 +511,26 @@ fn two_daemons_elect_one_leader_that_fails_over_with_the_flap_guard() {
         std::thread::sleep(Duration::from_millis(50));
     }
     let took = killed.elapsed();
-    assert!(took >= Duration::from_millis(500), "took over at once? {took:?}");
+    assert!(
+        took >= Duration::from_millis(500),
+        "took over at once? {took:?}"
+    );
     // It runs the job, finds the circuit open and tries no fourth fix.
     let deadline = Instant::now() + Duration::from_secs(30);
     while other.runs() < 2.0 {
-        assert!(Instant::now() < deadline, "the new leader never ran: {}", other.log());
+        assert!(
+            Instant::now() < deadline,
+            "the new leader never ran: {}",
+            other.log()
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
-    assert_eq!(other.applies(), 0, "no fix under an open circuit: {}", other.log());
+    assert_eq!(
+        other.applies(),
+        0,
+        "no fix under an open circuit: {}",
+        other.log()
+    );
     assert!(status(&other.machine).contains("circuit open since"));
     drop(leader);
     lab.stop();
@@ -522,7 +549,14 @@ fn tls_with_a_client_certificate_and_a_password_by_reference() {
     for args in [
         &["user", "add", "root:r00t-Pw-771"][..],
         &["role", "add", "remedy"],
-        &["role", "grant-permission", "remedy", "readwrite", "/remedy/", "--prefix=true"],
+        &[
+            "role",
+            "grant-permission",
+            "remedy",
+            "readwrite",
+            "/remedy/",
+            "--prefix=true",
+        ],
         &["user", "add", "remedy:S3cr3t-Etcd-442"],
         &["user", "grant-role", "remedy", "remedy"],
         &["auth", "enable"],

@@ -38,9 +38,27 @@ impl Certs {
                 .current_dir(dir)
                 .output()
                 .expect("openssl");
-            assert!(o.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&o.stderr));
+            assert!(
+                o.status.success(),
+                "openssl {args:?}: {}",
+                String::from_utf8_lossy(&o.stderr)
+            );
         };
-        run(&["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=remedy-test-ca", "-keyout", "ca-key.pem", "-out", "ca.pem"]);
+        run(&[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=remedy-test-ca",
+            "-keyout",
+            "ca-key.pem",
+            "-out",
+            "ca.pem",
+        ]);
         std::fs::write(
             dir.join("server.ext"),
             "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth,clientAuth\n",
@@ -48,8 +66,35 @@ impl Certs {
         .unwrap();
         std::fs::write(dir.join("client.ext"), "extendedKeyUsage=clientAuth\n").unwrap();
         for (name, ext) in [("server", "server.ext"), ("client", "client.ext")] {
-            run(&["req", "-newkey", "rsa:2048", "-nodes", "-subj", &format!("/CN={name}"), "-keyout", &format!("{name}-key.pem"), "-out", &format!("{name}.csr")]);
-            run(&["x509", "-req", "-in", &format!("{name}.csr"), "-CA", "ca.pem", "-CAkey", "ca-key.pem", "-CAcreateserial", "-days", "2", "-extfile", ext, "-out", &format!("{name}.pem")]);
+            run(&[
+                "req",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-subj",
+                &format!("/CN={name}"),
+                "-keyout",
+                &format!("{name}-key.pem"),
+                "-out",
+                &format!("{name}.csr"),
+            ]);
+            run(&[
+                "x509",
+                "-req",
+                "-in",
+                &format!("{name}.csr"),
+                "-CA",
+                "ca.pem",
+                "-CAkey",
+                "ca-key.pem",
+                "-CAcreateserial",
+                "-days",
+                "2",
+                "-extfile",
+                ext,
+                "-out",
+                &format!("{name}.pem"),
+            ]);
         }
         Certs {
             ca: dir.join("ca.pem"),
@@ -194,7 +239,8 @@ impl Cluster {
     /// `etcdctl` for this cluster (its endpoints; its certificates when it is TLS).
     fn ctl(&self, endpoints: &str) -> Command {
         let mut c = Command::new("etcdctl");
-        c.env("ETCDCTL_API", "3").arg(format!("--endpoints={endpoints}"));
+        c.env("ETCDCTL_API", "3")
+            .arg(format!("--endpoints={endpoints}"));
         if let Some(t) = &self.tls {
             c.arg(format!("--cacert={}", t.ca.display()))
                 .arg(format!("--cert={}", t.client.display()))
@@ -210,7 +256,11 @@ impl Cluster {
             .iter()
             .map(|m| format!("{}127.0.0.1:{}", self.scheme(), m.client))
             .collect();
-        let o = self.ctl(&all.join(",")).args(args).output().expect("etcdctl");
+        let o = self
+            .ctl(&all.join(","))
+            .args(args)
+            .output()
+            .expect("etcdctl");
         assert!(
             o.status.success(),
             "etcdctl {args:?}: {}",
@@ -225,9 +275,7 @@ impl Cluster {
 
     fn signal(&self, i: usize, sig: &str) {
         if let Some(pid) = self.pid(i) {
-            let _ = Command::new("kill")
-                .args([sig, &pid.to_string()])
-                .status();
+            let _ = Command::new("kill").args([sig, &pid.to_string()]).status();
         }
     }
 

@@ -67,7 +67,9 @@ pub(super) fn run(a: DaemonArgs) -> ExitCode {
     let coordination = a.coordination.clone();
     let on_state = |f: &dyn Fn(
         Arc<crate::coord::Coordinator>,
-    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = ExitCode>>>| {
+    ) -> std::pin::Pin<
+        Box<dyn std::future::Future<Output = ExitCode>>,
+    >| {
         let rt = match tokio::runtime::Runtime::new() {
             Ok(rt) => rt,
             Err(e) => return fail(&Error::Other(format!("cannot start the runtime: {e}"))),
@@ -167,7 +169,11 @@ pub(super) fn run(a: DaemonArgs) -> ExitCode {
 }
 
 /// `remedy daemon reset JOB [TARGET]`.
-async fn reset(coord: &Arc<crate::coord::Coordinator>, job: &str, target: Option<&str>) -> ExitCode {
+async fn reset(
+    coord: &Arc<crate::coord::Coordinator>,
+    job: &str,
+    target: Option<&str>,
+) -> ExitCode {
     let store = crate::daemon::state::Store::new(coord);
     let r = store
         .update(|s| {
@@ -197,7 +203,10 @@ async fn reset(coord: &Arc<crate::coord::Coordinator>, job: &str, target: Option
 }
 
 /// `remedy daemon status`.
-async fn status(coord: &Arc<crate::coord::Coordinator>, jobs: Option<&std::path::Path>) -> ExitCode {
+async fn status(
+    coord: &Arc<crate::coord::Coordinator>,
+    jobs: Option<&std::path::Path>,
+) -> ExitCode {
     let store = crate::daemon::state::Store::new(coord);
     let state = match store.load().await {
         Ok(s) => s,
@@ -239,7 +248,12 @@ async fn status(coord: &Arc<crate::coord::Coordinator>, jobs: Option<&std::path:
         );
         outln!("  last success: {}", show(&js.last_success));
         if let Some(f) = &js.in_flight {
-            outln!("  running:      since {} ({}, run {})", f.since, f.by, f.token);
+            outln!(
+                "  running:      since {} ({}, run {})",
+                f.since,
+                f.by,
+                f.token
+            );
         }
         for (t, b) in crate::daemon::run::blocked_now(js) {
             outln!("  {t}: {b}");

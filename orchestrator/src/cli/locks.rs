@@ -111,7 +111,10 @@ async fn breaking(
         Err(e) => return fail(&Error::Other(e)),
     };
     let Some(busy) = busy else {
-        outln!("{target} is not locked ({}): nothing to break", coord.describe());
+        outln!(
+            "{target} is not locked ({}): nothing to break",
+            coord.describe()
+        );
         return ExitCode::Success;
     };
     if !yes {

@@ -86,8 +86,8 @@ impl Etcd {
         if spec.tls {
             let mut tls = etcd_client::TlsOptions::new();
             if let Some(ca) = &spec.ca {
-                let pem = std::fs::read(ca)
-                    .map_err(|e| format!("etcd CA file {}: {e}", ca.display()))?;
+                let pem =
+                    std::fs::read(ca).map_err(|e| format!("etcd CA file {}: {e}", ca.display()))?;
                 tls = tls.ca_certificate(etcd_client::Certificate::from_pem(pem));
             }
             if let (Some(cert), Some(key)) = (&spec.cert, &spec.key) {
@@ -113,7 +113,9 @@ impl Etcd {
         };
         // An unreachable cluster (or bad credentials) is told now, not at the first lock.
         let mut c = etcd.client.clone();
-        within("status", c.status()).await.map_err(|e| format!("{}: {e}", etcd.spec))?;
+        within("status", c.status())
+            .await
+            .map_err(|e| format!("{}: {e}", etcd.spec))?;
         Ok(etcd)
     }
 
@@ -178,8 +180,15 @@ impl Etcd {
     }
 
     /// Takes every lock of `targets` now, or none.
-    pub async fn try_all(&self, targets: &[String], holder: &Holder) -> Result<EtcdHeld, AcquireError> {
-        self.try_once(targets, holder).await.map(|(h, _)| h).map_err(|(e, _)| e)
+    pub async fn try_all(
+        &self,
+        targets: &[String],
+        holder: &Holder,
+    ) -> Result<EtcdHeld, AcquireError> {
+        self.try_once(targets, holder)
+            .await
+            .map(|(h, _)| h)
+            .map_err(|(e, _)| e)
     }
 
     /// One transaction: every key absent -> every key put under the session's lease; else the
@@ -212,7 +221,11 @@ impl Etcd {
                     })
                     .collect::<Vec<_>>(),
             )
-            .or_else(keys.iter().map(|k| TxnOp::get(k.clone(), None)).collect::<Vec<_>>());
+            .or_else(
+                keys.iter()
+                    .map(|k| TxnOp::get(k.clone(), None))
+                    .collect::<Vec<_>>(),
+            );
         let mut c = self.client.clone();
         let resp = within("taking locks", c.txn(txn))
             .await
@@ -271,16 +284,20 @@ impl Etcd {
             let key = self.lock_key(&busy.target);
             let mut c = self.client.clone();
             let opts = WatchOptions::new().with_start_revision(revision + 1);
-            let (_watcher, mut stream) = match within("watching a lock", c.watch(key, Some(opts))).await {
-                Ok(w) => w,
-                Err(e) => return Err(AcquireError::Io(e)),
-            };
+            let (_watcher, mut stream) =
+                match within("watching a lock", c.watch(key, Some(opts))).await {
+                    Ok(w) => w,
+                    Err(e) => return Err(AcquireError::Io(e)),
+                };
             let left = deadline.saturating_duration_since(Instant::now());
             let gone = async {
                 loop {
                     match stream.message().await {
                         Ok(Some(m)) => {
-                            if m.events().iter().any(|e| e.event_type() == EventType::Delete) {
+                            if m.events()
+                                .iter()
+                                .any(|e| e.event_type() == EventType::Delete)
+                            {
                                 return;
                             }
                         }
@@ -342,7 +359,11 @@ impl Etcd {
         let holder: Option<Holder> = serde_json::from_slice(kv.value()).ok();
         // Only the lock as read: one taken since by someone else is not broken.
         let txn = Txn::new()
-            .when([Compare::mod_revision(key.clone(), CompareOp::Equal, kv.mod_revision())])
+            .when([Compare::mod_revision(
+                key.clone(),
+                CompareOp::Equal,
+                kv.mod_revision(),
+            )])
             .and_then([TxnOp::delete(key, None)]);
         let r = within("breaking a lock", c.txn(txn)).await?;
         if !r.succeeded() {
@@ -380,7 +401,9 @@ impl Etcd {
         } else {
             Compare::mod_revision(key.clone(), CompareOp::Equal, revision)
         };
-        let txn = Txn::new().when([cmp]).and_then([TxnOp::put(key, value, None)]);
+        let txn = Txn::new()
+            .when([cmp])
+            .and_then([TxnOp::put(key, value, None)]);
         let mut c = self.client.clone();
         Ok(within("writing state", c.txn(txn)).await?.succeeded())
     }

@@ -28,8 +28,10 @@ pub use spec::Spec;
 #[derive(Debug)]
 pub enum Coordinator {
     /// `flock` files under `dir/locks/`.
-    Local { dir: PathBuf },
-    Etcd(etcd::Etcd),
+    Local {
+        dir: PathBuf,
+    },
+    Etcd(Box<etcd::Etcd>),
 }
 
 /// One held lock, as `remedy locks` lists it.
@@ -49,7 +51,7 @@ impl Coordinator {
             Spec::Local => Ok(Coordinator::Local {
                 dir: state_dir.to_path_buf(),
             }),
-            Spec::Etcd(e) => Ok(Coordinator::Etcd(etcd::Etcd::connect(e).await?)),
+            Spec::Etcd(e) => Ok(Coordinator::Etcd(Box::new(etcd::Etcd::connect(e).await?))),
         }
     }
 
@@ -64,7 +66,9 @@ impl Coordinator {
     /// Takes every lock of `targets` now, or none.
     pub async fn try_all(&self, targets: &[String], holder: &Holder) -> Result<Held, AcquireError> {
         match self {
-            Coordinator::Local { dir } => crate::lock::try_all(dir, targets, holder).map(Held::local),
+            Coordinator::Local { dir } => {
+                crate::lock::try_all(dir, targets, holder).map(Held::local)
+            }
             Coordinator::Etcd(e) => e.try_all(targets, holder).await.map(Held::etcd),
         }
     }
@@ -151,7 +155,7 @@ pub struct Held {
 #[derive(Debug)]
 enum Inner {
     Local(crate::lock::Held),
-    Etcd(etcd::EtcdHeld),
+    Etcd(Box<etcd::EtcdHeld>),
 }
 
 impl Held {
@@ -163,7 +167,7 @@ impl Held {
 
     fn etcd(h: etcd::EtcdHeld) -> Held {
         Held {
-            inner: Inner::Etcd(h),
+            inner: Inner::Etcd(Box::new(h)),
         }
     }
 

@@ -97,7 +97,9 @@ impl Spec {
         let mut endpoints = Vec::new();
         for h in hosts.split(',').map(str::trim).filter(|h| !h.is_empty()) {
             let Some((host, port)) = h.rsplit_once(':') else {
-                return Err(format!("--coordination: endpoint {h:?} has no port (HOST:PORT)"));
+                return Err(format!(
+                    "--coordination: endpoint {h:?} has no port (HOST:PORT)"
+                ));
             };
             if host.is_empty() || port.parse::<u16>().is_err() {
                 return Err(format!("--coordination: endpoint {h:?} is not HOST:PORT"));
@@ -182,12 +184,7 @@ impl std::fmt::Display for EtcdSpec {
             .iter()
             .map(|e| e.split_once("://").map_or(e.as_str(), |(_, h)| h))
             .collect();
-        write!(
-            f,
-            "etcd at {} (prefix {})",
-            hosts.join(","),
-            self.prefix
-        )
+        write!(f, "etcd at {} (prefix {})", hosts.join(","), self.prefix)
     }
 }
 
@@ -214,8 +211,13 @@ mod tests {
         assert_eq!(e.endpoints, ["http://127.0.0.1:2379", "http://h2:2379"]);
         assert_eq!(e.prefix, "/remedy/zone-a");
         assert_eq!(e.ttl, Duration::from_secs(4));
-        assert_eq!(e.to_string(), "etcd at 127.0.0.1:2379,h2:2379 (prefix /remedy/zone-a)");
-        let e = etcd("etcds://h:2379?ca=/ca.pem&cert=/c.pem&key=/k.pem&user=remedy&password=env:ETCD_PW");
+        assert_eq!(
+            e.to_string(),
+            "etcd at 127.0.0.1:2379,h2:2379 (prefix /remedy/zone-a)"
+        );
+        let e = etcd(
+            "etcds://h:2379?ca=/ca.pem&cert=/c.pem&key=/k.pem&user=remedy&password=env:ETCD_PW",
+        );
         assert!(e.tls);
         assert_eq!(e.endpoints, ["https://h:2379"]);
         assert_eq!(e.prefix, DEFAULT_PREFIX);

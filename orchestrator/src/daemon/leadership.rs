@@ -23,7 +23,7 @@ const ELECTION: &str = "daemon/leader";
 pub enum Won {
     /// Stopped while campaigning.
     Stopped,
-    Term(Term),
+    Term(Box<Term>),
 }
 
 /// A term as leader.
@@ -57,7 +57,7 @@ impl Drop for Term {
 pub async fn win(coord: &Coordinator, me: &str, ctl: &mut Control) -> Result<Won, Error> {
     let Coordinator::Etcd(etcd) = coord else {
         let (_never, lost) = watch::channel(None);
-        return Ok(Won::Term(term(ctl.kill.clone(), lost, None)));
+        return Ok(Won::Term(Box::new(term(ctl.kill.clone(), lost, None))));
     };
     let name = etcd.key(ELECTION);
     loop {
@@ -91,7 +91,7 @@ pub async fn win(coord: &Coordinator, me: &str, ctl: &mut Control) -> Result<Won
                 };
                 tracing::info!(election = %name, "elected: this daemon leads and schedules");
                 let resign = Some((etcd.client(), key));
-                return Ok(Won::Term(term(ctl.kill.clone(), lost, resign)));
+                return Ok(Won::Term(Box::new(term(ctl.kill.clone(), lost, resign))));
             }
             Some(Err(e)) => {
                 tracing::warn!(error = %e, "the campaign failed; trying again");
@@ -162,7 +162,8 @@ pub async fn who_leads(coord: &Coordinator) -> String {
             .unwrap_or_else(|| "no daemon running with this state directory".into()),
         Coordinator::Etcd(e) => {
             let mut c = e.client();
-            let asked = tokio::time::timeout(Duration::from_secs(5), c.leader(e.key(ELECTION))).await;
+            let asked =
+                tokio::time::timeout(Duration::from_secs(5), c.leader(e.key(ELECTION))).await;
             match asked {
                 Ok(Ok(r)) => match r.kv() {
                     Some(kv) => format!("leader: {}", String::from_utf8_lossy(kv.value())),

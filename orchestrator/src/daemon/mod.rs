@@ -77,15 +77,23 @@ pub async fn run(
     // Local: one daemon per state directory. etcd: any number of replicas, one leader.
     let _daemon = match coord.as_ref() {
         crate::coord::Coordinator::Local { .. } => {
-            let holder = crate::lock::Holder::new("daemon", format!("remedy daemon ({})", opts.jobs.display()));
-            Some(coord.try_all(&[DAEMON_LOCK.to_string()], &holder).await.map_err(|e| match e {
-                crate::lock::AcquireError::Busy(b) => Error::LockHeld(format!(
-                    "another daemon runs with the state directory {}: {}",
-                    opts.state_dir.display(),
-                    b.holder.map(|h| h.to_string()).unwrap_or_default()
-                )),
-                crate::lock::AcquireError::Io(e) => Error::Other(e),
-            })?)
+            let holder = crate::lock::Holder::new(
+                "daemon",
+                format!("remedy daemon ({})", opts.jobs.display()),
+            );
+            Some(
+                coord
+                    .try_all(&[DAEMON_LOCK.to_string()], &holder)
+                    .await
+                    .map_err(|e| match e {
+                        crate::lock::AcquireError::Busy(b) => Error::LockHeld(format!(
+                            "another daemon runs with the state directory {}: {}",
+                            opts.state_dir.display(),
+                            b.holder.map(|h| h.to_string()).unwrap_or_default()
+                        )),
+                        crate::lock::AcquireError::Io(e) => Error::Other(e),
+                    })?,
+            )
         }
         crate::coord::Coordinator::Etcd(_) => None,
     };
@@ -119,7 +127,16 @@ pub async fn run(
             cancel: term.cancel.clone(),
             stop: ctl.stop.clone(),
         });
-        let ended = lead(&opts, &mut ctl, &mut jobs, &env, &metrics, &me, term.lost.clone()).await;
+        let ended = lead(
+            &opts,
+            &mut ctl,
+            &mut jobs,
+            &env,
+            &metrics,
+            &me,
+            term.lost.clone(),
+        )
+        .await;
         metrics.set_leader(false);
         match ended {
             Ended::Stopped => {
@@ -378,9 +395,9 @@ async fn still_held(env: &Env, jobs: &[String], state: &state::State) -> Vec<Str
                 .get(*name)
                 .and_then(|j| j.in_flight.as_ref())
                 .map(|f| f.token.clone());
-            locks.iter().any(|l| {
-                token.is_some() && l.holder.as_ref().map(|h| h.run.clone()) == token
-            })
+            locks
+                .iter()
+                .any(|l| token.is_some() && l.holder.as_ref().map(|h| h.run.clone()) == token)
         })
         .cloned()
         .collect()

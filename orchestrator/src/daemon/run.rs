@@ -558,31 +558,33 @@ async fn fix(
 /// open its circuit: the report says which did).
 pub async fn record(env: &Env, job: &Job, report: &mut Report) -> Result<(), String> {
     let now = jiff::Timestamp::now();
-    let opened = env.store.update(|s| {
-        let js = s.jobs.entry(job.name.clone()).or_default();
-        js.in_flight = None;
-        js.last_run = Some(now);
-        js.last_result = Some(report.status.clone());
-        js.last_exit = Some(report.exit);
-        js.last_run_id = report.run.clone();
-        if report.verdict != Verdict::Failed {
-            js.last_success = Some(now);
-        }
-        // A fix that changed something counts its targets; one that failed counts every
-        // target it worked on (so a fix that fails every time cools down and trips the
-        // circuit too).
-        let counted = if report.verdict == Verdict::Failed && !report.attempted.is_empty() {
-            &report.attempted
-        } else {
-            &report.fixed
-        };
-        counted
-            .iter()
-            .filter(|t| js.record_fix(t, now, job))
-            .cloned()
-            .collect::<Vec<_>>()
-    })
-    .await?;
+    let opened = env
+        .store
+        .update(|s| {
+            let js = s.jobs.entry(job.name.clone()).or_default();
+            js.in_flight = None;
+            js.last_run = Some(now);
+            js.last_result = Some(report.status.clone());
+            js.last_exit = Some(report.exit);
+            js.last_run_id = report.run.clone();
+            if report.verdict != Verdict::Failed {
+                js.last_success = Some(now);
+            }
+            // A fix that changed something counts its targets; one that failed counts every
+            // target it worked on (so a fix that fails every time cools down and trips the
+            // circuit too).
+            let counted = if report.verdict == Verdict::Failed && !report.attempted.is_empty() {
+                &report.attempted
+            } else {
+                &report.fixed
+            };
+            counted
+                .iter()
+                .filter(|t| js.record_fix(t, now, job))
+                .cloned()
+                .collect::<Vec<_>>()
+        })
+        .await?;
     report.circuits_opened = opened;
     Ok(())
 }

@@ -157,7 +157,11 @@ fn text_of(v: Option<&Value>) -> String {
 }
 
 /// The item array `key` of a list reply; a reply without it (no matches) is an empty list.
-pub(super) fn list_items<'a>(reply: &'a Value, command: &str, key: &str) -> Result<&'a [Value], ModuleError> {
+pub(super) fn list_items<'a>(
+    reply: &'a Value,
+    command: &str,
+    key: &str,
+) -> Result<&'a [Value], ModuleError> {
     let unexpected = |detail: String| ModuleError::UnexpectedReply {
         command: command.to_string(),
         detail,

@@ -302,7 +302,10 @@ mod tests {
         let now = st("Enabled");
         assert!(m.restored(&was, &now));
         let c = m.caveat(&was, &now).unwrap();
-        assert!(c.contains("was ErrorInMaintenance and is Enabled now"), "{c}");
+        assert!(
+            c.contains("was ErrorInMaintenance and is Enabled now"),
+            "{c}"
+        );
     }
 
     #[test]

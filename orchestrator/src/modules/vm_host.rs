@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use super::cloudstack::list_items;
-use super::{check_name, one_api, same_fields, state_opt_str, state_str, scalar};
+use super::{check_name, one_api, same_fields, scalar, state_opt_str, state_str};
 use super::{Diff, Module, ModuleError, ModuleKind};
 use crate::transport::{Action, ActionResult};
 
