@@ -160,6 +160,13 @@ fn a_lock_on_one_machine_is_seen_on_another_and_wait_lock_follows_its_release() 
         text(&o)
     );
     assert!(b.event("step_start").is_none(), "nothing started on b");
+    // Another zone's prefix on the same cluster is not held.
+    let other_zone = Machine::new(&cluster.url("/remedy/zone-a2", 4));
+    let o = other_zone
+        .apply(&holding(other_zone.dir.path(), 0), &[])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
 
     // `remedy locks` on a third machine lists the first one's locks.
     let o = c.command(&["locks"]).output().unwrap();
@@ -629,4 +636,119 @@ fn tls_with_a_client_certificate_and_a_password_by_reference() {
     let all = text(&o);
     assert!(all.contains("an inline password is refused"), "{all}");
     assert!(!all.contains("S3cr3t-Etcd-442"), "{all}");
+}
+
+/// The leader is killed (-9) in the middle of a fix: the run stays recorded in flight in etcd.
+/// The other daemon takes over, says the run was interrupted, and runs the job again from its
+/// detection (the restart the killed run sent lands meanwhile: nothing is fixed twice blindly);
+/// dnsmasq ends up running.
+#[test]
+fn a_run_in_flight_when_the_leader_dies_is_checked_by_the_next_leader() {
+    let Some(cluster) = Cluster::start(3) else {
+        return;
+    };
+    let ttl = 3;
+    let url = cluster.url("/remedy/zone-g", ttl);
+    let home = tempfile::tempdir().unwrap();
+    let inv = home.path().join("lab-live.yml");
+    let lab = remedy_tests::lab::Lab::start(REMEDY, "dnsmasq-dead", &inv, home.path());
+    // The first restart hangs for 6 s before it runs (it runs even if its client is gone).
+    lab.patch_faults(
+        r#"{"ssh": [{"command": "systemctl restart dnsmasq", "effect": "hang", "hang_ms": 6000}]}"#,
+    );
+    let jobs = home.path().join("jobs.yml");
+    std::fs::write(
+        &jobs,
+        format!(
+            "jobs:\n  - name: dns\n    playbook: {}\n    inventory: {}\n    params: {{ vpc: web-vpc }}\n    every: 1s\n    cooldown: 0s\n    circuit: {{ fixes: 5, window: 1h }}\n",
+            repo().join("playbooks/restart-dnsmasq.yml").display(),
+            inv.display()
+        ),
+    )
+    .unwrap();
+    let a = Daemon::start(&url, &jobs);
+    let b = Daemon::start(&url, &jobs);
+    let first = one_leader(&[&a, &b], Duration::from_secs(30));
+    let (mut leader, other) = if first == 0 { (a, b) } else { (b, a) };
+    // The leader's fix is under way: the restart is sent (and hangs).
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !leader
+        .machine
+        .records()
+        .iter()
+        .any(|r| r["event"] == "step_start" && r["step"] == "restart")
+    {
+        assert!(
+            Instant::now() < deadline,
+            "no fix started: {}",
+            leader.log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let status = || {
+        let o = other
+            .machine
+            .command(&["daemon", "status"])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&o.stdout).to_string()
+    };
+    let shown = status();
+    assert!(shown.contains("  running:      since "), "{shown}");
+    let _ = leader.child.kill();
+    let _ = leader.child.wait();
+    let killed = Instant::now();
+    while other.leads() != Some(true) {
+        assert!(
+            killed.elapsed() < Duration::from_secs(ttl + 1 + 4),
+            "no takeover: {}",
+            other.log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // It says the run was interrupted, then checks the job again.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !other
+        .log()
+        .contains("was still in flight when its daemon stopped")
+    {
+        assert!(Instant::now() < deadline, "{}", other.log());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        status().contains("interrupted: the run daemon-"),
+        "{}",
+        status()
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while other.runs() < 1.0 {
+        assert!(
+            Instant::now() < deadline,
+            "never ran again: {}",
+            other.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // dnsmasq is active in the end (the hung restart landed, or the new leader's fix did).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let w = lab.world();
+        let state = w["vms"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|v| v["name"] == "r-930-VM")
+            .map(|v| v["guest"]["services"]["dnsmasq"]["state"].clone());
+        if state == Some(serde_json::json!("active")) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "dnsmasq: {state:?}\n{}",
+            other.log()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    drop(leader);
+    lab.stop();
 }
