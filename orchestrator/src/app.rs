@@ -43,12 +43,15 @@ pub struct RunOptions {
     /// The inventory paths as given (`-i`), recorded with the run so that its hosts can be
     /// found again ([`inventory_origin`]); empty: not recorded.
     pub inventory_paths: Vec<PathBuf>,
+    /// Where whoever sets `cancel` writes why, when it is not a signal (the daemon: a job's
+    /// timeout, its locks lost). The run's own locks lost are told here too.
+    pub stopped_by: Option<Arc<std::sync::OnceLock<String>>>,
 }
 
 /// Where the run's per-target locks live, how long to wait for them, and who takes them.
 #[derive(Debug, Clone)]
 pub struct Locks {
-    pub dir: PathBuf,
+    pub coord: Arc<crate::coord::Coordinator>,
     pub wait: std::time::Duration,
     /// For the message the other side gets: `alice (remedy apply vr-backup-loop)`.
     pub by: String,
@@ -68,6 +71,7 @@ impl Default for RunOptions {
             from_plan: None,
             locks: None,
             inventory_paths: Vec::new(),
+            stopped_by: None,
         }
     }
 }
@@ -186,11 +190,11 @@ pub async fn execute(
     }
     let run = new_run_id();
     // Held until the run (and its rollback) is over.
-    let _held = match (&opts.locks, opts.dry_run) {
+    let held = match (&opts.locks, opts.dry_run) {
         (Some(l), false) => {
             let targets = lock_targets(&plan);
             let holder = crate::lock::Holder::new(&run, l.by.clone());
-            match crate::lock::acquire(&l.dir, &targets, &holder, l.wait).await {
+            match l.coord.acquire(&targets, &holder, l.wait).await {
                 Ok(h) => Some(h),
                 Err(crate::lock::AcquireError::Busy(b)) => {
                     return Err(Error::LockHeld(format!(
@@ -202,6 +206,69 @@ pub async fn execute(
         }
         _ => None,
     };
+    // Locks that are lost mid-run (etcd: a lease not kept alive, a lock broken) stop the run
+    // like a signal: no new change, then the rollback.
+    let (cancel, stopped_by) = stop_when_lost(
+        cancel,
+        held.as_ref().map(|h| h.lost()),
+        opts.stopped_by.clone(),
+    );
+    let result = execute_held(plan, transport, opts, tx, cancel, stopped_by, run).await;
+    if let Some(h) = held {
+        h.release().await;
+    }
+    result
+}
+
+/// A cancel flag that is set by `cancel`, or by `lost` turning `Some(why)`; in that case the
+/// reason is kept, for the run's status.
+fn stop_when_lost(
+    mut cancel: watch::Receiver<bool>,
+    lost: Option<watch::Receiver<Option<String>>>,
+    why: Option<Arc<std::sync::OnceLock<String>>>,
+) -> (watch::Receiver<bool>, Arc<std::sync::OnceLock<String>>) {
+    let why = why.unwrap_or_default();
+    let Some(mut lost) = lost else {
+        return (cancel, why);
+    };
+    let (tx, rx) = watch::channel(*cancel.borrow());
+    let reason = why.clone();
+    tokio::spawn(async move {
+        let mut watching_lost = true;
+        loop {
+            tokio::select! {
+                c = cancel.changed() => match c {
+                    Ok(()) => { if *cancel.borrow() { let _ = tx.send(true); return; } }
+                    Err(_) if !watching_lost => return,
+                    Err(_) => std::future::pending::<()>().await,
+                },
+                l = lost.changed(), if watching_lost => match l {
+                    Ok(()) => {
+                        if let Some(w) = lost.borrow().clone() {
+                            let _ = reason.set(format!("locks lost: {w}"));
+                            let _ = tx.send(true);
+                            return;
+                        }
+                    }
+                    Err(_) => watching_lost = false,
+                },
+                () = tx.closed() => return,
+            }
+        }
+    });
+    (rx, why)
+}
+
+/// [`execute`] once the locks are held.
+async fn execute_held(
+    plan: Plan,
+    transport: Arc<dyn Transport>,
+    opts: RunOptions,
+    tx: Option<mpsc::UnboundedSender<Event>>,
+    cancel: watch::Receiver<bool>,
+    stopped_by: Arc<std::sync::OnceLock<String>>,
+    run: String,
+) -> Result<(String, Summary), Error> {
     let audit = match &opts.audit_log {
         Some(p) => {
             Some(AuditLog::open(p).map_err(|e| Error::Audit(format!("{e}; refusing to act")))?)
@@ -294,6 +361,7 @@ pub async fn execute(
     };
     let summary = Scheduler::new(cx, opts.forks, cancel)
         .refusing(refused)
+        .stopped_by(stopped_by)
         .run()
         .await;
     Ok((run, summary))

@@ -475,6 +475,18 @@ pub enum Event {
         signature: String,
         operator: String,
     },
+    /// `remedy locks break`: a lock taken from its holder by an operator (not part of a run).
+    LockBroken {
+        target: String,
+        /// Who held it, as its lock record said (`by (pid N on HOST, run R, since T)`).
+        holder: String,
+        /// Where the lock was (`etcd at ... (prefix ...)`).
+        backend: String,
+        /// Who broke it.
+        operator: String,
+        host: String,
+        at: String,
+    },
     RollbackStart {
         run: String,
         reason: String,

@@ -20,6 +20,7 @@ pub mod app;
 pub mod audit;
 pub mod cli;
 pub mod cloudstack;
+pub mod coord;
 pub mod daemon;
 pub mod error;
 pub mod event;

@@ -38,6 +38,9 @@ pub struct Holder {
     /// `alice (remedy apply vr-backup-loop)`, `daemon job dnsmasq`.
     pub by: String,
     pub since: String,
+    /// The machine the holder runs on (absent in lock files written before it was recorded).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
 }
 
 impl Holder {
@@ -49,15 +52,21 @@ impl Holder {
             since: jiff::Timestamp::now()
                 .round(jiff::Unit::Second)
                 .map_or_else(|_| jiff::Timestamp::now().to_string(), |t| t.to_string()),
+            host: Some(crate::identity::hostname()),
         }
     }
 }
 
 impl std::fmt::Display for Holder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let on = self
+            .host
+            .as_deref()
+            .map(|h| format!(" on {h}"))
+            .unwrap_or_default();
         write!(
             f,
-            "{} (pid {}, run {}, since {})",
+            "{} (pid {}{on}, run {}, since {})",
             self.by, self.pid, self.run, self.since
         )
     }
@@ -159,6 +168,41 @@ pub fn probe(dir: &Path, target: &str) -> Result<Option<Busy>, String> {
         })),
         Err(TryLockError::Error(e)) => Err(format!("lock for {target}: {e}")),
     }
+}
+
+/// Every lock held now (the lock files whose `flock` someone holds), by target file name.
+pub fn held(dir: &Path) -> Result<Vec<Busy>, String> {
+    let locks = dir.join("locks");
+    let entries = match std::fs::read_dir(&locks) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(format!("{}: {e}", locks.display())),
+    };
+    let mut out = Vec::new();
+    for entry in entries.flatten() {
+        let p = entry.path();
+        let Some(name) = p
+            .file_name()
+            .and_then(|n| n.to_str())
+            .and_then(|n| n.strip_suffix(".lock"))
+        else {
+            continue;
+        };
+        let Ok(f) = OpenOptions::new().read(true).write(true).open(&p) else {
+            continue;
+        };
+        if let Err(TryLockError::WouldBlock) = f.try_lock() {
+            let holder = std::fs::read_to_string(&p)
+                .ok()
+                .and_then(|t| serde_json::from_str(&t).ok());
+            out.push(Busy {
+                target: name.to_string(),
+                holder,
+            });
+        }
+    }
+    out.sort_by(|a, b| a.target.cmp(&b.target));
+    Ok(out)
 }
 
 /// Take every lock in `targets` now, or none: the first one held by someone else is the error.

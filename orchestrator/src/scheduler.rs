@@ -153,9 +153,25 @@ pub struct Scheduler {
     /// Reports that found a problem (`step@target`), and their findings.
     found: Vec<String>,
     findings: usize,
+    /// Why the cancel flag was set, when it was not a signal (e.g. the run's locks were lost).
+    stopped_by: Arc<std::sync::OnceLock<String>>,
 }
 
 impl Scheduler {
+    /// Where the reason for a cancel is written when it is not a signal.
+    pub fn stopped_by(mut self, why: Arc<std::sync::OnceLock<String>>) -> Self {
+        self.stopped_by = why;
+        self
+    }
+
+    /// Why the run was cancelled: the reason given, else a signal.
+    fn stop_reason(&self) -> String {
+        self.stopped_by
+            .get()
+            .cloned()
+            .unwrap_or_else(|| "cancelled by signal".into())
+    }
+
     pub fn new(cx: Ctx, forks: usize, cancel: watch::Receiver<bool>) -> Self {
         Scheduler {
             cx: Arc::new(cx),
@@ -173,6 +189,7 @@ impl Scheduler {
             bad_input: false,
             found: Vec::new(),
             findings: 0,
+            stopped_by: Default::default(),
         }
         .with_result_names()
     }
@@ -368,7 +385,7 @@ impl Scheduler {
             while failure.is_none() && set.len() < self.forks {
                 let Some(ix) = ready.pop_front() else { break };
                 if *self.cancel.borrow() {
-                    failure = Some("cancelled by signal".into());
+                    failure = Some(self.stop_reason());
                     break;
                 }
                 let node = plan.graph[ix].clone();
@@ -492,14 +509,14 @@ impl Scheduler {
                 }
                 _ = cancel.changed() => {
                     if *cancel.borrow() && failure.is_none() {
-                        failure = Some("cancelled by signal".into());
+                        failure = Some(self.stop_reason());
                     }
                 }
             }
         }
         // A signal is the reason, even when a step interrupted by it reported first.
         if *self.cancel.borrow() {
-            failure = Some("cancelled by signal".into());
+            failure = Some(self.stop_reason());
         }
         self.halt_on(&failure);
         match failure {
@@ -604,7 +621,7 @@ impl Scheduler {
             return emit(record(RefreshStatus::Static, None));
         };
         if *self.cancel.borrow() {
-            return Err("cancelled by signal".into());
+            return Err(self.stop_reason());
         }
         let failed = |error: String| {
             let _ = emit(record(RefreshStatus::Failed, Some(error.clone())));

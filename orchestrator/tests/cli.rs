@@ -1568,6 +1568,31 @@ fn apply_exits_6_on_a_held_target_or_waits_for_it() {
         "{t}"
     );
     assert!(!audit.exists(), "nothing was started: {t}");
+    // `remedy locks` lists it; a local lock cannot be broken (a live process holds it).
+    let state_arg = state.to_str().unwrap();
+    let o = remedy(&["locks", "--state-dir", state_arg], &root());
+    let t = text(&o);
+    assert_eq!(o.status.code(), Some(0), "{t}");
+    assert!(
+        t.contains("1 lock(s) held (local locks in ")
+            && t.contains("  r-931-VM: daemon job vr (pid ")
+            && t.contains("run 20261123T000000Z-daemon01"),
+        "{t}"
+    );
+    let o = remedy(
+        &[
+            "locks",
+            "break",
+            "r-931-VM",
+            "--yes",
+            "--state-dir",
+            state_arg,
+        ],
+        &root(),
+    );
+    let t = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{t}");
+    assert!(t.contains("a local lock is held by a live process"), "{t}");
 
     // A run that changes the cloud through its API takes the API's lock too.
     let api = remedy::lock::try_all(

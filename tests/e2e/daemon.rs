@@ -31,6 +31,7 @@ fn options(zone: &ApiZone, jobs: &Path) -> Options {
         state_dir: zone.dir.path().join("state"),
         audit_log: zone.audit(),
         listen: None,
+        coordination: None,
     }
 }
 

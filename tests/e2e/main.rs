@@ -2,6 +2,7 @@
 //! CloudStack client against the simulated zone over real HTTP on 127.0.0.1.
 
 mod cloudstack;
+mod coordination;
 mod daemon;
 mod diagnostics;
 mod engine;

@@ -1,6 +1,8 @@
 //! Shared helpers for the end-to-end tests: write a playbook and an inventory to a temp dir,
 //! plan them, and run them against a transport.
 
+pub mod etcd;
+pub mod lab;
 pub mod netlab;
 pub mod ssh;
 pub mod zone;

@@ -93,6 +93,10 @@ pub struct ApplyArgs {
     /// ansible-vault passwords for the inventory.
     #[command(flatten)]
     pub vault: super::VaultArgs,
+    /// Where runs coordinate their locks: `local` (files in the state directory, the default)
+    /// or `etcd://HOST:PORT[,HOST:PORT]/PREFIX[?ttl=10s&...]` (docs/coordination.md).
+    #[arg(long, env = crate::coord::spec::ENV_VAR, value_name = "URL")]
+    pub coordination: Option<String>,
 }
 
 /// `remedy apply` (and `remedy exec`, with `show_output`): a playbook, or with `--plan` a saved
@@ -181,12 +185,23 @@ pub(super) async fn run(req: ApplyArgs, argv: Vec<String>, show_output: bool) ->
         Ok(r) => r,
         Err(e) => return fail(&e),
     };
+    let state_dir = req
+        .state_dir
+        .clone()
+        .unwrap_or_else(crate::lock::default_state_dir);
+    // Locks are taken only by a run that may change something.
+    let coord = if req.dry_run {
+        Arc::new(crate::coord::Coordinator::Local {
+            dir: state_dir.clone(),
+        })
+    } else {
+        match crate::coord::Coordinator::connect(req.coordination.as_deref(), &state_dir).await {
+            Ok(c) => Arc::new(c),
+            Err(e) => return fail(&Error::Other(format!("coordination: {e}"))),
+        }
+    };
     if !req.dry_run {
-        let state_dir = req
-            .state_dir
-            .clone()
-            .unwrap_or_else(crate::lock::default_state_dir);
-        warn_interrupted(&audit_path, &state_dir, &plan);
+        warn_interrupted(&audit_path, &coord, &plan).await;
     }
     if !req.dry_run && !show_output && req.output == Output::Human {
         match &opened {
@@ -236,10 +251,7 @@ pub(super) async fn run(req: ApplyArgs, argv: Vec<String>, show_output: bool) ->
             .as_ref()
             .map(|o| Arc::new(o.from_plan(req.on_drift.unwrap_or_default()))),
         locks: Some(crate::app::Locks {
-            dir: req
-                .state_dir
-                .clone()
-                .unwrap_or_else(crate::lock::default_state_dir),
+            coord: coord.clone(),
             wait: req.wait_lock,
             by: format!(
                 "{} (remedy {} {})",
@@ -249,9 +261,11 @@ pub(super) async fn run(req: ApplyArgs, argv: Vec<String>, show_output: bool) ->
             ),
         }),
         inventory_paths: inv_paths.clone(),
+        stopped_by: None,
     };
     let router = Arc::new(Router::with_api(&plan.inventory, api));
     let result = execute(plan, router, run_opts, Some(tx), cancel).await;
+    coord.close().await;
     let _ = printer.await;
     match result {
         Ok((run, summary)) => {
@@ -294,7 +308,11 @@ fn may_change(plan: &plan::Plan) -> bool {
 
 /// Before a run changes anything: a run that ended without an end record (killed) and left
 /// changes on some of the same targets is named, with the command that finishes its undo.
-fn warn_interrupted(audit_path: &std::path::Path, state_dir: &std::path::Path, plan: &plan::Plan) {
+async fn warn_interrupted(
+    audit_path: &std::path::Path,
+    coord: &crate::coord::Coordinator,
+    plan: &plan::Plan,
+) {
     let Ok(records) = audit::read(audit_path) else {
         return;
     };
@@ -302,14 +320,18 @@ fn warn_interrupted(audit_path: &std::path::Path, state_dir: &std::path::Path, p
         plan.targets.iter().flatten().cloned().collect();
     // A run that is still going holds its targets' locks (the controller's API changes: the
     // CloudStack API lock).
-    let alive = |t: &str| {
+    let mut held = std::collections::BTreeSet::new();
+    for t in &targets {
         let lock = if t == plan::CONTROLLER {
             crate::app::CLOUDSTACK_LOCK
         } else {
             t
         };
-        matches!(crate::lock::probe(state_dir, lock), Ok(Some(_)))
-    };
+        if matches!(coord.probe(lock).await, Ok(Some(_))) {
+            held.insert(t.clone());
+        }
+    }
+    let alive = |t: &str| held.contains(t);
     for i in crate::rollback::interrupted(&records, &targets, &alive) {
         eprintln!(
             "warning: run {} ({}) ended without an end record (killed?) and may have left \

@@ -32,6 +32,10 @@ pub struct DaemonArgs {
     /// State directory: locks, the daemon's state, plans (shared with `apply`).
     #[arg(long, env = crate::lock::ENV_VAR, global = true)]
     pub state_dir: Option<PathBuf>,
+    /// Where locks, the leader election and the flap-guard state are: `local` (the state
+    /// directory, one daemon) or `etcd://...` (replicas elect a leader; docs/coordination.md).
+    #[arg(long, env = crate::coord::spec::ENV_VAR, value_name = "URL", global = true)]
+    pub coordination: Option<String>,
     #[command(flatten)]
     pub audit: AuditArg,
 }
@@ -60,33 +64,37 @@ pub(super) fn run(a: DaemonArgs) -> ExitCode {
         .state_dir
         .clone()
         .unwrap_or_else(crate::lock::default_state_dir);
+    let coordination = a.coordination.clone();
+    let on_state = |f: &dyn Fn(
+        Arc<crate::coord::Coordinator>,
+    ) -> std::pin::Pin<
+        Box<dyn std::future::Future<Output = ExitCode>>,
+    >| {
+        let rt = match tokio::runtime::Runtime::new() {
+            Ok(rt) => rt,
+            Err(e) => return fail(&Error::Other(format!("cannot start the runtime: {e}"))),
+        };
+        rt.block_on(async {
+            let coord =
+                match crate::coord::Coordinator::connect(coordination.as_deref(), &state_dir).await
+                {
+                    Ok(c) => Arc::new(c),
+                    Err(e) => return fail(&Error::Other(format!("coordination: {e}"))),
+                };
+            let code = f(coord.clone()).await;
+            coord.close().await;
+            code
+        })
+    };
     match a.command {
-        Some(DaemonCommand::Status { jobs }) => status(&state_dir, jobs.as_deref()),
-        Some(DaemonCommand::Reset { job, target }) => {
-            let r = crate::daemon::state::update(&state_dir, |s| {
-                s.jobs
-                    .get_mut(&job)
-                    .map(|js| js.reset(target.as_deref()))
-                    .unwrap_or_default()
-            });
-            match r {
-                Ok(done) if done.is_empty() => {
-                    outln!(
-                        "{job}: nothing to reset{}",
-                        target.map(|t| format!(" for {t}")).unwrap_or_default()
-                    );
-                    ExitCode::Success
-                }
-                Ok(done) => {
-                    outln!(
-                        "{job}: reset {} (circuit closed, fixes and cooldown forgotten)",
-                        done.join(", ")
-                    );
-                    ExitCode::Success
-                }
-                Err(e) => fail(&Error::Other(e)),
-            }
-        }
+        Some(DaemonCommand::Status { jobs }) => on_state(&|coord| {
+            let jobs = jobs.clone();
+            Box::pin(async move { status(&coord, jobs.as_deref()).await })
+        }),
+        Some(DaemonCommand::Reset { job, target }) => on_state(&|coord| {
+            let (job, target) = (job.clone(), target.clone());
+            Box::pin(async move { reset(&coord, &job, target.as_deref()).await })
+        }),
         None => {
             let Some(jobs) = a.jobs else {
                 return fail(&Error::invalid(
@@ -114,6 +122,7 @@ pub(super) fn run(a: DaemonArgs) -> ExitCode {
                 state_dir,
                 audit_log: a.audit.audit_log.unwrap_or_else(AuditLog::default_path),
                 listen: a.listen,
+                coordination: a.coordination,
             };
             rt.block_on(async move {
                 let (stop_tx, stop) = tokio::sync::watch::channel(false);
@@ -159,9 +168,47 @@ pub(super) fn run(a: DaemonArgs) -> ExitCode {
     }
 }
 
+/// `remedy daemon reset JOB [TARGET]`.
+async fn reset(
+    coord: &Arc<crate::coord::Coordinator>,
+    job: &str,
+    target: Option<&str>,
+) -> ExitCode {
+    let store = crate::daemon::state::Store::new(coord);
+    let r = store
+        .update(|s| {
+            s.jobs
+                .get_mut(job)
+                .map(|js| js.reset(target))
+                .unwrap_or_default()
+        })
+        .await;
+    match r {
+        Ok(done) if done.is_empty() => {
+            outln!(
+                "{job}: nothing to reset{}",
+                target.map(|t| format!(" for {t}")).unwrap_or_default()
+            );
+            ExitCode::Success
+        }
+        Ok(done) => {
+            outln!(
+                "{job}: reset {} (circuit closed, fixes and cooldown forgotten)",
+                done.join(", ")
+            );
+            ExitCode::Success
+        }
+        Err(e) => fail(&Error::Other(e)),
+    }
+}
+
 /// `remedy daemon status`.
-fn status(state_dir: &std::path::Path, jobs: Option<&std::path::Path>) -> ExitCode {
-    let state = match crate::daemon::state::load(state_dir) {
+async fn status(
+    coord: &Arc<crate::coord::Coordinator>,
+    jobs: Option<&std::path::Path>,
+) -> ExitCode {
+    let store = crate::daemon::state::Store::new(coord);
+    let state = match store.load().await {
         Ok(s) => s,
         Err(e) => return fail(&Error::Other(e)),
     };
@@ -175,20 +222,10 @@ fn status(state_dir: &std::path::Path, jobs: Option<&std::path::Path>) -> ExitCo
         names.extend(j.jobs.iter().map(|j| j.name.clone()));
     }
     if names.is_empty() {
-        outln!("no jobs in {}", state_dir.display());
+        outln!("no jobs in {}", store.describe());
         return ExitCode::Success;
     }
-    let running = crate::lock::probe(state_dir, crate::daemon::DAEMON_LOCK)
-        .ok()
-        .flatten()
-        .map(|b| {
-            format!(
-                "daemon running: {}",
-                b.holder.map(|h| h.to_string()).unwrap_or_default()
-            )
-        })
-        .unwrap_or_else(|| "no daemon running with this state directory".into());
-    outln!("{running}");
+    outln!("{}", crate::daemon::leadership::who_leads(coord).await);
     let empty = crate::daemon::state::JobState::default();
     for name in names {
         let js = state.jobs.get(&name).unwrap_or(&empty);
@@ -210,6 +247,14 @@ fn status(state_dir: &std::path::Path, jobs: Option<&std::path::Path>) -> ExitCo
                 .unwrap_or_default()
         );
         outln!("  last success: {}", show(&js.last_success));
+        if let Some(f) = &js.in_flight {
+            outln!(
+                "  running:      since {} ({}, run {})",
+                f.since,
+                f.by,
+                f.token
+            );
+        }
         for (t, b) in crate::daemon::run::blocked_now(js) {
             outln!("  {t}: {b}");
         }

@@ -130,6 +130,10 @@ pub(super) async fn run(req: ExecArgs, argv: Vec<String>) -> ExitCode {
         approval_key: None,
         wait_lock: std::time::Duration::ZERO,
         state_dir: None,
+        // As `apply` reads it: from the environment.
+        coordination: std::env::var(crate::coord::spec::ENV_VAR)
+            .ok()
+            .filter(|v| !v.is_empty()),
     };
     let code = apply::run(args, argv, true).await;
     let _ = std::fs::remove_file(&path);

@@ -26,6 +26,7 @@ mod exec;
 pub(crate) mod fit;
 mod inventory;
 mod list;
+mod locks;
 mod man;
 mod params;
 mod plan;
@@ -203,6 +204,9 @@ pub enum Command {
         #[command(flatten)]
         audit: AuditArg,
     },
+    /// List who holds which target's lock (local state directory, or etcd with
+    /// --coordination); `remedy locks break TARGET --yes` takes one from its holder.
+    Locks(locks::LocksArgs),
     /// Print a shell completion script (see docs/cli.md for where to put it).
     Completions {
         /// The shell to complete for.
@@ -348,6 +352,10 @@ fn run(cli: Cli, args: Vec<String>) -> ExitCode {
             vault: _,
         } => match tokio::runtime::Runtime::new() {
             Ok(rt) => rt.block_on(inventory::run(&inventory, list, host, graph)),
+            Err(e) => fail(&Error::Other(format!("cannot start the runtime: {e}"))),
+        },
+        Command::Locks(a) => match tokio::runtime::Runtime::new() {
+            Ok(rt) => rt.block_on(locks::run(a)),
             Err(e) => fail(&Error::Other(format!("cannot start the runtime: {e}"))),
         },
         Command::Exec(a) => on_workers(exec::run(a, args)),

@@ -25,9 +25,17 @@ struct JobCounts {
 #[derive(Debug, Default)]
 pub struct Metrics {
     jobs: Mutex<BTreeMap<String, JobCounts>>,
+    /// Whether this daemon leads (schedules) now.
+    leader: std::sync::atomic::AtomicBool,
 }
 
 impl Metrics {
+    /// This daemon leads now (or no longer): `remedy_daemon_leader`.
+    pub fn set_leader(&self, leads: bool) {
+        self.leader
+            .store(leads, std::sync::atomic::Ordering::SeqCst);
+    }
+
     /// Make every job appear (with zeros) before its first run.
     pub fn register(&self, job: &str) {
         self.lock().entry(job.to_string()).or_default();
@@ -69,6 +77,16 @@ impl Metrics {
     pub fn render(&self, state: &State) -> String {
         let jobs = self.lock().clone();
         let mut out = String::new();
+        let _ = writeln!(
+            out,
+            "# HELP remedy_daemon_leader Whether this daemon schedules the jobs now (1), or waits as a replica (0)."
+        );
+        let _ = writeln!(out, "# TYPE remedy_daemon_leader gauge");
+        let _ = writeln!(
+            out,
+            "remedy_daemon_leader {}",
+            u8::from(self.leader.load(std::sync::atomic::Ordering::SeqCst))
+        );
         let counter = |out: &mut String, name: &str, help: &str, f: &dyn Fn(&JobCounts) -> u64| {
             let _ = writeln!(out, "# HELP {name} {help}");
             let _ = writeln!(out, "# TYPE {name} counter");
@@ -224,7 +242,7 @@ pub async fn notify(job: &Job, report: &Report) {
 pub async fn serve(
     listener: tokio::net::TcpListener,
     metrics: Arc<Metrics>,
-    state_dir: std::path::PathBuf,
+    store: super::state::Store,
 ) {
     use http_body_util::Full;
     use hyper::body::Bytes;
@@ -235,16 +253,16 @@ pub async fn serve(
             continue;
         };
         let metrics = metrics.clone();
-        let state_dir = state_dir.clone();
+        let store = store.clone();
         tokio::spawn(async move {
             let service =
                 hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
                     let metrics = metrics.clone();
-                    let state_dir = state_dir.clone();
+                    let store = store.clone();
                     async move {
                         let (status, ctype, body) = match req.uri().path() {
                             "/healthz" => (200, "text/plain; charset=utf-8", "ok\n".to_string()),
-                            "/metrics" => match super::state::load(&state_dir) {
+                            "/metrics" => match store.load().await {
                                 Ok(s) => (
                                     200,
                                     "text/plain; version=0.0.4; charset=utf-8",

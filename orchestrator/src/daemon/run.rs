@@ -21,13 +21,20 @@ use crate::event::Outcome;
 use crate::transport::api::ApiTransport;
 use crate::transport::route::Router;
 
+/// One API connection per inventory.
+pub type Apis = Arc<std::sync::Mutex<std::collections::HashMap<Vec<PathBuf>, Arc<ApiTransport>>>>;
+
 /// What the runs of jobs share.
 pub struct Env {
+    /// Where plans are written (`plans/`), and the local backend's files.
     pub state_dir: PathBuf,
     pub audit_log: PathBuf,
+    /// Where the locks are (shared with `remedy apply`), and where the state is kept.
+    pub coord: Arc<crate::coord::Coordinator>,
+    pub store: state::Store,
     /// One API connection per inventory, kept for the daemon's life (an embedded simulated
     /// zone lives as long as its connection).
-    pub apis: std::sync::Mutex<std::collections::HashMap<Vec<PathBuf>, Arc<ApiTransport>>>,
+    pub apis: Apis,
     /// Set when the daemon must stop now: running fixes are cancelled (and rolled back).
     pub cancel: tokio::sync::watch::Receiver<bool>,
     /// Set when the daemon stops scheduling: a run still detecting starts no fix.
@@ -175,8 +182,9 @@ async fn inventory(
 }
 
 /// Run `job` once.
-pub async fn run_job(env: &Env, job: &Job) -> Report {
-    match run_inner(env, job).await {
+/// Runs `job` once; `token` names the run in its locks (and in the state's `in_flight`).
+pub async fn run_job(env: &Env, job: &Job, token: &str) -> Report {
+    match run_inner(env, job, token).await {
         Ok(r) => r,
         Err(e) => Report::new(
             job,
@@ -187,7 +195,7 @@ pub async fn run_job(env: &Env, job: &Job) -> Report {
     }
 }
 
-async fn run_inner(env: &Env, job: &Job) -> Result<Report, Error> {
+async fn run_inner(env: &Env, job: &Job, token: &str) -> Result<Report, Error> {
     // Detect: a dry-run, not audited (it changes nothing; a healthy zone would fill the log).
     let (inv, api) = inventory(env, job).await?;
     let plan = build(job, inv.clone(), None)?;
@@ -255,7 +263,7 @@ async fn run_inner(env: &Env, job: &Job) -> Result<Report, Error> {
             ),
         }),
         Mode::Plan => plan_mode(env, job, inv, api, reload).await,
-        Mode::Auto => fix(env, job, inv, api).await,
+        Mode::Auto => fix(env, job, inv, api, token).await,
     }
 }
 
@@ -348,10 +356,14 @@ async fn fix(
     job: &Job,
     inv: crate::inventory::Inventory,
     api: Arc<ApiTransport>,
+    token: &str,
 ) -> Result<Report, Error> {
     // The targets the fix would touch, and those it must leave alone.
     let now = jiff::Timestamp::now();
-    let st = state::load(&env.state_dir)
+    let st = env
+        .store
+        .load()
+        .await
         .map_err(Error::Other)?
         .jobs
         .remove(&job.name)
@@ -370,8 +382,8 @@ async fn fix(
     // The locks, taken here one by one and held through the run: a target someone else holds
     // is left out (no look-then-take race); the API's lock held by someone else, or the
     // controller cooling down, leaves the whole fix for later (its API side cannot be left out).
-    let holder = crate::lock::Holder::new("(daemon)", format!("remedy daemon job {}", job.name));
-    let mut held = Vec::new();
+    let holder = crate::lock::Holder::new(token, format!("remedy daemon job {}", job.name));
+    let mut held: Vec<crate::coord::Held> = Vec::new();
     let mut left_out: Vec<(String, String)> = Vec::new();
     let whole = |why: String| {
         Ok(Report::new(
@@ -385,11 +397,11 @@ async fn fix(
         return whole(format!("its CloudStack side is {b}"));
     }
     if locks.iter().any(|l| l == crate::app::CLOUDSTACK_LOCK) {
-        match crate::lock::try_all(
-            &env.state_dir,
-            &[crate::app::CLOUDSTACK_LOCK.into()],
-            &holder,
-        ) {
+        match env
+            .coord
+            .try_all(&[crate::app::CLOUDSTACK_LOCK.into()], &holder)
+            .await
+        {
             Ok(h) => held.push(h),
             Err(e) => return whole(e.to_string()),
         }
@@ -398,7 +410,7 @@ async fn fix(
         if let Some(b) = st.blocked(t, now) {
             left_out.push((t.clone(), b.to_string()));
         } else if t != crate::plan::CONTROLLER {
-            match crate::lock::try_all(&env.state_dir, std::slice::from_ref(t), &holder) {
+            match env.coord.try_all(std::slice::from_ref(t), &holder).await {
                 Ok(h) => held.push(h),
                 Err(e) => left_out.push((t.clone(), e.to_string())),
             }
@@ -434,24 +446,50 @@ async fn fix(
     // A run's status can quote a command's output: keep the run's secrets out of the report
     // (it is logged and sent to webhooks).
     let redactor = plan.redactor.clone();
-    // The job's own cancel: at its timeout, or when the daemon must stop now.
+    // The job's own cancel: at its timeout, when the daemon must stop now, or when a lock it
+    // holds is lost (etcd: its lease not kept alive, a lock broken); the reason is the run's.
     let (cancel_tx, cancel) = tokio::sync::watch::channel(false);
     let mut outer = env.cancel.clone();
     let timeout = job.timeout;
+    let why = Arc::new(std::sync::OnceLock::new());
+    let reason = why.clone();
+    let (lost_tx, mut lost_rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+    for h in &held {
+        let (mut lost, tx) = (h.lost(), lost_tx.clone());
+        tokio::spawn(async move {
+            if let Ok(w) = lost.wait_for(Option::is_some).await {
+                let _ = tx.send(w.clone().unwrap_or_default());
+            }
+        });
+    }
+    drop(lost_tx);
     let watchdog = tokio::spawn(async move {
+        let any_lost = async {
+            match lost_rx.recv().await {
+                Some(w) => w,
+                None => std::future::pending::<String>().await,
+            }
+        };
         tokio::select! {
-            _ = tokio::time::sleep(timeout) => {}
+            _ = tokio::time::sleep(timeout) => {
+                let _ = reason.set(format!(
+                    "cancelled at the job's timeout ({})",
+                    humantime::format_duration(timeout)
+                ));
+            }
             _ = async {
                 // A kill sender gone never cancels.
                 if outer.wait_for(|c| *c).await.is_err() {
                     std::future::pending::<()>().await;
                 }
             } => {}
+            w = any_lost => { let _ = reason.set(format!("locks lost: {w}")); }
         }
         let _ = cancel_tx.send(true);
     });
     // (The locks are held above, for the whole run.)
-    let opts = audited(env, job, reload);
+    let mut opts = audited(env, job, reload);
+    opts.stopped_by = Some(why);
     let attempted: Vec<String> = targets
         .iter()
         .filter(|t| !left_out.iter().any(|(l, _)| l == *t))
@@ -459,7 +497,9 @@ async fn fix(
         .collect();
     let result = execute(plan, router, opts, None, cancel).await;
     watchdog.abort();
-    drop(held);
+    for h in held {
+        h.release().await;
+    }
     let (run, summary) = match result {
         Ok(r) => r,
         Err(e @ Error::LockHeld(_)) => {
@@ -516,31 +556,35 @@ async fn fix(
 
 /// Record `report` in the state: the job's last result, and per fixed target a fix (which may
 /// open its circuit: the report says which did).
-pub fn record(env: &Env, job: &Job, report: &mut Report) -> Result<(), String> {
+pub async fn record(env: &Env, job: &Job, report: &mut Report) -> Result<(), String> {
     let now = jiff::Timestamp::now();
-    let opened = state::update(&env.state_dir, |s| {
-        let js = s.jobs.entry(job.name.clone()).or_default();
-        js.last_run = Some(now);
-        js.last_result = Some(report.status.clone());
-        js.last_exit = Some(report.exit);
-        js.last_run_id = report.run.clone();
-        if report.verdict != Verdict::Failed {
-            js.last_success = Some(now);
-        }
-        // A fix that changed something counts its targets; one that failed counts every
-        // target it worked on (so a fix that fails every time cools down and trips the
-        // circuit too).
-        let counted = if report.verdict == Verdict::Failed && !report.attempted.is_empty() {
-            &report.attempted
-        } else {
-            &report.fixed
-        };
-        counted
-            .iter()
-            .filter(|t| js.record_fix(t, now, job))
-            .cloned()
-            .collect::<Vec<_>>()
-    })?;
+    let opened = env
+        .store
+        .update(|s| {
+            let js = s.jobs.entry(job.name.clone()).or_default();
+            js.in_flight = None;
+            js.last_run = Some(now);
+            js.last_result = Some(report.status.clone());
+            js.last_exit = Some(report.exit);
+            js.last_run_id = report.run.clone();
+            if report.verdict != Verdict::Failed {
+                js.last_success = Some(now);
+            }
+            // A fix that changed something counts its targets; one that failed counts every
+            // target it worked on (so a fix that fails every time cools down and trips the
+            // circuit too).
+            let counted = if report.verdict == Verdict::Failed && !report.attempted.is_empty() {
+                &report.attempted
+            } else {
+                &report.fixed
+            };
+            counted
+                .iter()
+                .filter(|t| js.record_fix(t, now, job))
+                .cloned()
+                .collect::<Vec<_>>()
+        })
+        .await?;
     report.circuits_opened = opened;
     Ok(())
 }

@@ -7,6 +7,10 @@
 //! The daemon and the `status`/`reset` commands change the file only through [`update`]: an
 //! exclusive lock on `daemon-state.lock`, read, change, write to a temporary file, fsync,
 //! rename. A reset made while the daemon runs is therefore never lost.
+//!
+//! With etcd coordination ([`Store::Etcd`]) the same document is the key `PREFIX/daemon/state`,
+//! changed by compare-and-swap (read with its revision, change, write if still at that
+//! revision, else again), so it is shared by every replica and survives a failover.
 
 use std::collections::BTreeMap;
 use std::fs::OpenOptions;
@@ -44,6 +48,20 @@ pub struct JobState {
     pub next_run: Option<Timestamp>,
     #[serde(default)]
     pub targets: BTreeMap<String, TargetState>,
+    /// A run of the job under way: set by the leader before it starts, cleared when its result
+    /// is recorded. Still set when a new leader takes over: that run was interrupted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub in_flight: Option<InFlight>,
+}
+
+/// A job's run under way (see [`JobState::in_flight`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct InFlight {
+    /// The token its locks carry as their holder's run.
+    pub token: String,
+    /// The daemon running it (`remedy daemon (...) on HOST pid N`).
+    pub by: String,
+    pub since: Timestamp,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -134,6 +152,82 @@ impl JobState {
             self.targets.remove(n);
         }
         names
+    }
+}
+
+/// Where the state is kept: the state directory's file, or etcd.
+#[derive(Debug, Clone)]
+pub enum Store {
+    Local(PathBuf),
+    Etcd(std::sync::Arc<crate::coord::Coordinator>),
+}
+
+/// The etcd document (under the coordination prefix).
+const ETCD_DOC: &str = "daemon/state";
+
+impl Store {
+    /// The store that goes with `coord`: etcd's document, or the state directory's file.
+    pub fn new(coord: &std::sync::Arc<crate::coord::Coordinator>) -> Store {
+        match coord.as_ref() {
+            crate::coord::Coordinator::Local { dir } => Store::Local(dir.clone()),
+            crate::coord::Coordinator::Etcd(_) => Store::Etcd(coord.clone()),
+        }
+    }
+
+    /// Where, for messages.
+    pub fn describe(&self) -> String {
+        match self {
+            Store::Local(dir) => path(dir).display().to_string(),
+            Store::Etcd(c) => format!("{ETCD_DOC} in {}", c.describe()),
+        }
+    }
+
+    fn etcd(&self) -> Option<&crate::coord::etcd::Etcd> {
+        match self {
+            Store::Etcd(c) => match c.as_ref() {
+                crate::coord::Coordinator::Etcd(e) => Some(e),
+                crate::coord::Coordinator::Local { .. } => None,
+            },
+            Store::Local(_) => None,
+        }
+    }
+
+    /// The state now (empty when there is none yet).
+    pub async fn load(&self) -> Result<State, String> {
+        match (self, self.etcd()) {
+            (_, Some(e)) => Ok(parse_doc(e.get_doc(ETCD_DOC).await?.0)?),
+            (Store::Local(dir), _) => load(dir),
+            (Store::Etcd(_), None) => Err("no etcd behind the state store".into()),
+        }
+    }
+
+    /// Change the state: read, `f`, write; with etcd `f` runs again on the state as it is now
+    /// when another replica (or `remedy daemon reset`) wrote in between.
+    pub async fn update<R>(&self, mut f: impl FnMut(&mut State) -> R) -> Result<R, String> {
+        let Some(e) = self.etcd() else {
+            return match self {
+                Store::Local(dir) => update(dir, f),
+                Store::Etcd(_) => Err("no etcd behind the state store".into()),
+            };
+        };
+        for _ in 0..50 {
+            let (doc, revision) = e.get_doc(ETCD_DOC).await?;
+            let mut state = parse_doc(doc)?;
+            let r = f(&mut state);
+            let text = serde_json::to_vec(&state).map_err(|e| e.to_string())?;
+            if e.cas_doc(ETCD_DOC, revision, text).await? {
+                return Ok(r);
+            }
+        }
+        Err("the daemon state in etcd kept changing under this update (50 tries)".into())
+    }
+}
+
+fn parse_doc(doc: Option<Vec<u8>>) -> Result<State, String> {
+    match doc {
+        None => Ok(State::default()),
+        Some(bytes) => serde_json::from_slice(&bytes)
+            .map_err(|e| format!("{ETCD_DOC} in etcd: not a daemon state document: {e}")),
     }
 }
 

@@ -1,0 +1,754 @@
+//! Coordination through a real etcd cluster (issue 23), with the real binary: "machines" are
+//! separate state directories and audit logs, each `remedy` its own process, all pointed at
+//! one etcd by `--coordination`. Each run starts its own embedded simulated zone
+//! (inventories/lab.yml), so the only thing the processes share is etcd.
+//!
+//! Without the `etcd` binary these tests say SKIPPED; under CI=true they fail.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use remedy_tests::etcd::Cluster;
+use serde_json::Value;
+
+const REMEDY: &str = env!("CARGO_BIN_EXE_remedy-cli");
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// One machine: its own state directory and audit log.
+struct Machine {
+    dir: tempfile::TempDir,
+    url: String,
+}
+
+impl Machine {
+    fn new(url: &str) -> Machine {
+        Machine {
+            dir: tempfile::tempdir().unwrap(),
+            url: url.to_string(),
+        }
+    }
+
+    fn audit(&self) -> PathBuf {
+        self.dir.path().join("audit.jsonl")
+    }
+
+    fn command(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(REMEDY);
+        c.current_dir(repo())
+            .args(args)
+            .env("REMEDY_STATE_DIR", self.dir.path().join("state"))
+            .env("REMEDY_AUDIT_LOG", self.audit())
+            .env("REMEDY_COORDINATION", &self.url)
+            .env_remove("REMEDY_INVENTORY")
+            .env("NO_COLOR", "1");
+        c
+    }
+
+    /// `remedy apply PLAYBOOK -i inventories/lab.yml --yes ARGS...`.
+    fn apply(&self, playbook: &Path, more: &[&str]) -> Command {
+        let p = playbook.display().to_string();
+        let mut args = vec!["apply", p.as_str(), "-i", "inventories/lab.yml", "--yes"];
+        args.extend(more);
+        self.command(&args)
+    }
+
+    fn records(&self) -> Vec<Value> {
+        std::fs::read_to_string(self.audit())
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    }
+
+    fn event(&self, event: &str) -> Option<Value> {
+        self.records().into_iter().find(|r| r["event"] == event)
+    }
+
+    /// Waits until this machine's run has logged `event`.
+    fn wait_for(&self, event: &str, within: Duration) -> Value {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(r) = self.event(event) {
+                return r;
+            }
+            assert!(Instant::now() < deadline, "no {event} within {within:?}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "exit {:?}\nstdout:\n{}\nstderr:\n{}",
+        o.status.code(),
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+fn spawn(mut c: Command) -> Child {
+    c.stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start remedy")
+}
+
+/// A playbook that changes a setting through the API (so the CloudStack API lock is taken and
+/// there is something to roll back), then holds the routers for `secs`.
+fn holding(dir: &Path, secs: u64) -> PathBuf {
+    let p = dir.join(format!("hold-{secs}.yml"));
+    std::fs::write(
+        &p,
+        format!(
+            "name: hold\ndescription: change a setting, then hold the routers\nsteps:\n  \
+             - id: setting\n    cs_setting: {{ name: secstorage.allowed.internal.sites, value: 10.9.0.0/16 }}\n  \
+             - id: hold\n    on: routers\n    needs: [setting]\n    wait: {secs}s\n"
+        ),
+    )
+    .unwrap();
+    p
+}
+
+/// Waits until `m`'s run changed the setting and went on to hold the routers (a read-only
+/// step logs only its end).
+fn holding_now(m: &Machine) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !m
+        .records()
+        .iter()
+        .any(|r| r["event"] == "step_end" && r["step"] == "setting")
+    {
+        assert!(Instant::now() < deadline, "the setting never changed");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+}
+
+fn ts(r: &Value) -> jiff::Timestamp {
+    r["ts"].as_str().unwrap().parse().unwrap()
+}
+
+/// One machine holds the routers and the API; another machine's apply is refused (exit 6)
+/// naming the holder on the first (its pid and host); a third waits with --wait-lock and
+/// starts the moment the first lets go.
+#[test]
+fn a_lock_on_one_machine_is_seen_on_another_and_wait_lock_follows_its_release() {
+    let Some(cluster) = Cluster::start(1) else {
+        return;
+    };
+    let url = cluster.url("/remedy/zone-a", 4);
+    let (a, b, c) = (Machine::new(&url), Machine::new(&url), Machine::new(&url));
+    let pb = holding(a.dir.path(), 4);
+    let first = spawn(a.apply(&pb, &[]));
+    a.wait_for("step_start", Duration::from_secs(60));
+
+    let o = b.apply(&pb, &[]).output().unwrap();
+    assert_eq!(o.status.code(), Some(6), "{}", text(&o));
+    let err = String::from_utf8_lossy(&o.stderr);
+    let host = remedy::app::hostname();
+    assert!(
+        err.contains(&format!(
+            "is locked by {} (remedy apply hold) (pid {} on {host}, run ",
+            remedy::app::operator(),
+            first.id()
+        )),
+        "{}",
+        text(&o)
+    );
+    assert!(b.event("step_start").is_none(), "nothing started on b");
+    // Another zone's prefix on the same cluster is not held.
+    let other_zone = Machine::new(&cluster.url("/remedy/zone-a2", 4));
+    let o = other_zone
+        .apply(&holding(other_zone.dir.path(), 0), &[])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+
+    // `remedy locks` on a third machine lists the first one's locks.
+    let o = c.command(&["locks"]).output().unwrap();
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(out.contains("cloudstack-api: "), "{}", text(&o));
+    assert!(out.contains("r-930-VM: "), "{}", text(&o));
+    assert!(
+        out.contains(&format!("pid {} on {host}", first.id())),
+        "{out}"
+    );
+
+    let waiting = spawn(c.apply(&pb, &["--wait-lock", "60s"]));
+    let o = first.wait_with_output().unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let o = waiting.wait_with_output().unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let released = ts(&a.wait_for("run_end", Duration::ZERO));
+    let started = ts(&c.wait_for("step_start", Duration::ZERO));
+    let gap = started.duration_since(released);
+    assert!(
+        gap < jiff::SignedDuration::from_millis(1500),
+        "the waiting run started {gap:?} after the other ended"
+    );
+    // Nothing is left held.
+    let o = c.command(&["locks"]).output().unwrap();
+    assert!(
+        String::from_utf8_lossy(&o.stdout).starts_with("no locks held (etcd at "),
+        "{}",
+        text(&o)
+    );
+}
+
+/// The cluster freezes (every member SIGSTOPped) while a run holds its locks: the run cannot
+/// keep its lease alive, so it starts nothing more and rolls back its change (exit 2), and the
+/// audit log says why. Once the cluster is back, the locks are free within the lease's TTL.
+#[test]
+fn a_lease_that_cannot_be_kept_alive_stops_the_run_and_rolls_it_back() {
+    let Some(cluster) = Cluster::start(3) else {
+        return;
+    };
+    let url = cluster.url("/remedy/zone-b", 4);
+    let a = Machine::new(&url);
+    let pb = holding(a.dir.path(), 30);
+    let run = spawn(a.apply(&pb, &[]));
+    // The setting changed; the routers are being held.
+    holding_now(&a);
+    let frozen = Instant::now();
+    cluster.freeze();
+    let o = run.wait_with_output().unwrap();
+    let took = frozen.elapsed();
+    cluster.thaw();
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(took < Duration::from_secs(25), "stopped after {took:?}");
+    let end = a.wait_for("run_end", Duration::ZERO);
+    assert!(
+        end["status"]
+            .as_str()
+            .unwrap()
+            .contains("locks lost: the lock lease could not be kept alive"),
+        "{end}"
+    );
+    let undo = a.wait_for("undo_end", Duration::ZERO);
+    assert_eq!(undo["step"], "setting");
+    assert_eq!(undo["ok"], true, "{undo}");
+    assert_eq!(undo["restored"], true, "{undo}");
+    let o = a.command(&["audit", "verify"]).output().unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+
+    // Back: the old lease expires within its TTL and the targets are free.
+    let back = Instant::now();
+    let b = Machine::new(&url);
+    let quick = holding(b.dir.path(), 0);
+    let o = b.apply(&quick, &["--wait-lock", "30s"]).output().unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert!(
+        back.elapsed() < Duration::from_secs(15),
+        "free only after {:?}",
+        back.elapsed()
+    );
+}
+
+/// One member of three is killed mid-run: the quorum holds, the run never notices.
+#[test]
+fn a_member_killed_mid_run_goes_unnoticed() {
+    let Some(mut cluster) = Cluster::start(3) else {
+        return;
+    };
+    let url = cluster.url("/remedy/zone-c", 4);
+    let a = Machine::new(&url);
+    let pb = holding(a.dir.path(), 6);
+    let run = spawn(a.apply(&pb, &[]));
+    a.wait_for("step_start", Duration::from_secs(60));
+    std::thread::sleep(Duration::from_secs(1));
+    cluster.kill(0);
+    let o = run.wait_with_output().unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let end = a.wait_for("run_end", Duration::ZERO);
+    assert_eq!(end["status"], "ok", "{end}");
+}
+
+/// `remedy locks break` refuses without --yes; with it the holder's run sees its lock lost and
+/// rolls back, and the break is in the breaker's audit log.
+#[test]
+fn breaking_a_lock_stops_its_holder_and_is_audited() {
+    let Some(cluster) = Cluster::start(1) else {
+        return;
+    };
+    let url = cluster.url("/remedy/zone-d", 4);
+    let (a, ops) = (Machine::new(&url), Machine::new(&url));
+    let pb = holding(a.dir.path(), 30);
+    let run = spawn(a.apply(&pb, &[]));
+    holding_now(&a);
+    let o = ops
+        .command(&["locks", "break", "r-930-VM"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("refusing to break the lock without --yes"),
+        "{}",
+        text(&o)
+    );
+    assert!(ops.event("lock_broken").is_none());
+
+    let o = ops
+        .command(&["locks", "break", "r-930-VM", "--yes"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let rec = ops.wait_for("lock_broken", Duration::ZERO);
+    assert_eq!(rec["target"], "r-930-VM");
+    assert!(
+        rec["holder"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("pid {}", run.id())),
+        "{rec}"
+    );
+    let o = run.wait_with_output().unwrap();
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    let end = a.wait_for("run_end", Duration::ZERO);
+    assert!(
+        end["status"]
+            .as_str()
+            .unwrap()
+            .contains("locks lost: the lock on r-930-VM was removed"),
+        "{end}"
+    );
+    let o = ops.command(&["audit", "verify"]).output().unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+}
+
+/// `GET path` from a daemon's /metrics listener: the body.
+fn http_get(addr: &str, path: &str) -> Option<String> {
+    use std::io::{Read as _, Write as _};
+    let mut s = std::net::TcpStream::connect(addr).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").ok()?;
+    let mut reply = String::new();
+    s.read_to_string(&mut reply).ok()?;
+    reply.split_once("\r\n\r\n").map(|(_, b)| b.to_string())
+}
+
+/// A sample of a daemon's /metrics, by its line's start (`remedy_daemon_leader `).
+fn metric(addr: &str, line_start: &str) -> Option<f64> {
+    http_get(addr, "/metrics")?
+        .lines()
+        .find_map(|l| l.strip_prefix(line_start))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+fn free_addr() -> String {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().to_string()
+}
+
+/// A `remedy daemon` process; killed (SIGKILL) when dropped.
+struct Daemon {
+    child: Child,
+    addr: String,
+    machine: Machine,
+}
+
+impl Daemon {
+    fn start(url: &str, jobs: &Path) -> Daemon {
+        let machine = Machine::new(url);
+        let addr = free_addr();
+        let log = std::fs::File::create(machine.dir.path().join("daemon.log")).unwrap();
+        let child = machine
+            .command(&[
+                "daemon",
+                "--jobs",
+                &jobs.display().to_string(),
+                "--listen",
+                &addr,
+            ])
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start remedy daemon");
+        Daemon {
+            child,
+            addr,
+            machine,
+        }
+    }
+
+    fn leads(&self) -> Option<bool> {
+        metric(&self.addr, "remedy_daemon_leader ").map(|v| v == 1.0)
+    }
+
+    fn runs(&self) -> f64 {
+        metric(&self.addr, "remedy_job_runs_total{job=\"dns\"} ").unwrap_or(0.0)
+    }
+
+    /// The fixes it tried (audited applies).
+    fn applies(&self) -> usize {
+        self.machine
+            .records()
+            .iter()
+            .filter(|r| r["event"] == "run_start" && r["mode"] == "apply")
+            .count()
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.machine.dir.path().join("daemon.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Waits until exactly one of `ds` leads; its index.
+fn one_leader(ds: &[&Daemon], within: Duration) -> usize {
+    let deadline = Instant::now() + within;
+    loop {
+        let leading: Vec<usize> = ds
+            .iter()
+            .enumerate()
+            .filter(|(_, d)| d.leads() == Some(true))
+            .map(|(i, _)| i)
+            .collect();
+        if leading.len() == 1 {
+            return leading[0];
+        }
+        assert!(
+            leading.len() <= 1,
+            "two daemons lead at once:\n{}\n---\n{}",
+            ds[0].log(),
+            ds[1].log()
+        );
+        assert!(
+            Instant::now() < deadline,
+            "no leader within {within:?}:\n{}\n---\n{}",
+            ds[0].log(),
+            ds[1].log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Two daemons (two processes, two state directories) on one etcd and one simulated zone: one
+/// leads and only it runs the job, once per tick; a fix that fails every time trips the
+/// circuit after 3 tries (state in etcd); kill -9 the leader and the other takes over within
+/// the lease TTL plus a tick, finds the circuit still open and tries no fourth fix.
+#[test]
+fn two_daemons_elect_one_leader_that_fails_over_with_the_flap_guard() {
+    let Some(cluster) = Cluster::start(3) else {
+        return;
+    };
+    let ttl = 3;
+    let url = cluster.url("/remedy/zone-e", ttl);
+    let home = tempfile::tempdir().unwrap();
+    let inv = home.path().join("lab-live.yml");
+    let lab = remedy_tests::lab::Lab::start(REMEDY, "dnsmasq-dead", &inv, home.path());
+    // Every restart of dnsmasq fails: each fix attempt counts towards the circuit.
+    let faults =
+        r#"{"ssh": [{"command": "systemctl restart dnsmasq", "effect": "fail", "next": 1000}]}"#;
+    lab.patch_faults(faults);
+    let jobs = home.path().join("jobs.yml");
+    std::fs::write(
+        &jobs,
+        format!(
+            "jobs:\n  - name: dns\n    playbook: {}\n    inventory: {}\n    params: {{ vpc: web-vpc }}\n    every: 1s\n    cooldown: 0s\n    circuit: {{ fixes: 3, window: 1h }}\n",
+            repo().join("playbooks/restart-dnsmasq.yml").display(),
+            inv.display()
+        ),
+    )
+    .unwrap();
+    let a = Daemon::start(&url, &jobs);
+    let b = Daemon::start(&url, &jobs);
+    let first = one_leader(&[&a, &b], Duration::from_secs(30));
+    let (leader, other) = if first == 0 { (&a, &b) } else { (&b, &a) };
+
+    // The circuit opens after three failed fixes, all by the leader.
+    let status = |m: &Machine| {
+        let o = m
+            .command(&["daemon", "status", "--jobs", &jobs.display().to_string()])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&o.stdout).to_string()
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !status(&other.machine).contains("circuit open since") {
+        assert!(
+            Instant::now() < deadline,
+            "the circuit never opened:\n{}\n{}",
+            status(&other.machine),
+            leader.log()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(leader.applies(), 3, "{}", leader.log());
+    assert_eq!(other.applies(), 0, "only the leader runs");
+    assert_eq!(
+        other.runs(),
+        0.0,
+        "the other daemon ran nothing: {}",
+        other.log()
+    );
+    // Once per tick: over 4 s of 1 s ticks, 3 to 5 runs, by the leader alone.
+    let before = leader.runs();
+    std::thread::sleep(Duration::from_secs(4));
+    let ran = leader.runs() - before;
+    assert!((3.0..=5.0).contains(&ran), "{ran} runs in 4 s of 1 s ticks");
+    assert_eq!(other.runs(), 0.0);
+    let shown = status(&other.machine);
+    assert!(
+        shown.starts_with("leader: remedy daemon ("),
+        "status names the leader: {shown}"
+    );
+
+    // kill -9 the leader: the other takes over within TTL + a tick (+ slack for this machine).
+    let (mut leader, other) = if first == 0 { (a, b) } else { (b, a) };
+    let _ = leader.child.kill();
+    let _ = leader.child.wait();
+    let killed = Instant::now();
+    while other.leads() != Some(true) {
+        assert!(
+            killed.elapsed() < Duration::from_secs(ttl + 1 + 4),
+            "no takeover after {:?}:\n{}",
+            killed.elapsed(),
+            other.log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let took = killed.elapsed();
+    assert!(
+        took >= Duration::from_millis(500),
+        "took over at once? {took:?}"
+    );
+    // It runs the job, finds the circuit open and tries no fourth fix.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while other.runs() < 2.0 {
+        assert!(
+            Instant::now() < deadline,
+            "the new leader never ran: {}",
+            other.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(
+        other.applies(),
+        0,
+        "no fix under an open circuit: {}",
+        other.log()
+    );
+    assert!(status(&other.machine).contains("circuit open since"));
+    drop(leader);
+    lab.stop();
+}
+
+/// TLS with a client certificate, and etcd's own authentication with the password given by
+/// reference: locks work through them; a wrong password, or no client certificate, is refused
+/// before anything runs, and the password is never printed.
+#[test]
+fn tls_with_a_client_certificate_and_a_password_by_reference() {
+    let Some(cluster) = Cluster::start_tls() else {
+        return;
+    };
+    let certs = cluster.tls.clone().unwrap();
+    // A user that may use /remedy/ only; then authentication on.
+    for args in [
+        &["user", "add", "root:r00t-Pw-771"][..],
+        &["role", "add", "remedy"],
+        &[
+            "role",
+            "grant-permission",
+            "remedy",
+            "readwrite",
+            "/remedy/",
+            "--prefix=true",
+        ],
+        &["user", "add", "remedy:S3cr3t-Etcd-442"],
+        &["user", "grant-role", "remedy", "remedy"],
+        &["auth", "enable"],
+    ] {
+        cluster.etcdctl(args);
+    }
+    let pw = cluster.dir.path().join("etcd-password");
+    std::fs::write(&pw, "S3cr3t-Etcd-442\n").unwrap();
+    let url = |password: &str, cert: bool| {
+        let mut u = format!(
+            "etcds://{}/remedy/zone-f?ttl=4s&ca={}&user=remedy&password={password}",
+            cluster.endpoints(),
+            certs.ca.display()
+        );
+        if cert {
+            u.push_str(&format!(
+                "&cert={}&key={}",
+                certs.client.display(),
+                certs.client_key.display()
+            ));
+        }
+        u
+    };
+
+    // Good: a lock taken and released through TLS and auth (password from a file).
+    let good = Machine::new(&url(&format!("file:{}", pw.display()), true));
+    let pb = holding(good.dir.path(), 0);
+    let o = good.apply(&pb, &[]).output().unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let o = good.command(&["locks"]).output().unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stdout).starts_with("no locks held (etcd at "),
+        "{}",
+        text(&o)
+    );
+    // The password from the environment works too.
+    let env_url = url("env:REMEDY_TEST_ETCD_PW", true);
+    let o = Machine::new(&env_url)
+        .command(&["locks"])
+        .env("REMEDY_TEST_ETCD_PW", "S3cr3t-Etcd-442")
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+
+    // A wrong password: refused before anything runs, the password not repeated.
+    let wrong = Machine::new(&env_url);
+    let o = wrong
+        .apply(&pb, &[])
+        .env("REMEDY_TEST_ETCD_PW", "Wr0ng-Pw-Zebra-5")
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    let all = text(&o);
+    assert!(all.contains("coordination: "), "{all}");
+    assert!(!all.contains("Wr0ng-Pw-Zebra-5"), "{all}");
+    assert!(wrong.event("step_start").is_none(), "nothing ran");
+    // No client certificate: refused by the cluster.
+    let o = Machine::new(&url(&format!("file:{}", pw.display()), false))
+        .command(&["locks"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    // An inline password is refused without being repeated.
+    let o = Machine::new(&url("S3cr3t-Etcd-442", true))
+        .command(&["locks"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    let all = text(&o);
+    assert!(all.contains("an inline password is refused"), "{all}");
+    assert!(!all.contains("S3cr3t-Etcd-442"), "{all}");
+}
+
+/// The leader is killed (-9) in the middle of a fix: the run stays recorded in flight in etcd.
+/// The other daemon takes over, says the run was interrupted, and runs the job again from its
+/// detection (the restart the killed run sent lands meanwhile: nothing is fixed twice blindly);
+/// dnsmasq ends up running.
+#[test]
+fn a_run_in_flight_when_the_leader_dies_is_checked_by_the_next_leader() {
+    let Some(cluster) = Cluster::start(3) else {
+        return;
+    };
+    let ttl = 3;
+    let url = cluster.url("/remedy/zone-g", ttl);
+    let home = tempfile::tempdir().unwrap();
+    let inv = home.path().join("lab-live.yml");
+    let lab = remedy_tests::lab::Lab::start(REMEDY, "dnsmasq-dead", &inv, home.path());
+    // The first restart hangs for 6 s before it runs (it runs even if its client is gone).
+    lab.patch_faults(
+        r#"{"ssh": [{"command": "systemctl restart dnsmasq", "effect": "hang", "hang_ms": 6000}]}"#,
+    );
+    let jobs = home.path().join("jobs.yml");
+    std::fs::write(
+        &jobs,
+        format!(
+            "jobs:\n  - name: dns\n    playbook: {}\n    inventory: {}\n    params: {{ vpc: web-vpc }}\n    every: 1s\n    cooldown: 0s\n    circuit: {{ fixes: 5, window: 1h }}\n",
+            repo().join("playbooks/restart-dnsmasq.yml").display(),
+            inv.display()
+        ),
+    )
+    .unwrap();
+    let a = Daemon::start(&url, &jobs);
+    let b = Daemon::start(&url, &jobs);
+    let first = one_leader(&[&a, &b], Duration::from_secs(30));
+    let (mut leader, other) = if first == 0 { (a, b) } else { (b, a) };
+    // The leader's fix is under way: the restart is sent (and hangs).
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !leader
+        .machine
+        .records()
+        .iter()
+        .any(|r| r["event"] == "step_start" && r["step"] == "restart")
+    {
+        assert!(
+            Instant::now() < deadline,
+            "no fix started: {}",
+            leader.log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let status = || {
+        let o = other
+            .machine
+            .command(&["daemon", "status"])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&o.stdout).to_string()
+    };
+    let shown = status();
+    assert!(shown.contains("  running:      since "), "{shown}");
+    let _ = leader.child.kill();
+    let _ = leader.child.wait();
+    let killed = Instant::now();
+    while other.leads() != Some(true) {
+        assert!(
+            killed.elapsed() < Duration::from_secs(ttl + 1 + 4),
+            "no takeover: {}",
+            other.log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // It says the run was interrupted, then checks the job again.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !other
+        .log()
+        .contains("was still in flight when its daemon stopped")
+    {
+        assert!(Instant::now() < deadline, "{}", other.log());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        status().contains("interrupted: the run daemon-"),
+        "{}",
+        status()
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while other.runs() < 1.0 {
+        assert!(
+            Instant::now() < deadline,
+            "never ran again: {}",
+            other.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // dnsmasq is active in the end (the hung restart landed, or the new leader's fix did).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let w = lab.world();
+        let state = w["vms"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|v| v["name"] == "r-930-VM")
+            .map(|v| v["guest"]["services"]["dnsmasq"]["state"].clone());
+        if state == Some(serde_json::json!("active")) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "dnsmasq: {state:?}\n{}",
+            other.log()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    drop(leader);
+    lab.stop();
+}
