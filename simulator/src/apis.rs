@@ -79,8 +79,8 @@ pub fn all() -> impl Iterator<Item = &'static ApiSpec> {
 #[cfg(test)]
 mod tests {
     #[test]
-    fn table_loads_all_41_apis() {
-        assert_eq!(super::all().count(), 41);
+    fn table_loads_all_48_apis() {
+        assert_eq!(super::all().count(), 48);
         let spec = super::get("LISTROUTERS").unwrap();
         assert_eq!(spec.list_item_key.as_deref(), Some("router"));
         assert!(super::get("updatePhysicalNetwork").unwrap().isasync);

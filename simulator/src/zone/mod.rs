@@ -48,10 +48,12 @@ mod jobs;
 mod lists;
 pub mod model;
 mod mslog;
+mod providers;
 mod seed;
 mod settings;
 mod validate;
 pub mod vlan;
+mod volumes;
 
 use std::collections::BTreeMap;
 
@@ -289,6 +291,7 @@ impl Zone {
             "queryAsyncJobResult" => Ok(self.query_job(key, &p)),
             "updateConfiguration" => self.update_configuration(key, &p),
             "updateHost" => self.update_host(key, &p),
+            "changeServiceForRouter" => self.change_service_for_router(key, &p),
             "listApis" => catalog::list_apis(key, &p),
             "listCapabilities" => Ok(json!({ key: {"capability": catalog::capabilities()} })),
             name if spec.isasync => self.start_job(name, key, &p, faults, now),
@@ -360,3 +363,6 @@ mod seed_case_tests;
 
 #[cfg(test)]
 mod catalog_tests;
+
+#[cfg(test)]
+mod peer_api_tests;
