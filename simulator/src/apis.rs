@@ -1,7 +1,7 @@
 //! The API table: every command the simulator serves, with its parameters and reply keys, read
 //! from `data/cloudstack-apis.json` (CloudStack 4.18 `listApis` data for the APIs remedy uses,
-//! the 4.20 placement and maintenance APIs added for issue 21, and the discovery, account and
-//! offering APIs real clients ask for, added for issue 22).
+//! the 4.20 placement and maintenance APIs added for issue 21, and the discovery, account,
+//! offering, volume and network service provider APIs real clients call, added for issue 22).
 
 use std::collections::BTreeMap;
 use std::sync::OnceLock;

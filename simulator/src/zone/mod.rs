@@ -7,7 +7,9 @@
 //! Modules: `model` (objects and the rules tying them to guest state), `guest` (what SSH
 //! sees inside a machine), `seed` (building a zone from a scenario), `validate` (generic
 //! parameter checks), `lists` (list commands and API views), `jobs` (async commands),
-//! `vlan` (VLAN ranges and IPv4 CIDRs).
+//! `vlan` (VLAN ranges and IPv4 CIDRs), `catalog` (discovery, tenancy, offerings,
+//! `updateHost`, `changeServiceForRouter`), `providers` (network service providers and their
+//! elements), `volumes` (`listVolumes`), and the compute, agent and log modules.
 //!
 //! Rules worth knowing:
 //! - **Visibility.** The caller is the root admin. System VMs, hosts, settings and its own
