@@ -10,6 +10,9 @@
 //! - `ansible-inventory --list` over `remedy inventory --list` (as a script inventory) and over
 //!   remedy's own inventory files, compared host by host and variable by variable with
 //!   remedy's view;
+//! - OpenSSH's `ssh` (the system's openssh-client) and `ansible -m raw` with the connection
+//!   variables `remedy inventory --list` prints, to a hypervisor and to a router through its
+//!   hypervisor, and a host key that differs refused;
 //! - the `cs` command line (`cs` 5.2) for `listApis` and `listCapabilities`.
 //!
 //! The clients come from the venv `.ci/install-test-deps` makes (`$REMEDY_CS_PYTHON`'s
