@@ -476,6 +476,10 @@ fn host_resourcestate(state: &Value, name: &str) -> Value {
     named(&state["world"], "hosts", name)["resourcestate"].clone()
 }
 
+fn vm_offering(state: &Value, name: &str) -> Value {
+    named(&state["world"], "vms", name)["offeringid"].clone()
+}
+
 fn provider_state(state: &Value, name: &str) -> Value {
     named(&state["world"]["physnets"][0], "providers", name)["state"].clone()
 }
@@ -709,6 +713,53 @@ fn ngine_modules_against_the_lab() {
                     )
                 })
             }),
+    );
+    let seeded = vm_offering(&check.before, "r-931-VM");
+    c.record(
+        client,
+        "`cs_router` service_offering changed on a stopped router, and back",
+        "",
+        seq(vec![
+            check
+                .ok("cs_router service_offering change", true)
+                .map(|_| ()),
+            real.ok("cs_router service_offering change", true)
+                .map(|_| ()),
+            ensure(real.called("changeServiceForRouter") == [Some(200)], || {
+                format!(
+                    "change: changeServiceForRouter calls {:?}",
+                    real.called("changeServiceForRouter")
+                )
+            }),
+            ensure(vm_offering(&real.after, "r-931-VM") != seeded, || {
+                format!("change: r-931-VM's offering is still {seeded}")
+            }),
+            zone_is(
+                &real,
+                "r-931-VM",
+                vm_state(&real.after, "r-931-VM"),
+                json!("Stopped"),
+            ),
+            again
+                .ok("cs_router service_offering change", false)
+                .map(|_| ()),
+            field(
+                &again,
+                "cs_router service_offering change",
+                "service_offering",
+                json!("System Offering For Console Proxy"),
+            ),
+            back_check
+                .ok("cs_router service_offering back", true)
+                .map(|_| ()),
+            back.ok("cs_router service_offering back", true).map(|_| ()),
+            zone_is(
+                &back,
+                "r-931-VM's offering",
+                vm_offering(&back.after, "r-931-VM"),
+                seeded.clone(),
+            ),
+        ]),
     );
     c.record(
         client,

@@ -190,7 +190,7 @@ pub(super) fn is_provider(w: &World, id: &str) -> bool {
 
 /// Whether `id` names an element of that kind.
 pub(super) fn is_element(w: &World, kind: Element, id: &str) -> bool {
-    !elements(w, kind).iter().all(|e| e["id"] != id)
+    elements(w, kind).iter().any(|e| e["id"] == id)
 }
 
 impl Zone {
