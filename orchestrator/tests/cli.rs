@@ -942,7 +942,7 @@ fn lab_logs_an_api_it_does_not_implement() {
         }
     }
     let o = remedy(
-        &["api", "-i", inv.to_str().unwrap(), "listVolumes"],
+        &["api", "-i", inv.to_str().unwrap(), "listSnapshots"],
         dir.path(),
     );
     let t = text(&o);
@@ -978,7 +978,7 @@ fn lab_logs_an_api_it_does_not_implement() {
     assert!(
         lines[0]
             .trim_end()
-            .ends_with("not implemented: listVolumes"),
+            .ends_with("not implemented: listSnapshots"),
         "{err}"
     );
 }

@@ -10,6 +10,9 @@
 //! - `ansible-inventory --list` over `remedy inventory --list` (as a script inventory) and over
 //!   remedy's own inventory files, compared host by host and variable by variable with
 //!   remedy's view;
+//! - OpenSSH's `ssh` (the system's openssh-client) and `ansible -m raw` with the connection
+//!   variables `remedy inventory --list` prints, to a hypervisor and to a router through its
+//!   hypervisor, and a host key that differs refused;
 //! - the `cs` command line (`cs` 5.2) for `listApis` and `listCapabilities`.
 //!
 //! The clients come from the venv `.ci/install-test-deps` makes (`$REMEDY_CS_PYTHON`'s
@@ -473,6 +476,14 @@ fn host_resourcestate(state: &Value, name: &str) -> Value {
     named(&state["world"], "hosts", name)["resourcestate"].clone()
 }
 
+fn vm_offering(state: &Value, name: &str) -> Value {
+    named(&state["world"], "vms", name)["offeringid"].clone()
+}
+
+fn provider_state(state: &Value, name: &str) -> Value {
+    named(&state["world"]["physnets"][0], "providers", name)["state"].clone()
+}
+
 /// A zone state value is `want`.
 fn zone_is(run: &Run, what: &str, got: Value, want: Value) -> Result<(), String> {
     ensure(got == want, || {
@@ -588,17 +599,75 @@ fn ngine_modules_against_the_lab() {
     );
     c.record(
         client,
-        "`cs_physical_network` nsps_enabled=[ConfigDrive]",
-        "VirtualRouter, VpcVirtualRouter and InternalLbVm also need listVirtualRouterElements / \
-         listInternalLoadBalancerElements, which the zone lacks",
+        "`cs_physical_network` nsps_enabled=[ConfigDrive, VpcVirtualRouter, InternalLbVm] (enabled already)",
+        "",
         reads("cs_physical_network nsps_enabled", &|r| {
-            field(
-                r,
-                "cs_physical_network nsps_enabled",
-                "nsps_enabled",
-                json!(["ConfigDrive"]),
-            )
+            all(vec![
+                field(
+                    r,
+                    "cs_physical_network nsps_enabled",
+                    "nsps_enabled",
+                    json!(["ConfigDrive", "VpcVirtualRouter", "InternalLbVm"]),
+                ),
+                ensure(
+                    r.called("listVirtualRouterElements") == [Some(200)]
+                        && r.called("listInternalLoadBalancerElements") == [Some(200)],
+                    || {
+                        format!(
+                            "{}: the elements were not read: listVirtualRouterElements {:?}, \
+                             listInternalLoadBalancerElements {:?}",
+                            r.label,
+                            r.called("listVirtualRouterElements"),
+                            r.called("listInternalLoadBalancerElements")
+                        )
+                    },
+                ),
+            ])
         }),
+    );
+    c.record(
+        client,
+        "`cs_physical_network` nsps_disabled=[VirtualRouter], then nsps_enabled=[VirtualRouter]",
+        "",
+        seq(vec![
+            check
+                .ok("cs_physical_network nsps_disabled", true)
+                .map(|_| ()),
+            real.ok("cs_physical_network nsps_disabled", true)
+                .map(|_| ()),
+            zone_is(
+                &real,
+                "the VirtualRouter provider",
+                provider_state(&real.after, "VirtualRouter"),
+                json!("Disabled"),
+            ),
+            again
+                .ok("cs_physical_network nsps_disabled", false)
+                .map(|_| ()),
+            back_check
+                .ok("cs_physical_network nsps_enabled VirtualRouter", true)
+                .map(|_| ()),
+            back.ok("cs_physical_network nsps_enabled VirtualRouter", true)
+                .map(|_| ()),
+            ensure(
+                back.called("updateNetworkServiceProvider") == [Some(200)]
+                    && back.called("configureVirtualRouterElement").is_empty(),
+                || {
+                    format!(
+                        "back: updateNetworkServiceProvider calls {:?}, \
+                         configureVirtualRouterElement calls {:?} (its element is enabled)",
+                        back.called("updateNetworkServiceProvider"),
+                        back.called("configureVirtualRouterElement")
+                    )
+                },
+            ),
+            zone_is(
+                &back,
+                "the VirtualRouter provider",
+                provider_state(&back.after, "VirtualRouter"),
+                json!("Enabled"),
+            ),
+        ]),
     );
     c.record(
         client,
@@ -644,6 +713,53 @@ fn ngine_modules_against_the_lab() {
                     )
                 })
             }),
+    );
+    let seeded = vm_offering(&check.before, "r-931-VM");
+    c.record(
+        client,
+        "`cs_router` service_offering changed on a stopped router, and back",
+        "",
+        seq(vec![
+            check
+                .ok("cs_router service_offering change", true)
+                .map(|_| ()),
+            real.ok("cs_router service_offering change", true)
+                .map(|_| ()),
+            ensure(real.called("changeServiceForRouter") == [Some(200)], || {
+                format!(
+                    "change: changeServiceForRouter calls {:?}",
+                    real.called("changeServiceForRouter")
+                )
+            }),
+            ensure(vm_offering(&real.after, "r-931-VM") != seeded, || {
+                format!("change: r-931-VM's offering is still {seeded}")
+            }),
+            zone_is(
+                &real,
+                "r-931-VM",
+                vm_state(&real.after, "r-931-VM"),
+                json!("Stopped"),
+            ),
+            again
+                .ok("cs_router service_offering change", false)
+                .map(|_| ()),
+            field(
+                &again,
+                "cs_router service_offering change",
+                "service_offering",
+                json!("System Offering For Console Proxy"),
+            ),
+            back_check
+                .ok("cs_router service_offering back", true)
+                .map(|_| ()),
+            back.ok("cs_router service_offering back", true).map(|_| ()),
+            zone_is(
+                &back,
+                "r-931-VM's offering",
+                vm_offering(&back.after, "r-931-VM"),
+                seeded.clone(),
+            ),
+        ]),
     );
     c.record(
         client,
@@ -817,7 +933,28 @@ fn ngine_modules_against_the_lab() {
                     r.label,
                     task_text(got)
                 )
-            })
+            })?;
+            // each with its ROOT volume, from listVolumes
+            all(got["instances"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|i| {
+                    let number = i["instance_name"]
+                        .as_str()
+                        .and_then(|n| n.split('-').nth(2))
+                        .unwrap_or("?");
+                    let want = json!([{
+                        "name": format!("ROOT-{number}"), "size": 8u64 << 30, "type": "ROOT",
+                    }]);
+                    ensure(i["volumes"] == want, || {
+                        format!(
+                            "{}: {} has volumes {}, expected {want}",
+                            r.label, i["name"], i["volumes"]
+                        )
+                    })
+                })
+                .collect())
         }),
     );
     c.record(
@@ -1146,15 +1283,10 @@ fn ngine_inventory_plugin_over_the_lab() {
     c.finish();
 }
 
-/// `remedy inventory --list` as Ansible's script inventory, over the lab: Ansible reads the
-/// same hosts, groups and variables as remedy printed, and can reach the system VMs.
-#[test]
-fn ansible_inventory_reads_remedy_inventory_list() {
-    let Some(bin) = venv_bin() else { return };
-    let peer = Peer::start(bin);
-    let mut c = Checks::new("inventory-script");
-    let client = "ansible-inventory (ansible-core 2.19)";
-    // The wrapper keeps what remedy printed, to compare Ansible's reading with it exactly.
+/// An executable script that runs `remedy inventory -i lab-live.yml --list` (Ansible's script
+/// inventory), and the file where it keeps what remedy printed, to compare Ansible's reading
+/// with it exactly.
+fn script_inventory(peer: &Peer) -> (PathBuf, PathBuf) {
     let printed = peer.dir.path().join("remedy-list.json");
     let script = peer.dir.path().join("remedy-inventory");
     std::fs::write(
@@ -1172,6 +1304,18 @@ fn ansible_inventory_reads_remedy_inventory_list() {
     .unwrap();
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    (script, printed)
+}
+
+/// `remedy inventory --list` as Ansible's script inventory, over the lab: Ansible reads the
+/// same hosts, groups and variables as remedy printed, and can reach the system VMs.
+#[test]
+fn ansible_inventory_reads_remedy_inventory_list() {
+    let Some(bin) = venv_bin() else { return };
+    let peer = Peer::start(bin);
+    let mut c = Checks::new("inventory-script");
+    let client = "ansible-inventory (ansible-core 2.19)";
+    let (script, printed) = script_inventory(&peer);
 
     let ansible = ansible_inventory(&peer, &script);
     let remedy = std::fs::read(&printed)
@@ -1269,6 +1413,195 @@ fn ansible_inventory_reads_remedy_inventory_files() {
         "refused (exit 4): the embedded simulator's zone, ports and key vanish when remedy \
          exits; `remedy lab --write-inventory` makes a lasting one",
         refused,
+    );
+    c.finish();
+}
+
+// ---------------------------------------------------------------------------------------------
+// OpenSSH and Ansible's ssh connection with what `remedy inventory --list` prints
+// ---------------------------------------------------------------------------------------------
+
+/// `ssh` (the system's OpenSSH client) to `host` with exactly the connection variables
+/// `remedy inventory --list` printed for it: `ansible_ssh_common_args` split as Ansible splits
+/// it, then the key, port, user and address, as Ansible's ssh connection adds them. No ssh
+/// config file; `HOME` is the peer's own (the ProxyCommand's inner ssh reads nothing else).
+fn openssh(
+    peer: &Peer,
+    vars: &serde_json::Map<String, Value>,
+    common_args: &str,
+    command: &str,
+) -> Result<String, String> {
+    let text = |k: &str| match vars.get(k) {
+        Some(Value::String(s)) => Ok(s.clone()),
+        Some(Value::Number(n)) => Ok(n.to_string()),
+        _ => Err(format!("no {k} in {vars:?}")),
+    };
+    let words = shlex::split(common_args)
+        .ok_or_else(|| format!("ansible_ssh_common_args does not split: {common_args}"))?;
+    let out = Command::new("ssh")
+        .args([
+            "-F",
+            "/dev/null",
+            "-o",
+            "BatchMode=yes",
+            "-o",
+            "ConnectTimeout=20",
+        ])
+        .args(&words)
+        .arg("-i")
+        .arg(text("ansible_ssh_private_key_file")?)
+        .arg("-p")
+        .arg(text("ansible_port")?)
+        .arg("-l")
+        .arg(text("ansible_user")?)
+        .arg(text("ansible_host")?)
+        .arg(command)
+        .env("HOME", peer.home())
+        .output()
+        .map_err(|e| format!("ssh: {e}"))?;
+    if !out.status.success() {
+        return Err(format!("ssh {command} failed: {}", peer.shown(&out)));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// The lab's known_hosts with the line of `[127.0.0.1]:PORT` given another machine's key,
+/// written beside it; the path.
+fn known_hosts_with_wrong_key(known_hosts: &Path, port: &str) -> Result<PathBuf, String> {
+    let text = std::fs::read_to_string(known_hosts).map_err(|e| e.to_string())?;
+    let lines: Vec<&str> = text.lines().filter(|l| !l.starts_with('#')).collect();
+    let own = format!("[127.0.0.1]:{port} ");
+    let other_key = lines
+        .iter()
+        .find(|l| !l.starts_with(&own))
+        .and_then(|l| l.split_once(' '))
+        .map(|(_, key)| key)
+        .ok_or("the known_hosts has one line only")?;
+    let changed: String = lines
+        .iter()
+        .map(|l| {
+            if l.starts_with(&own) {
+                format!("{own}{other_key}\n")
+            } else {
+                format!("{l}\n")
+            }
+        })
+        .collect();
+    let path = known_hosts.with_extension("wrong");
+    std::fs::write(&path, changed).map_err(|e| e.to_string())?;
+    Ok(path)
+}
+
+/// The `ansible_ssh_common_args` that `remedy inventory --list` prints (host key checks
+/// against the lab's own known_hosts, a ProxyCommand through the hypervisor for system VMs)
+/// work with a plain OpenSSH client and with Ansible's ssh connection, against `remedy lab`.
+#[test]
+fn openssh_and_ansible_connect_with_remedy_inventory_list() {
+    let Some(bin) = venv_bin() else { return };
+    if Command::new("ssh").arg("-V").output().is_err() {
+        cloudstack_sim::testing::skip("peers (OpenSSH)", "no ssh client (openssh-client)");
+        return;
+    }
+    let peer = Peer::start(bin);
+    let mut c = Checks::new("ssh");
+    let client = "OpenSSH (Debian openssh-client)";
+    let list = remedy_inventory(&peer, &peer.inventory());
+    let hostvars = |host: &str| {
+        list.as_ref().map_err(Clone::clone).and_then(|l| {
+            l["_meta"]["hostvars"][host]
+                .as_object()
+                .cloned()
+                .ok_or_else(|| format!("remedy inventory --list has no {host}: {l:#}"))
+        })
+    };
+    let args = |vars: &serde_json::Map<String, Value>| {
+        vars.get("ansible_ssh_common_args")
+            .and_then(Value::as_str)
+            .map(str::to_string)
+            .ok_or_else(|| format!("no ansible_ssh_common_args: {vars:?}"))
+    };
+    let kvm = hostvars("kvm01");
+    let hypervisor = kvm.clone().and_then(|vars| {
+        let out = openssh(&peer, &vars, &args(&vars)?, "hostname")?;
+        ensure(out == "kvm01\n", || format!("hostname printed {out:?}"))
+    });
+    c.record(
+        client,
+        "`ssh` with `remedy inventory --list`'s args to a hypervisor (`hostname`)",
+        "",
+        hypervisor,
+    );
+    let refused = kvm.and_then(|vars| {
+        let args = args(&vars)?;
+        let file = args
+            .split_whitespace()
+            .find_map(|w| w.strip_prefix("UserKnownHostsFile="))
+            .ok_or_else(|| format!("no UserKnownHostsFile in {args}"))?;
+        let port = vars["ansible_port"].to_string();
+        let wrong = known_hosts_with_wrong_key(Path::new(file), &port)?;
+        let args = args.replace(file, &wrong.display().to_string());
+        match openssh(&peer, &vars, &args, "hostname") {
+            Ok(out) => Err(format!("ssh accepted a host key that differs: {out:?}")),
+            Err(e) => ensure(e.contains("Host key verification failed"), || {
+                format!("not a host key refusal: {e}")
+            }),
+        }
+    });
+    c.record(
+        client,
+        "the same, with another key for the hypervisor in known_hosts: refused",
+        "",
+        refused,
+    );
+    let router = "r-930-VM";
+    let want_status = hostvars(router).and_then(|vars| {
+        vars.get("cs")
+            .and_then(|cs| cs["redundantstate"].as_str())
+            .map(|s| format!("Status: {s}\n"))
+            .ok_or_else(|| format!("{router} has no cs.redundantstate"))
+    });
+    let through = hostvars(router).and_then(|vars| {
+        let args = args(&vars)?;
+        ensure(args.contains("ProxyCommand=ssh -W %h:%p"), || {
+            format!("{router}: no ProxyCommand through its hypervisor in {args}")
+        })?;
+        let out = openssh(&peer, &vars, &args, "/opt/cloud/bin/checkrouter.sh")?;
+        let want = want_status.clone()?;
+        ensure(out == want, || {
+            format!("checkrouter.sh printed {out:?}, listRouters says {want:?}")
+        })
+    });
+    c.record(
+        client,
+        "`ssh` with `remedy inventory --list`'s args to a router, through its hypervisor \
+         (`checkrouter.sh`)",
+        "",
+        through,
+    );
+    let (script, _) = script_inventory(&peer);
+    let out = peer
+        .tool("ansible")
+        .arg(router)
+        .arg("-i")
+        .arg(&script)
+        .args(["-m", "raw", "-a", "/opt/cloud/bin/checkrouter.sh"])
+        .output()
+        .expect("run ansible");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let raw = want_status.and_then(|want| {
+        ensure(
+            out.status.success()
+                && stdout.contains(&format!("{router} | CHANGED | rc=0 >>"))
+                && stdout.lines().any(|l| format!("{l}\n") == want),
+            || format!("expected {want:?} from {router}: {}", peer.shown(&out)),
+        )
+    });
+    c.record(
+        "ansible (ansible-core 2.19)",
+        "`ansible ROUTER -m raw -a checkrouter.sh` over `remedy inventory --list` (script \
+         inventory)",
+        "",
+        raw,
     );
     c.finish();
 }

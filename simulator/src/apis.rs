@@ -1,7 +1,7 @@
 //! The API table: every command the simulator serves, with its parameters and reply keys, read
 //! from `data/cloudstack-apis.json` (CloudStack 4.18 `listApis` data for the APIs remedy uses,
-//! the 4.20 placement and maintenance APIs added for issue 21, and the discovery, account and
-//! offering APIs real clients ask for, added for issue 22).
+//! the 4.20 placement and maintenance APIs added for issue 21, and the discovery, account,
+//! offering, volume and network service provider APIs real clients call, added for issue 22).
 
 use std::collections::BTreeMap;
 use std::sync::OnceLock;
@@ -79,8 +79,8 @@ pub fn all() -> impl Iterator<Item = &'static ApiSpec> {
 #[cfg(test)]
 mod tests {
     #[test]
-    fn table_loads_all_41_apis() {
-        assert_eq!(super::all().count(), 41);
+    fn table_loads_all_48_apis() {
+        assert_eq!(super::all().count(), 48);
         let spec = super::get("LISTROUTERS").unwrap();
         assert_eq!(spec.list_item_key.as_deref(), Some("router"));
         assert!(super::get("updatePhysicalNetwork").unwrap().isasync);

@@ -1,8 +1,9 @@
 //! What the zone offers besides its machines, as real clients ask for it before they act:
 //! `listApis` (from the zone's own API table, so cloudmonkey's `sync` learns exactly what the
-//! zone serves), `listCapabilities`, `listDomains`, `listAccounts`, `listVPCOfferings`,
-//! `listNetworkServiceProviders`, `listTags`, and `updateHost` (a hypervisor's allocation
-//! state and tags). The list views go through `lists.rs`'s filters and paging.
+//! zone serves), `listCapabilities`, `listDomains`, `listAccounts`, `listVPCOfferings`, the
+//! system offerings, `listTags`, `updateHost` (a hypervisor's allocation state and tags) and
+//! `changeServiceForRouter` (a stopped router's system offering). The list views go through
+//! `lists.rs`'s filters and paging; the network service providers are `providers.rs`'s.
 //!
 //! The tenancy is the one the rest of the zone assumes: domain ROOT with the root admin
 //! account `admin` (the caller) and the user account `ops` that owns the VPCs, networks,
@@ -34,45 +35,6 @@ const VPC_SERVICES: [(&str, &str); 9] = [
     ("StaticNat", "VpcVirtualRouter"),
     ("UserData", "VpcVirtualRouter"),
     ("Vpn", "VpcVirtualRouter"),
-];
-
-/// The network service providers of the physical network: (name, state, services).
-const PROVIDERS: [(&str, &str, &[&str]); 5] = [
-    (
-        "VirtualRouter",
-        "Enabled",
-        &[
-            "Dhcp",
-            "Dns",
-            "Firewall",
-            "Gateway",
-            "Lb",
-            "PortForwarding",
-            "SourceNat",
-            "StaticNat",
-            "UserData",
-            "Vpn",
-        ],
-    ),
-    (
-        "VpcVirtualRouter",
-        "Enabled",
-        &[
-            "Dhcp",
-            "Dns",
-            "Gateway",
-            "Lb",
-            "NetworkACL",
-            "PortForwarding",
-            "SourceNat",
-            "StaticNat",
-            "UserData",
-            "Vpn",
-        ],
-    ),
-    ("InternalLbVm", "Enabled", &["Lb"]),
-    ("ConfigDrive", "Enabled", &["UserData"]),
-    ("SecurityGroupProvider", "Disabled", &["SecurityGroup"]),
 ];
 
 /// The system offerings: (name, system VM type, CPUs, MHz, MiB).
@@ -123,9 +85,20 @@ pub(super) fn system_offerings(p: &Params) -> Vec<Value> {
 
 /// Whether `id` names a system offering.
 pub(super) fn is_system_offering(id: &str) -> bool {
+    system_offering_name(id).is_some()
+}
+
+/// The name of the system offering `id`.
+pub(super) fn system_offering_name(id: &str) -> Option<&'static str> {
     SYSTEM_OFFERINGS
         .iter()
-        .any(|(name, ..)| id_for("serviceoffering", name) == id)
+        .map(|(name, ..)| *name)
+        .find(|name| id_for("serviceoffering", name) == id)
+}
+
+/// The system offering routers are deployed with (`systemvmtype` `domainrouter`).
+pub(super) fn router_offering_id() -> String {
+    id_for("serviceoffering", SYSTEM_OFFERINGS[0].0)
 }
 
 /// The id of a VPC offering by name.
@@ -210,24 +183,6 @@ pub(super) fn vpc_offerings(p: &Params) -> Vec<Value> {
                 "isdefault": default, "state": "Enabled", "created": CREATED,
                 "distributedvpcrouter": false, "supportsregionLevelvpc": false,
                 "redundantrouter": redundant, "internetprotocol": "IPv4", "service": service,
-            })
-        })
-        .collect()
-}
-
-/// `listNetworkServiceProviders` of the physical network (all of them without
-/// `physicalnetworkid`).
-pub(super) fn providers(w: &World) -> Vec<Value> {
-    w.physnets
-        .iter()
-        .flat_map(|pn| {
-            PROVIDERS.iter().map(|(name, state, services)| {
-                json!({
-                    "id": id_for("nsp", &format!("{}/{name}", pn.id)), "name": name,
-                    "physicalnetworkid": pn.id, "state": state, "servicelist": services,
-                    "canenableindividualservice": *name != "SecurityGroupProvider",
-                    "destinationphysicalnetworkid": "0",
-                })
             })
         })
         .collect()
@@ -340,5 +295,43 @@ impl Zone {
             .find(|h| h["id"] == id)
             .unwrap_or(Value::Null);
         Ok(json!({ key: {"host": item} }))
+    }
+
+    /// changeServiceForRouter, as 4.18's `upgradeRouter`: the offering it already has changes
+    /// nothing (in any state); another must be a system offering (431) and the router Stopped
+    /// (431), and becomes its offering. Offerings and routers are checked to exist before
+    /// (`validate.rs`). The error texts name the offering by its id where the server prints
+    /// its database id.
+    pub(super) fn change_service_for_router(
+        &mut self,
+        key: &str,
+        p: &Params,
+    ) -> Result<Value, (u16, String)> {
+        let (id, offering) = (
+            p.get("id").unwrap_or_default(),
+            p.get("serviceofferingid").unwrap_or_default(),
+        );
+        let vm = self.world.vm(id).expect("validated router");
+        if vm.offeringid != offering {
+            if !is_system_offering(offering) {
+                return Err((
+                    431,
+                    format!("Cannot upgrade router vm to a non system service offering {offering}"),
+                ));
+            }
+            if vm.state != "Stopped" {
+                return Err((
+                    431,
+                    format!(
+                        "Unable to upgrade router {} in state {}; make sure the router is stopped and not in an error state before upgrading.",
+                        vm.log_name(),
+                        vm.state
+                    ),
+                ));
+            }
+            self.world.vm_mut(id).expect("validated router").offeringid = offering.to_string();
+        }
+        let vm = self.world.vm(id).expect("validated router");
+        Ok(json!({ key: {"router": self.router_json(vm)} }))
     }
 }

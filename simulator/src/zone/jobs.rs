@@ -77,6 +77,18 @@ pub(super) enum Effect {
         vm: String,
         nic: String,
     },
+    /// updateNetworkServiceProvider (see `providers.rs`).
+    UpdateProvider {
+        id: String,
+        state: Option<String>,
+        services: Option<String>,
+    },
+    /// configureVirtualRouterElement / configureInternalLoadBalancerElement.
+    ConfigureElement {
+        id: String,
+        internal_lb: bool,
+        enabled: bool,
+    },
 }
 
 /// The physical network's database id, which the server's VLAN refusals name.
@@ -139,6 +151,9 @@ pub(super) fn class_of(command: &str) -> String {
         "cancelHostMaintenance" => Some("admin.host.CancelMaintenanceCmd"),
         "migrateVirtualMachine" => Some("admin.vm.MigrateVMCmd"),
         "removeNicFromVirtualMachine" => Some("user.vm.RemoveNicFromVMCmd"),
+        "configureInternalLoadBalancerElement" => {
+            Some("admin.internallb.ConfigureInternalLoadBalancerElementCmd")
+        }
         "destroyVirtualMachine" => Some("user.vm.DestroyVMCmd"),
         "stopVirtualMachine" => Some("user.vm.StopVMCmd"),
         _ => None,
@@ -147,7 +162,8 @@ pub(super) fn class_of(command: &str) -> String {
         return format!("org.apache.cloudstack.api.command.{class}");
     }
     let package = match command {
-        "updatePhysicalNetwork" => "admin.network",
+        "updatePhysicalNetwork" | "updateNetworkServiceProvider" => "admin.network",
+        "configureVirtualRouterElement" => "admin.router",
         "rebootRouter" | "stopRouter" | "startRouter" => "admin.router",
         "restartVPC" => "user.vpc",
         "restartNetwork" => "user.network",
@@ -347,6 +363,23 @@ impl Zone {
                 },
                 "VirtualMachine",
             ),
+            // no instance type: the server records none for these jobs
+            "updateNetworkServiceProvider" => (
+                Effect::UpdateProvider {
+                    id: id.to_string(),
+                    state: p.get("state").map(str::to_string),
+                    services: p.get("servicelist").map(str::to_string),
+                },
+                "",
+            ),
+            "configureVirtualRouterElement" | "configureInternalLoadBalancerElement" => (
+                Effect::ConfigureElement {
+                    id: id.to_string(),
+                    internal_lb: command == "configureInternalLoadBalancerElement",
+                    enabled: p.flag("enabled"),
+                },
+                "",
+            ),
             _ => {
                 let verb = command.trim_end_matches("SystemVm");
                 let effect = Effect::SystemVm {
@@ -428,6 +461,11 @@ impl Zone {
             Effect::CancelMaintenance { host } => return self.cancel_check(host),
             Effect::Migrate { vm, host } => return self.migrate_check(vm, host),
             Effect::RemoveNic { vm, nic } => return self.remove_nic_check(vm, nic),
+            Effect::UpdateProvider {
+                id,
+                state,
+                services,
+            } => return self.provider_check(id, state.as_deref(), services.as_deref()),
             _ => return Ok(()),
         };
         let vm = self.world.vm(id).expect("validated id");
@@ -635,6 +673,23 @@ impl Zone {
             Effect::CancelMaintenance { host } => self.cancel_done(host),
             Effect::Migrate { vm, host } => self.migrate_done(vm, host),
             Effect::RemoveNic { vm, nic } => self.remove_nic_done(vm, nic),
+            Effect::UpdateProvider {
+                id,
+                state,
+                services,
+            } => self.provider_update(id, state.as_deref(), services.as_deref()),
+            Effect::ConfigureElement {
+                id,
+                internal_lb,
+                enabled,
+            } => {
+                let kind = if *internal_lb {
+                    super::providers::Element::InternalLb
+                } else {
+                    super::providers::Element::VirtualRouter
+                };
+                self.element_configure(kind, id, *enabled)
+            }
             Effect::Restart {
                 vpcid,
                 networks,
@@ -794,10 +849,16 @@ impl Zone {
 
     /// A job record as `queryAsyncJobResult` and `listAsyncJobs` show it.
     pub(super) fn job_json(&self, j: &Job) -> Value {
+        // a job without an instance type names no instance (omit_empty drops both)
+        let instanceid = if j.instancetype.is_empty() {
+            ""
+        } else {
+            j.instanceid.as_str()
+        };
         let mut item = json!({
             "jobid": j.jobid, "cmd": j.cmd, "jobstatus": j.status, "jobprocstatus": 0,
             "jobresultcode": j.resultcode, "jobinstancetype": j.instancetype,
-            "jobinstanceid": j.instanceid, "accountid": id_for("account", ADMIN_ACCOUNT),
+            "jobinstanceid": instanceid, "accountid": id_for("account", ADMIN_ACCOUNT),
             "userid": id_for("user", ADMIN_ACCOUNT), "account": ADMIN_ACCOUNT,
             "domainid": self.world.domain_id, "created": ts(j.created),
         });

@@ -18,11 +18,12 @@ use super::{vlan, Params, Zone};
 use crate::apis::ApiSpec;
 
 /// Lists whose items belong to an account (see the module doc).
-const ACCOUNT_SCOPED: [&str; 4] = [
+const ACCOUNT_SCOPED: [&str; 5] = [
     "listVPCs",
     "listNetworks",
     "listVirtualMachines",
     "listRouters",
+    "listVolumes",
 ];
 
 /// The ROOT domain as the server's messages print it (`DomainVO.toString`: id and path).
@@ -49,7 +50,7 @@ impl Acl {
 
 /// Fields compared for equality (ignoring ASCII case) with the parameter of the same name,
 /// when the command declares that parameter.
-const EQUALITY_FILTERS: [&str; 18] = [
+const EQUALITY_FILTERS: [&str; 20] = [
     "id",
     "serviceofferingid",
     "templateid",
@@ -68,6 +69,8 @@ const EQUALITY_FILTERS: [&str; 18] = [
     "version",
     "restartrequired",
     "category",
+    "nspid",
+    "enabled",
 ];
 
 impl Zone {
@@ -204,7 +207,12 @@ impl Zone {
             "listDomains" => super::catalog::domains(w),
             "listAccounts" => super::catalog::accounts(w, p),
             "listVPCOfferings" => super::catalog::vpc_offerings(p),
-            "listNetworkServiceProviders" => super::catalog::providers(w),
+            "listNetworkServiceProviders" => super::providers::providers(w),
+            "listVirtualRouterElements" | "listInternalLoadBalancerElements" => {
+                let kind = super::providers::Element::of_command(&spec.name);
+                super::providers::elements(w, kind.expect("an element list"))
+            }
+            "listVolumes" => super::volumes::volumes(w, p),
             "listTags" => Vec::new(),
             "listTemplates" => w.templates.iter().map(|t| template_json(w, t)).collect(),
             "listAsyncJobs" => self.jobs.iter().map(|j| self.job_json(j)).collect(),
@@ -359,6 +367,8 @@ impl Zone {
             "guestnetworkid": first_tier.map_or("", |n| n.id.as_str()),
             "guestipaddress": first_tier.map_or("", |n| n.gateway.as_str()),
             "publicip": v.publicip, "role": "VIRTUAL_ROUTER", "version": VERSION,
+            "serviceofferingid": v.offeringid,
+            "serviceofferingname": super::catalog::system_offering_name(&v.offeringid).unwrap_or(""),
             "requiresupgrade": false, "templateversion": "Cloudstack Release 4.18.2",
             "healthchecksfailed": dnsmasq_down,
             "account": USER_ACCOUNT, "domain": DOMAIN, "domainid": w.domain_id,
@@ -457,9 +467,11 @@ fn matches(spec: &ApiSpec, p: &Params, item: &Value) -> bool {
         let Some(want) = p.get(key).filter(|_| declared(key)) else {
             continue;
         };
-        // listConfigurations' scope ids pick the values, not the items (see settings.rs)
+        // listConfigurations' scope ids pick the values, not the items (see settings.rs);
+        // listVolumes' hostid picks the volumes' VMs (see volumes.rs)
         let scope_id = spec.name == "listConfigurations" && key.ends_with("id");
-        if spec.name == "listTrafficTypes" || scope_id {
+        let vm_host = spec.name == "listVolumes" && key == "hostid";
+        if spec.name == "listTrafficTypes" || scope_id || vm_host {
             continue;
         }
         if !text(key).is_some_and(|have| have.eq_ignore_ascii_case(want)) {

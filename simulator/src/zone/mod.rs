@@ -7,7 +7,9 @@
 //! Modules: `model` (objects and the rules tying them to guest state), `guest` (what SSH
 //! sees inside a machine), `seed` (building a zone from a scenario), `validate` (generic
 //! parameter checks), `lists` (list commands and API views), `jobs` (async commands),
-//! `vlan` (VLAN ranges and IPv4 CIDRs).
+//! `vlan` (VLAN ranges and IPv4 CIDRs), `catalog` (discovery, tenancy, offerings,
+//! `updateHost`, `changeServiceForRouter`), `providers` (network service providers and their
+//! elements), `volumes` (`listVolumes`), and the compute, agent and log modules.
 //!
 //! Rules worth knowing:
 //! - **Visibility.** The caller is the root admin. System VMs, hosts, settings and its own
@@ -48,10 +50,12 @@ mod jobs;
 mod lists;
 pub mod model;
 mod mslog;
+mod providers;
 mod seed;
 mod settings;
 mod validate;
 pub mod vlan;
+mod volumes;
 
 use std::collections::BTreeMap;
 
@@ -289,6 +293,7 @@ impl Zone {
             "queryAsyncJobResult" => Ok(self.query_job(key, &p)),
             "updateConfiguration" => self.update_configuration(key, &p),
             "updateHost" => self.update_host(key, &p),
+            "changeServiceForRouter" => self.change_service_for_router(key, &p),
             "listApis" => catalog::list_apis(key, &p),
             "listCapabilities" => Ok(json!({ key: {"capability": catalog::capabilities()} })),
             name if spec.isasync => self.start_job(name, key, &p, faults, now),
@@ -360,3 +365,6 @@ mod seed_case_tests;
 
 #[cfg(test)]
 mod catalog_tests;
+
+#[cfg(test)]
+mod peer_api_tests;

@@ -55,6 +55,25 @@ pub struct PhysNet {
     /// `Enabled` or `Disabled`.
     pub state: String,
     pub traffic: Vec<TrafficType>,
+    /// Its network service providers (VirtualRouter, ...), as `listNetworkServiceProviders`
+    /// shows them; a zone saved without them gets the seeded ones.
+    #[serde(default = "super::providers::seeded")]
+    pub providers: Vec<Provider>,
+}
+
+/// A network service provider of a physical network, with the switch of the element that
+/// implements it (`listVirtualRouterElements`, `listInternalLoadBalancerElements`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Provider {
+    /// `VirtualRouter`, `VpcVirtualRouter`, `InternalLbVm`, `ConfigDrive`, ...
+    pub name: String,
+    /// `Enabled` or `Disabled`.
+    pub state: String,
+    /// The services it provides.
+    pub services: Vec<String>,
+    /// Whether its element is enabled; `None` for a provider without an element of its own
+    /// (it is always ready to be enabled).
+    pub element: Option<bool>,
 }
 
 /// A traffic type of a physical network, with its KVM bridge.
@@ -121,7 +140,8 @@ pub struct Vm {
     /// Its NICs' taps on its host's OVS bridges: (bridge, port).
     pub ports: Vec<(String, String)>,
     pub guest: Guest,
-    /// A guest VM's service offering and template (empty for routers and system VMs).
+    /// Its service offering: a guest VM's, or a router's system offering (changed with
+    /// changeServiceForRouter); empty for the SSVM and CPVM. And a guest VM's template.
     #[serde(default)]
     pub offeringid: String,
     #[serde(default)]

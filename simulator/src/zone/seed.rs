@@ -292,7 +292,7 @@ impl World {
             publicip: publicip.to_string(),
             ports: Vec::new(),
             guest,
-            offeringid: String::new(),
+            offeringid: super::catalog::router_offering_id(),
             templateid: String::new(),
             extra_nics: Vec::new(),
         });
@@ -409,6 +409,7 @@ fn physnet(guest_vlan: &str) -> PhysNet {
         vlan: super::vlan::format(&spans),
         state: "Enabled".into(),
         traffic,
+        providers: super::providers::seeded(),
     }
 }
 

@@ -41,6 +41,12 @@ enum Entity {
     Offering,
     Template,
     VpcOffering,
+    /// A physical network's service provider.
+    Provider,
+    /// A virtual router element, an internal load balancer element.
+    RouterElement,
+    InternalLbElement,
+    Volume,
     /// Something the simulated zone has none of (templates, projects, storage, ...).
     Absent,
 }
@@ -51,7 +57,17 @@ fn entity(command: &str, param: &str) -> Entity {
         "id" => match command {
             "listZones" => Entity::Zone,
             "listPhysicalNetworks" | "updatePhysicalNetwork" => Entity::PhysNet,
-            "listRouters" | "rebootRouter" | "stopRouter" | "startRouter" => Entity::Router,
+            "listRouters"
+            | "rebootRouter"
+            | "stopRouter"
+            | "startRouter"
+            | "changeServiceForRouter" => Entity::Router,
+            "updateNetworkServiceProvider" => Entity::Provider,
+            "listVirtualRouterElements" | "configureVirtualRouterElement" => Entity::RouterElement,
+            "listInternalLoadBalancerElements" | "configureInternalLoadBalancerElement" => {
+                Entity::InternalLbElement
+            }
+            "listVolumes" => Entity::Volume,
             "listNetworks" | "restartNetwork" => Entity::Network,
             "listVPCs" | "restartVPC" => Entity::Vpc,
             "listSystemVms" | "destroySystemVm" | "rebootSystemVm" | "startSystemVm"
@@ -84,6 +100,7 @@ fn entity(command: &str, param: &str) -> Entity {
         "nicid" => Entity::Nic,
         "serviceofferingid" => Entity::Offering,
         "templateid" => Entity::Template,
+        "nspid" => Entity::Provider,
         _ => Entity::Absent,
     }
 }
@@ -126,6 +143,14 @@ impl Zone {
                 .vms
                 .iter()
                 .any(|v| nics(w, v).iter().any(|n| n["id"] == id)),
+            Entity::Provider => super::providers::is_provider(w, id),
+            Entity::RouterElement => {
+                super::providers::is_element(w, super::providers::Element::VirtualRouter, id)
+            }
+            Entity::InternalLbElement => {
+                super::providers::is_element(w, super::providers::Element::InternalLb, id)
+            }
+            Entity::Volume => super::volumes::is_volume(w, id),
             Entity::Absent => false,
         }
     }
@@ -162,7 +187,7 @@ impl Zone {
                 "uuid" => v.is_empty() || self.exists(entity(&spec.name, &p.name), v),
                 "list" if p.name == "ids" => v
                     .split(',')
-                    .all(|id| self.exists(Entity::GuestVm, id.trim())),
+                    .all(|id| self.exists(entity(&spec.name, "id"), id.trim())),
                 "boolean" => v.eq_ignore_ascii_case("true") || v.eq_ignore_ascii_case("false"),
                 "integer" => v.trim().parse::<i32>().is_ok(),
                 "date" => is_date(v),
