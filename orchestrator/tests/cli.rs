@@ -1926,7 +1926,7 @@ fn show_separates_parameter_help_and_names_direct_predecessors() {
 }
 
 /// Every subcommand, as `remedy --help` lists them.
-const SUBCOMMANDS: [&str; 16] = [
+const SUBCOMMANDS: [&str; 17] = [
     "apply",
     "plan",
     "show-plan",
@@ -1941,6 +1941,7 @@ const SUBCOMMANDS: [&str; 16] = [
     "exec",
     "inventory",
     "audit",
+    "locks",
     "completions",
     "man",
 ];
