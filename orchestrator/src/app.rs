@@ -234,15 +234,19 @@ fn stop_when_lost(
     let (tx, rx) = watch::channel(*cancel.borrow());
     let reason = why.clone();
     tokio::spawn(async move {
-        let mut watching_lost = true;
-        loop {
+        // A sender gone (the signal handler's, or the locks') is only one source fewer.
+        let (mut cancel_open, mut lost_open) = (true, true);
+        while cancel_open || lost_open {
             tokio::select! {
-                c = cancel.changed() => match c {
-                    Ok(()) => { if *cancel.borrow() { let _ = tx.send(true); return; } }
-                    Err(_) if !watching_lost => return,
-                    Err(_) => std::future::pending::<()>().await,
+                c = cancel.changed(), if cancel_open => match c {
+                    Ok(()) if *cancel.borrow() => {
+                        let _ = tx.send(true);
+                        return;
+                    }
+                    Ok(()) => {}
+                    Err(_) => cancel_open = false,
                 },
-                l = lost.changed(), if watching_lost => match l {
+                l = lost.changed(), if lost_open => match l {
                     Ok(()) => {
                         if let Some(w) = lost.borrow().clone() {
                             let _ = reason.set(format!("locks lost: {w}"));
@@ -250,7 +254,7 @@ fn stop_when_lost(
                             return;
                         }
                     }
-                    Err(_) => watching_lost = false,
+                    Err(_) => lost_open = false,
                 },
                 () = tx.closed() => return,
             }
@@ -551,5 +555,25 @@ mod tests {
         assert!(!origin.cloudstack_source);
         assert_eq!(origin.cloudstack_endpoint, None);
         assert_eq!(inventory_origin(&[], &inv), None);
+    }
+
+    /// Locks lost stop the run with their reason, even when the signal handler's sender is
+    /// gone; a signal stops it without one.
+    #[tokio::test]
+    async fn lost_locks_set_the_cancel_flag_with_their_reason() {
+        let (signal_tx, signal) = watch::channel(false);
+        let (lost_tx, lost) = watch::channel(None);
+        let (mut cancel, why) = stop_when_lost(signal, Some(lost), None);
+        drop(signal_tx);
+        lost_tx.send(Some("the lease expired".into())).unwrap();
+        cancel.wait_for(|c| *c).await.unwrap();
+        assert_eq!(why.get().unwrap(), "locks lost: the lease expired");
+
+        let (signal_tx, signal) = watch::channel(false);
+        let (_lost_tx, lost) = watch::channel(None);
+        let (mut cancel, why) = stop_when_lost(signal, Some(lost), None);
+        signal_tx.send(true).unwrap();
+        cancel.wait_for(|c| *c).await.unwrap();
+        assert!(why.get().is_none());
     }
 }
