@@ -432,6 +432,65 @@ fn one_leader(ds: &[&Daemon], within: Duration) -> usize {
     }
 }
 
+/// Two daemon replicas on `cluster` (prefix `prefix`, lease TTL `ttl` s) over one `remedy lab`
+/// of dnsmasq-dead with the SSH fault `fault` (JSON): their job `dns` runs restart-dnsmasq on
+/// web-vpc every second, with the circuit opening after `fixes` fixes. Returns the lab (and
+/// the directory it lives in), the jobs file, the leader and the other.
+struct Replicas {
+    _home: tempfile::TempDir,
+    lab: remedy_tests::lab::Lab,
+    jobs: PathBuf,
+    leader: Daemon,
+    other: Daemon,
+}
+
+fn replicas(cluster: &Cluster, prefix: &str, ttl: u64, fault: &str, fixes: u32) -> Replicas {
+    let url = cluster.url(prefix, ttl);
+    let home = tempfile::tempdir().unwrap();
+    let inv = home.path().join("lab-live.yml");
+    let lab = remedy_tests::lab::Lab::start(REMEDY, "dnsmasq-dead", &inv, home.path());
+    lab.patch_faults(&format!(r#"{{"ssh": [{fault}]}}"#));
+    let jobs = home.path().join("jobs.yml");
+    std::fs::write(
+        &jobs,
+        format!(
+            "jobs:\n  - name: dns\n    playbook: {}\n    inventory: {}\n    params: {{ vpc: web-vpc }}\n    every: 1s\n    cooldown: 0s\n    circuit: {{ fixes: {fixes}, window: 1h }}\n",
+            repo().join("playbooks/restart-dnsmasq.yml").display(),
+            inv.display()
+        ),
+    )
+    .unwrap();
+    let a = Daemon::start(&url, &jobs);
+    let b = Daemon::start(&url, &jobs);
+    let first = one_leader(&[&a, &b], Duration::from_secs(30));
+    let (leader, other) = if first == 0 { (a, b) } else { (b, a) };
+    Replicas {
+        _home: home,
+        lab,
+        jobs,
+        leader,
+        other,
+    }
+}
+
+/// Kills (-9) `leader` and waits until `other` leads: within TTL + a tick (+ slack for this
+/// machine). How long it took.
+fn kill_and_take_over(leader: &mut Daemon, other: &Daemon, ttl: u64) -> Duration {
+    let _ = leader.child.kill();
+    let _ = leader.child.wait();
+    let killed = Instant::now();
+    while other.leads() != Some(true) {
+        assert!(
+            killed.elapsed() < Duration::from_secs(ttl + 1 + 4),
+            "no takeover after {:?}:\n{}",
+            killed.elapsed(),
+            other.log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    killed.elapsed()
+}
+
 /// Two daemons (two processes, two state directories) on one etcd and one simulated zone: one
 /// leads and only it runs the job, once per tick; a fix that fails every time trips the
 /// circuit after 3 tries (state in etcd); kill -9 the leader and the other takes over within
@@ -442,28 +501,15 @@ fn two_daemons_elect_one_leader_that_fails_over_with_the_flap_guard() {
         return;
     };
     let ttl = 3;
-    let url = cluster.url("/remedy/zone-e", ttl);
-    let home = tempfile::tempdir().unwrap();
-    let inv = home.path().join("lab-live.yml");
-    let lab = remedy_tests::lab::Lab::start(REMEDY, "dnsmasq-dead", &inv, home.path());
     // Every restart of dnsmasq fails: each fix attempt counts towards the circuit.
-    let faults =
-        r#"{"ssh": [{"command": "systemctl restart dnsmasq", "effect": "fail", "next": 1000}]}"#;
-    lab.patch_faults(faults);
-    let jobs = home.path().join("jobs.yml");
-    std::fs::write(
-        &jobs,
-        format!(
-            "jobs:\n  - name: dns\n    playbook: {}\n    inventory: {}\n    params: {{ vpc: web-vpc }}\n    every: 1s\n    cooldown: 0s\n    circuit: {{ fixes: 3, window: 1h }}\n",
-            repo().join("playbooks/restart-dnsmasq.yml").display(),
-            inv.display()
-        ),
-    )
-    .unwrap();
-    let a = Daemon::start(&url, &jobs);
-    let b = Daemon::start(&url, &jobs);
-    let first = one_leader(&[&a, &b], Duration::from_secs(30));
-    let (leader, other) = if first == 0 { (&a, &b) } else { (&b, &a) };
+    let fail = r#"{"command": "systemctl restart dnsmasq", "effect": "fail", "next": 1000}"#;
+    let Replicas {
+        _home,
+        lab,
+        jobs,
+        mut leader,
+        other,
+    } = replicas(&cluster, "/remedy/zone-e", ttl, fail, 3);
 
     // The circuit opens after three failed fixes, all by the leader.
     let status = |m: &Machine| {
@@ -503,21 +549,8 @@ fn two_daemons_elect_one_leader_that_fails_over_with_the_flap_guard() {
         "status names the leader: {shown}"
     );
 
-    // kill -9 the leader: the other takes over within TTL + a tick (+ slack for this machine).
-    let (mut leader, other) = if first == 0 { (a, b) } else { (b, a) };
-    let _ = leader.child.kill();
-    let _ = leader.child.wait();
-    let killed = Instant::now();
-    while other.leads() != Some(true) {
-        assert!(
-            killed.elapsed() < Duration::from_secs(ttl + 1 + 4),
-            "no takeover after {:?}:\n{}",
-            killed.elapsed(),
-            other.log()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let took = killed.elapsed();
+    // kill -9 the leader: the other takes over within TTL + a tick.
+    let took = kill_and_take_over(&mut leader, &other, ttl);
     assert!(
         took >= Duration::from_millis(500),
         "took over at once? {took:?}"
@@ -648,28 +681,15 @@ fn a_run_in_flight_when_the_leader_dies_is_checked_by_the_next_leader() {
         return;
     };
     let ttl = 3;
-    let url = cluster.url("/remedy/zone-g", ttl);
-    let home = tempfile::tempdir().unwrap();
-    let inv = home.path().join("lab-live.yml");
-    let lab = remedy_tests::lab::Lab::start(REMEDY, "dnsmasq-dead", &inv, home.path());
     // The first restart hangs for 6 s before it runs (it runs even if its client is gone).
-    lab.patch_faults(
-        r#"{"ssh": [{"command": "systemctl restart dnsmasq", "effect": "hang", "hang_ms": 6000}]}"#,
-    );
-    let jobs = home.path().join("jobs.yml");
-    std::fs::write(
-        &jobs,
-        format!(
-            "jobs:\n  - name: dns\n    playbook: {}\n    inventory: {}\n    params: {{ vpc: web-vpc }}\n    every: 1s\n    cooldown: 0s\n    circuit: {{ fixes: 5, window: 1h }}\n",
-            repo().join("playbooks/restart-dnsmasq.yml").display(),
-            inv.display()
-        ),
-    )
-    .unwrap();
-    let a = Daemon::start(&url, &jobs);
-    let b = Daemon::start(&url, &jobs);
-    let first = one_leader(&[&a, &b], Duration::from_secs(30));
-    let (mut leader, other) = if first == 0 { (a, b) } else { (b, a) };
+    let hang = r#"{"command": "systemctl restart dnsmasq", "effect": "hang", "hang_ms": 6000}"#;
+    let Replicas {
+        _home,
+        lab,
+        jobs: _,
+        mut leader,
+        other,
+    } = replicas(&cluster, "/remedy/zone-g", ttl, hang, 5);
     // The leader's fix is under way: the restart is sent (and hangs).
     let deadline = Instant::now() + Duration::from_secs(60);
     while !leader
@@ -695,17 +715,7 @@ fn a_run_in_flight_when_the_leader_dies_is_checked_by_the_next_leader() {
     };
     let shown = status();
     assert!(shown.contains("  running:      since "), "{shown}");
-    let _ = leader.child.kill();
-    let _ = leader.child.wait();
-    let killed = Instant::now();
-    while other.leads() != Some(true) {
-        assert!(
-            killed.elapsed() < Duration::from_secs(ttl + 1 + 4),
-            "no takeover: {}",
-            other.log()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    kill_and_take_over(&mut leader, &other, ttl);
     // It says the run was interrupted, then checks the job again.
     let deadline = Instant::now() + Duration::from_secs(30);
     while !other
