@@ -159,13 +159,45 @@ pub(crate) struct TriggersDoc {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct CloudstackDoc {
-    secret: SecretRef,
+    secret: SecretDoc,
 }
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct AlertmanagerDoc {
-    token: Option<SecretRef>,
+    token: Option<SecretDoc>,
+}
+
+/// A secret by reference, as the inventory writes one: `{ env: NAME }` or `{ file: PATH }`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SecretDoc {
+    env: Option<String>,
+    file: Option<PathBuf>,
+}
+
+impl SecretDoc {
+    /// The reference (a relative file relative to `base`), or an error at `path`.
+    fn check(
+        &self,
+        source: &Source,
+        path: &str,
+        base: &Path,
+        diags: &mut Vec<Diagnostic>,
+    ) -> Option<SecretRef> {
+        match (&self.env, &self.file) {
+            (Some(name), None) => Some(SecretRef::Env(name.clone())),
+            (None, Some(file)) => Some(SecretRef::File(base.join(file))),
+            _ => {
+                diags.push(Diagnostic::at(
+                    source,
+                    path,
+                    format!("{path}: a secret is given by reference: {{ env: NAME }} or {{ file: PATH }}"),
+                ));
+                None
+            }
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -182,14 +214,6 @@ struct PollDoc {
 
 fn yes() -> bool {
     true
-}
-
-/// A secret reference's relative file made relative to the jobs file's directory.
-fn anchored(r: &SecretRef, base: &Path) -> SecretRef {
-    match r {
-        SecretRef::File(p) => SecretRef::File(base.join(p)),
-        other => other.clone(),
-    }
 }
 
 impl TriggersDoc {
@@ -259,13 +283,19 @@ impl TriggersDoc {
                 alerts: p.alerts,
             });
         }
+        let cloudstack = self.cloudstack.as_ref().and_then(|c| {
+            c.secret
+                .check(source, "triggers.cloudstack.secret", base, diags)
+        });
+        let alertmanager = self.alertmanager.as_ref().map(|a| {
+            a.token.as_ref().and_then(|t| {
+                t.check(source, "triggers.alertmanager.token", base, diags)
+            })
+        });
         Triggers {
             debounce,
-            cloudstack: self.cloudstack.as_ref().map(|c| anchored(&c.secret, base)),
-            alertmanager: self
-                .alertmanager
-                .as_ref()
-                .map(|a| a.token.as_ref().map(|t| anchored(t, base))),
+            cloudstack,
+            alertmanager,
             poll,
         }
     }

@@ -463,6 +463,101 @@ fn template(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::daemon::jobs::{Jobs, Schedule};
+
+    const HEAD: &str = "listen: 127.0.0.1:9187\ntriggers:\n  cloudstack: { secret: { env: CS_SECRET } }\njobs:\n  - name: dns\n    playbook: p\n    inventory: i.yml\n";
+
+    fn parse(rules: &str) -> Result<Jobs, String> {
+        Jobs::parse(
+            std::path::Path::new("/etc/remedy/jobs.yml"),
+            &format!("{HEAD}{rules}"),
+        )
+        .map_err(|d| d.render(false))
+    }
+
+    fn event() -> Event {
+        Event {
+            source: "cloudstack".into(),
+            kind: "event".into(),
+            id: "e1".into(),
+            kind_name: "ROUTER.HEALTH.CHECKS".into(),
+            level: "ERROR".into(),
+            resource_type: "DomainRouter".into(),
+            resource_id: "u-930".into(),
+            resource_name: "r-930-VM".into(),
+            description: "dnsmasq: failed".into(),
+            ..Event::default()
+        }
+    }
+
+    #[test]
+    fn a_rule_matches_and_renders_its_targets_and_parameters() {
+        let jobs = parse(
+            "    on:\n      - match: { source: cloudstack, type: [ROUTER.*], level: error, resource_type: DomainRouter, resource_name: \"^r-\\\\d+-VM$\", description: dnsmasq }\n        lookup:\n          router: { api: listRouters, args: { id: \"{{ event.resource_id }}\" } }\n        limit: \"{{ router.name }}\"\n        params: { vpc: \"{{ router.vpcname }}\", restart: true }\n",
+        )
+        .unwrap();
+        let job = &jobs.jobs[0];
+        assert!(matches!(job.schedule, Schedule::Events), "rules only: events only");
+        let rule = &job.on[0];
+        let mut e = event();
+        assert!(rule.matches(&e));
+        let mut ctx = context(&e);
+        let call = rule.lookup_call(&rule.lookups[0], &ctx).unwrap();
+        assert_eq!(call.to_string(), "listRouters id=u-930");
+        ctx.insert(
+            "router".into(),
+            Value::from_serialize(serde_json::json!({"name": "r-930-VM", "vpcname": "web-vpc"})),
+        );
+        let ask = rule.ask(&ctx).unwrap();
+        assert_eq!(ask.limit.as_deref(), Some("r-930-VM"));
+        assert_eq!(
+            ask.params,
+            [
+                ("restart".to_string(), "true".to_string()),
+                ("vpc".into(), "web-vpc".into())
+            ]
+        );
+        e.description = "all good".into();
+        assert!(!rule.matches(&e), "description");
+        let mut e = event();
+        e.kind_name = "VM.STOP".into();
+        assert!(!rule.matches(&e), "type");
+        let mut e = event();
+        e.resource_name = "s-1-VM".into();
+        assert!(!rule.matches(&e), "resource name");
+    }
+
+    #[test]
+    fn rule_errors_point_at_the_line_and_key_with_did_you_mean() {
+        let e = parse("    on:\n      - match: { source: cloudstack, type: VM.STOP, levle: ERROR }\n")
+            .unwrap_err();
+        assert!(e.contains("jobs.yml:9:53") && e.contains("unknown field `levle`"), "{e}");
+        assert!(e.contains("did you mean \"level\"?"), "{e}");
+        let e = parse("    on:\n      - match: { source: cloudstack, type: VM.STOP }\n        limit: \"{{ event.resouce_name }}\"\n")
+            .unwrap_err();
+        assert!(
+            e.contains("jobs.yml:10:") && e.contains("an event has no field `resouce_name`"),
+            "{e}"
+        );
+        assert!(e.contains("did you mean \"resource_name\"?"), "{e}");
+        let e = parse("    on:\n      - match: { source: cloudstack, type: VM.STOP }\n        lookup:\n          router: { api: listRouters }\n        params: { vpc: \"{{ rooter.vpcname }}\" }\n")
+            .unwrap_err();
+        assert!(
+            e.contains("jobs.yml:12:") && e.contains("unknown variable `rooter`") && e.contains("did you mean \"router\"?"),
+            "{e}"
+        );
+        let e = parse("    on:\n      - match: { source: cloudstack, type: VM.STOP, description: \"(\" }\n        lookup:\n          vm: { api: stopVirtualMachine }\n")
+            .unwrap_err();
+        assert!(e.contains("match.description: \"(\" is not a regex"), "{e}");
+        assert!(e.contains("a lookup only reads"), "{e}");
+        let e = parse("    on:\n      - match: { source: alertmanager, labels: { alertname: X } }\n")
+            .unwrap_err();
+        assert!(e.contains("no trigger delivers alertmanager events"), "{e}");
+        let e = parse("    on:\n      - match: { source: cloudstack }\n").unwrap_err();
+        assert!(e.contains("a CloudStack rule names its event `type`"), "{e}");
+        let e = parse("    on:\n      - match: { source: cloudstack, type: VM.STOP }\n        limit: \"{{ event.id | nofilter }}\"\n").unwrap_err();
+        assert!(e.contains("unknown filter `nofilter`"), "{e}");
+    }
 
     #[test]
     fn globs_match_families_of_event_types() {
