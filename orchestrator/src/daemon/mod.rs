@@ -195,8 +195,7 @@ enum Ended {
 /// daemon, or a reload), and the CloudStack event types the rules name.
 fn hook_config(jobs: &Jobs) -> Result<triggers::hooks::Config, String> {
     let read = |what: &str, r: &crate::inventory::SecretRef| {
-        r.resolve()
-            .map_err(|e| format!("triggers.{what}: {e}"))
+        r.resolve().map_err(|e| format!("triggers.{what}: {e}"))
     };
     let cloudstack_secret = match &jobs.triggers.cloudstack {
         Some(r) => Some(read("cloudstack.secret", r)?),
@@ -312,7 +311,13 @@ async fn lead(
                 continue;
             };
             busy.insert(job.name.clone());
-            let handle = running.spawn(one_run(env.clone(), job.clone(), token, None, metrics.clone()));
+            let handle = running.spawn(one_run(
+                env.clone(),
+                job.clone(),
+                token,
+                None,
+                metrics.clone(),
+            ));
             names.insert(handle.id(), job.name.clone());
             write_next(env, &next).await;
         }
@@ -335,7 +340,13 @@ async fn lead(
             metrics.event_run(&job.name, batch.first.elapsed());
             busy.insert(job.name.clone());
             let name = job.name.clone();
-            let handle = running.spawn(one_run(env.clone(), job, token, Some(batch.first), metrics.clone()));
+            let handle = running.spawn(one_run(
+                env.clone(),
+                job,
+                token,
+                Some(batch.first),
+                metrics.clone(),
+            ));
             names.insert(handle.id(), name);
         }
         // (No scheduled job at all: wake for events and signals only.)
@@ -614,7 +625,11 @@ async fn ask_of(
             let call = rule.lookup_call(l, &ctx)?;
             let what = call.to_string();
             let reply = api
-                .run(&Action::Api(call), Access::ReadOnly, Duration::from_secs(30))
+                .run(
+                    &Action::Api(call),
+                    Access::ReadOnly,
+                    Duration::from_secs(30),
+                )
                 .await
                 .map_err(|e| format!("lookup {}: {what}: {e}", l.name))?;
             let ActionResult::Api(reply) = reply else {

@@ -25,7 +25,9 @@ struct JobCounts {
 }
 
 /// The buckets of the event latency histograms, in seconds.
-pub const BUCKETS: &[f64] = &[0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0];
+pub const BUCKETS: &[f64] = &[
+    0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0,
+];
 
 /// A Prometheus histogram: counts per bucket (not cumulative), sum, count.
 #[derive(Debug, Default, Clone)]
@@ -436,7 +438,11 @@ pub async fn serve(
                             "/readyz" if metrics.is_leader() => {
                                 (200, "text/plain; charset=utf-8", "leader\n".to_string())
                             }
-                            "/readyz" => (503, "text/plain; charset=utf-8", "not the leader\n".to_string()),
+                            "/readyz" => (
+                                503,
+                                "text/plain; charset=utf-8",
+                                "not the leader\n".to_string(),
+                            ),
                             "/metrics" => match store.load().await {
                                 Ok(s) => (
                                     200,

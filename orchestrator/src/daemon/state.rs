@@ -430,7 +430,10 @@ mod tests {
         assert!(e.remember("a", t0));
         assert!(!e.remember("a", t0), "a replay");
         for n in 0..SEEN_MAX {
-            e.remember(&format!("n{n}"), t0 + jiff::SignedDuration::from_secs(n as i64 + 1));
+            e.remember(
+                &format!("n{n}"),
+                t0 + jiff::SignedDuration::from_secs(n as i64 + 1),
+            );
         }
         assert_eq!(e.seen.len(), SEEN_MAX);
         assert!(!e.seen.contains_key("a"), "the oldest went first");

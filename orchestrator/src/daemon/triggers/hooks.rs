@@ -137,7 +137,11 @@ pub async fn handle(hub: &Hub, req: Request<hyper::body::Incoming>) -> Reply {
         Ok(said) => reply(200, said),
         Err((refusal, why)) => {
             hub.metrics.event_rejected(origin, refusal.reason());
-            tracing::warn!(source = origin.word(), reason = refusal.reason(), "delivery refused: {why}");
+            tracing::warn!(
+                source = origin.word(),
+                reason = refusal.reason(),
+                "delivery refused: {why}"
+            );
             let mut r = reply(refusal.status(), format!("{why}\n"));
             if refusal.status() == 503 {
                 r.headers_mut().insert(
@@ -244,7 +248,9 @@ async fn take(
             })?;
         queued += 1;
     }
-    Ok(format!("accepted: {queued} queued, {replayed} seen before\n"))
+    Ok(format!(
+        "accepted: {queued} queued, {replayed} seen before\n"
+    ))
 }
 
 fn too_large() -> Refusal {
@@ -312,14 +318,12 @@ pub fn cloudstack(
             "X-CS-Signature does not match the body (another secret key?)".into(),
         ));
     }
-    let id = id.filter(|s| !s.trim().is_empty()).ok_or((
-        Refusal::Malformed,
-        "no X-CS-Event-ID header".to_string(),
-    ))?;
-    let kind = kind.filter(|s| !s.trim().is_empty()).ok_or((
-        Refusal::Malformed,
-        "no X-CS-Event header".to_string(),
-    ))?;
+    let id = id
+        .filter(|s| !s.trim().is_empty())
+        .ok_or((Refusal::Malformed, "no X-CS-Event-ID header".to_string()))?;
+    let kind = kind
+        .filter(|s| !s.trim().is_empty())
+        .ok_or((Refusal::Malformed, "no X-CS-Event header".to_string()))?;
     let payload: Value = serde_json::from_slice(body)
         .map_err(|e| (Refusal::Malformed, format!("the body is not JSON: {e}")))?;
     let Some(doc) = payload.as_object() else {
@@ -373,7 +377,7 @@ pub fn alertmanager(body: &[u8]) -> Result<Vec<Event>, Refused> {
         serde_json::from_slice(body).map_err(|e| bad(format!("the body is not JSON: {e}")))?;
     if doc.get("version").and_then(Value::as_str) != Some("4") {
         return Err(bad(
-            "not an Alertmanager notification of version \"4\"".into(),
+            "not an Alertmanager notification of version \"4\"".into()
         ));
     }
     let alerts = doc
@@ -415,10 +419,7 @@ pub fn alertmanager(body: &[u8]) -> Result<Vec<Event>, Refused> {
             status,
             resource_type: String::new(),
             resource_id: String::new(),
-            resource_name: labels
-                .get("instance")
-                .cloned()
-                .unwrap_or_default(),
+            resource_name: labels.get("instance").cloned().unwrap_or_default(),
             description: annotations
                 .get("description")
                 .or_else(|| annotations.get("summary"))
@@ -478,20 +479,15 @@ mod tests {
     fn refusals_name_their_reason() {
         let sig = signature("s3cret", BODY);
         let run = |secret: &str, sig: Option<&str>, kind: &str, body: &[u8]| {
-            cloudstack(
-                secret,
-                &types(),
-                sig,
-                Some("ev-1"),
-                Some(kind),
-                None,
-                body,
-            )
-            .map(|_| ())
-            .unwrap_err()
-            .0
+            cloudstack(secret, &types(), sig, Some("ev-1"), Some(kind), None, body)
+                .map(|_| ())
+                .unwrap_err()
+                .0
         };
-        assert_eq!(run("s3cret", None, "ROUTER.HEALTH.CHECKS", BODY), Refusal::Unsigned);
+        assert_eq!(
+            run("s3cret", None, "ROUTER.HEALTH.CHECKS", BODY),
+            Refusal::Unsigned
+        );
         assert_eq!(
             run("other", Some(&sig), "ROUTER.HEALTH.CHECKS", BODY),
             Refusal::BadSignature
@@ -512,7 +508,10 @@ mod tests {
         );
         let vm = br#"{"event":"VM.START"}"#;
         let vm_sig = signature("s3cret", vm);
-        assert_eq!(run("s3cret", Some(&vm_sig), "VM.START", vm), Refusal::UnknownEvent);
+        assert_eq!(
+            run("s3cret", Some(&vm_sig), "VM.START", vm),
+            Refusal::UnknownEvent
+        );
         let junk = b"not json";
         let junk_sig = signature("s3cret", junk);
         assert_eq!(

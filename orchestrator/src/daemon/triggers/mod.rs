@@ -255,7 +255,10 @@ impl TriggersDoc {
                     diags.push(Diagnostic::at(
                         source,
                         &format!("{at}.every"),
-                        format!("{at}.every: {:?} is not a duration ({e}); e.g. 30s", p.every),
+                        format!(
+                            "{at}.every: {:?} is not a duration ({e}); e.g. 30s",
+                            p.every
+                        ),
                     ));
                     Duration::from_secs(60)
                 }
@@ -288,9 +291,9 @@ impl TriggersDoc {
                 .check(source, "triggers.cloudstack.secret", base, diags)
         });
         let alertmanager = self.alertmanager.as_ref().map(|a| {
-            a.token.as_ref().and_then(|t| {
-                t.check(source, "triggers.alertmanager.token", base, diags)
-            })
+            a.token
+                .as_ref()
+                .and_then(|t| t.check(source, "triggers.alertmanager.token", base, diags))
         });
         Triggers {
             debounce,

@@ -35,7 +35,12 @@ pub fn parse_time(s: &str) -> Option<jiff::Timestamp> {
 
 /// An item of `listEvents` as an event.
 pub fn from_event(item: &Value) -> Event {
-    let text = |k: &str| item.get(k).and_then(Value::as_str).unwrap_or("").to_string();
+    let text = |k: &str| {
+        item.get(k)
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string()
+    };
     Event {
         source: Origin::Cloudstack.word().into(),
         kind: "event".into(),
@@ -86,17 +91,15 @@ pub fn items(reply: &Value) -> Vec<Value> {
 
 /// The events newer than `cursor` among `polled`, oldest first, and the cursor after them. A
 /// fresh cursor (`None` time) takes the newest item, or `now`, and passes nothing on.
-pub fn advance(
-    cursor: &Cursor,
-    polled: Vec<Event>,
-    now: jiff::Timestamp,
-) -> (Vec<Event>, Cursor) {
+pub fn advance(cursor: &Cursor, polled: Vec<Event>, now: jiff::Timestamp) -> (Vec<Event>, Cursor) {
     let mut timed: Vec<(jiff::Timestamp, Event)> = polled
         .into_iter()
         .filter_map(|e| parse_time(&e.created).map(|t| (t, e)))
         .collect();
     timed.sort_by_key(|(t, _)| *t);
     let Some(from) = cursor.created else {
+        // (Now to the second, as CloudStack writes times: an event later in this second is new.)
+        let now = jiff::Timestamp::from_second(now.as_second()).unwrap_or(now);
         let newest = timed.last().map(|(t, _)| *t).unwrap_or(now);
         let ids = timed
             .iter()
@@ -233,7 +236,9 @@ mod tests {
     use super::*;
 
     fn ev(id: &str, created: &str) -> Event {
-        from_event(&serde_json::json!({"id": id, "type": "ROUTER.HEALTH.CHECKS", "created": created}))
+        from_event(
+            &serde_json::json!({"id": id, "type": "ROUTER.HEALTH.CHECKS", "created": created}),
+        )
     }
 
     #[test]
@@ -241,7 +246,10 @@ mod tests {
         let now: jiff::Timestamp = "2026-12-06T12:00:00Z".parse().unwrap();
         let (out, c) = advance(
             &Cursor::default(),
-            vec![ev("a", "2026-12-06T10:00:00+0000"), ev("b", "2026-12-06T11:00:00+0000")],
+            vec![
+                ev("a", "2026-12-06T10:00:00+0000"),
+                ev("b", "2026-12-06T11:00:00+0000"),
+            ],
             now,
         );
         assert!(out.is_empty());
@@ -270,7 +278,11 @@ mod tests {
         let ids: Vec<&str> = out.iter().map(|e| e.id.as_str()).collect();
         assert_eq!(ids, ["c", "d"]);
         assert_eq!(next.ids, ["d"]);
-        let (again, _) = advance(&next, vec![ev("d", "2026-12-06T11:00:05+0000")], jiff::Timestamp::now());
+        let (again, _) = advance(
+            &next,
+            vec![ev("d", "2026-12-06T11:00:05+0000")],
+            jiff::Timestamp::now(),
+        );
         assert!(again.is_empty(), "nothing twice");
         assert_eq!(startdate(&next).as_deref(), Some("2026-12-06 11:00:05"));
     }

@@ -142,8 +142,7 @@ pub fn glob(pattern: &str, name: &str) -> bool {
         return pattern == name;
     }
     let (first, last) = (parts[0], parts[parts.len() - 1]);
-    if !name.starts_with(first) || name.len() < first.len() + last.len() || !name.ends_with(last)
-    {
+    if !name.starts_with(first) || name.len() < first.len() + last.len() || !name.ends_with(last) {
         return false;
     }
     let mut rest = &name[first.len()..name.len() - last.len()];
@@ -290,7 +289,9 @@ pub(crate) fn compile(
             diags.push(Diagnostic::at(
                 source,
                 &format!("{at}.match.labels"),
-                format!("{at}.match.labels: CloudStack events have no labels (they are Alertmanager's)"),
+                format!(
+                    "{at}.match.labels: CloudStack events have no labels (they are Alertmanager's)"
+                ),
             ));
         }
         let types = m.types.as_ref().map(Words::list).unwrap_or_default();
@@ -372,7 +373,9 @@ pub(crate) fn compile(
                     diags.push(Diagnostic::at(
                         source,
                         &path,
-                        format!("{path}: a parameter is a string, number or boolean (or a template)"),
+                        format!(
+                            "{path}: a parameter is a string, number or boolean (or a template)"
+                        ),
                     ));
                     continue;
                 }
@@ -388,7 +391,11 @@ pub(crate) fn compile(
             kinds: m.kind.as_ref().map(Words::list).unwrap_or_default(),
             levels: m.level.as_ref().map(Words::list).unwrap_or_default(),
             statuses: m.status.as_ref().map(Words::list).unwrap_or_default(),
-            resource_types: m.resource_type.as_ref().map(Words::list).unwrap_or_default(),
+            resource_types: m
+                .resource_type
+                .as_ref()
+                .map(Words::list)
+                .unwrap_or_default(),
             resource_ids: m.resource_id.as_ref().map(Words::list).unwrap_or_default(),
             resource_name,
             description,
@@ -497,7 +504,10 @@ mod tests {
         )
         .unwrap();
         let job = &jobs.jobs[0];
-        assert!(matches!(job.schedule, Schedule::Events), "rules only: events only");
+        assert!(
+            matches!(job.schedule, Schedule::Events),
+            "rules only: events only"
+        );
         let rule = &job.on[0];
         let mut e = event();
         assert!(rule.matches(&e));
@@ -529,9 +539,13 @@ mod tests {
 
     #[test]
     fn rule_errors_point_at_the_line_and_key_with_did_you_mean() {
-        let e = parse("    on:\n      - match: { source: cloudstack, type: VM.STOP, levle: ERROR }\n")
-            .unwrap_err();
-        assert!(e.contains("jobs.yml:9:53") && e.contains("unknown field `levle`"), "{e}");
+        let e =
+            parse("    on:\n      - match: { source: cloudstack, type: VM.STOP, levle: ERROR }\n")
+                .unwrap_err();
+        assert!(
+            e.contains("jobs.yml:9:53") && e.contains("unknown field `levle`"),
+            "{e}"
+        );
         assert!(e.contains("did you mean \"level\"?"), "{e}");
         let e = parse("    on:\n      - match: { source: cloudstack, type: VM.STOP }\n        limit: \"{{ event.resouce_name }}\"\n")
             .unwrap_err();
@@ -543,18 +557,24 @@ mod tests {
         let e = parse("    on:\n      - match: { source: cloudstack, type: VM.STOP }\n        lookup:\n          router: { api: listRouters }\n        params: { vpc: \"{{ rooter.vpcname }}\" }\n")
             .unwrap_err();
         assert!(
-            e.contains("jobs.yml:12:") && e.contains("unknown variable `rooter`") && e.contains("did you mean \"router\"?"),
+            e.contains("jobs.yml:12:")
+                && e.contains("unknown variable `rooter`")
+                && e.contains("did you mean \"router\"?"),
             "{e}"
         );
         let e = parse("    on:\n      - match: { source: cloudstack, type: VM.STOP, description: \"(\" }\n        lookup:\n          vm: { api: stopVirtualMachine }\n")
             .unwrap_err();
         assert!(e.contains("match.description: \"(\" is not a regex"), "{e}");
         assert!(e.contains("a lookup only reads"), "{e}");
-        let e = parse("    on:\n      - match: { source: alertmanager, labels: { alertname: X } }\n")
-            .unwrap_err();
+        let e =
+            parse("    on:\n      - match: { source: alertmanager, labels: { alertname: X } }\n")
+                .unwrap_err();
         assert!(e.contains("no trigger delivers alertmanager events"), "{e}");
         let e = parse("    on:\n      - match: { source: cloudstack }\n").unwrap_err();
-        assert!(e.contains("a CloudStack rule names its event `type`"), "{e}");
+        assert!(
+            e.contains("a CloudStack rule names its event `type`"),
+            "{e}"
+        );
         let e = parse("    on:\n      - match: { source: cloudstack, type: VM.STOP }\n        limit: \"{{ event.id | nofilter }}\"\n").unwrap_err();
         assert!(e.contains("unknown filter `nofilter`"), "{e}");
     }
