@@ -30,6 +30,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use super::triggers::OneOrMany;
 use crate::error::{Diagnostic, Diagnostics};
 use crate::source::Source;
 
@@ -183,23 +184,6 @@ struct JobDoc {
     circuit: Option<CircuitDoc>,
     notify: Option<NotifyDoc>,
     on: Option<Vec<super::triggers::rules::RuleDoc>>,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(untagged)]
-pub(crate) enum OneOrMany {
-    One(String),
-    Many(Vec<String>),
-}
-
-impl OneOrMany {
-    /// The paths, relative ones relative to `base`.
-    pub(crate) fn paths(&self, base: &Path) -> Vec<PathBuf> {
-        match self {
-            OneOrMany::One(p) => vec![base.join(p)],
-            OneOrMany::Many(ps) => ps.iter().map(|p| base.join(p)).collect(),
-        }
-    }
 }
 
 #[derive(Debug, Clone, Deserialize)]

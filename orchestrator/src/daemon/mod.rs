@@ -5,7 +5,8 @@
 //!   open circuits).
 //! - `run`: one run of one job (detect; then fix, plan or report), with per-target locks
 //!   shared with `remedy apply`.
-//! - `observe`: notifications, `/healthz` and `/metrics`.
+//! - `observe`: notifications and the metrics; `listen`: the HTTP listener (`/healthz`,
+//!   `/readyz`, `/metrics`, the webhook receivers).
 //! - `triggers`: events that run a job at once (webhooks, polling, rules, debounce).
 //!
 //! Here: the loop. One daemon per state directory (a lock). Each job runs at its next
@@ -18,6 +19,7 @@
 
 pub mod jobs;
 pub mod leadership;
+pub mod listen;
 pub mod observe;
 pub mod run;
 pub mod state;
@@ -127,7 +129,7 @@ pub async fn run(
             .await
             .map_err(|e| Error::Other(format!("listen {addr}: {e}")))?;
         tracing::info!(%addr, "serving /healthz, /readyz, /metrics and the webhook receivers");
-        tokio::spawn(observe::serve(
+        tokio::spawn(listen::serve(
             listener,
             metrics.clone(),
             store.clone(),

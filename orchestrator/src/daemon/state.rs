@@ -43,7 +43,15 @@ pub struct Events {
     pub seen: BTreeMap<String, Timestamp>,
     /// Each poller's cursor (`NAME/events`, `NAME/alerts`).
     #[serde(default)]
-    pub cursors: BTreeMap<String, super::triggers::poll::Cursor>,
+    pub cursors: BTreeMap<String, Cursor>,
+}
+
+/// Where a poller (`triggers::poll`) is: the newest item's time and the ids seen at that time.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Cursor {
+    pub created: Option<jiff::Timestamp>,
+    #[serde(default)]
+    pub ids: Vec<String>,
 }
 
 /// How many event ids are remembered at most (the oldest are forgotten first).

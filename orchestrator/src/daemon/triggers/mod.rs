@@ -204,12 +204,30 @@ impl SecretDoc {
 #[serde(deny_unknown_fields)]
 struct PollDoc {
     name: Option<String>,
-    inventory: super::jobs::OneOrMany,
+    inventory: OneOrMany,
     every: String,
     #[serde(default = "yes")]
     events: bool,
     #[serde(default = "yes")]
     alerts: bool,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+/// One path or a list (`inventory:` here and in a job).
+pub(crate) enum OneOrMany {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl OneOrMany {
+    /// The paths, relative ones relative to `base`.
+    pub(crate) fn paths(&self, base: &Path) -> Vec<PathBuf> {
+        match self {
+            OneOrMany::One(p) => vec![base.join(p)],
+            OneOrMany::Many(ps) => ps.iter().map(|p| base.join(p)).collect(),
+        }
+    }
 }
 
 fn yes() -> bool {

@@ -13,18 +13,11 @@
 
 use std::collections::BTreeMap;
 
-use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::{Event, Origin};
 
-/// Where a poller is: the newest item's time and the ids seen at that time.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct Cursor {
-    pub created: Option<jiff::Timestamp>,
-    #[serde(default)]
-    pub ids: Vec<String>,
-}
+pub use crate::daemon::state::Cursor;
 
 /// CloudStack's time format in list replies (`2026-12-06T10:00:00+0000`).
 pub fn parse_time(s: &str) -> Option<jiff::Timestamp> {
@@ -167,7 +160,8 @@ async fn once(
     use crate::transport::{Access, Action, ActionResult, ApiCall};
     let files = crate::inventory::Inventory::load(&p.inventory).map_err(|e| e.to_string())?;
     let api = env.api(&p.inventory, &files);
-    let sources: [(bool, &str, &str, fn(&Value) -> Event); 2] = [
+    type Convert = fn(&Value) -> Event;
+    let sources: [(bool, &str, &str, Convert); 2] = [
         (p.events, "listEvents", "events", from_event),
         (p.alerts, "listAlerts", "alerts", from_alert),
     ];
