@@ -17,15 +17,15 @@ use remedy_tests::zone::ApiZone;
 use tokio::sync::{mpsc, watch};
 
 /// A daemon running in this process against `zone` (its API connection shared).
-struct Running {
+pub(crate) struct Running {
     stop: watch::Sender<bool>,
     kill: watch::Sender<bool>,
     reload: mpsc::UnboundedSender<()>,
     task: tokio::task::JoinHandle<Result<(), remedy::error::Error>>,
-    metrics: Arc<Metrics>,
+    pub(crate) metrics: Arc<Metrics>,
 }
 
-fn options(zone: &ApiZone, jobs: &Path) -> Options {
+pub(crate) fn options(zone: &ApiZone, jobs: &Path) -> Options {
     Options {
         jobs: jobs.to_path_buf(),
         state_dir: zone.dir.path().join("state"),
@@ -39,7 +39,7 @@ fn start(zone: &ApiZone, jobs: &Path) -> Running {
     start_with(zone, options(zone, jobs))
 }
 
-fn start_with(zone: &ApiZone, opts: Options) -> Running {
+pub(crate) fn start_with(zone: &ApiZone, opts: Options) -> Running {
     let (stop, stop_rx) = watch::channel(false);
     let (kill, kill_rx) = watch::channel(false);
     let (reload, reload_rx) = mpsc::unbounded_channel();
@@ -66,7 +66,7 @@ fn start_with(zone: &ApiZone, opts: Options) -> Running {
 }
 
 impl Running {
-    async fn stop(self) -> Arc<Metrics> {
+    pub(crate) async fn stop(self) -> Arc<Metrics> {
         let _ = self.stop.send(true);
         self.task
             .await
@@ -97,7 +97,7 @@ fn dns_job(zone: &ApiZone, extra: &str) -> PathBuf {
     )
 }
 
-fn playbook(name: &str) -> String {
+pub(crate) fn playbook(name: &str) -> String {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("../playbooks")
         .join(format!("{name}.yml"))
@@ -105,7 +105,7 @@ fn playbook(name: &str) -> String {
         .to_string()
 }
 
-fn dnsmasq(zone: &ApiZone) -> String {
+pub(crate) fn dnsmasq(zone: &ApiZone) -> String {
     zone.world()["vms"]
         .as_array()
         .unwrap()
@@ -121,7 +121,7 @@ fn dnsmasq(zone: &ApiZone) -> String {
 }
 
 /// The audited apply runs (fixes) so far.
-fn fixes(zone: &ApiZone) -> usize {
+pub(crate) fn fixes(zone: &ApiZone) -> usize {
     remedy::audit::read(&zone.audit())
         .map(|rs| {
             rs.iter()
@@ -131,7 +131,7 @@ fn fixes(zone: &ApiZone) -> usize {
         .unwrap_or(0)
 }
 
-async fn until(what: &str, secs: u64, mut f: impl FnMut() -> bool) {
+pub(crate) async fn until(what: &str, secs: u64, mut f: impl FnMut() -> bool) {
     let deadline = std::time::Instant::now() + Duration::from_secs(secs);
     while !f() {
         assert!(std::time::Instant::now() < deadline, "timed out: {what}");
@@ -149,12 +149,16 @@ async fn until_circuit_opens(state_dir: &Path) {
     .await;
 }
 
-fn parse_metrics(text: &str) -> prometheus_parse::Scrape {
+pub(crate) fn parse_metrics(text: &str) -> prometheus_parse::Scrape {
     let lines = text.lines().map(|l| Ok(l.to_string()));
     prometheus_parse::Scrape::parse(lines).expect("/metrics parses as Prometheus text")
 }
 
-fn sample(s: &prometheus_parse::Scrape, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+pub(crate) fn sample(
+    s: &prometheus_parse::Scrape,
+    name: &str,
+    labels: &[(&str, &str)],
+) -> Option<f64> {
     s.samples
         .iter()
         .find(|x| x.metric == name && labels.iter().all(|(k, v)| x.labels.get(k) == Some(*v)))
@@ -205,7 +209,7 @@ async fn a_job_fixes_dead_dnsmasq_once_and_then_stays_quiet() {
 }
 
 /// A webhook receiver on loopback: the JSON bodies it was sent.
-async fn receiver() -> (String, Arc<Mutex<Vec<serde_json::Value>>>) {
+pub(crate) async fn receiver() -> (String, Arc<Mutex<Vec<serde_json::Value>>>) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}/hook", listener.local_addr().unwrap());

@@ -16,6 +16,10 @@
 //!     jitter: 30s
 //!     mode: auto                          # auto (detect, then fix) | plan | detect
 //!     timeout: 10m
+//!     on: [...]                           # rules: events that run it at once (triggers/rules.rs)
+//! triggers:                              # where events come from (triggers/mod.rs)
+//!   debounce: 5s
+//!   cloudstack: { secret: { env: REMEDY_WEBHOOK_SECRET } }   # POST /hooks/cloudstack
 //! ```
 //!
 //! Everything is checked when the file is read; an error points at its line and key.
@@ -26,6 +30,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use super::triggers::OneOrMany;
 use crate::error::{Diagnostic, Diagnostics};
 use crate::source::Source;
 
@@ -82,6 +87,8 @@ pub enum Schedule {
         tz: jiff::tz::TimeZone,
     },
     Every(Duration),
+    /// No schedule: the job runs on events only (its `on:` rules).
+    Events,
 }
 
 impl Schedule {
@@ -92,6 +99,7 @@ impl Schedule {
                 let d = jiff::SignedDuration::try_from(*d).ok()?;
                 after.checked_add(d).ok()
             }
+            Schedule::Events => None,
             Schedule::Cron { cron, tz, .. } => {
                 let z = after.to_zoned(tz.clone());
                 cron.find_next_occurrence(&z, false)
@@ -104,6 +112,7 @@ impl Schedule {
     pub fn describe(&self) -> String {
         match self {
             Schedule::Every(d) => format!("every {}", humantime::format_duration(*d)),
+            Schedule::Events => "on events only".to_string(),
             Schedule::Cron { pattern, tz, .. } => {
                 format!("cron \"{pattern}\" ({})", tz.iana_name().unwrap_or("UTC"))
             }
@@ -125,6 +134,10 @@ pub struct Job {
     pub cooldown: Duration,
     pub circuit: Circuit,
     pub notify: Notify,
+    /// Rules: the events that run the job at once (`on:`).
+    pub on: Vec<super::triggers::rules::Rule>,
+    /// A run asked for by an event: the targets it is limited to (never set in the file).
+    pub limit: Option<String>,
 }
 
 /// The whole file.
@@ -133,6 +146,8 @@ pub struct Jobs {
     pub path: PathBuf,
     pub listen: Option<std::net::SocketAddr>,
     pub jobs: Vec<Job>,
+    /// Where events come from (`triggers:`).
+    pub triggers: super::triggers::Triggers,
 }
 
 // --- the file as written ---
@@ -142,6 +157,11 @@ pub struct Jobs {
 struct FileDoc {
     #[serde(default)]
     listen: Option<String>,
+    /// Allows a `listen` address that is not loopback (for webhook deliveries from afar).
+    #[serde(default)]
+    listen_public: bool,
+    #[serde(default)]
+    triggers: super::triggers::TriggersDoc,
     #[serde(default)]
     defaults: JobDoc,
     jobs: Vec<JobDoc>,
@@ -163,13 +183,7 @@ struct JobDoc {
     cooldown: Option<String>,
     circuit: Option<CircuitDoc>,
     notify: Option<NotifyDoc>,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(untagged)]
-enum OneOrMany {
-    One(String),
-    Many(Vec<String>),
+    on: Option<Vec<super::triggers::rules::RuleDoc>>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -212,19 +226,18 @@ impl Jobs {
             }
             d
         })?;
-        let doc: FileDoc = serde_yaml::from_str(text)
-            .map_err(|e| crate::playbook::load::schema_error(&source, &e))?;
+        let doc: FileDoc = serde_yaml::from_str(text).map_err(|e| schema_error(&source, &e))?;
         let base = path.parent().unwrap_or(Path::new("."));
         let mut diags = Vec::new();
         let listen = match &doc.listen {
             None => None,
             Some(l) => match l.parse::<std::net::SocketAddr>() {
-                Ok(a) if a.ip().is_loopback() => Some(a),
+                Ok(a) if a.ip().is_loopback() || doc.listen_public => Some(a),
                 Ok(_) => {
                     diags.push(Diagnostic::at(
                         &source,
                         "listen",
-                        format!("listen: {l} is not a loopback address; /metrics is served on loopback only (put a proxy in front to expose it)"),
+                        format!("listen: {l} is not a loopback address; /metrics and the webhook receivers are served on loopback only, unless `listen_public: true` is set (or put a proxy in front)"),
                     ));
                     None
                 }
@@ -234,13 +247,42 @@ impl Jobs {
                 }
             },
         };
+        let triggers = doc.triggers.check(&source, base, &mut diags);
+        if doc.defaults.on.is_some() {
+            diags.push(Diagnostic::at(
+                &source,
+                "defaults.on",
+                "defaults.on: rules belong to a job (each job's own `on:`)",
+            ));
+        }
+        if doc.listen_public && triggers.alertmanager == Some(None) {
+            diags.push(Diagnostic::at(
+                &source,
+                "triggers.alertmanager",
+                "triggers.alertmanager: with `listen_public: true` the Alertmanager receiver needs a `token`",
+            ));
+        }
         let mut jobs = Vec::new();
         let mut names = std::collections::BTreeSet::new();
         for (i, j) in doc.jobs.iter().enumerate() {
             let at = |key: &str| format!("jobs.{i}.{key}");
             let merged = merge(&doc.defaults, j);
             match job(&source, &merged, i, base) {
-                Ok(job) => {
+                Ok(mut job) => {
+                    let rules = j.on.as_deref().unwrap_or_default();
+                    job.on = super::triggers::rules::compile(&source, i, rules, &mut diags);
+                    for (r, rule) in job.on.iter().enumerate() {
+                        if !triggers.delivers(rule.source) {
+                            diags.push(Diagnostic::at(
+                                &source,
+                                &format!("jobs.{i}.on.{r}.match.source"),
+                                format!(
+                                    "jobs.{i}.on.{r}: no trigger delivers {} events (add it under `triggers:`)",
+                                    rule.source.word()
+                                ),
+                            ));
+                        }
+                    }
                     if !names.insert(job.name.clone()) {
                         diags.push(Diagnostic::at(
                             &source,
@@ -267,6 +309,7 @@ impl Jobs {
             path: path.to_path_buf(),
             listen,
             jobs,
+            triggers,
         })
     }
 
@@ -320,6 +363,23 @@ impl Jobs {
                     ));
                 }
             }
+            for (r, rule) in j.on.iter().enumerate() {
+                for k in rule.param_names() {
+                    if !params.contains_key(k) {
+                        diags.push(at(
+                            i,
+                            &format!("on.{r}.params.{k}"),
+                            format!(
+                                "job {}: rule {}: {} has no parameter {k:?} (it has: {})",
+                                j.name,
+                                rule.name,
+                                program.name,
+                                params.keys().cloned().collect::<Vec<_>>().join(", ")
+                            ),
+                        ));
+                    }
+                }
+            }
             for (k, p) in params {
                 if p.required && !j.params.iter().any(|(n, _)| n == k) {
                     diags.push(at(
@@ -345,8 +405,9 @@ fn merge(d: &JobDoc, j: &JobDoc) -> JobDoc {
             j.$f.clone().or_else(|| d.$f.clone())
         };
     }
-    // `schedule`, `every` and `timezone` come as a set: a job with either keeps its own.
-    let own_timing = j.schedule.is_some() || j.every.is_some();
+    // `schedule`, `every` and `timezone` come as a set: a job with either keeps its own. A job
+    // with rules and neither runs on events only.
+    let own_timing = j.schedule.is_some() || j.every.is_some() || j.on.is_some();
     JobDoc {
         name: j.name.clone(),
         playbook: pick!(playbook),
@@ -376,6 +437,7 @@ fn merge(d: &JobDoc, j: &JobDoc) -> JobDoc {
         cooldown: pick!(cooldown),
         circuit: pick!(circuit),
         notify: pick!(notify),
+        on: j.on.clone(),
     }
 }
 
@@ -419,8 +481,7 @@ fn job(source: &Source, j: &JobDoc, i: usize, base: &Path) -> Result<Job, Vec<Di
         ));
     }
     let inventory: Vec<PathBuf> = match &j.inventory {
-        Some(OneOrMany::One(p)) => vec![base.join(p)],
-        Some(OneOrMany::Many(ps)) => ps.iter().map(|p| base.join(p)).collect(),
+        Some(paths) => paths.paths(base),
         None => {
             diags.push(Diagnostic::at(
                 source,
@@ -470,11 +531,12 @@ fn job(source: &Source, j: &JobDoc, i: usize, base: &Path) -> Result<Job, Vec<Di
             ));
             None
         }
+        (None, None) if j.on.as_ref().is_some_and(|r| !r.is_empty()) => Some(Schedule::Events),
         (None, None) => {
             diags.push(Diagnostic::at(
                 source,
                 &format!("jobs.{i}"),
-                format!("jobs.{i}: `schedule` (cron) or `every` (e.g. 5m) is required"),
+                format!("jobs.{i}: `schedule` (cron), `every` (e.g. 5m) or `on` (rules for events) is required"),
             ));
             None
         }
@@ -594,7 +656,33 @@ fn job(source: &Source, j: &JobDoc, i: usize, base: &Path) -> Result<Job, Vec<Di
         cooldown,
         circuit,
         notify,
+        on: Vec::new(),
+        limit: None,
     })
+}
+
+/// A schema error at its place, with did-you-mean for an unknown key.
+fn schema_error(source: &Source, e: &serde_yaml::Error) -> Diagnostic {
+    let d = crate::playbook::load::schema_error(source, e);
+    let msg = d.message.clone();
+    let Some(rest) = msg.split("unknown field `").nth(1) else {
+        return d;
+    };
+    let field = rest.split('`').next().unwrap_or("");
+    let expected: Vec<&str> = rest
+        .split("expected one of ")
+        .nth(1)
+        .or_else(|| rest.split("expected ").nth(1))
+        .map(|list| {
+            list.split(", ")
+                .map(|w| w.trim_matches(|c| c == '`' || c == ' '))
+                .collect()
+        })
+        .unwrap_or_default();
+    match crate::error::did_you_mean(&crate::error::similar(field, expected)) {
+        Some(help) if d.help.is_none() => d.with_help(help),
+        _ => d,
+    }
 }
 
 #[cfg(test)]

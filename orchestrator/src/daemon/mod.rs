@@ -5,19 +5,25 @@
 //!   open circuits).
 //! - `run`: one run of one job (detect; then fix, plan or report), with per-target locks
 //!   shared with `remedy apply`.
-//! - `observe`: notifications, `/healthz` and `/metrics`.
+//! - `observe`: notifications and the metrics; `listen`: the HTTP listener (`/healthz`,
+//!   `/readyz`, `/metrics`, the webhook receivers).
+//! - `triggers`: events that run a job at once (webhooks, polling, rules, debounce).
 //!
 //! Here: the loop. One daemon per state directory (a lock). Each job runs at its next
 //! scheduled time (plus jitter), never twice at once. A stop (SIGTERM, SIGINT) ends the
 //! scheduling and waits for running jobs to finish or roll back; a second one cancels them
 //! (they roll back). A reload (SIGHUP) reads the jobs file again, and keeps the old jobs when
-//! the new file is invalid.
+//! the new file is invalid. Events (a webhook delivery, a polled event) that a job's rule
+//! matches run that job as soon as their debounce window passes, with the rule's targets and
+//! parameters, under the same guards as a scheduled run.
 
 pub mod jobs;
 pub mod leadership;
+pub mod listen;
 pub mod observe;
 pub mod run;
 pub mod state;
+pub mod triggers;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
@@ -30,6 +36,8 @@ use crate::error::Error;
 use jobs::Jobs;
 use observe::Metrics;
 use run::Env;
+use triggers::queue::{Batch, Queue};
+use triggers::Arrived;
 
 /// How the daemon was started.
 #[derive(Debug, Clone)]
@@ -102,12 +110,31 @@ pub async fn run(
     for j in &jobs.jobs {
         metrics.register(&j.name);
     }
-    if let Some(addr) = opts.listen.or(jobs.listen) {
+    // Events: from the receivers (on the listener) and the pollers, to the leader's loop.
+    let (events_tx, mut events) = mpsc::channel::<Arrived>(triggers::hooks::QUEUE);
+    let hub = Arc::new(triggers::hooks::Hub {
+        config: std::sync::RwLock::new(Arc::new(hook_config(&jobs).map_err(Error::Other)?)),
+        tx: events_tx.clone(),
+        metrics: metrics.clone(),
+        store: store.clone(),
+    });
+    let listen = opts.listen.or(jobs.listen);
+    if jobs.triggers.has_receivers() && listen.is_none() {
+        return Err(Error::Other(
+            "the webhook receivers under `triggers:` need an address to listen on: `listen` in the jobs file, or --listen".into(),
+        ));
+    }
+    if let Some(addr) = listen {
         let listener = tokio::net::TcpListener::bind(addr)
             .await
             .map_err(|e| Error::Other(format!("listen {addr}: {e}")))?;
-        tracing::info!(%addr, "serving /healthz and /metrics");
-        tokio::spawn(observe::serve(listener, metrics.clone(), store.clone()));
+        tracing::info!(%addr, "serving /healthz, /readyz, /metrics and the webhook receivers");
+        tokio::spawn(listen::serve(
+            listener,
+            metrics.clone(),
+            store.clone(),
+            Some(hub.clone()),
+        ));
     }
     let apis: run::Apis = Arc::new(std::sync::Mutex::new(apis));
     loop {
@@ -135,6 +162,11 @@ pub async fn run(
             &metrics,
             &me,
             term.lost.clone(),
+            Events {
+                rx: &mut events,
+                tx: &events_tx,
+                hub: &hub,
+            },
         )
         .await;
         metrics.set_leader(false);
@@ -161,7 +193,56 @@ enum Ended {
     Lost(String),
 }
 
+/// The receivers' config from the jobs file: the secrets read (an unreadable one stops the
+/// daemon, or a reload), and the CloudStack event types the rules name.
+fn hook_config(jobs: &Jobs) -> Result<triggers::hooks::Config, String> {
+    let read = |what: &str, r: &crate::inventory::SecretRef| {
+        r.resolve().map_err(|e| format!("triggers.{what}: {e}"))
+    };
+    let cloudstack_secret = match &jobs.triggers.cloudstack {
+        Some(r) => Some(read("cloudstack.secret", r)?),
+        None => None,
+    };
+    let alertmanager_token = match &jobs.triggers.alertmanager {
+        Some(Some(r)) => Some(Some(read("alertmanager.token", r)?)),
+        Some(None) => Some(None),
+        None => None,
+    };
+    let mut cloudstack_types: Vec<String> = jobs
+        .jobs
+        .iter()
+        .flat_map(|j| &j.on)
+        .filter(|r| r.source == triggers::Origin::Cloudstack)
+        .flat_map(|r| r.types.iter().cloned())
+        .collect();
+    cloudstack_types.sort();
+    cloudstack_types.dedup();
+    Ok(triggers::hooks::Config {
+        cloudstack_secret,
+        alertmanager_token,
+        cloudstack_types,
+    })
+}
+
+/// The events' side of a term: the queue from the receivers and pollers, its sender (for the
+/// pollers the term starts), and the receivers' shared state (their config follows reloads).
+struct Events<'a> {
+    rx: &'a mut mpsc::Receiver<Arrived>,
+    tx: &'a mpsc::Sender<Arrived>,
+    hub: &'a Arc<triggers::hooks::Hub>,
+}
+
+/// A run an event's rule asks for, once its lookups are fetched.
+struct Fire {
+    job: String,
+    ask: triggers::rules::Ask,
+    at: std::time::Instant,
+    origin: triggers::Origin,
+    about: String,
+}
+
 /// One term as leader: schedule the jobs until stopped or until the leadership is lost.
+#[allow(clippy::too_many_arguments)]
 async fn lead(
     opts: &Options,
     ctl: &mut Control,
@@ -170,6 +251,7 @@ async fn lead(
     metrics: &Arc<Metrics>,
     me: &str,
     mut lost: watch::Receiver<Option<String>>,
+    events: Events<'_>,
 ) -> Ended {
     // Each job's scheduled time (without jitter) and its next start (with it): as the state
     // says (a previous leader's schedule), else from now.
@@ -188,6 +270,10 @@ async fn lead(
     let mut busy: std::collections::BTreeSet<String> = Default::default();
     // Whoever sends reloads may go away (no signal handling): then stop listening for them.
     let mut reloads = true;
+    // Events: matched and looked up in tasks (after the receiver answered), then debounced.
+    let (fire_tx, mut fires) = mpsc::unbounded_channel::<Fire>();
+    let mut queue = Queue::default();
+    let mut pollers = start_pollers(jobs, env, events.tx, metrics);
     tracing::info!(jobs = jobs.jobs.len(), file = %opts.jobs.display(), "daemon started");
     loop {
         let now = jiff::Timestamp::now();
@@ -207,71 +293,93 @@ async fn lead(
             // From the scheduled time, not from when the loop woke: no drift. A job that
             // overran its period starts again at the next time after now.
             let after = base.get(&job.name).copied().unwrap_or(now).max(now);
-            let b = job
-                .schedule
-                .next_after(after)
-                .unwrap_or_else(|| now + jiff::SignedDuration::from_hours(24));
-            base.insert(job.name.clone(), b);
-            next.insert(job.name.clone(), b + jitter(job));
+            if matches!(job.schedule, jobs::Schedule::Events) {
+                // Due only because its interrupted run is checked again: no next time.
+                base.remove(&job.name);
+                next.remove(&job.name);
+            } else {
+                let b = job
+                    .schedule
+                    .next_after(after)
+                    .unwrap_or_else(|| now + jiff::SignedDuration::from_hours(24));
+                base.insert(job.name.clone(), b);
+                next.insert(job.name.clone(), b + jitter(job));
+            }
             if busy.contains(&job.name) {
                 tracing::info!(job = %job.name, "still running: this turn is skipped");
                 continue;
             }
-            let token = format!("daemon-{}", uuid::Uuid::new_v4().simple());
-            let flight = state::InFlight {
-                token: token.clone(),
-                by: me.to_string(),
-                since: now,
-            };
-            let marked = env
-                .store
-                .update(|s| {
-                    let js = s.jobs.entry(job.name.clone()).or_default();
-                    js.in_flight = Some(flight.clone());
-                    // The next run, with this one under way: a new leader does not run this
-                    // turn again.
-                    js.next_run = next.get(&job.name).copied();
-                })
-                .await;
-            if let Err(e) = marked {
-                tracing::error!(job = %job.name, error = %e, "cannot record the run in the state: not starting it");
+            let Some(token) = begin(env, job, me, next.get(&job.name).copied()).await else {
                 continue;
-            }
+            };
             busy.insert(job.name.clone());
-            let (job_env, job, metrics) = (env.clone(), job.clone(), metrics.clone());
-            let name = job.name.clone();
-            let handle = running.spawn(async move {
-                let env = job_env;
-                let mut report = run::run_job(&env, &job, &token).await;
-                if let Err(e) = run::record(&env, &job, &mut report).await {
-                    tracing::error!(job = %job.name, error = %e, "cannot record the run's result");
-                }
-                metrics.observe(&report);
-                tracing::info!(
-                    job = %job.name,
-                    verdict = ?report.verdict,
-                    exit = report.exit,
-                    run = report.run.as_deref().unwrap_or(""),
-                    fixed = ?report.fixed,
-                    left_out = ?report.left_out,
-                    "{}",
-                    report.status
-                );
-                observe::notify(&job, &report).await;
-                job.name.clone()
-            });
-            names.insert(handle.id(), name);
+            let handle = running.spawn(one_run(
+                env.clone(),
+                job.clone(),
+                token,
+                None,
+                metrics.clone(),
+            ));
+            names.insert(handle.id(), job.name.clone());
             write_next(env, &next).await;
         }
-        let wake = next
-            .values()
-            .min()
-            .map(|t| t.duration_since(jiff::Timestamp::now()))
-            .and_then(|d| Duration::try_from(d).ok())
-            .unwrap_or(Duration::ZERO)
-            .min(Duration::from_secs(3600));
+        // Start the runs events asked for whose window has passed (and whose job is free).
+        for batch in queue.take_due(std::time::Instant::now(), &busy) {
+            let Some(job) = jobs.get(&batch.job) else {
+                continue;
+            };
+            let job = asked(job, &batch);
+            let Some(token) = begin(env, &job, me, next.get(&job.name).copied()).await else {
+                continue;
+            };
+            tracing::info!(
+                job = %job.name,
+                events = batch.events,
+                first = %batch.about,
+                limit = job.limit.as_deref().unwrap_or("(the job's own targets)"),
+                "run started by events"
+            );
+            metrics.event_run(&job.name, batch.first.elapsed());
+            busy.insert(job.name.clone());
+            let name = job.name.clone();
+            let handle = running.spawn(one_run(
+                env.clone(),
+                job,
+                token,
+                Some(batch.first),
+                metrics.clone(),
+            ));
+            names.insert(handle.id(), name);
+        }
+        // (No scheduled job at all: wake for events and signals only.)
+        let wake = match next.values().min() {
+            Some(t) => Duration::try_from(t.duration_since(jiff::Timestamp::now()))
+                .unwrap_or(Duration::ZERO),
+            None => Duration::from_secs(3600),
+        }
+        .min(Duration::from_secs(3600));
+        let wake = match queue.next_due() {
+            Some(due) => wake.min(due.saturating_duration_since(std::time::Instant::now())),
+            None => wake,
+        };
         tokio::select! {
             _ = tokio::time::sleep(wake) => {}
+            Some(arrived) = events.rx.recv() => {
+                dispatch(jobs, env, metrics, &fire_tx, arrived);
+            }
+            Some(fire) = fires.recv() => {
+                let merged = queue.add(
+                    &fire.job,
+                    fire.ask,
+                    fire.about,
+                    fire.at,
+                    std::time::Instant::now(),
+                    jobs.triggers.debounce,
+                );
+                if merged {
+                    metrics.event_deduplicated(fire.origin, "debounced");
+                }
+            }
             Some(done) = running.join_next_with_id(), if !running.is_empty() => {
                 let id = match &done {
                     Ok((id, _)) => *id,
@@ -292,12 +400,26 @@ async fn lead(
                 }
                 match Jobs::load(&opts.jobs).and_then(|j| j.check_playbooks().map(|()| j)) {
                     Ok(new) => {
+                        let config = match hook_config(&new) {
+                            Ok(c) => c,
+                            Err(e) => {
+                                tracing::error!(file = %opts.jobs.display(), "the jobs file's triggers cannot be used; keeping the jobs as they were: {e}");
+                                continue;
+                            }
+                        };
                         for j in &new.jobs {
                             metrics.register(&j.name);
                         }
                         base = schedule_all(&new, &base, &describe(jobs));
                         next = jittered(&new, &base);
+                        *events.hub.config.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(config);
+                        let pollers_changed = new.triggers.poll != jobs.triggers.poll;
                         *jobs = new;
+                        queue.retain_jobs(&jobs.jobs.iter().map(|j| j.name.clone()).collect());
+                        if pollers_changed {
+                            pollers.abort_all();
+                            pollers = start_pollers(jobs, env, events.tx, metrics);
+                        }
                         write_next(env, &next).await;
                         tracing::info!(jobs = jobs.jobs.len(), "jobs file read again");
                     }
@@ -318,6 +440,7 @@ async fn lead(
                     // roll back.
                     Some(why) => {
                         tracing::error!(running = running.len(), reason = %why, "leadership lost: cancelling running jobs");
+                        pollers.abort_all();
                         while running.join_next().await.is_some() {}
                         return Ended::Lost(why);
                     }
@@ -332,11 +455,195 @@ async fn lead(
                 }
             } => {
                 tracing::info!(running = running.len(), "stopping: no new runs; waiting for running jobs to finish or roll back");
+                pollers.abort_all();
                 while running.join_next().await.is_some() {}
                 return Ended::Stopped;
             }
         }
     }
+}
+
+/// Records a run of `job` as in flight (with the job's next scheduled run): its token, or
+/// `None` when the state cannot be written (the run is not started).
+async fn begin(
+    env: &Env,
+    job: &jobs::Job,
+    me: &str,
+    next_run: Option<jiff::Timestamp>,
+) -> Option<String> {
+    let token = format!("daemon-{}", uuid::Uuid::new_v4().simple());
+    let flight = state::InFlight {
+        token: token.clone(),
+        by: me.to_string(),
+        since: jiff::Timestamp::now(),
+    };
+    let marked = env
+        .store
+        .update(|s| {
+            let js = s.jobs.entry(job.name.clone()).or_default();
+            js.in_flight = Some(flight.clone());
+            // The next run, with this one under way: a new leader does not run this turn again.
+            js.next_run = next_run;
+        })
+        .await;
+    match marked {
+        Ok(()) => Some(token),
+        Err(e) => {
+            tracing::error!(job = %job.name, error = %e, "cannot record the run in the state: not starting it");
+            None
+        }
+    }
+}
+
+/// One run of `job`: run, record, count, log, notify. `first`: when the first of the events
+/// that asked for it arrived (for the latency to the fix).
+async fn one_run(
+    env: Arc<Env>,
+    job: jobs::Job,
+    token: String,
+    first: Option<std::time::Instant>,
+    metrics: Arc<Metrics>,
+) -> String {
+    let mut report = run::run_job(&env, &job, &token).await;
+    if let Err(e) = run::record(&env, &job, &mut report).await {
+        tracing::error!(job = %job.name, error = %e, "cannot record the run's result");
+    }
+    metrics.observe(&report);
+    if let (Some(first), run::Verdict::Fixed) = (first, &report.verdict) {
+        metrics.latency(&job.name, "fixed", first.elapsed());
+    }
+    tracing::info!(
+        job = %job.name,
+        verdict = ?report.verdict,
+        exit = report.exit,
+        run = report.run.as_deref().unwrap_or(""),
+        fixed = ?report.fixed,
+        left_out = ?report.left_out,
+        "{}",
+        report.status
+    );
+    observe::notify(&job, &report).await;
+    job.name.clone()
+}
+
+/// The job as a batch of events asks it to run: limited to the rule's targets, with the rule's
+/// parameters over the job's own.
+fn asked(job: &jobs::Job, batch: &Batch) -> jobs::Job {
+    let mut job = job.clone();
+    job.limit = batch.ask.limit.clone();
+    for (k, v) in &batch.ask.params {
+        match job.params.iter_mut().find(|(n, _)| n == k) {
+            Some(p) => p.1 = v.clone(),
+            None => job.params.push((k.clone(), v.clone())),
+        }
+    }
+    job
+}
+
+/// The pollers of the jobs file, as tasks of this term.
+fn start_pollers(
+    jobs: &Jobs,
+    env: &Arc<Env>,
+    tx: &mpsc::Sender<Arrived>,
+    metrics: &Arc<Metrics>,
+) -> tokio::task::JoinSet<()> {
+    let mut set = tokio::task::JoinSet::new();
+    for p in &jobs.triggers.poll {
+        set.spawn(triggers::poll::run(
+            env.clone(),
+            p.clone(),
+            tx.clone(),
+            metrics.clone(),
+        ));
+    }
+    set
+}
+
+/// Matches an event against every job's rules; each job whose rule matches (its first such
+/// rule) gets a task that fetches the rule's lookups and renders its ask, then hands it to the
+/// loop's queue. An event no rule matches is counted and logged.
+fn dispatch(
+    jobs: &Jobs,
+    env: &Arc<Env>,
+    metrics: &Arc<Metrics>,
+    fires: &mpsc::UnboundedSender<Fire>,
+    arrived: Arrived,
+) {
+    let e = &arrived.event;
+    let about = format!("{} {}", e.kind_name, e.id);
+    let mut matched = false;
+    for job in &jobs.jobs {
+        let Some(rule) = job.on.iter().find(|r| r.matches(e)) else {
+            continue;
+        };
+        matched = true;
+        let (env, job, rule, fires) = (env.clone(), job.clone(), rule.clone(), fires.clone());
+        let (event, at, origin, about) = (
+            arrived.event.clone(),
+            arrived.at,
+            arrived.origin,
+            about.clone(),
+        );
+        tokio::spawn(async move {
+            match ask_of(&env, &job, &rule, &event).await {
+                Ok(ask) => {
+                    let _ = fires.send(Fire {
+                        job: job.name.clone(),
+                        ask,
+                        at,
+                        origin,
+                        about,
+                    });
+                }
+                Err(why) => tracing::warn!(
+                    job = %job.name,
+                    rule = %rule.name,
+                    event = %about,
+                    "the rule matched, but no run is asked: {why}"
+                ),
+            }
+        });
+    }
+    if !matched {
+        metrics.event_unmatched(arrived.origin);
+        tracing::info!(source = arrived.origin.word(), event = %about, "no rule matches the event");
+    }
+}
+
+/// What `rule` asks for `event`: its lookups fetched (read-only calls through the job's
+/// CloudStack API), then its templates rendered.
+async fn ask_of(
+    env: &Env,
+    job: &jobs::Job,
+    rule: &triggers::rules::Rule,
+    event: &triggers::Event,
+) -> Result<triggers::rules::Ask, String> {
+    use crate::transport::{Access, Action, ActionResult};
+    let mut ctx = triggers::rules::context(event);
+    if !rule.lookups.is_empty() {
+        let files = crate::inventory::Inventory::load(&job.inventory).map_err(|e| e.to_string())?;
+        let api = env.api(&job.inventory, &files);
+        for l in &rule.lookups {
+            let call = rule.lookup_call(l, &ctx)?;
+            let what = call.to_string();
+            let reply = api
+                .run(
+                    &Action::Api(call),
+                    Access::ReadOnly,
+                    Duration::from_secs(30),
+                )
+                .await
+                .map_err(|e| format!("lookup {}: {what}: {e}", l.name))?;
+            let ActionResult::Api(reply) = reply else {
+                return Err(format!("lookup {}: {what}: not an API reply", l.name));
+            };
+            let Some(first) = triggers::poll::items(&reply).into_iter().next() else {
+                return Err(format!("lookup {}: {what} found nothing", l.name));
+            };
+            ctx.insert(l.name.clone(), minijinja::Value::from_serialize(&first));
+        }
+    }
+    rule.ask(&ctx)
 }
 
 /// The next runs the state records (a previous leader's schedule).
@@ -433,6 +740,7 @@ fn schedule_all(
     let now = jiff::Timestamp::now();
     jobs.jobs
         .iter()
+        .filter(|j| !matches!(j.schedule, jobs::Schedule::Events))
         .map(|j| {
             let same = schedules_before.get(&j.name) == Some(&j.schedule.describe());
             let t = before

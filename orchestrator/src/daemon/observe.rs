@@ -1,9 +1,10 @@
-//! What the daemon tells the world: notifications (a webhook, a command) and the metrics it
-//! serves on `/metrics` (Prometheus text format 0.0.4), with `/healthz`, on a loopback port.
+//! What the daemon tells the world: notifications (a webhook, a command) and the metrics
+//! `listen` serves on `/metrics` (Prometheus text format 0.0.4): per job, and for the events
+//! that trigger runs (received, rejected, deduplicated, unmatched; the latency histograms).
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::Duration;
 
 use super::jobs::Job;
@@ -20,6 +21,46 @@ struct JobCounts {
     skipped: u64,
     plans: u64,
     found: u64,
+    /// Runs started by events.
+    event_runs: u64,
+}
+
+/// The buckets of the event latency histograms, in seconds.
+pub const BUCKETS: &[f64] = &[
+    0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0,
+];
+
+/// A Prometheus histogram: counts per bucket (not cumulative), sum, count.
+#[derive(Debug, Default, Clone)]
+struct Histogram {
+    counts: Vec<u64>,
+    sum: f64,
+    count: u64,
+}
+
+impl Histogram {
+    fn observe(&mut self, v: f64) {
+        if self.counts.is_empty() {
+            self.counts = vec![0; BUCKETS.len()];
+        }
+        if let Some(i) = BUCKETS.iter().position(|b| v <= *b) {
+            self.counts[i] += 1;
+        }
+        self.sum += v;
+        self.count += 1;
+    }
+}
+
+/// The event counters: by (source), and by (source, reason).
+#[derive(Debug, Default, Clone)]
+struct EventCounts {
+    received: BTreeMap<String, u64>,
+    unmatched: BTreeMap<String, u64>,
+    deduplicated: BTreeMap<(String, String), u64>,
+    rejected: BTreeMap<(String, String), u64>,
+    /// Latencies per (job, stage): `detection` (event received -> detection started) and
+    /// `fixed` (event received -> fix finished).
+    latency: BTreeMap<(String, String), Histogram>,
 }
 
 #[derive(Debug, Default)]
@@ -27,6 +68,7 @@ pub struct Metrics {
     jobs: Mutex<BTreeMap<String, JobCounts>>,
     /// Whether this daemon leads (schedules) now.
     leader: std::sync::atomic::AtomicBool,
+    events: Mutex<EventCounts>,
 }
 
 impl Metrics {
@@ -34,6 +76,59 @@ impl Metrics {
     pub fn set_leader(&self, leads: bool) {
         self.leader
             .store(leads, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Whether this daemon leads now.
+    pub fn is_leader(&self) -> bool {
+        self.leader.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    fn ev(&self) -> std::sync::MutexGuard<'_, EventCounts> {
+        self.events.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// An event delivery (or a polled event) arrived.
+    pub fn event_received(&self, source: super::triggers::Origin) {
+        *self.ev().received.entry(source.word().into()).or_default() += 1;
+    }
+
+    /// A delivery refused, and why (`bad-signature`, `too-large`...).
+    pub fn event_rejected(&self, source: super::triggers::Origin, reason: &str) {
+        *self
+            .ev()
+            .rejected
+            .entry((source.word().into(), reason.into()))
+            .or_default() += 1;
+    }
+
+    /// An event that made no new run: seen before (`replay`) or joined a waiting run
+    /// (`debounced`).
+    pub fn event_deduplicated(&self, source: super::triggers::Origin, reason: &str) {
+        *self
+            .ev()
+            .deduplicated
+            .entry((source.word().into(), reason.into()))
+            .or_default() += 1;
+    }
+
+    /// An accepted event that no rule matched.
+    pub fn event_unmatched(&self, source: super::triggers::Origin) {
+        *self.ev().unmatched.entry(source.word().into()).or_default() += 1;
+    }
+
+    /// A run started by events, `waited` after its first event.
+    pub fn event_run(&self, job: &str, waited: Duration) {
+        self.lock().entry(job.to_string()).or_default().event_runs += 1;
+        self.latency(job, "detection", waited);
+    }
+
+    /// A latency of `job`'s events to `stage` (`detection`, `fixed`).
+    pub fn latency(&self, job: &str, stage: &str, d: Duration) {
+        self.ev()
+            .latency
+            .entry((job.to_string(), stage.to_string()))
+            .or_default()
+            .observe(d.as_secs_f64());
     }
 
     /// Make every job appear (with zeros) before its first run.
@@ -136,6 +231,13 @@ impl Metrics {
             "Runs whose reports found problems (exit 8).",
             &|c| c.found,
         );
+        counter(
+            &mut out,
+            "remedy_job_event_runs_total",
+            "Runs started by events (rather than by the schedule).",
+            &|c| c.event_runs,
+        );
+        self.render_events(&mut out);
         let _ = writeln!(
             out,
             "# HELP remedy_circuit_open Whether the job's circuit for the target is open (1).\n# TYPE remedy_circuit_open gauge"
@@ -166,6 +268,70 @@ impl Metrics {
             }
         }
         out
+    }
+}
+
+impl Metrics {
+    fn render_events(&self, out: &mut String) {
+        let ev = self.ev().clone();
+        let by_source = |out: &mut String, name: &str, help: &str, m: &BTreeMap<String, u64>| {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+            for (source, n) in m {
+                let _ = writeln!(out, "{name}{{source=\"{}\"}} {n}", label(source));
+            }
+        };
+        let by_reason =
+            |out: &mut String, name: &str, help: &str, m: &BTreeMap<(String, String), u64>| {
+                let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+                for ((source, reason), n) in m {
+                    let _ = writeln!(
+                        out,
+                        "{name}{{source=\"{}\",reason=\"{}\"}} {n}",
+                        label(source),
+                        label(reason)
+                    );
+                }
+            };
+        by_source(
+            out,
+            "remedy_events_received_total",
+            "Event deliveries received (and events polled).",
+            &ev.received,
+        );
+        by_reason(
+            out,
+            "remedy_events_rejected_total",
+            "Deliveries refused, by reason (nothing ran).",
+            &ev.rejected,
+        );
+        by_reason(
+            out,
+            "remedy_events_deduplicated_total",
+            "Events that made no new run: seen before (replay) or joined a waiting run (debounced).",
+            &ev.deduplicated,
+        );
+        by_source(
+            out,
+            "remedy_events_unmatched_total",
+            "Events accepted that no rule matched.",
+            &ev.unmatched,
+        );
+        let name = "remedy_event_latency_seconds";
+        let _ = writeln!(
+            out,
+            "# HELP {name} From an event received to its run's detection started (stage=detection) or fix finished (stage=fixed).\n# TYPE {name} histogram"
+        );
+        for ((job, stage), h) in &ev.latency {
+            let l = format!("job=\"{}\",stage=\"{}\"", label(job), label(stage));
+            let mut cumulative = 0;
+            for (i, b) in BUCKETS.iter().enumerate() {
+                cumulative += h.counts.get(i).copied().unwrap_or(0);
+                let _ = writeln!(out, "{name}_bucket{{{l},le=\"{b}\"}} {cumulative}");
+            }
+            let _ = writeln!(out, "{name}_bucket{{{l},le=\"+Inf\"}} {}", h.count);
+            let _ = writeln!(out, "{name}_sum{{{l}}} {}", h.sum);
+            let _ = writeln!(out, "{name}_count{{{l}}} {}", h.count);
+        }
     }
 }
 
@@ -235,52 +401,5 @@ pub async fn notify(job: &Job, report: &Report) {
                 }
             }
         }
-    }
-}
-
-/// Serve `/healthz` and `/metrics` on `listener` until the process ends.
-pub async fn serve(
-    listener: tokio::net::TcpListener,
-    metrics: Arc<Metrics>,
-    store: super::state::Store,
-) {
-    use http_body_util::Full;
-    use hyper::body::Bytes;
-    loop {
-        let Ok((stream, _)) = listener.accept().await else {
-            // (e.g. out of file descriptors: do not spin)
-            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-            continue;
-        };
-        let metrics = metrics.clone();
-        let store = store.clone();
-        tokio::spawn(async move {
-            let service =
-                hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
-                    let metrics = metrics.clone();
-                    let store = store.clone();
-                    async move {
-                        let (status, ctype, body) = match req.uri().path() {
-                            "/healthz" => (200, "text/plain; charset=utf-8", "ok\n".to_string()),
-                            "/metrics" => match store.load().await {
-                                Ok(s) => (
-                                    200,
-                                    "text/plain; version=0.0.4; charset=utf-8",
-                                    metrics.render(&s),
-                                ),
-                                Err(e) => (500, "text/plain; charset=utf-8", format!("{e}\n")),
-                            },
-                            _ => (404, "text/plain; charset=utf-8", "not found\n".to_string()),
-                        };
-                        hyper::Response::builder()
-                            .status(status)
-                            .header("content-type", ctype)
-                            .body(Full::new(Bytes::from(body)))
-                    }
-                });
-            let _ = hyper::server::conn::http1::Builder::new()
-                .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
-                .await;
-        });
     }
 }

@@ -42,7 +42,11 @@ pub struct Env {
 }
 
 impl Env {
-    fn api(&self, inventory: &[PathBuf], inv: &crate::inventory::Inventory) -> Arc<ApiTransport> {
+    pub(crate) fn api(
+        &self,
+        inventory: &[PathBuf],
+        inv: &crate::inventory::Inventory,
+    ) -> Arc<ApiTransport> {
         let mut apis = self.apis.lock().unwrap_or_else(|p| p.into_inner());
         apis.entry(inventory.to_vec())
             .or_insert_with(|| {
@@ -198,7 +202,8 @@ pub async fn run_job(env: &Env, job: &Job, token: &str) -> Report {
 async fn run_inner(env: &Env, job: &Job, token: &str) -> Result<Report, Error> {
     // Detect: a dry-run, not audited (it changes nothing; a healthy zone would fill the log).
     let (inv, api) = inventory(env, job).await?;
-    let plan = build(job, inv.clone(), None)?;
+    // (A run asked for by an event is limited to the rule's targets from detection on.)
+    let plan = build(job, inv.clone(), job.limit.clone())?;
     let reload = reloader(&plan, job, &api)?;
     let redactor = plan.redactor.clone();
     let router = Arc::new(Router::with_api(&plan.inventory, api.clone()));
@@ -307,7 +312,7 @@ async fn plan_mode(
     api: Arc<ApiTransport>,
     reload: Option<Arc<crate::cloudstack::inventory::Reloader>>,
 ) -> Result<Report, Error> {
-    let plan = build(job, inv, None)?;
+    let plan = build(job, inv, job.limit.clone())?;
     let redactor = plan.redactor.clone();
     let router = Arc::new(Router::with_api(&plan.inventory, api));
     let dir = env.state_dir.join("plans");
@@ -369,7 +374,7 @@ async fn fix(
         .remove(&job.name)
         .unwrap_or_default();
     let (targets, locks): (BTreeSet<String>, Vec<String>) = {
-        let plan = build(job, inv.clone(), None)?;
+        let plan = build(job, inv.clone(), job.limit.clone())?;
         let targets = plan
             .targets
             .iter()
@@ -433,13 +438,17 @@ async fn fix(
         r.left_out = left_out;
         return Ok(r);
     }
-    let limit = (!left_out.is_empty()).then(|| {
-        let mut p = String::from("all");
+    let limit = if left_out.is_empty() {
+        job.limit.clone()
+    } else {
+        let mut p = job.limit.clone().unwrap_or_else(|| String::from("all"));
+        // With a comma in the pattern only commas separate its terms.
+        let sep = if p.contains(',') { ',' } else { ':' };
         for (t, _) in &left_out {
-            p.push_str(&format!(":!{t}"));
+            p.push_str(&format!("{sep}!{t}"));
         }
-        p
-    });
+        Some(p)
+    };
     let plan = build(job, inv, limit)?;
     let reload = reloader(&plan, job, &api)?;
     let router = Arc::new(Router::with_api(&plan.inventory, api));

@@ -29,6 +29,66 @@ const LOCK: &str = "daemon-state.lock";
 pub struct State {
     #[serde(default)]
     pub jobs: BTreeMap<String, JobState>,
+    /// Events seen (replays are recognised across restarts and failovers) and the pollers'
+    /// cursors.
+    #[serde(default, skip_serializing_if = "Events::is_empty")]
+    pub events: Events,
+}
+
+/// What the event triggers remember.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Events {
+    /// Event ids seen, with when: at most [`SEEN_MAX`], none older than [`SEEN_FOR`].
+    #[serde(default)]
+    pub seen: BTreeMap<String, Timestamp>,
+    /// Each poller's cursor (`NAME/events`, `NAME/alerts`).
+    #[serde(default)]
+    pub cursors: BTreeMap<String, Cursor>,
+}
+
+/// Where a poller (`triggers::poll`) is: the newest item's time and the ids seen at that time.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Cursor {
+    pub created: Option<jiff::Timestamp>,
+    #[serde(default)]
+    pub ids: Vec<String>,
+}
+
+/// How many event ids are remembered at most (the oldest are forgotten first).
+pub const SEEN_MAX: usize = 2048;
+/// How long an event id is remembered: longer than CloudStack's and Alertmanager's retries.
+pub const SEEN_FOR: std::time::Duration = std::time::Duration::from_secs(3600);
+
+impl Events {
+    pub fn is_empty(&self) -> bool {
+        self.seen.is_empty() && self.cursors.is_empty()
+    }
+
+    /// Remember `id` at `now`: `false` when it was seen already (a replay). Keeps the set
+    /// bounded: ids older than [`SEEN_FOR`] go, then the oldest beyond [`SEEN_MAX`].
+    pub fn remember(&mut self, id: &str, now: Timestamp) -> bool {
+        let horizon = jiff::SignedDuration::try_from(SEEN_FOR)
+            .ok()
+            .and_then(|d| now.checked_sub(d).ok())
+            .unwrap_or(Timestamp::MIN);
+        self.seen.retain(|_, t| *t > horizon);
+        if self.seen.contains_key(id) {
+            return false;
+        }
+        self.seen.insert(id.to_string(), now);
+        while self.seen.len() > SEEN_MAX {
+            let oldest = self
+                .seen
+                .iter()
+                .min_by_key(|(_, t)| **t)
+                .map(|(k, _)| k.clone());
+            match oldest {
+                Some(k) => self.seen.remove(&k),
+                None => break,
+            };
+        }
+        true
+    }
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -369,6 +429,25 @@ mod tests {
         let s = load(dir.path()).unwrap();
         assert!(s.jobs["dns"].targets.is_empty(), "{s:?}");
         assert_eq!(s.jobs["other"].last_exit, Some(0));
+    }
+
+    #[test]
+    fn seen_events_are_bounded_in_number_and_age() {
+        let mut e = Events::default();
+        let t0 = at("2026-12-06T10:00:00Z");
+        assert!(e.remember("a", t0));
+        assert!(!e.remember("a", t0), "a replay");
+        for n in 0..SEEN_MAX {
+            e.remember(
+                &format!("n{n}"),
+                t0 + jiff::SignedDuration::from_secs(n as i64 + 1),
+            );
+        }
+        assert_eq!(e.seen.len(), SEEN_MAX);
+        assert!(!e.seen.contains_key("a"), "the oldest went first");
+        let later = t0 + jiff::SignedDuration::from_hours(3);
+        assert!(e.remember("a", later));
+        assert_eq!(e.seen.len(), 1, "the old ones expired");
     }
 
     #[test]
