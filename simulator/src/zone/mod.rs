@@ -42,6 +42,7 @@ mod agent;
 mod catalog;
 mod compute;
 mod compute_views;
+pub mod events;
 mod guest;
 mod host_jobs;
 mod jobs;
@@ -52,6 +53,8 @@ mod seed;
 mod settings;
 mod validate;
 pub mod vlan;
+mod watch;
+pub mod webhooks;
 
 use std::collections::BTreeMap;
 
@@ -93,6 +96,15 @@ pub struct Zone {
     /// one set (see [`crate::faults`]).
     #[serde(default)]
     faults: Faults,
+    /// Events and alerts (`events.rs`).
+    #[serde(default)]
+    log: events::Log,
+    /// Webhooks, their deliveries and the queue (`webhooks.rs`).
+    #[serde(default)]
+    hooks: webhooks::Hooks,
+    /// The last look at derived state (`watch.rs`).
+    #[serde(default)]
+    watch: watch::Watch,
 }
 
 /// A CloudStack error reply: `{"<key>": {"uuidList": [], "errorcode", "cserrorcode", "errortext"}}`
@@ -152,6 +164,9 @@ impl Zone {
             seq: 0,
             clock: jiff::Timestamp::UNIX_EPOCH,
             faults: scenario.faults.clone(),
+            log: events::Log::default(),
+            hooks: webhooks::Hooks::default(),
+            watch: watch::Watch::default(),
         };
         zone.seed_past_jobs(scenario)?;
         Ok(zone)
@@ -272,6 +287,7 @@ impl Zone {
         now: jiff::Timestamp,
     ) -> Reply {
         self.advance(now);
+        self.observe(now);
         let Some(spec) = apis::get(command) else {
             return error(
                 "errorresponse",
@@ -291,9 +307,28 @@ impl Zone {
             "updateHost" => self.update_host(key, &p),
             "listApis" => catalog::list_apis(key, &p),
             "listCapabilities" => Ok(json!({ key: {"capability": catalog::capabilities()} })),
+            "listEvents" => self
+                .list_events(&p)
+                .and_then(|items| self.scoped_page(spec, &p, items)),
+            "listAlerts" => Ok(self.page(spec, &p, self.list_alerts(&p))),
+            "createWebhook" => self.create_webhook(key, &p, now),
+            "updateWebhook" => self.update_webhook(key, &p, now),
+            "deleteWebhook" => self.delete_webhook(key, &p, now),
+            "listWebhooks" => self
+                .list_webhooks(&p)
+                .map(|items| self.page(spec, &p, items)),
+            "listWebhookDeliveries" => self
+                .list_deliveries(&p)
+                .map(|items| self.page(spec, &p, items)),
+            "deleteWebhookDelivery" => self.delete_deliveries(key, &p),
+            "executeWebhookDelivery" => Err((
+                530,
+                "executeWebhookDelivery is sent by the HTTP front, not the zone".into(),
+            )),
             name if spec.isasync => self.start_job(name, key, &p, faults, now),
             _ => self.list(spec, &p),
         };
+        self.observe(now);
         match result {
             Ok(mut body) => {
                 if !spec.name.ends_with("Configuration") && !spec.name.ends_with("Configurations") {
@@ -303,6 +338,18 @@ impl Zone {
             }
             Err((status, text)) => error(key, status, cserrorcode(status), text),
         }
+    }
+
+    /// A page of items that belong to accounts, after the account scope (see `lists.rs`).
+    fn scoped_page(
+        &self,
+        spec: &apis::ApiSpec,
+        p: &Params,
+        items: Vec<Value>,
+    ) -> Result<Value, (u16, String)> {
+        let acl = self.acl(p)?;
+        let items = items.into_iter().filter(|i| acl.admits(i)).collect();
+        Ok(self.page(spec, p, items))
     }
 
     fn query_job(&self, key: &str, p: &Params) -> Value {
@@ -331,8 +378,15 @@ fn omit_empty(v: &mut Value) {
 }
 
 /// A command's parameters.
-pub(crate) struct Params<'a> {
+pub struct Params<'a> {
     map: &'a BTreeMap<String, String>,
+}
+
+impl<'a> Params<'a> {
+    /// Parameters over a map (for [`Zone::prepare_execute`] from the HTTP front).
+    pub fn new(map: &'a BTreeMap<String, String>) -> Params<'a> {
+        Params { map }
+    }
 }
 
 impl Params<'_> {

@@ -41,6 +41,10 @@ enum Entity {
     Offering,
     Template,
     VpcOffering,
+    Event,
+    Alert,
+    Webhook,
+    WebhookDelivery,
     /// Something the simulated zone has none of (templates, projects, storage, ...).
     Absent,
 }
@@ -67,8 +71,17 @@ fn entity(command: &str, param: &str) -> Entity {
             "listTemplates" => Entity::Template,
             "listManagementServers" => Entity::MgmtServer,
             "listVirtualMachines" => Entity::GuestVm,
+            "listEvents" => Entity::Event,
+            "listAlerts" => Entity::Alert,
+            "listWebhooks" | "updateWebhook" | "deleteWebhook" => Entity::Webhook,
+            "listWebhookDeliveries" | "deleteWebhookDelivery" | "executeWebhookDelivery" => {
+                Entity::WebhookDelivery
+            }
             _ => Entity::Absent,
         },
+        "startid" => Entity::Event,
+        "webhookid" => Entity::Webhook,
+        "managementserverid" => Entity::MgmtServer,
         "zoneid" => Entity::Zone,
         "podid" => Entity::Pod,
         "clusterid" => Entity::Cluster,
@@ -126,6 +139,10 @@ impl Zone {
                 .vms
                 .iter()
                 .any(|v| nics(w, v).iter().any(|n| n["id"] == id)),
+            Entity::Event => self.events().any(|e| e.id == id),
+            Entity::Alert => self.alerts().any(|a| a.id == id),
+            Entity::Webhook => self.webhooks().iter().any(|w| w.id == id),
+            Entity::WebhookDelivery => self.deliveries().iter().any(|d| d.id == id),
             Entity::Absent => false,
         }
     }
