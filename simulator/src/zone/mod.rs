@@ -303,8 +303,12 @@ impl Zone {
         let key = &spec.response_envelope_key;
         let result = match spec.name.as_str() {
             "queryAsyncJobResult" => Ok(self.query_job(key, &p)),
-            "updateConfiguration" => self.update_configuration(key, &p),
-            "updateHost" => self.update_host(key, &p),
+            "updateConfiguration" => self
+                .update_configuration(key, &p)
+                .inspect(|_| self.changed_sync("CONFIGURATION.VALUE.EDIT", &p, now)),
+            "updateHost" => self
+                .update_host(key, &p)
+                .inspect(|_| self.changed_sync("HOST.UPDATE", &p, now)),
             "listApis" => catalog::list_apis(key, &p),
             "listCapabilities" => Ok(json!({ key: {"capability": catalog::capabilities()} })),
             "listEvents" => self
@@ -338,6 +342,27 @@ impl Zone {
             }
             Err((status, text)) => error(key, status, cserrorcode(status), text),
         }
+    }
+
+    /// Records the event of a synchronous change that succeeded.
+    fn changed_sync(&mut self, kind: &str, p: &Params, now: jiff::Timestamp) {
+        let (text, resource) = match kind {
+            "CONFIGURATION.VALUE.EDIT" => (
+                format!(
+                    "Successfully edited configuration value: {} = {}",
+                    p.get("name").unwrap_or_default(),
+                    p.get("value").unwrap_or_default()
+                ),
+                None,
+            ),
+            _ => {
+                let r = self.resource(p.get("id").unwrap_or_default());
+                let name = r.as_ref().map_or("", |r| r.name.as_str()).to_string();
+                (format!("Successfully updated host: {name}"), r)
+            }
+        };
+        let event = events::NewEvent::completed(kind, text, model::ADMIN_ACCOUNT).about(resource);
+        self.record_event(event, now);
     }
 
     /// A page of items that belong to accounts, after the account scope (see `lists.rs`).

@@ -385,7 +385,7 @@ impl Zone {
             scope: scope.to_string(),
             created: now,
         };
-        let reply = json!({ key: self.webhook_json(&w) });
+        let reply = json!({ key: {"webhook": self.webhook_json(&w)} });
         let event = NewEvent::completed(
             "WEBHOOK.CREATE",
             format!("Creating Webhook {}", w.name),
@@ -475,7 +475,7 @@ impl Zone {
         if let Some(s) = p.get("secretkey") {
             w.secretkey = Some(s.to_string()).filter(|s| !s.trim().is_empty());
         }
-        let reply = json!({ key: self.webhook_json(&w) });
+        let reply = json!({ key: {"webhook": self.webhook_json(&w)} });
         let event = NewEvent::completed(
             "WEBHOOK.UPDATE",
             format!("Updating Webhook {}", w.name),
@@ -652,6 +652,26 @@ impl Zone {
             delay_ms: 0,
             bad_signature: false,
             duplicate: false,
+        })
+    }
+
+    /// `executeWebhookDelivery` as the HTTP front receives it (parameters checked as for
+    /// any command): the delivery to send, or the error reply.
+    pub fn execute_call(
+        &mut self,
+        spec: &crate::apis::ApiSpec,
+        params: &std::collections::BTreeMap<String, String>,
+        now: jiff::Timestamp,
+    ) -> Result<Outgoing, super::Reply> {
+        self.advance(now);
+        self.validate(spec, params)?;
+        self.prepare_execute(&Params::new(params)).map_err(|(status, text)| {
+            super::error(
+                &spec.response_envelope_key,
+                status,
+                super::cserrorcode(status),
+                text,
+            )
         })
     }
 
