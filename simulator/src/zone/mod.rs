@@ -439,3 +439,6 @@ mod seed_case_tests;
 
 #[cfg(test)]
 mod catalog_tests;
+
+#[cfg(test)]
+mod events_tests;

@@ -15,7 +15,8 @@
 //!   to BACKUP`, and event `ROUTER.HEALTH.CHECKS` with that text: WARN, or ERROR with `; no
 //!   router of VPC web-vpc is PRIMARY` when none of the VPC's running routers is PRIMARY
 //!   any more (INFO when it becomes PRIMARY);
-//! - dnsmasq stops on a running router: alert 9 `Health checks failed: 1 failing checks on
+//! - dnsmasq stops on a running router that serves DHCP and DNS (the PRIMARY of a redundant
+//!   pair, or a lone router) and stays so: alert 9 `Health checks failed: 1 failing checks on
 //!   router <uuid>` and event `ROUTER.HEALTH.CHECKS` ERROR `Health checks failed on router
 //!   r-930-VM: dns_check, dhcp_check (dnsmasq is not running)`; back: INFO `Health checks
 //!   passed on router r-930-VM`;
@@ -118,7 +119,10 @@ impl Zone {
                     to: s.derived,
                 });
             }
-            if healthy_before != s.healthy && !(first && s.healthy) {
+            // dnsmasq runs on the PRIMARY of a redundant pair (or a lone router) only
+            let serves = |d: &str| d == "PRIMARY" || d == "UNKNOWN";
+            let checked = serves(s.derived) && (first || old.is_some_and(|o| serves(o.derived)));
+            if checked && healthy_before != s.healthy && !(first && s.healthy) {
                 changes.push(Change::Dnsmasq {
                     vm: s.id.clone(),
                     up: s.healthy,
