@@ -251,7 +251,7 @@ fn paging_across_three_pages() {
     let r = call(&mut z, "listConfigurations", &[], t0());
     assert_eq!(
         (inner(&r)["count"].as_u64(), names(&r).len()),
-        (Some(17), 5)
+        (Some(20), 5)
     );
     let r = call(
         &mut z,
