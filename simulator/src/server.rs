@@ -493,10 +493,7 @@ enum Answer {
 
 /// `executeWebhookDelivery`: sends the delivery (the reply waits for it, as on the server),
 /// records it unless it is a test delivery, and answers with its record.
-async fn execute_delivery(
-    shared: &Shared,
-    o: &crate::zone::webhooks::Outgoing,
-) -> (u16, Reply) {
+async fn execute_delivery(shared: &Shared, o: &crate::zone::webhooks::Outgoing) -> (u16, Reply) {
     let outcome = crate::hooks::deliver(&shared.client, o).await;
     let item = lock(&shared.zone).record_delivery(o, &outcome);
     let body = json!({"executewebhookdeliveryresponse": {"webhookdelivery": item}});
@@ -698,7 +695,11 @@ fn inject_events(zone: &mut Zone, e: InjectEvent) -> Result<Vec<String>, String>
         "Started" => "Started",
         "Scheduled" => "Scheduled",
         "Created" => "Created",
-        other => return Err(format!("state {other}: Completed, Started, Scheduled or Created")),
+        other => {
+            return Err(format!(
+                "state {other}: Completed, Started, Scheduled or Created"
+            ))
+        }
     };
     let resource = match &e.resource {
         Some(name) => Some(

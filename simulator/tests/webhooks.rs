@@ -38,35 +38,44 @@ impl Receiver {
         let serving = r.clone();
         tokio::spawn(async move {
             loop {
-                let Ok((stream, _)) = listener.accept().await else { return };
+                let Ok((stream, _)) = listener.accept().await else {
+                    return;
+                };
                 let r = serving.clone();
                 tokio::spawn(async move {
-                    let service = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
-                        let r = r.clone();
-                        async move {
-                            let headers = req
-                                .headers()
-                                .iter()
-                                .map(|(k, v)| (k.as_str().to_string(), v.to_str().unwrap_or("").to_string()))
-                                .collect();
-                            let body = req.into_body().collect().await.unwrap().to_bytes();
-                            r.got.lock().unwrap().push(Got {
-                                headers,
-                                body: String::from_utf8_lossy(&body).into_owned(),
-                            });
-                            let hold = *r.hold.lock().unwrap();
-                            if let Some(d) = hold {
-                                tokio::time::sleep(d).await;
+                    let service = hyper::service::service_fn(
+                        move |req: hyper::Request<hyper::body::Incoming>| {
+                            let r = r.clone();
+                            async move {
+                                let headers = req
+                                    .headers()
+                                    .iter()
+                                    .map(|(k, v)| {
+                                        (
+                                            k.as_str().to_string(),
+                                            v.to_str().unwrap_or("").to_string(),
+                                        )
+                                    })
+                                    .collect();
+                                let body = req.into_body().collect().await.unwrap().to_bytes();
+                                r.got.lock().unwrap().push(Got {
+                                    headers,
+                                    body: String::from_utf8_lossy(&body).into_owned(),
+                                });
+                                let hold = *r.hold.lock().unwrap();
+                                if let Some(d) = hold {
+                                    tokio::time::sleep(d).await;
+                                }
+                                let status = r.script.lock().unwrap().pop_front().unwrap_or(200);
+                                Ok::<_, std::convert::Infallible>(
+                                    hyper::Response::builder()
+                                        .status(status)
+                                        .body(Full::new(Bytes::from_static(b"ok")))
+                                        .unwrap(),
+                                )
                             }
-                            let status = r.script.lock().unwrap().pop_front().unwrap_or(200);
-                            Ok::<_, std::convert::Infallible>(
-                                hyper::Response::builder()
-                                    .status(status)
-                                    .body(Full::new(Bytes::from_static(b"ok")))
-                                    .unwrap(),
-                            )
-                        }
-                    });
+                        },
+                    );
                     let _ = hyper::server::conn::http1::Builder::new()
                         .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
                         .await;
@@ -88,7 +97,11 @@ impl Receiver {
             if got.len() >= n {
                 return got;
             }
-            assert!(Instant::now() < end, "only {} of {n} deliveries came: {got:?}", got.len());
+            assert!(
+                Instant::now() < end,
+                "only {} of {n} deliveries came: {got:?}",
+                got.len()
+            );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
@@ -152,7 +165,10 @@ async fn create(sim: &Sim, url: &str, secret: Option<&str>) -> String {
     }
     let (status, body) = api(sim, "createWebhook", &args).await;
     assert_eq!(status, 200, "{body}");
-    body["createwebhookresponse"]["webhook"]["id"].as_str().unwrap().to_string()
+    body["createwebhookresponse"]["webhook"]["id"]
+        .as_str()
+        .unwrap()
+        .to_string()
 }
 
 async fn deliveries(sim: &Sim, webhook: &str) -> Vec<Value> {
@@ -188,8 +204,15 @@ async fn a_broken_vpc_is_delivered_signed_to_a_loopback_receiver() {
     let got = about(&rx.got(), "ROUTER.HEALTH.CHECKS");
     assert_eq!(got.len(), 1, "{got:?}");
     let g = &got[0];
-    assert_eq!(g.headers["x-cs-signature"], expected_signature("topsecret", &g.body));
-    assert!(g.headers["user-agent"].starts_with("CS-Hookshot/"), "{:?}", g.headers);
+    assert_eq!(
+        g.headers["x-cs-signature"],
+        expected_signature("topsecret", &g.body)
+    );
+    assert!(
+        g.headers["user-agent"].starts_with("CS-Hookshot/"),
+        "{:?}",
+        g.headers
+    );
     assert_eq!(g.headers["content-type"], "application/json; charset=UTF-8");
     let payload: Value = serde_json::from_str(&g.body).unwrap();
     assert_eq!(
@@ -205,7 +228,12 @@ async fn a_broken_vpc_is_delivered_signed_to_a_loopback_receiver() {
     let event = &events["listeventsresponse"]["event"][0];
     assert_eq!(g.headers["x-cs-event-id"], event["id"].as_str().unwrap());
     assert_eq!(event["resourcename"], "r-930-VM");
-    let (_, alerts) = api(&sim, "listAlerts", &[("name", "ALERT.SERVICE.DOMAINROUTER")]).await;
+    let (_, alerts) = api(
+        &sim,
+        "listAlerts",
+        &[("name", "ALERT.SERVICE.DOMAINROUTER")],
+    )
+    .await;
     assert_eq!(
         alerts["listalertsresponse"]["alert"][0]["description"],
         "Redundant virtual router r-930-VM just switch from PRIMARY to BACKUP"
@@ -216,7 +244,10 @@ async fn a_broken_vpc_is_delivered_signed_to_a_loopback_receiver() {
     assert_eq!(d[0]["eventtype"], "ROUTER.HEALTH.CHECKS");
     assert_eq!(d[0]["success"], true);
     assert_eq!(d[0]["response"], "ok");
-    assert!(d[0]["headers"].as_str().unwrap().contains("X-CS-Signature: "));
+    assert!(d[0]["headers"]
+        .as_str()
+        .unwrap()
+        .contains("X-CS-Signature: "));
     // a webhook to anywhere but loopback is refused
     let (status, body) = api(
         &sim,
@@ -242,11 +273,20 @@ async fn a_delivery_is_tried_until_200_and_a_failed_one_is_recorded() {
     let (status, ids) = admin(&sim, reqwest::Method::POST, "events", event.clone()).await;
     assert_eq!(status, 200, "{ids}");
     let got = rx.wait_for(4).await;
-    assert_eq!(got[1].headers["x-cs-event-id"], ids["ids"][0].as_str().unwrap());
-    assert!(!got[1].headers.contains_key("x-cs-signature"), "no secret: unsigned");
+    assert_eq!(
+        got[1].headers["x-cs-event-id"],
+        ids["ids"][0].as_str().unwrap()
+    );
+    assert!(
+        !got[1].headers.contains_key("x-cs-signature"),
+        "no secret: unsigned"
+    );
     tokio::time::sleep(Duration::from_millis(200)).await;
     let d = deliveries(&sim, &hook).await;
-    assert_eq!((d[0]["eventtype"].clone(), d[0]["success"].clone()), (json!("ROUTER.HEALTH.CHECKS"), json!(true)));
+    assert_eq!(
+        (d[0]["eventtype"].clone(), d[0]["success"].clone()),
+        (json!("ROUTER.HEALTH.CHECKS"), json!(true))
+    );
     assert_eq!(rx.got().len(), 4, "three tries, the third answered 200");
 
     rx.script.lock().unwrap().extend([500, 500, 500]);
@@ -259,7 +299,12 @@ async fn a_delivery_is_tried_until_200_and_a_failed_one_is_recorded() {
     assert_eq!(d[0]["response"], "ok", "the last reply's body");
 
     // redelivery of the failed one: a new record, the same event
-    let (status, body) = api(&sim, "executeWebhookDelivery", &[("id", d[0]["id"].as_str().unwrap())]).await;
+    let (status, body) = api(
+        &sim,
+        "executeWebhookDelivery",
+        &[("id", d[0]["id"].as_str().unwrap())],
+    )
+    .await;
     assert_eq!(status, 200, "{body}");
     let again = &body["executewebhookdeliveryresponse"]["webhookdelivery"];
     assert_eq!(again["eventid"], d[0]["eventid"]);
@@ -272,7 +317,10 @@ async fn a_delivery_is_tried_until_200_and_a_failed_one_is_recorded() {
     assert_eq!(test["payload"], "{ \"CloudStack\": \"works!\" }");
     assert_eq!(deliveries(&sim, &hook).await.len(), d.len() + 1);
     let last = rx.got().pop().unwrap();
-    assert_eq!(last.headers["content-type"], "application/json; charset=UTF-8");
+    assert_eq!(
+        last.headers["content-type"],
+        "application/json; charset=UTF-8"
+    );
 }
 
 #[tokio::test]
@@ -295,32 +343,69 @@ async fn delivery_faults_drop_delay_sign_badly_duplicate_and_time_out() {
     let got = rx.wait_for(3).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     let got_now = rx.got();
-    assert_eq!(got_now.len(), 3, "the first dropped, the second sent twice: {got:?}");
+    assert_eq!(
+        got_now.len(),
+        3,
+        "the first dropped, the second sent twice: {got:?}"
+    );
     let id = sent["ids"][0].as_str().unwrap();
     assert_eq!(got_now[1].headers["x-cs-event-id"], id);
-    assert_eq!(got_now[2].headers["x-cs-event-id"], id, "the same event id twice");
-    assert_ne!(got_now[1].headers["x-cs-signature"], expected_signature("k", &got_now[1].body));
+    assert_eq!(
+        got_now[2].headers["x-cs-event-id"], id,
+        "the same event id twice"
+    );
+    assert_ne!(
+        got_now[1].headers["x-cs-signature"],
+        expected_signature("k", &got_now[1].body)
+    );
     assert_eq!(
         (&got_now[2].headers["x-cs-signature"], &got_now[2].body),
         (&got_now[1].headers["x-cs-signature"], &got_now[1].body),
         "a replay is the same request"
     );
     // a replay alone is signed right
-    admin(&sim, reqwest::Method::PATCH, "faults", json!({"webhook_duplicate_next": 1})).await;
+    admin(
+        &sim,
+        reqwest::Method::PATCH,
+        "faults",
+        json!({"webhook_duplicate_next": 1}),
+    )
+    .await;
     admin(&sim, reqwest::Method::POST, "events", one.clone()).await;
     let got_now = rx.wait_for(5).await;
-    assert_eq!(got_now[3].headers["x-cs-event-id"], got_now[4].headers["x-cs-event-id"]);
+    assert_eq!(
+        got_now[3].headers["x-cs-event-id"],
+        got_now[4].headers["x-cs-event-id"]
+    );
     for g in &got_now[3..5] {
-        assert_eq!(g.headers["x-cs-signature"], expected_signature("k", &g.body));
+        assert_eq!(
+            g.headers["x-cs-signature"],
+            expected_signature("k", &g.body)
+        );
     }
     let d = deliveries(&sim, &hook).await;
-    assert!(d.iter().all(|x| x["eventid"] != dropped["ids"][0]), "a dropped delivery leaves no record");
+    assert!(
+        d.iter().all(|x| x["eventid"] != dropped["ids"][0]),
+        "a dropped delivery leaves no record"
+    );
     let (_, f) = admin(&sim, reqwest::Method::GET, "faults", json!({})).await;
-    assert_eq!((f["webhook_drop_next"].clone(), f["webhook_duplicate_next"].clone()), (json!(0), json!(0)));
+    assert_eq!(
+        (
+            f["webhook_drop_next"].clone(),
+            f["webhook_duplicate_next"].clone()
+        ),
+        (json!(0), json!(0))
+    );
 
     // a hanging receiver: each try cut at the timeout, the failure recorded
     *rx.hold.lock().unwrap() = Some(Duration::from_secs(3));
-    admin(&sim, reqwest::Method::PATCH, "faults", json!({"webhook_timeout_ms": 200, "webhook_delay_ms": 300})).await;
+    admin(
+        &sim,
+        reqwest::Method::PATCH,
+        "faults",
+        json!({"webhook_timeout_ms": 200, "webhook_delay_ms": 300}),
+    )
+    .await;
     let started = Instant::now();
     admin(&sim, reqwest::Method::POST, "events", one).await;
     let end = Instant::now() + Duration::from_secs(5);
@@ -332,10 +417,23 @@ async fn delivery_faults_drop_delay_sign_badly_duplicate_and_time_out() {
         assert!(Instant::now() < end, "no record of the timed-out delivery");
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
-    assert!(started.elapsed() >= Duration::from_millis(900), "300 ms delay + 3 x 200 ms");
-    assert!(started.elapsed() < Duration::from_secs(3), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() >= Duration::from_millis(900),
+        "300 ms delay + 3 x 200 ms"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
     assert_eq!(failed["success"], false);
-    assert!(failed["response"].as_str().unwrap().starts_with("Failed due to : "), "{failed}");
+    assert!(
+        failed["response"]
+            .as_str()
+            .unwrap()
+            .starts_with("Failed due to : "),
+        "{failed}"
+    );
 }
 
 #[tokio::test]
@@ -354,11 +452,32 @@ async fn a_storm_of_500_events_is_delivered_in_full() {
     assert_eq!(status, 200);
     assert_eq!(body["ids"].as_array().unwrap().len(), 500);
     let got = rx.wait_for(501).await;
-    let ids: std::collections::BTreeSet<&str> =
-        got[1..].iter().map(|g| g.headers["x-cs-event-id"].as_str()).collect();
+    let ids: std::collections::BTreeSet<&str> = got[1..]
+        .iter()
+        .map(|g| g.headers["x-cs-event-id"].as_str())
+        .collect();
     assert_eq!(ids.len(), 500, "every event once");
-    let (_, events) = api(&sim, "listEvents", &[("listall", "true"), ("type", "ROUTER.HEALTH.CHECKS"), ("pagesize", "500"), ("page", "1")]).await;
+    let (_, events) = api(
+        &sim,
+        "listEvents",
+        &[
+            ("listall", "true"),
+            ("type", "ROUTER.HEALTH.CHECKS"),
+            ("pagesize", "500"),
+            ("page", "1"),
+        ],
+    )
+    .await;
     assert_eq!(events["listeventsresponse"]["count"], 500);
-    let (status, body) = admin(&sim, reqwest::Method::POST, "events", json!({"type": "X", "resource": "nowhere"})).await;
-    assert_eq!((status, body["simresponse"]["errortext"].clone()), (400, json!("no machine, VPC or tier named nowhere")));
+    let (status, body) = admin(
+        &sim,
+        reqwest::Method::POST,
+        "events",
+        json!({"type": "X", "resource": "nowhere"}),
+    )
+    .await;
+    assert_eq!(
+        (status, body["simresponse"]["errortext"].clone()),
+        (400, json!("no machine, VPC or tier named nowhere"))
+    );
 }

@@ -353,15 +353,12 @@ impl Zone {
             .filter(|e| level.is_none_or(|l| e.level == l))
             .filter(|e| start.is_none_or(|s| e.created >= s))
             .filter(|e| end.is_none_or(|x| e.created <= x))
-            .filter(|e| {
-                startid.is_none_or(|s| e.id == s || e.parentid.as_deref() == Some(s))
-            })
+            .filter(|e| startid.is_none_or(|s| e.id == s || e.parentid.as_deref() == Some(s)))
             .filter(|e| {
                 let r = e.resource.as_ref();
                 p.get("resourceid")
                     .is_none_or(|id| r.is_some_and(|r| r.id == id))
-                    && p
-                        .get("resourcetype")
+                    && p.get("resourcetype")
                         .is_none_or(|t| r.is_some_and(|r| r.kind.eq_ignore_ascii_case(t)))
             })
             .filter(|e| {
@@ -406,7 +403,10 @@ impl Zone {
 fn parse_date(v: &str) -> Result<jiff::Timestamp, (u16, String)> {
     let civil = v
         .parse::<jiff::civil::DateTime>()
-        .or_else(|_| v.parse::<jiff::civil::Date>().map(|d| d.to_datetime(jiff::civil::Time::midnight())))
+        .or_else(|_| {
+            v.parse::<jiff::civil::Date>()
+                .map(|d| d.to_datetime(jiff::civil::Time::midnight()))
+        })
         .map_err(|_| (431, format!("Unable to parse date {v}")))?;
     civil
         .to_zoned(jiff::tz::TimeZone::UTC)

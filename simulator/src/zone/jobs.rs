@@ -597,7 +597,9 @@ impl Zone {
         let Some(job) = self.jobs.last() else { return };
         let (kind, what) = event_of(job, self.is_proxy(&job.instanceid));
         let resource = self.resource(&job.instanceid);
-        let name = resource.as_ref().map_or(job.instanceid.clone(), |r| r.name.clone());
+        let name = resource
+            .as_ref()
+            .map_or(job.instanceid.clone(), |r| r.name.clone());
         let event = NewEvent {
             kind: kind.clone(),
             level: "INFO",
@@ -620,7 +622,9 @@ impl Zone {
         let job = &self.jobs[i];
         let (kind, what) = event_of(job, self.is_proxy(&job.instanceid));
         let resource = self.resource(&job.instanceid);
-        let name = resource.as_ref().map_or(job.instanceid.clone(), |r| r.name.clone());
+        let name = resource
+            .as_ref()
+            .map_or(job.instanceid.clone(), |r| r.name.clone());
         let (level, description) = if job.status == FAILED {
             let text = job.result["errortext"].as_str().unwrap_or_default();
             ("ERROR", format!("Error while {what}: {name}. {text}"))

@@ -61,10 +61,23 @@ pub struct Watch {
 
 /// A change a look found.
 enum Change {
-    Redundant { vm: String, from: &'static str, to: &'static str },
-    Dnsmasq { vm: String, up: bool },
-    Host { host: String, from: String, to: String },
-    Ssvm { vm: String },
+    Redundant {
+        vm: String,
+        from: &'static str,
+        to: &'static str,
+    },
+    Dnsmasq {
+        vm: String,
+        up: bool,
+    },
+    Host {
+        host: String,
+        from: String,
+        to: String,
+    },
+    Ssvm {
+        vm: String,
+    },
 }
 
 /// Compares `now` with `before` (same order in the common case), pushing what changed;
@@ -189,7 +202,13 @@ impl Zone {
         }
     }
 
-    fn system_event(&self, kind: &str, level: &'static str, text: String, r: Option<Resource>) -> NewEvent {
+    fn system_event(
+        &self,
+        kind: &str,
+        level: &'static str,
+        text: String,
+        r: Option<Resource>,
+    ) -> NewEvent {
         let account = self.owner(r.as_ref());
         NewEvent {
             kind: kind.to_string(),
@@ -212,7 +231,10 @@ impl Zone {
         if !vpc.redundant {
             return;
         }
-        let title = format!("Redundant virtual router {} just switch from {from} to {to}", v.name);
+        let title = format!(
+            "Redundant virtual router {} just switch from {from} to {to}",
+            v.name
+        );
         let no_primary = self
             .world
             .routers_of(&vpcid)
@@ -273,7 +295,9 @@ impl Zone {
             self.record_alert(ALERT_HOST, subject, now);
             (
                 "WARN",
-                format!("Host {name} is {to}: its agent lost its connection to the management server"),
+                format!(
+                    "Host {name} is {to}: its agent lost its connection to the management server"
+                ),
             )
         };
         let event = self.system_event("HA.STATE.TRANSITION", level, text, self.resource(id));
@@ -288,7 +312,12 @@ impl Zone {
     /// - `agent-down` (a hypervisor's name): its cloudstack-agent fails: Disconnected.
     ///
     /// Returns what was done, or why nothing was.
-    pub fn inject(&mut self, what: &str, target: &str, now: jiff::Timestamp) -> Result<String, String> {
+    pub fn inject(
+        &mut self,
+        what: &str,
+        target: &str,
+        now: jiff::Timestamp,
+    ) -> Result<String, String> {
         self.advance(now);
         self.observe(now);
         let done = match what {

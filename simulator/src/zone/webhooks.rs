@@ -169,7 +169,10 @@ impl Zone {
         if hooks.queue.len() > QUEUE_MAX {
             let over = hooks.queue.len() - QUEUE_MAX;
             hooks.queue.drain(..over);
-            tracing::warn!(dropped = over, "webhook delivery queue full: oldest dropped");
+            tracing::warn!(
+                dropped = over,
+                "webhook delivery queue full: oldest dropped"
+            );
         }
     }
 
@@ -323,9 +326,7 @@ impl Zone {
     fn webhook_owner(&self, p: &Params) -> Result<&'static str, (u16, String)> {
         match (p.get("account"), p.get("domainid")) {
             (None, _) => Ok(ADMIN_ACCOUNT),
-            (Some(_), None) => Err(bad(
-                "Account and domainId are needed for resource creation",
-            )),
+            (Some(_), None) => Err(bad("Account and domainId are needed for resource creation")),
             (Some(name), Some(_)) => ACCOUNTS
                 .iter()
                 .find(|a| **a == name)
@@ -363,7 +364,10 @@ impl Zone {
         let owner = self.webhook_owner(p)?;
         let scope = p.get("scope").filter(|s| !s.is_empty()).unwrap_or("Local");
         check_scope(scope, owner)?;
-        let state = p.get("state").filter(|s| !s.is_empty()).unwrap_or("Enabled");
+        let state = p
+            .get("state")
+            .filter(|s| !s.is_empty())
+            .unwrap_or("Enabled");
         check_state(state)?;
         let url = normalized_url(p.get("payloadurl").unwrap_or_default());
         self.check_url(&url, owner, None)?;
@@ -380,7 +384,10 @@ impl Zone {
             state: state.to_string(),
             account: owner.to_string(),
             payloadurl: url,
-            secretkey: p.get("secretkey").filter(|s| !s.trim().is_empty()).map(str::to_string),
+            secretkey: p
+                .get("secretkey")
+                .filter(|s| !s.trim().is_empty())
+                .map(str::to_string),
             sslverification: ssl,
             scope: scope.to_string(),
             created: now,
@@ -417,7 +424,9 @@ impl Zone {
             .filter(|w| p.get("scope").is_none_or(|s| w.scope == s))
             .filter(|w| {
                 p.get("keyword").is_none_or(|k| {
-                    w.name.to_ascii_lowercase().contains(&k.to_ascii_lowercase())
+                    w.name
+                        .to_ascii_lowercase()
+                        .contains(&k.to_ascii_lowercase())
                 })
             })
             .map(|w| self.webhook_json(w))
@@ -514,7 +523,10 @@ impl Zone {
             p.get(k)
                 .map(|v| {
                     v.parse::<jiff::civil::DateTime>()
-                        .or_else(|_| v.parse::<jiff::civil::Date>().map(|d| d.to_datetime(jiff::civil::Time::midnight())))
+                        .or_else(|_| {
+                            v.parse::<jiff::civil::Date>()
+                                .map(|d| d.to_datetime(jiff::civil::Time::midnight()))
+                        })
                         .ok()
                         .and_then(|c| c.to_zoned(jiff::tz::TimeZone::UTC).ok())
                         .map(|z| z.timestamp())
@@ -556,7 +568,11 @@ impl Zone {
     }
 
     /// `deleteWebhookDelivery`: removes the selected deliveries.
-    pub(super) fn delete_deliveries(&mut self, key: &str, p: &Params) -> Result<Value, (u16, String)> {
+    pub(super) fn delete_deliveries(
+        &mut self,
+        key: &str,
+        p: &Params,
+    ) -> Result<Value, (u16, String)> {
         let gone = self.selected_deliveries(p)?;
         let mut i = 0;
         self.hooks.deliveries.retain(|_| {
@@ -573,9 +589,14 @@ impl Zone {
     /// `TEST.WEBHOOK`, not recorded.
     pub fn prepare_execute(&self, p: &Params) -> Result<Outgoing, (u16, String)> {
         let (id, hook) = (p.get("id"), p.get("webhookid"));
-        let url = p.get("payloadurl").filter(|u| !u.is_empty()).map(normalized_url);
+        let url = p
+            .get("payloadurl")
+            .filter(|u| !u.is_empty())
+            .map(normalized_url);
         if id.is_none() && hook.is_none() && url.is_none() {
-            return Err(bad("One of the id, webhookid or payloadurl must be specified"));
+            return Err(bad(
+                "One of the id, webhookid or payloadurl must be specified",
+            ));
         }
         if id.is_some() && hook.is_some() {
             return Err(bad("Only one of the id or webhookid can be specified"));
@@ -609,7 +630,10 @@ impl Zone {
                     .events
                     .iter()
                     .find(|e| e.id == d.event_id)
-                    .map_or_else(|| id_for("account", &account), |e| id_for("account", &e.account)),
+                    .map_or_else(
+                        || id_for("account", &account),
+                        |e| id_for("account", &e.account),
+                    ),
                 payload: d.payload.clone(),
                 record: true,
                 tries,
@@ -635,7 +659,9 @@ impl Zone {
             .or_else(|| w.and_then(|w| w.secretkey.clone()));
         Ok(Outgoing {
             webhook_id: w.map(|w| w.id.clone()).unwrap_or_default(),
-            url: url.or_else(|| w.map(|w| w.payloadurl.clone())).unwrap_or_default(),
+            url: url
+                .or_else(|| w.map(|w| w.payloadurl.clone()))
+                .unwrap_or_default(),
             secret,
             sslverification: p.flag("sslverification"),
             event_id: uuid::Uuid::new_v4().to_string(),
@@ -665,14 +691,15 @@ impl Zone {
     ) -> Result<Outgoing, super::Reply> {
         self.advance(now);
         self.validate(spec, params)?;
-        self.prepare_execute(&Params::new(params)).map_err(|(status, text)| {
-            super::error(
-                &spec.response_envelope_key,
-                status,
-                super::cserrorcode(status),
-                text,
-            )
-        })
+        self.prepare_execute(&Params::new(params))
+            .map_err(|(status, text)| {
+                super::error(
+                    &spec.response_envelope_key,
+                    status,
+                    super::cserrorcode(status),
+                    text,
+                )
+            })
     }
 
     /// The webhooks registered (for tests and `/sim/state`).
