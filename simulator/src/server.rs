@@ -43,6 +43,14 @@
 //!
 //! The three that change the faults answer with the new set, or 400 and `not a fault setting:
 //! ...` (and nothing changed). `GET /sim/requests`: every API request seen.
+//! - `POST /sim/events`: records events (`{"type", "level", "state", "description",
+//!   "resource", "count"}`), delivered to the webhooks like any other (storm tests);
+//! - `POST /sim/break`: breaks the zone at run time (`{"fault": "vr-backup-loop" |
+//!   "dnsmasq-dead" | "agent-down", "target": NAME}`, see [`Zone::inject`]).
+//!
+//! `executeWebhookDelivery` is checked by the zone, then sent here ([`crate::hooks::deliver`])
+//! before the reply, as the server waits for it. The webhook delivery task
+//! ([`crate::hooks::spawn`]) runs as long as the [`Sim`].
 //!
 //! Nothing here logs a signature, an API key's secret or a query string.
 
