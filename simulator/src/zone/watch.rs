@@ -27,7 +27,7 @@
 //! - the SSVM can no longer download templates: alert 19 `ALERT.SERVICE.SSVM`.
 //!
 //! Cost: one pass over the routers, hosts and SSVMs per look, comparing small values in
-//! place; nothing is allocated unless something changed.
+//! place; the routers' and hosts' views are rebuilt (allocated) only when something changed.
 
 use serde::{Deserialize, Serialize};
 
@@ -57,6 +57,15 @@ pub struct Watch {
     hosts: Vec<Seen>,
     #[serde(skip)]
     ssvms: Vec<Seen>,
+}
+
+fn seen((id, state, derived, healthy): (&str, &str, &'static str, bool)) -> Seen {
+    Seen {
+        id: id.to_string(),
+        state: state.to_string(),
+        derived,
+        healthy,
+    }
 }
 
 /// A change a look found.
@@ -95,6 +104,27 @@ fn diff(before: &mut Vec<Seen>, now: Vec<Seen>, mut changed: impl FnMut(Option<&
     *before = now;
 }
 
+/// Whether a look finds exactly what `before` holds, in the same order (the common case:
+/// nothing changed), compared in place without allocating.
+fn same<'a>(
+    before: &[Seen],
+    now: impl Iterator<Item = (&'a str, &'a str, &'static str, bool)>,
+) -> bool {
+    let mut n = 0;
+    for (i, (id, state, derived, healthy)) in now.enumerate() {
+        n = i + 1;
+        match before.get(i) {
+            Some(b)
+                if b.id == id
+                    && b.state == state
+                    && b.derived == derived
+                    && b.healthy == healthy => {}
+            _ => return false,
+        }
+    }
+    n == before.len()
+}
+
 impl Zone {
     /// Looks at the zone and records events and alerts for what changed since the last look
     /// (see the module doc). Called after every API call and SSH command and by the server's
@@ -104,65 +134,69 @@ impl Zone {
         self.watch.looked = true;
         let mut changes = Vec::new();
         let w = &self.world;
-        let routers: Vec<Seen> = w
-            .vms
-            .iter()
-            .filter(|v| v.vpcid().is_some() && v.live())
-            .map(|v| Seen {
-                id: v.id.clone(),
-                state: v.state.clone(),
-                derived: w.redundant_state(v),
-                healthy: v.guest.active("dnsmasq"),
-            })
-            .collect();
-        diff(&mut self.watch.routers, routers, |old, s| {
-            if s.state != "Running" {
-                return;
-            }
-            let was_running = old.is_some_and(|o| o.state == "Running");
-            let (from, healthy_before) = match old {
-                Some(o) if was_running => (o.derived, o.healthy),
-                _ if first => ("UNKNOWN", true),
-                _ => return,
-            };
-            if from != s.derived && !(first && s.derived == "PRIMARY") {
-                changes.push(Change::Redundant {
-                    vm: s.id.clone(),
-                    from,
-                    to: s.derived,
-                });
-            }
-            // dnsmasq runs on the PRIMARY of a redundant pair (or a lone router) only
-            let serves = |d: &str| d == "PRIMARY" || d == "UNKNOWN";
-            let checked = serves(s.derived) && (first || old.is_some_and(|o| serves(o.derived)));
-            if checked && healthy_before != s.healthy && !(first && s.healthy) {
-                changes.push(Change::Dnsmasq {
-                    vm: s.id.clone(),
-                    up: s.healthy,
-                });
-            }
-        });
-        let hosts: Vec<Seen> = w
-            .hosts
-            .iter()
-            .map(|h| Seen {
-                id: h.id.clone(),
-                state: h.state.clone(),
-                derived: "",
-                healthy: true,
-            })
-            .collect();
-        diff(&mut self.watch.hosts, hosts, |old, s| {
-            let from = old.map_or("Up", |o| o.state.as_str());
-            let down = |st: &str| st == "Disconnected" || st == "Alert";
-            if (from == "Up" && down(&s.state)) || (down(from) && s.state == "Up") {
-                changes.push(Change::Host {
-                    host: s.id.clone(),
-                    from: from.to_string(),
-                    to: s.state.clone(),
-                });
-            }
-        });
+        let router_views = || {
+            w.vms
+                .iter()
+                .filter(|v| v.vpcid().is_some() && v.live())
+                .map(|v| {
+                    (
+                        v.id.as_str(),
+                        v.state.as_str(),
+                        w.redundant_state(v),
+                        v.guest.active("dnsmasq"),
+                    )
+                })
+        };
+        if first || !same(&self.watch.routers, router_views()) {
+            let routers: Vec<Seen> = router_views().map(seen).collect();
+            diff(&mut self.watch.routers, routers, |old, s| {
+                if s.state != "Running" {
+                    return;
+                }
+                let was_running = old.is_some_and(|o| o.state == "Running");
+                let (from, healthy_before) = match old {
+                    Some(o) if was_running => (o.derived, o.healthy),
+                    _ if first => ("UNKNOWN", true),
+                    _ => return,
+                };
+                if from != s.derived && !(first && s.derived == "PRIMARY") {
+                    changes.push(Change::Redundant {
+                        vm: s.id.clone(),
+                        from,
+                        to: s.derived,
+                    });
+                }
+                // dnsmasq runs on the PRIMARY of a redundant pair (or a lone router) only
+                let serves = |d: &str| d == "PRIMARY" || d == "UNKNOWN";
+                let checked =
+                    serves(s.derived) && (first || old.is_some_and(|o| serves(o.derived)));
+                if checked && healthy_before != s.healthy && !(first && s.healthy) {
+                    changes.push(Change::Dnsmasq {
+                        vm: s.id.clone(),
+                        up: s.healthy,
+                    });
+                }
+            });
+        }
+        let host_views = || {
+            w.hosts
+                .iter()
+                .map(|h| (h.id.as_str(), h.state.as_str(), "", true))
+        };
+        if first || !same(&self.watch.hosts, host_views()) {
+            let hosts: Vec<Seen> = host_views().map(seen).collect();
+            diff(&mut self.watch.hosts, hosts, |old, s| {
+                let from = old.map_or("Up", |o| o.state.as_str());
+                let down = |st: &str| st == "Disconnected" || st == "Alert";
+                if (from == "Up" && down(&s.state)) || (down(from) && s.state == "Up") {
+                    changes.push(Change::Host {
+                        host: s.id.clone(),
+                        from: from.to_string(),
+                        to: s.state.clone(),
+                    });
+                }
+            });
+        }
         let ssvms: Vec<Seen> = w
             .vms
             .iter()
