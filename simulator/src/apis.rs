@@ -1,7 +1,8 @@
 //! The API table: every command the simulator serves, with its parameters and reply keys, read
 //! from `data/cloudstack-apis.json` (CloudStack 4.18 `listApis` data for the APIs remedy uses,
-//! the 4.20 placement and maintenance APIs added for issue 21, and the discovery, account,
-//! offering, volume and network service provider APIs real clients call, added for issue 22).
+//! the 4.20 placement and maintenance APIs added for issue 21, the discovery, account,
+//! offering, volume and network service provider APIs real clients call, added for issue 22;
+//! events, alerts and the 4.20 webhook APIs, added for issue 24).
 
 use std::collections::BTreeMap;
 use std::sync::OnceLock;
@@ -79,8 +80,8 @@ pub fn all() -> impl Iterator<Item = &'static ApiSpec> {
 #[cfg(test)]
 mod tests {
     #[test]
-    fn table_loads_all_48_apis() {
-        assert_eq!(super::all().count(), 48);
+    fn table_loads_all_57_apis() {
+        assert_eq!(super::all().count(), 57);
         let spec = super::get("LISTROUTERS").unwrap();
         assert_eq!(spec.list_item_key.as_deref(), Some("router"));
         assert!(super::get("updatePhysicalNetwork").unwrap().isasync);

@@ -13,6 +13,9 @@
 //!   the command lines they are sent.
 //! - **Agent faults** ([`Faults::agent_stays_down`]) keep named hypervisors down when their
 //!   agent is restarted.
+//! - **Webhook delivery faults** (`webhook_*`: dropped, delayed, badly signed, duplicated
+//!   deliveries, a shorter timeout) are applied when the server's delivery task takes the
+//!   queued deliveries ([`crate::zone::Zone::take_outgoing`]).
 //!
 //! "Next n" counters are deterministic, for tests, and count down as they fire (`GET
 //! /sim/faults` shows what is left); rates are random, for soak runs.
@@ -65,6 +68,20 @@ pub struct Faults {
     /// Hypervisors (by name) whose restarted `cloudstack-agent` never connects: the host goes
     /// `Connecting`, then `Disconnected` again, and the service ends `failed`.
     pub agent_stays_down: Vec<String>,
+    /// The next `n` webhook deliveries are never sent, and leave no delivery record (counts
+    /// down): what a poller of `listEvents` must catch up with.
+    pub webhook_drop_next: u32,
+    /// Every webhook delivery waits this long before its first try, in milliseconds.
+    pub webhook_delay_ms: u64,
+    /// The next `n` webhook deliveries carry an `X-CS-Signature` made with a wrong key (one
+    /// is added even when the webhook has no secret).
+    pub webhook_bad_signature_next: u32,
+    /// The next `n` webhook deliveries are sent twice, the same event id both times (a
+    /// replay); both are recorded.
+    pub webhook_duplicate_next: u32,
+    /// Each try of a webhook delivery may take this long, in milliseconds, instead of
+    /// `webhook.delivery.timeout` seconds: for fast tests of a receiver that hangs.
+    pub webhook_timeout_ms: Option<u64>,
 }
 
 /// One SSH fault rule: what it matches, how many more times it fires, and what it does.

@@ -12,6 +12,7 @@
 
 pub mod apis;
 pub mod faults;
+pub mod hooks;
 pub mod scenario;
 pub mod server;
 pub mod signature;

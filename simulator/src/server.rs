@@ -43,6 +43,14 @@
 //!
 //! The three that change the faults answer with the new set, or 400 and `not a fault setting:
 //! ...` (and nothing changed). `GET /sim/requests`: every API request seen.
+//! - `POST /sim/events`: records events (`{"type", "level", "state", "description",
+//!   "resource", "count"}`), delivered to the webhooks like any other (storm tests);
+//! - `POST /sim/break`: breaks the zone at run time (`{"fault": "vr-backup-loop" |
+//!   "dnsmasq-dead" | "agent-down", "target": NAME}`, see [`Zone::inject`]).
+//!
+//! `executeWebhookDelivery` is checked by the zone, then sent here ([`crate::hooks::deliver`])
+//! before the reply, as the server waits for it. The webhook delivery task
+//! ([`crate::hooks::spawn`]) runs as long as the [`Sim`].
 //!
 //! Nothing here logs a signature, an API key's secret or a query string.
 
@@ -138,6 +146,8 @@ fn rng_seed(scenario: &str) -> u64 {
 struct Shared {
     /// The zone, with its fault settings ([`Zone::faults`]).
     zone: Arc<Mutex<Zone>>,
+    /// The client `executeWebhookDelivery` sends with.
+    client: reqwest::Client,
     dice: Mutex<Dice>,
     requests: Mutex<Vec<RequestRecord>>,
     api_key: String,
@@ -155,6 +165,8 @@ pub struct Sim {
     stop: Option<oneshot::Sender<()>>,
     /// `None` once [`Sim::shutdown`] has taken it.
     task: Option<JoinHandle<()>>,
+    /// The webhook delivery task ([`crate::hooks`]).
+    deliveries: JoinHandle<()>,
 }
 
 impl std::fmt::Debug for Sim {
@@ -192,7 +204,9 @@ impl Sim {
             requests: Mutex::new(Vec::new()),
             api_key,
             secret_key,
+            client: crate::hooks::client(),
         });
+        let deliveries = crate::hooks::spawn(shared.zone.clone());
         let (stop, mut stopped) = oneshot::channel();
         let serving = shared.clone();
         let task = tokio::spawn(async move {
@@ -226,6 +240,7 @@ impl Sim {
             shared,
             stop: Some(stop),
             task: Some(task),
+            deliveries,
         })
     }
 
@@ -277,6 +292,7 @@ impl Sim {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
+        self.deliveries.abort();
         if let Some(task) = self.task.take() {
             let _ = task.await;
         }
@@ -285,6 +301,7 @@ impl Sim {
 
 impl Drop for Sim {
     fn drop(&mut self) {
+        self.deliveries.abort();
         if let Some(task) = &self.task {
             task.abort();
         }
@@ -408,7 +425,10 @@ async fn handle(shared: &Shared, req: Request<Incoming>) -> Result<Reply, Droppe
         return Ok(error_reply(530, &envelope, &text));
     }
     let (status, reply) = match decoded {
-        Ok(pairs) => api_call(shared, pairs, &command),
+        Ok(pairs) => match api_call(shared, pairs, &command) {
+            Answer::Now(status, reply) => (status, reply),
+            Answer::Deliver(o) => execute_delivery(shared, &o).await,
+        },
         Err(_) => (401, error_reply(401, "errorresponse", UNAUTHORIZED)),
     };
     if status == 200 && is_mutating(&command) {
@@ -473,8 +493,24 @@ async fn raw_params(req: Request<Incoming>) -> Result<String, ()> {
     })
 }
 
-/// Checks and runs one API call; returns the status with the reply.
-fn api_call(shared: &Shared, pairs: Vec<(String, String)>, command: &str) -> (u16, Reply) {
+/// What an API call comes to: a reply now, or a webhook delivery to send first.
+enum Answer {
+    Now(u16, Reply),
+    Deliver(Box<crate::zone::webhooks::Outgoing>),
+}
+
+/// `executeWebhookDelivery`: sends the delivery (the reply waits for it, as on the server),
+/// records it unless it is a test delivery, and answers with its record.
+async fn execute_delivery(shared: &Shared, o: &crate::zone::webhooks::Outgoing) -> (u16, Reply) {
+    let outcome = crate::hooks::deliver(&shared.client, o).await;
+    let item = lock(&shared.zone).record_delivery(o, &outcome);
+    let body = json!({"executewebhookdeliveryresponse": {"webhookdelivery": item}});
+    (200, json_reply(200, &body, None))
+}
+
+/// Checks and runs one API call: the status with the reply, or for a valid
+/// `executeWebhookDelivery` the delivery to send first.
+fn api_call(shared: &Shared, pairs: Vec<(String, String)>, command: &str) -> Answer {
     // A later duplicate replaces an earlier one, as the servlet's map does.
     let params: Vec<(String, String)> = pairs
         .into_iter()
@@ -482,7 +518,7 @@ fn api_call(shared: &Shared, pairs: Vec<(String, String)>, command: &str) -> (u1
         .into_iter()
         .collect();
     if command.is_empty() {
-        return (
+        return Answer::Now(
             432,
             error_reply(432, "errorresponse", "no command was given"),
         );
@@ -491,12 +527,12 @@ fn api_call(shared: &Shared, pairs: Vec<(String, String)>, command: &str) -> (u1
         // an unknown command gets the generic credentials error, like the real server; the
         // log says what it really is, so nobody checks their keys for nothing
         tracing::warn!("not implemented: {command}");
-        return (401, error_reply(401, "errorresponse", UNAUTHORIZED));
+        return Answer::Now(401, error_reply(401, "errorresponse", UNAUTHORIZED));
     };
     let envelope = spec.response_envelope_key.as_str();
     let refuse = |why: &str| {
         tracing::debug!(command, why, "request refused (401)");
-        (401, error_reply(401, envelope, UNAUTHORIZED))
+        Answer::Now(401, error_reply(401, envelope, UNAUTHORIZED))
     };
     match signature::get_ci(&params, "apiKey") {
         Some(key) if key == shared.api_key => {}
@@ -520,7 +556,7 @@ fn api_call(shared: &Shared, pairs: Vec<(String, String)>, command: &str) -> (u1
             "Unable to execute API command {} due to invalid value: {name} contains control characters",
             command.to_ascii_lowercase()
         );
-        return (431, error_reply(431, envelope, &text));
+        return Answer::Now(431, error_reply(431, envelope, &text));
     }
     let args: BTreeMap<String, String> = params
         .into_iter()
@@ -528,15 +564,23 @@ fn api_call(shared: &Shared, pairs: Vec<(String, String)>, command: &str) -> (u1
         .collect();
     let reply = {
         let mut zone = lock(&shared.zone);
-        let faults = zone.faults().clone();
-        zone.handle(command, &args, &faults, jiff::Timestamp::now())
+        let now = jiff::Timestamp::now();
+        if spec.name == "executeWebhookDelivery" {
+            match zone.execute_call(spec, &args, now) {
+                Ok(o) => return Answer::Deliver(Box::new(o)),
+                Err(reply) => reply,
+            }
+        } else {
+            let faults = zone.faults().clone();
+            zone.handle(command, &args, &faults, now)
+        }
     };
     let description = if reply.status == 200 {
         None
     } else {
         error_text(&reply.body)
     };
-    (
+    Answer::Now(
         reply.status,
         json_reply(reply.status, &reply.body, description.as_deref()),
     )
@@ -580,11 +624,119 @@ async fn admin_endpoint(shared: &Shared, what: &str, req: Request<Incoming>) -> 
             *zone.faults_mut() = Faults::default();
             ok(faults_json(zone.faults()))
         }
+        (Method::POST, "events") => {
+            let body = match req.into_body().collect().await {
+                Ok(b) => b.to_bytes(),
+                Err(_) => return error_reply(400, "simresponse", "could not read the body"),
+            };
+            match serde_json::from_slice::<InjectEvent>(&body) {
+                Ok(e) => match inject_events(&mut lock(&shared.zone), e) {
+                    Ok(ids) => ok(json!({"ids": ids})),
+                    Err(e) => error_reply(400, "simresponse", &e),
+                },
+                Err(e) => error_reply(400, "simresponse", &format!("not an event: {e}")),
+            }
+        }
+        (Method::POST, "break") => {
+            let body = match req.into_body().collect().await {
+                Ok(b) => b.to_bytes(),
+                Err(_) => return error_reply(400, "simresponse", "could not read the body"),
+            };
+            let Ok(b) = serde_json::from_slice::<Break>(&body) else {
+                return error_reply(
+                    400,
+                    "simresponse",
+                    "a JSON object {\"fault\": ..., \"target\": ...} is needed",
+                );
+            };
+            let mut zone = lock(&shared.zone);
+            match zone.inject(&b.fault, &b.target, jiff::Timestamp::now()) {
+                Ok(done) => ok(json!({"done": done})),
+                Err(e) => error_reply(400, "simresponse", &e),
+            }
+        }
         (Method::GET, "requests") => {
             ok(serde_json::to_value(&*lock(&shared.requests)).unwrap_or(Value::Null))
         }
         _ => error_reply(404, "simresponse", "unknown admin endpoint"),
     }
+}
+
+/// The body of `POST /sim/events`: an event to record `count` times (default 1).
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct InjectEvent {
+    #[serde(rename = "type")]
+    kind: String,
+    #[serde(default)]
+    level: Option<String>,
+    #[serde(default)]
+    state: Option<String>,
+    #[serde(default)]
+    description: Option<String>,
+    /// A VM, host, VPC or tier, by name or id.
+    #[serde(default)]
+    resource: Option<String>,
+    #[serde(default)]
+    count: Option<u32>,
+}
+
+/// The body of `POST /sim/break`.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Break {
+    fault: String,
+    target: String,
+}
+
+/// Records the events `POST /sim/events` asks for; their ids, in order.
+fn inject_events(zone: &mut Zone, e: InjectEvent) -> Result<Vec<String>, String> {
+    use crate::zone::events::NewEvent;
+    let level: &'static str = match e.level.as_deref().unwrap_or("INFO") {
+        "INFO" => "INFO",
+        "WARN" => "WARN",
+        "ERROR" => "ERROR",
+        other => return Err(format!("level {other}: INFO, WARN or ERROR")),
+    };
+    let state: &'static str = match e.state.as_deref().unwrap_or("Completed") {
+        "Completed" => "Completed",
+        "Started" => "Started",
+        "Scheduled" => "Scheduled",
+        "Created" => "Created",
+        other => {
+            return Err(format!(
+                "state {other}: Completed, Started, Scheduled or Created"
+            ))
+        }
+    };
+    let resource = match &e.resource {
+        Some(name) => Some(
+            zone.resource_named(name)
+                .ok_or_else(|| format!("no machine, VPC or tier named {name}"))?,
+        ),
+        None => None,
+    };
+    let account = match resource.as_ref().map(|r| r.kind.as_str()) {
+        Some("DomainRouter" | "Vpc" | "Network" | "VirtualMachine") => "ops",
+        _ => "admin",
+    };
+    let now = jiff::Timestamp::now();
+    let count = e.count.unwrap_or(1).clamp(1, 100_000);
+    Ok((0..count)
+        .map(|_| {
+            let event = NewEvent {
+                kind: e.kind.clone(),
+                level,
+                state,
+                description: e.description.clone().unwrap_or_default(),
+                account: account.to_string(),
+                username: "system",
+                resource: resource.clone(),
+                parentid: None,
+            };
+            zone.record_event(event, now)
+        })
+        .collect())
 }
 
 fn faults_json(faults: &Faults) -> Value {

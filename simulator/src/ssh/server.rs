@@ -453,8 +453,11 @@ async fn run(line: Line, channel: Channel<Msg>, handle: russh::server::Handle) {
             },
             (_, Ok(Step::Run)) => {
                 let mut zone = lock(&shared.zone);
-                zone.advance(jiff::Timestamp::now());
-                commands::exec(&mut zone, &machine, &simple.words)
+                let now = jiff::Timestamp::now();
+                zone.advance(now);
+                let out = commands::exec(&mut zone, &machine, &simple.words);
+                zone.observe(now);
+                out
             }
         };
         let mut routed = Output::default();

@@ -15,6 +15,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
+use super::events::NewEvent;
 use super::guest::ServiceState;
 use super::model::{id_for, VmKind, ADMIN_ACCOUNT, KEEPALIVED_CONF};
 use super::{vlan, Params, Zone};
@@ -121,6 +122,9 @@ pub(super) struct Job {
     /// states, and must put them back).
     pub injected: bool,
     pub effect: Effect,
+    /// The id of the job's Started event (its Completed event names it as parent).
+    #[serde(default)]
+    pub started_event: Option<String>,
 }
 
 /// A state change due later that is not a job's end.
@@ -172,6 +176,33 @@ pub(super) fn class_of(command: &str) -> String {
     let mut class = command.to_string();
     class[..1].make_ascii_uppercase();
     format!("org.apache.cloudstack.api.command.{package}.{class}Cmd")
+}
+
+/// A job's event type and what its description says it does, as the command's
+/// `getEventType`/`getEventDescription` put it; `proxy`: the VM acted on is the CPVM.
+fn event_of(job: &Job, proxy: bool) -> (String, &'static str) {
+    let (kind, what) = match job.command.as_str() {
+        "rebootRouter" => ("ROUTER.REBOOT", "rebooting router"),
+        "stopRouter" => ("ROUTER.STOP", "stopping router"),
+        "startRouter" => ("ROUTER.START", "starting router"),
+        "restartVPC" => ("VPC.RESTART", "restarting VPC"),
+        "restartNetwork" => ("NETWORK.RESTART", "restarting network"),
+        "updatePhysicalNetwork" => ("PHYSICAL.NETWORK.UPDATE", "updating physical network"),
+        "prepareHostForMaintenance" => ("MAINT.PREPARE", "preparing host for maintenance"),
+        "cancelHostMaintenance" => ("MAINT.CANCEL", "canceling maintenance for host"),
+        "migrateVirtualMachine" => ("VM.MIGRATE", "migrating VM"),
+        "removeNicFromVirtualMachine" => ("NIC.DELETE", "removing NIC from VM"),
+        "destroySystemVm" => ("DESTROY", "destroying system VM"),
+        "rebootSystemVm" => ("REBOOT", "rebooting system VM"),
+        "startSystemVm" => ("START", "starting system VM"),
+        "stopSystemVm" => ("STOP", "stopping system VM"),
+        _ => ("JOB", "running job"),
+    };
+    if kind.contains('.') {
+        return (kind.to_string(), what);
+    }
+    let prefix = if proxy { "PROXY" } else { "SSVM" };
+    (format!("{prefix}.{kind}"), what)
 }
 
 fn ts(t: jiff::Timestamp) -> String {
@@ -269,7 +300,9 @@ impl Zone {
             failure,
             injected,
             effect,
+            started_event: None,
         });
+        self.job_started(now);
         Ok(json!({ envelope: {"jobid": jobid} }))
     }
 
@@ -590,6 +623,66 @@ impl Zone {
         }
     }
 
+    /// Whether `id` is the console proxy VM (its jobs' events are `PROXY.*`, not `SSVM.*`).
+    fn is_proxy(&self, id: &str) -> bool {
+        self.world
+            .vm(id)
+            .is_some_and(|v| v.systemvmtype() == Some("consoleproxy"))
+    }
+
+    /// Records the Started event of the job just queued (the last one).
+    fn job_started(&mut self, now: jiff::Timestamp) {
+        let Some(job) = self.jobs.last() else { return };
+        let (kind, what) = event_of(job, self.is_proxy(&job.instanceid));
+        let resource = self.resource(&job.instanceid);
+        let name = resource
+            .as_ref()
+            .map_or(job.instanceid.clone(), |r| r.name.clone());
+        let event = NewEvent {
+            kind: kind.clone(),
+            level: "INFO",
+            state: "Started",
+            description: format!("{what}: {name}"),
+            account: self.owner(resource.as_ref()).to_string(),
+            username: ADMIN_ACCOUNT,
+            resource,
+            parentid: None,
+        };
+        let id = self.record_event(event, now);
+        if let Some(job) = self.jobs.last_mut() {
+            job.started_event = Some(id);
+        }
+    }
+
+    /// Records the Completed event of job `i`, which just ended: INFO, or ERROR with the
+    /// job's error text.
+    fn job_completed(&mut self, i: usize) {
+        let job = &self.jobs[i];
+        let (kind, what) = event_of(job, self.is_proxy(&job.instanceid));
+        let resource = self.resource(&job.instanceid);
+        let name = resource
+            .as_ref()
+            .map_or(job.instanceid.clone(), |r| r.name.clone());
+        let (level, description) = if job.status == FAILED {
+            let text = job.result["errortext"].as_str().unwrap_or_default();
+            ("ERROR", format!("Error while {what}: {name}. {text}"))
+        } else {
+            ("INFO", format!("Successfully completed {what}: {name}"))
+        };
+        let event = NewEvent {
+            kind,
+            level,
+            state: "Completed",
+            description,
+            account: self.owner(resource.as_ref()).to_string(),
+            username: ADMIN_ACCOUNT,
+            resource,
+            parentid: job.started_event.clone(),
+        };
+        let due = job.due;
+        self.record_event(event, due);
+    }
+
     /// Ends job `i`: applies its effect, or fails it.
     pub(super) fn finish(&mut self, i: usize) {
         let job = self.jobs[i].clone();
@@ -618,6 +711,7 @@ impl Zone {
                 });
             }
         }
+        self.job_completed(i);
     }
 
     /// Puts back what a failed job showed while it ran (a router that went down stays

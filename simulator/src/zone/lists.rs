@@ -30,7 +30,7 @@ const ACCOUNT_SCOPED: [&str; 5] = [
 const ROOT_DOMAIN_TEXT: &str = "Domain:1/";
 
 /// Which items of an account-scoped list the caller sees.
-enum Acl {
+pub(super) enum Acl {
     All,
     /// The items of one account (by name).
     Account(&'static str),
@@ -39,7 +39,7 @@ enum Acl {
 }
 
 impl Acl {
-    fn admits(&self, item: &Value) -> bool {
+    pub(super) fn admits(&self, item: &Value) -> bool {
         match self {
             Acl::All => true,
             Acl::Account(name) => item["account"] == *name,
@@ -96,7 +96,7 @@ impl Zone {
     /// root admin: `account` (in `domainid`, else the caller's domain) names one account; else
     /// `domainid` one domain; else, without `listall=true` and without `id`, the caller's own
     /// account; else everything.
-    fn acl(&self, p: &Params) -> Result<Acl, (u16, String)> {
+    pub(super) fn acl(&self, p: &Params) -> Result<Acl, (u16, String)> {
         let w = &self.world;
         if let Some(name) = p.get("account") {
             let domain = p.get("domainid").unwrap_or(&w.domain_id);
@@ -273,7 +273,7 @@ impl Zone {
     /// `{"<envelope>": {"count": total, "<item>": [page]}}`, or `{"<envelope>": {}}` when
     /// nothing matched; a page past the end has the count and no array (the serializer
     /// leaves out empty arrays). Without paging at most `default.page.size` items are returned.
-    fn page(&self, spec: &ApiSpec, p: &Params, items: Vec<Value>) -> Value {
+    pub(super) fn page(&self, spec: &ApiSpec, p: &Params, items: Vec<Value>) -> Value {
         let envelope = &spec.response_envelope_key;
         if items.is_empty() {
             return json!({ envelope: {} });

@@ -44,6 +44,7 @@ mod agent;
 mod catalog;
 mod compute;
 mod compute_views;
+pub mod events;
 mod guest;
 mod host_jobs;
 mod jobs;
@@ -56,6 +57,8 @@ mod settings;
 mod validate;
 pub mod vlan;
 mod volumes;
+mod watch;
+pub mod webhooks;
 
 use std::collections::BTreeMap;
 
@@ -97,6 +100,15 @@ pub struct Zone {
     /// one set (see [`crate::faults`]).
     #[serde(default)]
     faults: Faults,
+    /// Events and alerts (`events.rs`).
+    #[serde(default)]
+    log: events::Log,
+    /// Webhooks, their deliveries and the queue (`webhooks.rs`).
+    #[serde(default)]
+    hooks: webhooks::Hooks,
+    /// The last look at derived state (`watch.rs`).
+    #[serde(default)]
+    watch: watch::Watch,
 }
 
 /// A CloudStack error reply: `{"<key>": {"uuidList": [], "errorcode", "cserrorcode", "errortext"}}`
@@ -156,6 +168,9 @@ impl Zone {
             seq: 0,
             clock: jiff::Timestamp::UNIX_EPOCH,
             faults: scenario.faults.clone(),
+            log: events::Log::default(),
+            hooks: webhooks::Hooks::default(),
+            watch: watch::Watch::default(),
         };
         zone.seed_past_jobs(scenario)?;
         Ok(zone)
@@ -276,6 +291,7 @@ impl Zone {
         now: jiff::Timestamp,
     ) -> Reply {
         self.advance(now);
+        self.observe(now);
         let Some(spec) = apis::get(command) else {
             return error(
                 "errorresponse",
@@ -291,14 +307,37 @@ impl Zone {
         let key = &spec.response_envelope_key;
         let result = match spec.name.as_str() {
             "queryAsyncJobResult" => Ok(self.query_job(key, &p)),
-            "updateConfiguration" => self.update_configuration(key, &p),
-            "updateHost" => self.update_host(key, &p),
+            "updateConfiguration" => self
+                .update_configuration(key, &p)
+                .inspect(|_| self.changed_sync("CONFIGURATION.VALUE.EDIT", &p, now)),
+            "updateHost" => self
+                .update_host(key, &p)
+                .inspect(|_| self.changed_sync("HOST.UPDATE", &p, now)),
             "changeServiceForRouter" => self.change_service_for_router(key, &p),
             "listApis" => catalog::list_apis(key, &p),
             "listCapabilities" => Ok(json!({ key: {"capability": catalog::capabilities()} })),
+            "listEvents" => self
+                .list_events(&p)
+                .and_then(|items| self.scoped_page(spec, &p, items)),
+            "listAlerts" => Ok(self.page(spec, &p, self.list_alerts(&p))),
+            "createWebhook" => self.create_webhook(key, &p, now),
+            "updateWebhook" => self.update_webhook(key, &p, now),
+            "deleteWebhook" => self.delete_webhook(key, &p, now),
+            "listWebhooks" => self
+                .list_webhooks(&p)
+                .map(|items| self.page(spec, &p, items)),
+            "listWebhookDeliveries" => self
+                .list_deliveries(&p)
+                .map(|items| self.page(spec, &p, items)),
+            "deleteWebhookDelivery" => self.delete_deliveries(key, &p),
+            "executeWebhookDelivery" => Err((
+                530,
+                "executeWebhookDelivery is sent by the HTTP front, not the zone".into(),
+            )),
             name if spec.isasync => self.start_job(name, key, &p, faults, now),
             _ => self.list(spec, &p),
         };
+        self.observe(now);
         match result {
             Ok(mut body) => {
                 if !spec.name.ends_with("Configuration") && !spec.name.ends_with("Configurations") {
@@ -308,6 +347,39 @@ impl Zone {
             }
             Err((status, text)) => error(key, status, cserrorcode(status), text),
         }
+    }
+
+    /// Records the event of a synchronous change that succeeded.
+    fn changed_sync(&mut self, kind: &str, p: &Params, now: jiff::Timestamp) {
+        let (text, resource) = match kind {
+            "CONFIGURATION.VALUE.EDIT" => (
+                format!(
+                    "Successfully edited configuration value: {} = {}",
+                    p.get("name").unwrap_or_default(),
+                    p.get("value").unwrap_or_default()
+                ),
+                None,
+            ),
+            _ => {
+                let r = self.resource(p.get("id").unwrap_or_default());
+                let name = r.as_ref().map_or("", |r| r.name.as_str()).to_string();
+                (format!("Successfully updated host: {name}"), r)
+            }
+        };
+        let event = events::NewEvent::completed(kind, text, model::ADMIN_ACCOUNT).about(resource);
+        self.record_event(event, now);
+    }
+
+    /// A page of items that belong to accounts, after the account scope (see `lists.rs`).
+    fn scoped_page(
+        &self,
+        spec: &apis::ApiSpec,
+        p: &Params,
+        items: Vec<Value>,
+    ) -> Result<Value, (u16, String)> {
+        let acl = self.acl(p)?;
+        let items = items.into_iter().filter(|i| acl.admits(i)).collect();
+        Ok(self.page(spec, p, items))
     }
 
     fn query_job(&self, key: &str, p: &Params) -> Value {
@@ -336,8 +408,15 @@ fn omit_empty(v: &mut Value) {
 }
 
 /// A command's parameters.
-pub(crate) struct Params<'a> {
+pub struct Params<'a> {
     map: &'a BTreeMap<String, String>,
+}
+
+impl<'a> Params<'a> {
+    /// Parameters over a map (for [`Zone::prepare_execute`] from the HTTP front).
+    pub fn new(map: &'a BTreeMap<String, String>) -> Params<'a> {
+        Params { map }
+    }
 }
 
 impl Params<'_> {
@@ -368,3 +447,6 @@ mod catalog_tests;
 
 #[cfg(test)]
 mod peer_api_tests;
+
+#[cfg(test)]
+mod events_tests;

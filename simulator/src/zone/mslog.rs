@@ -149,6 +149,7 @@ impl Zone {
             result: result.clone(),
             failure: None,
             injected: false,
+            started_event: None,
             effect: Effect::Nothing {
                 result: Value::Null,
             },

@@ -12,7 +12,7 @@ use super::model::*;
 use crate::scenario::Scenario;
 
 /// The default settings: (name, default, category, dynamic, type, description).
-const SETTINGS: [(&str, &str, &str, bool, &str, &str); 17] = [
+const SETTINGS: [(&str, &str, &str, bool, &str, &str); 20] = [
     ("api.throttling.enabled", "false", "Advanced", true, "Boolean", "Enable/disable Api rate limit"),
     ("consoleproxy.session.max", "50", "Console Proxy", false, "Integer", "The max number of viewer sessions console proxy is configured to serve for"),
     ("default.page.size", "500", "Advanced", true, "Long", "Default page size for API list* commands"),
@@ -30,6 +30,9 @@ const SETTINGS: [(&str, &str, &str, bool, &str, &str); 17] = [
     ("system.vm.use.local.storage", "false", "Advanced", true, "Boolean", "Indicates whether to use local storage pools or shared storage pools for system VMs."),
     ("vm.network.throttling.rate", "200", "Network", false, "Integer", "Default data transfer rate in megabits per second allowed in User vm's default network."),
     ("vpc.max.networks", "3", "Network", false, "Integer", "Maximum number of networks per vpc"),
+    ("webhook.deliveries.limit", "10", "Advanced", true, "Integer", "Limit for the number of deliveries to keep in DB per webhook"),
+    ("webhook.delivery.retries", "3", "Advanced", true, "Integer", "Number of tries to be made for a webhook delivery"),
+    ("webhook.delivery.timeout", "10", "Advanced", true, "Integer", "Wait timeout (in seconds) for a webhook delivery delivery"),
 ];
 
 /// `secstorage.allowed.internal.sites` in a scenario that does not set it: the template

@@ -200,7 +200,7 @@ fn paging_across_three_pages() {
     let mut z = zone("healthy");
     let all = call(&mut z, "listConfigurations", &[], t0());
     let total = inner(&all)["count"].as_u64().unwrap();
-    assert_eq!(total, 17);
+    assert_eq!(total, 20);
     let names = |r: &Reply| -> Vec<String> {
         inner(r)["configuration"]
             .as_array()
@@ -210,11 +210,11 @@ fn paging_across_three_pages() {
             .collect()
     };
     let mut seen = Vec::new();
-    for (page, len) in [("1", 6), ("2", 6), ("3", 5)] {
+    for (page, len) in [("1", 7), ("2", 7), ("3", 6)] {
         let r = call(
             &mut z,
             "listConfigurations",
-            &[("page", page), ("pagesize", "6")],
+            &[("page", page), ("pagesize", "7")],
             t0(),
         );
         assert_eq!(
@@ -233,12 +233,12 @@ fn paging_across_three_pages() {
     let r = call(
         &mut z,
         "listConfigurations",
-        &[("page", "4"), ("pagesize", "6")],
+        &[("page", "4"), ("pagesize", "7")],
         t0(),
     );
-    assert_eq!(r.body, json!({"listconfigurationsresponse": {"count": 17}}));
+    assert_eq!(r.body, json!({"listconfigurationsresponse": {"count": 20}}));
     let r = call(&mut z, "listConfigurations", &[("pagesize", "-1")], t0());
-    assert_eq!(names(&r).len(), 17);
+    assert_eq!(names(&r).len(), 20);
 
     // without paging, at most default.page.size rows
     let r = call(
@@ -251,7 +251,7 @@ fn paging_across_three_pages() {
     let r = call(&mut z, "listConfigurations", &[], t0());
     assert_eq!(
         (inner(&r)["count"].as_u64(), names(&r).len()),
-        (Some(17), 5)
+        (Some(20), 5)
     );
     let r = call(
         &mut z,

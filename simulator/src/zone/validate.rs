@@ -47,6 +47,10 @@ enum Entity {
     RouterElement,
     InternalLbElement,
     Volume,
+    Event,
+    Alert,
+    Webhook,
+    WebhookDelivery,
     /// Something the simulated zone has none of (templates, projects, storage, ...).
     Absent,
 }
@@ -83,8 +87,17 @@ fn entity(command: &str, param: &str) -> Entity {
             "listTemplates" => Entity::Template,
             "listManagementServers" => Entity::MgmtServer,
             "listVirtualMachines" => Entity::GuestVm,
+            "listEvents" => Entity::Event,
+            "listAlerts" => Entity::Alert,
+            "listWebhooks" | "updateWebhook" | "deleteWebhook" => Entity::Webhook,
+            "listWebhookDeliveries" | "deleteWebhookDelivery" | "executeWebhookDelivery" => {
+                Entity::WebhookDelivery
+            }
             _ => Entity::Absent,
         },
+        "startid" => Entity::Event,
+        "webhookid" => Entity::Webhook,
+        "managementserverid" => Entity::MgmtServer,
         "zoneid" => Entity::Zone,
         "podid" => Entity::Pod,
         "clusterid" => Entity::Cluster,
@@ -151,6 +164,10 @@ impl Zone {
                 super::providers::is_element(w, super::providers::Element::InternalLb, id)
             }
             Entity::Volume => super::volumes::is_volume(w, id),
+            Entity::Event => self.events().any(|e| e.id == id),
+            Entity::Alert => self.alerts().any(|a| a.id == id),
+            Entity::Webhook => self.webhooks().iter().any(|w| w.id == id),
+            Entity::WebhookDelivery => self.deliveries().iter().any(|d| d.id == id),
             Entity::Absent => false,
         }
     }
