@@ -32,6 +32,10 @@ fn options(zone: &ApiZone, jobs: &Path) -> Options {
         audit_log: zone.audit(),
         listen: None,
         coordination: None,
+        ssh_pool: Some(remedy::transport::ssh::PoolLimits {
+            max: remedy::transport::ssh::POOL_DEFAULT_MAX,
+            idle: remedy::transport::ssh::POOL_DEFAULT_IDLE,
+        }),
     }
 }
 

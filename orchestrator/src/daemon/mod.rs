@@ -41,6 +41,9 @@ pub struct Options {
     pub listen: Option<std::net::SocketAddr>,
     /// `--coordination`: local (None) or etcd (see `crate::coord`).
     pub coordination: Option<String>,
+    /// SSH connections kept open between runs, within these limits; `None`: each run opens
+    /// its own (`--ssh-pool-max 0`).
+    pub ssh_pool: Option<crate::transport::ssh::PoolLimits>,
 }
 
 /// What the outside (signals, tests) can ask of a running daemon.
@@ -110,6 +113,7 @@ pub async fn run(
         tokio::spawn(observe::serve(listener, metrics.clone(), store.clone()));
     }
     let apis: run::Apis = Arc::new(std::sync::Mutex::new(apis));
+    let ssh_pool = warm_pool(&opts, &metrics);
     loop {
         // Leadership: always ours with local locks; with etcd, won in an election and kept
         // as long as the session's lease is.
@@ -124,6 +128,7 @@ pub async fn run(
             coord: coord.clone(),
             store: store.clone(),
             apis: apis.clone(),
+            ssh_pool: ssh_pool.clone(),
             cancel: term.cancel.clone(),
             stop: ctl.stop.clone(),
         });
@@ -140,6 +145,9 @@ pub async fn run(
         metrics.set_leader(false);
         match ended {
             Ended::Stopped => {
+                if let Some(p) = &ssh_pool {
+                    p.close_all().await;
+                }
                 term.resign().await;
                 coord.close().await;
                 tracing::info!("stopped");
@@ -151,6 +159,20 @@ pub async fn run(
             }
         }
     }
+}
+
+/// The daemon's SSH connection pool (with its sweeper, and shown on /metrics), unless
+/// `--ssh-pool-max 0`.
+fn warm_pool(
+    opts: &Options,
+    metrics: &Arc<Metrics>,
+) -> Option<Arc<crate::transport::ssh::WarmPool>> {
+    let limits = opts.ssh_pool?;
+    let pool = crate::transport::ssh::WarmPool::new(Default::default(), limits);
+    pool.spawn_sweeper();
+    metrics.set_ssh_pool(pool.clone());
+    tracing::info!(max = limits.max, idle = %humantime::format_duration(limits.idle), "SSH connections are kept open between runs");
+    Some(pool)
 }
 
 /// How a term of leadership ended.

@@ -27,6 +27,8 @@ pub struct Metrics {
     jobs: Mutex<BTreeMap<String, JobCounts>>,
     /// Whether this daemon leads (schedules) now.
     leader: std::sync::atomic::AtomicBool,
+    /// The SSH connections kept between runs, when the daemon keeps them.
+    ssh_pool: Mutex<Option<Arc<crate::transport::ssh::WarmPool>>>,
 }
 
 impl Metrics {
@@ -34,6 +36,11 @@ impl Metrics {
     pub fn set_leader(&self, leads: bool) {
         self.leader
             .store(leads, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Show `pool`'s counters (`remedy_ssh_pool_*`).
+    pub fn set_ssh_pool(&self, pool: Arc<crate::transport::ssh::WarmPool>) {
+        *self.ssh_pool.lock().unwrap_or_else(|p| p.into_inner()) = Some(pool);
     }
 
     /// Make every job appear (with zeros) before its first run.
@@ -165,7 +172,50 @@ impl Metrics {
                 );
             }
         }
+        let pool = self.ssh_pool.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        if let Some(pool) = pool {
+            render_pool(&mut out, &pool.stats());
+        }
         out
+    }
+}
+
+/// The SSH pool's gauge and counters.
+fn render_pool(out: &mut String, s: &crate::transport::ssh::PoolStats) {
+    let mut one = |name: &str, kind: &str, help: &str, value: u64| {
+        let _ = writeln!(
+            out,
+            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
+        );
+    };
+    one(
+        "remedy_ssh_pool_connections_open",
+        "gauge",
+        "SSH connections kept open between runs now (jump hosts included).",
+        s.open as u64,
+    );
+    one(
+        "remedy_ssh_pool_connections_opened_total",
+        "counter",
+        "SSH connections made (each a handshake and a host key check).",
+        s.opened,
+    );
+    one(
+        "remedy_ssh_pool_connections_reused_total",
+        "counter",
+        "A run's first use of a connection an earlier (or concurrent) run made.",
+        s.reused,
+    );
+    let _ = writeln!(
+        out,
+        "# HELP remedy_ssh_pool_connections_dropped_total SSH connections closed or found closed, by reason.\n# TYPE remedy_ssh_pool_connections_dropped_total counter"
+    );
+    for reason in ["closed", "error", "idle", "cap", "inventory", "stopped"] {
+        let _ = writeln!(
+            out,
+            "remedy_ssh_pool_connections_dropped_total{{reason=\"{reason}\"}} {}",
+            s.dropped.get(reason).copied().unwrap_or(0)
+        );
     }
 }
 

@@ -35,6 +35,8 @@ pub struct Env {
     /// One API connection per inventory, kept for the daemon's life (an embedded simulated
     /// zone lives as long as its connection).
     pub apis: Apis,
+    /// The SSH connections kept open between runs (`None`: each run opens its own).
+    pub ssh_pool: Option<Arc<crate::transport::ssh::WarmPool>>,
     /// Set when the daemon must stop now: running fixes are cancelled (and rolled back).
     pub cancel: tokio::sync::watch::Receiver<bool>,
     /// Set when the daemon stops scheduling: a run still detecting starts no fix.
@@ -52,6 +54,28 @@ impl Env {
                 ))
             })
             .clone()
+    }
+
+    /// The transport of a run of `job` on `inv`: with the daemon's SSH pool (checked against
+    /// the inventory first: `digest` is its files'), or with connections of its own.
+    async fn router(
+        &self,
+        job: &Job,
+        inv: &crate::inventory::Inventory,
+        api: Arc<ApiTransport>,
+        digest: &str,
+    ) -> Arc<Router> {
+        let Some(pool) = &self.ssh_pool else {
+            return Arc::new(Router::with_api(inv, api));
+        };
+        let source = job
+            .inventory
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect::<Vec<_>>()
+            .join("\n");
+        pool.sync(&source, Some(digest), inv).await;
+        Arc::new(Router::warm(inv, api, pool, source))
     }
 }
 
@@ -168,17 +192,19 @@ fn build(
     crate::plan::build(program, inv, &opts).map_err(Error::Invalid)
 }
 
+/// The job's inventory (completed from its CloudStack source), its API, and its files' digest.
 async fn inventory(
     env: &Env,
     job: &Job,
-) -> Result<(crate::inventory::Inventory, Arc<ApiTransport>), Error> {
+) -> Result<(crate::inventory::Inventory, Arc<ApiTransport>, String), Error> {
     let files = crate::inventory::Inventory::load(&job.inventory)
         .map_err(|e| Error::Invalid(crate::error::Diagnostic::new(e.to_string()).into()))?;
+    let digest = files.digest();
     let api = env.api(&job.inventory, &files);
     let (inv, _) = crate::cloudstack::inventory::resolve(files, &job.inventory, &api)
         .await
         .map_err(Error::Other)?;
-    Ok((inv, api))
+    Ok((inv, api, digest))
 }
 
 /// Run `job` once.
@@ -197,11 +223,11 @@ pub async fn run_job(env: &Env, job: &Job, token: &str) -> Report {
 
 async fn run_inner(env: &Env, job: &Job, token: &str) -> Result<Report, Error> {
     // Detect: a dry-run, not audited (it changes nothing; a healthy zone would fill the log).
-    let (inv, api) = inventory(env, job).await?;
+    let (inv, api, digest) = inventory(env, job).await?;
     let plan = build(job, inv.clone(), None)?;
     let reload = reloader(&plan, job, &api)?;
     let redactor = plan.redactor.clone();
-    let router = Arc::new(Router::with_api(&plan.inventory, api.clone()));
+    let router = env.router(job, &plan.inventory, api.clone(), &digest).await;
     let detect_opts = RunOptions {
         dry_run: true,
         reload: reload.clone(),
@@ -262,8 +288,8 @@ async fn run_inner(env: &Env, job: &Job, token: &str) -> Result<Report, Error> {
                 ExitCode::Success,
             ),
         }),
-        Mode::Plan => plan_mode(env, job, inv, api, reload).await,
-        Mode::Auto => fix(env, job, inv, api, token).await,
+        Mode::Plan => plan_mode(env, job, inv, api, reload, &digest).await,
+        Mode::Auto => fix(env, job, inv, api, token, &digest).await,
     }
 }
 
@@ -306,10 +332,11 @@ async fn plan_mode(
     inv: crate::inventory::Inventory,
     api: Arc<ApiTransport>,
     reload: Option<Arc<crate::cloudstack::inventory::Reloader>>,
+    digest: &str,
 ) -> Result<Report, Error> {
     let plan = build(job, inv, None)?;
     let redactor = plan.redactor.clone();
-    let router = Arc::new(Router::with_api(&plan.inventory, api));
+    let router = env.router(job, &plan.inventory, api, digest).await;
     let dir = env.state_dir.join("plans");
     std::fs::create_dir_all(&dir).map_err(|e| Error::Other(format!("{}: {e}", dir.display())))?;
     let stamp = jiff::Timestamp::now()
@@ -357,6 +384,7 @@ async fn fix(
     inv: crate::inventory::Inventory,
     api: Arc<ApiTransport>,
     token: &str,
+    digest: &str,
 ) -> Result<Report, Error> {
     // The targets the fix would touch, and those it must leave alone.
     let now = jiff::Timestamp::now();
@@ -442,7 +470,7 @@ async fn fix(
     });
     let plan = build(job, inv, limit)?;
     let reload = reloader(&plan, job, &api)?;
-    let router = Arc::new(Router::with_api(&plan.inventory, api));
+    let router = env.router(job, &plan.inventory, api, digest).await;
     // A run's status can quote a command's output: keep the run's secrets out of the report
     // (it is logged and sent to webhooks).
     let redactor = plan.redactor.clone();
