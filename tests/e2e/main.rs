@@ -14,4 +14,5 @@ mod report;
 mod rollback_truth;
 mod shipped;
 mod sim_ssh;
+mod warm_pool;
 mod zone;
