@@ -260,6 +260,17 @@ async fn status(
                 .unwrap_or_default()
         );
         outln!("  last success: {}", show(&js.last_success));
+        if let Some(d) = &js.degraded {
+            outln!(
+                "  degraded:     since {}: {}",
+                d.since,
+                d.targets
+                    .iter()
+                    .map(|(t, why)| format!("{t} ({why})"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+        }
         if let Some(f) = &js.in_flight {
             outln!(
                 "  running:      since {} ({}, run {})",

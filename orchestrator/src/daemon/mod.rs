@@ -269,16 +269,7 @@ async fn lead(
                     tracing::error!(job = %job.name, error = %e, "cannot record the run's result");
                 }
                 metrics.observe(&report);
-                tracing::info!(
-                    job = %job.name,
-                    verdict = ?report.verdict,
-                    exit = report.exit,
-                    run = report.run.as_deref().unwrap_or(""),
-                    fixed = ?report.fixed,
-                    left_out = ?report.left_out,
-                    "{}",
-                    report.status
-                );
+                run::log(&report);
                 observe::notify(&job, &report).await;
                 job.name.clone()
             });

@@ -67,7 +67,7 @@ impl Metrics {
         c.fixes += r.fixed.len() as u64;
         match r.verdict {
             Verdict::Failed => c.failures += 1,
-            Verdict::Skipped => c.skipped += 1,
+            Verdict::Skipped | Verdict::Degraded => c.skipped += 1,
             Verdict::Planned => c.plans += 1,
             _ => {}
         }
@@ -158,9 +158,10 @@ impl Metrics {
                 );
             }
         }
+        render_degraded(&mut out, state);
         let _ = writeln!(
             out,
-            "# HELP remedy_job_last_success_timestamp_seconds When the job last ran without failing.\n# TYPE remedy_job_last_success_timestamp_seconds gauge"
+            "# HELP remedy_job_last_success_timestamp_seconds When the job last ran without failing (a degraded run is not a success).\n# TYPE remedy_job_last_success_timestamp_seconds gauge"
         );
         for (job, js) in &state.jobs {
             if let Some(t) = js.last_success {
@@ -177,6 +178,33 @@ impl Metrics {
             render_pool(&mut out, &pool.stats());
         }
         out
+    }
+}
+
+/// `remedy_job_degraded{job,target,reason}`: 1 for each target a degraded job leaves alone,
+/// 0 (`reason="none"`) for the job's other known targets.
+fn render_degraded(out: &mut String, state: &State) {
+    let _ = writeln!(
+        out,
+        "# HELP remedy_job_degraded Whether the job finds the fault and leaves the target alone (1), and why (circuit-open, cooldown, locked).\n# TYPE remedy_job_degraded gauge"
+    );
+    for (job, js) in &state.jobs {
+        let degraded = js.degraded.as_ref().map(|d| &d.targets);
+        let mut targets: std::collections::BTreeSet<&String> = js.targets.keys().collect();
+        targets.extend(degraded.into_iter().flat_map(|d| d.keys()));
+        for target in targets {
+            let (reason, v) = match degraded.and_then(|d| d.get(target)) {
+                Some(reason) => (reason.as_str(), 1),
+                None => ("none", 0),
+            };
+            let _ = writeln!(
+                out,
+                "remedy_job_degraded{{job=\"{}\",target=\"{}\",reason=\"{}\"}} {v}",
+                label(job),
+                label(target),
+                label(reason)
+            );
+        }
     }
 }
 

@@ -6,6 +6,11 @@
 //! else (an operator's `remedy apply`); it holds the others' locks for the run, is cancelled
 //! (and rolled back) at the job's timeout, and is audited like any apply. Then each target it
 //! changed counts a fix: the cooldown starts, and the circuit may open.
+//!
+//! A run that finds the fault but leaves every target alone is `degraded`: the fault is there
+//! and nothing fixes it (the reason per target: `circuit-open`, `cooldown`, `locked`). It is
+//! not a success. Entering and leaving that state is notified and logged once each; while it
+//! lasts, the log says so again every [`DEGRADED_REMINDER`].
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
@@ -87,8 +92,11 @@ pub enum Verdict {
     Healthy,
     /// Fixed: these targets changed.
     Fixed,
-    /// It applies, but every target it would change is left out (cooldown, circuit, lock).
+    /// It applies, but the daemon is stopping: no new fix.
     Skipped,
+    /// It applies, and every target it would change is left alone (circuit open, cooling
+    /// down, locked): the fault is there and is not being fixed. Not a success.
+    Degraded,
     /// `detect` mode: it applies, and is only reported.
     Detected,
     /// `plan` mode: a plan was written.
@@ -115,6 +123,16 @@ pub struct Report {
     pub attempted: Vec<String>,
     /// Targets left out, with why.
     pub left_out: Vec<(String, String)>,
+    /// A degraded run: each target left alone, with the reason's kind (`circuit-open`,
+    /// `cooldown`, `locked`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub degraded: Vec<(String, String)>,
+    /// Set when the run is recorded: how the job's degraded state changed with it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub degraded_change: Option<DegradedChange>,
+    /// When the job's degraded state began (a degraded run, once recorded).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub degraded_since: Option<jiff::Timestamp>,
     /// Targets whose circuit opened with this run.
     pub circuits_opened: Vec<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -125,6 +143,8 @@ pub struct Report {
     /// (exit 7) is told apart from one that changed and undid (exit 2).
     pub changes: Changes,
 }
+
+pub use super::state::{DegradedChange, DEGRADED_REMINDER};
 
 /// A run's changes, as its end record counts them.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
@@ -148,6 +168,9 @@ impl Report {
             fixed: Vec::new(),
             attempted: Vec::new(),
             left_out: Vec::new(),
+            degraded: Vec::new(),
+            degraded_change: None,
+            degraded_since: None,
             circuits_opened: Vec::new(),
             plan_file: None,
             rolled_back: false,
@@ -162,6 +185,11 @@ impl Report {
             Verdict::Fixed => n.push(Notice::Fix),
             Verdict::Failed => n.push(Notice::Failure),
             Verdict::Planned => n.push(Notice::Plan),
+            _ => {}
+        }
+        match self.degraded_change {
+            Some(DegradedChange::Entered) => n.push(Notice::Degraded),
+            Some(DegradedChange::Left) => n.push(Notice::Recovered),
             _ => {}
         }
         // A fix or a plan whose reports still find problems notifies both.
@@ -413,16 +441,20 @@ async fn fix(
     let holder = crate::lock::Holder::new(token, format!("remedy daemon job {}", job.name));
     let mut held: Vec<crate::coord::Held> = Vec::new();
     let mut left_out: Vec<(String, String)> = Vec::new();
-    let whole = |why: String| {
-        Ok(Report::new(
+    // The reason's kind per target left out (the degraded gauge's label).
+    let mut kinds: Vec<(String, String)> = Vec::new();
+    let whole = |why: String, kind: &str| {
+        let mut r = Report::new(
             job,
-            Verdict::Skipped,
-            format!("it applies, but {why}"),
+            Verdict::Degraded,
+            format!("degraded: it applies, but {why}"),
             ExitCode::Success,
-        ))
+        );
+        r.degraded = vec![(crate::plan::CONTROLLER.to_string(), kind.to_string())];
+        Ok(r)
     };
     if let Some(b) = st.blocked(crate::plan::CONTROLLER, now) {
-        return whole(format!("its CloudStack side is {b}"));
+        return whole(format!("its CloudStack side is {b}"), b.kind());
     }
     if locks.iter().any(|l| l == crate::app::CLOUDSTACK_LOCK) {
         match env
@@ -431,25 +463,29 @@ async fn fix(
             .await
         {
             Ok(h) => held.push(h),
-            Err(e) => return whole(e.to_string()),
+            Err(e) => return whole(e.to_string(), state::LOCKED),
         }
     }
     for t in &targets {
         if let Some(b) = st.blocked(t, now) {
             left_out.push((t.clone(), b.to_string()));
+            kinds.push((t.clone(), b.kind().to_string()));
         } else if t != crate::plan::CONTROLLER {
             match env.coord.try_all(std::slice::from_ref(t), &holder).await {
                 Ok(h) => held.push(h),
-                Err(e) => left_out.push((t.clone(), e.to_string())),
+                Err(e) => {
+                    left_out.push((t.clone(), e.to_string()));
+                    kinds.push((t.clone(), state::LOCKED.to_string()));
+                }
             }
         }
     }
     if !targets.is_empty() && left_out.len() == targets.len() {
         let mut r = Report::new(
             job,
-            Verdict::Skipped,
+            Verdict::Degraded,
             format!(
-                "it applies, but every target is left alone: {}",
+                "degraded: it applies, but every target is left alone: {}",
                 left_out
                     .iter()
                     .map(|(t, why)| format!("{t} ({why})"))
@@ -459,6 +495,7 @@ async fn fix(
             ExitCode::Success,
         );
         r.left_out = left_out;
+        r.degraded = kinds;
         return Ok(r);
     }
     let limit = (!left_out.is_empty()).then(|| {
@@ -532,8 +569,19 @@ async fn fix(
         Ok(r) => r,
         Err(e @ Error::LockHeld(_)) => {
             // Taken between the look and the run: next time.
-            let mut r = Report::new(job, Verdict::Skipped, e.to_string(), ExitCode::Success);
+            let mut r = Report::new(
+                job,
+                Verdict::Degraded,
+                format!("degraded: {e}"),
+                ExitCode::Success,
+            );
             r.left_out = left_out;
+            r.degraded = kinds;
+            r.degraded.extend(
+                attempted
+                    .iter()
+                    .map(|t| (t.clone(), state::LOCKED.to_string())),
+            );
             return Ok(r);
         }
         Err(e) => return Err(e),
@@ -586,18 +634,30 @@ async fn fix(
 /// open its circuit: the report says which did).
 pub async fn record(env: &Env, job: &Job, report: &mut Report) -> Result<(), String> {
     let now = jiff::Timestamp::now();
+    let mut recorded = report.clone();
+    let report_in = &mut recorded;
     let opened = env
         .store
         .update(|s| {
+            let report = &mut *report_in;
             let js = s.jobs.entry(job.name.clone()).or_default();
             js.in_flight = None;
             js.last_run = Some(now);
             js.last_result = Some(report.status.clone());
             js.last_exit = Some(report.exit);
             js.last_run_id = report.run.clone();
-            if report.verdict != Verdict::Failed {
+            if !matches!(report.verdict, Verdict::Failed | Verdict::Degraded) {
                 js.last_success = Some(now);
             }
+            let seen = match report.verdict {
+                Verdict::Degraded => state::Seen::Degraded(&report.degraded),
+                // Nothing known about the fault.
+                Verdict::Failed | Verdict::Skipped => state::Seen::Unknown,
+                _ => state::Seen::Gone,
+            };
+            let change = js.note_degraded(seen, &report.status, now);
+            report.degraded_change = change;
+            report.degraded_since = js.degraded.as_ref().map(|d| d.since);
             // A fix that changed something counts its targets; one that failed counts every
             // target it worked on (so a fix that fails every time cools down and trips the
             // circuit too).
@@ -613,8 +673,44 @@ pub async fn record(env: &Env, job: &Job, report: &mut Report) -> Result<(), Str
                 .collect::<Vec<_>>()
         })
         .await?;
+    report.degraded_change = recorded.degraded_change;
+    report.degraded_since = recorded.degraded_since;
     report.circuits_opened = opened;
     Ok(())
+}
+
+/// Logs what a recorded run found: every run's line, except a degraded run that has nothing
+/// new to say (same targets and reasons as the last, within [`DEGRADED_REMINDER`]), which is
+/// only a debug line.
+pub fn log(report: &Report) {
+    let quiet = report.degraded_change == Some(DegradedChange::Same);
+    let status = match (report.degraded_change, report.degraded_since) {
+        (Some(DegradedChange::Reminder), Some(since)) => {
+            format!("still {} (since {since})", report.status)
+        }
+        (Some(DegradedChange::Left), _) => {
+            format!("no longer degraded: {}", report.status)
+        }
+        _ => report.status.clone(),
+    };
+    macro_rules! line {
+        ($level:ident) => {
+            tracing::$level!(
+                job = %report.job,
+                verdict = ?report.verdict,
+                exit = report.exit,
+                run = report.run.as_deref().unwrap_or(""),
+                fixed = ?report.fixed,
+                left_out = ?report.left_out,
+                "{status}"
+            )
+        };
+    }
+    if quiet {
+        line!(debug);
+    } else {
+        line!(info);
+    }
 }
 
 /// Why each target is left alone now (for `remedy daemon status`).
@@ -624,4 +720,80 @@ pub fn blocked_now(js: &state::JobState) -> Vec<(String, Blocked)> {
         .keys()
         .filter_map(|t| js.blocked(t, now).map(|b| (t.clone(), b)))
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The log lines `log` writes at info level for `report`.
+    fn logged(report: &Report) -> String {
+        let buf = Arc::new(std::sync::Mutex::new(Vec::<u8>::new()));
+        let sink = buf.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::INFO)
+            .with_ansi(false)
+            .with_writer(move || Writer(sink.clone()))
+            .finish();
+        tracing::subscriber::with_default(subscriber, || log(report));
+        let text = String::from_utf8(buf.lock().unwrap().clone()).unwrap();
+        text
+    }
+
+    struct Writer(Arc<std::sync::Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Writer {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    fn degraded(change: DegradedChange) -> Report {
+        Report {
+            job: "dns".into(),
+            verdict: Verdict::Degraded,
+            status: "degraded: it applies, but every target is left alone: r1 (circuit open)"
+                .into(),
+            exit: 0,
+            run: None,
+            fixed: Vec::new(),
+            attempted: Vec::new(),
+            left_out: Vec::new(),
+            degraded: vec![("r1".into(), "circuit-open".into())],
+            degraded_change: Some(change),
+            degraded_since: Some("2026-11-23T10:00:00Z".parse().unwrap()),
+            circuits_opened: Vec::new(),
+            plan_file: None,
+            rolled_back: false,
+            changes: Changes::default(),
+        }
+    }
+
+    #[test]
+    fn a_degraded_state_is_logged_on_entering_and_as_a_reminder_not_at_every_run() {
+        let entered = logged(&degraded(DegradedChange::Entered));
+        assert!(
+            entered.contains(" INFO ")
+                && entered.contains("degraded: it applies, but every target is left alone"),
+            "{entered}"
+        );
+        assert_eq!(logged(&degraded(DegradedChange::Same)), "");
+        let reminder = logged(&degraded(DegradedChange::Reminder));
+        assert!(
+            reminder.contains("still degraded: it applies")
+                && reminder.contains("(since 2026-11-23T10:00:00Z)"),
+            "{reminder}"
+        );
+        let mut left = degraded(DegradedChange::Left);
+        left.verdict = Verdict::Healthy;
+        left.status = "healthy (the playbook does not apply)".into();
+        assert!(logged(&left).contains("no longer degraded: healthy"));
+        assert_eq!(left.notices(), [Notice::Recovered]);
+        assert_eq!(degraded(DegradedChange::Entered).notices(), [Notice::Degraded]);
+        assert!(degraded(DegradedChange::Same).notices().is_empty());
+    }
 }
