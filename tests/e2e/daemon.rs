@@ -300,12 +300,19 @@ async fn a_failure_that_keeps_coming_back_opens_the_circuit_which_survives_a_res
         [("r-930-VM".to_string(), "circuit-open".to_string())].into()
     );
     assert!(
-        degraded.status.starts_with("degraded: it applies, but every target is left alone: r-930-VM (circuit open since"),
+        degraded.status.starts_with(
+            "degraded: it applies, but every target is left alone: r-930-VM (circuit open since"
+        ),
         "{degraded:?}"
     );
     // More degraded runs: the last success stays where it was, and the log said it once.
     let runs = d.metrics.render(&state::load(&state_dir).unwrap());
-    let runs = sample(&parse_metrics(&runs), "remedy_job_runs_total", &[("job", "dns")]).unwrap();
+    let runs = sample(
+        &parse_metrics(&runs),
+        "remedy_job_runs_total",
+        &[("job", "dns")],
+    )
+    .unwrap();
     until("two more runs", 20, || {
         let m = parse_metrics(&d.metrics.render(&state::load(&state_dir).unwrap()));
         sample(&m, "remedy_job_runs_total", &[("job", "dns")]).unwrap() >= runs + 2.0
@@ -354,12 +361,20 @@ async fn a_failure_that_keeps_coming_back_opens_the_circuit_which_survives_a_res
         sample(
             &m,
             "remedy_job_degraded",
-            &[("job", "dns"), ("target", "r-930-VM"), ("reason", "circuit-open")]
+            &[
+                ("job", "dns"),
+                ("target", "r-930-VM"),
+                ("reason", "circuit-open")
+            ]
         ),
         Some(1.0)
     );
     assert_eq!(
-        sample(&m, "remedy_job_last_success_timestamp_seconds", &[("job", "dns")]),
+        sample(
+            &m,
+            "remedy_job_last_success_timestamp_seconds",
+            &[("job", "dns")]
+        ),
         Some(success.unwrap().as_second() as f64)
     );
     assert_eq!(
@@ -411,12 +426,24 @@ async fn a_failure_that_keeps_coming_back_opens_the_circuit_which_survives_a_res
     let js = job();
     assert!(js.last_success > success, "{js:?}");
     until("the recovered notice arrives", 10, || {
-        hooks.lock().unwrap().iter().any(|h| h["event"] == "recovered")
+        hooks
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|h| h["event"] == "recovered")
     })
     .await;
     let got = hooks.lock().unwrap().clone();
-    assert_eq!(got.iter().filter(|h| h["event"] == "degraded").count(), 1, "{got:?}");
-    assert_eq!(got.iter().filter(|h| h["event"] == "recovered").count(), 1, "{got:?}");
+    assert_eq!(
+        got.iter().filter(|h| h["event"] == "degraded").count(),
+        1,
+        "{got:?}"
+    );
+    assert_eq!(
+        got.iter().filter(|h| h["event"] == "recovered").count(),
+        1,
+        "{got:?}"
+    );
     let m = parse_metrics(&metrics.render(&state::load(&state_dir).unwrap()));
     assert_eq!(
         sample(
@@ -463,7 +490,9 @@ async fn an_operators_lock_makes_the_job_leave_the_router_alone() {
     assert!(out.status.success(), "{text}");
     let since = js.degraded.as_ref().unwrap().since;
     assert!(
-        text.contains(&format!("  degraded:     since {since}: r-930-VM (locked)\n")),
+        text.contains(&format!(
+            "  degraded:     since {since}: r-930-VM (locked)\n"
+        )),
         "{text}"
     );
     assert!(text.contains("  last success: -\n"), "{text}");
@@ -473,7 +502,9 @@ async fn an_operators_lock_makes_the_job_leave_the_router_alone() {
     })
     .await;
     until("no longer degraded", 20, || {
-        state::load(&state_dir).unwrap().jobs["dns"].degraded.is_none()
+        state::load(&state_dir).unwrap().jobs["dns"]
+            .degraded
+            .is_none()
     })
     .await;
     d.stop().await;

@@ -60,7 +60,11 @@ async fn zone() -> Zone {
         .expect("ssh hosts start");
     let dir = tempfile::tempdir().unwrap();
     let key_path = dir.path().join("id_ed25519");
-    std::fs::write(&key_path, key.to_openssh(LineEnding::LF).unwrap().as_bytes()).unwrap();
+    std::fs::write(
+        &key_path,
+        key.to_openssh(LineEnding::LF).unwrap().as_bytes(),
+    )
+    .unwrap();
     std::fs::set_permissions(&key_path, std::fs::Permissions::from_mode(0o600)).unwrap();
     let known_hosts = dir.path().join("known_hosts");
     std::fs::write(&known_hosts, ssh.known_hosts_lines().join("\n") + "\n").unwrap();
@@ -251,21 +255,27 @@ async fn until(what: &str, secs: u64, mut f: impl FnMut() -> bool) {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn steady_detection_opens_no_new_connection_and_a_changed_host_key_is_refused_on_reconnect()
-{
+async fn steady_detection_opens_no_new_connection_and_a_changed_host_key_is_refused_on_reconnect() {
     let zone = zone().await;
     let d = start(&zone);
     d.until_runs(1.0).await;
     let js = d.job();
     assert!(
-        js.last_result.as_deref().unwrap_or("").starts_with("healthy"),
+        js.last_result
+            .as_deref()
+            .unwrap_or("")
+            .starts_with("healthy"),
         "{js:?}"
     );
     let after_first = zone.served();
     let used = after_first.values().filter(|n| **n > 0).count();
     // Every router and the hypervisors they run on.
     let hypervisors: std::collections::BTreeSet<&String> = zone.routers.values().collect();
-    assert_eq!(used, zone.routers.len() + hypervisors.len(), "{after_first:?}");
+    assert_eq!(
+        used,
+        zone.routers.len() + hypervisors.len(),
+        "{after_first:?}"
+    );
     assert!(after_first.values().all(|n| *n <= 1), "{after_first:?}");
     let opened = d.metric("remedy_ssh_pool_connections_opened_total", &[]);
     assert_eq!(opened, used as f64);
@@ -273,8 +283,15 @@ async fn steady_detection_opens_no_new_connection_and_a_changed_host_key_is_refu
     // Five more runs: no new connection on either side, each run reusing every one.
     let runs = d.runs();
     d.until_runs(runs + 5.0).await;
-    assert_eq!(zone.served(), after_first, "no new SSH connection after the first run");
-    assert_eq!(d.metric("remedy_ssh_pool_connections_opened_total", &[]), opened);
+    assert_eq!(
+        zone.served(),
+        after_first,
+        "no new SSH connection after the first run"
+    );
+    assert_eq!(
+        d.metric("remedy_ssh_pool_connections_opened_total", &[]),
+        opened
+    );
     assert_eq!(
         d.metric("remedy_ssh_pool_connections_open", &[]),
         used as f64
@@ -295,7 +312,10 @@ async fn steady_detection_opens_no_new_connection_and_a_changed_host_key_is_refu
     let new = fingerprint(&zone.ssh.new_host_key(router));
     let runs = d.runs();
     d.until_runs(runs + 2.0).await;
-    assert_eq!(d.metric("remedy_job_failures_total", &[("job", "probe")]), 0.0);
+    assert_eq!(
+        d.metric("remedy_job_failures_total", &[("job", "probe")]),
+        0.0
+    );
     // The inventory file changes: its connections are dropped, and the reconnect checks the
     // router's key again: refused.
     let before = zone.ssh.commands(router).len();
@@ -309,7 +329,12 @@ async fn steady_detection_opens_no_new_connection_and_a_changed_host_key_is_refu
     .await;
     let js = d.job();
     let said = js.last_result.clone().unwrap();
-    for needle in [router.as_str(), old.as_str(), new.as_str(), "detection failed"] {
+    for needle in [
+        router.as_str(),
+        old.as_str(),
+        new.as_str(),
+        "detection failed",
+    ] {
         assert!(said.contains(needle), "{needle:?} not in: {said}");
     }
     assert_ne!(js.last_exit, Some(0), "{js:?}");
@@ -323,7 +348,11 @@ async fn steady_detection_opens_no_new_connection_and_a_changed_host_key_is_refu
     // Runs go on failing the same way; nothing more ran on the router.
     let runs = d.runs();
     d.until_runs(runs + 2.0).await;
-    assert_eq!(zone.ssh.commands(router).len(), before, "nothing ran on {router}");
+    assert_eq!(
+        zone.ssh.commands(router).len(),
+        before,
+        "nothing ran on {router}"
+    );
     assert!(d.job().last_result.unwrap().contains(&new));
     d.stop().await;
 }
@@ -333,7 +362,12 @@ async fn steady_detection_opens_no_new_connection_and_a_changed_host_key_is_refu
 #[tokio::test(flavor = "multi_thread")]
 async fn two_runs_on_one_shared_connection_never_mix_output() {
     let zone = zone().await;
-    let (router, hv) = zone.routers.iter().next().map(|(r, h)| (r.clone(), h.clone())).unwrap();
+    let (router, hv) = zone
+        .routers
+        .iter()
+        .next()
+        .map(|(r, h)| (r.clone(), h.clone()))
+        .unwrap();
     let inv = Arc::new(Inventory::load(std::slice::from_ref(&zone.inventory)).unwrap());
     let known = zone.dir.path().join("known_hosts");
     let pool = WarmPool::new(
@@ -355,9 +389,15 @@ async fn two_runs_on_one_shared_connection_never_mix_output() {
                 let (t, inv) = (t.clone(), inv.clone());
                 tasks.spawn(async move {
                     let word = format!("run{r}-{host}-{i}");
-                    let out = ssh(&t, &inv, &host, &format!("sleep 0.01; echo {word}; echo {word} >&2"), T)
-                        .await
-                        .unwrap();
+                    let out = ssh(
+                        &t,
+                        &inv,
+                        &host,
+                        &format!("sleep 0.01; echo {word}; echo {word} >&2"),
+                        T,
+                    )
+                    .await
+                    .unwrap();
                     (word, out)
                 });
             }
@@ -373,12 +413,19 @@ async fn two_runs_on_one_shared_connection_never_mix_output() {
     }
     assert_eq!(n, 160);
     assert_eq!(zone.ssh.connections(&hv), 1, "one connection to {hv}");
-    assert_eq!(zone.ssh.connections(&router), 1, "one connection to {router}");
+    assert_eq!(
+        zone.ssh.connections(&router),
+        1,
+        "one connection to {router}"
+    );
     let s = pool.stats();
     assert_eq!((s.open, s.opened), (2, 2), "{s:?}");
     // The run that did not make them reused both.
     assert_eq!(s.reused, 2, "{s:?}");
-    assert_eq!(runs[0].connections_made(&hv) + runs[1].connections_made(&hv), 1);
+    assert_eq!(
+        runs[0].connections_made(&hv) + runs[1].connections_made(&hv),
+        1
+    );
 }
 
 /// Over its cap the pool closes its least recently used idle connection; past the idle
@@ -410,7 +457,10 @@ async fn the_cap_and_the_idle_timeout_close_connections() {
     assert_eq!(zone.ssh.connections_open("kvm02"), 1);
     // Idle: the sweeper closes it.
     let _sweeper = pool.spawn_sweeper();
-    until("the idle connection is closed", 10, || pool.stats().open == 0).await;
+    until("the idle connection is closed", 10, || {
+        pool.stats().open == 0
+    })
+    .await;
     assert_eq!(pool.stats().dropped.get("idle"), Some(&1));
     until("kvm02's connection closed on its side", 10, || {
         zone.ssh.connections_open("kvm02") == 0

@@ -173,7 +173,11 @@ impl Metrics {
                 );
             }
         }
-        let pool = self.ssh_pool.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let pool = self
+            .ssh_pool
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
         if let Some(pool) = pool {
             render_pool(&mut out, &pool.stats());
         }

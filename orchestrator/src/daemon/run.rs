@@ -793,7 +793,10 @@ mod tests {
         left.status = "healthy (the playbook does not apply)".into();
         assert!(logged(&left).contains("no longer degraded: healthy"));
         assert_eq!(left.notices(), [Notice::Recovered]);
-        assert_eq!(degraded(DegradedChange::Entered).notices(), [Notice::Degraded]);
+        assert_eq!(
+            degraded(DegradedChange::Entered).notices(),
+            [Notice::Degraded]
+        );
         assert!(degraded(DegradedChange::Same).notices().is_empty());
     }
 }

@@ -429,7 +429,11 @@ mod tests {
         let t0 = at("2026-11-23T10:00:00Z");
         let said = |s: &JobState| s.degraded.as_ref().unwrap().said;
         assert_eq!(s.note_degraded(Seen::Unknown, "failed", t0), None);
-        assert_eq!(s.note_degraded(Seen::Gone, "healthy", t0), None, "not degraded");
+        assert_eq!(
+            s.note_degraded(Seen::Gone, "healthy", t0),
+            None,
+            "not degraded"
+        );
         assert_eq!(
             s.note_degraded(Seen::Degraded(&open), "degraded: ...", t0),
             Some(DegradedChange::Entered)
@@ -466,7 +470,11 @@ mod tests {
             Some(DegradedChange::Left)
         );
         assert_eq!(s.degraded, None);
-        assert_eq!(s.note_degraded(Seen::Gone, "healthy", t3), None, "left once");
+        assert_eq!(
+            s.note_degraded(Seen::Gone, "healthy", t3),
+            None,
+            "left once"
+        );
     }
 
     #[test]

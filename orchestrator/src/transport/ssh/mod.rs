@@ -62,11 +62,13 @@ use tokio::time::Instant;
 use super::{Access, Action, ActionResult, Transport, TransportError};
 use crate::inventory::{ConnectionKind, Host, Inventory};
 use exec::ExecError;
-use pool::{DropReason, Pool, Usage};
 pub use pool::Limits as PoolLimits;
-pub use warm::{PoolStats, WarmPool, DEFAULT_IDLE as POOL_DEFAULT_IDLE, DEFAULT_MAX as POOL_DEFAULT_MAX};
+use pool::{DropReason, Pool, Usage};
 use route::Hop;
 use session::{Connection, Settings};
+pub use warm::{
+    PoolStats, WarmPool, DEFAULT_IDLE as POOL_DEFAULT_IDLE, DEFAULT_MAX as POOL_DEFAULT_MAX,
+};
 
 /// The environment variable read for key passphrases unless configured otherwise.
 pub const DEFAULT_PASSPHRASE_ENV: &str = "REMEDY_SSH_PASSPHRASE";
@@ -230,7 +232,11 @@ impl SshTransport {
         let mut reconnected = false;
         let mut pause = Duration::from_millis(50);
         loop {
-            let conn = self.pool.get(hops, &self.usage).await.map_err(unreachable)?;
+            let conn = self
+                .pool
+                .get(hops, &self.usage)
+                .await
+                .map_err(unreachable)?;
             let permit = tokio::time::timeout_at(deadline, conn.sessions.clone().acquire_owned())
                 .await
                 .map_err(|_| TransportError::Timeout(timeout))?

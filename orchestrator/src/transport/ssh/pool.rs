@@ -236,7 +236,12 @@ impl Pool {
     /// Forgets `conn` if it is still the connection of this chain (a dead connection found by
     /// a command; another command may already have replaced it), counting it dropped for `why`.
     pub async fn discard(&self, key: &str, conn: &Arc<Connection>, why: DropReason) {
-        let slot = self.slots.lock().unwrap_or_else(|e| e.into_inner()).get(key).cloned();
+        let slot = self
+            .slots
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(key)
+            .cloned();
         let Some(slot) = slot else { return };
         let mut state = slot.state.lock().await;
         if state.conn.as_ref().is_some_and(|c| Arc::ptr_eq(c, conn)) {

@@ -150,7 +150,9 @@ impl WarmPool {
         let all = pooled(&self.pool);
         let old: Vec<Arc<Connection>> = all
             .iter()
-            .filter(|p| p.conn.last_used().elapsed() >= idle && evictable(&self.pool, &all, &p.conn))
+            .filter(|p| {
+                p.conn.last_used().elapsed() >= idle && evictable(&self.pool, &all, &p.conn)
+            })
             .map(|p| p.conn.clone())
             .collect();
         for conn in old {
@@ -207,7 +209,10 @@ fn pooled(pool: &Pool) -> Vec<Pooled> {
 }
 
 /// The pooled connections tunnelled through `conn`.
-fn dependents<'a>(all: &'a [Pooled], conn: &'a Arc<Connection>) -> impl Iterator<Item = &'a Pooled> {
+fn dependents<'a>(
+    all: &'a [Pooled],
+    conn: &'a Arc<Connection>,
+) -> impl Iterator<Item = &'a Pooled> {
     all.iter()
         .filter(move |p| p.conn.via.as_ref().is_some_and(|v| Arc::ptr_eq(v, conn)))
 }
@@ -265,7 +270,11 @@ impl Pool {
                 .min_by_key(|p| p.conn.last_used())
                 .map(|p| p.conn.clone());
             let Some(victim) = victim else {
-                tracing::debug!(open = all.len(), max, "SSH pool over its cap: every connection is in use");
+                tracing::debug!(
+                    open = all.len(),
+                    max,
+                    "SSH pool over its cap: every connection is in use"
+                );
                 return;
             };
             evict(self, &all, &victim, DropReason::Cap);
