@@ -32,6 +32,10 @@ pub(crate) fn options(zone: &ApiZone, jobs: &Path) -> Options {
         audit_log: zone.audit(),
         listen: None,
         coordination: None,
+        ssh_pool: Some(remedy::transport::ssh::PoolLimits {
+            max: remedy::transport::ssh::POOL_DEFAULT_MAX,
+            idle: remedy::transport::ssh::POOL_DEFAULT_IDLE,
+        }),
     }
 }
 
@@ -289,7 +293,43 @@ async fn a_failure_that_keeps_coming_back_opens_the_circuit_which_survives_a_res
     let state_dir = zone.dir.path().join("state");
     let d = start(&zone, &jobs);
     until_circuit_opens(&state_dir).await;
-    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let job = || state::load(&state_dir).unwrap().jobs["dns"].clone();
+    // The next run finds dnsmasq dead and leaves the router alone: degraded, not a success.
+    until("the job is degraded", 20, || job().degraded.is_some()).await;
+    let js = job();
+    let success = js.last_success;
+    let degraded = js.degraded.clone().unwrap();
+    assert_eq!(
+        degraded.targets,
+        [("r-930-VM".to_string(), "circuit-open".to_string())].into()
+    );
+    assert!(
+        degraded.status.starts_with(
+            "degraded: it applies, but every target is left alone: r-930-VM (circuit open since"
+        ),
+        "{degraded:?}"
+    );
+    // More degraded runs: the last success stays where it was, and the log said it once.
+    let runs = d.metrics.render(&state::load(&state_dir).unwrap());
+    let runs = sample(
+        &parse_metrics(&runs),
+        "remedy_job_runs_total",
+        &[("job", "dns")],
+    )
+    .unwrap();
+    until("two more runs", 20, || {
+        let m = parse_metrics(&d.metrics.render(&state::load(&state_dir).unwrap()));
+        sample(&m, "remedy_job_runs_total", &[("job", "dns")]).unwrap() >= runs + 2.0
+    })
+    .await;
+    let js = job();
+    assert_eq!(js.last_success, success, "a degraded run is not a success");
+    assert_eq!(js.degraded.as_ref().unwrap().since, degraded.since);
+    assert_eq!(
+        js.degraded.as_ref().unwrap().said,
+        degraded.said,
+        "said once, not at every run"
+    );
     let metrics = d.stop().await;
     assert_eq!(fixes(&zone), 2, "two fixes, then the circuit stopped it");
     until("the notices arrive", 10, || {
@@ -312,8 +352,35 @@ async fn a_failure_that_keeps_coming_back_opens_the_circuit_which_survives_a_res
         open["report"]["circuits_opened"],
         serde_json::json!(["r-930-VM"])
     );
+    let entered: Vec<_> = got.iter().filter(|h| h["event"] == "degraded").collect();
+    assert_eq!(entered.len(), 1, "one notice on entering: {got:?}");
+    assert_eq!(
+        entered[0]["report"]["degraded"],
+        serde_json::json!([["r-930-VM", "circuit-open"]])
+    );
+    assert_eq!(entered[0]["report"]["verdict"], "degraded");
     let st = state::load(&state_dir).unwrap();
     let m = parse_metrics(&metrics.render(&st));
+    assert_eq!(
+        sample(
+            &m,
+            "remedy_job_degraded",
+            &[
+                ("job", "dns"),
+                ("target", "r-930-VM"),
+                ("reason", "circuit-open")
+            ]
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        sample(
+            &m,
+            "remedy_job_last_success_timestamp_seconds",
+            &[("job", "dns")]
+        ),
+        Some(success.unwrap().as_second() as f64)
+    );
     assert_eq!(
         sample(
             &m,
@@ -342,8 +409,15 @@ async fn a_failure_that_keeps_coming_back_opens_the_circuit_which_survives_a_res
         js.last_result.as_deref().unwrap().contains("circuit open"),
         "{js:?}"
     );
+    assert_eq!(js.last_success, success, "{js:?}");
+    assert_eq!(
+        js.degraded.as_ref().unwrap().since,
+        degraded.since,
+        "still the same degraded stretch after the restart"
+    );
 
-    // Reset (as `remedy daemon reset dns r-930-VM` does): it fixes again.
+    // Reset (as `remedy daemon reset dns r-930-VM` does): it fixes again, and is no longer
+    // degraded (one notice for that).
     breaker.abort();
     state::update(&state_dir, |s| {
         s.jobs.get_mut("dns").unwrap().reset(Some("r-930-VM"))
@@ -351,7 +425,38 @@ async fn a_failure_that_keeps_coming_back_opens_the_circuit_which_survives_a_res
     .unwrap();
     let d = start(&zone, &jobs);
     until("fixed after the reset", 20, || fixes(&zone) == 3).await;
-    d.stop().await;
+    until("no longer degraded", 20, || job().degraded.is_none()).await;
+    let metrics = d.stop().await;
+    let js = job();
+    assert!(js.last_success > success, "{js:?}");
+    until("the recovered notice arrives", 10, || {
+        hooks
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|h| h["event"] == "recovered")
+    })
+    .await;
+    let got = hooks.lock().unwrap().clone();
+    assert_eq!(
+        got.iter().filter(|h| h["event"] == "degraded").count(),
+        1,
+        "{got:?}"
+    );
+    assert_eq!(
+        got.iter().filter(|h| h["event"] == "recovered").count(),
+        1,
+        "{got:?}"
+    );
+    let m = parse_metrics(&metrics.render(&state::load(&state_dir).unwrap()));
+    assert_eq!(
+        sample(
+            &m,
+            "remedy_job_degraded",
+            &[("job", "dns"), ("target", "r-930-VM"), ("reason", "none")]
+        ),
+        Some(0.0)
+    );
     zone.audit_verifies();
 }
 
@@ -372,9 +477,38 @@ async fn an_operators_lock_makes_the_job_leave_the_router_alone() {
     .await;
     assert_eq!(fixes(&zone), 0);
     assert_ne!(dnsmasq(&zone), "active");
+    let js = state::load(&state_dir).unwrap().jobs["dns"].clone();
+    assert_eq!(
+        js.degraded.as_ref().map(|d| d.targets.clone()),
+        Some([("r-930-VM".to_string(), "locked".to_string())].into()),
+        "a router left alone for a lock is degraded"
+    );
+    assert_eq!(js.last_success, None, "{:?}", js.last_result);
+    // `remedy daemon status` says so.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_remedy-cli"))
+        .args(["daemon", "status", "--state-dir"])
+        .arg(&state_dir)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    let since = js.degraded.as_ref().unwrap().since;
+    assert!(
+        text.contains(&format!(
+            "  degraded:     since {since}: r-930-VM (locked)\n"
+        )),
+        "{text}"
+    );
+    assert!(text.contains("  last success: -\n"), "{text}");
     drop(held);
     until("fixed once the operator is done", 20, || {
         dnsmasq(&zone) == "active"
+    })
+    .await;
+    until("no longer degraded", 20, || {
+        state::load(&state_dir).unwrap().jobs["dns"]
+            .degraded
+            .is_none()
     })
     .await;
     d.stop().await;

@@ -15,4 +15,5 @@ mod rollback_truth;
 mod shipped;
 mod sim_ssh;
 mod triggers;
+mod warm_pool;
 mod zone;

@@ -32,6 +32,15 @@ pub struct DaemonArgs {
     /// State directory: locks, the daemon's state, plans (shared with `apply`).
     #[arg(long, env = crate::lock::ENV_VAR, global = true)]
     pub state_dir: Option<PathBuf>,
+    /// SSH connections kept open between runs at most (jump hosts count); 0 keeps none: each
+    /// run opens its own and closes them at its end, as `remedy apply` does.
+    #[arg(long, env = "REMEDY_SSH_POOL_MAX", value_name = "N",
+          default_value_t = crate::transport::ssh::POOL_DEFAULT_MAX)]
+    pub ssh_pool_max: usize,
+    /// A kept SSH connection nobody used for this long is closed.
+    #[arg(long, env = "REMEDY_SSH_POOL_IDLE", value_name = "DURATION", default_value = "10m",
+          value_parser = humantime::parse_duration)]
+    pub ssh_pool_idle: std::time::Duration,
     /// Where locks, the leader election and the flap-guard state are: `local` (the state
     /// directory, one daemon) or `etcd://...` (replicas elect a leader; docs/coordination.md).
     #[arg(long, env = crate::coord::spec::ENV_VAR, value_name = "URL", global = true)]
@@ -123,6 +132,10 @@ pub(super) fn run(a: DaemonArgs) -> ExitCode {
                 audit_log: a.audit.audit_log.unwrap_or_else(AuditLog::default_path),
                 listen: a.listen,
                 coordination: a.coordination,
+                ssh_pool: (a.ssh_pool_max > 0).then_some(crate::transport::ssh::PoolLimits {
+                    max: a.ssh_pool_max,
+                    idle: a.ssh_pool_idle,
+                }),
             };
             rt.block_on(async move {
                 let (stop_tx, stop) = tokio::sync::watch::channel(false);
@@ -247,6 +260,17 @@ async fn status(
                 .unwrap_or_default()
         );
         outln!("  last success: {}", show(&js.last_success));
+        if let Some(d) = &js.degraded {
+            outln!(
+                "  degraded:     since {}: {}",
+                d.since,
+                d.targets
+                    .iter()
+                    .map(|(t, why)| format!("{t} ({why})"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+        }
         if let Some(f) = &js.in_flight {
             outln!(
                 "  running:      since {} ({}, run {})",

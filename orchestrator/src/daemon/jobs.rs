@@ -67,6 +67,10 @@ pub enum Notice {
     Plan,
     /// A `report` step found problems (the run's exit 8).
     Found,
+    /// The job became degraded: it finds the fault and leaves every target alone.
+    Degraded,
+    /// The job is no longer degraded: the fault is gone or fixed.
+    Recovered,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -636,6 +640,8 @@ fn job(source: &Source, j: &JobDoc, i: usize, base: &Path) -> Result<Job, Vec<Di
                         Notice::CircuitOpen,
                         Notice::Plan,
                         Notice::Found,
+                        Notice::Degraded,
+                        Notice::Recovered,
                     ]
                 }),
             }

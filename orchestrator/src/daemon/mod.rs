@@ -49,6 +49,9 @@ pub struct Options {
     pub listen: Option<std::net::SocketAddr>,
     /// `--coordination`: local (None) or etcd (see `crate::coord`).
     pub coordination: Option<String>,
+    /// SSH connections kept open between runs, within these limits; `None`: each run opens
+    /// its own (`--ssh-pool-max 0`).
+    pub ssh_pool: Option<crate::transport::ssh::PoolLimits>,
 }
 
 /// What the outside (signals, tests) can ask of a running daemon.
@@ -137,6 +140,7 @@ pub async fn run(
         ));
     }
     let apis: run::Apis = Arc::new(std::sync::Mutex::new(apis));
+    let ssh_pool = warm_pool(&opts, &metrics);
     loop {
         // Leadership: always ours with local locks; with etcd, won in an election and kept
         // as long as the session's lease is.
@@ -151,6 +155,7 @@ pub async fn run(
             coord: coord.clone(),
             store: store.clone(),
             apis: apis.clone(),
+            ssh_pool: ssh_pool.clone(),
             cancel: term.cancel.clone(),
             stop: ctl.stop.clone(),
         });
@@ -172,6 +177,9 @@ pub async fn run(
         metrics.set_leader(false);
         match ended {
             Ended::Stopped => {
+                if let Some(p) = &ssh_pool {
+                    p.close_all().await;
+                }
                 term.resign().await;
                 coord.close().await;
                 tracing::info!("stopped");
@@ -183,6 +191,20 @@ pub async fn run(
             }
         }
     }
+}
+
+/// The daemon's SSH connection pool (with its sweeper, and shown on /metrics), unless
+/// `--ssh-pool-max 0`.
+fn warm_pool(
+    opts: &Options,
+    metrics: &Arc<Metrics>,
+) -> Option<Arc<crate::transport::ssh::WarmPool>> {
+    let limits = opts.ssh_pool?;
+    let pool = crate::transport::ssh::WarmPool::new(Default::default(), limits);
+    pool.spawn_sweeper();
+    metrics.set_ssh_pool(pool.clone());
+    tracing::info!(max = limits.max, idle = %humantime::format_duration(limits.idle), "SSH connections are kept open between runs");
+    Some(pool)
 }
 
 /// How a term of leadership ended.
@@ -512,16 +534,7 @@ async fn one_run(
     if let (Some(first), run::Verdict::Fixed) = (first, &report.verdict) {
         metrics.latency(&job.name, "fixed", first.elapsed());
     }
-    tracing::info!(
-        job = %job.name,
-        verdict = ?report.verdict,
-        exit = report.exit,
-        run = report.run.as_deref().unwrap_or(""),
-        fixed = ?report.fixed,
-        left_out = ?report.left_out,
-        "{}",
-        report.status
-    );
+    run::log(&report);
     observe::notify(&job, &report).await;
     job.name.clone()
 }

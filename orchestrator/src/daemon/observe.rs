@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use super::jobs::Job;
@@ -69,6 +69,8 @@ pub struct Metrics {
     /// Whether this daemon leads (schedules) now.
     leader: std::sync::atomic::AtomicBool,
     events: Mutex<EventCounts>,
+    /// The SSH connections kept between runs, when the daemon keeps them.
+    ssh_pool: Mutex<Option<Arc<crate::transport::ssh::WarmPool>>>,
 }
 
 impl Metrics {
@@ -131,6 +133,11 @@ impl Metrics {
             .observe(d.as_secs_f64());
     }
 
+    /// Show `pool`'s counters (`remedy_ssh_pool_*`).
+    pub fn set_ssh_pool(&self, pool: Arc<crate::transport::ssh::WarmPool>) {
+        *self.ssh_pool.lock().unwrap_or_else(|p| p.into_inner()) = Some(pool);
+    }
+
     /// Make every job appear (with zeros) before its first run.
     pub fn register(&self, job: &str) {
         self.lock().entry(job.to_string()).or_default();
@@ -155,7 +162,7 @@ impl Metrics {
         c.fixes += r.fixed.len() as u64;
         match r.verdict {
             Verdict::Failed => c.failures += 1,
-            Verdict::Skipped => c.skipped += 1,
+            Verdict::Skipped | Verdict::Degraded => c.skipped += 1,
             Verdict::Planned => c.plans += 1,
             _ => {}
         }
@@ -253,9 +260,10 @@ impl Metrics {
                 );
             }
         }
+        render_degraded(&mut out, state);
         let _ = writeln!(
             out,
-            "# HELP remedy_job_last_success_timestamp_seconds When the job last ran without failing.\n# TYPE remedy_job_last_success_timestamp_seconds gauge"
+            "# HELP remedy_job_last_success_timestamp_seconds When the job last ran without failing (a degraded run is not a success).\n# TYPE remedy_job_last_success_timestamp_seconds gauge"
         );
         for (job, js) in &state.jobs {
             if let Some(t) = js.last_success {
@@ -266,6 +274,14 @@ impl Metrics {
                     t.as_second()
                 );
             }
+        }
+        let pool = self
+            .ssh_pool
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        if let Some(pool) = pool {
+            render_pool(&mut out, &pool.stats());
         }
         out
     }
@@ -332,6 +348,72 @@ impl Metrics {
             let _ = writeln!(out, "{name}_sum{{{l}}} {}", h.sum);
             let _ = writeln!(out, "{name}_count{{{l}}} {}", h.count);
         }
+    }
+}
+
+/// `remedy_job_degraded{job,target,reason}`: 1 for each target a degraded job leaves alone,
+/// 0 (`reason="none"`) for the job's other known targets.
+fn render_degraded(out: &mut String, state: &State) {
+    let _ = writeln!(
+        out,
+        "# HELP remedy_job_degraded Whether the job finds the fault and leaves the target alone (1), and why (circuit-open, cooldown, locked).\n# TYPE remedy_job_degraded gauge"
+    );
+    for (job, js) in &state.jobs {
+        let degraded = js.degraded.as_ref().map(|d| &d.targets);
+        let mut targets: std::collections::BTreeSet<&String> = js.targets.keys().collect();
+        targets.extend(degraded.into_iter().flat_map(|d| d.keys()));
+        for target in targets {
+            let (reason, v) = match degraded.and_then(|d| d.get(target)) {
+                Some(reason) => (reason.as_str(), 1),
+                None => ("none", 0),
+            };
+            let _ = writeln!(
+                out,
+                "remedy_job_degraded{{job=\"{}\",target=\"{}\",reason=\"{}\"}} {v}",
+                label(job),
+                label(target),
+                label(reason)
+            );
+        }
+    }
+}
+
+/// The SSH pool's gauge and counters.
+fn render_pool(out: &mut String, s: &crate::transport::ssh::PoolStats) {
+    let mut one = |name: &str, kind: &str, help: &str, value: u64| {
+        let _ = writeln!(
+            out,
+            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
+        );
+    };
+    one(
+        "remedy_ssh_pool_connections_open",
+        "gauge",
+        "SSH connections kept open between runs now (jump hosts included).",
+        s.open as u64,
+    );
+    one(
+        "remedy_ssh_pool_connections_opened_total",
+        "counter",
+        "SSH connections made (each a handshake and a host key check).",
+        s.opened,
+    );
+    one(
+        "remedy_ssh_pool_connections_reused_total",
+        "counter",
+        "A run's first use of a connection an earlier (or concurrent) run made.",
+        s.reused,
+    );
+    let _ = writeln!(
+        out,
+        "# HELP remedy_ssh_pool_connections_dropped_total SSH connections closed or found closed, by reason.\n# TYPE remedy_ssh_pool_connections_dropped_total counter"
+    );
+    for reason in ["closed", "error", "idle", "cap", "inventory", "stopped"] {
+        let _ = writeln!(
+            out,
+            "remedy_ssh_pool_connections_dropped_total{{reason=\"{reason}\"}} {}",
+            s.dropped.get(reason).copied().unwrap_or(0)
+        );
     }
 }
 

@@ -6,6 +6,11 @@
 //! else (an operator's `remedy apply`); it holds the others' locks for the run, is cancelled
 //! (and rolled back) at the job's timeout, and is audited like any apply. Then each target it
 //! changed counts a fix: the cooldown starts, and the circuit may open.
+//!
+//! A run that finds the fault but leaves every target alone is `degraded`: the fault is there
+//! and nothing fixes it (the reason per target: `circuit-open`, `cooldown`, `locked`). It is
+//! not a success. Entering and leaving that state is notified and logged once each; while it
+//! lasts, the log says so again every [`DEGRADED_REMINDER`].
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
@@ -35,6 +40,8 @@ pub struct Env {
     /// One API connection per inventory, kept for the daemon's life (an embedded simulated
     /// zone lives as long as its connection).
     pub apis: Apis,
+    /// The SSH connections kept open between runs (`None`: each run opens its own).
+    pub ssh_pool: Option<Arc<crate::transport::ssh::WarmPool>>,
     /// Set when the daemon must stop now: running fixes are cancelled (and rolled back).
     pub cancel: tokio::sync::watch::Receiver<bool>,
     /// Set when the daemon stops scheduling: a run still detecting starts no fix.
@@ -57,6 +64,28 @@ impl Env {
             })
             .clone()
     }
+
+    /// The transport of a run of `job` on `inv`: with the daemon's SSH pool (checked against
+    /// the inventory first: `digest` is its files'), or with connections of its own.
+    async fn router(
+        &self,
+        job: &Job,
+        inv: &crate::inventory::Inventory,
+        api: Arc<ApiTransport>,
+        digest: &str,
+    ) -> Arc<Router> {
+        let Some(pool) = &self.ssh_pool else {
+            return Arc::new(Router::with_api(inv, api));
+        };
+        let source = job
+            .inventory
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect::<Vec<_>>()
+            .join("\n");
+        pool.sync(&source, Some(digest), inv).await;
+        Arc::new(Router::warm(inv, api, pool, source))
+    }
 }
 
 /// How a job's run ended.
@@ -67,8 +96,11 @@ pub enum Verdict {
     Healthy,
     /// Fixed: these targets changed.
     Fixed,
-    /// It applies, but every target it would change is left out (cooldown, circuit, lock).
+    /// It applies, but the daemon is stopping: no new fix.
     Skipped,
+    /// It applies, and every target it would change is left alone (circuit open, cooling
+    /// down, locked): the fault is there and is not being fixed. Not a success.
+    Degraded,
     /// `detect` mode: it applies, and is only reported.
     Detected,
     /// `plan` mode: a plan was written.
@@ -95,6 +127,16 @@ pub struct Report {
     pub attempted: Vec<String>,
     /// Targets left out, with why.
     pub left_out: Vec<(String, String)>,
+    /// A degraded run: each target left alone, with the reason's kind (`circuit-open`,
+    /// `cooldown`, `locked`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub degraded: Vec<(String, String)>,
+    /// Set when the run is recorded: how the job's degraded state changed with it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub degraded_change: Option<DegradedChange>,
+    /// When the job's degraded state began (a degraded run, once recorded).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub degraded_since: Option<jiff::Timestamp>,
     /// Targets whose circuit opened with this run.
     pub circuits_opened: Vec<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -105,6 +147,8 @@ pub struct Report {
     /// (exit 7) is told apart from one that changed and undid (exit 2).
     pub changes: Changes,
 }
+
+pub use super::state::{DegradedChange, DEGRADED_REMINDER};
 
 /// A run's changes, as its end record counts them.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
@@ -128,6 +172,9 @@ impl Report {
             fixed: Vec::new(),
             attempted: Vec::new(),
             left_out: Vec::new(),
+            degraded: Vec::new(),
+            degraded_change: None,
+            degraded_since: None,
             circuits_opened: Vec::new(),
             plan_file: None,
             rolled_back: false,
@@ -142,6 +189,11 @@ impl Report {
             Verdict::Fixed => n.push(Notice::Fix),
             Verdict::Failed => n.push(Notice::Failure),
             Verdict::Planned => n.push(Notice::Plan),
+            _ => {}
+        }
+        match self.degraded_change {
+            Some(DegradedChange::Entered) => n.push(Notice::Degraded),
+            Some(DegradedChange::Left) => n.push(Notice::Recovered),
             _ => {}
         }
         // A fix or a plan whose reports still find problems notifies both.
@@ -172,17 +224,19 @@ fn build(
     crate::plan::build(program, inv, &opts).map_err(Error::Invalid)
 }
 
+/// The job's inventory (completed from its CloudStack source), its API, and its files' digest.
 async fn inventory(
     env: &Env,
     job: &Job,
-) -> Result<(crate::inventory::Inventory, Arc<ApiTransport>), Error> {
+) -> Result<(crate::inventory::Inventory, Arc<ApiTransport>, String), Error> {
     let files = crate::inventory::Inventory::load(&job.inventory)
         .map_err(|e| Error::Invalid(crate::error::Diagnostic::new(e.to_string()).into()))?;
+    let digest = files.digest();
     let api = env.api(&job.inventory, &files);
     let (inv, _) = crate::cloudstack::inventory::resolve(files, &job.inventory, &api)
         .await
         .map_err(Error::Other)?;
-    Ok((inv, api))
+    Ok((inv, api, digest))
 }
 
 /// Run `job` once.
@@ -201,12 +255,12 @@ pub async fn run_job(env: &Env, job: &Job, token: &str) -> Report {
 
 async fn run_inner(env: &Env, job: &Job, token: &str) -> Result<Report, Error> {
     // Detect: a dry-run, not audited (it changes nothing; a healthy zone would fill the log).
-    let (inv, api) = inventory(env, job).await?;
+    let (inv, api, digest) = inventory(env, job).await?;
     // (A run asked for by an event is limited to the rule's targets from detection on.)
     let plan = build(job, inv.clone(), job.limit.clone())?;
     let reload = reloader(&plan, job, &api)?;
     let redactor = plan.redactor.clone();
-    let router = Arc::new(Router::with_api(&plan.inventory, api.clone()));
+    let router = env.router(job, &plan.inventory, api.clone(), &digest).await;
     let detect_opts = RunOptions {
         dry_run: true,
         reload: reload.clone(),
@@ -267,8 +321,8 @@ async fn run_inner(env: &Env, job: &Job, token: &str) -> Result<Report, Error> {
                 ExitCode::Success,
             ),
         }),
-        Mode::Plan => plan_mode(env, job, inv, api, reload).await,
-        Mode::Auto => fix(env, job, inv, api, token).await,
+        Mode::Plan => plan_mode(env, job, inv, api, reload, &digest).await,
+        Mode::Auto => fix(env, job, inv, api, token, &digest).await,
     }
 }
 
@@ -311,10 +365,11 @@ async fn plan_mode(
     inv: crate::inventory::Inventory,
     api: Arc<ApiTransport>,
     reload: Option<Arc<crate::cloudstack::inventory::Reloader>>,
+    digest: &str,
 ) -> Result<Report, Error> {
     let plan = build(job, inv, job.limit.clone())?;
     let redactor = plan.redactor.clone();
-    let router = Arc::new(Router::with_api(&plan.inventory, api));
+    let router = env.router(job, &plan.inventory, api, digest).await;
     let dir = env.state_dir.join("plans");
     std::fs::create_dir_all(&dir).map_err(|e| Error::Other(format!("{}: {e}", dir.display())))?;
     let stamp = jiff::Timestamp::now()
@@ -362,6 +417,7 @@ async fn fix(
     inv: crate::inventory::Inventory,
     api: Arc<ApiTransport>,
     token: &str,
+    digest: &str,
 ) -> Result<Report, Error> {
     // The targets the fix would touch, and those it must leave alone.
     let now = jiff::Timestamp::now();
@@ -390,16 +446,20 @@ async fn fix(
     let holder = crate::lock::Holder::new(token, format!("remedy daemon job {}", job.name));
     let mut held: Vec<crate::coord::Held> = Vec::new();
     let mut left_out: Vec<(String, String)> = Vec::new();
-    let whole = |why: String| {
-        Ok(Report::new(
+    // The reason's kind per target left out (the degraded gauge's label).
+    let mut kinds: Vec<(String, String)> = Vec::new();
+    let whole = |why: String, kind: &str| {
+        let mut r = Report::new(
             job,
-            Verdict::Skipped,
-            format!("it applies, but {why}"),
+            Verdict::Degraded,
+            format!("degraded: it applies, but {why}"),
             ExitCode::Success,
-        ))
+        );
+        r.degraded = vec![(crate::plan::CONTROLLER.to_string(), kind.to_string())];
+        Ok(r)
     };
     if let Some(b) = st.blocked(crate::plan::CONTROLLER, now) {
-        return whole(format!("its CloudStack side is {b}"));
+        return whole(format!("its CloudStack side is {b}"), b.kind());
     }
     if locks.iter().any(|l| l == crate::app::CLOUDSTACK_LOCK) {
         match env
@@ -408,25 +468,29 @@ async fn fix(
             .await
         {
             Ok(h) => held.push(h),
-            Err(e) => return whole(e.to_string()),
+            Err(e) => return whole(e.to_string(), state::LOCKED),
         }
     }
     for t in &targets {
         if let Some(b) = st.blocked(t, now) {
             left_out.push((t.clone(), b.to_string()));
+            kinds.push((t.clone(), b.kind().to_string()));
         } else if t != crate::plan::CONTROLLER {
             match env.coord.try_all(std::slice::from_ref(t), &holder).await {
                 Ok(h) => held.push(h),
-                Err(e) => left_out.push((t.clone(), e.to_string())),
+                Err(e) => {
+                    left_out.push((t.clone(), e.to_string()));
+                    kinds.push((t.clone(), state::LOCKED.to_string()));
+                }
             }
         }
     }
     if !targets.is_empty() && left_out.len() == targets.len() {
         let mut r = Report::new(
             job,
-            Verdict::Skipped,
+            Verdict::Degraded,
             format!(
-                "it applies, but every target is left alone: {}",
+                "degraded: it applies, but every target is left alone: {}",
                 left_out
                     .iter()
                     .map(|(t, why)| format!("{t} ({why})"))
@@ -436,6 +500,7 @@ async fn fix(
             ExitCode::Success,
         );
         r.left_out = left_out;
+        r.degraded = kinds;
         return Ok(r);
     }
     let limit = if left_out.is_empty() {
@@ -451,7 +516,7 @@ async fn fix(
     };
     let plan = build(job, inv, limit)?;
     let reload = reloader(&plan, job, &api)?;
-    let router = Arc::new(Router::with_api(&plan.inventory, api));
+    let router = env.router(job, &plan.inventory, api, digest).await;
     // A run's status can quote a command's output: keep the run's secrets out of the report
     // (it is logged and sent to webhooks).
     let redactor = plan.redactor.clone();
@@ -513,8 +578,19 @@ async fn fix(
         Ok(r) => r,
         Err(e @ Error::LockHeld(_)) => {
             // Taken between the look and the run: next time.
-            let mut r = Report::new(job, Verdict::Skipped, e.to_string(), ExitCode::Success);
+            let mut r = Report::new(
+                job,
+                Verdict::Degraded,
+                format!("degraded: {e}"),
+                ExitCode::Success,
+            );
             r.left_out = left_out;
+            r.degraded = kinds;
+            r.degraded.extend(
+                attempted
+                    .iter()
+                    .map(|t| (t.clone(), state::LOCKED.to_string())),
+            );
             return Ok(r);
         }
         Err(e) => return Err(e),
@@ -567,18 +643,30 @@ async fn fix(
 /// open its circuit: the report says which did).
 pub async fn record(env: &Env, job: &Job, report: &mut Report) -> Result<(), String> {
     let now = jiff::Timestamp::now();
+    let mut recorded = report.clone();
+    let report_in = &mut recorded;
     let opened = env
         .store
         .update(|s| {
+            let report = &mut *report_in;
             let js = s.jobs.entry(job.name.clone()).or_default();
             js.in_flight = None;
             js.last_run = Some(now);
             js.last_result = Some(report.status.clone());
             js.last_exit = Some(report.exit);
             js.last_run_id = report.run.clone();
-            if report.verdict != Verdict::Failed {
+            if !matches!(report.verdict, Verdict::Failed | Verdict::Degraded) {
                 js.last_success = Some(now);
             }
+            let seen = match report.verdict {
+                Verdict::Degraded => state::Seen::Degraded(&report.degraded),
+                // Nothing known about the fault.
+                Verdict::Failed | Verdict::Skipped => state::Seen::Unknown,
+                _ => state::Seen::Gone,
+            };
+            let change = js.note_degraded(seen, &report.status, now);
+            report.degraded_change = change;
+            report.degraded_since = js.degraded.as_ref().map(|d| d.since);
             // A fix that changed something counts its targets; one that failed counts every
             // target it worked on (so a fix that fails every time cools down and trips the
             // circuit too).
@@ -594,8 +682,44 @@ pub async fn record(env: &Env, job: &Job, report: &mut Report) -> Result<(), Str
                 .collect::<Vec<_>>()
         })
         .await?;
+    report.degraded_change = recorded.degraded_change;
+    report.degraded_since = recorded.degraded_since;
     report.circuits_opened = opened;
     Ok(())
+}
+
+/// Logs what a recorded run found: every run's line, except a degraded run that has nothing
+/// new to say (same targets and reasons as the last, within [`DEGRADED_REMINDER`]), which is
+/// only a debug line.
+pub fn log(report: &Report) {
+    let quiet = report.degraded_change == Some(DegradedChange::Same);
+    let status = match (report.degraded_change, report.degraded_since) {
+        (Some(DegradedChange::Reminder), Some(since)) => {
+            format!("still {} (since {since})", report.status)
+        }
+        (Some(DegradedChange::Left), _) => {
+            format!("no longer degraded: {}", report.status)
+        }
+        _ => report.status.clone(),
+    };
+    macro_rules! line {
+        ($level:ident) => {
+            tracing::$level!(
+                job = %report.job,
+                verdict = ?report.verdict,
+                exit = report.exit,
+                run = report.run.as_deref().unwrap_or(""),
+                fixed = ?report.fixed,
+                left_out = ?report.left_out,
+                "{status}"
+            )
+        };
+    }
+    if quiet {
+        line!(debug);
+    } else {
+        line!(info);
+    }
 }
 
 /// Why each target is left alone now (for `remedy daemon status`).
@@ -605,4 +729,83 @@ pub fn blocked_now(js: &state::JobState) -> Vec<(String, Blocked)> {
         .keys()
         .filter_map(|t| js.blocked(t, now).map(|b| (t.clone(), b)))
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The log lines `log` writes at info level for `report`.
+    fn logged(report: &Report) -> String {
+        let buf = Arc::new(std::sync::Mutex::new(Vec::<u8>::new()));
+        let sink = buf.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::INFO)
+            .with_ansi(false)
+            .with_writer(move || Writer(sink.clone()))
+            .finish();
+        tracing::subscriber::with_default(subscriber, || log(report));
+        let text = String::from_utf8(buf.lock().unwrap().clone()).unwrap();
+        text
+    }
+
+    struct Writer(Arc<std::sync::Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Writer {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    fn degraded(change: DegradedChange) -> Report {
+        Report {
+            job: "dns".into(),
+            verdict: Verdict::Degraded,
+            status: "degraded: it applies, but every target is left alone: r1 (circuit open)"
+                .into(),
+            exit: 0,
+            run: None,
+            fixed: Vec::new(),
+            attempted: Vec::new(),
+            left_out: Vec::new(),
+            degraded: vec![("r1".into(), "circuit-open".into())],
+            degraded_change: Some(change),
+            degraded_since: Some("2026-11-23T10:00:00Z".parse().unwrap()),
+            circuits_opened: Vec::new(),
+            plan_file: None,
+            rolled_back: false,
+            changes: Changes::default(),
+        }
+    }
+
+    #[test]
+    fn a_degraded_state_is_logged_on_entering_and_as_a_reminder_not_at_every_run() {
+        let entered = logged(&degraded(DegradedChange::Entered));
+        assert!(
+            entered.contains(" INFO ")
+                && entered.contains("degraded: it applies, but every target is left alone"),
+            "{entered}"
+        );
+        assert_eq!(logged(&degraded(DegradedChange::Same)), "");
+        let reminder = logged(&degraded(DegradedChange::Reminder));
+        assert!(
+            reminder.contains("still degraded: it applies")
+                && reminder.contains("(since 2026-11-23T10:00:00Z)"),
+            "{reminder}"
+        );
+        let mut left = degraded(DegradedChange::Left);
+        left.verdict = Verdict::Healthy;
+        left.status = "healthy (the playbook does not apply)".into();
+        assert!(logged(&left).contains("no longer degraded: healthy"));
+        assert_eq!(left.notices(), [Notice::Recovered]);
+        assert_eq!(
+            degraded(DegradedChange::Entered).notices(),
+            [Notice::Degraded]
+        );
+        assert!(degraded(DegradedChange::Same).notices().is_empty());
+    }
 }

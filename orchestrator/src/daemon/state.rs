@@ -112,6 +112,55 @@ pub struct JobState {
     /// is recorded. Still set when a new leader takes over: that run was interrupted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub in_flight: Option<InFlight>,
+    /// Set while the job's runs find the fault and leave every target alone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub degraded: Option<Degraded>,
+}
+
+/// A job's degraded state: its runs find the fault, and leave every target alone.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Degraded {
+    /// The first degraded run of this stretch.
+    pub since: Timestamp,
+    /// Each target left alone: the reason's kind (`circuit-open`, `cooldown`, `locked`).
+    pub targets: BTreeMap<String, String>,
+    /// The last run's status (why, in words).
+    pub status: String,
+    /// When the log last said so (entering, a change, or a reminder).
+    pub said: Timestamp,
+}
+
+/// The reason's kind of a target someone else's lock leaves alone.
+pub const LOCKED: &str = "locked";
+
+/// While a job stays degraded, how often the log says so again.
+pub const DEGRADED_REMINDER: std::time::Duration = std::time::Duration::from_secs(10 * 60);
+
+/// What a run saw of the fault, for the degraded state.
+#[derive(Debug, Clone, Copy)]
+pub enum Seen<'a> {
+    /// The fault is there and every target is left alone: (target, reason's kind).
+    Degraded(&'a [(String, String)]),
+    /// The fault is gone, or the run fixed it.
+    Gone,
+    /// Nothing known (the run failed, or the daemon stopped before a fix).
+    Unknown,
+}
+
+/// How a run changed its job's degraded state ([`JobState::note_degraded`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum DegradedChange {
+    /// Not degraded before this run.
+    Entered,
+    /// Still degraded, with other targets or reasons than before.
+    Changed,
+    /// Still degraded as before, and the last word about it is [`DEGRADED_REMINDER`] old.
+    Reminder,
+    /// Still degraded as before: nothing new to say.
+    Same,
+    /// Degraded before; this run found the fault gone or fixed it.
+    Left,
 }
 
 /// A job's run under way (see [`JobState::in_flight`]).
@@ -140,6 +189,16 @@ pub struct TargetState {
 pub enum Blocked {
     Cooldown { until: Timestamp },
     CircuitOpen { since: Timestamp },
+}
+
+impl Blocked {
+    /// The reason's kind, as the degraded gauge labels it.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Blocked::Cooldown { .. } => "cooldown",
+            Blocked::CircuitOpen { .. } => "circuit-open",
+        }
+    }
 }
 
 impl std::fmt::Display for Blocked {
@@ -190,6 +249,43 @@ impl JobState {
             return true;
         }
         false
+    }
+
+    /// Follows the job's degraded state with what a run `seen` (its `status` in words): a
+    /// degraded run enters it or stays in it, a run that found the fault gone or fixed it
+    /// leaves it, a run that knows nothing changes nothing. Returns how it changed.
+    pub fn note_degraded(
+        &mut self,
+        seen: Seen<'_>,
+        status: &str,
+        now: Timestamp,
+    ) -> Option<DegradedChange> {
+        match seen {
+            Seen::Degraded(left_alone) => {
+                let targets: BTreeMap<String, String> = left_alone.iter().cloned().collect();
+                let (change, since) = match &self.degraded {
+                    None => (DegradedChange::Entered, now),
+                    Some(d) if d.targets != targets => (DegradedChange::Changed, d.since),
+                    Some(d) if add(d.said, DEGRADED_REMINDER) <= now => {
+                        (DegradedChange::Reminder, d.since)
+                    }
+                    Some(d) => (DegradedChange::Same, d.since),
+                };
+                let said = match (change, &self.degraded) {
+                    (DegradedChange::Same, Some(d)) => d.said,
+                    _ => now,
+                };
+                self.degraded = Some(Degraded {
+                    since,
+                    targets,
+                    status: status.to_string(),
+                    said,
+                });
+                Some(change)
+            }
+            Seen::Unknown => None,
+            Seen::Gone => self.degraded.take().map(|_| DegradedChange::Left),
+        }
     }
 
     /// Targets whose circuit is open.
@@ -384,6 +480,61 @@ mod tests {
         assert_eq!(s.reset(Some("r1")), ["r1"]);
         assert_eq!(s.blocked("r1", at("2026-11-23T12:00:00Z")), None);
         assert!(s.reset(Some("nothing")).is_empty());
+    }
+
+    #[test]
+    fn degraded_is_entered_once_said_again_on_a_change_or_a_reminder_and_left_once() {
+        let mut s = JobState::default();
+        let open = [("r1".to_string(), "circuit-open".to_string())];
+        let t0 = at("2026-11-23T10:00:00Z");
+        let said = |s: &JobState| s.degraded.as_ref().unwrap().said;
+        assert_eq!(s.note_degraded(Seen::Unknown, "failed", t0), None);
+        assert_eq!(
+            s.note_degraded(Seen::Gone, "healthy", t0),
+            None,
+            "not degraded"
+        );
+        assert_eq!(
+            s.note_degraded(Seen::Degraded(&open), "degraded: ...", t0),
+            Some(DegradedChange::Entered)
+        );
+        let t1 = at("2026-11-23T10:00:02Z");
+        assert_eq!(
+            s.note_degraded(Seen::Degraded(&open), "degraded: ...", t1),
+            Some(DegradedChange::Same)
+        );
+        assert_eq!(said(&s), t0, "nothing said for the same state");
+        // A failed run knows nothing: still degraded.
+        assert_eq!(s.note_degraded(Seen::Unknown, "failed", t1), None);
+        assert!(s.degraded.is_some());
+        let t2 = at("2026-11-23T10:10:00Z");
+        assert_eq!(
+            s.note_degraded(Seen::Degraded(&open), "degraded: ...", t2),
+            Some(DegradedChange::Reminder),
+            "ten minutes on"
+        );
+        assert_eq!(said(&s), t2);
+        let two = [
+            ("r1".to_string(), "circuit-open".to_string()),
+            ("r2".to_string(), "locked".to_string()),
+        ];
+        let t3 = at("2026-11-23T10:10:01Z");
+        assert_eq!(
+            s.note_degraded(Seen::Degraded(&two), "degraded: ...", t3),
+            Some(DegradedChange::Changed)
+        );
+        let d = s.degraded.clone().unwrap();
+        assert_eq!((d.since, d.said, d.targets.len()), (t0, t3, 2));
+        assert_eq!(
+            s.note_degraded(Seen::Gone, "fixed", t3),
+            Some(DegradedChange::Left)
+        );
+        assert_eq!(s.degraded, None);
+        assert_eq!(
+            s.note_degraded(Seen::Gone, "healthy", t3),
+            None,
+            "left once"
+        );
     }
 
     #[test]

@@ -46,6 +46,21 @@ impl Router {
         }
     }
 
+    /// Routes for this inventory whose SSH connections come from (and stay in) the daemon's
+    /// `pool`; `source` names the inventory (see [`SshTransport::warm`]).
+    pub fn warm(
+        inventory: &Inventory,
+        api: Arc<ApiTransport>,
+        pool: &Arc<super::ssh::WarmPool>,
+        source: String,
+    ) -> Self {
+        Router {
+            local: LocalTransport,
+            api,
+            ssh: SshTransport::warm(Arc::new(inventory.clone()), pool, source),
+        }
+    }
+
     /// The API side, e.g. to reach the embedded simulator.
     pub fn api(&self) -> &Arc<ApiTransport> {
         &self.api

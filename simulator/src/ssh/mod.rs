@@ -22,7 +22,8 @@
 //!   streams N zero bytes in 32 KiB chunks; both stop when the client closes the channel or
 //!   signals it. Every command line received is logged per machine ([`SshSim::commands`]),
 //!   and [`SshSim::running`] counts the lines still running (a line ends when its channel
-//!   does, or, held by a `hang` fault, when it has run).
+//!   does, or, held by a `hang` fault, when it has run). [`SshSim::connections`] counts the
+//!   connections each machine has served, [`SshSim::connections_open`] those still open.
 //! - **Faults**: the zone's SSH fault rules ([`crate::faults::Faults::ssh`], set with
 //!   `/sim/faults` over HTTP, a scenario's `faults:`, or [`SshSim::fail_commands`]) fail a
 //!   command, close the connection before a line runs or after it ran (no exit status: the
@@ -91,6 +92,7 @@ impl SshSim {
             stop: stopped,
             down: watch::channel(BTreeSet::new()).0,
             running: Mutex::new(BTreeMap::new()),
+            connections: Mutex::new(BTreeMap::new()),
         });
         let mut addrs = BTreeMap::new();
         let mut tasks = Vec::new();
@@ -223,6 +225,21 @@ impl SshSim {
             .get(machine)
             .copied()
             .unwrap_or_default()
+    }
+
+    /// SSH connections to `machine` since the start: each is a TCP connection to a listening
+    /// host, or a tunnel through its hypervisor to a system VM (a handshake either way).
+    pub fn connections(&self, machine: &str) -> usize {
+        lock(&self.shared.connections)
+            .get(machine)
+            .map_or(0, |n| n.0)
+    }
+
+    /// SSH connections to `machine` open now.
+    pub fn connections_open(&self, machine: &str) -> usize {
+        lock(&self.shared.connections)
+            .get(machine)
+            .map_or(0, |n| n.1)
     }
 
     /// Every command line sent to `machine`, in order (one a fault stopped included).

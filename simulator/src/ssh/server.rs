@@ -57,6 +57,33 @@ pub(crate) struct Shared {
     pub down: watch::Sender<BTreeSet<String>>,
     /// Command lines running now, by machine (a line ends when its channel is closed).
     pub running: Mutex<BTreeMap<String, usize>>,
+    /// SSH connections by machine: (served since the start, open now).
+    pub connections: Mutex<BTreeMap<String, (usize, usize)>>,
+}
+
+/// One SSH connection being served, counted open until dropped.
+struct Served {
+    shared: Arc<Shared>,
+    machine: String,
+}
+
+impl Served {
+    fn new(shared: Arc<Shared>, machine: String) -> Served {
+        let mut c = lock(&shared.connections);
+        let n = c.entry(machine.clone()).or_default();
+        n.0 += 1;
+        n.1 += 1;
+        drop(c);
+        Served { shared, machine }
+    }
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        if let Some(n) = lock(&self.shared.connections).get_mut(&self.machine) {
+            n.1 = n.1.saturating_sub(1);
+        }
+    }
 }
 
 impl Shared {
@@ -132,6 +159,7 @@ where
     if shared.is_down(&machine) {
         return;
     }
+    let _served = Served::new(shared.clone(), machine.clone());
     let config = shared.config(&machine);
     let cut = Arc::new(Cut::default());
     let handler = Handler {

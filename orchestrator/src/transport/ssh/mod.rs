@@ -8,7 +8,8 @@
 //! The pieces: [`route`] (the chain of hops reaching a host, `ProxyJump` parsing),
 //! [`known_hosts`] (host key policy, `known_hosts` files, fingerprints), `auth` (which
 //! identities are offered), `session` (one connection: handshake, host key check, auth),
-//! `pool` (one connection per hop chain for the whole run) and `exec` (one command on one
+//! `pool` (one connection per hop chain for the whole run), `warm` (one pool for every run of a
+//! daemon: cap, idle timeout, inventory checks, counters) and `exec` (one command on one
 //! channel).
 //!
 //! # Connections
@@ -19,6 +20,10 @@
 //! shared in the same way by every host behind it. If opening a channel fails because the
 //! connection died while idle, the transport reconnects once and opens the channel again; a
 //! command whose exec request was sent is never sent again.
+//!
+//! A daemon's runs share a [`WarmPool`] instead ([`SshTransport::warm`]): connections stay open
+//! between runs, and any failed command drops its connection so that the next one reconnects
+//! (and checks the host key again).
 //!
 //! # Timeouts
 //!
@@ -42,6 +47,7 @@ mod auth;
 mod exec;
 mod pool;
 mod session;
+mod warm;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -56,9 +62,13 @@ use tokio::time::Instant;
 use super::{Access, Action, ActionResult, Transport, TransportError};
 use crate::inventory::{ConnectionKind, Host, Inventory};
 use exec::ExecError;
-use pool::Pool;
+pub use pool::Limits as PoolLimits;
+use pool::{DropReason, Pool, Usage};
 use route::Hop;
 use session::{Connection, Settings};
+pub use warm::{
+    PoolStats, WarmPool, DEFAULT_IDLE as POOL_DEFAULT_IDLE, DEFAULT_MAX as POOL_DEFAULT_MAX,
+};
 
 /// The environment variable read for key passphrases unless configured otherwise.
 pub const DEFAULT_PASSPHRASE_ENV: &str = "REMEDY_SSH_PASSPHRASE";
@@ -109,11 +119,29 @@ impl Default for SshOptions {
     }
 }
 
-/// Runs commands over SSH. One value per run: it holds the run's connections.
+/// Runs commands over SSH. One value per run: it holds the run's connections, or uses the
+/// daemon's [`WarmPool`].
 pub struct SshTransport {
     /// Resolves jump host names; replaced when the run's inventory is read again.
     inventory: std::sync::RwLock<Arc<Inventory>>,
-    pool: Pool,
+    pool: Arc<Pool>,
+    /// What this run did with the pool (connections made, chains used).
+    usage: Usage,
+    /// The daemon's pool, when the connections outlive the run.
+    warm: Option<Arc<WarmPool>>,
+}
+
+/// The connection settings of `opts`.
+pub(crate) fn settings_of(opts: SshOptions) -> Settings {
+    Settings {
+        connect_timeout: opts.connect_timeout,
+        known_hosts: opts.known_hosts,
+        keepalive: opts.keepalive,
+        passphrase_env: opts.passphrase_env,
+        agent_socket: opts.agent_socket.filter(|_| opts.use_agent),
+        default_keys: opts.default_keys,
+        max_sessions: opts.max_sessions,
+    }
 }
 
 impl std::fmt::Debug for SshTransport {
@@ -125,26 +153,37 @@ impl std::fmt::Debug for SshTransport {
 impl SshTransport {
     /// A transport for the hosts of `inventory` (which also resolves jump host names).
     pub fn new(inventory: Arc<Inventory>, opts: SshOptions) -> Self {
-        let settings = Settings {
-            connect_timeout: opts.connect_timeout,
-            known_hosts: opts.known_hosts,
-            keepalive: opts.keepalive,
-            passphrase_env: opts.passphrase_env,
-            agent_socket: opts.agent_socket.filter(|_| opts.use_agent),
-            default_keys: opts.default_keys,
-            max_sessions: opts.max_sessions,
-        };
         SshTransport {
             inventory: std::sync::RwLock::new(inventory),
-            pool: Pool::new(settings),
+            pool: Arc::new(Pool::new(settings_of(opts), None)),
+            usage: Usage::default(),
+            warm: None,
+        }
+    }
+
+    /// A run's transport on the daemon's `pool`: `source` names the inventory (its paths), so
+    /// that runs of one inventory share connections and another inventory's change leaves
+    /// them alone. The caller checks the pool against the inventory first
+    /// ([`WarmPool::sync`]).
+    pub fn warm(inventory: Arc<Inventory>, pool: &Arc<WarmPool>, source: String) -> Self {
+        SshTransport {
+            inventory: std::sync::RwLock::new(inventory),
+            pool: pool.pool.clone(),
+            usage: Usage::new(source),
+            warm: Some(pool.clone()),
         }
     }
 
     /// The inventory jump host names are looked up in from now on (after a refresh). Pooled
     /// connections are keyed by address, port and user as well as name, so a host that moved
-    /// gets a new connection.
+    /// gets a new connection; on the daemon's pool, the connections of hosts that are gone or
+    /// changed are closed.
     pub fn set_inventory(&self, inventory: Arc<Inventory>) {
-        *self.inventory.write().unwrap_or_else(|e| e.into_inner()) = inventory;
+        *self.inventory.write().unwrap_or_else(|e| e.into_inner()) = inventory.clone();
+        if let (Some(warm), Ok(rt)) = (&self.warm, tokio::runtime::Handle::try_current()) {
+            let (warm, source) = (warm.clone(), self.usage.source.clone());
+            rt.spawn(async move { warm.sync(&source, None, &inventory).await });
+        }
     }
 
     fn inventory(&self) -> Arc<Inventory> {
@@ -157,7 +196,7 @@ impl SshTransport {
     /// How many SSH connections this transport has made to `host` (an inventory host name, or
     /// a jump entry as written when it names no inventory host), reconnections included.
     pub fn connections_made(&self, host: &str) -> usize {
-        self.pool.connections_made(host)
+        self.usage.connections_made(host)
     }
 
     /// Says goodbye on every open connection (targets before the jump hosts they go through
@@ -185,7 +224,7 @@ impl SshTransport {
         hops: &[Hop],
         deadline: Instant,
         timeout: Duration,
-    ) -> Result<(Channel<Msg>, OwnedSemaphorePermit), TransportError> {
+    ) -> Result<(Channel<Msg>, OwnedSemaphorePermit, Arc<Connection>), TransportError> {
         let unreachable = |reason: String| TransportError::Unreachable {
             host: host.name.clone(),
             reason,
@@ -193,7 +232,11 @@ impl SshTransport {
         let mut reconnected = false;
         let mut pause = Duration::from_millis(50);
         loop {
-            let conn = self.pool.get(hops).await.map_err(unreachable)?;
+            let conn = self
+                .pool
+                .get(hops, &self.usage)
+                .await
+                .map_err(unreachable)?;
             let permit = tokio::time::timeout_at(deadline, conn.sessions.clone().acquire_owned())
                 .await
                 .map_err(|_| TransportError::Timeout(timeout))?
@@ -203,7 +246,7 @@ impl SshTransport {
                     Err(_) => return Err(TransportError::Timeout(timeout)),
                     Ok(Ok(channel)) => {
                         tracing::debug!(host = %host.name, channel = %channel.id(), "channel open");
-                        return Ok((channel, permit));
+                        return Ok((channel, permit, conn));
                     }
                     Ok(Err(e)) => e,
                 };
@@ -220,7 +263,9 @@ impl SshTransport {
                         host = %host.name, error = %e,
                         "connection dropped while idle; reconnecting once"
                     );
-                    self.pool.discard(hops, &conn).await;
+                    self.pool
+                        .discard(&conn.key, &conn, DropReason::Closed)
+                        .await;
                     reconnected = true;
                 }
                 russh::Error::ChannelOpenFailure(
@@ -380,15 +425,22 @@ impl Transport for SshTransport {
 
         // The connection has its own limit; the command's timeout starts once it is there.
         self.pool
-            .get(&hops)
+            .get(&hops, &self.usage)
             .await
             .map_err(|reason| TransportError::Unreachable {
                 host: host.name.clone(),
                 reason,
             })?;
         let deadline = Instant::now() + timeout;
-        let (channel, _permit) = self.open_channel(host, &hops, deadline, timeout).await?;
-        match exec::run(channel, &host.name, &line, deadline).await {
+        let (channel, permit, conn) = self.open_channel(host, &hops, deadline, timeout).await?;
+        let result = exec::run(channel, &host.name, &line, deadline).await;
+        drop(permit);
+        if result.is_err() && self.warm.is_some() {
+            // On the daemon's pool, a connection a command failed on is not trusted again.
+            self.pool.discard(&conn.key, &conn, DropReason::Error).await;
+        }
+        drop(conn);
+        match result {
             Ok(out) => Ok(ActionResult::Ssh(out)),
             Err(ExecError::Timeout) => Err(TransportError::Timeout(timeout)),
             Err(ExecError::Refused) => Err(TransportError::Other(format!(

@@ -104,11 +104,34 @@ pub(crate) struct Connection {
     pub sessions: Arc<Semaphore>,
     /// The jump connection this one is tunnelled through, kept alive as long as this one.
     pub via: Option<Arc<Connection>>,
+    /// The pool's key for it (its hop chain).
+    pub key: String,
+    /// When a command (or a tunnelled connection) last asked for it.
+    pub last_used: std::sync::Mutex<std::time::Instant>,
 }
 
 impl Connection {
     pub fn is_closed(&self) -> bool {
         self.handle.is_closed() || self.via.as_ref().is_some_and(|parent| parent.is_closed())
+    }
+
+    /// Marks it, and the jump connections it goes through, used now.
+    pub fn touch(&self) {
+        let now = std::time::Instant::now();
+        let mut c = Some(self);
+        while let Some(conn) = c {
+            *conn.last_used.lock().unwrap_or_else(|e| e.into_inner()) = now;
+            c = conn.via.as_deref();
+        }
+    }
+
+    pub fn last_used(&self) -> std::time::Instant {
+        *self.last_used.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Whether a command runs on it now (a session slot is taken).
+    pub fn busy(&self, max_sessions: usize) -> bool {
+        self.sessions.available_permits() < max_sessions.max(1)
     }
 }
 
