@@ -593,3 +593,160 @@ async fn an_alertmanager_alert_fixes_and_a_wrong_token_is_refused() {
     );
     zone.audit_verifies();
 }
+
+/// The state of `service` on the machine `name`, as the zone has it.
+fn service_on(zone: &ApiZone, name: &str, service: &str) -> String {
+    zone.world()["vms"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["name"] == name)
+        .and_then(|v| v["guest"]["services"][service]["state"].as_str())
+        .unwrap_or("")
+        .to_string()
+}
+
+/// web-vpc's PRIMARY router now (its public link is up).
+fn primary_router(zone: &ApiZone) -> String {
+    remedy_tests::zone::router_states(&zone.world())
+        .into_iter()
+        .find(|(name, eth1_up, _, _)| *eth1_up && (name == "r-930-VM" || name == "r-931-VM"))
+        .map(|(name, ..)| name)
+        .expect("web-vpc has a PRIMARY router")
+}
+
+/// Registers a 4.20 webhook in the zone (`createWebhook`, Global scope, signed with SECRET)
+/// that delivers to the daemon at `base`.
+async fn create_webhook(zone: &ApiZone, base: &str) {
+    use remedy::transport::{Access, Action};
+    let url = format!("{base}/hooks/cloudstack");
+    let create = Action::api(
+        "createWebhook",
+        [
+            ("name", "remedy"),
+            ("payloadurl", url.as_str()),
+            ("secretkey", SECRET),
+            ("scope", "Global"),
+            ("state", "Enabled"),
+        ],
+    );
+    zone.api
+        .run(&create, Access::Mutating, Duration::from_secs(10))
+        .await
+        .expect("createWebhook");
+}
+
+/// The zone's own webhook deliveries so far (`listWebhookDeliveries`).
+async fn deliveries(zone: &ApiZone) -> Vec<serde_json::Value> {
+    use remedy::transport::{Access, Action, ActionResult};
+    let list = Action::api("listWebhookDeliveries", [("listall", "true")]);
+    match zone
+        .api
+        .run(&list, Access::ReadOnly, Duration::from_secs(10))
+        .await
+    {
+        Ok(ActionResult::Api(v)) => v["webhookdelivery"].as_array().cloned().unwrap_or_default(),
+        other => panic!("listWebhookDeliveries: {other:?}"),
+    }
+}
+
+/// The zone itself raises the event and delivers it: dnsmasq dies on the PRIMARY router, the
+/// zone records a ROUTER.HEALTH.CHECKS ERROR event and POSTs it, signed, to the webhook the
+/// test registered with `createWebhook`; the daemon verifies it and fixes the router at once
+/// (its schedule is hourly).
+#[tokio::test(flavor = "multi_thread")]
+async fn the_zone_delivers_its_own_signed_webhook_and_the_daemon_fixes() {
+    let zone = ApiZone::start("healthy", Faults::default()).await;
+    let (d, base) = daemon(&zone, &webhook_jobs(&zone, "1s", "")).await;
+    create_webhook(&zone, &base).await;
+    let router = primary_router(&zone);
+    let broke = Instant::now();
+    let said = zone
+        .sim()
+        .zone_handle()
+        .lock()
+        .unwrap()
+        .inject("dnsmasq-dead", &router, jiff::Timestamp::now())
+        .unwrap();
+    assert!(said.contains("dnsmasq failed"), "{said}");
+    until("the daemon fixes dnsmasq", 30, || {
+        service_on(&zone, &router, "dnsmasq") == "active"
+    })
+    .await;
+    let took = broke.elapsed();
+    assert!(took < Duration::from_secs(20), "fixed after {took:?}");
+    assert_eq!(fixes(&zone), 1);
+    // The delivery that did it: signed by the zone, answered 200.
+    let ok: Vec<serde_json::Value> = deliveries(&zone)
+        .await
+        .into_iter()
+        .filter(|d| d["success"] == true && d["eventtype"] == "ROUTER.HEALTH.CHECKS")
+        .collect();
+    assert!(!ok.is_empty(), "{:?}", deliveries(&zone).await);
+    let m = scrape(&base).await;
+    assert!(
+        sample(
+            &m,
+            "remedy_events_received_total",
+            &[("source", "cloudstack")]
+        )
+        .unwrap_or(0.0)
+            >= 1.0
+    );
+    assert_eq!(
+        sample(
+            &m,
+            "remedy_events_rejected_total",
+            &[("source", "cloudstack"), ("reason", "bad-signature")]
+        ),
+        None,
+        "the zone's signature verifies"
+    );
+    d.stop().await;
+}
+
+/// The zone's deliveries are dropped (never sent): the poller, reading `listEvents` every
+/// second from its cursor, finds the event and the daemon fixes all the same.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_dropped_delivery_is_caught_up_by_the_poller() {
+    let zone = ApiZone::start("healthy", Faults::default()).await;
+    let inv = zone
+        .inventory
+        .file_name()
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_string();
+    let poll =
+        format!("  poll:\n    - {{ name: zone, inventory: {inv}, every: 1s, alerts: false }}\n");
+    let jobs = webhook_jobs(&zone, "1s", "").replacen("jobs:\n", &format!("{poll}jobs:\n"), 1);
+    let (d, base) = daemon(&zone, &jobs).await;
+    create_webhook(&zone, &base).await;
+    // Every delivery from now on is dropped.
+    zone.sim().set_faults(Faults {
+        job_ms: Some(100),
+        webhook_drop_next: 1000,
+        ..Faults::default()
+    });
+    let sent_before = deliveries(&zone).await.len();
+    let router = primary_router(&zone);
+    zone.sim()
+        .zone_handle()
+        .lock()
+        .unwrap()
+        .inject("dnsmasq-dead", &router, jiff::Timestamp::now())
+        .unwrap();
+    until(
+        "the poller finds the event and the daemon fixes",
+        30,
+        || service_on(&zone, &router, "dnsmasq") == "active",
+    )
+    .await;
+    assert_eq!(fixes(&zone), 1);
+    assert_eq!(
+        deliveries(&zone).await.len(),
+        sent_before,
+        "no delivery reached the daemon"
+    );
+    d.stop().await;
+}
