@@ -384,12 +384,33 @@ impl Jobs {
                     }
                 }
             }
+            // A required parameter comes from the job, or, for a job that runs on events only,
+            // from every one of its rules.
+            let events_only = matches!(j.schedule, Schedule::Events);
             for (k, p) in params {
-                if p.required && !j.params.iter().any(|(n, _)| n == k) {
+                let from_job = j.params.iter().any(|(n, _)| n == k);
+                let from_rules = events_only
+                    && !j.on.is_empty()
+                    && j.on
+                        .iter()
+                        .all(|r| r.param_names().any(|n| n == k.as_str()));
+                if p.required && !from_job && !from_rules {
+                    let hint = if j.on.is_empty() {
+                        String::new()
+                    } else if events_only {
+                        "; give it in `params`, or in every rule's `params`".to_string()
+                    } else {
+                        "; the job's scheduled runs need it in `params` (rules' params apply to \
+                         the runs they start)"
+                            .to_string()
+                    };
                     diags.push(at(
                         i,
                         "params",
-                        format!("job {}: {} needs the parameter {k:?}", j.name, program.name),
+                        format!(
+                            "job {}: {} needs the parameter {k:?}{hint}",
+                            j.name, program.name
+                        ),
                     ));
                 }
             }
@@ -728,6 +749,51 @@ mod tests {
             .push(("vcp".into(), "typo".into()));
         let e = with_paths.check_playbooks().unwrap_err().render(false);
         assert!(e.contains("has no parameter \"vcp\""), "{e}");
+    }
+
+    /// A job that runs on events only may take a required parameter from its rules (every
+    /// one of them); a job with a schedule still needs it for its scheduled runs.
+    #[test]
+    fn required_parameters_may_come_from_every_rule_of_an_events_only_job() {
+        let vr = Path::new(env!("CARGO_MANIFEST_DIR")).join("../playbooks/vr-backup-loop.yml");
+        let rule = |params: &str| {
+            format!(
+                "      - match: {{ source: cloudstack, type: ROUTER.HEALTH.CHECKS }}\n        params: {params}\n"
+            )
+        };
+        let file = |timing: &str, rules: &str| {
+            format!(
+                "triggers:\n  cloudstack: {{ secret: {{ env: REMEDY_TEST_HOOK_SECRET }} }}\njobs:\n  - name: vr\n    playbook: {}\n    inventory: i.yml\n{timing}    on:\n{rules}",
+                vr.display()
+            )
+        };
+        let both = rule("{ vpc: \"{{ event.resource_name }}\", vlan_range: 1000-1099 }");
+        let ok = parse(&file("", &both)).unwrap();
+        ok.check_playbooks()
+            .unwrap_or_else(|d| panic!("{}", d.render(false)));
+        // One rule without `vpc`: its runs would lack it.
+        let one_short = format!("{both}{}", rule("{ vlan_range: 1000-1099 }"));
+        let e = parse(&file("", &one_short))
+            .unwrap()
+            .check_playbooks()
+            .unwrap_err()
+            .render(false);
+        assert!(
+            e.contains(
+                "needs the parameter \"vpc\"; give it in `params`, or in every rule's `params`"
+            ),
+            "{e}"
+        );
+        // With a schedule, the scheduled runs need it from the job.
+        let e = parse(&file("    every: 1m\n", &both))
+            .unwrap()
+            .check_playbooks()
+            .unwrap_err()
+            .render(false);
+        assert!(
+            e.contains("the job's scheduled runs need it in `params`"),
+            "{e}"
+        );
     }
 
     #[test]
