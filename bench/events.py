@@ -160,7 +160,8 @@ def jobs_file(work, inventory, poll):
         + f"    playbook: {ROOT / 'playbooks' / 'vr-backup-loop.yml'}\n"
         + f"    inventory: {inventory}\n    cooldown: 0s\n    circuit: {{ fixes: 1000, window: 1h }}\n"
         + "    timeout: 5m\n    on:\n      - name: no-primary\n        match:\n"
-        + "          source: cloudstack\n          type: ROUTER.HEALTH.CHECKS\n          level: ERROR\n"
+        # (no `level`: a webhook's payload does not carry the event's level)
+        + "          source: cloudstack\n          type: ROUTER.HEALTH.CHECKS\n"
         + "          description: \"no router of VPC .* is PRIMARY\"\n        lookup:\n"
         + "          router: { api: listRouters, args: { id: \"{{ event.resource_id }}\" } }\n"
         + "        params: { vpc: \"{{ router.vpcname }}\", vlan_range: \"1000-1999\" }\n"
