@@ -41,6 +41,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from fleet import binaries, log, setting  # noqa: E402
 from simzone import Lab, free_port, scenario  # noqa: E402
+from steady import metric  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 SECRET = "bench-webhook-secret"
@@ -84,15 +85,6 @@ def api_call(inventory, command, **args):
     url = f"{endpoint}?{query}&signature={urllib.parse.quote(sig.decode(), safe='')}"
     with urllib.request.urlopen(url, timeout=30) as r:
         return json.loads(r.read())
-
-
-def metric(port, name):
-    try:
-        text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read()
-    except OSError:
-        return 0.0
-    return sum(float(line.rsplit(" ", 1)[1]) for line in text.decode().splitlines()
-               if line.startswith(name + "{") or line.startswith(name + " "))
 
 
 def rss_kb(pid):

@@ -213,8 +213,10 @@ impl Pool {
                     let conn = Arc::new(conn);
                     state.conn = Some(conn.clone());
                     state.last_error = None;
-                    drop(state);
+                    // Marked before the slot is let go: another command of this run waiting
+                    // for it must not count the connection this run made as reused.
                     usage.first_use(&key);
+                    drop(state);
                     self.stats.opened.fetch_add(1, Ordering::Relaxed);
                     let mut made = usage.made.lock().unwrap_or_else(|e| e.into_inner());
                     *made.entry(hop.label.clone()).or_default() += 1;
