@@ -441,7 +441,7 @@ async fn a_range_in_use_is_kept_as_consumed() {
 }
 
 /// The same playbook when the tiers are implemented but both routers lost their
-/// configuration: no range or restart is needed, and the serial reboot brings them back.
+/// configuration: no range or restart is needed, and rebooting both brings them back.
 #[tokio::test(flavor = "multi_thread")]
 async fn vr_backup_loop_reboots_unconfigured_routers() {
     check(Case {

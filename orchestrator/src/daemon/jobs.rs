@@ -19,6 +19,7 @@
 //!     on: [...]                           # rules: events that run it at once (triggers/rules.rs)
 //! triggers:                              # where events come from (triggers/mod.rs)
 //!   debounce: 5s
+//!   first_event: now                     # or wait (triggers/queue.rs)
 //!   cloudstack: { secret: { env: REMEDY_WEBHOOK_SECRET } }   # POST /hooks/cloudstack
 //! ```
 //!
@@ -285,6 +286,21 @@ impl Jobs {
                                     rule.source.word()
                                 ),
                             ));
+                        } else if let Some(key) =
+                            rule.polled_only().filter(|_| triggers.poll.is_empty())
+                        {
+                            diags.push(
+                                Diagnostic::at(
+                                    &source,
+                                    &format!("jobs.{i}.on.{r}.match.{key}"),
+                                    format!(
+                                        "jobs.{i}.on.{r}.match.{key}: only a polled event or alert has this, and nothing polls: a CloudStack webhook delivers events (not alerts), and its payload carries no level, so this rule would never match"
+                                    ),
+                                )
+                                .with_help(
+                                    "match on `type`, `status` or `description` instead, or poll listEvents/listAlerts under `triggers.poll`",
+                                ),
+                            );
                         }
                     }
                     if !names.insert(job.name.clone()) {

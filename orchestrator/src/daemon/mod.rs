@@ -397,6 +397,7 @@ async fn lead(
                     fire.at,
                     std::time::Instant::now(),
                     jobs.triggers.debounce,
+                    jobs.triggers.first_event,
                 );
                 if merged {
                     metrics.event_deduplicated(fire.origin, "debounced");

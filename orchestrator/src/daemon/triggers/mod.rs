@@ -29,6 +29,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::Diagnostic;
 use crate::inventory::SecretRef;
 use crate::source::Source;
+use queue::FirstEvent;
 
 /// Where an event came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -122,6 +123,8 @@ pub const DEFAULT_DEBOUNCE: Duration = Duration::from_secs(5);
 pub struct Triggers {
     /// Events for the same job and targets within this window make one run.
     pub debounce: Duration,
+    /// Whether the first event of a quiet job and targets runs at once or after the window.
+    pub first_event: FirstEvent,
     /// `POST /hooks/cloudstack`: CloudStack webhook deliveries, signed with this secret.
     pub cloudstack: Option<SecretRef>,
     /// `POST /hooks/alertmanager`: Alertmanager notifications (`Some(None)`: no token).
@@ -150,6 +153,7 @@ pub struct Poll {
 #[serde(deny_unknown_fields)]
 pub(crate) struct TriggersDoc {
     debounce: Option<String>,
+    first_event: Option<String>,
     cloudstack: Option<CloudstackDoc>,
     alertmanager: Option<AlertmanagerDoc>,
     #[serde(default)]
@@ -256,6 +260,20 @@ impl TriggersDoc {
                 }
             },
         };
+        let first_event = match self.first_event.as_deref() {
+            None | Some("now") => FirstEvent::Now,
+            Some("wait") => FirstEvent::Wait,
+            Some(other) => {
+                diags.push(Diagnostic::at(
+                    source,
+                    "triggers.first_event",
+                    format!(
+                        "triggers.first_event: {other:?} is not `now` (run at once, then one run per window) or `wait` (one run per window, after it)"
+                    ),
+                ));
+                FirstEvent::Now
+            }
+        };
         let mut poll = Vec::new();
         for (i, p) in self.poll.iter().enumerate() {
             let at = format!("triggers.poll.{i}");
@@ -315,6 +333,7 @@ impl TriggersDoc {
         });
         Triggers {
             debounce,
+            first_event,
             cloudstack,
             alertmanager,
             poll,

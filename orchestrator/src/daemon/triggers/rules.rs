@@ -118,6 +118,24 @@ pub struct Rule {
     env: Arc<Templates>,
 }
 
+impl Rule {
+    /// The `match` key that only a polled CloudStack item can meet, if any: a webhook delivery
+    /// is an event (never an alert) whose payload, the event's description document, has no
+    /// level. Such a rule matches nothing unless `triggers.poll` reads `listEvents`/`listAlerts`.
+    pub fn polled_only(&self) -> Option<&'static str> {
+        if self.source != Origin::Cloudstack {
+            return None;
+        }
+        if !self.levels.is_empty() {
+            return Some("level");
+        }
+        if !self.kinds.is_empty() && self.kinds.iter().all(|k| k.eq_ignore_ascii_case("alert")) {
+            return Some("kind");
+        }
+        None
+    }
+}
+
 /// A lookup: a read-only API call whose first listed item the templates read by its name.
 #[derive(Debug, Clone)]
 pub struct Lookup {
@@ -475,9 +493,13 @@ mod tests {
     const HEAD: &str = "listen: 127.0.0.1:9187\ntriggers:\n  cloudstack: { secret: { env: CS_SECRET } }\njobs:\n  - name: dns\n    playbook: p\n    inventory: i.yml\n";
 
     fn parse(rules: &str) -> Result<Jobs, String> {
+        parse_after(HEAD, rules)
+    }
+
+    fn parse_after(head: &str, rules: &str) -> Result<Jobs, String> {
         Jobs::parse(
             std::path::Path::new("/etc/remedy/jobs.yml"),
-            &format!("{HEAD}{rules}"),
+            &format!("{head}{rules}"),
         )
         .map_err(|d| d.render(false))
     }
@@ -499,7 +521,13 @@ mod tests {
 
     #[test]
     fn a_rule_matches_and_renders_its_targets_and_parameters() {
-        let jobs = parse(
+        // (Polled too: a level is only on polled events.)
+        let head = HEAD.replace(
+            "triggers:\n",
+            "triggers:\n  poll: [{ inventory: i.yml, every: 30s }]\n",
+        );
+        let jobs = parse_after(
+            &head,
             "    on:\n      - match: { source: cloudstack, type: [ROUTER.*], level: error, resource_type: DomainRouter, resource_name: \"^r-\\\\d+-VM$\", description: dnsmasq }\n        lookup:\n          router: { api: listRouters, args: { id: \"{{ event.resource_id }}\" } }\n        limit: \"{{ router.name }}\"\n        params: { vpc: \"{{ router.vpcname }}\", restart: true }\n",
         )
         .unwrap();
@@ -570,6 +598,30 @@ mod tests {
             parse("    on:\n      - match: { source: alertmanager, labels: { alertname: X } }\n")
                 .unwrap_err();
         assert!(e.contains("no trigger delivers alertmanager events"), "{e}");
+        // Webhooks only: a level (or an alert) is never delivered.
+        let e =
+            parse("    on:\n      - match: { source: cloudstack, type: ROUTER.*, level: ERROR }\n")
+                .unwrap_err();
+        assert!(
+            e.contains("jobs.yml:9:")
+                && e.contains("match.level: only a polled event or alert has this")
+                && e.contains("poll listEvents/listAlerts"),
+            "{e}"
+        );
+        let e =
+            parse("    on:\n      - match: { source: cloudstack, type: ROUTER.*, kind: alert }\n")
+                .unwrap_err();
+        assert!(e.contains("match.kind: only a polled"), "{e}");
+        let head = HEAD.replace("triggers:\n", "triggers:\n  first_event: later\n");
+        let e = parse_after(
+            &head,
+            "    on:\n      - match: { source: cloudstack, type: VM.STOP }\n",
+        )
+        .unwrap_err();
+        assert!(
+            e.contains("jobs.yml:3:") && e.contains("triggers.first_event: \"later\" is not `now`"),
+            "{e}"
+        );
         let e = parse("    on:\n      - match: { source: cloudstack }\n").unwrap_err();
         assert!(
             e.contains("a CloudStack rule names its event `type`"),
