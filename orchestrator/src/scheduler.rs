@@ -499,6 +499,7 @@ impl Scheduler {
             }
             self.halt_on(&failure);
             let mut cancel = self.cancel.clone();
+            let cancel_open = cancel.has_changed().is_ok();
             tokio::select! {
                 joined = set.join_next() => {
                     match joined {
@@ -507,7 +508,8 @@ impl Scheduler {
                         None => {}
                     }
                 }
-                _ = cancel.changed() => {
+                // (A cancel sender gone never cancels: then only the workers wake this.)
+                _ = cancel.changed(), if cancel_open => {
                     if *cancel.borrow() && failure.is_none() {
                         failure = Some(self.stop_reason());
                     }

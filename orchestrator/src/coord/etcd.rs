@@ -620,7 +620,12 @@ async fn watch_held(
                 }
                 None => stream = None,
             },
-            _ = session_lost.changed() => {
+            changed = session_lost.changed() => {
+                // The session's keeper is gone: the session was closed (the locks released),
+                // and there is nothing left to watch. (Watching on would wake at once, for ever.)
+                if changed.is_err() {
+                    return;
+                }
                 if let Some(why) = session_lost.borrow().clone() {
                     let _ = lost.send(Some(why));
                     return;

@@ -292,6 +292,8 @@ async fn lead(
     let mut busy: std::collections::BTreeSet<String> = Default::default();
     // Whoever sends reloads may go away (no signal handling): then stop listening for them.
     let mut reloads = true;
+    // The same for the term's loss (local locks never lose it).
+    let mut watching_lost = true;
     // Events: matched and looked up in tasks (after the receiver answered), then debounced.
     let (fire_tx, mut fires) = mpsc::unbounded_channel::<Fire>();
     let mut queue = Queue::default();
@@ -453,22 +455,21 @@ async fn lead(
                     ),
                 }
             }
-            l = lost.changed() => {
-                let why = match l {
-                    Ok(()) => lost.borrow().clone(),
-                    Err(_) => None,
-                };
-                match why {
-                    // The term's cancel is set by the same loss: the running jobs stop and
-                    // roll back.
-                    Some(why) => {
-                        tracing::error!(running = running.len(), reason = %why, "leadership lost: cancelling running jobs");
-                        pollers.abort_all();
-                        while running.join_next().await.is_some() {}
-                        return Ended::Lost(why);
-                    }
-                    // Never lost (local): stop watching.
-                    None => lost = watch::channel(None).1,
+            l = lost.changed(), if watching_lost => {
+                if l.is_err() {
+                    // Never lost (local locks: the sender is gone): stop watching. (Watching a
+                    // closed channel again would wake this loop at once, for ever.)
+                    watching_lost = false;
+                    continue;
+                }
+                let why = lost.borrow().clone();
+                // The term's cancel is set by the same loss: the running jobs stop and roll
+                // back.
+                if let Some(why) = why {
+                    tracing::error!(running = running.len(), reason = %why, "leadership lost: cancelling running jobs");
+                    pollers.abort_all();
+                    while running.join_next().await.is_some() {}
+                    return Ended::Lost(why);
                 }
             }
             _ = async {
