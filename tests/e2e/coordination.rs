@@ -319,15 +319,40 @@ fn breaking_a_lock_stops_its_holder_and_is_audited() {
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
 }
 
-/// `GET path` from a daemon's /metrics listener: the body.
-fn http_get(addr: &str, path: &str) -> Option<String> {
+/// One HTTP/1.0 request to `addr` (the server closes after its answer): the status and the
+/// body; `None` when the connection is refused or breaks before an answer.
+fn http(
+    addr: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> Option<(u16, String)> {
     use std::io::{Read as _, Write as _};
     let mut s = std::net::TcpStream::connect(addr).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").ok()?;
-    let mut reply = String::new();
-    s.read_to_string(&mut reply).ok()?;
-    reply.split_once("\r\n\r\n").map(|(_, b)| b.to_string())
+    s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
+    let mut req = format!(
+        "{method} {path} HTTP/1.0\r\nHost: {addr}\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for (name, value) in headers {
+        req.push_str(&format!("{name}: {value}\r\n"));
+    }
+    req.push_str("\r\n");
+    req.push_str(body);
+    s.write_all(req.as_bytes()).ok()?;
+    // A reset after the answer (a refusal that did not read the body) keeps what arrived.
+    let mut reply = Vec::new();
+    let _ = s.read_to_end(&mut reply);
+    let reply = String::from_utf8_lossy(&reply);
+    let (head, body) = reply.split_once("\r\n\r\n")?;
+    let status = head.split_whitespace().nth(1)?.parse().ok()?;
+    Some((status, body.to_string()))
+}
+
+/// `GET path` from a daemon's /metrics listener: the body.
+fn http_get(addr: &str, path: &str) -> Option<String> {
+    http(addr, "GET", path, &[], "").map(|(_, body)| body)
 }
 
 /// A sample of a daemon's /metrics, by its line's start (`remedy_daemon_leader `).
@@ -445,21 +470,33 @@ struct Replicas {
 }
 
 fn replicas(cluster: &Cluster, prefix: &str, ttl: u64, fault: &str, fixes: u32) -> Replicas {
-    let url = cluster.url(prefix, ttl);
-    let home = tempfile::tempdir().unwrap();
-    let inv = home.path().join("lab-live.yml");
-    let lab = remedy_tests::lab::Lab::start(REMEDY, "dnsmasq-dead", &inv, home.path());
-    lab.patch_faults(&format!(r#"{{"ssh": [{fault}]}}"#));
-    let jobs = home.path().join("jobs.yml");
-    std::fs::write(
-        &jobs,
+    replicas_with(cluster, prefix, ttl, Some(fault), |_, inv| {
         format!(
             "jobs:\n  - name: dns\n    playbook: {}\n    inventory: {}\n    params: {{ vpc: web-vpc }}\n    every: 1s\n    cooldown: 0s\n    circuit: {{ fixes: {fixes}, window: 1h }}\n",
             repo().join("playbooks/restart-dnsmasq.yml").display(),
             inv.display()
-        ),
-    )
-    .unwrap();
+        )
+    })
+}
+
+/// [`replicas`] with the jobs file `jobs(home, lab inventory)` and the SSH fault `fault`, if any.
+fn replicas_with(
+    cluster: &Cluster,
+    prefix: &str,
+    ttl: u64,
+    fault: Option<&str>,
+    jobs: impl FnOnce(&Path, &Path) -> String,
+) -> Replicas {
+    let url = cluster.url(prefix, ttl);
+    let home = tempfile::tempdir().unwrap();
+    let inv = home.path().join("lab-live.yml");
+    let lab = remedy_tests::lab::Lab::start(REMEDY, "dnsmasq-dead", &inv, home.path());
+    if let Some(fault) = fault {
+        lab.patch_faults(&format!(r#"{{"ssh": [{fault}]}}"#));
+    }
+    let text = jobs(home.path(), &inv);
+    let jobs = home.path().join("jobs.yml");
+    std::fs::write(&jobs, text).unwrap();
     let a = Daemon::start(&url, &jobs);
     let b = Daemon::start(&url, &jobs);
     let first = one_leader(&[&a, &b], Duration::from_secs(30));
@@ -759,6 +796,323 @@ fn a_run_in_flight_when_the_leader_dies_is_checked_by_the_next_leader() {
         );
         std::thread::sleep(Duration::from_millis(200));
     }
+    drop(leader);
+    lab.stop();
+}
+
+/// The CloudStack webhook's secret key in [`hook_jobs`].
+const HOOK_SECRET: &str = "replicated-webhook-secret-7731";
+
+/// A jobs file for [`replicas_with`]: the CloudStack receiver (its secret key in a file in
+/// `home`) and the job `dns` (restart-dnsmasq on the lab's inventory), scheduled only hourly so
+/// that only a delivery starts a fix, with a rule for router health check events that finds the
+/// router's VPC with a lookup. No cooldown: the same router may be fixed again at once.
+fn hook_jobs(home: &Path, inv: &Path) -> String {
+    let secret = home.join("cs-secret");
+    std::fs::write(&secret, HOOK_SECRET).unwrap();
+    format!(
+        "triggers:\n  debounce: 1s\n  cloudstack: {{ secret: {{ file: {} }} }}\n\
+         jobs:\n  - name: dns\n    playbook: {}\n    inventory: {}\n    every: 1h\n    cooldown: 0s\n    circuit: {{ fixes: 5, window: 1h }}\n\
+         \x20   on:\n      - name: router-health\n        match:\n          source: cloudstack\n          type: ROUTER.HEALTH.CHECKS\n          resource_type: DomainRouter\n          description: dnsmasq\n\
+         \x20       lookup:\n          router: {{ api: listRouters, args: {{ id: \"{{{{ event.resource_id }}}}\" }} }}\n\
+         \x20       limit: \"{{{{ router.name }}}}\"\n        params: {{ vpc: \"{{{{ router.vpcname }}}}\" }}\n",
+        secret.display(),
+        repo().join("playbooks/restart-dnsmasq.yml").display(),
+        inv.display()
+    )
+}
+
+/// A CloudStack delivery of the router health check event `body` with the id `id`, signed with
+/// [`HOOK_SECRET`], POSTed to `addr`: the status and the body; `None` when the connection is
+/// refused or breaks.
+fn deliver(addr: &str, id: &str, body: &str) -> Option<(u16, String)> {
+    let signature = crate::triggers::sign(HOOK_SECRET, body.as_bytes());
+    http(
+        addr,
+        "POST",
+        "/hooks/cloudstack",
+        &[
+            ("X-CS-Event-ID", id),
+            ("X-CS-Event", "ROUTER.HEALTH.CHECKS"),
+            ("User-Agent", "CS-Hookshot/acc-1"),
+            ("Content-Type", "application/json"),
+            ("X-CS-Signature", &signature),
+        ],
+        body,
+    )
+}
+
+/// Delivers as a Service in front of the replicas would: each address in turn, the first `200`
+/// taking it (a refused or broken connection, or any other status, moves to the next); after a
+/// round with none, again a second later (`Retry-After: 1`), until `within`. The index of the
+/// replica that took it, its answer, and what each address said before, in order.
+fn deliver_to_any(
+    addrs: &[&str],
+    id: &str,
+    body: &str,
+    within: Duration,
+) -> (usize, String, Vec<String>) {
+    let deadline = Instant::now() + within;
+    let mut tried = Vec::new();
+    loop {
+        for (i, addr) in addrs.iter().enumerate() {
+            match deliver(addr, id, body) {
+                Some((200, said)) => return (i, said, tried),
+                Some((status, said)) => tried.push(format!("{i}: {status} {}", said.trim())),
+                None => tried.push(format!("{i}: no connection")),
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no replica took the delivery within {within:?}: {tried:?}"
+        );
+        std::thread::sleep(Duration::from_secs(1));
+    }
+}
+
+/// The router r-930-VM in the lab's world.
+fn lab_router(lab: &remedy_tests::lab::Lab) -> Value {
+    lab.world()["vms"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["name"] == "r-930-VM")
+        .cloned()
+        .expect("the lab has r-930-VM")
+}
+
+/// The state of dnsmasq on r-930-VM (`active`, `failed`).
+fn lab_dnsmasq(lab: &remedy_tests::lab::Lab) -> String {
+    lab_router(lab)["guest"]["services"]["dnsmasq"]["state"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// Breaks dnsmasq on r-930-VM again (`POST /sim/break`).
+fn break_dnsmasq(lab: &remedy_tests::lab::Lab) {
+    let body = r#"{"fault": "dnsmasq-dead", "target": "r-930-VM"}"#;
+    let addr = lab.base.trim_start_matches("http://");
+    let answer = http(addr, "POST", "/sim/break", &[], body);
+    assert_eq!(answer.as_ref().map(|a| a.0), Some(200), "{answer:?}");
+    assert_eq!(lab_dnsmasq(lab), "failed");
+}
+
+/// The daemon state document in etcd under `prefix` (`{}` when there is none).
+fn etcd_state(cluster: &Cluster, prefix: &str) -> Value {
+    let text = cluster.etcdctl(&[
+        "get",
+        "--print-value-only",
+        &format!("{prefix}/daemon/state"),
+    ]);
+    if text.trim().is_empty() {
+        return serde_json::json!({});
+    }
+    serde_json::from_str(text.trim()).expect("the daemon state is JSON")
+}
+
+/// Waits until `d` has fixed dnsmasq on r-930-VM with its `n`th fix, and the run's end is
+/// recorded in etcd (no run in flight, `n` fixes of the router in all). The fix's `run_end`.
+fn fixed_by(
+    d: &Daemon,
+    n: usize,
+    lab: &remedy_tests::lab::Lab,
+    state: impl Fn() -> Value,
+) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let ends: Vec<Value> = d
+            .machine
+            .records()
+            .into_iter()
+            .filter(|r| r["event"] == "run_end")
+            .collect();
+        let s = state();
+        let job = &s["jobs"]["dns"];
+        let fixes = job["targets"]["r-930-VM"]["fixes"]
+            .as_array()
+            .map_or(0, Vec::len);
+        if let (Some(end), true) = (ends.last(), job["in_flight"].is_null() && fixes == n) {
+            assert_eq!(lab_dnsmasq(lab), "active", "{}", d.log());
+            return end.clone();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no fix recorded: dnsmasq {}, state {s}\n{}",
+            lab_dnsmasq(lab),
+            d.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// A sample of `d`'s /metrics by its line's start; 0 when it is not there.
+fn count(d: &Daemon, line_start: &str) -> f64 {
+    metric(&d.addr, line_start).unwrap_or(0.0)
+}
+
+/// The events that started `d`'s runs, from its log (`TYPE ID` of each run's first event).
+fn started_by(d: &Daemon) -> Vec<String> {
+    d.log()
+        .lines()
+        .filter(|l| l.contains("run started by events"))
+        .filter_map(|l| {
+            let (_, rest) = l.split_once(" first=")?;
+            Some(rest.split(" limit=").next()?.to_string())
+        })
+        .collect()
+}
+
+const REJECTED_NOT_LEADER: &str =
+    "remedy_events_rejected_total{source=\"cloudstack\",reason=\"not-leader\"} ";
+const RECEIVED: &str = "remedy_events_received_total{source=\"cloudstack\"} ";
+const REPLAYS: &str = "remedy_events_deduplicated_total{source=\"cloudstack\",reason=\"replay\"} ";
+const EVENT_RUNS: &str = "remedy_job_event_runs_total{job=\"dns\"} ";
+
+/// Two daemon replicas with the CloudStack webhook receiver on one etcd and one lab zone
+/// (dnsmasq dead on r-930-VM), the job scheduled hourly so that only a delivery fixes:
+/// - only the leader is ready (`/readyz` 200; the other 503);
+/// - a signed delivery to the other replica is refused (503, `not-leader`), runs nothing and
+///   leaves no trace of its id;
+/// - the same delivery to the leader is accepted, its id is in etcd by the time of the answer,
+///   and the leader fixes the router, once;
+/// - kill -9 the leader: the other takes over; dnsmasq breaks again and a new delivery, sent
+///   to each replica in turn as a Service would, is taken by the new leader, which fixes it;
+/// - the first delivery again (same body, same event id) to the new leader is a replay: 200,
+///   nothing queued, nothing run.
+#[test]
+fn webhook_deliveries_reach_the_leader_only_and_replays_are_known_after_failover() {
+    let Some(cluster) = Cluster::start(3) else {
+        return;
+    };
+    let ttl = 3;
+    let prefix = "/remedy/zone-h";
+    let Replicas {
+        _home,
+        lab,
+        jobs: _,
+        mut leader,
+        other,
+    } = replicas_with(&cluster, prefix, ttl, None, hook_jobs);
+    let state = || etcd_state(&cluster, prefix);
+    let router = lab_router(&lab)["id"].as_str().unwrap().to_string();
+    assert_eq!(lab_dnsmasq(&lab), "failed");
+    let readyz = |d: &Daemon| http(&d.addr, "GET", "/readyz", &[], "");
+    assert_eq!(readyz(&leader), Some((200, "leader\n".to_string())));
+    assert_eq!(readyz(&other), Some((503, "not the leader\n".to_string())));
+
+    // To the replica that does not lead: refused, nothing runs, the id is not kept.
+    let first = crate::triggers::payload(
+        "ROUTER.HEALTH.CHECKS",
+        &router,
+        "dnsmasq: service not running",
+    );
+    assert_eq!(
+        deliver(&other.addr, "ev-1", &first),
+        Some((
+            503,
+            "this replica does not lead; deliver to the leader\n".to_string()
+        ))
+    );
+    // Longer than the debounce window and a lookup.
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(count(&other, RECEIVED), 1.0);
+    assert_eq!(count(&other, REJECTED_NOT_LEADER), 1.0);
+    assert_eq!(count(&other, EVENT_RUNS), 0.0);
+    assert_eq!(count(&leader, RECEIVED), 0.0, "the leader heard nothing");
+    assert_eq!(leader.applies() + other.applies(), 0, "nothing ran");
+    assert_eq!(lab_dnsmasq(&lab), "failed");
+    assert!(state()["events"]["seen"]["ev-1"].is_null(), "{}", state());
+    assert!(
+        other
+            .log()
+            .contains("delivery refused: this replica does not lead"),
+        "{}",
+        other.log()
+    );
+
+    // The same delivery to the leader: accepted, its id durable in etcd by the answer.
+    let sent = Instant::now();
+    assert_eq!(
+        deliver(&leader.addr, "ev-1", &first),
+        Some((200, "accepted: 1 queued, 0 seen before\n".to_string()))
+    );
+    assert!(state()["events"]["seen"]["ev-1"].is_string(), "{}", state());
+    let end = fixed_by(&leader, 1, &lab, state);
+    assert_eq!(end["status"], "ok", "{end}");
+    let took = sent.elapsed();
+    assert!(took < Duration::from_secs(30), "fixed after {took:?}");
+    assert_eq!(leader.applies(), 1, "one fix: {}", leader.log());
+    assert_eq!(other.applies(), 0);
+    assert_eq!(count(&leader, EVENT_RUNS), 1.0);
+    assert_eq!(
+        started_by(&leader),
+        ["ROUTER.HEALTH.CHECKS ev-1"],
+        "{}",
+        leader.log()
+    );
+
+    // kill -9 the leader: the other takes over and is the one ready now.
+    let takeover = kill_and_take_over(&mut leader, &other, ttl);
+    assert_eq!(readyz(&leader), None, "the killed replica is gone");
+    assert_eq!(readyz(&other), Some((200, "leader\n".to_string())));
+
+    // dnsmasq breaks again; a new delivery, to each replica in turn (the killed one first).
+    break_dnsmasq(&lab);
+    let second = crate::triggers::payload(
+        "ROUTER.HEALTH.CHECKS",
+        &router,
+        "dnsmasq: service not running (again)",
+    );
+    let sent = Instant::now();
+    let (took_it, said, tried) = deliver_to_any(
+        &[&leader.addr, &other.addr],
+        "ev-2",
+        &second,
+        Duration::from_secs(30),
+    );
+    assert_eq!(took_it, 1, "{tried:?}");
+    assert_eq!(said, "accepted: 1 queued, 0 seen before\n");
+    assert_eq!(tried, vec!["0: no connection".to_string()]);
+    let end = fixed_by(&other, 2, &lab, state);
+    assert_eq!(end["status"], "ok", "{end}");
+    let took_second = sent.elapsed();
+    assert_eq!(other.applies(), 1, "the new leader's fix: {}", other.log());
+    assert_eq!(leader.applies(), 1, "the killed leader made one fix only");
+    assert_eq!(count(&other, EVENT_RUNS), 1.0);
+    assert_eq!(
+        started_by(&other),
+        ["ROUTER.HEALTH.CHECKS ev-2"],
+        "{}",
+        other.log()
+    );
+
+    // The first delivery again, to the new leader: a replay (the id is in etcd).
+    assert_eq!(
+        deliver(&other.addr, "ev-1", &first),
+        Some((200, "accepted: 0 queued, 1 seen before\n".to_string()))
+    );
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(count(&other, REPLAYS), 1.0);
+    assert_eq!(count(&other, EVENT_RUNS), 1.0, "the replay ran nothing");
+    assert_eq!(other.applies(), 1, "{}", other.log());
+    assert_eq!(started_by(&other), ["ROUTER.HEALTH.CHECKS ev-2"]);
+    assert_eq!(lab_dnsmasq(&lab), "active");
+    let s = state();
+    assert_eq!(
+        s["jobs"]["dns"]["targets"]["r-930-VM"]["fixes"]
+            .as_array()
+            .map(Vec::len),
+        Some(2),
+        "{s}"
+    );
+    let seen: Vec<&String> = s["events"]["seen"].as_object().unwrap().keys().collect();
+    assert_eq!(seen, ["ev-1", "ev-2"]);
+    for d in [&leader, &other] {
+        let o = d.machine.command(&["audit", "verify"]).output().unwrap();
+        assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    }
+    eprintln!("timings: first fix {took:?}, takeover {takeover:?}, second fix {took_second:?}");
     drop(leader);
     lab.stop();
 }

@@ -80,7 +80,7 @@ fn router_id(zone: &ApiZone, name: &str) -> String {
 }
 
 /// A CloudStack event description document, as the webhook's payload.
-fn payload(kind: &str, router: &str, description: &str) -> String {
+pub(crate) fn payload(kind: &str, router: &str, description: &str) -> String {
     serde_json::json!({
         "event": kind, "status": "Completed", "entity": "DomainRouter", "entityuuid": router,
         "description": description, "account": "acc-1", "user": "u-1",
@@ -89,7 +89,7 @@ fn payload(kind: &str, router: &str, description: &str) -> String {
     .to_string()
 }
 
-fn sign(secret: &str, body: &[u8]) -> String {
+pub(crate) fn sign(secret: &str, body: &[u8]) -> String {
     use base64::Engine as _;
     use hmac::Mac as _;
     let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).unwrap();

@@ -324,11 +324,29 @@ impl Cluster {
             }
             assert!(
                 Instant::now() < deadline,
-                "the etcd cluster did not become healthy; logs in {}",
-                self.dir.path().display()
+                "the etcd cluster did not become healthy within {within:?}; the members' last log lines:\n{}",
+                self.log_tails(5)
             );
             std::thread::sleep(Duration::from_millis(100));
         }
+    }
+}
+
+impl Cluster {
+    /// The last `n` lines of each member's log (the logs go with the cluster's directory).
+    fn log_tails(&self, n: usize) -> String {
+        let mut out = String::new();
+        for m in &self.members {
+            let log = std::fs::read_to_string(self.dir.path().join(format!("{}.log", m.name)))
+                .unwrap_or_default();
+            let lines: Vec<&str> = log.lines().collect();
+            out.push_str(&format!("--- {} (client port {})\n", m.name, m.client));
+            for l in &lines[lines.len().saturating_sub(n)..] {
+                out.push_str(l);
+                out.push('\n');
+            }
+        }
+        out
     }
 }
 
