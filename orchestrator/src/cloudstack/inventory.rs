@@ -310,6 +310,30 @@ pub async fn resolve(
     paths: &[PathBuf],
     api: &crate::transport::api::ApiTransport,
 ) -> Result<(crate::inventory::Inventory, Option<Generated>), String> {
+    resolve_with(inv, paths, api, None).await
+}
+
+/// The inventories [`resolve_with`] completed last, by their files: the files' digest, what the
+/// zone gave, and the inventory made of both. For a caller that completes the same inventory
+/// again and again (the daemon, at every run).
+#[derive(Debug, Default)]
+pub struct Resolved {
+    last: std::sync::Mutex<
+        std::collections::HashMap<Vec<PathBuf>, (String, Generated, crate::inventory::Inventory)>,
+    >,
+}
+
+/// [`resolve`], remembering its result in `cache`: when the files' digest and what the zone
+/// lists are both what they were the last time, the inventory is the one made then. (Writing
+/// the zone's hosts as YAML and reading it back over the files is most of the work of a run
+/// that finds nothing to do, on a zone of a thousand hypervisors; the zone is still read every
+/// time, so a router that moved, a host added or a file edited makes a new inventory.)
+pub async fn resolve_with(
+    inv: crate::inventory::Inventory,
+    paths: &[PathBuf],
+    api: &crate::transport::api::ApiTransport,
+    cache: Option<&Resolved>,
+) -> Result<(crate::inventory::Inventory, Option<Generated>), String> {
     use crate::inventory::Inventory;
     let Some(spec) = inv.cloudstack_source().cloned() else {
         return Ok((inv, None));
@@ -331,9 +355,26 @@ pub async fn resolve(
     if let Some(ssh) = &conn.simulator_ssh {
         reach_simulated_hosts(&mut generated, ssh);
     }
-    let inv = Inventory::load_with_generated(paths, Some(&generated.to_yaml()))
+    let digest = inv.digest();
+    if let Some(cache) = cache {
+        let last = cache.last.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((d, g, made)) = last.get(paths) {
+            if *d == digest && *g == generated {
+                return Ok((made.clone(), Some(generated)));
+            }
+        }
+    }
+    let made = Inventory::load_with_generated(paths, Some(&generated.to_yaml()))
         .map_err(|e| e.to_string())?;
-    Ok((inv, Some(generated)))
+    // (Kept only when the files did not change while the zone was read.)
+    if let Some(cache) = cache.filter(|_| made.files_digest() == digest) {
+        cache
+            .last
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(paths.to_vec(), (digest, generated.clone(), made.clone()));
+    }
+    Ok((made, Some(generated)))
 }
 
 /// Reads a run's inventory again in the middle of the run (`refresh_inventory`): the same

@@ -141,6 +141,7 @@ pub async fn run(
     }
     let apis: run::Apis = Arc::new(std::sync::Mutex::new(apis));
     let ssh_pool = warm_pool(&opts, &metrics);
+    let resolved = Arc::new(crate::cloudstack::inventory::Resolved::default());
     loop {
         // Leadership: always ours with local locks; with etcd, won in an election and kept
         // as long as the session's lease is.
@@ -155,6 +156,7 @@ pub async fn run(
             coord: coord.clone(),
             store: store.clone(),
             apis: apis.clone(),
+            resolved: resolved.clone(),
             ssh_pool: ssh_pool.clone(),
             cancel: term.cancel.clone(),
             stop: ctl.stop.clone(),

@@ -40,6 +40,9 @@ pub struct Env {
     /// One API connection per inventory, kept for the daemon's life (an embedded simulated
     /// zone lives as long as its connection).
     pub apis: Apis,
+    /// The inventories completed from the zone last, reused while neither the files nor the
+    /// zone's lists change.
+    pub resolved: Arc<crate::cloudstack::inventory::Resolved>,
     /// The SSH connections kept open between runs (`None`: each run opens its own).
     pub ssh_pool: Option<Arc<crate::transport::ssh::WarmPool>>,
     /// Set when the daemon must stop now: running fixes are cancelled (and rolled back).
@@ -233,9 +236,14 @@ async fn inventory(
         .map_err(|e| Error::Invalid(crate::error::Diagnostic::new(e.to_string()).into()))?;
     let digest = files.digest();
     let api = env.api(&job.inventory, &files);
-    let (inv, _) = crate::cloudstack::inventory::resolve(files, &job.inventory, &api)
-        .await
-        .map_err(Error::Other)?;
+    let (inv, _) = crate::cloudstack::inventory::resolve_with(
+        files,
+        &job.inventory,
+        &api,
+        Some(&env.resolved),
+    )
+    .await
+    .map_err(Error::Other)?;
     Ok((inv, api, digest))
 }
 

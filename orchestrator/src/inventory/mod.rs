@@ -111,6 +111,8 @@ pub struct Inventory {
     vault_values: Vec<String>,
     sources: Vec<PathBuf>,
     digest: String,
+    /// [`Inventory::files_digest`].
+    files_digest: String,
 }
 
 #[derive(Debug, Clone)]
@@ -327,7 +329,9 @@ impl Inventory {
     ) -> Result<Inventory, InventoryError> {
         let mut builder = Builder::default();
         if let Some(text) = generated {
+            builder.reading_generated = true;
             builder.add_inventory_text(Path::new("<cloudstack api>"), text.as_bytes())?;
+            builder.reading_generated = false;
             builder.generated = true;
         }
         let mut base_dirs: Vec<PathBuf> = Vec::new();
@@ -396,6 +400,7 @@ impl Inventory {
                 vault_values: Vec::new(),
                 sources: Vec::new(),
                 digest: hex(&Sha256::new().finalize()),
+                files_digest: hex(&Sha256::new().finalize()),
             },
         }
     }
@@ -463,6 +468,12 @@ impl Inventory {
     /// SHA-256 (hex) over every file read, in order: each file's path, its length and its bytes.
     pub fn digest(&self) -> String {
         self.digest.clone()
+    }
+
+    /// [`Inventory::digest`] over the files alone, without the hosts the CloudStack API gave:
+    /// the same as [`Inventory::load`] of the same files gives as its digest.
+    pub fn files_digest(&self) -> String {
+        self.files_digest.clone()
     }
 
     /// Every file read (inventory files, then `group_vars`/`host_vars` files), in order.
