@@ -888,3 +888,79 @@ async fn an_idle_daemon_sleeps() {
     assert!(used < 0.5, "the idle daemon used {used:.2} s of CPU in 3 s");
     assert!(status.success(), "{status:?}");
 }
+
+/// How many times the zone was asked for its hypervisors (the inventory's first call).
+fn zone_reads(zone: &ApiZone) -> usize {
+    zone.sim()
+        .requests()
+        .iter()
+        .filter(|r| r.command == "listHosts")
+        .count()
+}
+
+/// A scheduled detection that finds nothing reuses the hosts read from the zone for
+/// `inventory_cache`; one that finds something is done again on the zone read afresh, and the
+/// fix is planned on that; with `inventory_cache: 0s` every run reads the zone.
+#[tokio::test(flavor = "multi_thread")]
+async fn detections_reuse_the_zones_hosts_and_a_fix_reads_them_afresh() {
+    let zone = ApiZone::start("healthy", Faults::default()).await;
+    let jobs = dns_job(&zone, "");
+    let text = std::fs::read_to_string(&jobs).unwrap();
+    std::fs::write(&jobs, format!("inventory_cache: 1h\n{text}")).unwrap();
+    let d = start(&zone, &jobs);
+    let runs = |n: f64| {
+        let m = d.metrics.clone();
+        move || {
+            sample(
+                &parse_metrics(&m.render(&state::State::default())),
+                "remedy_job_runs_total",
+                &[("job", "dns")],
+            )
+            .unwrap_or(0.0)
+                >= n
+        }
+    };
+    until("four healthy runs", 30, runs(4.0)).await;
+    assert_eq!(zone_reads(&zone), 1, "the zone read once for four runs");
+    // dnsmasq dies: the next detection (on the hosts read earlier) finds it, and is done again
+    // on the zone read now, which the fix then uses.
+    zone.sim().with_zone(|z| {
+        z.inject("dnsmasq-dead", "r-930-VM", jiff::Timestamp::now())
+            .unwrap()
+    });
+    until("fixed", 30, || dnsmasq(&zone) == "active").await;
+    d.stop().await;
+    assert_eq!(fixes(&zone), 1);
+    assert!(
+        zone_reads(&zone) >= 2,
+        "the fix read the zone afresh: {}",
+        zone_reads(&zone)
+    );
+    zone.audit_verifies();
+
+    // inventory_cache: 0s: every run reads the zone.
+    let zone = ApiZone::start("healthy", Faults::default()).await;
+    let jobs = dns_job(&zone, "");
+    let text = std::fs::read_to_string(&jobs).unwrap();
+    std::fs::write(&jobs, format!("inventory_cache: 0s\n{text}")).unwrap();
+    let d = start(&zone, &jobs);
+    let m = d.metrics.clone();
+    until("three runs", 30, || {
+        sample(
+            &parse_metrics(&m.render(&state::State::default())),
+            "remedy_job_runs_total",
+            &[("job", "dns")],
+        )
+        .unwrap_or(0.0)
+            >= 3.0
+    })
+    .await;
+    let stopped = d.stop().await;
+    let runs = sample(
+        &parse_metrics(&stopped.render(&state::State::default())),
+        "remedy_job_runs_total",
+        &[("job", "dns")],
+    )
+    .unwrap();
+    assert_eq!(zone_reads(&zone) as f64, runs, "one read per run");
+}

@@ -318,9 +318,42 @@ pub async fn resolve(
 /// again and again (the daemon, at every run).
 #[derive(Debug, Default)]
 pub struct Resolved {
-    last: std::sync::Mutex<
-        std::collections::HashMap<Vec<PathBuf>, (String, Generated, crate::inventory::Inventory)>,
-    >,
+    last: std::sync::Mutex<std::collections::HashMap<Vec<PathBuf>, Made>>,
+}
+
+/// One inventory [`resolve_with`] made.
+#[derive(Debug)]
+struct Made {
+    /// The files' digest.
+    digest: String,
+    generated: Generated,
+    inventory: crate::inventory::Inventory,
+    /// When the zone was last read (and gave `generated`).
+    read: Instant,
+}
+
+impl Resolved {
+    /// The inventory made last from `paths`, if the files' digest is still `digest` and the
+    /// zone was read less than `max_age` ago.
+    pub fn recent(
+        &self,
+        paths: &[PathBuf],
+        digest: &str,
+        max_age: std::time::Duration,
+    ) -> Option<crate::inventory::Inventory> {
+        let last = self.last.lock().unwrap_or_else(|p| p.into_inner());
+        last.get(paths)
+            .filter(|m| m.digest == digest && m.read.elapsed() < max_age)
+            .map(|m| m.inventory.clone())
+    }
+
+    /// Forgets what was made from `paths` (the next run reads the zone, and makes it again).
+    pub fn forget(&self, paths: &[PathBuf]) {
+        self.last
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(paths);
+    }
 }
 
 /// [`resolve`], remembering its result in `cache`: when the files' digest and what the zone
@@ -357,10 +390,11 @@ pub async fn resolve_with(
     }
     let digest = inv.digest();
     if let Some(cache) = cache {
-        let last = cache.last.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some((d, g, made)) = last.get(paths) {
-            if *d == digest && *g == generated {
-                return Ok((made.clone(), Some(generated)));
+        let mut last = cache.last.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(m) = last.get_mut(paths) {
+            if m.digest == digest && m.generated == generated {
+                m.read = Instant::now();
+                return Ok((m.inventory.clone(), Some(generated)));
             }
         }
     }
@@ -368,11 +402,15 @@ pub async fn resolve_with(
         .map_err(|e| e.to_string())?;
     // (Kept only when the files did not change while the zone was read.)
     if let Some(cache) = cache.filter(|_| made.files_digest() == digest) {
-        cache
-            .last
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(paths.to_vec(), (digest, generated.clone(), made.clone()));
+        cache.last.lock().unwrap_or_else(|p| p.into_inner()).insert(
+            paths.to_vec(),
+            Made {
+                digest,
+                generated: generated.clone(),
+                inventory: made.clone(),
+                read: Instant::now(),
+            },
+        );
     }
     Ok((made, Some(generated)))
 }

@@ -2,6 +2,7 @@
 //!
 //! ```yaml
 //! listen: 127.0.0.1:9187        # /healthz and /metrics (loopback only)
+//! inventory_cache: 1m            # a scheduled detection reuses the zone's hosts this long
 //! defaults:                      # any job key below, for every job
 //!   cooldown: 30m
 //!   circuit: { fixes: 3, window: 1h }
@@ -143,6 +144,8 @@ pub struct Job {
     pub on: Vec<super::triggers::rules::Rule>,
     /// A run asked for by an event: the targets it is limited to (never set in the file).
     pub limit: Option<String>,
+    /// The file's `inventory_cache` (zero for a run asked by events: the zone is read afresh).
+    pub inventory_cache: Duration,
 }
 
 /// The whole file.
@@ -153,7 +156,13 @@ pub struct Jobs {
     pub jobs: Vec<Job>,
     /// Where events come from (`triggers:`).
     pub triggers: super::triggers::Triggers,
+    /// How long a scheduled detection may reuse the hosts read from the zone for an inventory
+    /// (`inventory_cache:`; zero: read at every run).
+    pub inventory_cache: Duration,
 }
+
+/// The default `inventory_cache`.
+pub const DEFAULT_INVENTORY_CACHE: Duration = Duration::from_secs(60);
 
 // --- the file as written ---
 
@@ -165,6 +174,8 @@ struct FileDoc {
     /// Allows a `listen` address that is not loopback (for webhook deliveries from afar).
     #[serde(default)]
     listen_public: bool,
+    #[serde(default)]
+    inventory_cache: Option<String>,
     #[serde(default)]
     triggers: super::triggers::TriggersDoc,
     #[serde(default)]
@@ -267,6 +278,13 @@ impl Jobs {
                 "triggers.alertmanager: with `listen_public: true` the Alertmanager receiver needs a `token`",
             ));
         }
+        let inventory_cache = match &doc.inventory_cache {
+            None => DEFAULT_INVENTORY_CACHE,
+            Some(t) => duration(&source, "inventory_cache", t).unwrap_or_else(|d| {
+                diags.push(d);
+                DEFAULT_INVENTORY_CACHE
+            }),
+        };
         let mut jobs = Vec::new();
         let mut names = std::collections::BTreeSet::new();
         for (i, j) in doc.jobs.iter().enumerate() {
@@ -325,11 +343,15 @@ impl Jobs {
         if !diags.is_empty() {
             return Err(Diagnostics(diags));
         }
+        for job in &mut jobs {
+            job.inventory_cache = inventory_cache;
+        }
         Ok(Jobs {
             path: path.to_path_buf(),
             listen,
             jobs,
             triggers,
+            inventory_cache,
         })
     }
 
@@ -701,6 +723,7 @@ fn job(source: &Source, j: &JobDoc, i: usize, base: &Path) -> Result<Job, Vec<Di
         notify,
         on: Vec::new(),
         limit: None,
+        inventory_cache: DEFAULT_INVENTORY_CACHE,
     })
 }
 

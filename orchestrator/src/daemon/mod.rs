@@ -548,6 +548,8 @@ async fn one_run(
 fn asked(job: &jobs::Job, batch: &Batch) -> jobs::Job {
     let mut job = job.clone();
     job.limit = batch.ask.limit.clone();
+    // An event may be about a machine the zone has only just made: read it afresh.
+    job.inventory_cache = Duration::ZERO;
     for (k, v) in &batch.ask.params {
         match job.params.iter_mut().find(|(n, _)| n == k) {
             Some(p) => p.1 = v.clone(),

@@ -227,15 +227,26 @@ fn build(
     crate::plan::build(program, inv, &opts).map_err(Error::Invalid)
 }
 
-/// The job's inventory (completed from its CloudStack source), its API, and its files' digest.
+/// The job's inventory (completed from its CloudStack source), its API, its files' digest, and
+/// whether the zone's part was made at an earlier run (within the job's `inventory_cache`;
+/// never when `fresh`).
 async fn inventory(
     env: &Env,
     job: &Job,
-) -> Result<(crate::inventory::Inventory, Arc<ApiTransport>, String), Error> {
+    fresh: bool,
+) -> Result<(crate::inventory::Inventory, Arc<ApiTransport>, String, bool), Error> {
     let files = crate::inventory::Inventory::load(&job.inventory)
         .map_err(|e| Error::Invalid(crate::error::Diagnostic::new(e.to_string()).into()))?;
     let digest = files.digest();
     let api = env.api(&job.inventory, &files);
+    if !fresh && !job.inventory_cache.is_zero() && files.cloudstack_source().is_some() {
+        if let Some(inv) = env
+            .resolved
+            .recent(&job.inventory, &digest, job.inventory_cache)
+        {
+            return Ok((inv, api, digest, true));
+        }
+    }
     let (inv, _) = crate::cloudstack::inventory::resolve_with(
         files,
         &job.inventory,
@@ -244,7 +255,7 @@ async fn inventory(
     )
     .await
     .map_err(Error::Other)?;
-    Ok((inv, api, digest))
+    Ok((inv, api, digest, false))
 }
 
 /// Run `job` once.
@@ -262,8 +273,24 @@ pub async fn run_job(env: &Env, job: &Job, token: &str) -> Report {
 }
 
 async fn run_inner(env: &Env, job: &Job, token: &str) -> Result<Report, Error> {
+    let report = detect_then(env, job, token, false).await;
+    if report
+        .as_ref()
+        .map_or(true, |r| matches!(r.verdict, Verdict::Failed))
+    {
+        // (Perhaps a machine moved since the zone was read: the next run reads it again.)
+        env.resolved.forget(&job.inventory);
+    }
+    report
+}
+
+/// One run: detect, then whatever the job's mode does. Detection on an inventory made at an
+/// earlier run that fails, or finds something to fix, is done again on the zone read afresh:
+/// only a healthy verdict is given on hosts read earlier, and a fix is always planned on what
+/// the zone says now.
+async fn detect_then(env: &Env, job: &Job, token: &str, fresh: bool) -> Result<Report, Error> {
     // Detect: a dry-run, not audited (it changes nothing; a healthy zone would fill the log).
-    let (inv, api, digest) = inventory(env, job).await?;
+    let (inv, api, digest, earlier) = inventory(env, job, fresh).await?;
     // (A run asked for by an event is limited to the rule's targets from detection on.)
     let plan = build(job, inv.clone(), job.limit.clone())?;
     let reload = reloader(&plan, job, &api)?;
@@ -284,6 +311,12 @@ async fn run_inner(env: &Env, job: &Job, token: &str) -> Result<Report, Error> {
                 humantime::format_duration(job.timeout)
             ))
         })??;
+    if earlier
+        && (!detected.exit.succeeded() || detected.applies || detected.exit == ExitCode::Found)
+    {
+        tracing::debug!(job = %job.name, "detection on the zone's hosts read earlier found something: again, on the zone read now");
+        return Box::pin(detect_then(env, job, token, true)).await;
+    }
     if !detected.exit.succeeded() {
         return Ok(Report::new(
             job,

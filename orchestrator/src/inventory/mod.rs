@@ -72,6 +72,7 @@ pub use pattern::{Pattern, PatternError};
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
@@ -95,8 +96,22 @@ const CLOUDSTACK_VAR: &str = "remedy_cloudstack";
 // ---------------------------------------------------------------------------------------------
 
 /// A loaded inventory: hosts in inventory order, groups, and the CloudStack endpoint.
+///
+/// Never changed once loaded, and shared: a clone is a reference count (a run's plan, the
+/// daemon's cache of the zone's inventory and each of its runs hold the same thousand hosts).
 #[derive(Debug, Clone)]
-pub struct Inventory {
+pub struct Inventory(Arc<Loaded>);
+
+impl std::ops::Deref for Inventory {
+    type Target = Loaded;
+    fn deref(&self) -> &Loaded {
+        &self.0
+    }
+}
+
+/// What an [`Inventory`] holds.
+#[derive(Debug)]
+pub struct Loaded {
     hosts: Vec<Host>,
     host_index: HashMap<String, usize>,
     /// Implicit local hosts (`localhost`, `127.0.0.1`, `::1`) the inventory does not define.
@@ -389,7 +404,7 @@ impl Inventory {
         match builder.finish() {
             Ok(inventory) => inventory,
             // Unreachable: nothing was read, so nothing can be invalid. Stay total regardless.
-            Err(_) => Inventory {
+            Err(_) => Inventory(Arc::new(Loaded {
                 hosts: Vec::new(),
                 host_index: HashMap::new(),
                 implicit: Vec::new(),
@@ -401,7 +416,7 @@ impl Inventory {
                 sources: Vec::new(),
                 digest: hex(&Sha256::new().finalize()),
                 files_digest: hex(&Sha256::new().finalize()),
-            },
+            })),
         }
     }
 

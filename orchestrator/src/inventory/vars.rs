@@ -424,7 +424,7 @@ impl Builder {
             .enumerate()
             .map(|(i, h)| (h.name.clone(), i))
             .collect();
-        Ok(Inventory {
+        Ok(Inventory(std::sync::Arc::new(super::Loaded {
             hosts,
             host_index,
             implicit,
@@ -436,7 +436,7 @@ impl Builder {
             sources: self.files,
             digest: hex(&self.hasher.finalize()),
             files_digest: hex(&self.files_hasher.finalize()),
-        })
+        })))
     }
 }
 
