@@ -65,7 +65,10 @@ pub(super) fn host_capacity(w: &World, h: &Host, allocated: (u64, u64), item: &m
     let cpu_percent = percent(cpu, cpu_total);
     let fields = [
         ("clusterid", json!(h.clusterid)),
-        ("clustername", json!(cluster.map_or("", |c| c.name.as_str()))),
+        (
+            "clustername",
+            json!(cluster.map_or("", |c| c.name.as_str())),
+        ),
         ("clustertype", json!("CloudManaged")),
         ("hosttags", json!(h.hosttags.join(","))),
         ("cpunumber", json!(h.cpunumber)),
@@ -79,7 +82,10 @@ pub(super) fn host_capacity(w: &World, h: &Host, allocated: (u64, u64), item: &m
         ("memoryallocated", json!(mem)),
         ("memoryallocatedbytes", json!(mem)),
         ("memoryallocatedpercentage", json!(percent(mem, h.memory))),
-        ("memorywithoverprovisioning", json!(format!("{}.0", h.memory))),
+        (
+            "memorywithoverprovisioning",
+            json!(format!("{}.0", h.memory)),
+        ),
     ];
     for (key, value) in fields {
         item.insert(key.to_string(), value);

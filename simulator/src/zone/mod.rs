@@ -355,7 +355,12 @@ impl Zone {
                 }
                 Reply { status: 200, body }
             }
-            Err((status, text)) => error(&spec.response_envelope_key, status, cserrorcode(status), text),
+            Err((status, text)) => error(
+                &spec.response_envelope_key,
+                status,
+                cserrorcode(status),
+                text,
+            ),
         }
     }
 
