@@ -26,8 +26,12 @@
 //!   the management server`; back to `Up`: INFO `Host kvm02 is Up: its agent connected`;
 //! - the SSVM can no longer download templates: alert 19 `ALERT.SERVICE.SSVM`.
 //!
-//! Cost: one pass over the routers, hosts and SSVMs per look, comparing small values in
-//! place; the routers' and hosts' views are rebuilt (allocated) only when something changed.
+//! Cost: nothing while nothing touched the world since the last look (every path that can
+//! change it calls [`Zone::touch`]; reads do not, so the looks around a list command, a
+//! read-only SSH command or an idle delivery tick return at once; debug builds check that a
+//! skipped look would have found nothing). Otherwise one pass over the routers, hosts and
+//! SSVMs, comparing small values in place; the routers' and hosts' views are rebuilt
+//! (allocated) only when something changed.
 
 use serde::{Deserialize, Serialize};
 
