@@ -27,6 +27,7 @@ impl Zone {
     /// `machine`, which was `was_active` before: a hypervisor's API state follows (see the
     /// module doc). Other machines and verbs change nothing.
     pub fn agent_command(&mut self, machine: &str, verb: &str, was_active: bool) {
+        self.touch();
         let Some(host) = self.world.hosts.iter_mut().find(|h| h.name == machine) else {
             return;
         };

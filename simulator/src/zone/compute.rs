@@ -18,6 +18,8 @@
 //! Seeding these from a scenario is here too ([`World::seed_compute`], [`World::seed_vms`]);
 //! the API views are `compute_views.rs`, the jobs that use the allocator `host_jobs.rs`.
 
+use std::collections::HashMap;
+
 use super::model::{id_for, Cluster, ExtraNic, Host, Offering, Template, Vm, VmKind, World};
 use crate::scenario::Scenario;
 
@@ -204,6 +206,24 @@ impl World {
             .filter(|v| v.is_guest() && v.live() && v.state != "Stopped" && v.hostid == hostid)
             .filter_map(|v| self.offering(&v.offeringid))
             .fold((0, 0), |(c, m), o| (c + o.cpu_mhz(), m + o.memory_bytes()))
+    }
+
+    /// [`World::allocated`] of every host that has anything allocated, in one pass over the
+    /// VMs (`listHosts` of a large zone would otherwise scan every VM once per host).
+    pub fn allocated_by_host(&self) -> HashMap<&str, (u64, u64)> {
+        let mut by_host: HashMap<&str, (u64, u64)> = HashMap::new();
+        for v in self
+            .vms
+            .iter()
+            .filter(|v| v.is_guest() && v.live() && v.state != "Stopped")
+        {
+            if let Some(o) = self.offering(&v.offeringid) {
+                let (c, m) = by_host.entry(v.hostid.as_str()).or_default();
+                *c += o.cpu_mhz();
+                *m += o.memory_bytes();
+            }
+        }
+        by_host
     }
 
     /// The tags a VM needs on its host: its offering's host tags, then its template's tag.

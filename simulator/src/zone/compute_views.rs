@@ -14,7 +14,7 @@ use super::model::{Cluster, Host, Offering, Template, Vm, World, DOMAIN, USER_AC
 
 /// `12.5%`, as CloudStack formats allocated percentages.
 fn percent(used: u64, total: u64) -> String {
-    if total == 0 {
+    if total == 0 || used == 0 {
         return "0%".into();
     }
     let p = used as f64 * 100.0 / total as f64;
@@ -53,24 +53,42 @@ pub(super) fn template_json(w: &World, t: &Template) -> Value {
     })
 }
 
-/// Adds a hypervisor's cluster, tags and capacity fields to its `listHosts` item.
-pub(super) fn host_capacity(w: &World, h: &Host, item: &mut Value) {
-    let (cpu, mem) = w.allocated(&h.id);
+/// Adds a hypervisor's cluster, tags and capacity fields to its `listHosts` item, with
+/// `allocated` its [`World::allocated`] CPU and memory.
+pub(super) fn host_capacity(w: &World, h: &Host, allocated: (u64, u64), item: &mut Value) {
+    let Some(item) = item.as_object_mut() else {
+        return;
+    };
+    let (cpu, mem) = allocated;
     let cpu_total = u64::from(h.cpunumber) * h.cpuspeed;
     let cluster = w.cluster(&h.clusterid);
-    let fields = json!({
-        "clusterid": h.clusterid, "clustername": cluster.map_or("", |c| c.name.as_str()),
-        "clustertype": "CloudManaged", "hosttags": h.hosttags.join(","),
-        "cpunumber": h.cpunumber, "cpuspeed": h.cpuspeed, "cpusockets": 2,
-        "cpuallocated": percent(cpu, cpu_total), "cpuallocatedvalue": cpu,
-        "cpuallocatedpercentage": percent(cpu, cpu_total),
-        "cpuwithoverprovisioning": format!("{cpu_total}.0"),
-        "memorytotal": h.memory, "memoryallocated": mem, "memoryallocatedbytes": mem,
-        "memoryallocatedpercentage": percent(mem, h.memory),
-        "memorywithoverprovisioning": format!("{}.0", h.memory),
-    });
-    if let (Some(item), Value::Object(fields)) = (item.as_object_mut(), fields) {
-        item.extend(fields);
+    let cpu_percent = percent(cpu, cpu_total);
+    let fields = [
+        ("clusterid", json!(h.clusterid)),
+        (
+            "clustername",
+            json!(cluster.map_or("", |c| c.name.as_str())),
+        ),
+        ("clustertype", json!("CloudManaged")),
+        ("hosttags", json!(h.hosttags.join(","))),
+        ("cpunumber", json!(h.cpunumber)),
+        ("cpuspeed", json!(h.cpuspeed)),
+        ("cpusockets", json!(2)),
+        ("cpuallocated", json!(cpu_percent)),
+        ("cpuallocatedvalue", json!(cpu)),
+        ("cpuallocatedpercentage", json!(cpu_percent)),
+        ("cpuwithoverprovisioning", json!(format!("{cpu_total}.0"))),
+        ("memorytotal", json!(h.memory)),
+        ("memoryallocated", json!(mem)),
+        ("memoryallocatedbytes", json!(mem)),
+        ("memoryallocatedpercentage", json!(percent(mem, h.memory))),
+        (
+            "memorywithoverprovisioning",
+            json!(format!("{}.0", h.memory)),
+        ),
+    ];
+    for (key, value) in fields {
+        item.insert(key.to_string(), value);
     }
 }
 

@@ -548,3 +548,49 @@ fn events_are_queued_by_scope_and_the_delivery_faults_apply() {
         (0, 0, 0)
     );
 }
+
+#[test]
+fn reads_leave_the_zone_unseen_and_a_change_over_ssh_is_looked_at() {
+    let mut z = zone("healthy");
+    z.observe(t0());
+    assert!(!z.unseen, "a look clears the mark");
+    for command in ["listHosts", "listRouters", "listSystemVms", "listEvents"] {
+        let r = call(&mut z, command, &[("listall", "true")], at(1));
+        assert_eq!(r.status, 200, "{command}: {}", r.body);
+        assert!(!z.unseen, "{command} is a read");
+    }
+    let out = crate::ssh::commands::exec(&mut z, "r-930-VM", &["hostname".to_string()]);
+    assert_eq!(out.stdout, "r-930-VM\n");
+    assert!(!z.unseen, "hostname is a read");
+    // a command that changes the machine marks the zone, and the next look reports it
+    let stop = ["systemctl", "stop", "dnsmasq"].map(String::from);
+    let out = crate::ssh::commands::exec(&mut z, "r-930-VM", &stop);
+    assert_eq!(out.status, 0, "{out:?}");
+    assert!(z.unseen, "systemctl stop is a change");
+    z.observe(at(2));
+    assert!(!z.unseen);
+    assert_eq!(
+        events(&mut z, &[("type", "ROUTER.HEALTH.CHECKS")], at(3)),
+        vec![ev(
+            "ROUTER.HEALTH.CHECKS",
+            "ERROR",
+            "Health checks failed on router r-930-VM: dns_check, dhcp_check (dnsmasq is not running)"
+        )]
+    );
+    // a job that ends while the zone advances marks it too
+    let id = router_id(&z, "r-930-VM");
+    let r = call(&mut z, "rebootRouter", &[("id", &id)], at(4));
+    assert_eq!(r.status, 200, "{}", r.body);
+    z.observe(at(5));
+    z.advance(at(60_000));
+    assert!(z.unseen, "the reboot's end is a change");
+}
+
+fn router_id(z: &Zone, name: &str) -> String {
+    z.world()
+        .vms
+        .iter()
+        .find(|v| v.name == name && v.live())
+        .map(|v| v.id.clone())
+        .unwrap()
+}

@@ -395,6 +395,7 @@ impl Zone {
     /// Hypervisors (type Routing), then the SSVM/CPVM agents as hosts of their own type.
     pub(super) fn hosts_json(&self) -> Vec<Value> {
         let w = &self.world;
+        let allocated = w.allocated_by_host();
         let mut out: Vec<Value> = w
             .hosts
             .iter()
@@ -406,7 +407,8 @@ impl Zone {
                     "version": VERSION, "managementserverid": w.mgmt.id,
                     "lastpinged": "1970-01-20T14:15:21+0000",
                 });
-                host_capacity(w, h, &mut item);
+                let used = allocated.get(h.id.as_str()).copied().unwrap_or_default();
+                host_capacity(w, h, used, &mut item);
                 item
             })
             .collect();

@@ -73,6 +73,19 @@ pub use guest::{Bridge, File, Guest, Link, Service, ServiceState};
 pub use jobs::Action;
 pub use model::World;
 
+/// The synchronous commands that change the zone (with the async ones, the commands
+/// [`Zone::handle`] does not run as reads).
+const WRITES: [&str; 8] = [
+    "updateConfiguration",
+    "updateHost",
+    "changeServiceForRouter",
+    "createWebhook",
+    "updateWebhook",
+    "deleteWebhook",
+    "deleteWebhookDelivery",
+    "executeWebhookDelivery",
+];
+
 /// How long an async job runs when neither the scenario nor the faults say otherwise.
 pub const DEFAULT_JOB_MS: u64 = 1500;
 
@@ -109,6 +122,16 @@ pub struct Zone {
     /// The last look at derived state (`watch.rs`).
     #[serde(default)]
     watch: watch::Watch,
+    /// Whether the world may have changed since the last look: set by every path that can
+    /// change it (see [`Zone::touch`]), cleared by [`Zone::observe`], which skips the look
+    /// while it is clear.
+    #[serde(skip, default = "unseen")]
+    unseen: bool,
+}
+
+/// A zone read back from JSON has not been looked at.
+fn unseen() -> bool {
+    true
 }
 
 /// A CloudStack error reply: `{"<key>": {"uuidList": [], "errorcode", "cserrorcode", "errortext"}}`
@@ -171,6 +194,7 @@ impl Zone {
             log: events::Log::default(),
             hooks: webhooks::Hooks::default(),
             watch: watch::Watch::default(),
+            unseen: true,
         };
         zone.seed_past_jobs(scenario)?;
         Ok(zone)
@@ -200,7 +224,16 @@ impl Zone {
     /// A machine's guest state, to change it (the SSH side does this). API fields derived from
     /// it change with it.
     pub fn guest_mut(&mut self, machine: &str) -> Option<&mut Guest> {
+        self.touch();
         self.world.guest_mut(machine)
+    }
+
+    /// Marks the world as possibly changed, so the next [`Zone::observe`] looks at it. The
+    /// world is private to the zone: every `pub` method that can change it calls this (or
+    /// [`Zone::guest_mut`], which does); reads (`&self`) and the log, webhook and fault
+    /// methods, which the look does not read, need not.
+    pub fn touch(&mut self) {
+        self.unseen = true;
     }
 
     /// The names of every machine with a guest state: management server, hypervisors, then
@@ -269,6 +302,9 @@ impl Zone {
                 .filter(|(_, t)| t.due <= now)
                 .min_by_key(|(_, t)| t.due)
                 .map(|(i, t)| (i, t.due));
+            if job.is_some() || timer.is_some() {
+                self.touch();
+            }
             match (job, timer) {
                 (Some((j, jdue)), Some((_, tdue))) if jdue <= tdue => self.finish(j),
                 (Some((j, _)), None) => self.finish(j),
@@ -304,38 +340,12 @@ impl Zone {
             return reply;
         }
         let p = Params { map: params };
-        let key = &spec.response_envelope_key;
-        let result = match spec.name.as_str() {
-            "queryAsyncJobResult" => Ok(self.query_job(key, &p)),
-            "updateConfiguration" => self
-                .update_configuration(key, &p)
-                .inspect(|_| self.changed_sync("CONFIGURATION.VALUE.EDIT", &p, now)),
-            "updateHost" => self
-                .update_host(key, &p)
-                .inspect(|_| self.changed_sync("HOST.UPDATE", &p, now)),
-            "changeServiceForRouter" => self.change_service_for_router(key, &p),
-            "listApis" => catalog::list_apis(key, &p),
-            "listCapabilities" => Ok(json!({ key: {"capability": catalog::capabilities()} })),
-            "listEvents" => self
-                .list_events(&p)
-                .and_then(|items| self.scoped_page(spec, &p, items)),
-            "listAlerts" => Ok(self.page(spec, &p, self.list_alerts(&p))),
-            "createWebhook" => self.create_webhook(key, &p, now),
-            "updateWebhook" => self.update_webhook(key, &p, now),
-            "deleteWebhook" => self.delete_webhook(key, &p, now),
-            "listWebhooks" => self
-                .list_webhooks(&p)
-                .map(|items| self.page(spec, &p, items)),
-            "listWebhookDeliveries" => self
-                .list_deliveries(&p)
-                .map(|items| self.page(spec, &p, items)),
-            "deleteWebhookDelivery" => self.delete_deliveries(key, &p),
-            "executeWebhookDelivery" => Err((
-                530,
-                "executeWebhookDelivery is sent by the HTTP front, not the zone".into(),
-            )),
-            name if spec.isasync => self.start_job(name, key, &p, faults, now),
-            _ => self.list(spec, &p),
+        let result = match self.read(spec, &p) {
+            Some(result) => result,
+            None => {
+                self.touch();
+                self.write(spec, &p, faults, now)
+            }
         };
         self.observe(now);
         match result {
@@ -345,7 +355,64 @@ impl Zone {
                 }
                 Reply { status: 200, body }
             }
-            Err((status, text)) => error(key, status, cserrorcode(status), text),
+            Err((status, text)) => error(
+                &spec.response_envelope_key,
+                status,
+                cserrorcode(status),
+                text,
+            ),
+        }
+    }
+
+    /// Runs a command that only reads (lists, `queryAsyncJobResult`); `None` for one that may
+    /// change the zone. Taking `&self` proves the zone is left as it was, so the look after
+    /// it can be skipped.
+    fn read(&self, spec: &apis::ApiSpec, p: &Params) -> Option<Result<Value, (u16, String)>> {
+        let key = &spec.response_envelope_key;
+        Some(match spec.name.as_str() {
+            "queryAsyncJobResult" => Ok(self.query_job(key, p)),
+            "listApis" => catalog::list_apis(key, p),
+            "listCapabilities" => Ok(json!({ key: {"capability": catalog::capabilities()} })),
+            "listEvents" => self
+                .list_events(p)
+                .and_then(|items| self.scoped_page(spec, p, items)),
+            "listAlerts" => Ok(self.page(spec, p, self.list_alerts(p))),
+            "listWebhooks" => self.list_webhooks(p).map(|items| self.page(spec, p, items)),
+            "listWebhookDeliveries" => self
+                .list_deliveries(p)
+                .map(|items| self.page(spec, p, items)),
+            name if spec.isasync || WRITES.contains(&name) => return None,
+            _ => self.list(spec, p),
+        })
+    }
+
+    /// Runs a command that may change the zone: a synchronous change, a webhook command or
+    /// an async job.
+    fn write(
+        &mut self,
+        spec: &apis::ApiSpec,
+        p: &Params,
+        faults: &Faults,
+        now: jiff::Timestamp,
+    ) -> Result<Value, (u16, String)> {
+        let key = &spec.response_envelope_key;
+        match spec.name.as_str() {
+            "updateConfiguration" => self
+                .update_configuration(key, p)
+                .inspect(|_| self.changed_sync("CONFIGURATION.VALUE.EDIT", p, now)),
+            "updateHost" => self
+                .update_host(key, p)
+                .inspect(|_| self.changed_sync("HOST.UPDATE", p, now)),
+            "changeServiceForRouter" => self.change_service_for_router(key, p),
+            "createWebhook" => self.create_webhook(key, p, now),
+            "updateWebhook" => self.update_webhook(key, p, now),
+            "deleteWebhook" => self.delete_webhook(key, p, now),
+            "deleteWebhookDelivery" => self.delete_deliveries(key, p),
+            "executeWebhookDelivery" => Err((
+                530,
+                "executeWebhookDelivery is sent by the HTTP front, not the zone".into(),
+            )),
+            name => self.start_job(name, key, p, faults, now),
         }
     }
 

@@ -26,8 +26,12 @@
 //!   the management server`; back to `Up`: INFO `Host kvm02 is Up: its agent connected`;
 //! - the SSVM can no longer download templates: alert 19 `ALERT.SERVICE.SSVM`.
 //!
-//! Cost: one pass over the routers, hosts and SSVMs per look, comparing small values in
-//! place; the routers' and hosts' views are rebuilt (allocated) only when something changed.
+//! Cost: nothing while nothing touched the world since the last look (every path that can
+//! change it calls [`Zone::touch`]; reads do not, so the looks around a list command, a
+//! read-only SSH command or an idle delivery tick return at once; debug builds check that a
+//! skipped look would have found nothing). Otherwise one pass over the routers, hosts and
+//! SSVMs, comparing small values in place; the routers' and hosts' views are rebuilt
+//! (allocated) only when something changed.
 
 use serde::{Deserialize, Serialize};
 
@@ -127,9 +131,18 @@ fn same<'a>(
 
 impl Zone {
     /// Looks at the zone and records events and alerts for what changed since the last look
-    /// (see the module doc). Called after every API call and SSH command and by the server's
-    /// delivery task.
+    /// (see the module doc). Called before and after every API call, after every SSH command
+    /// and by the server's delivery task; returns at once when nothing touched the world since
+    /// the last look ([`Zone::touch`]).
     pub fn observe(&mut self, now: jiff::Timestamp) {
+        if self.watch.looked && !self.unseen {
+            debug_assert!(
+                self.looks_the_same(),
+                "the zone's world changed without Zone::touch"
+            );
+            return;
+        }
+        self.unseen = false;
         let first = !self.watch.looked;
         self.watch.looked = true;
         let mut changes = Vec::new();
@@ -216,6 +229,36 @@ impl Zone {
         for c in changes {
             self.report(c, now);
         }
+    }
+
+    /// Whether a look now would find what the last one did (debug builds check that a
+    /// skipped look missed nothing).
+    fn looks_the_same(&self) -> bool {
+        let w = &self.world;
+        let routers = w
+            .vms
+            .iter()
+            .filter(|v| v.vpcid().is_some() && v.live())
+            .map(|v| {
+                (
+                    v.id.as_str(),
+                    v.state.as_str(),
+                    w.redundant_state(v),
+                    v.guest.active("dnsmasq"),
+                )
+            });
+        let hosts = w
+            .hosts
+            .iter()
+            .map(|h| (h.id.as_str(), h.state.as_str(), "", true));
+        let ssvms = w
+            .vms
+            .iter()
+            .filter(|v| v.is_ssvm() && v.live() && v.state == "Running")
+            .map(|v| (v.id.as_str(), v.state.as_str(), "", w.ssvm_can_download(v)));
+        same(&self.watch.routers, routers)
+            && same(&self.watch.hosts, hosts)
+            && same(&self.watch.ssvms, ssvms)
     }
 
     fn report(&mut self, change: Change, now: jiff::Timestamp) {
@@ -354,6 +397,7 @@ impl Zone {
     ) -> Result<String, String> {
         self.advance(now);
         self.observe(now);
+        self.touch();
         let done = match what {
             "vr-backup-loop" => {
                 let vpc = self

@@ -38,7 +38,7 @@ use services::{service, ss, systemctl};
 use std::time::Duration;
 
 use super::shell::{self, Join, Simple, Sink};
-use crate::zone::Zone;
+use crate::zone::{Guest, Zone};
 
 /// What a command (or a command line) printed and how it ended.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -263,24 +263,42 @@ pub fn exec(zone: &mut Zone, machine: &str, words: &[String]) -> Output {
         "echo" => return echo(args),
         _ => {}
     }
+    let Some(guest) = zone.guest(machine) else {
+        return gone(machine);
+    };
+    if let Some(out) = read(guest, machine, base, args) {
+        return out;
+    }
     let agent = agent_verb(base, args);
-    let was_active = zone
-        .guest(machine)
-        .is_some_and(|g| g.active(crate::zone::AGENT));
+    let was_active = guest.active(crate::zone::AGENT);
     let Some(guest) = zone.guest_mut(machine) else {
-        return Output::err(255, format!("sim-ssh: machine {machine} is gone"));
+        return gone(machine);
     };
     let out = match base {
-        "hostname" => Output::ok(format!("{machine}\n")),
         "ip" => ip(guest, machine, args),
         "systemctl" => systemctl(guest, args),
         "service" => service(guest, args),
         "ovs-vsctl" => ovs_vsctl(guest, args),
         "ovs-ofctl" => ovs_ofctl(guest, args),
-        "stat" => stat(guest, args),
         "chmod" => chmod(guest, args),
         "chown" => chown(guest, args, false),
         "chgrp" => chown(guest, args, true),
+        _ if name.contains('/') => no_such_file(name),
+        _ => Output::err(127, format!("bash: {name}: command not found")),
+    };
+    if let Some(verb) = agent.filter(|_| out.status == 0) {
+        zone.agent_command(machine, verb, was_active);
+    }
+    out
+}
+
+/// Runs a command that only reads the machine (`hostname`, `cat`, `test`, ...); `None` for
+/// one that may change it. Reads leave the zone untouched, so the look after them is skipped
+/// (see [`Zone::touch`]).
+fn read(guest: &Guest, machine: &str, base: &str, args: &[String]) -> Option<Output> {
+    Some(match base {
+        "hostname" => Output::ok(format!("{machine}\n")),
+        "stat" => stat(guest, args),
         "test" => test(guest, args, "test"),
         "[" => match args.split_last() {
             Some((last, rest)) if last == "]" => test(guest, rest, "["),
@@ -292,13 +310,12 @@ pub fn exec(zone: &mut Zone, machine: &str, words: &[String]) -> Output {
         "zcat" => zcat(guest, args),
         "zgrep" => zgrep(guest, args),
         "ss" => ss(guest, args),
-        _ if name.contains('/') => no_such_file(name),
-        _ => Output::err(127, format!("bash: {name}: command not found")),
-    };
-    if let Some(verb) = agent.filter(|_| out.status == 0) {
-        zone.agent_command(machine, verb, was_active);
-    }
-    out
+        _ => return None,
+    })
+}
+
+fn gone(machine: &str) -> Output {
+    Output::err(255, format!("sim-ssh: machine {machine} is gone"))
 }
 
 /// The verb of a `systemctl VERB ... cloudstack-agent` or `service cloudstack-agent VERB`
