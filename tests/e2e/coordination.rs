@@ -709,9 +709,13 @@ fn tls_with_a_client_certificate_and_a_password_by_reference() {
 }
 
 /// The leader is killed (-9) in the middle of a fix: the run stays recorded in flight in etcd.
-/// The other daemon takes over, says the run was interrupted, and runs the job again from its
-/// detection (the restart the killed run sent lands meanwhile: nothing is fixed twice blindly);
-/// dnsmasq ends up running.
+/// The other daemon takes over, says that run (its token, its daemon) was interrupted, records
+/// so as the job's last result, and runs the job again from its detection (the restart the
+/// killed run sent lands meanwhile: nothing is fixed twice blindly); dnsmasq ends up running.
+///
+/// The job runs every second, so the new leader's own runs soon replace the "interrupted"
+/// result that `remedy daemon status` shows: the test reads it from the state document's
+/// history in etcd instead (a status read raced that run, 2 times in 17).
 #[test]
 fn a_run_in_flight_when_the_leader_dies_is_checked_by_the_next_leader() {
     let Some(cluster) = Cluster::start(3) else {
@@ -752,20 +756,61 @@ fn a_run_in_flight_when_the_leader_dies_is_checked_by_the_next_leader() {
     };
     let shown = status();
     assert!(shown.contains("  running:      since "), "{shown}");
-    kill_and_take_over(&mut leader, &other, ttl);
-    // It says the run was interrupted, then checks the job again.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !other
-        .log()
-        .contains("was still in flight when its daemon stopped")
-    {
-        assert!(Instant::now() < deadline, "{}", other.log());
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    // The run in flight as the state shows it: `since T (BY, run TOKEN)`.
+    let running = shown
+        .lines()
+        .find_map(|l| l.strip_prefix("  running:      since "))
+        .unwrap();
+    let (since, rest) = running.split_once(" (").unwrap();
+    let (by, token) = rest.trim_end_matches(')').rsplit_once(", run ").unwrap();
+    assert!(token.starts_with("daemon-"), "{shown}");
     assert!(
-        status().contains("interrupted: the run daemon-"),
-        "{}",
-        status()
+        by.ends_with(&format!(" pid {}", leader.child.id())),
+        "run by the leader: {shown}"
+    );
+    kill_and_take_over(&mut leader, &other, ttl);
+    // It says that run was interrupted (that token, by the killed leader), then checks the job
+    // again.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let said = loop {
+        let log = other.log();
+        if let Some(l) = log
+            .lines()
+            .find(|l| l.contains("was still in flight when its daemon stopped"))
+        {
+            break l.to_string();
+        }
+        assert!(Instant::now() < deadline, "{log}");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(said.contains(&format!("run={token} ")), "{said}");
+    assert!(said.contains(&format!("since={since} ")), "{said}");
+    assert!(said.contains(&format!("by={by} ")), "{said}");
+    // The state said so as the job's last result (what `daemon status` shows until the next
+    // run ends), after the interrupted run's own record.
+    let before_takeover = |s: &Value| {
+        let js = &s["jobs"]["dns"];
+        js["in_flight"]["token"] == token
+            && !js["last_result"]
+                .as_str()
+                .is_some_and(|r| r.starts_with("interrupted: "))
+    };
+    let history = etcd_state_history(&cluster, "/remedy/zone-g", before_takeover);
+    let results: Vec<&str> = history
+        .iter()
+        .filter_map(|s| s["jobs"]["dns"]["last_result"].as_str())
+        .filter(|r| r.starts_with("interrupted: "))
+        .collect();
+    let me = format!(" pid {}", other.child.id());
+    assert!(
+        results.iter().any(|r| r.starts_with(&format!(
+            "interrupted: the run {token} started by {by} at {since} did not finish (its daemon stopped); checked again by remedy daemon ("
+        )) && r.ends_with(&me)),
+        "{results:?}"
+    );
+    assert!(
+        history.last().is_some_and(before_takeover),
+        "the history reaches back to the killed leader's record of its run"
     );
     let deadline = Instant::now() + Duration::from_secs(30);
     while other.runs() < 1.0 {
@@ -909,6 +954,40 @@ fn etcd_state(cluster: &Cluster, prefix: &str) -> Value {
         return serde_json::json!({});
     }
     serde_json::from_str(text.trim()).expect("the daemon state is JSON")
+}
+
+/// The versions of the daemon state document in etcd under `prefix`, newest first, back to the
+/// first one `enough` holds for (or the first of all; at most 1,000). The test cluster keeps
+/// every revision (no compaction).
+fn etcd_state_history(
+    cluster: &Cluster,
+    prefix: &str,
+    enough: impl Fn(&Value) -> bool,
+) -> Vec<Value> {
+    use base64::Engine as _;
+    let key = format!("{prefix}/daemon/state");
+    let mut out = Vec::new();
+    let mut at: Option<i64> = None;
+    while out.len() < 1000 {
+        let rev = at.map(|r| format!("--rev={r}"));
+        let mut args = vec!["get", key.as_str(), "-w", "json"];
+        args.extend(rev.as_deref());
+        let reply: Value = serde_json::from_str(&cluster.etcdctl(&args)).expect("etcdctl JSON");
+        let Some(kv) = reply["kvs"].get(0) else {
+            break;
+        };
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(kv["value"].as_str().unwrap_or_default())
+            .expect("base64");
+        let doc: Value = serde_json::from_slice(&bytes).expect("the daemon state is JSON");
+        let done = enough(&doc);
+        out.push(doc);
+        if done {
+            break;
+        }
+        at = Some(kv["mod_revision"].as_i64().expect("a revision") - 1);
+    }
+    out
 }
 
 /// Waits until `d` has fixed dnsmasq on r-930-VM with its `n`th fix, and the run's end is
