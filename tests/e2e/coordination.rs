@@ -1322,6 +1322,19 @@ fn an_accepted_event_whose_run_had_not_started_is_run_by_the_next_leader() {
         serde_json::json!([["vpc", "web-vpc"]])
     );
     assert_eq!(waiting[0]["about"], "ROUTER.HEALTH.CHECKS ev-2");
+    let o = third
+        .machine
+        .command(&["daemon", "status"])
+        .output()
+        .unwrap();
+    let shown = String::from_utf8_lossy(&o.stdout).to_string();
+    assert!(
+        shown.contains(&format!(
+            "  waiting:      a batch of events since {} (first ROUTER.HEALTH.CHECKS ev-2, limit r-930-VM)\n",
+            waiting[0]["first"].as_str().unwrap()
+        )),
+        "{shown}"
+    );
     // kill -9 while it waits: the third replica runs it at once on taking over.
     let took = kill_and_take_over(&mut other, &third, ttl);
     let end = fixed_by(&third, 2, &lab, state);

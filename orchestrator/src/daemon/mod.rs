@@ -547,6 +547,8 @@ async fn lead(
                     tracing::error!(running = running.len(), reason = %why, "leadership lost: cancelling running jobs");
                     pollers.abort_all();
                     while running.join_next().await.is_some() {}
+                    // (The events already in a batch: not matched again by the next leader.)
+                    settle(env, &[], &[], &unmark).await;
                     return Ended::Lost(why);
                 }
             }
@@ -559,6 +561,7 @@ async fn lead(
                 tracing::info!(running = running.len(), "stopping: no new runs; waiting for running jobs to finish or roll back");
                 pollers.abort_all();
                 while running.join_next().await.is_some() {}
+                settle(env, &[], &[], &unmark).await;
                 return Ended::Stopped;
             }
         }
