@@ -15,7 +15,9 @@
 //! (they roll back). A reload (SIGHUP) reads the jobs file again, and keeps the old jobs when
 //! the new file is invalid. Events (a webhook delivery, a polled event) that a job's rule
 //! matches run that job as soon as their debounce window passes, with the rule's targets and
-//! parameters, under the same guards as a scheduled run.
+//! parameters, under the same guards as a scheduled run. An accepted event is kept in the
+//! state until its run starts (the event until it is in a batch, then its batch): a new leader
+//! takes them over before it takes events itself.
 
 pub mod jobs;
 pub mod leadership;
@@ -378,7 +380,7 @@ async fn lead(
         // Start the runs events asked for whose window has passed (and whose job is free).
         for batch in queue.take_due(std::time::Instant::now(), &busy) {
             let Some(job) = jobs.get(&batch.job) else {
-                settle(env, &[], &[batch.id.clone()], &unmark).await;
+                settle(env, &[], std::slice::from_ref(&batch.id), &unmark).await;
                 unmark.clear();
                 continue;
             };
@@ -549,6 +551,9 @@ async fn lead(
                     while running.join_next().await.is_some() {}
                     // (The events already in a batch: not matched again by the next leader.)
                     settle(env, &[], &[], &unmark).await;
+                    // The events not yet matched are the next leader's (their marks stay in
+                    // the state): this daemon, should it lead again, does not run them late.
+                    while events.rx.try_recv().is_ok() {}
                     return Ended::Lost(why);
                 }
             }

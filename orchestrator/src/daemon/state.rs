@@ -2,7 +2,9 @@
 //!
 //! Per job: the last run, its result, the last success, the next run. Per job and target: the
 //! fixes within the circuit's window, the cooldown after the last fix, and whether the circuit
-//! is open (the job stops fixing that target until `remedy daemon reset`).
+//! is open (the job stops fixing that target until `remedy daemon reset`). For the event
+//! triggers: the ids seen (replays), the pollers' cursors, the events accepted and not yet in a
+//! batch, and the batches waiting for their run (a new leader takes the last two over).
 //!
 //! The daemon and the `status`/`reset` commands change the file only through [`update`]: an
 //! exclusive lock on `daemon-state.lock`, read, change, write to a temporary file, fsync,
@@ -116,7 +118,7 @@ impl Events {
     /// `event` (JSON) when it is small enough and few enough wait already.
     pub fn accept(&mut self, id: &str, event: serde_json::Value, now: Timestamp) {
         let kept = self.accepted.values().filter(|a| a.event.is_some()).count();
-        let small = serde_json::to_vec(&event).map_or(false, |b| b.len() <= ACCEPTED_BYTES);
+        let small = serde_json::to_vec(&event).is_ok_and(|b| b.len() <= ACCEPTED_BYTES);
         let event = (kept < ACCEPTED_KEPT && small).then_some(event);
         self.accepted
             .insert(id.to_string(), Accepted { at: now, event });
