@@ -105,19 +105,9 @@ impl Queue {
         Some(id)
     }
 
-    /// Puts back a batch a previous leader left waiting (from the daemon's state), due at
-    /// once. A batch of the same key already waiting takes it in (its events count once more).
+    /// Puts back a batch a previous leader left waiting (from the daemon's state), as it is
+    /// (with its id and when it is due): events for its key join it like any waiting batch.
     pub fn restore(&mut self, batch: Batch) {
-        if let Some(b) = self
-            .batches
-            .iter_mut()
-            .find(|b| b.job == batch.job && b.ask == batch.ask)
-        {
-            b.events += batch.events;
-            b.first = b.first.min(batch.first);
-            b.due = b.due.min(batch.due);
-            return;
-        }
         self.batches.push(batch);
     }
 
@@ -275,6 +265,44 @@ mod tests {
         for pair in starts.windows(2) {
             assert!(pair[1] - pair[0] >= w, "{starts:?}");
         }
+    }
+
+    #[test]
+    fn a_restored_batch_keeps_its_id_takes_in_its_key_and_runs_when_due() {
+        let t0 = Instant::now();
+        let w = Duration::from_secs(5);
+        let mut q = Queue::default();
+        q.restore(Batch {
+            id: "kept-1".into(),
+            job: "dns".into(),
+            ask: ask("r1"),
+            first: t0,
+            due: t0,
+            events: 1,
+            about: "E ev-1".into(),
+        });
+        // An event for its key joins it.
+        let joined = q.add(
+            "dns",
+            ask("r1"),
+            "E ev-2".into(),
+            t0,
+            t0,
+            w,
+            FirstEvent::Wait,
+        );
+        assert_eq!(joined, None);
+        let taken = q.take_due(t0, &BTreeSet::new());
+        assert_eq!(taken.len(), 1);
+        assert_eq!(
+            (
+                taken[0].id.as_str(),
+                taken[0].events,
+                taken[0].about.as_str()
+            ),
+            ("kept-1", 2, "E ev-1")
+        );
+        assert!(q.is_empty());
     }
 
     #[test]
