@@ -709,9 +709,13 @@ fn tls_with_a_client_certificate_and_a_password_by_reference() {
 }
 
 /// The leader is killed (-9) in the middle of a fix: the run stays recorded in flight in etcd.
-/// The other daemon takes over, says the run was interrupted, and runs the job again from its
-/// detection (the restart the killed run sent lands meanwhile: nothing is fixed twice blindly);
-/// dnsmasq ends up running.
+/// The other daemon takes over, says that run (its token, its daemon) was interrupted, records
+/// so as the job's last result, and runs the job again from its detection (the restart the
+/// killed run sent lands meanwhile: nothing is fixed twice blindly); dnsmasq ends up running.
+///
+/// The job runs every second, so the new leader's own runs soon replace the "interrupted"
+/// result that `remedy daemon status` shows: the test reads it from the state document's
+/// history in etcd instead (a status read raced that run, 2 times in 17).
 #[test]
 fn a_run_in_flight_when_the_leader_dies_is_checked_by_the_next_leader() {
     let Some(cluster) = Cluster::start(3) else {
@@ -752,20 +756,61 @@ fn a_run_in_flight_when_the_leader_dies_is_checked_by_the_next_leader() {
     };
     let shown = status();
     assert!(shown.contains("  running:      since "), "{shown}");
-    kill_and_take_over(&mut leader, &other, ttl);
-    // It says the run was interrupted, then checks the job again.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !other
-        .log()
-        .contains("was still in flight when its daemon stopped")
-    {
-        assert!(Instant::now() < deadline, "{}", other.log());
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    // The run in flight as the state shows it: `since T (BY, run TOKEN)`.
+    let running = shown
+        .lines()
+        .find_map(|l| l.strip_prefix("  running:      since "))
+        .unwrap();
+    let (since, rest) = running.split_once(" (").unwrap();
+    let (by, token) = rest.trim_end_matches(')').rsplit_once(", run ").unwrap();
+    assert!(token.starts_with("daemon-"), "{shown}");
     assert!(
-        status().contains("interrupted: the run daemon-"),
-        "{}",
-        status()
+        by.ends_with(&format!(" pid {}", leader.child.id())),
+        "run by the leader: {shown}"
+    );
+    kill_and_take_over(&mut leader, &other, ttl);
+    // It says that run was interrupted (that token, by the killed leader), then checks the job
+    // again.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let said = loop {
+        let log = other.log();
+        if let Some(l) = log
+            .lines()
+            .find(|l| l.contains("was still in flight when its daemon stopped"))
+        {
+            break l.to_string();
+        }
+        assert!(Instant::now() < deadline, "{log}");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(said.contains(&format!("run={token} ")), "{said}");
+    assert!(said.contains(&format!("since={since} ")), "{said}");
+    assert!(said.contains(&format!("by={by} ")), "{said}");
+    // The state said so as the job's last result (what `daemon status` shows until the next
+    // run ends), after the interrupted run's own record.
+    let before_takeover = |s: &Value| {
+        let js = &s["jobs"]["dns"];
+        js["in_flight"]["token"] == token
+            && !js["last_result"]
+                .as_str()
+                .is_some_and(|r| r.starts_with("interrupted: "))
+    };
+    let history = etcd_state_history(&cluster, "/remedy/zone-g", before_takeover);
+    let results: Vec<&str> = history
+        .iter()
+        .filter_map(|s| s["jobs"]["dns"]["last_result"].as_str())
+        .filter(|r| r.starts_with("interrupted: "))
+        .collect();
+    let me = format!(" pid {}", other.child.id());
+    assert!(
+        results.iter().any(|r| r.starts_with(&format!(
+            "interrupted: the run {token} started by {by} at {since} did not finish (its daemon stopped); checked again by remedy daemon ("
+        )) && r.ends_with(&me)),
+        "{results:?}"
+    );
+    assert!(
+        history.last().is_some_and(before_takeover),
+        "the history reaches back to the killed leader's record of its run"
     );
     let deadline = Instant::now() + Duration::from_secs(30);
     while other.runs() < 1.0 {
@@ -808,10 +853,15 @@ const HOOK_SECRET: &str = "replicated-webhook-secret-7731";
 /// that only a delivery starts a fix, with a rule for router health check events that finds the
 /// router's VPC with a lookup. No cooldown: the same router may be fixed again at once.
 fn hook_jobs(home: &Path, inv: &Path) -> String {
+    hook_jobs_with(home, inv, "debounce: 1s")
+}
+
+/// [`hook_jobs`] with `triggers` (its lines besides `cloudstack`, two spaces in).
+fn hook_jobs_with(home: &Path, inv: &Path, triggers: &str) -> String {
     let secret = home.join("cs-secret");
     std::fs::write(&secret, HOOK_SECRET).unwrap();
     format!(
-        "triggers:\n  debounce: 1s\n  cloudstack: {{ secret: {{ file: {} }} }}\n\
+        "triggers:\n  {triggers}\n  cloudstack: {{ secret: {{ file: {} }} }}\n\
          jobs:\n  - name: dns\n    playbook: {}\n    inventory: {}\n    every: 1h\n    cooldown: 0s\n    circuit: {{ fixes: 5, window: 1h }}\n\
          \x20   on:\n      - name: router-health\n        match:\n          source: cloudstack\n          type: ROUTER.HEALTH.CHECKS\n          resource_type: DomainRouter\n          description: dnsmasq\n\
          \x20       lookup:\n          router: {{ api: listRouters, args: {{ id: \"{{{{ event.resource_id }}}}\" }} }}\n\
@@ -909,6 +959,40 @@ fn etcd_state(cluster: &Cluster, prefix: &str) -> Value {
         return serde_json::json!({});
     }
     serde_json::from_str(text.trim()).expect("the daemon state is JSON")
+}
+
+/// The versions of the daemon state document in etcd under `prefix`, newest first, back to the
+/// first one `enough` holds for (or the first of all; at most 1,000). The test cluster keeps
+/// every revision (no compaction).
+fn etcd_state_history(
+    cluster: &Cluster,
+    prefix: &str,
+    enough: impl Fn(&Value) -> bool,
+) -> Vec<Value> {
+    use base64::Engine as _;
+    let key = format!("{prefix}/daemon/state");
+    let mut out = Vec::new();
+    let mut at: Option<i64> = None;
+    while out.len() < 1000 {
+        let rev = at.map(|r| format!("--rev={r}"));
+        let mut args = vec!["get", key.as_str(), "-w", "json"];
+        args.extend(rev.as_deref());
+        let reply: Value = serde_json::from_str(&cluster.etcdctl(&args)).expect("etcdctl JSON");
+        let Some(kv) = reply["kvs"].get(0) else {
+            break;
+        };
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(kv["value"].as_str().unwrap_or_default())
+            .expect("base64");
+        let doc: Value = serde_json::from_slice(&bytes).expect("the daemon state is JSON");
+        let done = enough(&doc);
+        out.push(doc);
+        if done {
+            break;
+        }
+        at = Some(kv["mod_revision"].as_i64().expect("a revision") - 1);
+    }
+    out
 }
 
 /// Waits until `d` has fixed dnsmasq on r-930-VM with its `n`th fix, and the run's end is
@@ -1113,6 +1197,171 @@ fn webhook_deliveries_reach_the_leader_only_and_replays_are_known_after_failover
         assert_eq!(o.status.code(), Some(0), "{}", text(&o));
     }
     eprintln!("timings: first fix {took:?}, takeover {takeover:?}, second fix {took_second:?}");
+    drop(leader);
+    lab.stop();
+}
+
+const RECOVERED_BATCH: &str =
+    "a batch of events a previous leader accepted had not started its run: running it now";
+const RECOVERED_EVENT: &str =
+    "an event a previous leader accepted was not yet in a batch: matching it again";
+
+/// Two replicas with the CloudStack receiver, `first_event: wait` and `debounce: 5s` (a batch
+/// waits 5 s before its run), the job hourly: an accepted event whose run had not started when
+/// the leader died is run by the next leader, once.
+/// - kill -9 the leader right after its `200`: the event is in etcd (accepted and not yet in a
+///   batch, with its body; or in a waiting batch); the other replica takes over and fixes the
+///   router, once, started by that event; a redelivery of its id is a replay;
+/// - a third replica joins; dnsmasq breaks again and a delivery to the leader opens a batch,
+///   kept in etcd (and the event's mark cleared in the same write); kill -9 the leader while
+///   the batch waits: the third replica runs the batch at once on taking over, once.
+#[test]
+fn an_accepted_event_whose_run_had_not_started_is_run_by_the_next_leader() {
+    let Some(cluster) = Cluster::start(3) else {
+        return;
+    };
+    let ttl = 3;
+    let prefix = "/remedy/zone-i";
+    let Replicas {
+        _home,
+        lab,
+        jobs,
+        mut leader,
+        other,
+    } = replicas_with(&cluster, prefix, ttl, None, |home, inv| {
+        hook_jobs_with(home, inv, "debounce: 5s\n  first_event: wait")
+    });
+    let state = || etcd_state(&cluster, prefix);
+    let router = lab_router(&lab)["id"].as_str().unwrap().to_string();
+    assert_eq!(lab_dnsmasq(&lab), "failed");
+
+    // Accepted, then kill -9 at once: the batch (due in 5 s) has not started, and may not be
+    // open yet (its rule's lookup takes a moment).
+    let first = crate::triggers::payload(
+        "ROUTER.HEALTH.CHECKS",
+        &router,
+        "dnsmasq: service not running",
+    );
+    assert_eq!(
+        deliver(&leader.addr, "ev-1", &first),
+        Some((200, "accepted: 1 queued, 0 seen before\n".to_string()))
+    );
+    let _ = leader.child.kill();
+    let _ = leader.child.wait();
+    // What etcd holds of it: the event (not yet in a batch) or its batch, waiting.
+    let s = state();
+    let events = &s["events"];
+    let as_event = events["accepted"]["ev-1"]["event"]["id"] == "ev-1";
+    let as_batch = events["pending"]
+        .as_array()
+        .is_some_and(|p| p.len() == 1 && p[0]["about"] == "ROUTER.HEALTH.CHECKS ev-1");
+    assert!(as_event || as_batch, "{s}");
+    assert_eq!(leader.applies(), 0, "nothing ran: {}", leader.log());
+    // The other takes over and runs it: once, started by that event.
+    let deadline = Instant::now() + Duration::from_secs(ttl + 5);
+    while other.leads() != Some(true) {
+        assert!(Instant::now() < deadline, "no takeover: {}", other.log());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let end = fixed_by(&other, 1, &lab, state);
+    assert_eq!(end["status"], "ok", "{end}");
+    let said = if as_event {
+        RECOVERED_EVENT
+    } else {
+        RECOVERED_BATCH
+    };
+    assert!(other.log().contains(said), "{}", other.log());
+    assert_eq!(started_by(&other), ["ROUTER.HEALTH.CHECKS ev-1"]);
+    // Nothing more: no second run once the debounce window is over, nothing left waiting.
+    std::thread::sleep(Duration::from_secs(6));
+    assert_eq!(other.applies(), 1, "one fix: {}", other.log());
+    assert_eq!(count(&other, EVENT_RUNS), 1.0);
+    let s = state();
+    assert!(s["events"]["pending"].is_null(), "{s}");
+    assert!(s["events"]["accepted"].is_null(), "{s}");
+    // Its id is still known: a redelivery is a replay.
+    assert_eq!(
+        deliver(&other.addr, "ev-1", &first),
+        Some((200, "accepted: 0 queued, 1 seen before\n".to_string()))
+    );
+
+    // A third replica joins (the other leads); dnsmasq breaks again.
+    let third = Daemon::start(&cluster.url(prefix, ttl), &jobs);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while third.leads() != Some(false) {
+        assert!(Instant::now() < deadline, "{}", third.log());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    break_dnsmasq(&lab);
+    let second = crate::triggers::payload(
+        "ROUTER.HEALTH.CHECKS",
+        &router,
+        "dnsmasq: service not running (again)",
+    );
+    let mut other = other;
+    assert_eq!(
+        deliver(&other.addr, "ev-2", &second),
+        Some((200, "accepted: 1 queued, 0 seen before\n".to_string()))
+    );
+    // Its batch opens (kept in etcd, the event's mark cleared in the same write), and waits.
+    let deadline = Instant::now() + Duration::from_secs(4);
+    let waiting = loop {
+        let s = state();
+        if let Some(p) = s["events"]["pending"].as_array().filter(|p| !p.is_empty()) {
+            assert!(s["events"]["accepted"].is_null(), "{s}");
+            break p.clone();
+        }
+        assert!(Instant::now() < deadline, "no waiting batch: {s}");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(waiting.len(), 1, "{waiting:?}");
+    assert_eq!(waiting[0]["job"], "dns");
+    assert_eq!(waiting[0]["limit"], "r-930-VM");
+    assert_eq!(
+        waiting[0]["params"],
+        serde_json::json!([["vpc", "web-vpc"]])
+    );
+    assert_eq!(waiting[0]["about"], "ROUTER.HEALTH.CHECKS ev-2");
+    let o = third
+        .machine
+        .command(&["daemon", "status"])
+        .output()
+        .unwrap();
+    let shown = String::from_utf8_lossy(&o.stdout).to_string();
+    assert!(
+        shown.contains(&format!(
+            "  waiting:      a batch of events since {} (first ROUTER.HEALTH.CHECKS ev-2, limit r-930-VM)\n",
+            waiting[0]["first"].as_str().unwrap()
+        )),
+        "{shown}"
+    );
+    // kill -9 while it waits: the third replica runs it at once on taking over.
+    let took = kill_and_take_over(&mut other, &third, ttl);
+    let end = fixed_by(&third, 2, &lab, state);
+    assert_eq!(end["status"], "ok", "{end}");
+    assert!(third.log().contains(RECOVERED_BATCH), "{}", third.log());
+    assert_eq!(started_by(&third), ["ROUTER.HEALTH.CHECKS ev-2"]);
+    std::thread::sleep(Duration::from_secs(6));
+    assert_eq!(third.applies(), 1, "one fix: {}", third.log());
+    assert_eq!(other.applies(), 1, "the killed leader's fix was ev-1's");
+    assert_eq!(count(&third, EVENT_RUNS), 1.0);
+    let s = state();
+    assert!(s["events"]["pending"].is_null(), "{s}");
+    assert_eq!(
+        s["jobs"]["dns"]["targets"]["r-930-VM"]["fixes"]
+            .as_array()
+            .map(Vec::len),
+        Some(2),
+        "{s}"
+    );
+    eprintln!(
+        "first kill: ev-1 was kept {}; second takeover {took:?}",
+        if as_event {
+            "as an event not yet in a batch"
+        } else {
+            "in its waiting batch"
+        }
+    );
     drop(leader);
     lab.stop();
 }

@@ -282,6 +282,14 @@ async fn status(
         for (t, b) in crate::daemon::run::blocked_now(js) {
             outln!("  {t}: {b}");
         }
+        for b in state.events.pending.iter().filter(|b| b.job == name) {
+            outln!(
+                "  waiting:      a batch of events since {} (first {}, limit {})",
+                b.first,
+                b.about,
+                b.limit.as_deref().unwrap_or("the job's own targets")
+            );
+        }
     }
     ExitCode::Success
 }

@@ -15,7 +15,9 @@
 //! (they roll back). A reload (SIGHUP) reads the jobs file again, and keeps the old jobs when
 //! the new file is invalid. Events (a webhook delivery, a polled event) that a job's rule
 //! matches run that job as soon as their debounce window passes, with the rule's targets and
-//! parameters, under the same guards as a scheduled run.
+//! parameters, under the same guards as a scheduled run. An accepted event is kept in the
+//! state until its run starts (the event until it is in a batch, then its batch): a new leader
+//! takes them over before it takes events itself.
 
 pub mod jobs;
 pub mod leadership;
@@ -149,7 +151,8 @@ pub async fn run(
             leadership::Won::Stopped => return Ok(()),
             leadership::Won::Term(t) => t,
         };
-        metrics.set_leader(true);
+        // (Leading, ready and taking events once the term has taken over what the state
+        // says: in `lead`.)
         let env = Arc::new(Env {
             state_dir: opts.state_dir.clone(),
             audit_log: opts.audit_log.clone(),
@@ -256,6 +259,14 @@ struct Events<'a> {
     hub: &'a Arc<triggers::hooks::Hub>,
 }
 
+/// What one event asked for once matched and looked up: a run of each job whose rule matched
+/// (none when no rule matched or the lookups failed).
+struct Matched {
+    /// The event's id (its mark in the state is cleared once this is handled).
+    id: String,
+    fires: Vec<Fire>,
+}
+
 /// A run an event's rule asks for, once its lookups are fetched.
 struct Fire {
     job: String,
@@ -290,6 +301,10 @@ async fn lead(
     }
     write_next(env, &next).await;
     let mut running: tokio::task::JoinSet<String> = tokio::task::JoinSet::new();
+    // Events in a batch (or settled without one) whose mark in the state is not cleared yet:
+    // cleared with the next write the loop makes, at the latest a second later.
+    let mut unmark: Vec<String> = Vec::new();
+    let mut unmarked = std::time::Instant::now();
     let mut names: HashMap<tokio::task::Id, String> = HashMap::new();
     let mut busy: std::collections::BTreeSet<String> = Default::default();
     // Whoever sends reloads may go away (no signal handling): then stop listening for them.
@@ -297,8 +312,18 @@ async fn lead(
     // The same for the term's loss (local locks never lose it).
     let mut watching_lost = true;
     // Events: matched and looked up in tasks (after the receiver answered), then debounced.
-    let (fire_tx, mut fires) = mpsc::unbounded_channel::<Fire>();
+    let (fire_tx, mut fires) = mpsc::unbounded_channel::<Matched>();
     let mut queue = Queue::default();
+    // The events a previous leader accepted and had not run yet: its waiting batches, and the
+    // events it had not put in a batch. Only then does this daemon lead (ready, taking events):
+    // every event the state marks as not in a batch yet is the previous leader's.
+    for arrived in take_over_events(env, jobs, &mut queue).await {
+        let id = arrived.event.id.clone();
+        if !dispatch(jobs, env, metrics, &fire_tx, arrived) {
+            unmark.push(id);
+        }
+    }
+    metrics.set_leader(true);
     let mut pollers = start_pollers(jobs, env, events.tx, metrics);
     tracing::info!(jobs = jobs.jobs.len(), file = %opts.jobs.display(), "daemon started");
     loop {
@@ -335,9 +360,12 @@ async fn lead(
                 tracing::info!(job = %job.name, "still running: this turn is skipped");
                 continue;
             }
-            let Some(token) = begin(env, job, me, next.get(&job.name).copied()).await else {
+            let Some(token) =
+                begin(env, job, me, next.get(&job.name).copied(), None, &unmark).await
+            else {
                 continue;
             };
+            unmark.clear();
             busy.insert(job.name.clone());
             let handle = running.spawn(one_run(
                 env.clone(),
@@ -352,12 +380,24 @@ async fn lead(
         // Start the runs events asked for whose window has passed (and whose job is free).
         for batch in queue.take_due(std::time::Instant::now(), &busy) {
             let Some(job) = jobs.get(&batch.job) else {
+                settle(env, &[], std::slice::from_ref(&batch.id), &unmark).await;
+                unmark.clear();
                 continue;
             };
             let job = asked(job, &batch);
-            let Some(token) = begin(env, &job, me, next.get(&job.name).copied()).await else {
+            let Some(token) = begin(
+                env,
+                &job,
+                me,
+                next.get(&job.name).copied(),
+                Some(&batch.id),
+                &unmark,
+            )
+            .await
+            else {
                 continue;
             };
+            unmark.clear();
             tracing::info!(
                 job = %job.name,
                 events = batch.events,
@@ -388,23 +428,58 @@ async fn lead(
             Some(due) => wake.min(due.saturating_duration_since(std::time::Instant::now())),
             None => wake,
         };
+        // Marks of events already in a batch: cleared at most a second late (one write for
+        // every event of a storm that joined a batch meanwhile).
+        if !unmark.is_empty() && unmarked.elapsed() >= UNMARK_EVERY {
+            settle(env, &[], &[], &unmark).await;
+            unmark.clear();
+        }
+        if unmark.is_empty() {
+            unmarked = std::time::Instant::now();
+        }
+        let wake = match unmark.is_empty() {
+            true => wake,
+            false => wake.min(UNMARK_EVERY.saturating_sub(unmarked.elapsed())),
+        };
         tokio::select! {
             _ = tokio::time::sleep(wake) => {}
             Some(arrived) = events.rx.recv() => {
-                dispatch(jobs, env, metrics, &fire_tx, arrived);
+                let id = arrived.event.id.clone();
+                if !dispatch(jobs, env, metrics, &fire_tx, arrived) {
+                    unmark.push(id);
+                }
             }
-            Some(fire) = fires.recv() => {
-                let merged = queue.add(
-                    &fire.job,
-                    fire.ask,
-                    fire.about,
-                    fire.at,
-                    std::time::Instant::now(),
-                    jobs.triggers.debounce,
-                    jobs.triggers.first_event,
-                );
-                if merged {
-                    metrics.event_deduplicated(fire.origin, "debounced");
+            Some(matched) = fires.recv() => {
+                let mut opened = Vec::new();
+                for fire in matched.fires {
+                    let pending = |id: String| state::PendingBatch {
+                        id,
+                        job: fire.job.clone(),
+                        limit: fire.ask.limit.clone(),
+                        params: fire.ask.params.clone(),
+                        first: wall(fire.at),
+                        about: fire.about.clone(),
+                    };
+                    let added = queue.add(
+                        &fire.job,
+                        fire.ask.clone(),
+                        fire.about.clone(),
+                        fire.at,
+                        std::time::Instant::now(),
+                        jobs.triggers.debounce,
+                        jobs.triggers.first_event,
+                    );
+                    match added {
+                        Some(id) => opened.push(pending(id)),
+                        None => metrics.event_deduplicated(fire.origin, "debounced"),
+                    }
+                }
+                unmark.push(matched.id);
+                // A batch opened: kept in the state at once (with the marks to clear). An
+                // event that only joined batches waits for the next write.
+                if !opened.is_empty() {
+                    settle(env, &opened, &[], &unmark).await;
+                    unmark.clear();
                 }
             }
             Some(done) = running.join_next_with_id(), if !running.is_empty() => {
@@ -442,7 +517,10 @@ async fn lead(
                         *events.hub.config.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(config);
                         let pollers_changed = new.triggers.poll != jobs.triggers.poll;
                         *jobs = new;
-                        queue.retain_jobs(&jobs.jobs.iter().map(|j| j.name.clone()).collect());
+                        let names: std::collections::BTreeSet<String> =
+                            jobs.jobs.iter().map(|j| j.name.clone()).collect();
+                        queue.retain_jobs(&names);
+                        forget_pending_of_removed(env, &names).await;
                         if pollers_changed {
                             pollers.abort_all();
                             pollers = start_pollers(jobs, env, events.tx, metrics);
@@ -471,6 +549,11 @@ async fn lead(
                     tracing::error!(running = running.len(), reason = %why, "leadership lost: cancelling running jobs");
                     pollers.abort_all();
                     while running.join_next().await.is_some() {}
+                    // (The events already in a batch: not matched again by the next leader.)
+                    settle(env, &[], &[], &unmark).await;
+                    // The events not yet matched are the next leader's (their marks stay in
+                    // the state): this daemon, should it lead again, does not run them late.
+                    while events.rx.try_recv().is_ok() {}
                     return Ended::Lost(why);
                 }
             }
@@ -483,6 +566,7 @@ async fn lead(
                 tracing::info!(running = running.len(), "stopping: no new runs; waiting for running jobs to finish or roll back");
                 pollers.abort_all();
                 while running.join_next().await.is_some() {}
+                settle(env, &[], &[], &unmark).await;
                 return Ended::Stopped;
             }
         }
@@ -490,12 +574,16 @@ async fn lead(
 }
 
 /// Records a run of `job` as in flight (with the job's next scheduled run): its token, or
-/// `None` when the state cannot be written (the run is not started).
+/// `None` when the state cannot be written (the run is not started). In the same write: the
+/// waiting batch `batch` that asked for the run is no longer kept, and the events `unmark` are
+/// no longer marked as waiting for a batch.
 async fn begin(
     env: &Env,
     job: &jobs::Job,
     me: &str,
     next_run: Option<jiff::Timestamp>,
+    batch: Option<&str>,
+    unmark: &[String],
 ) -> Option<String> {
     let token = format!("daemon-{}", uuid::Uuid::new_v4().simple());
     let flight = state::InFlight {
@@ -510,6 +598,12 @@ async fn begin(
             js.in_flight = Some(flight.clone());
             // The next run, with this one under way: a new leader does not run this turn again.
             js.next_run = next_run;
+            if let Some(id) = batch {
+                s.events.settle_pending(id);
+            }
+            for id in unmark {
+                s.events.accepted.remove(id);
+            }
         })
         .await;
     match marked {
@@ -519,6 +613,193 @@ async fn begin(
             None
         }
     }
+}
+
+/// How late the mark of an event that joined a waiting batch is cleared at most.
+const UNMARK_EVERY: Duration = Duration::from_secs(1);
+
+/// One write to the state for events: keeps the batches `opened` as waiting (beyond
+/// `state::PENDING_MAX` the oldest are no longer kept: logged; they still run here), forgets
+/// the waiting batches `settled`, and clears the marks of the events `unmark`. A failed write is
+/// logged (the batches still run here; a new leader would not know them).
+async fn settle(env: &Env, opened: &[state::PendingBatch], settled: &[String], unmark: &[String]) {
+    let r = env
+        .store
+        .update(|s| {
+            let mut dropped = Vec::new();
+            for b in opened {
+                dropped.extend(s.events.keep_pending(b.clone()));
+            }
+            for id in settled {
+                s.events.settle_pending(id);
+            }
+            for id in unmark {
+                s.events.accepted.remove(id);
+            }
+            dropped
+        })
+        .await;
+    match r {
+        Ok(dropped) => {
+            for b in dropped {
+                tracing::warn!(
+                    job = %b.job,
+                    first = %b.about,
+                    since = %b.first,
+                    "more than {} batches of events wait: the oldest is no longer kept in the daemon state (it still runs here, but a new leader would not know it)",
+                    state::PENDING_MAX
+                );
+            }
+        }
+        Err(e) => tracing::error!(
+            error = %e,
+            "cannot record the waiting batches of events in the daemon state (they still run here, but a new leader would not know them)"
+        ),
+    }
+}
+
+/// After a reload: the waiting batches of jobs no longer in the file are not kept either.
+async fn forget_pending_of_removed(env: &Env, names: &std::collections::BTreeSet<String>) {
+    let r = env
+        .store
+        .update(|s| s.events.pending.retain(|b| names.contains(&b.job)))
+        .await;
+    if let Err(e) = r {
+        tracing::error!(error = %e, "cannot write the daemon state");
+    }
+}
+
+/// When something that happened at `at` happened, on the wall clock.
+fn wall(at: std::time::Instant) -> jiff::Timestamp {
+    jiff::SignedDuration::try_from(at.elapsed())
+        .ok()
+        .and_then(|d| jiff::Timestamp::now().checked_sub(d).ok())
+        .unwrap_or_else(jiff::Timestamp::now)
+}
+
+/// The instant of the wall-clock time `t` (now, when it is in the future or too old).
+fn instant_of(t: jiff::Timestamp) -> std::time::Instant {
+    let now = std::time::Instant::now();
+    Duration::try_from(jiff::Timestamp::now().duration_since(t))
+        .ok()
+        .and_then(|ago| now.checked_sub(ago))
+        .unwrap_or(now)
+}
+
+/// On taking over: the events a previous leader (or this daemon before a restart, or in an
+/// earlier term) accepted and had not run yet.
+/// - Its waiting batches are put in `queue`, due at once (each logged); those of jobs no longer
+///   in the file are dropped (logged).
+/// - The events it had accepted and not yet put in a batch are returned,
+///   to be matched again (each logged); their marks stay until they are in a batch here. Those
+///   kept without their body (too many, too big) cannot be matched again: they are forgotten
+///   from the replay set, so that a poller (or a new delivery) takes them again (logged).
+async fn take_over_events(env: &Env, jobs: &Jobs, queue: &mut Queue) -> Vec<Arrived> {
+    struct Found {
+        batches: Vec<state::PendingBatch>,
+        gone: Vec<state::PendingBatch>,
+        events: Vec<(triggers::Event, jiff::Timestamp)>,
+        forgotten: Vec<String>,
+    }
+    let r = env
+        .store
+        .update(|s| {
+            let (batches, gone): (Vec<_>, Vec<_>) = std::mem::take(&mut s.events.pending)
+                .into_iter()
+                .partition(|b| jobs.get(&b.job).is_some());
+            s.events.pending = batches.clone();
+            let mut found = Found {
+                batches,
+                gone,
+                events: Vec::new(),
+                forgotten: Vec::new(),
+            };
+            let left: Vec<(String, state::Accepted)> = s
+                .events
+                .accepted
+                .iter()
+                .map(|(id, a)| (id.clone(), a.clone()))
+                .collect();
+            for (id, a) in left {
+                let event = a
+                    .event
+                    .and_then(|v| serde_json::from_value::<triggers::Event>(v).ok());
+                match event {
+                    Some(e) => found.events.push((e, a.at)),
+                    None => {
+                        s.events.accepted.remove(&id);
+                        s.events.seen.remove(&id);
+                        found.forgotten.push(id);
+                    }
+                }
+            }
+            found
+        })
+        .await;
+    let found = match r {
+        Ok(f) => f,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot read the events a previous leader left waiting in the daemon state");
+            return Vec::new();
+        }
+    };
+    let now = std::time::Instant::now();
+    for b in found.gone {
+        tracing::warn!(job = %b.job, first = %b.about, since = %b.first, "a batch of events a previous leader left waiting is dropped: its job is no longer in the jobs file");
+    }
+    for b in found.batches {
+        tracing::warn!(
+            job = %b.job,
+            first = %b.about,
+            since = %b.first,
+            limit = b.limit.as_deref().unwrap_or("(the job's own targets)"),
+            "a batch of events a previous leader accepted had not started its run: running it now"
+        );
+        queue.restore(Batch {
+            id: b.id,
+            job: b.job,
+            ask: triggers::rules::Ask {
+                limit: b.limit,
+                params: b.params,
+            },
+            first: instant_of(b.first),
+            due: now,
+            events: 1,
+            about: b.about,
+        });
+    }
+    if !found.forgotten.is_empty() {
+        let again = if jobs.triggers.poll.is_empty() {
+            "no poller is configured: only a new delivery of the same id would run them"
+        } else {
+            "a poller takes them again if its cursor has not passed them"
+        };
+        tracing::warn!(
+            events = %found.forgotten.join(", "),
+            "events a previous leader accepted were not yet in a batch and were kept by id only (too many or too big): they are no longer taken for replays; {again}"
+        );
+    }
+    found
+        .events
+        .into_iter()
+        .map(|(event, at)| {
+            tracing::warn!(
+                event = %format!("{} {}", event.kind_name, event.id),
+                accepted = %at,
+                "an event a previous leader accepted was not yet in a batch: matching it again"
+            );
+            let origin = if event.source == triggers::Origin::Alertmanager.word() {
+                triggers::Origin::Alertmanager
+            } else {
+                triggers::Origin::Cloudstack
+            };
+            Arrived {
+                event,
+                at: instant_of(at),
+                origin,
+            }
+        })
+        .collect()
 }
 
 /// One run of `job`: run, record, count, log, notify. `first`: when the first of the events
@@ -578,55 +859,65 @@ fn start_pollers(
     set
 }
 
-/// Matches an event against every job's rules; each job whose rule matches (its first such
-/// rule) gets a task that fetches the rule's lookups and renders its ask, then hands it to the
-/// loop's queue. An event no rule matches is counted and logged.
+/// Matches an event against every job's rules; for the jobs whose rule matches (each its
+/// first such rule) a task fetches the rules' lookups and renders their asks, then hands them
+/// to the loop's queue, together. An event no rule matches is counted and logged: `false`.
 fn dispatch(
     jobs: &Jobs,
     env: &Arc<Env>,
     metrics: &Arc<Metrics>,
-    fires: &mpsc::UnboundedSender<Fire>,
+    fires: &mpsc::UnboundedSender<Matched>,
     arrived: Arrived,
-) {
+) -> bool {
     let e = &arrived.event;
     let about = format!("{} {}", e.kind_name, e.id);
-    let mut matched = false;
+    let mut lookups = tokio::task::JoinSet::new();
     for job in &jobs.jobs {
         let Some(rule) = job.on.iter().find(|r| r.matches(e)) else {
             continue;
         };
-        matched = true;
-        let (env, job, rule, fires) = (env.clone(), job.clone(), rule.clone(), fires.clone());
+        let (env, job, rule) = (env.clone(), job.clone(), rule.clone());
         let (event, at, origin, about) = (
             arrived.event.clone(),
             arrived.at,
             arrived.origin,
             about.clone(),
         );
-        tokio::spawn(async move {
+        lookups.spawn(async move {
             match ask_of(&env, &job, &rule, &event).await {
-                Ok(ask) => {
-                    let _ = fires.send(Fire {
-                        job: job.name.clone(),
-                        ask,
-                        at,
-                        origin,
-                        about,
-                    });
+                Ok(ask) => Some(Fire {
+                    job: job.name.clone(),
+                    ask,
+                    at,
+                    origin,
+                    about,
+                }),
+                Err(why) => {
+                    tracing::warn!(
+                        job = %job.name,
+                        rule = %rule.name,
+                        event = %about,
+                        "the rule matched, but no run is asked: {why}"
+                    );
+                    None
                 }
-                Err(why) => tracing::warn!(
-                    job = %job.name,
-                    rule = %rule.name,
-                    event = %about,
-                    "the rule matched, but no run is asked: {why}"
-                ),
             }
         });
     }
-    if !matched {
+    if lookups.is_empty() {
         metrics.event_unmatched(arrived.origin);
         tracing::info!(source = arrived.origin.word(), event = %about, "no rule matches the event");
+        return false;
     }
+    let (fires, id) = (fires.clone(), arrived.event.id.clone());
+    tokio::spawn(async move {
+        let mut asked = Vec::new();
+        while let Some(done) = lookups.join_next().await {
+            asked.extend(done.ok().flatten());
+        }
+        let _ = fires.send(Matched { id, fires: asked });
+    });
+    true
 }
 
 /// What `rule` asks for `event`: its lookups fetched (read-only calls through the job's

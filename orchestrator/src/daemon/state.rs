@@ -2,7 +2,9 @@
 //!
 //! Per job: the last run, its result, the last success, the next run. Per job and target: the
 //! fixes within the circuit's window, the cooldown after the last fix, and whether the circuit
-//! is open (the job stops fixing that target until `remedy daemon reset`).
+//! is open (the job stops fixing that target until `remedy daemon reset`). For the event
+//! triggers: the ids seen (replays), the pollers' cursors, the events accepted and not yet in a
+//! batch, and the batches waiting for their run (a new leader takes the last two over).
 //!
 //! The daemon and the `status`/`reset` commands change the file only through [`update`]: an
 //! exclusive lock on `daemon-state.lock`, read, change, write to a temporary file, fsync,
@@ -44,7 +46,52 @@ pub struct Events {
     /// Each poller's cursor (`NAME/events`, `NAME/alerts`).
     #[serde(default)]
     pub cursors: BTreeMap<String, Cursor>,
+    /// Events accepted (answered `200`, or polled) whose run is not yet asked for: set with the
+    /// id in [`Events::seen`], cleared once the event is in a batch (opened or joined) or
+    /// settled without one (no rule matched, a lookup failed). A new leader takes over those
+    /// the last one left.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub accepted: BTreeMap<String, Accepted>,
+    /// The batches of events waiting for their run ([`PendingBatch`]): written when a batch
+    /// opens, removed by the write that starts its run (or when it is dropped). At most
+    /// [`PENDING_MAX`].
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pending: Vec<PendingBatch>,
 }
+
+/// An event accepted but not yet in a batch (see [`Events::accepted`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Accepted {
+    pub at: Timestamp,
+    /// The event itself, so that a new leader can match it again; `None` when it was too big
+    /// or too many events wait already ([`ACCEPTED_KEPT`], [`ACCEPTED_BYTES`]): then only its id
+    /// is known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub event: Option<serde_json::Value>,
+}
+
+/// A batch of events waiting for its run, as the state keeps it: what the run is asked for
+/// (the job, its targets and parameters), and its first event.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PendingBatch {
+    /// Names the batch (its removal when its run starts).
+    pub id: String,
+    pub job: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub params: Vec<(String, String)>,
+    /// When its first event arrived, and that event in words (`TYPE ID`).
+    pub first: Timestamp,
+    pub about: String,
+}
+
+/// How many waiting batches the state keeps at most (the oldest go first, logged).
+pub const PENDING_MAX: usize = 256;
+/// How many accepted events the state keeps with their body at most (more: their ids only).
+pub const ACCEPTED_KEPT: usize = 64;
+/// The largest event (as JSON) the state keeps with its body.
+pub const ACCEPTED_BYTES: usize = 8 * 1024;
 
 /// Where a poller (`triggers::poll`) is: the newest item's time and the ids seen at that time.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -61,7 +108,35 @@ pub const SEEN_FOR: std::time::Duration = std::time::Duration::from_secs(3600);
 
 impl Events {
     pub fn is_empty(&self) -> bool {
-        self.seen.is_empty() && self.cursors.is_empty()
+        self.seen.is_empty()
+            && self.cursors.is_empty()
+            && self.accepted.is_empty()
+            && self.pending.is_empty()
+    }
+
+    /// Marks `id` (just remembered at `now`) as accepted and not yet in a batch, with the event
+    /// `event` (JSON) when it is small enough and few enough wait already.
+    pub fn accept(&mut self, id: &str, event: serde_json::Value, now: Timestamp) {
+        let kept = self.accepted.values().filter(|a| a.event.is_some()).count();
+        let small = serde_json::to_vec(&event).is_ok_and(|b| b.len() <= ACCEPTED_BYTES);
+        let event = (kept < ACCEPTED_KEPT && small).then_some(event);
+        self.accepted
+            .insert(id.to_string(), Accepted { at: now, event });
+        // Never more than the replay set holds.
+        let seen = &self.seen;
+        self.accepted.retain(|k, _| seen.contains_key(k));
+    }
+
+    /// Keeps `batch` as waiting; beyond [`PENDING_MAX`] the oldest are dropped: returned.
+    pub fn keep_pending(&mut self, batch: PendingBatch) -> Vec<PendingBatch> {
+        self.pending.push(batch);
+        let over = self.pending.len().saturating_sub(PENDING_MAX);
+        self.pending.drain(..over).collect()
+    }
+
+    /// Forgets the waiting batch `id` (its run starts, or it was dropped).
+    pub fn settle_pending(&mut self, id: &str) {
+        self.pending.retain(|b| b.id != id);
     }
 
     /// Remember `id` at `now`: `false` when it was seen already (a replay). Keeps the set
@@ -599,6 +674,85 @@ mod tests {
         let later = t0 + jiff::SignedDuration::from_hours(3);
         assert!(e.remember("a", later));
         assert_eq!(e.seen.len(), 1, "the old ones expired");
+    }
+
+    fn batch(id: &str, job: &str) -> PendingBatch {
+        PendingBatch {
+            id: id.into(),
+            job: job.into(),
+            limit: Some("r-930-VM".into()),
+            params: vec![("vpc".into(), "web-vpc".into())],
+            first: at("2026-12-06T10:00:00Z"),
+            about: "ROUTER.HEALTH.CHECKS ev-1".into(),
+        }
+    }
+
+    #[test]
+    fn waiting_batches_and_accepted_events_survive_a_round_trip() {
+        let dir = tempfile::tempdir().unwrap();
+        let t0 = at("2026-12-06T10:00:00Z");
+        let event = serde_json::json!({"id": "ev-1", "type": "ROUTER.HEALTH.CHECKS"});
+        update(dir.path(), |s| {
+            assert!(s.events.remember("ev-1", t0));
+            s.events.accept("ev-1", event.clone(), t0);
+            assert!(s.events.keep_pending(batch("b1", "dns")).is_empty());
+        })
+        .unwrap();
+        let text = std::fs::read_to_string(path(dir.path())).unwrap();
+        let back = load(dir.path()).unwrap();
+        assert_eq!(back.events.pending, [batch("b1", "dns")], "{text}");
+        assert_eq!(
+            back.events.accepted["ev-1"],
+            Accepted {
+                at: t0,
+                event: Some(event)
+            },
+            "{text}"
+        );
+        // The run starts: the batch and the mark go, the id stays a replay.
+        update(dir.path(), |s| {
+            s.events.settle_pending("b1");
+            s.events.accepted.remove("ev-1");
+        })
+        .unwrap();
+        let after = load(dir.path()).unwrap();
+        assert!(after.events.pending.is_empty() && after.events.accepted.is_empty());
+        assert!(after.events.seen.contains_key("ev-1"));
+        let text = std::fs::read_to_string(path(dir.path())).unwrap();
+        assert!(
+            !text.contains("pending") && !text.contains("accepted"),
+            "nothing left of them in the file: {text}"
+        );
+        // A document without them (an older daemon's) reads as none waiting.
+        let old: State =
+            serde_json::from_str(r#"{"jobs": {}, "events": {"seen": {}, "cursors": {}}}"#).unwrap();
+        assert!(old.events.pending.is_empty() && old.events.accepted.is_empty());
+    }
+
+    #[test]
+    fn waiting_batches_and_kept_events_are_bounded() {
+        let mut e = Events::default();
+        for n in 0..PENDING_MAX {
+            assert!(e.keep_pending(batch(&format!("b{n}"), "dns")).is_empty());
+        }
+        let dropped = e.keep_pending(batch("newest", "dns"));
+        assert_eq!(dropped, [batch("b0", "dns")], "the oldest goes");
+        assert_eq!(e.pending.len(), PENDING_MAX);
+        assert_eq!(e.pending.last().unwrap().id, "newest");
+        // Bodies: at most ACCEPTED_KEPT, none over ACCEPTED_BYTES; the rest by id only.
+        let t0 = at("2026-12-06T10:00:00Z");
+        for n in 0..ACCEPTED_KEPT + 2 {
+            let id = format!("ev-{n}");
+            e.remember(&id, t0);
+            e.accept(&id, serde_json::json!({"id": id}), t0);
+        }
+        let big = "x".repeat(ACCEPTED_BYTES);
+        e.remember("big", t0);
+        e.accept("big", serde_json::json!({ "description": big }), t0);
+        let kept = e.accepted.values().filter(|a| a.event.is_some()).count();
+        assert_eq!(kept, ACCEPTED_KEPT);
+        assert_eq!(e.accepted.len(), ACCEPTED_KEPT + 3);
+        assert_eq!(e.accepted["big"].event, None);
     }
 
     #[test]

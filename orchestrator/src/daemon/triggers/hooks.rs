@@ -17,7 +17,9 @@
 //!    keeps it) is answered `200` and counted in `remedy_events_deduplicated_total{reason="replay"}`;
 //! 6. then `200` at once: the event is queued for the daemon's loop, which matches the rules,
 //!    fetches their lookups and debounces, after the answer (`503`, `overloaded`, when the
-//!    queue is full).
+//!    queue is full). The write that records the id also records the event as accepted and not
+//!    yet in a batch (`state::Events::accepted`): a new leader takes it over if this one dies
+//!    before the loop has put it in a batch.
 
 use std::sync::{Arc, RwLock};
 
@@ -224,7 +226,7 @@ async fn take(
     let now = std::time::Instant::now();
     let (mut queued, mut replayed) = (0, 0);
     for event in events {
-        if !remember(&hub.store, &event.id).await.map_err(|e| {
+        if !remember(&hub.store, &event).await.map_err(|e| {
             (
                 Refusal::Overloaded,
                 format!("cannot record the event in the daemon state: {e}"),
@@ -257,10 +259,21 @@ fn too_large() -> Refusal {
     Refusal::TooLarge
 }
 
-/// Records `id` as seen; `false` when it was already (a replay).
-pub async fn remember(store: &Store, id: &str) -> Result<bool, String> {
+/// Records the event's id as seen, and the event as accepted and not yet in a batch (so that a
+/// new leader finds it if this one dies before its run is asked for), in one write; `false`
+/// when the id was seen already (a replay).
+pub async fn remember(store: &Store, event: &Event) -> Result<bool, String> {
     let now = jiff::Timestamp::now();
-    store.update(|s| s.events.remember(id, now)).await
+    let json = serde_json::to_value(event).unwrap_or_default();
+    store
+        .update(|s| {
+            let new = s.events.remember(&event.id, now);
+            if new {
+                s.events.accept(&event.id, json.clone(), now);
+            }
+            new
+        })
+        .await
 }
 
 /// Constant-time equality of two byte strings (the length is not secret).

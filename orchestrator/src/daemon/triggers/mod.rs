@@ -51,7 +51,9 @@ impl Origin {
 }
 
 /// One event, whatever its source: what a rule matches and its templates read (`event.FIELD`).
-#[derive(Debug, Clone, Default, Serialize)]
+/// Kept in the daemon's state (as JSON) from its acceptance until it is in a batch.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
 pub struct Event {
     /// `cloudstack` or `alertmanager`.
     pub source: String,

@@ -201,7 +201,7 @@ async fn once(
         let (new, next) = advance(&cursor, polled, jiff::Timestamp::now());
         for event in new {
             metrics.event_received(Origin::Cloudstack);
-            if !super::hooks::remember(&env.store, &event.id).await? {
+            if !super::hooks::remember(&env.store, &event).await? {
                 metrics.event_deduplicated(Origin::Cloudstack, "replay");
                 continue;
             }

@@ -24,6 +24,8 @@ use super::rules::Ask;
 /// A run asked for by events, waiting for its window to pass.
 #[derive(Debug, Clone)]
 pub struct Batch {
+    /// Names it in the daemon's state, where it is kept while it waits (`state::PendingBatch`).
+    pub id: String,
     pub job: String,
     pub ask: Ask,
     /// When its first event arrived (the start of the latency metrics).
@@ -57,9 +59,9 @@ pub struct Queue {
 
 impl Queue {
     /// Adds an event's ask for `job`: it joins the waiting batch of the same key (returns
-    /// `true`: deduplicated), or opens one: due `window` after `now` ([`FirstEvent::Wait`]), or
-    /// at once unless a batch of the key started less than `window` ago, then one window after
-    /// that start ([`FirstEvent::Now`]).
+    /// `None`: deduplicated), or opens one (returns its id): due `window` after `now`
+    /// ([`FirstEvent::Wait`]), or at once unless a batch of the key started less than `window`
+    /// ago, then one window after that start ([`FirstEvent::Now`]).
     #[allow(clippy::too_many_arguments)]
     pub fn add(
         &mut self,
@@ -70,7 +72,7 @@ impl Queue {
         now: Instant,
         window: Duration,
         first: FirstEvent,
-    ) -> bool {
+    ) -> Option<String> {
         if let Some(b) = self
             .batches
             .iter_mut()
@@ -78,7 +80,7 @@ impl Queue {
         {
             b.events += 1;
             b.first = b.first.min(at);
-            return true;
+            return None;
         }
         self.started
             .retain(|(_, _, t)| now.saturating_duration_since(*t) < window);
@@ -90,7 +92,9 @@ impl Queue {
                 .find(|(j, a, _)| j == job && *a == ask)
                 .map_or(now, |(_, _, t)| (*t + window).max(now)),
         };
+        let id = uuid::Uuid::new_v4().simple().to_string();
         self.batches.push(Batch {
+            id: id.clone(),
             job: job.to_string(),
             ask,
             first: at,
@@ -98,7 +102,13 @@ impl Queue {
             events: 1,
             about,
         });
-        false
+        Some(id)
+    }
+
+    /// Puts back a batch a previous leader left waiting (from the daemon's state), as it is
+    /// (with its id and when it is due): events for its key join it like any waiting batch.
+    pub fn restore(&mut self, batch: Batch) {
+        self.batches.push(batch);
     }
 
     /// The batches due at `now` whose job is not busy, at most one per job (the others wait
@@ -199,9 +209,15 @@ mod tests {
         let w = Duration::from_secs(1);
         let mut q = Queue::default();
         let wait = FirstEvent::Wait;
-        assert!(!q.add("dns", ask("r1"), "a".into(), t0, t0, w, wait));
-        assert!(q.add("dns", ask("r1"), "b".into(), t0, t0, w, wait));
-        assert!(!q.add("dns", ask("r2"), "c".into(), t0, t0, w, wait));
+        assert!(q
+            .add("dns", ask("r1"), "a".into(), t0, t0, w, wait)
+            .is_some());
+        assert!(q
+            .add("dns", ask("r1"), "b".into(), t0, t0, w, wait)
+            .is_none());
+        assert!(q
+            .add("dns", ask("r2"), "c".into(), t0, t0, w, wait)
+            .is_some());
         assert!(q.take_due(t0, &BTreeSet::new()).is_empty(), "not due yet");
         let busy: BTreeSet<String> = ["dns".to_string()].into();
         assert!(q.take_due(t0 + w, &busy).is_empty(), "the job runs");
@@ -252,28 +268,76 @@ mod tests {
     }
 
     #[test]
+    fn a_restored_batch_keeps_its_id_takes_in_its_key_and_runs_when_due() {
+        let t0 = Instant::now();
+        let w = Duration::from_secs(5);
+        let mut q = Queue::default();
+        q.restore(Batch {
+            id: "kept-1".into(),
+            job: "dns".into(),
+            ask: ask("r1"),
+            first: t0,
+            due: t0,
+            events: 1,
+            about: "E ev-1".into(),
+        });
+        // An event for its key joins it.
+        let joined = q.add(
+            "dns",
+            ask("r1"),
+            "E ev-2".into(),
+            t0,
+            t0,
+            w,
+            FirstEvent::Wait,
+        );
+        assert_eq!(joined, None);
+        let taken = q.take_due(t0, &BTreeSet::new());
+        assert_eq!(taken.len(), 1);
+        assert_eq!(
+            (
+                taken[0].id.as_str(),
+                taken[0].events,
+                taken[0].about.as_str()
+            ),
+            ("kept-1", 2, "E ev-1")
+        );
+        assert!(q.is_empty());
+    }
+
+    #[test]
     fn a_quiet_key_runs_at_once_again_and_other_keys_are_not_held_back() {
         let t0 = Instant::now();
         let w = Duration::from_secs(2);
         let now = FirstEvent::Now;
         let mut q = Queue::default();
         let free = BTreeSet::new();
-        assert!(!q.add("dns", ask("r1"), "a".into(), t0, t0, w, now));
+        assert!(q
+            .add("dns", ask("r1"), "a".into(), t0, t0, w, now)
+            .is_some());
         assert_eq!(q.take_due(t0, &free).len(), 1, "at once");
         // Another router is another key: at once too.
-        assert!(!q.add("dns", ask("r2"), "b".into(), t0, t0, w, now));
+        assert!(q
+            .add("dns", ask("r2"), "b".into(), t0, t0, w, now)
+            .is_some());
         assert_eq!(q.take_due(t0, &free).len(), 1);
         // r1 again within the window: due one window after its start.
         let t1 = t0 + Duration::from_millis(500);
-        assert!(!q.add("dns", ask("r1"), "c".into(), t1, t1, w, now));
-        assert!(q.add("dns", ask("r1"), "d".into(), t1, t1, w, now));
+        assert!(q
+            .add("dns", ask("r1"), "c".into(), t1, t1, w, now)
+            .is_some());
+        assert!(q
+            .add("dns", ask("r1"), "d".into(), t1, t1, w, now)
+            .is_none());
         assert!(q.take_due(t1, &free).is_empty());
         assert_eq!(q.next_due(), Some(t0 + w));
         let b = q.take_due(t0 + w, &free);
         assert_eq!(b[0].events, 2);
         // Quiet for a window after that start: the next event runs at once.
         let t2 = t0 + w + w;
-        assert!(!q.add("dns", ask("r1"), "e".into(), t2, t2, w, now));
+        assert!(q
+            .add("dns", ask("r1"), "e".into(), t2, t2, w, now)
+            .is_some());
         assert_eq!(q.take_due(t2, &free).len(), 1);
         assert!(q.started.len() <= 2, "forgotten after a window");
     }
