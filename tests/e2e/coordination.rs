@@ -254,7 +254,10 @@ fn a_member_killed_mid_run_goes_unnoticed() {
     let Some(mut cluster) = Cluster::start(3) else {
         return;
     };
-    let url = cluster.url("/remedy/zone-c", 4);
+    // The default TTL (10s): the keep-alive gives up at half of it, and a killed member that
+    // led the cluster takes etcd 1-2 s to replace, when no lease is renewed (with a 4s TTL that
+    // was counted as a lost lease 2 times in 20).
+    let url = cluster.url("/remedy/zone-c", 10);
     let a = Machine::new(&url);
     let pb = holding(a.dir.path(), 6);
     let run = spawn(a.apply(&pb, &[]));

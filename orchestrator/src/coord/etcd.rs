@@ -417,19 +417,25 @@ async fn keep_alive(
     lost: watch::Sender<Option<String>>,
 ) {
     let every = ttl / 3;
+    // After a failure the next try comes at once (a killed member's stream breaks; a new one
+    // reaches another member), not a tick later: one slow tick must not use up the margin.
+    const RETRY: Duration = Duration::from_millis(200);
     let mut last_ok = Instant::now();
     let mut stream = None;
+    let mut failing = false;
     loop {
-        tokio::time::sleep(every).await;
+        tokio::time::sleep(if failing { RETRY.min(every) } else { every }).await;
+        // A try may take what is left before the lease counts as lost (at most a tick).
+        let wait = every.min((ttl / 2).saturating_sub(last_ok.elapsed()).max(RETRY));
         if stream.is_none() {
-            stream = tokio::time::timeout(every, client.lease_keep_alive(lease))
+            stream = tokio::time::timeout(wait, client.lease_keep_alive(lease))
                 .await
                 .ok()
                 .and_then(Result::ok);
         }
         let answer = match stream.as_mut() {
             Some((keeper, answers)) => {
-                tokio::time::timeout(every, async {
+                tokio::time::timeout(wait, async {
                     keeper.keep_alive().await?;
                     answers.message().await
                 })
@@ -438,15 +444,21 @@ async fn keep_alive(
             None => Ok(Ok(None)),
         };
         match answer {
-            Ok(Ok(Some(r))) if r.ttl() > 0 => last_ok = Instant::now(),
+            Ok(Ok(Some(r))) if r.ttl() > 0 => {
+                last_ok = Instant::now();
+                failing = false;
+            }
             Ok(Ok(Some(_))) => {
                 let _ = lost.send(Some(format!(
                     "etcd says the lock lease {lease:x} has expired"
                 )));
                 return;
             }
-            // No answer, or the stream broke: a new stream next time.
-            _ => stream = None,
+            // No answer, or the stream broke: a new stream, soon.
+            _ => {
+                stream = None;
+                failing = true;
+            }
         }
         if last_ok.elapsed() >= ttl / 2 {
             let _ = lost.send(Some(format!(
