@@ -497,9 +497,14 @@ impl Scheduler {
             if set.is_empty() {
                 break;
             }
-            self.halt_on(&failure);
             let mut cancel = self.cancel.clone();
-            let cancel_open = cancel.has_changed().is_ok();
+            if *cancel.borrow() && failure.is_none() {
+                failure = Some(self.stop_reason());
+            }
+            self.halt_on(&failure);
+            // Watched until it is set (a clone keeps its original's last-seen version, so once
+            // set it would answer at once at every turn) or its sender is gone (never set).
+            let watch_cancel = cancel.has_changed().is_ok() && !*cancel.borrow();
             tokio::select! {
                 joined = set.join_next() => {
                     match joined {
@@ -508,8 +513,7 @@ impl Scheduler {
                         None => {}
                     }
                 }
-                // (A cancel sender gone never cancels: then only the workers wake this.)
-                _ = cancel.changed(), if cancel_open => {
+                _ = cancel.changed(), if watch_cancel => {
                     if *cancel.borrow() && failure.is_none() {
                         failure = Some(self.stop_reason());
                     }

@@ -324,7 +324,7 @@ pub struct Resolved {
 /// One inventory [`resolve_with`] made.
 #[derive(Debug)]
 struct Made {
-    /// The files' digest.
+    /// The files it was made from ([`crate::inventory::files_state`]).
     digest: String,
     generated: Generated,
     inventory: crate::inventory::Inventory,
@@ -333,8 +333,8 @@ struct Made {
 }
 
 impl Resolved {
-    /// The inventory made last from `paths`, if the files' digest is still `digest` and the
-    /// zone was read less than `max_age` ago.
+    /// The inventory made last from `paths`, if their files are still `digest`
+    /// ([`crate::inventory::files_state`]) and the zone was read less than `max_age` ago.
     pub fn recent(
         &self,
         paths: &[PathBuf],
@@ -388,7 +388,11 @@ pub async fn resolve_with(
     if let Some(ssh) = &conn.simulator_ssh {
         reach_simulated_hosts(&mut generated, ssh);
     }
-    let digest = inv.digest();
+    // (What the files are, vars files of the zone's hosts included: the cache's key.)
+    let digest = match cache {
+        Some(_) => crate::inventory::files_state(paths).map_err(|e| e.to_string())?,
+        None => String::new(),
+    };
     if let Some(cache) = cache {
         let mut last = cache.last.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(m) = last.get_mut(paths) {
@@ -400,8 +404,9 @@ pub async fn resolve_with(
     }
     let made = Inventory::load_with_generated(paths, Some(&generated.to_yaml()))
         .map_err(|e| e.to_string())?;
-    // (Kept only when the files did not change while the zone was read.)
-    if let Some(cache) = cache.filter(|_| made.files_digest() == digest) {
+    // (Kept only when the files did not change while the inventory was made.)
+    let unchanged = || crate::inventory::files_state(paths).is_ok_and(|now| now == digest);
+    if let Some(cache) = cache.filter(|_| unchanged()) {
         cache.last.lock().unwrap_or_else(|p| p.into_inner()).insert(
             paths.to_vec(),
             Made {

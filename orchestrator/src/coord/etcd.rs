@@ -416,7 +416,9 @@ async fn keep_alive(
     ttl: Duration,
     lost: watch::Sender<Option<String>>,
 ) {
-    let every = ttl / 3;
+    // Every sixth of the TTL, so that after a success several tries fit before the lease
+    // counts as lost (at half the TTL), even when one of them hangs.
+    let every = ttl / 6;
     // After a failure the next try comes at once (a killed member's stream breaks; a new one
     // reaches another member), not a tick later: one slow tick must not use up the margin.
     const RETRY: Duration = Duration::from_millis(200);
@@ -425,8 +427,9 @@ async fn keep_alive(
     let mut failing = false;
     loop {
         tokio::time::sleep(if failing { RETRY.min(every) } else { every }).await;
-        // A try may take what is left before the lease counts as lost (at most a tick).
-        let wait = every.min((ttl / 2).saturating_sub(last_ok.elapsed()).max(RETRY));
+        // A try may take half of what is left before the lease counts as lost (at most a
+        // tick): a hung one leaves room for another.
+        let wait = every.min(((ttl / 2).saturating_sub(last_ok.elapsed()) / 2).max(RETRY));
         if stream.is_none() {
             stream = tokio::time::timeout(wait, client.lease_keep_alive(lease))
                 .await

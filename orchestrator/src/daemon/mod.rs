@@ -317,6 +317,9 @@ async fn lead(
     // The events a previous leader accepted and had not run yet: its waiting batches, and the
     // events it had not put in a batch. Only then does this daemon lead (ready, taking events):
     // every event the state marks as not in a batch yet is the previous leader's.
+    // Events still queued from an earlier term of this daemon are in the state's marks, which
+    // the takeover reads: from the queue they would run twice.
+    while events.rx.try_recv().is_ok() {}
     for arrived in take_over_events(env, jobs, &mut queue).await {
         let id = arrived.event.id.clone();
         if !dispatch(jobs, env, metrics, &fire_tx, arrived) {
@@ -380,8 +383,9 @@ async fn lead(
         // Start the runs events asked for whose window has passed (and whose job is free).
         for batch in queue.take_due(std::time::Instant::now(), &busy) {
             let Some(job) = jobs.get(&batch.job) else {
-                settle(env, &[], std::slice::from_ref(&batch.id), &unmark).await;
-                unmark.clear();
+                if settle(env, &[], std::slice::from_ref(&batch.id), &unmark).await {
+                    unmark.clear();
+                }
                 continue;
             };
             let job = asked(job, &batch);
@@ -424,14 +428,16 @@ async fn lead(
             None => Duration::from_secs(3600),
         }
         .min(Duration::from_secs(3600));
-        let wake = match queue.next_due() {
+        let wake = match queue.next_due(&busy) {
             Some(due) => wake.min(due.saturating_duration_since(std::time::Instant::now())),
             None => wake,
         };
         // Marks of events already in a batch: cleared at most a second late (one write for
         // every event of a storm that joined a batch meanwhile).
-        if !unmark.is_empty() && unmarked.elapsed() >= UNMARK_EVERY {
-            settle(env, &[], &[], &unmark).await;
+        if !unmark.is_empty()
+            && unmarked.elapsed() >= UNMARK_EVERY
+            && settle(env, &[], &[], &unmark).await
+        {
             unmark.clear();
         }
         if unmark.is_empty() {
@@ -477,8 +483,7 @@ async fn lead(
                 unmark.push(matched.id);
                 // A batch opened: kept in the state at once (with the marks to clear). An
                 // event that only joined batches waits for the next write.
-                if !opened.is_empty() {
-                    settle(env, &opened, &[], &unmark).await;
+                if !opened.is_empty() && settle(env, &opened, &[], &unmark).await {
                     unmark.clear();
                 }
             }
@@ -546,11 +551,16 @@ async fn lead(
                 // The term's cancel is set by the same loss: the running jobs stop and roll
                 // back.
                 if let Some(why) = why {
+                    // No more events from now on (the receivers answer 503): one accepted
+                    // during the rollback below would be marked after the next leader took
+                    // the marks over, and never run.
+                    metrics.set_leader(false);
                     tracing::error!(running = running.len(), reason = %why, "leadership lost: cancelling running jobs");
                     pollers.abort_all();
-                    while running.join_next().await.is_some() {}
-                    // (The events already in a batch: not matched again by the next leader.)
+                    // (The events already in a batch: not matched again by the next leader,
+                    // which may take over while the running jobs roll back.)
                     settle(env, &[], &[], &unmark).await;
+                    while running.join_next().await.is_some() {}
                     // The events not yet matched are the next leader's (their marks stay in
                     // the state): this daemon, should it lead again, does not run them late.
                     while events.rx.try_recv().is_ok() {}
@@ -622,7 +632,14 @@ const UNMARK_EVERY: Duration = Duration::from_secs(1);
 /// `state::PENDING_MAX` the oldest are no longer kept: logged; they still run here), forgets
 /// the waiting batches `settled`, and clears the marks of the events `unmark`. A failed write is
 /// logged (the batches still run here; a new leader would not know them).
-async fn settle(env: &Env, opened: &[state::PendingBatch], settled: &[String], unmark: &[String]) {
+/// Returns whether the state was written (when not, the marks are still there: clear them
+/// with a later write).
+async fn settle(
+    env: &Env,
+    opened: &[state::PendingBatch],
+    settled: &[String],
+    unmark: &[String],
+) -> bool {
     let r = env
         .store
         .update(|s| {
@@ -650,11 +667,15 @@ async fn settle(env: &Env, opened: &[state::PendingBatch], settled: &[String], u
                     state::PENDING_MAX
                 );
             }
+            true
         }
-        Err(e) => tracing::error!(
-            error = %e,
-            "cannot record the waiting batches of events in the daemon state (they still run here, but a new leader would not know them)"
-        ),
+        Err(e) => {
+            tracing::error!(
+                error = %e,
+                "cannot record the waiting batches of events in the daemon state (they still run here, but a new leader would not know them)"
+            );
+            false
+        }
     }
 }
 

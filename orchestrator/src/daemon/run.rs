@@ -240,10 +240,11 @@ async fn inventory(
     let digest = files.digest();
     let api = env.api(&job.inventory, &files);
     if !fresh && !job.inventory_cache.is_zero() && files.cloudstack_source().is_some() {
-        if let Some(inv) = env
-            .resolved
-            .recent(&job.inventory, &digest, job.inventory_cache)
-        {
+        let state = crate::inventory::files_state(&job.inventory);
+        if let Some(inv) = state.ok().and_then(|state| {
+            env.resolved
+                .recent(&job.inventory, &state, job.inventory_cache)
+        }) {
             return Ok((inv, api, digest, true));
         }
     }

@@ -126,8 +126,6 @@ pub struct Loaded {
     vault_values: Vec<String>,
     sources: Vec<PathBuf>,
     digest: String,
-    /// [`Inventory::files_digest`].
-    files_digest: String,
 }
 
 #[derive(Debug, Clone)]
@@ -344,9 +342,7 @@ impl Inventory {
     ) -> Result<Inventory, InventoryError> {
         let mut builder = Builder::default();
         if let Some(text) = generated {
-            builder.reading_generated = true;
             builder.add_inventory_text(Path::new("<cloudstack api>"), text.as_bytes())?;
-            builder.reading_generated = false;
             builder.generated = true;
         }
         let mut base_dirs: Vec<PathBuf> = Vec::new();
@@ -415,7 +411,6 @@ impl Inventory {
                 vault_values: Vec::new(),
                 sources: Vec::new(),
                 digest: hex(&Sha256::new().finalize()),
-                files_digest: hex(&Sha256::new().finalize()),
             })),
         }
     }
@@ -483,12 +478,6 @@ impl Inventory {
     /// SHA-256 (hex) over every file read, in order: each file's path, its length and its bytes.
     pub fn digest(&self) -> String {
         self.digest.clone()
-    }
-
-    /// [`Inventory::digest`] over the files alone, without the hosts the CloudStack API gave:
-    /// the same as [`Inventory::load`] of the same files gives as its digest.
-    pub fn files_digest(&self) -> String {
-        self.files_digest.clone()
     }
 
     /// Every file read (inventory files, then `group_vars`/`host_vars` files), in order.
@@ -591,6 +580,66 @@ impl Inventory {
             .filter(|g| *g != ALL && *g != UNGROUPED)
             .cloned()
             .collect()
+    }
+}
+
+/// SHA-256 (hex) over every file loading `paths` may read, whatever hosts and groups they turn
+/// out to hold: the inventory files, and every file under each base directory's `group_vars/`
+/// and `host_vars/` (each file's path, length and bytes, in order). Unlike
+/// [`Inventory::digest`] it changes when a vars file is added for a host or group that only a
+/// CloudStack source names: what a cache of inventories made with the zone's hosts must know.
+pub fn files_state(paths: &[PathBuf]) -> Result<String, InventoryError> {
+    let mut files = Vec::new();
+    let mut bases: Vec<PathBuf> = Vec::new();
+    for path in paths {
+        let base = if path.is_dir() {
+            collect_inventory_files(path, &mut files)?;
+            path.clone()
+        } else {
+            files.push(path.clone());
+            match path.parent() {
+                Some(parent) if !parent.as_os_str().is_empty() => parent.to_path_buf(),
+                _ => PathBuf::from("."),
+            }
+        };
+        if !bases.contains(&base) {
+            bases.push(base);
+        }
+    }
+    for base in &bases {
+        for sub in ["group_vars", "host_vars"] {
+            every_file(&base.join(sub), &mut files);
+        }
+    }
+    let mut hasher = Sha256::new();
+    for file in &files {
+        let bytes = std::fs::read(file).map_err(|cause| InventoryError::Io {
+            path: file.clone(),
+            what: "cannot read inventory".into(),
+            cause,
+        })?;
+        let label = file.to_string_lossy();
+        hasher.update((label.len() as u64).to_le_bytes());
+        hasher.update(label.as_bytes());
+        hasher.update((bytes.len() as u64).to_le_bytes());
+        hasher.update(&bytes);
+    }
+    Ok(hex(&hasher.finalize()))
+}
+
+/// Every regular file under `dir` (none when it is not a directory), in name order.
+fn every_file(dir: &Path, out: &mut Vec<PathBuf>) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    let mut paths: Vec<PathBuf> = entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
+    paths.sort();
+    for path in paths {
+        if path.is_dir() {
+            every_file(&path, out);
+        } else if path.is_file() {
+            out.push(path);
+        }
     }
 }
 

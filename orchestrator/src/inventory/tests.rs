@@ -1252,3 +1252,46 @@ fn vaulted_files_and_values_are_decrypted_and_listed_as_secrets() {
         ]
     );
 }
+
+/// `files_state` sees what `Inventory::digest` cannot: a vars file for a host or group only a
+/// CloudStack source names (it is read only once the zone's hosts are known).
+#[test]
+fn files_state_changes_with_any_vars_file_even_for_a_host_the_files_do_not_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let inv = dir.path().join("inventory.yml");
+    std::fs::write(
+        &inv,
+        "all:\n  hosts:\n    kvm1: { ansible_host: 127.0.0.1 }\n",
+    )
+    .unwrap();
+    let paths = vec![inv.clone()];
+    let first = files_state(&paths).unwrap();
+    assert_eq!(
+        files_state(&paths).unwrap(),
+        first,
+        "the same files, the same state"
+    );
+    let digest = Inventory::load(&paths).unwrap().digest();
+    // A host_vars file for a router only the zone's API names.
+    std::fs::create_dir(dir.path().join("host_vars")).unwrap();
+    std::fs::write(
+        dir.path().join("host_vars/r-930-VM.yml"),
+        "ansible_port: 2222\n",
+    )
+    .unwrap();
+    let with_vars = files_state(&paths).unwrap();
+    assert_ne!(with_vars, first);
+    assert_eq!(
+        Inventory::load(&paths).unwrap().digest(),
+        digest,
+        "the files alone do not read it"
+    );
+    // A group's, in a directory of its own.
+    std::fs::create_dir_all(dir.path().join("group_vars/vpc_web_vpc")).unwrap();
+    std::fs::write(dir.path().join("group_vars/vpc_web_vpc/x.yml"), "a: 1\n").unwrap();
+    let with_group = files_state(&paths).unwrap();
+    assert_ne!(with_group, with_vars);
+    // Its content counts, not only its name.
+    std::fs::write(dir.path().join("group_vars/vpc_web_vpc/x.yml"), "a: 2\n").unwrap();
+    assert_ne!(files_state(&paths).unwrap(), with_group);
+}

@@ -56,10 +56,6 @@ pub(super) struct Builder {
     /// Every file read, in order (also the origins of variables).
     pub(super) files: Vec<PathBuf>,
     pub(super) hasher: Sha256,
-    /// The same over the files alone (not the API's generated inventory).
-    pub(super) files_hasher: Sha256,
-    /// Set while the API's generated inventory is read.
-    pub(super) reading_generated: bool,
     /// `host_vars` layers for implicit local hosts, by name.
     pub(super) implicit_file_vars: BTreeMap<String, Vec<(usize, VarLayer)>>,
     /// The first source is the CloudStack API's generated inventory.
@@ -97,12 +93,6 @@ impl Builder {
         self.hasher.update(label.as_bytes());
         self.hasher.update((bytes.len() as u64).to_le_bytes());
         self.hasher.update(bytes);
-        if !self.reading_generated {
-            self.files_hasher.update((label.len() as u64).to_le_bytes());
-            self.files_hasher.update(label.as_bytes());
-            self.files_hasher.update((bytes.len() as u64).to_le_bytes());
-            self.files_hasher.update(bytes);
-        }
         self.files.push(path.to_path_buf());
         self.files.len() - 1
     }
@@ -435,7 +425,6 @@ impl Builder {
             vault_values: self.vault_values,
             sources: self.files,
             digest: hex(&self.hasher.finalize()),
-            files_digest: hex(&self.files_hasher.finalize()),
         })))
     }
 }

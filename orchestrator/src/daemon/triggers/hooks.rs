@@ -223,6 +223,14 @@ async fn take(
             alertmanager(&body)?
         }
     };
+    // Again: a leader that lost its term while the body was read takes no event (the next
+    // leader has already read the marks of the accepted ones).
+    if !hub.metrics.is_leader() {
+        return Err((
+            Refusal::NotLeader,
+            "this replica does not lead; deliver to the leader".into(),
+        ));
+    }
     let now = std::time::Instant::now();
     let (mut queued, mut replayed) = (0, 0);
     for event in events {

@@ -132,9 +132,15 @@ impl Queue {
         taken
     }
 
-    /// When the next batch falls due (a busy job's batch counts too: its job may end before).
-    pub fn next_due(&self) -> Option<Instant> {
-        self.batches.iter().map(|b| b.due).min()
+    /// When the next batch of a job that is not `busy` falls due. (A busy job's batch waits for
+    /// its run to end, which wakes the loop on its own: counting it would make a due batch wake
+    /// the loop at once, again and again, while the job runs.)
+    pub fn next_due(&self, busy: &BTreeSet<String>) -> Option<Instant> {
+        self.batches
+            .iter()
+            .filter(|b| !busy.contains(&b.job))
+            .map(|b| b.due)
+            .min()
     }
 
     /// Forget the batches of jobs no longer in the file (after a reload).
@@ -330,7 +336,13 @@ mod tests {
             .add("dns", ask("r1"), "d".into(), t1, t1, w, now)
             .is_none());
         assert!(q.take_due(t1, &free).is_empty());
-        assert_eq!(q.next_due(), Some(t0 + w));
+        assert_eq!(q.next_due(&free), Some(t0 + w));
+        let busy: BTreeSet<String> = ["dns".to_string()].into();
+        assert_eq!(
+            q.next_due(&busy),
+            None,
+            "a busy job's batch does not wake the loop"
+        );
         let b = q.take_due(t0 + w, &free);
         assert_eq!(b[0].events, 2);
         // Quiet for a window after that start: the next event runs at once.
