@@ -40,7 +40,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from fleet import binaries, log, setting  # noqa: E402
-from simzone import Lab, free_port, scenario  # noqa: E402
+from simzone import free_port, fresh_lab  # noqa: E402
 from steady import metric  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -232,12 +232,7 @@ def main():
     args = ap.parse_args()
     args.wrap = None
     remedy, _ = binaries(args)
-    work = Path(args.work)
-    shutil.rmtree(work, ignore_errors=True)
-    work.mkdir(parents=True)
-    scen = work / "scenario.yml"
-    scen.write_text(scenario(args.hosts, args.vpcs, args.jumps))
-    lab = Lab(remedy, work, scen)
+    work, lab = fresh_lab(remedy, args)
     results = {}
     try:
         base = lab_base(lab)

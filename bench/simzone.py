@@ -108,6 +108,17 @@ class Lab:
                 self.proc.wait()
 
 
+def fresh_lab(remedy, args):
+    """A fresh work directory (args.work) and a lab running the zone of args.hosts hypervisors,
+    args.vpcs VPCs on the first args.jumps: (work, lab)."""
+    work = Path(args.work)
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    scen = work / "scenario.yml"
+    scen.write_text(scenario(args.hosts, args.vpcs, args.jumps))
+    return work, Lab(remedy, work, scen)
+
+
 def floor_hosts(remedy, inventory, out):
     """The floor's host list (hypervisors and routers, routers via their hypervisor), as
     `remedy inventory --list` resolves the inventory `remedy lab` wrote (its machines come from

@@ -27,7 +27,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from fleet import binaries, log, setting  # noqa: E402
-from simzone import Lab, cpu_s, free_port, scenario  # noqa: E402
+from simzone import cpu_s, free_port, fresh_lab  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -130,14 +130,9 @@ def main():
     args = ap.parse_args()
     args.wrap = None
     remedy, _ = binaries(args)
-    work = Path(args.work)
-    shutil.rmtree(work, ignore_errors=True)
-    work.mkdir(parents=True)
-    scen = work / "scenario.yml"
-    scen.write_text(scenario(args.hosts, args.vpcs, args.jumps))
+    work, lab = fresh_lab(remedy, args)
     playbook = work / "steady.yml"
     playbook.write_text(PLAYBOOK)
-    lab = Lab(remedy, work, scen)
     try:
         jobs = work / "jobs.yml"
         jobs.write_text(

@@ -37,7 +37,7 @@ use serde::{Deserialize, Serialize};
 
 use super::events::{NewEvent, Resource, ALERT_DOMAIN_ROUTER, ALERT_HOST, ALERT_SSVM};
 use super::guest::ServiceState;
-use super::model::KEEPALIVED_CONF;
+use super::model::{World, KEEPALIVED_CONF};
 use super::{Zone, AGENT};
 
 /// What a look saw of one machine: (id, state, redundant state or agent state, health).
@@ -129,6 +129,39 @@ fn same<'a>(
     n == before.len()
 }
 
+/// What a look sees of one machine: id, state, derived state, healthy.
+type View<'a> = (&'a str, &'a str, &'static str, bool);
+
+/// The live routers of VPCs: their redundant state, and whether dnsmasq runs.
+fn router_views(w: &World) -> impl Iterator<Item = View<'_>> {
+    w.vms
+        .iter()
+        .filter(|v| v.vpcid().is_some() && v.live())
+        .map(|v| {
+            (
+                v.id.as_str(),
+                v.state.as_str(),
+                w.redundant_state(v),
+                v.guest.active("dnsmasq"),
+            )
+        })
+}
+
+/// The hypervisors' states.
+fn host_views(w: &World) -> impl Iterator<Item = View<'_>> {
+    w.hosts
+        .iter()
+        .map(|h| (h.id.as_str(), h.state.as_str(), "", true))
+}
+
+/// The running SSVMs, and whether they can download templates.
+fn ssvm_views(w: &World) -> impl Iterator<Item = View<'_>> {
+    w.vms
+        .iter()
+        .filter(|v| v.is_ssvm() && v.live() && v.state == "Running")
+        .map(|v| (v.id.as_str(), v.state.as_str(), "", w.ssvm_can_download(v)))
+}
+
 impl Zone {
     /// Looks at the zone and records events and alerts for what changed since the last look
     /// (see the module doc). Called before and after every API call, after every SSH command
@@ -147,21 +180,8 @@ impl Zone {
         self.watch.looked = true;
         let mut changes = Vec::new();
         let w = &self.world;
-        let router_views = || {
-            w.vms
-                .iter()
-                .filter(|v| v.vpcid().is_some() && v.live())
-                .map(|v| {
-                    (
-                        v.id.as_str(),
-                        v.state.as_str(),
-                        w.redundant_state(v),
-                        v.guest.active("dnsmasq"),
-                    )
-                })
-        };
-        if first || !same(&self.watch.routers, router_views()) {
-            let routers: Vec<Seen> = router_views().map(seen).collect();
+        if first || !same(&self.watch.routers, router_views(w)) {
+            let routers: Vec<Seen> = router_views(w).map(seen).collect();
             diff(&mut self.watch.routers, routers, |old, s| {
                 if s.state != "Running" {
                     return;
@@ -191,13 +211,8 @@ impl Zone {
                 }
             });
         }
-        let host_views = || {
-            w.hosts
-                .iter()
-                .map(|h| (h.id.as_str(), h.state.as_str(), "", true))
-        };
-        if first || !same(&self.watch.hosts, host_views()) {
-            let hosts: Vec<Seen> = host_views().map(seen).collect();
+        if first || !same(&self.watch.hosts, host_views(w)) {
+            let hosts: Vec<Seen> = host_views(w).map(seen).collect();
             diff(&mut self.watch.hosts, hosts, |old, s| {
                 let from = old.map_or("Up", |o| o.state.as_str());
                 let down = |st: &str| st == "Disconnected" || st == "Alert";
@@ -210,17 +225,7 @@ impl Zone {
                 }
             });
         }
-        let ssvms: Vec<Seen> = w
-            .vms
-            .iter()
-            .filter(|v| v.is_ssvm() && v.live() && v.state == "Running")
-            .map(|v| Seen {
-                id: v.id.clone(),
-                state: v.state.clone(),
-                derived: "",
-                healthy: w.ssvm_can_download(v),
-            })
-            .collect();
+        let ssvms: Vec<Seen> = ssvm_views(w).map(seen).collect();
         diff(&mut self.watch.ssvms, ssvms, |old, s| {
             if !s.healthy && old.is_none_or(|o| o.healthy) {
                 changes.push(Change::Ssvm { vm: s.id.clone() });
@@ -235,30 +240,9 @@ impl Zone {
     /// skipped look missed nothing).
     fn looks_the_same(&self) -> bool {
         let w = &self.world;
-        let routers = w
-            .vms
-            .iter()
-            .filter(|v| v.vpcid().is_some() && v.live())
-            .map(|v| {
-                (
-                    v.id.as_str(),
-                    v.state.as_str(),
-                    w.redundant_state(v),
-                    v.guest.active("dnsmasq"),
-                )
-            });
-        let hosts = w
-            .hosts
-            .iter()
-            .map(|h| (h.id.as_str(), h.state.as_str(), "", true));
-        let ssvms = w
-            .vms
-            .iter()
-            .filter(|v| v.is_ssvm() && v.live() && v.state == "Running")
-            .map(|v| (v.id.as_str(), v.state.as_str(), "", w.ssvm_can_download(v)));
-        same(&self.watch.routers, routers)
-            && same(&self.watch.hosts, hosts)
-            && same(&self.watch.ssvms, ssvms)
+        same(&self.watch.routers, router_views(w))
+            && same(&self.watch.hosts, host_views(w))
+            && same(&self.watch.ssvms, ssvm_views(w))
     }
 
     fn report(&mut self, change: Change, now: jiff::Timestamp) {
